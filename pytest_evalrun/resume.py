@@ -16,9 +16,15 @@ from .outcome import JUDGED, TrialOutcome
 
 def recorded_outcome(trial_dir: Path, fingerprint: str) -> TrialOutcome | None:
     try:
-        with open(trial_dir / "meta.json", encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
+        with open(f"{trial_dir}/meta.json", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    if fingerprint.encode() not in raw:
+        return None  # changed definition (or no fingerprint): no need to parse it
+    try:
+        data = json.loads(raw)
+    except ValueError:
         return None
     if not isinstance(data, dict) or data.get("status") not in JUDGED:
         return None

@@ -442,7 +442,9 @@ def test_reference_example_job_is_valid() -> None:
 @needs_reference
 def test_full_job_is_schema_valid_and_stats_match(tmp_path: Path) -> None:
     job, _exp, outcomes = write_full_job(tmp_path)
-    # While running: the incremental view already counts what finished.
+    # While running: the incremental view counts what finished once it is folded (at most
+    # every FOLD_INTERVAL while trials finish; flush() folds now).
+    job.flush()
     progress = job.read_result()
     assert progress is not None
     assert progress["finished_at"] is None
@@ -736,6 +738,7 @@ def test_resume_keeps_job_and_trials(tmp_path: Path) -> None:
                   started_at="2026-02-02T00:00:01Z", finished_at="2026-02-02T00:00:09Z")
     assert second.write_trial(o2b, trial_dir=std2b, **spec_for(exp, "baseline", MR)) == p2
     assert not (p2 / "exception.txt").exists()
+    second.flush()
     progress = second.read_result()
     assert progress is not None
     assert progress["stats"]["n_completed_trials"] == 2
@@ -765,6 +768,7 @@ def test_stats_incremental_equals_recompute(tmp_path: Path) -> None:
         o = outcome("v", MR, i, status, reward=r, error_kind="setup_failed" if r is None else None,
                     metrics=Metrics(input_tokens=10, output_tokens=1, cost_usd=0.5))
         job.write_trial(o, trial_dir=None)
+    job.flush()
     progress = job.read_result()
     assert progress is not None
     recomputed = compute_job_stats(trial_results(job.job_dir), n_total_trials=6)

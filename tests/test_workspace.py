@@ -6,10 +6,14 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pytest_evalrun.trial import git as gitmod
+from pytest_evalrun.trial import workspace as workspace_mod
 from pytest_evalrun.trial.workspace import (
     SNAPSHOT_REF,
     WorkspaceError,
@@ -59,7 +63,7 @@ def fixture_dir(tmp_path: Path) -> Path:
 
 def test_copy_and_snapshot(fixture_dir: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    sha = prepare_workspace(fixture_dir, ws)
+    sha = prepare_workspace(fixture_dir, ws).sha
     assert len(sha) == 40
     assert read_snapshot(ws) == sha
     assert (ws / "src" / "main.c").read_text() == "int main(void) { return 1; }\n"
@@ -81,12 +85,12 @@ def test_copy_and_snapshot(fixture_dir: Path, tmp_path: Path) -> None:
     log = agent_git(ws, "log", "--format=%an <%ae>|%s")
     assert log == "pytest-evalrun <evalrun@localhost>|evalrun: fixture snapshot\n"
     # deterministic: the same fixture gives the same snapshot
-    assert prepare_workspace(fixture_dir, tmp_path / "ws2") == sha
+    assert prepare_workspace(fixture_dir, tmp_path / "ws2").sha == sha
 
 
 def test_empty_workspace(tmp_path: Path) -> None:
     ws = tmp_path / "empty"
-    sha = prepare_workspace(None, ws)
+    sha = prepare_workspace(None, ws).sha
     assert ws.is_dir()
     assert read_snapshot(ws) == sha
     assert workspace_diff(ws) == ""
@@ -96,7 +100,7 @@ def test_empty_workspace(tmp_path: Path) -> None:
 
 def test_diff_modified_new_deleted_binary(fixture_dir: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    sha = prepare_workspace(fixture_dir, ws)
+    sha = prepare_workspace(fixture_dir, ws).sha
     (ws / "src" / "main.c").write_text("int main(void) { return 0; }\n")
     (ws / "src" / "old.txt").unlink()
     (ws / "src" / "new.py").write_text("print('hi')\n")
@@ -169,7 +173,7 @@ def test_gitignore_honoured(tmp_path: Path) -> None:
 
 def test_odd_workspaces_never_raise(fixture_dir: Path, tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    sha = prepare_workspace(fixture_dir, ws)
+    sha = prepare_workspace(fixture_dir, ws).sha
     assert workspace_diff(tmp_path / "missing").startswith("# evalrun:")
     assert workspace_diff(ws, "0" * 40).startswith("# evalrun:")
     assert workspace_diff(ws, "--output=/tmp/x").startswith("# evalrun:")
@@ -198,8 +202,138 @@ def test_user_git_environment_ignored(
     monkeypatch.setenv("GIT_DIR", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("GIT_INDEX_FILE", str(tmp_path / "elsewhere-index"))
     ws = tmp_path / "ws"
-    sha = prepare_workspace(fixture_dir, ws)
+    sha = prepare_workspace(fixture_dir, ws).sha
     assert not (tmp_path / "elsewhere").exists()
     monkeypatch.delenv("GIT_DIR")
     monkeypatch.delenv("GIT_INDEX_FILE")
     assert agent_git(ws, "rev-parse", "HEAD").strip() == sha
+
+
+# -- the per-process fixture templates ---------------------------------------------------------
+
+
+@pytest.fixture
+def git_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every git process pytest-evalrun's workspace code starts, by argument list."""
+    calls: list[list[str]] = []
+    real = gitmod.run_git
+
+    def counting(git: str, args: list[str], **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(git, args, **kwargs)
+
+    monkeypatch.setattr(gitmod, "run_git", counting)
+    return calls
+
+
+def test_third_copy_of_a_fixture_runs_no_git(
+    fixture_dir: Path, tmp_path: Path, git_calls: list[list[str]]
+) -> None:
+    first = prepare_workspace(fixture_dir, tmp_path / "ws1")
+    second = prepare_workspace(fixture_dir, tmp_path / "ws2")
+    # add -A + write-tree, twice; the second time the objects are packed for the next copies
+    assert [c[0] for c in git_calls] == ["add", "write-tree", "add", "write-tree", "-c"]
+    git_calls.clear()
+    ws = tmp_path / "ws3"
+    third = prepare_workspace(fixture_dir, ws)
+    assert git_calls == []
+    assert first.sha == second.sha == third.sha == read_snapshot(ws)
+    # what the agent finds is what git would have made: same entries, a clean tree whose
+    # index stat data are exact (diff-files does not refresh: stale stat data show up there)
+    assert agent_git(ws, "ls-files", "-s") == agent_git(tmp_path / "ws1", "ls-files", "-s")
+    agent_git(ws, "diff-files", "--quiet")
+    assert agent_git(ws, "status", "--porcelain") == ""
+    assert agent_git(ws, "rev-parse", "HEAD", SNAPSHOT_REF).split() == [third.sha] * 2
+    agent_git(ws, "fsck", "--strict", "--no-progress")
+    assert third.index == (ws / ".git" / "index").read_bytes()
+    # the agent can use its repository as usual
+    (ws / "src" / "main.c").write_text("changed\n")
+    agent_git(ws, "commit", "-qam", "agent")
+    assert workspace_diff(ws, third).count("diff --git") == 1
+    # negative control: the index of another copy has stale stat data for this one
+    ws4 = tmp_path / "ws4"
+    prepare_workspace(fixture_dir, ws4)
+    shutil.copy(tmp_path / "ws1" / ".git" / "index", ws4 / ".git" / "index")
+    stale = subprocess.run(["git", "diff-files", "--quiet"], cwd=ws4, env={**os.environ, **GIT_ENV})
+    assert stale.returncode == 1
+
+
+def test_changed_fixture_is_snapshotted_again(
+    fixture_dir: Path, tmp_path: Path, git_calls: list[list[str]]
+) -> None:
+    for i in range(3):
+        old = prepare_workspace(fixture_dir, tmp_path / f"ws{i}")
+    main_c = fixture_dir / "src" / "main.c"
+    before = main_c.stat()
+    main_c.write_text("int main(void) { return 7; }\n")  # same size
+    os.utime(main_c, ns=(before.st_atime_ns, before.st_mtime_ns))  # same mtime too
+    git_calls.clear()
+    new = prepare_workspace(fixture_dir, tmp_path / "ws-new")
+    assert git_calls, "the template of the old fixture was used"
+    assert new.sha != old.sha
+    assert "return 7" in agent_git(tmp_path / "ws-new", "show", "HEAD:src/main.c")
+    (fixture_dir / "extra.txt").write_text("x\n")
+    assert prepare_workspace(fixture_dir, tmp_path / "ws-extra").sha not in (old.sha, new.sha)
+
+
+def test_diff_from_template_snapshot_sees_every_change(
+    fixture_dir: Path, tmp_path: Path
+) -> None:
+    for i in range(2):
+        prepare_workspace(fixture_dir, tmp_path / f"warm{i}")
+    ws = tmp_path / "ws"
+    snap = prepare_workspace(fixture_dir, ws)
+    # changed at once (same tick as the copy and its index), same size
+    (ws / "README.md").write_text("# DEMO\n")
+    (ws / "src" / "old.txt").unlink()
+    (ws / "new.txt").write_text("new\n")
+    (ws / "check.sh").chmod(0o644)
+    # the agent's own index cannot hide a change from the diff
+    agent_git(ws, "update-index", "--assume-unchanged", "README.md")
+    (ws / ".git" / "index").write_bytes(b"garbage")
+    diff = workspace_diff(ws, snap)
+    assert "+# DEMO" in diff
+    assert "deleted file mode 100644" in diff
+    assert "+new" in diff
+    assert "old mode 100755\nnew mode 100644" in diff
+    assert diff == workspace_diff(ws, snap.sha)  # the same as without the seed index
+
+
+def test_diff_leaves_nothing_for_the_next(fixture_dir: Path, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    snap = prepare_workspace(fixture_dir, ws)
+    (ws / "big.bin").write_bytes(os.urandom(4096))
+    assert "big.bin" in workspace_diff(ws, snap)
+    shadow = workspace_mod._SCRATCH.diff_git_dir()
+    assert sorted(p.name for p in (shadow / "objects").iterdir()) == []
+    assert not (shadow / "index").exists()
+    ws2 = tmp_path / "ws2"
+    snap2 = prepare_workspace(fixture_dir, ws2)
+    assert workspace_diff(ws2, snap2) == ""
+
+
+def test_killed_process_scratch_is_removed(fixture_dir: Path, tmp_path: Path) -> None:
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from pytest_evalrun.trial.workspace import prepare_workspace, _SCRATCH\n"
+        "for i in range(2):\n"
+        "    prepare_workspace(Path(sys.argv[1]), Path(sys.argv[2]) / str(i))\n"
+        "print(_SCRATCH.directory(), flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(fixture_dir), str(tmp_path)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == -9
+    orphan = Path(proc.stdout.strip())
+    assert (orphan / "templates").is_dir()  # killed: no exit handler ran
+    # a finished process removes its own; the next process removes the orphan
+    proc = subprocess.run(
+        [sys.executable, "-c", code.replace("os.kill(os.getpid(), 9)", "")
+         .replace("range(2)", "range(1)"), str(fixture_dir), str(tmp_path / "b")],
+        capture_output=True, text=True, check=True,
+    )
+    assert not orphan.exists()
+    assert not Path(proc.stdout.strip()).exists()

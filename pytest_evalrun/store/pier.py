@@ -86,9 +86,8 @@ RESULT_LOCK = ".result.lock"
 PENDING = ".pending.jsonl"
 MARKER = ".evalrun.json"
 JOB_MARKER = ".evalrun-job.json"
-#: Fold pending deltas at once while result.json is smaller than this...
-FOLD_ALWAYS_BELOW = 512 * 1024
-#: ...and otherwise at most every this many seconds (finalize folds everything).
+#: Fold pending stats deltas into the job's result.json at most every this many seconds while
+#: trials finish (finalize and flush() fold everything).
 FOLD_INTERVAL = 2.0
 LOCK_TIMEOUT = 600.0
 
@@ -1489,11 +1488,10 @@ class PierJob:
     def _fold_pending(self, *, force: bool) -> None:
         """Under the lock: apply ``.pending.jsonl`` to result.json (read-modify-write)."""
         try:
-            size = self.result_path.stat().st_size
             mtime = self.result_path.stat().st_mtime
         except FileNotFoundError:
-            size, mtime = 0, 0.0
-        if not force and size >= FOLD_ALWAYS_BELOW and time.time() - mtime < FOLD_INTERVAL:
+            mtime = 0.0
+        if not force and time.time() - mtime < FOLD_INTERVAL:
             return
         try:
             text = self.pending_path.read_text(encoding="utf-8")

@@ -25,7 +25,7 @@ from ..store.runs import utc_now
 from . import metrics as metrics_mod
 from .process import ProcessResult, kill_all_running
 from .steps import PYCALL_CRASHED, StepContext, StepKinds, missing
-from .workspace import WorkspaceError, prepare_workspace, workspace_diff
+from .workspace import Snapshot, WorkspaceError, prepare_workspace, workspace_diff
 
 SCHEMA_VERSION = 1
 TAIL_LINES = 30
@@ -122,6 +122,7 @@ class _Trial:
         self.artifacts = self.dir / "artifacts"
         self.verifier = self.dir / "verifier"
         self.prompt_file = self.dir / "prompt.md"
+        self.snapshot: Snapshot | None = None
         self.steps: dict[str, dict[str, Any]] = {}
         self.started = time.monotonic()
         e, v, t = spec.experiment, spec.variant, spec.task
@@ -248,7 +249,7 @@ class _Trial:
         s, o = self.spec, self.outcome
         self.prepare()
         try:
-            prepare_workspace(s.task.fixture, self.workspace)
+            self.snapshot = prepare_workspace(s.task.fixture, self.workspace)
         except (WorkspaceError, OSError) as exc:
             self.error("workspace", f"could not prepare the workspace: {exc}")
             return self.finish()
@@ -289,7 +290,7 @@ class _Trial:
     def collect_artifacts(self) -> None:
         redactor = self.spec.redactor
         try:
-            diff = workspace_diff(self.workspace)
+            diff = workspace_diff(self.workspace, self.snapshot)
         except (WorkspaceError, OSError) as exc:
             diff = f"# workspace diff unavailable: {exc}\n"
         write_text_atomic(self.dir / "workspace.diff", redactor.redact(diff), fsync=False)

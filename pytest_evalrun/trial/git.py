@@ -1,0 +1,191 @@
+"""Git primitives for trial workspaces: an isolated git process, and the few repository files
+(empty repository, commit object, refs) written directly because a git process per file costs
+more than the file.
+
+Every git process runs isolated from the user's configuration: ``GIT_CONFIG_NOSYSTEM=1``,
+``GIT_CONFIG_GLOBAL=/dev/null``, every inherited ``GIT_*`` variable removed, fixed identity and
+dates (so the same fixture always gives the same snapshot sha), no hooks, no signing, no
+fsmonitor, no user excludes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = [
+    "GitError",
+    "git_env",
+    "git_executable",
+    "is_sha",
+    "resolve_ref",
+    "run_git",
+    "write_commit",
+    "write_empty_repo",
+    "write_minimal_repo",
+    "write_ref",
+]
+
+IDENTITY_NAME = "pytest-evalrun"
+IDENTITY_EMAIL = "evalrun@localhost"
+_FIXED_DATE = "2000-01-01T00:00:00+0000"
+_FIXED_EPOCH = 946684800  # _FIXED_DATE in seconds
+MESSAGE = "evalrun: fixture snapshot"
+
+_REPO_CONFIG = (
+    "[core]\n"
+    "\trepositoryformatversion = 0\n"
+    "\tfilemode = true\n"
+    "\tbare = false\n"
+    "\tlogallrefupdates = true\n"
+)
+# Options for every git call: no hooks, no signing, no user excludes, no fsmonitor, no pager.
+_GIT_OPTIONS = (
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "commit.gpgsign=false",
+    "-c",
+    "core.excludesFile=/dev/null",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.quotePath=false",
+    "-c",
+    "advice.addEmbeddedRepo=false",
+)
+
+
+class GitError(Exception):
+    """git is missing, or a repository could not be written."""
+
+
+def git_executable() -> str:
+    """Absolute path of ``git`` on PATH; :class:`GitError` when there is none."""
+    git = shutil.which("git")
+    if git is None:
+        raise GitError(
+            "git was not found on PATH; pytest-evalrun needs git to snapshot trial workspaces"
+            f" (PATH={os.environ.get('PATH', '')})"
+        )
+    return git
+
+
+def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every git process: the caller's, minus ``GIT_*``, plus isolation."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL="/dev/null",
+        GIT_TERMINAL_PROMPT="0",
+        GIT_AUTHOR_NAME=IDENTITY_NAME,
+        GIT_AUTHOR_EMAIL=IDENTITY_EMAIL,
+        GIT_AUTHOR_DATE=_FIXED_DATE,
+        GIT_COMMITTER_NAME=IDENTITY_NAME,
+        GIT_COMMITTER_EMAIL=IDENTITY_EMAIL,
+        GIT_COMMITTER_DATE=_FIXED_DATE,
+        LC_ALL="C",
+    )
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_git(
+    git: str,
+    args: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    input: bytes | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [git, *_GIT_OPTIONS, *args],
+        cwd=cwd,
+        env=env,
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
+        capture_output=True,
+        check=False,
+    )
+
+
+def write_empty_repo(git_dir: Path) -> None:
+    """What ``git init --template=`` writes, without the cost of a git process."""
+    (git_dir / "objects").mkdir(parents=True, exist_ok=True)
+    (git_dir / "refs" / "heads").mkdir(parents=True, exist_ok=True)
+    (git_dir / "refs" / "tags").mkdir(exist_ok=True)
+    (git_dir / "HEAD").write_text("ref: refs/heads/main\n")
+    (git_dir / "config").write_text(_REPO_CONFIG)
+
+
+def write_minimal_repo(git_dir: Path, refs: Mapping[str, str]) -> None:
+    """The fewest files git accepts as a repository (``HEAD``, ``config``, ``refs/``,
+    ``objects/pack/``), with ``refs`` (name -> sha) in ``packed-refs``."""
+    (git_dir / "objects" / "pack").mkdir(parents=True, exist_ok=True)
+    (git_dir / "refs").mkdir(exist_ok=True)
+    (git_dir / "HEAD").write_text("ref: refs/heads/main\n")
+    (git_dir / "config").write_text(_REPO_CONFIG)
+    lines = ["# pack-refs with: peeled fully-peeled sorted \n"]
+    lines += [f"{sha} {name}\n" for name, sha in sorted(refs.items())]
+    (git_dir / "packed-refs").write_text("".join(lines))
+
+
+def write_ref(git_dir: Path, ref: str, sha: str) -> None:
+    ref_file = git_dir / ref
+    ref_file.parent.mkdir(parents=True, exist_ok=True)
+    ref_file.write_text(sha + "\n")
+
+
+def write_commit(git_dir: Path, tree_sha: str) -> str:
+    """Write the snapshot commit of ``tree_sha`` as a loose object; return its sha.
+
+    Equivalent to ``git commit-tree`` with our fixed identity and date, without a process
+    (``git commit`` costs ~7 ms here, this ~0.1 ms).
+    """
+    who = f"{IDENTITY_NAME} <{IDENTITY_EMAIL}> {_FIXED_EPOCH} +0000"
+    body = f"tree {tree_sha}\nauthor {who}\ncommitter {who}\n\n{MESSAGE}\n".encode()
+    raw = b"commit %d\0" % len(body) + body
+    sha = hashlib.sha1(raw).hexdigest()
+    obj_dir = git_dir / "objects" / sha[:2]
+    obj_dir.mkdir(exist_ok=True)
+    obj = obj_dir / sha[2:]
+    if not obj.exists():
+        tmp = obj_dir / f"tmp_obj_{os.getpid()}"
+        tmp.write_bytes(zlib.compress(raw, 1))
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, obj)
+    return sha
+
+
+def is_sha(text: str) -> bool:
+    return len(text) in (40, 64) and all(c in "0123456789abcdef" for c in text)
+
+
+def resolve_ref(git_dir: Path, ref: str) -> str | None:
+    """Sha of ``ref`` from a loose ref file or packed-refs, following symrefs."""
+    for _ in range(5):
+        try:
+            text = (git_dir / ref).read_text().strip()
+        except OSError:
+            text = ""
+        if text.startswith("ref: "):
+            ref = text[5:].strip()
+            continue
+        if is_sha(text):
+            return text
+        try:
+            packed = (git_dir / "packed-refs").read_text()
+        except OSError:
+            return None
+        for line in packed.splitlines():
+            sha, _, name = line.partition(" ")
+            if name == ref and is_sha(sha):
+                return sha
+        return None
+    return None
