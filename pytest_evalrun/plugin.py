@@ -31,6 +31,7 @@ from .session import (
     state_key,
 )
 from .trial.steps import StepKinds
+from .trial.workspace import remove_session_templates
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -69,6 +70,9 @@ def _sigterm_as_interrupt(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(state_key, None)
+    if state is not None and not state.is_worker and state.shared.snapshots:
+        remove_session_templates(Path(state.shared.snapshots))
     previous = config.stash.get(_sigterm_key, None)
     if previous is not None and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, previous)

@@ -19,6 +19,7 @@ from .discovery import DEFAULT_PATTERNS, Discovery
 from .store import runs
 from .store.paths import RunPaths
 from .trial.steps import StepKinds
+from .trial.workspace import session_templates
 
 if TYPE_CHECKING:
     from .collect import TrialItem
@@ -44,6 +45,8 @@ class Shared:
     #: When the session started (the controller's clock), e.g. the Pier job's start.
     started_at: str = ""
     explicit_run_id: bool = False
+    #: Fixture templates shared by the session's processes (removed by the controller).
+    snapshots: str = ""
 
     def run_id_for(self, experiment_slug: str) -> str:
         return self.resume_runs.get(experiment_slug, self.run_id)
@@ -89,8 +92,9 @@ def decide(config: pytest.Config) -> Shared:
         while runs.run_exists(results, run_id):
             run_id = f"{base}-{n}"
             n += 1
+    session_id = uuid.uuid4().hex
     return Shared(
-        session_id=uuid.uuid4().hex,
+        session_id=session_id,
         run_id=run_id,
         results=str(results),
         jobs=str(jobs),
@@ -99,6 +103,7 @@ def decide(config: pytest.Config) -> Shared:
         pytest_args=[str(a) for a in config.invocation_params.args],
         started_at=runs.utc_now(),
         explicit_run_id=bool(config.getoption("eval_run_id")),
+        snapshots=str(session_templates(session_id)),
     )
 
 

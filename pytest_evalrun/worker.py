@@ -135,6 +135,7 @@ class Worker:
                 redactor=self.redactor(exp),
                 kinds=self._kinds,
                 env_hook=self._env_hook(exp, variant, task, n),
+                templates=Path(self.shared.snapshots) if self.shared.snapshots else None,
             )
             outcome = run_trial(spec)
         self._record(exp, variant, task, paths, outcome)

@@ -58,6 +58,31 @@ def test_xdist_workers_share_one_run(suite: Suite) -> None:
     assert con.execute("select status, n_trials from runs").fetchall() == [("completed", 6)]
 
 
+def test_workers_share_fixture_templates_and_leave_no_scratch(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    suite.experiment(trials=4)
+    suite.pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=4, failed=4)
+    shas, packed = set(), 0
+    for task in ("good", "bad"):
+        for n in (1, 2, 3, 4):
+            ws = suite.trial_dir("base", task, n) / "workspace"
+            proc = subprocess.run(["git", "rev-parse", "refs/evalrun/snapshot"], cwd=ws,
+                                  capture_output=True, text=True, check=True)
+            shas.add(proc.stdout.strip())
+            packed += any((ws / ".git" / "objects" / "pack").glob("*.pack"))
+            subprocess.run(["git", "fsck", "--strict", "--no-progress"], cwd=ws, check=True)
+            diff = (ws.parent / "workspace.diff").read_text()
+            assert "+++ b/answer.txt" in diff and "README" not in diff, (task, n)
+    assert len(shas) == 1  # one fixture, one snapshot, whichever process made it
+    # only the first copy in the session needs git; the others come from its template
+    assert packed >= 6, packed
+    assert sorted(p.name for p in tmp.iterdir()) == []  # session and worker scratch removed
+
+
 def test_resume_of_a_finished_run_spawns_nothing(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,6 +19,8 @@ from pytest_evalrun.trial.workspace import (
     WorkspaceError,
     prepare_workspace,
     read_snapshot,
+    remove_session_templates,
+    session_templates,
     workspace_diff,
 )
 
@@ -226,14 +228,13 @@ def git_calls(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return calls
 
 
-def test_third_copy_of_a_fixture_runs_no_git(
+def test_second_copy_of_a_fixture_runs_no_git(
     fixture_dir: Path, tmp_path: Path, git_calls: list[list[str]]
 ) -> None:
     first = prepare_workspace(fixture_dir, tmp_path / "ws1")
-    second = prepare_workspace(fixture_dir, tmp_path / "ws2")
-    # add -A + write-tree, twice; the second time the objects are packed for the next copies
-    assert [c[0] for c in git_calls] == ["add", "write-tree", "add", "write-tree", "-c"]
+    assert [c[0] for c in git_calls] == ["add", "write-tree"]
     git_calls.clear()
+    second = prepare_workspace(fixture_dir, tmp_path / "ws2")
     ws = tmp_path / "ws3"
     third = prepare_workspace(fixture_dir, ws)
     assert git_calls == []
@@ -261,7 +262,7 @@ def test_third_copy_of_a_fixture_runs_no_git(
 def test_changed_fixture_is_snapshotted_again(
     fixture_dir: Path, tmp_path: Path, git_calls: list[list[str]]
 ) -> None:
-    for i in range(3):
+    for i in range(2):
         old = prepare_workspace(fixture_dir, tmp_path / f"ws{i}")
     main_c = fixture_dir / "src" / "main.c"
     before = main_c.stat()
@@ -279,8 +280,7 @@ def test_changed_fixture_is_snapshotted_again(
 def test_diff_from_template_snapshot_sees_every_change(
     fixture_dir: Path, tmp_path: Path
 ) -> None:
-    for i in range(2):
-        prepare_workspace(fixture_dir, tmp_path / f"warm{i}")
+    prepare_workspace(fixture_dir, tmp_path / "warm")
     ws = tmp_path / "ws"
     snap = prepare_workspace(fixture_dir, ws)
     # changed at once (same tick as the copy and its index), same size
@@ -317,7 +317,7 @@ def test_killed_process_scratch_is_removed(fixture_dir: Path, tmp_path: Path) ->
         "import os, sys\n"
         "from pathlib import Path\n"
         "from pytest_evalrun.trial.workspace import prepare_workspace, _SCRATCH\n"
-        "for i in range(2):\n"
+        "for i in range(1):\n"
         "    prepare_workspace(Path(sys.argv[1]), Path(sys.argv[2]) / str(i))\n"
         "print(_SCRATCH.directory(), flush=True)\n"
         "os.kill(os.getpid(), 9)\n"
@@ -331,9 +331,53 @@ def test_killed_process_scratch_is_removed(fixture_dir: Path, tmp_path: Path) ->
     assert (orphan / "templates").is_dir()  # killed: no exit handler ran
     # a finished process removes its own; the next process removes the orphan
     proc = subprocess.run(
-        [sys.executable, "-c", code.replace("os.kill(os.getpid(), 9)", "")
-         .replace("range(2)", "range(1)"), str(fixture_dir), str(tmp_path / "b")],
+        [sys.executable, "-c", code.replace("os.kill(os.getpid(), 9)", ""),
+         str(fixture_dir), str(tmp_path / "b")],
         capture_output=True, text=True, check=True,
     )
     assert not orphan.exists()
     assert not Path(proc.stdout.strip()).exists()
+
+
+def test_templates_shared_between_processes(fixture_dir: Path, tmp_path: Path) -> None:
+    store = session_templates("0123456789abcdef")
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pytest_evalrun.trial import git\n"
+        "from pytest_evalrun.trial.workspace import prepare_workspace\n"
+        "calls = []\n"
+        "real = git.run_git\n"
+        "git.run_git = lambda *a, **k: calls.append(a[1]) or real(*a, **k)\n"
+        "print(prepare_workspace(Path(sys.argv[1]), Path(sys.argv[2]),"
+        " templates=Path(sys.argv[3])).sha, len(calls))\n"
+    )
+    try:
+        outputs = [
+            subprocess.run(
+                [sys.executable, "-c", code, str(fixture_dir), str(tmp_path / f"ws{i}"),
+                 str(store)],
+                capture_output=True, text=True, check=True,
+            ).stdout.split()
+            for i in range(3)
+        ]
+        shas = {sha for sha, _ in outputs}
+        assert len(shas) == 1
+        # the first process snapshots with git and leaves a template; the others use it
+        assert [int(n) for _, n in outputs] == [2, 0, 0]
+        template = next(p for p in store.iterdir() if not p.name.startswith("."))
+        assert sorted(p.suffix for p in template.iterdir()) == ["", "", ".idx", ".pack"]
+        agent_git(tmp_path / "ws2", "fsck", "--strict", "--no-progress")
+        agent_git(tmp_path / "ws2", "verify-pack", *map(str, (tmp_path / "ws2" / ".git" /
+                  "objects" / "pack").glob("*.idx")))
+    finally:
+        remove_session_templates(store)
+    assert not store.exists()
+    # a template remembered in memory whose files are gone: the copy is snapshotted with git
+    prepare_workspace(fixture_dir, tmp_path / "a1", templates=store)
+    prepare_workspace(fixture_dir, tmp_path / "a2", templates=store)  # loaded into memory
+    shutil.rmtree(store)
+    after = prepare_workspace(fixture_dir, tmp_path / "a3", templates=store)
+    assert after.sha in shas
+    agent_git(tmp_path / "a3", "fsck", "--strict", "--no-progress")
+    remove_session_templates(store)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 import zlib
 from collections.abc import Mapping
@@ -23,11 +24,13 @@ __all__ = [
     "git_env",
     "git_executable",
     "is_sha",
+    "read_loose_objects",
     "resolve_ref",
     "run_git",
     "write_commit",
     "write_empty_repo",
     "write_minimal_repo",
+    "write_pack",
     "write_ref",
 ]
 
@@ -189,3 +192,85 @@ def resolve_ref(git_dir: Path, ref: str) -> str | None:
                 return sha
         return None
     return None
+
+
+_OBJECT_TYPES = {b"commit": 1, b"tree": 2, b"blob": 3, b"tag": 4}
+
+
+def read_loose_objects(git_dir: Path) -> list[tuple[bytes, int, bytes]] | None:
+    """Every loose object of a repository as (sha-1, pack type, content); None when one
+    cannot be read."""
+    objects: list[tuple[bytes, int, bytes]] = []
+    root = git_dir / "objects"
+    for sub in root.iterdir():
+        if len(sub.name) != 2 or not sub.is_dir():
+            continue
+        for obj in sub.iterdir():
+            try:
+                raw = zlib.decompress(obj.read_bytes())
+            except (OSError, zlib.error):
+                return None
+            header, _, content = raw.partition(b"\0")
+            kind, _, size = header.partition(b" ")
+            if kind not in _OBJECT_TYPES or int(size) != len(content):
+                return None
+            sha = hashlib.sha1(raw).digest()
+            if sha.hex() != sub.name + obj.name:
+                return None
+            objects.append((sha, _OBJECT_TYPES[kind], content))
+    return objects
+
+
+def write_pack(objects: list[tuple[bytes, int, bytes]], directory: Path) -> tuple[Path, Path]:
+    """Write ``objects`` as one pack (version 2, no deltas) and its index (version 2) in
+    ``directory``, named as git names them; return (pack, idx).
+
+    What ``git pack-objects`` writes, without a process: a fixture's objects in two files that
+    are cheap to copy into every workspace.
+    """
+    parts = [struct.pack(">4sLL", b"PACK", 2, len(objects))]
+    offsets: dict[bytes, tuple[int, int]] = {}
+    pos = 12
+    for sha, kind, content in objects:
+        size = len(content)
+        header = bytearray()
+        byte = (kind << 4) | (size & 0x0F)
+        size >>= 4
+        while size:
+            header.append(byte | 0x80)
+            byte = size & 0x7F
+            size >>= 7
+        header.append(byte)
+        entry = bytes(header) + zlib.compress(content, 1)
+        offsets[sha] = (pos, zlib.crc32(entry))
+        parts.append(entry)
+        pos += len(entry)
+    if pos >= 1 << 31:
+        raise ValueError("pack too large for 32-bit offsets")
+    body = b"".join(parts)
+    pack_sha = hashlib.sha1(body).digest()
+    names = sorted(offsets)
+    fanout = [0] * 256
+    for sha in names:
+        fanout[sha[0]] += 1
+    total = 0
+    for i in range(256):
+        total += fanout[i]
+        fanout[i] = total
+    idx = b"".join(
+        [
+            b"\377tOc",
+            struct.pack(">L", 2),
+            struct.pack(">256L", *fanout),
+            *names,
+            *(struct.pack(">L", offsets[s][1]) for s in names),
+            *(struct.pack(">L", offsets[s][0]) for s in names),
+            pack_sha,
+        ]
+    )
+    idx += hashlib.sha1(idx).digest()
+    pack_path = directory / f"pack-{pack_sha.hex()}.pack"
+    idx_path = directory / f"pack-{pack_sha.hex()}.idx"
+    pack_path.write_bytes(body + pack_sha)
+    idx_path.write_bytes(idx)
+    return pack_path, idx_path

@@ -52,6 +52,8 @@ class TrialSpec:
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     kinds: StepKinds = field(default_factory=StepKinds.builtin)
     env_hook: Callable[[dict[str, str]], None] | None = None
+    #: fixture templates shared by the session's processes (trial/workspace.py)
+    templates: Path | None = None
 
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:
@@ -249,7 +251,9 @@ class _Trial:
         s, o = self.spec, self.outcome
         self.prepare()
         try:
-            self.snapshot = prepare_workspace(s.task.fixture, self.workspace)
+            self.snapshot = prepare_workspace(
+                s.task.fixture, self.workspace, templates=s.templates
+            )
         except (WorkspaceError, OSError) as exc:
             self.error("workspace", f"could not prepare the workspace: {exc}")
             return self.finish()

@@ -47,6 +47,8 @@ __all__ = [
     "WorkspaceError",
     "prepare_workspace",
     "read_snapshot",
+    "remove_session_templates",
+    "session_templates",
     "workspace_diff",
     "workspace_diff_bytes",
 ]
@@ -83,7 +85,8 @@ class _Template:
 
 
 class _Scratch:
-    """A temporary directory per process: fixture templates and the diff's git directory.
+    """A temporary directory per process (the diff's git directory, and the fixture
+    templates when no session shares its own), and the templates loaded in this process.
 
     ``$TMPDIR/evalrun-git-<pid>-*``: created on first use, removed when the process exits; a
     killed process's directory is removed by the next process that creates one.
@@ -91,7 +94,7 @@ class _Scratch:
 
     def __init__(self) -> None:
         self._dir: Path | None = None
-        self.seen: set[str] = set()
+        #: templates loaded, by their directory
         self.templates: dict[str, _Template] = {}
         self.lock = threading.Lock()
 
@@ -99,7 +102,6 @@ class _Scratch:
         if self._dir is None or not self._dir.is_dir():
             _remove_orphans()
             self._dir = Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-"))
-            self.templates.clear()
             weakref.finalize(self, _remove_if_owner, str(self._dir), os.getpid())
         return self._dir
 
@@ -196,12 +198,17 @@ def _copy_fixture(
 # -- snapshots -------------------------------------------------------------------------------
 
 
-def prepare_workspace(fixture: Path | None, workspace: Path) -> Snapshot:
+def prepare_workspace(
+    fixture: Path | None, workspace: Path, *, templates: Path | None = None
+) -> Snapshot:
     """Copy ``fixture`` into ``workspace`` (or create it empty) and snapshot it with git.
 
     Returns the snapshot (its commit sha is also in ``refs/evalrun/snapshot``).  Raises
     :class:`WorkspaceError` with a readable message when git is missing, the fixture does not
     exist or cannot be copied, or git fails.
+
+    ``templates`` is the directory of fixture templates, shared by every process of a session
+    (see :func:`session_templates`); by default, one of this process's own.
     """
     try:
         git = g.git_executable()
@@ -215,17 +222,19 @@ def prepare_workspace(fixture: Path | None, workspace: Path) -> Snapshot:
     except (OSError, shutil.Error) as exc:
         raise WorkspaceError(f"cannot copy fixture {fixture} to {workspace}: {exc}") from exc
     git_dir = workspace / ".git"
-    with _SCRATCH.lock:
-        template = _SCRATCH.templates.get(key)
+    store = templates if templates is not None else _SCRATCH.directory() / "templates"
     try:
+        template = _load_template(store, key)
         if template is not None:
             try:
                 return _from_template(template, git_dir, stats)
-            except (KeyError, OSError):
-                shutil.rmtree(git_dir, ignore_errors=True)  # and snapshot it with git below
+            except (KeyError, OSError):  # e.g. its directory was removed: use git below
+                with _SCRATCH.lock:
+                    _SCRATCH.templates.pop(str(store / key), None)
+                shutil.rmtree(git_dir, ignore_errors=True)
         snapshot = _snapshot_with_git(git, workspace)
-        with contextlib.suppress(OSError):  # a template is only a shortcut for the next copy
-            _remember(git, key, snapshot, git_dir)
+        with contextlib.suppress(OSError, ValueError):  # a template is only a shortcut
+            _save_template(store, key, snapshot, git_dir)
         return snapshot
     except OSError as exc:
         raise WorkspaceError(f"cannot write the snapshot repository in {workspace}: {exc}") from exc
@@ -249,34 +258,61 @@ def _snapshot_with_git(git: str, workspace: Path) -> Snapshot:
     return Snapshot(sha, index.read_bytes(), index.stat().st_mtime_ns)
 
 
-def _remember(git: str, key: str, snapshot: Snapshot, git_dir: Path) -> None:
-    """Keep a fixture's snapshot as a template once it is seen a second time (a fixture used
-    by one trial only is not worth it): its index entries, and its objects in one pack."""
+def _load_template(store: Path, key: str) -> _Template | None:
+    """The template of fixture ``key`` in ``store``, if a process made one."""
+    where = store / key
     with _SCRATCH.lock:
-        if key not in _SCRATCH.seen:
-            _SCRATCH.seen.add(key)
-            return
-        if key in _SCRATCH.templates:
-            return
-    entries = parse_index(snapshot.index or b"")
-    if entries is None:
-        return
-    where = _SCRATCH.directory() / "templates" / key
-    shutil.rmtree(where, ignore_errors=True)
-    where.mkdir(parents=True)
-    proc = g.run_git(
-        git,
-        ["-c", "pack.writeReverseIndex=false", "pack-objects", "--revs", "-q",
-         str(where / "pack")],
-        cwd=git_dir,
-        env=g.git_env({"GIT_DIR": str(git_dir)}),
-        input=f"{snapshot.sha}\n".encode(),
-    )
-    packs = sorted(where.iterdir())
-    if proc.returncode != 0 or not {".idx", ".pack"} <= {p.suffix for p in packs}:
-        return
+        template = _SCRATCH.templates.get(str(where))
+    if template is not None or not (where / "sha").is_file():
+        return template
+    try:
+        entries = parse_index((where / "index").read_bytes())
+        sha = (where / "sha").read_text().strip()
+        packs = tuple(sorted(p for p in where.iterdir() if p.name.startswith("pack-")))
+    except OSError:
+        return None
+    if entries is None or not g.is_sha(sha) or len(packs) != 2:
+        return None
+    template = _Template(sha, entries, packs)
     with _SCRATCH.lock:
-        _SCRATCH.templates[key] = _Template(snapshot.sha, entries, tuple(packs))
+        _SCRATCH.templates[str(where)] = template
+    return template
+
+
+def _save_template(store: Path, key: str, snapshot: Snapshot, git_dir: Path) -> None:
+    """Keep a fresh snapshot as the template of its fixture: its objects in one pack, its
+    index and its sha.  Made in a directory of its own and renamed into place, so that a
+    process sees a whole template or none (when two make one at once, the first stays)."""
+    where = store / key
+    if where.exists() or snapshot.index is None or parse_index(snapshot.index) is None:
+        return
+    objects = g.read_loose_objects(git_dir)
+    if objects is None:
+        return
+    store.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=store))
+    try:
+        g.write_pack(objects, tmp)
+        (tmp / "index").write_bytes(snapshot.index)
+        (tmp / "sha").write_text(snapshot.sha + "\n")
+        os.rename(tmp, where)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process was first, or no space
+        raise
+
+
+def session_templates(session_id: str) -> Path:
+    """Where the fixture templates of one session live (made on first use): removed by
+    :func:`remove_session_templates`, or after a crash by the next process making a scratch
+    directory."""
+    return Path(tempfile.gettempdir()) / f"{_PREFIX}{os.getpid()}-s{session_id[:12]}"
+
+
+def remove_session_templates(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    with _SCRATCH.lock:
+        for where in [w for w in _SCRATCH.templates if w.startswith(f"{path}{os.sep}")]:
+            del _SCRATCH.templates[where]
 
 
 def _from_template(
@@ -360,10 +396,10 @@ def _diff(git: str, workspace: Path, sha: str, seed: Snapshot | None) -> bytes:
         env = g.git_env(
             {
                 "GIT_DIR": str(shadow),
-                "GIT_WORK_TREE": str(workspace.resolve()),
+                "GIT_WORK_TREE": os.path.abspath(workspace),
                 "GIT_INDEX_FILE": str(index),
                 "GIT_OBJECT_DIRECTORY": str(objects),
-                "GIT_ALTERNATE_OBJECT_DIRECTORIES": str((workspace / ".git" / "objects").resolve()),
+                "GIT_ALTERNATE_OBJECT_DIRECTORIES": os.path.abspath(workspace / ".git" / "objects"),
             }
         )
         add = g.run_git(git, ["add", "-A"], cwd=workspace, env=env)
