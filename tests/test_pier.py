@@ -22,16 +22,11 @@ from referencing.jsonschema import DRAFT202012
 from pytest_evalrun import __version__ as evalrun_version
 from pytest_evalrun.outcome import ERROR, FAILED, PASSED, TIMEOUT, Metrics, TrialOutcome
 from pytest_evalrun.spec.model import Experiment, Step, Task, Variant
-from pytest_evalrun.store import pier
-from pytest_evalrun.store.pier import (
-    PierJob,
-    compute_job_stats,
-    events_to_trajectory,
-    link_file,
-    safe_job_name,
-    split_model,
-    trial_name_for,
-)
+from pytest_evalrun.store import pier_names
+from pytest_evalrun.store.pier import PierJob, link_file, split_model
+from pytest_evalrun.store.pier_names import safe_job_name, trial_name_for
+from pytest_evalrun.store.pier_stats import compute_job_stats
+from pytest_evalrun.store.pier_trajectory import events_to_trajectory
 
 # --------------------------------------------------------------------------- schemas
 
@@ -592,12 +587,12 @@ def test_trial_names_deterministic_and_harbor_shaped() -> None:
 
 
 def test_trial_name_collision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = pier._trial_suffix
+    real = pier_names.trial_suffix
 
     def clashing(run_id: str, e: str, v: str, t: str, n: int, attempt: int = 0) -> str:
         return "AAAAAAA" if attempt == 0 else real(run_id, e, v, t, n, attempt)
 
-    monkeypatch.setattr(pier, "_trial_suffix", clashing)
+    monkeypatch.setattr(pier_names, "trial_suffix", clashing)
     job = PierJob(tmp_path / "jobs", "run")
     first = job.trial_dir_name("e", "v", "task", 1)
     second = job.trial_dir_name("e", "v", "task", 2)

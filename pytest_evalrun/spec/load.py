@@ -2,13 +2,13 @@
 
 Three stages, each linear in the size of the file:
 
-1. ``_compose``: YAML text -> node tree (libyaml when available). Syntax errors, tabs used for
-   indentation and other reader problems become :class:`SpecError` with a line.
-2. ``_Walker``: node tree -> plain values (``YMap``/``YList`` remember the line of every key
-   and item). It interpolates ``${VAR}``, collects secret values, rejects duplicate keys and
+1. ``yamltree.compose``: YAML text -> node tree (libyaml when available). Syntax errors, tabs
+   used for indentation and other reader problems become :class:`SpecError` with a line.
+2. ``yamltree.Walker``: node tree -> plain values (``YMap``/``YList`` remember the line of every
+   key and item). It interpolates ``${VAR}``, collects secret values, rejects duplicate keys and
    YAML tags other than the plain JSON-like ones (so ``!!python/...`` is never constructed), and
    bounds alias expansion and nesting (billion laughs).
-3. ``_Builder``: plain values -> model. Checks keys, types and ranges, resolves ``defaults``
+3. ``_Builder`` (here): plain values -> model. Checks keys, types and ranges, resolves ``defaults``
    and ``extends`` and builds the immutable model.
 
 Every problem found is reported at once (:class:`SpecErrors`); nothing here lets an unexpected
@@ -26,14 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from yaml.constructor import SafeConstructor
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.resolver import Resolver
+from yaml.nodes import MappingNode, ScalarNode
 
-from pytest_evalrun.secrets import is_secret_name
 from pytest_evalrun.spec.errors import SpecError, SpecErrors
-from pytest_evalrun.spec.interpolate import InterpolationError, interpolate
 from pytest_evalrun.spec.model import (
     BUILTIN_KINDS,
     DEFAULT_PASS_THRESHOLD,
@@ -49,6 +44,7 @@ from pytest_evalrun.spec.model import (
     Variant,
 )
 from pytest_evalrun.spec.names import slugify, validate_name
+from pytest_evalrun.spec.yamltree import Walker, YList, YMap, compose, plain
 
 __all__ = ["load_experiment", "load_experiment_text"]
 
@@ -89,17 +85,11 @@ TASK_KEYS = (
 _TIMEOUT_KEYS = ("timeout", "setup_timeout", "verify_timeout")
 _RATE_KEYS = ("pass_threshold", "min_pass_rate")
 MAX_TIMEOUT = 7 * 24 * 3600.0
-#: Past this many node visits through aliases (and 4x the distinct nodes), loading fails.
-MAX_ALIAS_VISITS = 100_000
-MAX_DEPTH = 100
 #: pytest markers with a meaning of their own, and ``-m`` keywords: not allowed as tags.
 RESERVED_TAGS = frozenset(
     ["and", "or", "not", "skip", "skipif", "xfail", "parametrize", "usefixtures", "filterwarnings"]
 )
 
-_Y = "tag:yaml.org,2002:"
-_STR, _INT, _FLOAT, _BOOL, _NULL = (_Y + t for t in ("str", "int", "float", "bool", "null"))
-_TIMESTAMP, _MERGE, _SEQ, _MAP = (_Y + t for t in ("timestamp", "merge", "seq", "map"))
 _PYTHON_TARGET = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _TAG_NAME = re.compile(r"[^\W\d]\w*")
 _INVALID: Any = object()  # a field that was present but wrong (already reported)
@@ -185,331 +175,6 @@ def _dedupe(errors: list[SpecError]) -> list[SpecError]:
     return out
 
 
-# --------------------------------------------------------------------------- stage 1: YAML
-
-
-class _CachingResolver(Resolver):
-    """The safe resolver, remembering the tag of each plain scalar it has seen (keys and
-    values repeat a lot in big files). Valid because the safe schema has no path resolvers."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._tags: dict[str, str] = {}
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is ScalarNode and implicit[0]:
-            tag = self._tags.get(value)
-            if tag is None:
-                tag = self._tags[value] = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
-            return tag
-        return super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
-
-
-_CParser: Any
-try:
-    import yaml.cyaml
-
-    _CParser = getattr(yaml.cyaml, "CParser", None)
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    _CParser = None
-
-if _CParser is not None:
-
-    class _CLoader(_CParser, SafeConstructor, _CachingResolver):  # type: ignore[misc]
-        """libyaml's parser and composer with the caching safe resolver."""
-
-        def __init__(self, stream: str) -> None:
-            _CParser.__init__(self, stream)
-            SafeConstructor.__init__(self)
-            _CachingResolver.__init__(self)
-
-
-def _compose(text: str, path: str) -> Node | None:
-    try:
-        if _CParser is None:  # pragma: no cover - PyYAML built without libyaml
-            return _single_node(yaml.SafeLoader(text))
-        if _may_nest_deeply(text):
-            # libyaml's composer recurses on the C stack: a very deep file would crash it.
-            # Its event parser does not; use it to refuse such files first.
-            _check_depth(_CLoader(text), path)
-        return _single_node(_CLoader(text))
-    except yaml.MarkedYAMLError as exc:
-        raise _yaml_error(exc, text, path) from None
-    except yaml.YAMLError as exc:  # ReaderError: a character YAML does not allow
-        position = getattr(exc, "position", None)
-        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
-        reason = getattr(exc, "reason", None) or str(exc)
-        raise SpecError(path, line, f"invalid YAML: {reason}") from None
-    except RecursionError:  # pragma: no cover - pure-Python PyYAML only
-        raise SpecError(path, None, "invalid YAML: the file is nested too deeply") from None
-
-
-def _single_node(loader: Any) -> Node | None:
-    try:
-        node: Node | None = loader.get_single_node()
-        return node
-    finally:
-        loader.dispose()
-
-
-def _check_depth(loader: Any, path: str) -> None:
-    depth = 0
-    try:
-        while (event := loader.get_event()) is not None:
-            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    line = event.start_mark.line + 1 if event.start_mark else None
-                    raise SpecError(path, line, f"the file nests more than {MAX_DEPTH} levels deep")
-            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-                depth -= 1
-    finally:
-        loader.dispose()
-
-
-_DEEP_INDENT = re.compile(r"^[ \t?:-]{150}", re.MULTILINE)
-_BRACKET = re.compile(r"[\[\]{}]")
-
-
-def _may_nest_deeply(text: str) -> bool:
-    """A cheap over-estimate: could ``text`` nest more than ~200 levels?"""
-    if text.count("[") + text.count("{") > 200:
-        depth = peak = 0
-        for ch in _BRACKET.findall(text):
-            depth = depth + 1 if ch in "[{" else max(depth - 1, 0)
-            peak = max(peak, depth)
-        if peak > 200:
-            return True
-    return _DEEP_INDENT.search(text) is not None
-
-
-def _yaml_error(exc: yaml.MarkedYAMLError, text: str, path: str) -> SpecError:
-    mark = exc.problem_mark or exc.context_mark
-    if mark is None:
-        return SpecError(path, None, f"invalid YAML: {exc}")
-    line_text = _line_at(text, mark.line)
-    indent = line_text[: len(line_text) - len(line_text.lstrip(" \t"))]
-    if "\t" in indent or line_text[mark.column : mark.column + 1] == "\t":
-        return SpecError(
-            path,
-            mark.line + 1,
-            "a tab character is used for indentation; YAML allows only spaces there",
-            column=mark.column + 1,
-        )
-    if exc.context and "single document" in exc.context:
-        return SpecError(
-            path,
-            mark.line + 1,
-            "the file must hold a single YAML document, but another one starts here ('---')",
-        )
-    message = f"invalid YAML: {exc.problem or 'syntax error'}"
-    if exc.context:
-        message += f" ({exc.context}"
-        if exc.context_mark is not None and exc.context_mark.line != mark.line:
-            message += f" started on line {exc.context_mark.line + 1}"
-        message += ")"
-    return SpecError(path, mark.line + 1, message, column=mark.column + 1)
-
-
-def _line_at(text: str, index: int) -> str:
-    start = 0
-    for _ in range(index):
-        start = text.find("\n", start) + 1
-        if start == 0:
-            return ""
-    end = text.find("\n", start)
-    return text[start : end if end >= 0 else len(text)]
-
-
-# --------------------------------------------------------------------------- stage 2: values
-
-
-class YMap(dict[str, Any]):
-    """A mapping from the file: ``line`` of the mapping, ``lines[key]`` of each key, and
-    ``src[key]``, the text as written of each scalar value that is not a string."""
-
-    __slots__ = ("line", "lines", "src")
-
-    def __init__(self, line: int) -> None:
-        super().__init__()
-        self.line = line
-        self.lines: dict[str, int] = {}
-        self.src: dict[str, str] = {}
-
-
-class YList(list[Any]):
-    """A sequence from the file, with the ``lines`` of its items (see :class:`YMap`)."""
-
-    __slots__ = ("line", "lines", "src")
-
-    def __init__(self, line: int) -> None:
-        super().__init__()
-        self.line = line
-        self.lines: list[int] = []
-        self.src: dict[int, str] = {}
-
-
-def plain(value: Any) -> Any:
-    """``value`` with YMap/YList turned into plain dicts and lists."""
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
-def _tag_text(tag: str) -> str:
-    return "!!" + tag[len(_Y) :] if tag.startswith(_Y) else tag
-
-
-class _Walker:
-    """Turns a node tree into values; see the module docstring."""
-
-    def __init__(self, b: _Builder, secret_names: Collection[str]) -> None:
-        self.b = b
-        self.secret_names = secret_names
-        self.seen: set[int] = set()
-        self.alias_visits = 0
-        self.constructor = SafeConstructor()
-
-    def is_secret(self, name: str) -> bool:
-        return name in self.secret_names or is_secret_name(name)
-
-    def value(self, node: Node, key: str | None, depth: int) -> Any:
-        nid = id(node)
-        if nid in self.seen:
-            self.alias_visits += 1
-            if self.alias_visits > MAX_ALIAS_VISITS and self.alias_visits > 4 * len(self.seen):
-                raise self.b.fatal(
-                    node,
-                    f"YAML aliases expand to more than {MAX_ALIAS_VISITS:,} nodes"
-                    " (an alias bomb?); refusing to expand them",
-                )
-        else:
-            self.seen.add(nid)
-        if depth > MAX_DEPTH:
-            raise self.b.fatal(node, f"the file nests more than {MAX_DEPTH} levels deep")
-        if isinstance(node, ScalarNode):
-            return self.scalar(node, key)
-        if isinstance(node, SequenceNode):
-            if node.tag != _SEQ:
-                return self.bad_tag(node)
-            seq = YList(node.start_mark.line + 1)
-            for item in node.value:
-                seq.lines.append(item.start_mark.line + 1)
-                if isinstance(item, ScalarNode) and item.tag != _STR:
-                    seq.src[len(seq)] = item.value
-                seq.append(self.value(item, key, depth + 1))
-            return seq
-        if isinstance(node, MappingNode):
-            if node.tag != _MAP:
-                return self.bad_tag(node)
-            return self.mapping(node, key, depth, env_map=key == "env")
-        return None  # pragma: no cover - composers produce only the three node kinds
-
-    def mapping(self, node: MappingNode, parent: str | None, depth: int, env_map: bool) -> YMap:
-        out = YMap(node.start_mark.line + 1)
-        merges: list[Node] = []
-        for knode, vnode in node.value:
-            if isinstance(knode, ScalarNode) and knode.tag == _MERGE:
-                merges.extend(vnode.value if isinstance(vnode, SequenceNode) else [vnode])
-                continue
-            key = self.key(knode)
-            if key is None:
-                continue
-            line = knode.start_mark.line + 1
-            if key in out.lines:
-                what = "variant" if parent == "variants" and depth == 1 else "key"
-                self.b.error(line, f"duplicate {what} {key!r} (first on line {out.lines[key]})")
-                continue
-            out.lines[key] = line
-            if isinstance(vnode, ScalarNode) and vnode.tag != _STR:
-                out.src[key] = vnode.value
-            out[key] = self.value(vnode, key, depth + 1)
-            if env_map:
-                self.env_value(key, out)
-        for mnode in merges:  # "<<: *base": keys not given explicitly, earlier merges first
-            merged = self.value(mnode, parent, depth + 1)
-            if not isinstance(merged, YMap):
-                self.b.error(mnode.start_mark.line + 1, "a YAML merge key (<<) needs a mapping")
-                continue
-            for key, val in merged.items():
-                if key not in out:
-                    out[key] = val
-                    out.lines[key] = merged.lines[key]
-                    if key in merged.src:
-                        out.src[key] = merged.src[key]
-                    if env_map:
-                        self.env_value(key, out)
-        return out
-
-    def env_value(self, key: str, env: YMap) -> None:
-        """A literal under a secret-looking key of an ``env`` mapping is secret."""
-        if self.is_secret(key) and env[key] is not None:
-            val = env.src.get(key, env[key])
-            if isinstance(val, str) and val:
-                self.b.secret_values.add(val)
-
-    def key(self, node: Node) -> str | None:
-        if not isinstance(node, ScalarNode):
-            self.b.error(node.start_mark.line + 1, "mapping keys must be plain scalars")
-            return None
-        if node.tag not in (_STR, _INT, _FLOAT, _BOOL, _NULL, _TIMESTAMP):
-            self.bad_tag(node)
-            return None
-        return str(node.value)
-
-    def scalar(self, node: ScalarNode, key: str | None) -> Any:
-        tag = node.tag
-        if tag == _STR:
-            text: str = node.value
-            return self.interpolate(text, node, key) if "${" in text else text
-        try:
-            if tag == _INT:
-                text = node.value
-                if text.isdigit() and (text[0] != "0" or text == "0"):
-                    return int(text)
-                return self.constructor.construct_yaml_int(node)
-            if tag == _FLOAT:
-                try:
-                    return float(node.value)
-                except ValueError:  # .inf, .nan, 1:30.5 (sexagesimal)
-                    return self.constructor.construct_yaml_float(node)
-            if tag == _BOOL:
-                return self.constructor.construct_yaml_bool(node)
-        except (yaml.YAMLError, ValueError, TypeError, KeyError):
-            self.b.error(node.start_mark.line + 1, f"invalid {_tag_text(tag)} value {node.value!r}")
-            return None
-        if tag == _NULL:
-            return None
-        if tag == _TIMESTAMP:
-            return node.value  # kept as written: nothing here wants a date object
-        return self.bad_tag(node)
-
-    def bad_tag(self, node: Node) -> None:
-        tag = _tag_text(node.tag)
-        if node.tag.startswith(_Y + "python/"):
-            why = "experiment files cannot create Python objects"
-        elif node.tag.startswith(_Y):
-            why = "only strings, numbers, booleans, null, lists and mappings are supported"
-        else:
-            why = "custom YAML tags are not supported"
-        self.b.error(node.start_mark.line + 1, f"YAML tag {tag!r} is not allowed: {why}")
-
-    def interpolate(self, text: str, node: Node, key: str | None) -> str:
-        try:
-            result, used = interpolate(text, self.b.environ)
-        except InterpolationError as exc:
-            for problem in exc.problems:
-                self.b.error(node.start_mark.line + 1, problem)
-            return text
-        secret_key = key is not None and self.is_secret(key)
-        for sub in used:
-            if sub.from_environ and sub.value and (secret_key or self.is_secret(sub.name)):
-                self.b.secret_values.add(sub.value)
-        return result
-
-
 # --------------------------------------------------------------------------- stage 3: model
 
 
@@ -587,13 +252,22 @@ class _Builder:
     def error(self, line: int | None, message: str) -> None:
         self.errors.append(SpecError(self.path_text, line, message))
 
-    def fatal(self, node: Node, message: str) -> SpecError:
-        return SpecError(self.path_text, node.start_mark.line + 1, message)
+    def _walker(self, secret_names: Collection[str]) -> Walker:
+        """Turns this file's nodes into values; its problems go to :attr:`errors`."""
+        return Walker(
+            self.path_text,
+            self.environ,
+            self.errors,
+            self.secret_values,
+            secret_names=secret_names,
+            secret_maps=("env",),
+            named_maps={"variants": "variant"},
+        )
 
     # -- the whole file
 
     def build(self, text: str) -> Experiment | None:
-        root_node = _compose(text, self.path_text)
+        root_node = compose(text, self.path_text)
         if root_node is None:
             self.error(None, "the file is empty (an experiment needs variants and tasks)")
             return None
@@ -604,7 +278,7 @@ class _Builder:
             )
             return None
         secret_names = self._secret_names(root_node)
-        root = _Walker(self, secret_names).value(root_node, None, 0)
+        root = self._walker(secret_names).value(root_node, None, 0)
         if not isinstance(root, YMap):  # e.g. a bad tag on the root mapping
             return None
         self.secret_values.update(
@@ -633,7 +307,7 @@ class _Builder:
     def _secret_names(self, root: MappingNode) -> frozenset[str]:
         for knode, vnode in root.value:
             if isinstance(knode, ScalarNode) and knode.value == "secrets":
-                value = _Walker(self, ()).value(vnode, "secrets", 1)
+                value = self._walker(()).value(vnode, "secrets", 1)
                 if value is None:
                     return frozenset()
                 if isinstance(value, YList) and all(isinstance(v, str) for v in value):

@@ -31,6 +31,10 @@ small stats delta to
 replace). When ``result.json`` is large the fold is throttled, so the total cost stays close to
 linear. :meth:`PierJob.finalize` recomputes everything from the trial ``result.json`` files,
 exactly as Harbor computes it, so any drift of the incremental view is corrected at the end.
+
+Trial names come from :mod:`.pier_names`, the job stats from :mod:`.pier_stats` and
+``trajectory.json`` from :mod:`.pier_trajectory`; :mod:`.pier_values` reads and writes
+their timestamps and numbers.
 """
 
 from __future__ import annotations
@@ -56,31 +60,33 @@ from pytest_evalrun.outcome import ERROR, TIMEOUT, TrialOutcome
 from pytest_evalrun.secrets import Redactor, is_secret_name
 from pytest_evalrun.spec.model import Experiment, Task, Variant
 from pytest_evalrun.store.atomic import write_json_atomic, write_text_atomic
+from pytest_evalrun.store.pier_names import safe_job_name, trial_name_for, trial_suffix
+from pytest_evalrun.store.pier_stats import (
+    apply_entry,
+    compute_job_stats,
+    empty_stats,
+    progress_mean,
+    stats_entry,
+)
+from pytest_evalrun.store.pier_trajectory import events_to_trajectory, read_events
+from pytest_evalrun.store.pier_values import (
+    float_or_none,
+    fmt_time,
+    int_or_none,
+    parse_time,
+    reward_number,
+)
 
 __all__ = [
-    "ATIF_SCHEMA_VERSION",
     "HARBOR_VERSION",
     "LinkMode",
     "PierJob",
-    "compute_job_stats",
-    "evals_key",
-    "events_to_trajectory",
     "link_file",
-    "pass_at_k_for_trials",
-    "safe_job_name",
     "split_model",
-    "trial_name_for",
 ]
 
 #: The Harbor release whose ``jobs/`` format this module writes.
 HARBOR_VERSION = "0.25.0"
-#: The ATIF version of the trajectories written.
-ATIF_SCHEMA_VERSION = "ATIF-v1.6"
-#: shortuuid's default alphabet (what Harbor's ``ShortUUID().random(7)`` draws from): a subset
-#: of [A-Za-z0-9] without look-alikes (0, 1, I, O, l).
-TRIAL_SUFFIX_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-TRIAL_SUFFIX_LENGTH = 7
-TRIAL_STEM_LENGTH = 32
 
 RESULT_LOCK = ".result.lock"
 PENDING = ".pending.jsonl"
@@ -103,71 +109,10 @@ _EXCEPTION_TYPES = {
     "worker_crashed": "WorkerCrashedError",
     "internal": "InternalError",
 }
-_FRACTION = re.compile(r"\.(\d+)(?=[+-]\d{2}:?\d{2}$|$)")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_WINDOWS_RESERVED = frozenset(
-    {"CON", "PRN", "AUX", "NUL"} | {f"COM{i}" for i in range(1, 10)}
-    | {f"LPT{i}" for i in range(1, 10)}
-)
-_ROLE_SOURCES = {"user": "user", "system": "system", "assistant": "agent", "agent": "agent"}
 _NAMESPACE = uuid.UUID("6f1d3c0e-8a52-4c7b-9a55-3e0f6b1d2c4a")
 
 
-# --------------------------------------------------------------------------- names
-
-
-def _short_hash(text: str, n: int = 8) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:n]
-
-
-def safe_job_name(name: str) -> str:
-    """A directory name Harbor and every OS accept: ``[A-Za-z0-9._-]``, not hidden.
-
-    A name that is already safe is returned unchanged; otherwise the unsafe runs become ``-``
-    and a short hash of the original is appended, so two different names never share a job.
-    """
-    cleaned = _UNSAFE.sub("-", name).strip(".-")[:100] or "job"
-    if cleaned.split(".")[0].upper() in _WINDOWS_RESERVED:
-        cleaned = f"job-{cleaned}"
-    return cleaned if cleaned == name else f"{cleaned}-{_short_hash(name)}"
-
-
-def _trial_stem(task_slug: str) -> str:
-    stem = _UNSAFE.sub("-", task_slug).strip(".")[:TRIAL_STEM_LENGTH]
-    return stem or "task"
-
-
-def _trial_suffix(
-    run_id: str, experiment: str, variant: str, task: str, trial: int, attempt: int = 0
-) -> str:
-    seed = json.dumps([run_id, experiment, variant, task, trial, attempt], ensure_ascii=False)
-    number = int.from_bytes(hashlib.sha256(seed.encode("utf-8", "surrogatepass")).digest(), "big")
-    chars = []
-    base = len(TRIAL_SUFFIX_ALPHABET)
-    for _ in range(TRIAL_SUFFIX_LENGTH):
-        number, rem = divmod(number, base)
-        chars.append(TRIAL_SUFFIX_ALPHABET[rem])
-    return "".join(chars)
-
-
-def trial_name_for(
-    run_id: str,
-    experiment: str,
-    variant: str,
-    task: str,
-    trial: int,
-    *,
-    task_slug: str | None = None,
-    attempt: int = 0,
-) -> str:
-    """Harbor's trial name ``<task[:32]>__<7 chars>``, the suffix hashed from the trial's identity.
-
-    The same (run, experiment, variant, task, trial) always gives the same name, so a resumed
-    run or a re-write finds its directory. ``attempt`` > 0 gives the alternatives used when a
-    name is already owned by another trial (a collision: about one chance in 10^12).
-    """
-    stem = _trial_stem(task_slug if task_slug is not None else task)
-    return f"{stem}__{_trial_suffix(run_id, experiment, variant, task, trial, attempt)}"
+# --------------------------------------------------------------------------- model, time
 
 
 def split_model(model: str | None) -> dict[str, Any] | None:
@@ -180,51 +125,13 @@ def split_model(model: str | None) -> dict[str, Any] | None:
     return {"name": model, "provider": None}
 
 
-def evals_key(agent_name: str, model_name: str | None, source: str | None) -> str:
-    """``JobStats.format_agent_evals_key``: ``agent__model__source`` (``agent__source``)."""
-    dataset = source or "adhoc"
-    if model_name:
-        return f"{agent_name}__{model_name}__{dataset}"
-    return f"{agent_name}__{dataset}"
-
-
-# --------------------------------------------------------------------------- time
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return datetime.fromtimestamp(float(value), timezone.utc)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    # Python 3.10's fromisoformat wants 3 or 6 fractional digits: pad/cut to 6.
-    text = _FRACTION.sub(lambda m: "." + (m.group(1) + "000000")[:6], text)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
-
-
-def _fmt_time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
 def _norm_time(value: Any, default: datetime | None = None) -> str | None:
-    parsed = _parse_time(value)
-    return _fmt_time(parsed if parsed is not None else default)
+    parsed = parse_time(value)
+    return fmt_time(parsed if parsed is not None else default)
 
 
 # --------------------------------------------------------------------------- links
@@ -293,445 +200,6 @@ def _mirror_tree(src: Path, dst: Path, mode: LinkMode, skip: frozenset[str] = fr
                 continue
             if source.is_file():
                 link_file(source, target, mode)
-
-
-# --------------------------------------------------------------------------- trajectory
-
-
-def _text_of(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                parts.append(part["text"])
-            else:
-                parts.append(json.dumps(part, ensure_ascii=False, default=str))
-        return "\n".join(parts)
-    return json.dumps(content, ensure_ascii=False, default=str)
-
-
-def _int_or_none(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value == int(value):
-        return int(value)
-    return None
-
-
-def _float_or_none(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def events_to_trajectory(
-    events: Iterable[Mapping[str, Any]],
-    *,
-    agent_name: str,
-    agent_version: str,
-    model_name: str | None = None,
-    session_id: str | None = None,
-) -> dict[str, Any] | None:
-    """Convert events of the evalrun convention to an ATIF-v1.6 trajectory (None if no steps).
-
-    The convention (one JSON object per line of ``events.jsonl``)::
-
-        {"type": "message", "role": "user"|"assistant"|"system", "content": "...",
-         "timestamp": "...", "model": "..."}
-        {"type": "tool_call", "id": "...", "name": "...", "arguments": {...}, "timestamp": ...}
-        {"type": "tool_result", "id": "...", "content": "..."}
-        {"type": "usage", "input_tokens": N, "output_tokens": N, "cached_tokens": N,
-         "cost_usd": X}
-
-    Messages become steps (assistant -> source ``agent``); tool calls attach to the current
-    agent step (a new one, with an empty message, when there is none still open); tool
-    results become the observation of the step holding the call; usage adds to the metrics
-    of the latest agent step and to ``final_metrics``. Other event types are ignored.
-    """
-    steps: list[dict[str, Any]] = []
-    call_step: dict[str, dict[str, Any]] = {}
-    totals = {"prompt": 0, "completion": 0, "cached": 0}
-    seen = {"prompt": False, "completion": False, "cached": False}
-    total_cost: float | None = None
-    n_calls = 0
-
-    def new_step(source: str, message: str, event: Mapping[str, Any]) -> dict[str, Any]:
-        step: dict[str, Any] = {"step_id": len(steps) + 1, "source": source, "message": message}
-        stamp = event.get("timestamp")
-        if stamp is not None:
-            parsed = _parse_time(stamp)
-            step["timestamp"] = _fmt_time(parsed) if parsed else str(stamp)
-        model = event.get("model")
-        if source == "agent" and (isinstance(model, str) or model_name):
-            step["model_name"] = model if isinstance(model, str) else model_name
-        steps.append(step)
-        return step
-
-    def open_agent_step(event: Mapping[str, Any]) -> dict[str, Any]:
-        if steps and steps[-1]["source"] == "agent" and "observation" not in steps[-1]:
-            return steps[-1]
-        return new_step("agent", "", event)
-
-    for event in events:
-        kind = event.get("type")
-        if kind == "message":
-            role = event.get("role")
-            if not isinstance(role, str) or role not in _ROLE_SOURCES:
-                continue
-            step = new_step(_ROLE_SOURCES[role], _text_of(event.get("content")), event)
-            reasoning = event.get("reasoning")
-            if isinstance(reasoning, str) and step["source"] == "agent":
-                step["reasoning_content"] = reasoning
-        elif kind == "tool_call":
-            step = open_agent_step(event)
-            n_calls += 1
-            call_id = event.get("id")
-            call_id = str(call_id) if call_id not in (None, "") else f"call_{n_calls}"
-            arguments = event.get("arguments")
-            if isinstance(arguments, str):
-                try:
-                    arguments = json.loads(arguments)
-                except ValueError:
-                    arguments = {"input": arguments}
-            if not isinstance(arguments, Mapping):
-                arguments = {} if arguments is None else {"input": arguments}
-            step.setdefault("tool_calls", []).append(
-                {
-                    "tool_call_id": call_id,
-                    "function_name": str(event.get("name") or "unknown"),
-                    "arguments": dict(arguments),
-                }
-            )
-            call_step[call_id] = step
-        elif kind == "tool_result":
-            call_id = event.get("id")
-            key = str(call_id) if call_id not in (None, "") else None
-            target = call_step.get(key) if key is not None else None
-            if target is None:
-                key = None  # not a call we know: an observation of the latest agent step
-                agent_steps = [s for s in steps if s["source"] == "agent"]
-                if not agent_steps:
-                    continue
-                target = agent_steps[-1]
-            observation = target.setdefault("observation", {"results": []})
-            observation["results"].append(
-                {"source_call_id": key, "content": _text_of(event.get("content"))}
-            )
-        elif kind == "usage":
-            values = {
-                "prompt": _int_or_none(event.get("input_tokens")),
-                "completion": _int_or_none(event.get("output_tokens")),
-                "cached": _int_or_none(event.get("cached_tokens", event.get("cache_tokens"))),
-            }
-            cost = _float_or_none(event.get("cost_usd"))
-            agent_steps = [s for s in steps if s["source"] == "agent"]
-            metrics = agent_steps[-1].setdefault("metrics", {}) if agent_steps else None
-            for name, value in values.items():
-                if value is None:
-                    continue
-                totals[name] += value
-                seen[name] = True
-                if metrics is not None:
-                    field = f"{name}_tokens"
-                    metrics[field] = (metrics.get(field) or 0) + value
-            if cost is not None:
-                total_cost = (total_cost or 0.0) + cost
-                if metrics is not None:
-                    metrics["cost_usd"] = (metrics.get("cost_usd") or 0.0) + cost
-    if not steps:
-        return None
-    final: dict[str, Any] = {"total_steps": len(steps)}
-    if seen["prompt"]:
-        final["total_prompt_tokens"] = totals["prompt"]
-    if seen["completion"]:
-        final["total_completion_tokens"] = totals["completion"]
-    if seen["cached"]:
-        final["total_cached_tokens"] = totals["cached"]
-    if total_cost is not None:
-        final["total_cost_usd"] = total_cost
-    agent: dict[str, Any] = {"name": agent_name, "version": agent_version}
-    if model_name:
-        agent["model_name"] = model_name
-    trajectory: dict[str, Any] = {"schema_version": ATIF_SCHEMA_VERSION}
-    if session_id:
-        trajectory["session_id"] = session_id
-    trajectory.update({"agent": agent, "steps": steps, "final_metrics": final})
-    return trajectory
-
-
-def _read_events(path: Path) -> list[dict[str, Any]] | None:
-    """The events of an ``events.jsonl``; None when absent or not JSON objects line by line."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
-    events = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return None
-        if not isinstance(event, dict):
-            return None
-        events.append(event)
-    return events
-
-
-# --------------------------------------------------------------------------- stats
-
-
-def _reward_number(value: Any) -> float | int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _stats_entry(result: Mapping[str, Any]) -> dict[str, Any]:
-    """What the job stats need from one TrialResult (a dict as read from result.json)."""
-    agent_info = result.get("agent_info") or {}
-    model_info = agent_info.get("model_info") or None
-    verifier = result.get("verifier_result") or None
-    rewards = verifier.get("rewards") if isinstance(verifier, Mapping) else None
-    exception = result.get("exception_info") or None
-    agent_result = result.get("agent_result") or {}
-    return {
-        "trial_name": str(result.get("trial_name", "")),
-        "task_name": str(result.get("task_name", "")),
-        "evals_key": evals_key(
-            str(agent_info.get("name", "")),
-            model_info.get("name") if isinstance(model_info, Mapping) else None,
-            result.get("source"),
-        ),
-        "rewards": dict(rewards) if isinstance(rewards, Mapping) else None,
-        "exception_type": exception.get("exception_type")
-        if isinstance(exception, Mapping)
-        else None,
-        "tokens": [
-            agent_result.get("n_input_tokens"),
-            agent_result.get("n_cache_tokens"),
-            agent_result.get("n_output_tokens"),
-            agent_result.get("cost_usd"),
-        ],
-    }
-
-
-def _empty_stats() -> dict[str, Any]:
-    return {
-        "n_completed_trials": 0,
-        "n_errored_trials": 0,
-        "n_running_trials": 0,
-        "n_pending_trials": 0,
-        "n_cancelled_trials": 0,
-        "n_retries": 0,
-        "evals": {},
-        "n_input_tokens": None,
-        "n_cache_tokens": None,
-        "n_output_tokens": None,
-        "cost_usd": None,
-    }
-
-
-def _empty_eval() -> dict[str, Any]:
-    return {
-        "n_trials": 0,
-        "n_errors": 0,
-        "metrics": [],
-        "pass_at_k": {},
-        "reward_stats": {},
-        "exception_stats": {},
-    }
-
-
-def _bucket(buckets: dict[str, list[str]], value: float | int) -> str:
-    """The key of ``value``'s bucket: Harbor keys by number, so 1 and 1.0 share one."""
-    for key in buckets:
-        with contextlib.suppress(ValueError):
-            if float(key) == float(value):
-                return key
-    return str(value)
-
-
-def _apply(stats: dict[str, Any], entry: Mapping[str, Any], sign: int) -> None:
-    """``JobStats.increment`` (sign=+1) / ``remove_trial`` (sign=-1) on a stats dict."""
-    name = entry["trial_name"]
-    stats["n_completed_trials"] += sign
-    group = stats["evals"].setdefault(entry["evals_key"], _empty_eval())
-    rewards = entry.get("rewards")
-    if rewards is not None:
-        group["n_trials"] += sign
-        for key, raw in rewards.items():
-            value = _reward_number(raw)
-            if value is None:
-                continue
-            buckets = group["reward_stats"].setdefault(key, {})
-            bucket = _bucket(buckets, value)
-            if sign > 0:
-                buckets.setdefault(bucket, []).append(name)
-            elif name in buckets.get(bucket, []):
-                buckets[bucket].remove(name)
-                if not buckets[bucket]:
-                    del buckets[bucket]
-                if not buckets:
-                    del group["reward_stats"][key]
-    exc = entry.get("exception_type")
-    if exc is not None:
-        names = group["exception_stats"].setdefault(exc, [])
-        if sign > 0:
-            names.append(name)
-        elif name in names:
-            names.remove(name)
-            if not names:
-                del group["exception_stats"][exc]
-        group["n_errors"] += sign
-        stats["n_errored_trials"] += sign
-        if exc == "CancelledError":
-            stats["n_cancelled_trials"] += sign
-    fields = ("n_input_tokens", "n_cache_tokens", "n_output_tokens", "cost_usd")
-    for field, value in zip(fields, entry["tokens"], strict=False):
-        number = _reward_number(value)
-        if number is None:
-            continue
-        if field != "cost_usd":
-            number = int(number)
-        current = stats[field]
-        if sign > 0:
-            stats[field] = (current or 0) + number
-        elif current is not None:
-            stats[field] = max(0, current - number)
-    if (
-        sign < 0
-        and group["n_trials"] <= 0
-        and group["n_errors"] <= 0
-        and not group["reward_stats"]
-        and not group["exception_stats"]
-    ):
-        del stats["evals"][entry["evals_key"]]
-
-
-def _mean_metric(rewards: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
-    """Harbor's default ``Mean`` metric over one eval group's rewards (None counts 0)."""
-    keys = sorted({k for r in rewards if r is not None for k in r})
-    if not rewards:
-        return {"mean": 0}
-    if len(keys) <= 1:
-        values = [0 if r is None else next(iter(r.values()), 0) for r in rewards]
-        return {"mean": sum(values) / len(values)}
-    return {key: sum(0 if r is None else r.get(key, 0) for r in rewards) / len(rewards)
-            for key in keys}
-
-
-def _progress_mean(group: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The ``Mean`` metric rebuilt from a group's reward/exception stats (incremental view).
-
-    The group's trials are the names listed anywhere in its stats; a trial with no reward
-    counts 0, as in Harbor.
-    """
-    names: set[str] = set()
-    sums: dict[str, float] = {}
-    for key, buckets in group["reward_stats"].items():
-        for value, listed in buckets.items():
-            names.update(listed)
-            with contextlib.suppress(ValueError):
-                sums[key] = sums.get(key, 0.0) + float(value) * len(listed)
-    for listed in group["exception_stats"].values():
-        names.update(listed)
-    if not names:
-        return []
-    if len(sums) <= 1:
-        return [{"mean": next(iter(sums.values()), 0.0) / len(names)}]
-    return [{key: total / len(names) for key, total in sorted(sums.items())}]
-
-
-def _eligible_k_values(max_k: int) -> list[int]:
-    values: set[int] = set()
-    k = 2
-    while k <= max_k:
-        values.add(k)
-        k *= 2
-    k = 5
-    while k <= max_k:
-        values.add(k)
-        k += 5
-    return sorted(values)
-
-
-def _pass_at_k_for_task(n: int, c: int, k: int) -> float:
-    if n - c < k:
-        return 1.0
-    product = 1.0
-    for i in range(k):
-        product *= (n - c - i) / (n - i)
-    return 1.0 - product
-
-
-def pass_at_k_for_trials(entries: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """Harbor's ``pass@k`` for one eval group: only when every reward is a single 0 or 1.
-
-    k runs over powers of two and multiples of five up to the fewest trials of any task
-    (so never k=1); the per-task unbiased estimator is averaged over tasks.
-    """
-    successes: dict[str, list[int]] = {}
-    for entry in entries:
-        rewards = entry.get("rewards")
-        if rewards is None:
-            successes.setdefault(entry["task_name"], []).append(0)
-            continue
-        if len(rewards) != 1:
-            return {}
-        value = next(iter(rewards.values()))
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in (0, 1):
-            return {}
-        successes.setdefault(entry["task_name"], []).append(int(value))
-    if not successes:
-        return {}
-    ks = _eligible_k_values(min(len(s) for s in successes.values()))
-    return {
-        str(k): sum(_pass_at_k_for_task(len(s), sum(s), k) for s in successes.values())
-        / len(successes)
-        for k in ks
-    }
-
-
-def compute_job_stats(
-    trial_results: Iterable[Mapping[str, Any]],
-    *,
-    n_total_trials: int | None = None,
-    n_running_trials: int = 0,
-    n_retries: int = 0,
-) -> dict[str, Any]:
-    """Harbor's final ``JobStats`` (as JSON) from TrialResult dicts, in the given order.
-
-    ``JobStats.from_trial_results`` for the counts, ``evals`` reward/exception stats and token
-    totals; the default ``Mean`` metric per eval group; ``compute_pass_at_k_by_evals``.
-    """
-    stats = _empty_stats()
-    rewards_by_group: dict[str, list[Mapping[str, Any] | None]] = {}
-    entries_by_group: dict[str, list[dict[str, Any]]] = {}
-    for result in trial_results:
-        entry = _stats_entry(result)
-        _apply(stats, entry, +1)
-        rewards_by_group.setdefault(entry["evals_key"], []).append(entry["rewards"])
-        entries_by_group.setdefault(entry["evals_key"], []).append(entry)
-    for key, group in stats["evals"].items():
-        group["metrics"] = [_mean_metric(rewards_by_group.get(key, []))]
-        group["pass_at_k"] = pass_at_k_for_trials(entries_by_group.get(key, []))
-    if n_total_trials is not None:
-        stats["n_running_trials"] = n_running_trials
-        stats["n_pending_trials"] = max(
-            n_total_trials - stats["n_completed_trials"] - n_running_trials, 0
-        )
-        stats["n_retries"] = n_retries
-    return stats
 
 
 # --------------------------------------------------------------------------- the job
@@ -868,7 +336,7 @@ class PierJob:
 
     def _log(self, line: str) -> None:
         with open(self.log_path, "a", encoding="utf-8") as fh:
-            fh.write(f"{_fmt_time(_now())} {line}\n")
+            fh.write(f"{fmt_time(_now())} {line}\n")
 
     # ------------------------------------------------------------------ job id / result
 
@@ -897,7 +365,7 @@ class PierJob:
         self._job_id_confirmed = True
         start = _norm_time(started_at, _now())
         total = n_total_trials or 0
-        stats = _empty_stats()
+        stats = empty_stats()
         stats["n_pending_trials"] = total
         data = {
             "id": self._job_id,
@@ -924,7 +392,7 @@ class PierJob:
             ):
                 return False
             result["finished_at"] = _norm_time(finished_at, _now())
-            result["updated_at"] = _fmt_time(_now())
+            result["updated_at"] = fmt_time(_now())
             write_json_atomic(self.result_path, result)
         self._log(f"job resumed: {self.job_name}: all {n_total_trials} trials stand")
         stats = result.get("stats") or {}
@@ -989,7 +457,7 @@ class PierJob:
                 result["n_total_trials"] = total
                 result["stats"] = compute_job_stats(results, n_total_trials=total)
                 result["finished_at"] = None
-                result["updated_at"] = _fmt_time(_now())
+                result["updated_at"] = fmt_time(_now())
                 write_json_atomic(self.result_path, result)
                 with contextlib.suppress(FileNotFoundError):
                     self.pending_path.unlink()
@@ -1004,7 +472,7 @@ class PierJob:
                         result["n_total_trials"] - done - int(stats.get("n_running_trials") or 0),
                         0,
                     )
-                result["updated_at"] = _fmt_time(_now())
+                result["updated_at"] = fmt_time(_now())
                 write_json_atomic(self.result_path, result)
         if not existed or resumed:
             self._log(
@@ -1196,8 +664,8 @@ class PierJob:
             with self._lock():
                 previous = _read_json(path / "result.json")
                 write_json_atomic(path / "result.json", result)
-                prev_entry = _stats_entry(previous) if isinstance(previous, dict) else None
-                self._record(_stats_entry(result), prev_entry)
+                prev_entry = stats_entry(previous) if isinstance(previous, dict) else None
+                self._record(stats_entry(result), prev_entry)
             status = outcome.status
             reward = "-" if outcome.reward is None else f"{outcome.reward:g}"
             self._log(f"trial {name} finished: {status} reward={reward}")
@@ -1247,7 +715,7 @@ class PierJob:
                     if entry.name == "events.jsonl" and events_path is None:
                         events_path = entry
         if events_path is not None:
-            events = _read_events(events_path)
+            events = read_events(events_path)
             trajectory = (
                 events_to_trajectory(
                     events,
@@ -1347,8 +815,8 @@ class PierJob:
         src: Path | None,
         redactor: Redactor,
     ) -> dict[str, Any]:
-        started = _parse_time(outcome.started_at)
-        finished = _parse_time(outcome.finished_at)
+        started = parse_time(outcome.started_at)
+        finished = parse_time(outcome.finished_at)
         if finished is None and started is not None and outcome.duration:
             finished = datetime.fromtimestamp(started.timestamp() + outcome.duration, timezone.utc)
         result: dict[str, Any] = {
@@ -1369,8 +837,8 @@ class PierJob:
             "agent_result": self._agent_result(outcome, src, redactor),
             "verifier_result": _verifier_result(outcome),
             "exception_info": self._exception_info(outcome, finished, verify_json, src, redactor),
-            "started_at": _fmt_time(started),
-            "finished_at": _fmt_time(finished),
+            "started_at": fmt_time(started),
+            "finished_at": fmt_time(finished),
         }
         result.update(_timings(outcome, started, finished))
         return result
@@ -1407,10 +875,10 @@ class PierJob:
             "trial_dir": str(src) if src is not None else (outcome.trial_dir or None),
         }
         return {
-            "n_input_tokens": _int_or_none(m.input_tokens),
-            "n_cache_tokens": _int_or_none(m.cache_tokens),
-            "n_output_tokens": _int_or_none(m.output_tokens),
-            "cost_usd": _float_or_none(m.cost_usd),
+            "n_input_tokens": int_or_none(m.input_tokens),
+            "n_cache_tokens": int_or_none(m.cache_tokens),
+            "n_output_tokens": int_or_none(m.output_tokens),
+            "cost_usd": float_or_none(m.cost_usd),
             "metadata": redactor.redact_obj(metadata),
         }
 
@@ -1438,12 +906,12 @@ class PierJob:
         tail = verify_json.get("stdout_tail") or outcome.verify_tail
         if isinstance(tail, str) and tail.strip() and outcome.status == ERROR:
             parts.append("verify output (tail):\n" + tail.rstrip())
-        occurred = finished or _parse_time(outcome.started_at) or _now()
+        occurred = finished or parse_time(outcome.started_at) or _now()
         return {
             "exception_type": kind,
             "exception_message": redactor.redact(message),
             "exception_traceback": redactor.redact("\n\n".join(parts)),
-            "occurred_at": _fmt_time(occurred),
+            "occurred_at": fmt_time(occurred),
         }
 
     def _trial_log(
@@ -1500,8 +968,8 @@ class PierJob:
         result = self._load_or_init_result()
         stats = result.get("stats")
         if not isinstance(stats, dict):
-            stats = _empty_stats()
-        for key, default in _empty_stats().items():
+            stats = empty_stats()
+        for key, default in empty_stats().items():
             stats.setdefault(key, default)
         touched: set[str] = set()
         for line in text.splitlines():
@@ -1510,14 +978,14 @@ class PierJob:
             except ValueError:
                 continue  # a torn last line from a crash
             if delta.get("remove"):
-                _apply(stats, delta["remove"], -1)
+                apply_entry(stats, delta["remove"], -1)
                 touched.add(delta["remove"]["evals_key"])
-            _apply(stats, delta["add"], +1)
+            apply_entry(stats, delta["add"], +1)
             touched.add(delta["add"]["evals_key"])
         for key in touched:
             group = stats["evals"].get(key)
             if group is not None:
-                group["metrics"] = _progress_mean(group)
+                group["metrics"] = progress_mean(group)
         total = int(result.get("n_total_trials") or 0)
         if stats["n_completed_trials"] > total:
             total = stats["n_completed_trials"]
@@ -1526,7 +994,7 @@ class PierJob:
             total - stats["n_completed_trials"] - stats["n_running_trials"], 0
         )
         result["stats"] = stats
-        result["updated_at"] = _fmt_time(_now())
+        result["updated_at"] = fmt_time(_now())
         write_json_atomic(self.result_path, result)
         self.pending_path.unlink()
 
@@ -1541,7 +1009,7 @@ class PierJob:
                 return given
         owner = self._owner(outcome.experiment, outcome.variant, outcome.task, outcome.trial)
         for attempt in range(3):
-            suffix = _trial_suffix(
+            suffix = trial_suffix(
                 self.run_id, outcome.experiment, outcome.variant, outcome.task, outcome.trial,
                 attempt,
             )
@@ -1617,7 +1085,7 @@ class PierJob:
             result = self._load_or_init_result(n_total_trials=total)
             result["n_total_trials"] = total
             result["stats"] = compute_job_stats(results, n_total_trials=total)
-            now = _fmt_time(_now())
+            now = fmt_time(_now())
             result["finished_at"] = _norm_time(finished_at, _now())
             result["updated_at"] = now
             write_json_atomic(self.result_path, result)
@@ -1660,10 +1128,10 @@ def _verifier_result(outcome: TrialOutcome) -> dict[str, Any] | None:
         return None
     rewards: dict[str, float | int] = {}
     for key, value in (outcome.rewards or {}).items():
-        number = _reward_number(value)
+        number = reward_number(value)
         if number is not None:
             rewards[str(key)] = number
-    main = _reward_number(outcome.reward)
+    main = reward_number(outcome.reward)
     if main is None:
         return None if not rewards else {"rewards": rewards}
     if "reward" not in rewards:
@@ -1700,12 +1168,13 @@ def _timings(
             continue
         begin = max(end - duration, started.timestamp())
         blocks[phase] = {
-            "started_at": _fmt_time(datetime.fromtimestamp(begin, timezone.utc)),
-            "finished_at": _fmt_time(datetime.fromtimestamp(end, timezone.utc)),
+            "started_at": fmt_time(datetime.fromtimestamp(begin, timezone.utc)),
+            "finished_at": fmt_time(datetime.fromtimestamp(end, timezone.utc)),
         }
         end = begin
     blocks["environment_setup"] = {
-        "started_at": _fmt_time(started),
-        "finished_at": _fmt_time(datetime.fromtimestamp(end, timezone.utc)),
+        "started_at": fmt_time(started),
+        "finished_at": fmt_time(datetime.fromtimestamp(end, timezone.utc)),
     }
     return blocks
+
