@@ -202,6 +202,10 @@ def test_other_steps_and_foreign_processes_survive(tmp_path: Path, stray: list[i
     try:
         a_child = wait_pid_file(tmp_path / "a_child")
         stray.append(a_child)
+        # the step registers its cookie right after the fork; its child may be quicker
+        deadline = time.monotonic() + 10
+        while not running_cookies() and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert len(running_cookies()) == 1
         (cookie_a,) = running_cookies()
         assert a_child in find_cookie_processes(cookie_a)
@@ -236,6 +240,9 @@ def test_other_steps_and_foreign_processes_survive(tmp_path: Path, stray: list[i
 
 def test_keyboard_interrupt_kills_tree(tmp_path: Path, stray: list[int]) -> None:
     def interrupt(signum: int, frame: FrameType | None) -> None:
+        if not (tmp_path / "c").exists():  # a loaded machine: not started yet, wait more
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            return
         raise KeyboardInterrupt
 
     old = signal.signal(signal.SIGALRM, interrupt)
