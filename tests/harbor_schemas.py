@@ -65,8 +65,13 @@ def _is_datetime(value: object) -> bool:
     """RFC 3339 with an offset, and a real date (what we write; pydantic accepts it)."""
     if not isinstance(value, str):
         return True
-    if not _RFC3339.match(value):
-        return False
+    return bool(_RFC3339.match(value)) and _is_iso_datetime(value)
+
+
+def _is_iso_datetime(value: object) -> bool:
+    """What pydantic accepts: ISO 8601, with or without an offset (Harbor writes naive ones)."""
+    if not isinstance(value, str):
+        return True
     text = value[:-1] + "+00:00" if value.endswith("Z") else value
     text = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], text)
     try:
@@ -108,7 +113,9 @@ def _closed(schema: Any) -> Any:
 
 
 @cache
-def _validator(reference: Path, name: str, closed: bool) -> jsonschema.Draft202012Validator:
+def _validator(
+    reference: Path, name: str, closed: bool, strict_datetime: bool
+) -> jsonschema.Draft202012Validator:
     schema = json.loads((reference / f"{name}.schema.json").read_text(encoding="utf-8"))
     if closed:
         schema = _closed(copy.deepcopy(schema))
@@ -117,17 +124,31 @@ def _validator(reference: Path, name: str, closed: bool) -> jsonschema.Draft2020
     )
     checker = jsonschema.FormatChecker(formats=())
     checker.checks("uuid")(_is_uuid)
-    checker.checks("date-time")(_is_datetime)
+    checker.checks("date-time")(_is_datetime if strict_datetime else _is_iso_datetime)
     return jsonschema.Draft202012Validator(schema, registry=registry, format_checker=checker)
 
 
-def schema_errors(name: str, instance: Any, *, closed: bool = True) -> list[str]:
-    """Every error of ``instance`` against Harbor's ``<name>.schema.json`` (Draft 2020-12)."""
-    validator = _validator(require_reference(), name, closed)
+def schema_errors(
+    name: str, instance: Any, *, closed: bool = True, strict_datetime: bool = True
+) -> list[str]:
+    """Every error of ``instance`` against Harbor's ``<name>.schema.json`` (Draft 2020-12).
+
+    ``closed``: objects accept no property the schema does not list; ``strict_datetime``:
+    datetimes are RFC 3339 with an offset (what we write), else any ISO 8601 (what Harbor
+    writes and pydantic accepts).
+    """
+    validator = _validator(require_reference(), name, closed, strict_datetime)
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     return [f"{name} {list(e.absolute_path)}: {e.message}" for e in errors]
 
 
-def validate(name: str, instance: Any, *, closed: bool = True, where: object = "") -> None:
-    errors = schema_errors(name, instance, closed=closed)
+def validate(
+    name: str,
+    instance: Any,
+    *,
+    closed: bool = True,
+    strict_datetime: bool = True,
+    where: object = "",
+) -> None:
+    errors = schema_errors(name, instance, closed=closed, strict_datetime=strict_datetime)
     assert not errors, f"{where}: " + "\n".join(errors[:10])

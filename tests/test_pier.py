@@ -10,14 +10,12 @@ import re
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
+from harbor_schemas import find_reference
+from harbor_schemas import validate as validate_schema
 
 from pytest_evalrun import __version__ as evalrun_version
 from pytest_evalrun.outcome import ERROR, FAILED, PASSED, TIMEOUT, Metrics, TrialOutcome
@@ -30,70 +28,16 @@ from pytest_evalrun.store.pier_trajectory import events_to_trajectory
 
 # --------------------------------------------------------------------------- schemas
 
-_ROOT = Path(__file__).resolve().parents[1]
-_CANDIDATES = [
-    Path(os.environ.get("EVALRUN_HARBOR_REFERENCE", "")),
-    _ROOT.parent / "shared" / "reference" / "harbor-0.25.0",
-    Path("/work/shared/reference/harbor-0.25.0"),
-]
-REFERENCE = next(
-    (p for p in _CANDIDATES if str(p) not in ("", ".") and (p / "JobResult.schema.json").is_file()),
-    None,
-)
+REFERENCE = find_reference()
 needs_reference = pytest.mark.skipif(
     REFERENCE is None and not os.environ.get("CI"), reason="Harbor reference schemas absent"
 )
 
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"
-)
-
-
-def _iso_lenient(value: object) -> bool:
-    """What pydantic accepts for a datetime: ISO 8601, with or without an offset."""
-    if not isinstance(value, str):
-        return True
-    text = value[:-1] + "+00:00" if value.endswith("Z") else value
-    try:
-        datetime.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _uuid(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _format_checker(strict: bool) -> jsonschema.FormatChecker:
-    checker = jsonschema.FormatChecker(formats=())
-    checker.checks("uuid")(_uuid)
-    if strict:  # what we write: RFC 3339 with an offset
-        checker.checks("date-time")(
-            lambda v: not isinstance(v, str) or (bool(_RFC3339.match(v)) and _iso_lenient(v))
-        )
-    else:  # Harbor itself writes naive datetimes (pydantic accepts both)
-        checker.checks("date-time")(_iso_lenient)
-    return checker
-
 
 def validate(schema_name: str, instance: Any, *, strict: bool = True) -> None:
-    """Validate against one of Harbor's schemas (Draft 2020-12, ``$defs`` resolved)."""
-    assert REFERENCE is not None
-    schema = json.loads((REFERENCE / f"{schema_name}.schema.json").read_text())
-    resource = Resource.from_contents(schema, default_specification=DRAFT202012)
-    registry: Registry[Any] = Registry().with_resource("urn:harbor", resource)
-    validator = jsonschema.Draft202012Validator(
-        schema, registry=registry, format_checker=_format_checker(strict)
-    )
-    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
-    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors[:10])
+    """Validate against one of Harbor's schemas as published (objects open); ``strict``:
+    datetimes as we write them (RFC 3339 with an offset), else as Harbor writes them."""
+    validate_schema(schema_name, instance, closed=False, strict_datetime=strict)
 
 
 def validate_job_dir(job_dir: Path, *, strict: bool = True) -> dict[str, int]:
