@@ -2,17 +2,20 @@
 
 Node ids are structured and bracket-free so that node-id selection, ``-k`` and ``--lf`` work on
 every pytest version (pytest#15045): ``<file>::<variant>::<task>::trial-<NNN>``, where variant and
-task are the names' slugs. ``-k`` also matches the original names.
+task are the names' slugs. ``-k`` also matches the original names. They are built and parsed
+here only (:class:`TrialId`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .context import context_of
 from .outcome import USER_PROPERTY, TrialOutcome
 from .spec.errors import SpecError
 from .spec.model import Experiment, Task, Variant
@@ -20,6 +23,43 @@ from .store.paths import trial_number
 
 if TYPE_CHECKING:
     from _pytest._code.code import ExceptionInfo, TerminalRepr
+
+#: Key under which a broken experiment file's error travels in ``report.user_properties``.
+SPEC_ERROR_PROPERTY = "evalrun_spec_error"
+_TRIAL_PREFIX = "trial-"
+
+
+def trial_item_name(n: int) -> str:
+    return f"{_TRIAL_PREFIX}{trial_number(n)}"
+
+
+@dataclass(frozen=True)
+class TrialId:
+    """The parts of a trial item's node id: ``<file>::<variant>::<task>::trial-<NNN>``."""
+
+    file: str
+    variant: str  # slug
+    task: str  # slug
+    trial: int
+
+    @property
+    def nodeid(self) -> str:
+        return f"{self.file}::{self.variant}::{self.task}::{trial_item_name(self.trial)}"
+
+    @classmethod
+    def parse(cls, nodeid: str) -> TrialId | None:
+        """The parts of a trial's node id; None for any other node id."""
+        parts = nodeid.split("::")
+        if len(parts) != 4 or not parts[0].endswith((".yaml", ".yml")):
+            return None
+        number = parts[3].removeprefix(_TRIAL_PREFIX)
+        if number == parts[3] or not number.isdigit():
+            return None
+        return cls(parts[0], parts[1], parts[2], int(number))
+
+
+def is_trial_nodeid(nodeid: str) -> bool:
+    return TrialId.parse(nodeid) is not None
 
 
 class TrialProblem(Exception):
@@ -53,9 +93,7 @@ def describe(outcome: TrialOutcome) -> str:
 
 class ExperimentFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
-        from .session import state_of
-
-        spec = state_of(self.config).discovery.load(self.path)
+        spec = context_of(self.config).discovery.load(self.path)
         if isinstance(spec, SpecError):
             yield SpecErrorItem.from_parent(self, name="experiment-file-error", error=spec)
             return
@@ -99,7 +137,7 @@ class TaskNode(pytest.Collector):
 
     def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
         for n in range(1, self.task.trials + 1):
-            yield TrialItem.from_parent(self, name=f"trial-{trial_number(n)}", trial=n)
+            yield TrialItem.from_parent(self, name=trial_item_name(n), trial=n)
 
 
 class TrialItem(pytest.Item):
@@ -123,9 +161,11 @@ class TrialItem(pytest.Item):
         return self.parent.task
 
     def setup(self) -> None:
-        from .session import state_of
-
-        self.outcome = state_of(self.config).run_item(self)
+        runner = context_of(self.config).runner
+        assert runner is not None, "trial items run only where the worker role is registered"
+        self.outcome = runner.run_trial_item(
+            self.nodeid, self.experiment, self.variant, self.task, self.trial
+        )
         self.user_properties.append((USER_PROPERTY, self.outcome.to_dict()))
         if self.outcome.status == "error":
             raise TrialProblem(self.outcome)
@@ -159,8 +199,6 @@ class SpecErrorItem(pytest.Item):
         self.error = error
 
     def setup(self) -> None:
-        from .controller import SPEC_ERROR_PROPERTY
-
         self.user_properties.append((SPEC_ERROR_PROPERTY, str(self.error)))
         raise SpecProblem(str(self.error))
 

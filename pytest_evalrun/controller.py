@@ -1,47 +1,42 @@
-"""The controller side: gather every trial's outcome from the reports and finish the run.
+"""The controller role: gathers every trial's outcome from the reports and finishes the run.
 
-Runs in the only process without xdist, else in the xdist controller. Outcomes arrive as plain
-data in ``report.user_properties`` (so remote workers work too); a crashed worker's trial is
-recorded here as ``error``. At the end: summary.json / summary.md / metrics.txt, run.json's final
-state, the SQLite index, the Pier job result, JUnit suite properties and the gate verdict.
+Registered in the only process without xdist, else in the xdist controller. Outcomes arrive as
+plain data in ``report.user_properties`` (so remote workers work too); a crashed worker's trial
+is recorded here as ``error``. At the end it builds each experiment's summary once, hands each
+run to the recorders (summaries, run.json, index, Pier job result), adds the JUnit suite
+properties and decides the exit status from the gates.
 """
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
-from filelock import FileLock
 
+from .collect import SPEC_ERROR_PROPERTY, TrialId, is_trial_nodeid
+from .context import EvalContext
 from .outcome import ERROR, USER_PROPERTY, TrialOutcome
 from .report import junit
 from .report.summary import ExperimentMeta, build_summary, render_markdown, render_openmetrics
-from .secrets import Redactor
+from .shared import WORKERINPUT_KEY
 from .spec.errors import SpecError
 from .spec.model import Experiment
-from .store import index, runs
-from .store.atomic import read_json, write_json_atomic, write_text_atomic
-from .store.paths import RunPaths
+from .store import runs
+from .store.atomic import write_text_atomic
+from .store.recorder import FinishedRun
+from .store.trialdir import TrialDir
 from .trial.process import kill_processes_with_env
-
-if TYPE_CHECKING:
-    from .session import EvalState
-
-SPEC_ERROR_PROPERTY = "evalrun_spec_error"
-
-
-def is_trial_nodeid(nodeid: str) -> bool:
-    parts = nodeid.split("::")
-    return (
-        len(parts) == 4 and parts[0].endswith((".yaml", ".yml")) and parts[3].startswith("trial-")
-    )
 
 
 @dataclass
 class RunResult:
+    """One experiment's run as the controller saw it in this session."""
+
     experiment: Experiment
     run_id: str
     outcomes: list[TrialOutcome] = field(default_factory=list)
@@ -50,23 +45,67 @@ class RunResult:
     task_slugs: set[str] = field(default_factory=set)
 
 
-class Controller:
-    def __init__(self, state: EvalState) -> None:
-        self.state = state
-        self.config = state.config
-        self.shared = state.shared
+class ControllerPlugin:
+    def __init__(self, config: pytest.Config, context: EvalContext) -> None:
+        self.config = config
+        self.context = context
+        self.shared = context.shared
         self.outcomes: dict[str, TrialOutcome] = {}
         self.spec_errors: dict[str, str] = {}
         self.collected: list[str] = []
         self.summary: dict[str, Any] | None = None
         self.run_dirs: list[Path] = []
 
-    # -- during the run ------------------------------------------------------------------
+    # -- xdist -----------------------------------------------------------------------------
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """Hand the shared decisions to each worker."""
+        node.workerinput[WORKERINPUT_KEY] = self.shared.as_dict()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        """With -n and no --dist, hand out trials in order, a few at a time, so long, uneven
+        trials do not pile up on one worker (xdist's default ``load`` sends big chunks, and
+        ``worksteal`` first splits the queue into contiguous blocks)."""
+        if config.getoption("dist", "no") != "load" or _dist_given(config):
+            return None
+        mode = str(config.getini("evalrun_dist")).strip()
+        if mode == "worksteal":
+            from xdist.scheduler import WorkStealingScheduling  # type: ignore[import-untyped]
+
+            return WorkStealingScheduling(config, log)
+        if mode != "one-at-a-time":
+            return None
+        from xdist.scheduler import LoadScheduling
+
+        scheduler = LoadScheduling(config, log)
+        if config.getoption("maxschedchunk", None) is None:
+            scheduler.maxschedchunk = 1
+        return scheduler
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        self.set_collected(ids)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
+        self.on_crash(crashitem, report)
+
+    # -- during the run --------------------------------------------------------------------
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.set_collected([item.nodeid for item in session.items])
+
     def set_collected(self, nodeids: list[str]) -> None:
         if not self.collected:
             self.collected = [n for n in nodeids if is_trial_nodeid(n)]
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.on_report(report)
+
     def on_report(self, report: pytest.TestReport) -> None:
+        """Take our properties out of the report (xunit2 allows no ``<properties>`` under
+        ``<testcase>``), keep the outcome, and name the JUnit testcase."""
         props = report.user_properties
         keep = []
         for name, value in props:
@@ -79,49 +118,53 @@ class Controller:
             else:
                 keep.append((name, value))
         if len(keep) != len(props):
-            report.user_properties = keep  # xunit2 allows no <properties> under <testcase>
+            report.user_properties = keep
         outcome = self.outcomes.get(report.nodeid)
         if outcome is not None:
             junit.name_testcase(self.config, report, outcome)
 
+    def pytest_report_teststatus(self, report: pytest.TestReport) -> Any:
+        if report.when != "call":
+            return None
+        outcome = self.outcomes.get(report.nodeid)
+        if outcome is None or not outcome.resumed:
+            return None
+        word = f"{outcome.status.upper()} (resumed)"
+        if report.passed:
+            return "passed", ".", (word, {"green": True})
+        return "failed", "F", (word, {"red": True})
+
     def experiment_of(self, nodeid: str) -> Experiment | None:
-        spec = self.state.discovery.load(self.config.rootpath / nodeid.split("::")[0])
+        spec = self.context.discovery.load(self.config.rootpath / nodeid.split("::")[0])
         return None if isinstance(spec, SpecError) else spec
 
     def on_crash(self, nodeid: str, report: pytest.TestReport) -> None:
         """A worker died running ``nodeid``: record the trial as error (crashed)."""
-        exp = self.experiment_of(nodeid)
-        if exp is None or not is_trial_nodeid(nodeid):
+        tid = TrialId.parse(nodeid)
+        exp = self.experiment_of(nodeid) if tid is not None else None
+        if tid is None or exp is None:
             return
-        _, vslug, tslug, name = nodeid.split("::")
-        n = int(name.removeprefix("trial-"))
-        variant = next((v for v in exp.variants if v.slug == vslug), None)
-        task = next((t for t in exp.tasks if t.slug == tslug), None)
+        variant = next((v for v in exp.variants if v.slug == tid.variant), None)
+        task = next((t for t in exp.tasks if t.slug == tid.task), None)
         if variant is None or task is None:
             return
-        paths = self.shared.run_paths(exp.slug)
-        trial_dir = paths.trial_dir(vslug, tslug, n)
-        killed = kill_processes_with_env("EVALRUN_TRIAL_DIR", str(trial_dir))
-        try:
-            data = read_json(trial_dir / "meta.json")
-        except (OSError, ValueError):
-            data = {}
-        if not isinstance(data, dict):
-            data = {}
-        base = {k: v for k, v in data.items() if k not in ("schema_version", "success", "steps")}
+        run = self.context.run_info(exp)
+        files = TrialDir(run.paths.trial_dir(tid.variant, tid.task, tid.trial), run.redactor)
+        killed = kill_processes_with_env("EVALRUN_TRIAL_DIR", str(files.path))
+        base = files.previous_outcome_fields()
         base.update(
             experiment=exp.name,
             variant=variant.name,
             task=task.name,
-            trial=n,
+            trial=tid.trial,
             experiment_slug=exp.slug,
-            variant_slug=vslug,
-            task_slug=tslug,
-            run_id=paths.run_id,
+            variant_slug=tid.variant,
+            task_slug=tid.task,
+            run_id=run.paths.run_id,
             nodeid=nodeid,
-            trial_dir=str(trial_dir),
+            trial_dir=str(files.path),
+            status=ERROR,
         )
-        base["status"] = ERROR
         outcome = TrialOutcome.from_dict(base)
         outcome.error_kind = "worker_crashed"
         outcome.crashed = True
@@ -131,14 +174,31 @@ class Controller:
             f"the worker running this trial crashed ({killed} leftover processes killed)"
         )
         outcome.finished_at = runs.utc_now()
-        meta = outcome.to_dict()
-        meta.update(schema_version=1, success=False, steps=data.get("steps", {}))
-        write_json_atomic(trial_dir / "meta.json", meta)
-        index.record_trials(Path(self.shared.results) / "index.db", [outcome])
+        self.context.recorders.record_crash(run, outcome)
         report.user_properties = [*report.user_properties, (USER_PROPERTY, outcome.to_dict())]
-        report.longrepr = f"{report.longrepr}\nERROR (worker crashed): trial directory {trial_dir}"
+        report.longrepr = f"{report.longrepr}\nERROR (worker crashed): trial directory {files.path}"
 
-    # -- at the end ----------------------------------------------------------------------
+    # -- at the end ------------------------------------------------------------------------
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.config.option.collectonly:
+            return
+        if not self.collected and not self.outcomes and not self.spec_errors:
+            return
+        self.finish(session, exitstatus)
+        session.exitstatus = self.exit_status(exitstatus)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.summary is None:
+            return
+        from .report.terminal import render_terminal
+
+        terminalreporter.section("evalrun")
+        for line in render_terminal(self.summary):
+            terminalreporter.write_line(line)
+        for message in self.spec_errors.values():
+            terminalreporter.write_line(f"experiment file error: {message}", red=True)
+
     def _runs(self) -> dict[tuple[str, str], RunResult]:
         grouped: dict[tuple[str, str], RunResult] = {}
         by_file: dict[str, Experiment | None] = {}
@@ -150,15 +210,14 @@ class Controller:
             return by_file[file]
 
         for nodeid in self.collected:
-            exp = experiment(nodeid)
-            if exp is None:
+            exp, tid = experiment(nodeid), TrialId.parse(nodeid)
+            if exp is None or tid is None:
                 continue
             key = (exp.slug, self.shared.run_id_for(exp.slug))
             run = grouped.setdefault(key, RunResult(exp, key[1]))
             run.collected += 1
-            _, vslug, tslug, _ = nodeid.split("::")
-            run.variant_slugs.add(vslug)
-            run.task_slugs.add(tslug)
+            run.variant_slugs.add(tid.variant)
+            run.task_slugs.add(tid.task)
         for nodeid, outcome in self.outcomes.items():
             exp = experiment(nodeid)
             if exp is None:
@@ -206,10 +265,8 @@ class Controller:
             not_run=not_run,
         )
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
-        db = Path(self.shared.results) / "index.db"
-        for (slug, run_id), run in grouped.items():
+        for (_, run_id), run in grouped.items():
             exp = run.experiment
-            paths = RunPaths(Path(self.shared.results), slug, run_id)
             per_exp = build_summary(
                 run.outcomes,
                 experiments_meta={exp.name: metas[exp.name]},
@@ -217,28 +274,21 @@ class Controller:
                 baseline=baseline,
                 not_run={exp.name: not_run[exp.name]},
             )
-            paths.run_dir.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(paths.lock)):  # a concurrent resume may finish at the same time
-                write_json_atomic(paths.summary_json, per_exp, fsync=True)
-                write_text_atomic(paths.summary_md, render_markdown(per_exp))
-                write_text_atomic(paths.openmetrics, render_openmetrics(per_exp))
-            status = self._status(exitstatus, interrupted, not_run[exp.name], session)
-            counts = self._counts(run, not_run[exp.name])
-            if runs.read_run(paths) is None and not run.outcomes:
-                continue
-            runs.finish_run(
-                paths,
-                session_id=self.shared.session_id,
-                status=status,
-                counts=counts,
-                pytest_args=Redactor(exp.secret_values).redact_obj(list(self.shared.pytest_args)),
+            info = self.context.run_info(exp, run_id=run_id, n_total=run.collected)
+            finished = FinishedRun(
+                run=info,
+                outcomes=run.outcomes,
+                summary=per_exp,
+                status=self._status(exitstatus, interrupted, not_run[exp.name], session),
+                counts=self._counts(run, not_run[exp.name]),
+                ran=bool(run.outcomes) or runs.read_run(info.paths) is not None,
             )
-            index.record_trials(db, run.outcomes)
-            data = runs.read_run(paths)
-            if data is not None:
-                index.record_run(db, slug, data, paths.run_dir)
-            self._finish_pier(run, paths)
-            self.run_dirs.append(paths.run_dir)
+            for problem in self.context.recorders.finish_run(finished):
+                self.config.issue_config_time_warning(
+                    pytest.PytestWarning(f"pytest-evalrun: {problem}"), 2
+                )
+            if finished.ran:
+                self.run_dirs.append(info.paths.run_dir)
         self._write_combined()
         junit.add_suite_properties(
             self.config, self.summary, {k: r.run_id for k, r in grouped.items()}
@@ -274,28 +324,6 @@ class Controller:
             "not_run": not_run,
         }
 
-    def _finish_pier(self, run: RunResult, paths: RunPaths) -> None:
-        from .worker import open_pier_job
-
-        job = open_pier_job(self.shared.jobs, paths, run.experiment)
-        try:
-            nothing_ran = bool(run.outcomes) and all(o.resumed for o in run.outcomes)
-            if nothing_ran and job.reopen_unchanged(
-                n_total_trials=run.collected, finished_at=runs.utc_now()
-            ):
-                return
-            job.ensure_config(
-                experiments=[run.experiment],
-                n_total_trials=run.collected,
-                started_at=self.shared.started_at or runs.utc_now(),
-                recompute_stats=False,  # finalize() below recomputes them
-            )
-            job.finalize(run.outcomes, n_total_trials=run.collected, finished_at=runs.utc_now())
-        except Exception as exc:  # never lose the run's own files over the Pier copy
-            self.config.issue_config_time_warning(
-                pytest.PytestWarning(f"pytest-evalrun: Pier job not finalized: {exc}"), 2
-            )
-
     def _write_combined(self) -> None:
         assert self.summary is not None
         md = self.config.getoption("eval_summary_md")
@@ -305,7 +333,7 @@ class Controller:
         if om:
             write_text_atomic(Path(om).resolve(), render_openmetrics(self.summary))
 
-    # -- verdict -------------------------------------------------------------------------
+    # -- verdict ---------------------------------------------------------------------------
     def exit_status(self, exitstatus: int) -> int:
         """The session's exit status once gates are taken into account."""
         if self.summary is None:
@@ -332,3 +360,9 @@ class Controller:
                 if not nodeid or (not is_trial_nodeid(nodeid) and nodeid not in self.spec_errors):
                     return True
         return False
+
+
+def _dist_given(config: pytest.Config) -> bool:
+    args = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    args += [str(a) for a in config.getini("addopts")]
+    return any(a in ("--dist", "-d", "--distload") or a.startswith("--dist=") for a in args)

@@ -13,6 +13,7 @@ import pytest
 
 if TYPE_CHECKING:
     from .outcome import TrialOutcome
+    from .store.recorder import Recorder
     from .trial.steps import StepRunner
 
 
@@ -45,3 +46,10 @@ def pytest_evalrun_trial_finished(outcome: TrialOutcome, trial_dir: Path) -> Non
 
     Not called for trials reused by ``--eval-resume``.
     """
+
+
+@pytest.hookspec
+def pytest_evalrun_recorders(config: pytest.Config) -> list[Recorder]:  # type: ignore[empty-body]
+    """Return recorders (:class:`~pytest_evalrun.store.recorder.Recorder` subclasses) that
+    write another format beside the built-in ones. Called once per process; each process gets
+    its own objects, so a recorder must not rely on state another process holds."""

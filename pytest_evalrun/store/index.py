@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
 from ..outcome import TrialOutcome
+from ..spec.model import Task, Variant
+from . import runs
+from .recorder import FinishedRun, Recorder, RunInfo
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -186,3 +189,29 @@ def record_run(db: Path, experiment: str, run: dict[str, Any], run_dir: Path) ->
                 None if dirty is None else int(dirty),
             ),
         )
+
+
+class IndexRecorder(Recorder):
+    """results/index.db as a Recorder: a row per trial as it finishes, a row per run at the end."""
+
+    name = "index"
+
+    def __init__(self, results: Path) -> None:
+        self.db = results / "index.db"
+
+    def record_trial(
+        self, run: RunInfo, outcome: TrialOutcome, variant: Variant, task: Task
+    ) -> Mapping[str, Any]:
+        record_trials(self.db, [outcome])
+        return {}
+
+    def record_crash(self, run: RunInfo, outcome: TrialOutcome) -> None:
+        record_trials(self.db, [outcome])
+
+    def finish_run(self, finished: FinishedRun) -> None:
+        if not finished.ran:
+            return
+        record_trials(self.db, finished.outcomes)
+        data = finished.notes.get("run") or runs.read_run(finished.run.paths)
+        if data is not None:
+            record_run(self.db, finished.run.paths.experiment, data, finished.run.paths.run_dir)

@@ -162,7 +162,9 @@ def finish_run(
     status: str,
     counts: dict[str, int],
     pytest_args: list[str] | None = None,
-) -> None:
+) -> dict[str, Any]:
+    """Mark this session finished with ``status``; returns run.json's new content."""
+
     def change(data: dict[str, Any] | None) -> dict[str, Any]:
         now = utc_now()
         data = data or {
@@ -184,7 +186,7 @@ def finish_run(
             s["status"] = status
         return data
 
-    update_run(paths, change)
+    return update_run(paths, change)
 
 
 def iter_runs(

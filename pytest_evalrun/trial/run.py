@@ -1,8 +1,8 @@
 """Run one trial: workspace, setup, agent, verify -> files on disk and a TrialOutcome.
 
-Knows nothing of pytest or xdist. The trial directory it fills is the standard layout's
-``trials/<NNN>/``; every JSON file is written atomically and secrets are masked in every file
-it writes.
+Knows nothing of pytest, xdist or the Pier layout. The directory it fills is the standard
+layout's ``trials/<NNN>/``, through :class:`~pytest_evalrun.store.trialdir.TrialDir` (which
+writes every file atomically, with secrets masked).
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..outcome import ERROR, FAILED, PASSED, TIMEOUT, Metrics, TrialOutcome
+from ..outcome import ERROR, FAILED, PASSED, TIMEOUT, TrialOutcome
 from ..secrets import Redactor
 from ..spec.model import Experiment, Step, Task, Variant
-from ..store.atomic import write_json_atomic, write_text_atomic
+from ..store import trialdir
 from ..store.runs import utc_now
+from ..store.trialdir import TrialDir
 from . import metrics as metrics_mod
 from .process import ProcessResult, kill_all_running
 from .steps import PYCALL_CRASHED, StepContext, StepKinds, missing
 from .workspace import Snapshot, WorkspaceError, prepare_workspace, workspace_diff
 
-SCHEMA_VERSION = 1
 TAIL_LINES = 30
 #: Files the agent may leave in EVALRUN_ARTIFACTS_DIR that the layout keeps at the trial root.
 PROMOTED = ("events.jsonl", "session.md", "analysis.json")
@@ -45,9 +45,9 @@ class TrialSpec:
     trial_dir: Path
     seed: int
     fingerprint: str
-    nodeid: str = ""
-    worker: str | None = None
-    pier_trial_dir: str | None = None
+    #: TrialOutcome fields the caller records with the trial (its node id, worker, the other
+    #: layouts' names for it); the runner passes them through without reading them.
+    labels: Mapping[str, Any] = field(default_factory=dict)
     redactor: Redactor = field(default_factory=lambda: Redactor(()))
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     kinds: StepKinds = field(default_factory=StepKinds.builtin)
@@ -58,31 +58,6 @@ class TrialSpec:
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
-def _redact_file(path: Path, redactor: Redactor) -> None:
-    if not redactor or not path.is_file():
-        return
-    data = path.read_bytes()
-    masked = redactor.redact_bytes(data)
-    if masked != data:
-        tmp = path.with_name(f".{path.name}.redact")
-        tmp.write_bytes(masked)
-        os.replace(tmp, path)
-
-
-def _redact_tree(directory: Path, redactor: Redactor) -> None:
-    if redactor:
-        for path in directory.rglob("*"):
-            if path.is_file():
-                _redact_file(path, redactor)
 
 
 def read_reward(verifier_dir: Path) -> tuple[float | None, dict[str, float], str | None]:
@@ -119,11 +94,8 @@ def read_reward(verifier_dir: Path) -> tuple[float | None, dict[str, float], str
 class _Trial:
     def __init__(self, spec: TrialSpec) -> None:
         self.spec = spec
+        self.files = TrialDir(spec.trial_dir, spec.redactor)
         self.dir = spec.trial_dir
-        self.workspace = self.dir / "workspace"
-        self.artifacts = self.dir / "artifacts"
-        self.verifier = self.dir / "verifier"
-        self.prompt_file = self.dir / "prompt.md"
         self.snapshot: Snapshot | None = None
         self.steps: dict[str, dict[str, Any]] = {}
         self.started = time.monotonic()
@@ -137,7 +109,6 @@ class _Trial:
             experiment_slug=e.slug,
             variant_slug=v.slug,
             task_slug=t.slug,
-            nodeid=spec.nodeid,
             run_id=spec.run_id,
             pass_threshold=t.pass_threshold,
             trial_dir=str(self.dir),
@@ -145,38 +116,18 @@ class _Trial:
             seed=spec.seed,
             model=v.model,
             fingerprint=spec.fingerprint,
-            worker=spec.worker,
-            pier_trial_dir=spec.pier_trial_dir,
-        )
-
-    # -- files ---------------------------------------------------------------------------
-    def write_meta(self, status: str | None = None) -> None:
-        data = self.outcome.to_dict()
-        if status is not None:
-            data["status"] = status
-        data["schema_version"] = SCHEMA_VERSION
-        data["success"] = data["status"] == PASSED
-        data["steps"] = self.steps
-        write_json_atomic(self.dir / "meta.json", self.spec.redactor.redact_obj(data))
-
-    def prepare(self) -> None:
-        if self.dir.exists():  # an earlier attempt (error, crash, changed definition)
-            shutil.rmtree(self.dir, ignore_errors=True)
-        self.artifacts.mkdir(parents=True)
-        self.write_meta(status="running")
-        write_text_atomic(
-            self.prompt_file, self.spec.redactor.redact(self.spec.task.prompt), fsync=False
+            **spec.labels,
         )
 
     def values(self) -> dict[str, str]:
-        s = self.spec
+        s, f = self.spec, self.files
         return {
             "prompt": s.task.prompt,
-            "prompt_file": str(self.prompt_file),
-            "workspace": str(self.workspace),
+            "prompt_file": str(f.prompt),
+            "workspace": str(f.workspace),
             "trial_dir": str(self.dir),
-            "artifacts_dir": str(self.artifacts),
-            "verifier_dir": str(self.verifier),
+            "artifacts_dir": str(f.artifacts),
+            "verifier_dir": str(f.verifier),
             "experiment_dir": str(s.experiment.directory),
             "seed": str(s.seed),
             "trial": str(s.trial),
@@ -188,7 +139,7 @@ class _Trial:
         }
 
     def env(self) -> dict[str, str]:
-        s = self.spec
+        s, f = self.spec, self.files
         env = dict(s.base_env)
         env.update(s.variant.env)
         env.update(s.task.env)
@@ -201,10 +152,10 @@ class _Trial:
                 "EVALRUN_EXPERIMENT_DIR": str(s.experiment.directory),
                 "EVALRUN_TRIAL": str(s.trial),
                 "EVALRUN_SEED": str(s.seed),
-                "EVALRUN_PROMPT_FILE": str(self.prompt_file),
-                "EVALRUN_WORKSPACE": str(self.workspace),
+                "EVALRUN_PROMPT_FILE": str(f.prompt),
+                "EVALRUN_WORKSPACE": str(f.workspace),
                 "EVALRUN_TRIAL_DIR": str(self.dir),
-                "EVALRUN_ARTIFACTS_DIR": str(self.artifacts),
+                "EVALRUN_ARTIFACTS_DIR": str(f.artifacts),
             }
         )
         if s.variant.model:
@@ -222,7 +173,7 @@ class _Trial:
     ) -> ProcessResult:
         ctx = StepContext(
             role=role,
-            cwd=self.workspace,
+            cwd=self.files.workspace,
             env=env,
             timeout=timeout,
             output=output,
@@ -239,7 +190,7 @@ class _Trial:
             "start_error": result.start_error,
             "timeout": timeout,
         }
-        _redact_file(output, self.spec.redactor)
+        self.files.redact_file(output)
         return result
 
     def error(self, kind: str, message: str) -> None:
@@ -248,20 +199,17 @@ class _Trial:
         self.outcome.message = self.spec.redactor.redact(message)
 
     def run(self) -> TrialOutcome:
-        s, o = self.spec, self.outcome
-        self.prepare()
+        s, o, f = self.spec, self.outcome, self.files
+        f.start(o, s.task.prompt)
         try:
-            self.snapshot = prepare_workspace(
-                s.task.fixture, self.workspace, templates=s.templates
-            )
+            self.snapshot = prepare_workspace(s.task.fixture, f.workspace, templates=s.templates)
         except (WorkspaceError, OSError) as exc:
             self.error("workspace", f"could not prepare the workspace: {exc}")
             return self.finish()
         env = self.env()
         if s.variant.setup is not None:
-            r = self.step(
-                "setup", s.variant.setup, env, s.task.setup_timeout, self.dir / "setup-output.txt"
-            )
+            output = f.file(trialdir.SETUP_OUTPUT)
+            r = self.step("setup", s.variant.setup, env, s.task.setup_timeout, output)
             o.setup_exit, o.setup_duration = r.exit_code, r.duration
             if r.start_error or r.timed_out or r.exit_code != 0:
                 why = r.start_error or (
@@ -270,11 +218,9 @@ class _Trial:
                     else f"exited with status {r.exit_code}"
                 )
                 self.error("setup_failed", f"setup failed: {why}")
-                o.verify_tail = self.spec.redactor.redact(
-                    tail(_read(self.dir / "setup-output.txt"))
-                )
+                o.verify_tail = s.redactor.redact(tail(f.read_text(trialdir.SETUP_OUTPUT)))
                 return self.finish()
-        r = self.step("agent", s.variant.agent, env, s.task.timeout, self.dir / "stdout.txt")
+        r = self.step("agent", s.variant.agent, env, s.task.timeout, f.file(trialdir.STDOUT))
         o.agent_exit, o.agent_duration = r.exit_code, r.duration
         self.collect_artifacts()
         if r.start_error:
@@ -282,7 +228,7 @@ class _Trial:
             return self.finish()
         if missing(s.variant.agent, r.exit_code):
             self.error("agent_missing", f"the agent was not found (exit status {r.exit_code})")
-            o.verify_tail = self.spec.redactor.redact(tail(_read(self.dir / "stdout.txt")))
+            o.verify_tail = s.redactor.redact(tail(f.read_text(trialdir.STDOUT)))
             return self.finish()
         if r.timed_out:
             o.status, o.reward = TIMEOUT, 0.0
@@ -292,36 +238,34 @@ class _Trial:
         return self.finish()
 
     def collect_artifacts(self) -> None:
-        redactor = self.spec.redactor
+        f = self.files
         try:
-            diff = workspace_diff(self.workspace, self.snapshot)
+            diff = workspace_diff(f.workspace, self.snapshot)
         except (WorkspaceError, OSError) as exc:
             diff = f"# workspace diff unavailable: {exc}\n"
-        write_text_atomic(self.dir / "workspace.diff", redactor.redact(diff), fsync=False)
-        _redact_tree(self.artifacts, redactor)
+        f.write_text(trialdir.DIFF, diff)
+        f.redact_tree(f.artifacts)
         for name in PROMOTED:
-            src = self.artifacts / name
-            if src.is_file():
-                _link_or_copy(src, self.dir / name)
-        for src in metrics_mod.otel_files(self.artifacts):
-            _link_or_copy(src, self.dir / src.name)
-        self.outcome.metrics = metrics_mod.collect(self.artifacts)
+            src = f.artifacts / name
+            if src.is_file() and not src.is_symlink():
+                _link_or_copy(src, f.file(name))
+        for src in metrics_mod.otel_files(f.artifacts):
+            _link_or_copy(src, f.file(src.name))
+        self.outcome.metrics = metrics_mod.collect(f.artifacts)
         if self.outcome.metrics.model is None and self.spec.variant.model:
             self.outcome.metrics.model = self.spec.variant.model
 
     def verify(self, env: Mapping[str, str]) -> None:
-        s, o = self.spec, self.outcome
+        s, o, f = self.spec, self.outcome, self.files
         venv = dict(env)
-        venv["EVALRUN_VERIFIER_DIR"] = str(self.verifier)
-        # Only verify writes here: whatever the agent may have put there goes first.
-        shutil.rmtree(self.verifier, ignore_errors=True)
-        self.verifier.mkdir()
-        output = self.verifier / "verify-output.txt"
+        verifier = f.fresh_verifier()
+        venv["EVALRUN_VERIFIER_DIR"] = str(verifier)
+        output = verifier / trialdir.VERIFY_OUTPUT
         r = self.step("verify", s.task.verify, venv, s.task.verify_timeout, output)
-        _redact_tree(self.verifier, s.redactor)
+        f.redact_tree(verifier)
         o.verify_exit, o.verify_duration = r.exit_code, r.duration
-        o.verify_tail = tail(_read(output))
-        reward, rewards, problem = read_reward(self.verifier)
+        o.verify_tail = tail(f.read_text(f"verifier/{trialdir.VERIFY_OUTPUT}"))
+        reward, rewards, problem = read_reward(verifier)
         o.rewards = rewards
         crashed = (
             (r.exit_code is not None and r.exit_code < 0)
@@ -348,33 +292,30 @@ class _Trial:
                 o.message = (
                     f"reward {o.reward:g} is below the pass threshold {s.task.pass_threshold:g}"
                 )
-        write_json_atomic(
-            self.dir / "verify.json",
-            s.redactor.redact_obj(
-                {
-                    "status": o.status,
-                    "exit_code": r.exit_code,
-                    "timed_out": r.timed_out,
-                    "duration": round(r.duration, 4),
-                    "reward": o.reward,
-                    "rewards": rewards,
-                    "pass_threshold": s.task.pass_threshold,
-                    "passed": o.status == PASSED,
-                    "command": s.task.verify.describe(),
-                    "stdout_tail": o.verify_tail,
-                    "error": o.message if o.status == ERROR else None,
-                }
-            ),
-            fsync=False,
+        f.write_json(
+            trialdir.VERIFY,
+            {
+                "status": o.status,
+                "exit_code": r.exit_code,
+                "timed_out": r.timed_out,
+                "duration": round(r.duration, 4),
+                "reward": o.reward,
+                "rewards": rewards,
+                "pass_threshold": s.task.pass_threshold,
+                "passed": o.status == PASSED,
+                "command": s.task.verify.describe(),
+                "stdout_tail": o.verify_tail,
+                "error": o.message if o.status == ERROR else None,
+            },
         )
 
     def finish(self) -> TrialOutcome:
-        o = self.outcome
+        o, f = self.outcome, self.files
         o.finished_at = utc_now()
         o.duration = round(time.monotonic() - self.started, 4)
         m = o.metrics
-        write_json_atomic(
-            self.dir / "metrics.json",
+        f.write_json(
+            trialdir.METRICS,
             {
                 "duration": o.duration,
                 "setup_duration": o.setup_duration,
@@ -387,28 +328,21 @@ class _Trial:
                 "model": m.model or self.spec.variant.model,
                 "source": m.source,
             },
-            fsync=False,
         )
-        for name in ("stdout.txt", "workspace.diff"):
-            if not (self.dir / name).exists():
-                write_text_atomic(self.dir / name, "", fsync=False)
-        if not (self.dir / "verify.json").exists():
-            write_json_atomic(
-                self.dir / "verify.json",
-                {
-                    "status": o.status,
-                    "exit_code": None,
-                    "reward": None,
-                    "rewards": {},
-                    "passed": False,
-                    "command": self.spec.task.verify.describe(),
-                    "stdout_tail": "",
-                    "error": o.message or None,
-                    "skipped": True,
-                },
-                fsync=False,
-            )
-        self.write_meta()
+        f.ensure_files(
+            {
+                "status": o.status,
+                "exit_code": None,
+                "reward": None,
+                "rewards": {},
+                "passed": False,
+                "command": self.spec.task.verify.describe(),
+                "stdout_tail": "",
+                "error": o.message or None,
+                "skipped": True,
+            }
+        )
+        f.write_meta(o, self.steps)
         return o
 
 
@@ -439,11 +373,3 @@ def run_trial(spec: TrialSpec) -> TrialOutcome:
         trial.error("internal", f"pytest-evalrun internal error: {type(exc).__name__}: {exc}")
         trial.finish()
         return trial.outcome
-
-
-def resumed_copy(data: dict[str, Any]) -> TrialOutcome:
-    outcome = TrialOutcome.from_dict(data)
-    outcome.resumed = True
-    if outcome.metrics is None:
-        outcome.metrics = Metrics()
-    return outcome

@@ -1,4 +1,4 @@
-"""The run shared by every process of one pytest session: ids, directories, resume choice.
+"""What every process of one pytest session shares: run ids, directories, resume choice.
 
 The controller (the only process without xdist, else the xdist controller) decides everything
 shared once, in ``pytest_configure``, and hands it to every worker through ``workerinput``; a
@@ -11,22 +11,15 @@ import os
 import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
-from .discovery import DEFAULT_PATTERNS, Discovery
 from .store import runs
 from .store.paths import RunPaths
-from .trial.steps import StepKinds
 from .trial.workspace import session_templates
 
-if TYPE_CHECKING:
-    from .collect import TrialItem
-    from .controller import Controller
-    from .outcome import TrialOutcome
-    from .worker import Worker
-
+#: Key of the shared decisions in xdist's ``workerinput``.
 WORKERINPUT_KEY = "evalrun"
 
 
@@ -53,6 +46,14 @@ class Shared:
 
     def run_paths(self, experiment_slug: str) -> RunPaths:
         return RunPaths(Path(self.results), experiment_slug, self.run_id_for(experiment_slug))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_workerinput(cls, workerinput: dict[str, Any]) -> Shared | None:
+        data = workerinput.get(WORKERINPUT_KEY)
+        return cls(**data) if isinstance(data, dict) else None
 
 
 def _path_option(config: pytest.Config, option: str, ini: str, default: str) -> Path:
@@ -117,75 +118,3 @@ def reserve(shared: Shared) -> Shared:
         run_id = f"{shared.run_id}-{n}"
         n += 1
     return replace(shared, run_id=run_id)
-
-
-class EvalState:
-    """Per-process state, kept in ``config.stash``."""
-
-    def __init__(
-        self, config: pytest.Config, shared: Shared, discovery: Discovery, kinds: StepKinds
-    ) -> None:
-        self.config = config
-        self.shared = shared
-        self.discovery = discovery
-        self.kinds = kinds
-        #: Trial items collected in this process, per experiment slug.
-        self.collected_per_experiment: dict[str, int] = {}
-        self.is_worker = hasattr(config, "workerinput")
-        self.worker_id: str | None = (
-            config.workerinput.get("workerid") if self.is_worker else None  # type: ignore[attr-defined]
-        )
-        self._worker: Worker | None = None
-        self.controller: Controller | None = None
-
-    @property
-    def worker(self) -> Worker:
-        if self._worker is None:
-            from .worker import Worker
-
-            self._worker = Worker(self)
-        return self._worker
-
-    def run_item(self, item: TrialItem) -> TrialOutcome:
-        return self.worker.run_item(item)
-
-    def shared_as_dict(self) -> dict[str, Any]:
-        return asdict(self.shared)
-
-
-state_key = pytest.StashKey[EvalState]()
-
-
-def state_of(config: pytest.Config) -> EvalState:
-    return config.stash[state_key]
-
-
-def arg_paths(config: pytest.Config) -> list[Path]:
-    """The command-line paths (node-id parts dropped), absolute."""
-    paths = []
-    for arg in config.args:
-        p = Path(str(arg).split("::")[0])
-        paths.append(p if p.is_absolute() else config.invocation_params.dir / p)
-    return paths
-
-
-def scan_args(config: pytest.Config, discovery: Discovery) -> None:
-    """Find and load the experiment files under the command-line paths (once)."""
-    if not discovery.scanned:
-        discovery.scan([p for p in arg_paths(config) if p.exists()])
-
-
-def make_discovery(
-    config: pytest.Config, shared: Shared, agent_kinds: list[str], verify_kinds: list[str]
-) -> Discovery:
-    patterns = tuple(config.getini("evalrun_files") or DEFAULT_PATTERNS)
-    explicit = {p.resolve() for p in arg_paths(config) if p.suffix in (".yaml", ".yml")}
-    return Discovery(
-        patterns=patterns,
-        environ=dict(os.environ),
-        agent_kinds=agent_kinds,
-        verify_kinds=verify_kinds,
-        output_dirs=(Path(shared.results), Path(shared.jobs)),
-        norecurse=tuple(config.getini("norecursedirs")),
-        explicit=frozenset(explicit),
-    )

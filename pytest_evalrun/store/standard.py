@@ -1,0 +1,126 @@
+"""The standard trial layout as a Recorder: run.json, variant.json, task.json, the summaries.
+
+The trial directories themselves are written by the trial runner through
+:class:`~pytest_evalrun.store.trialdir.TrialDir`; this recorder writes what describes and spans
+them (see :mod:`.paths` for the tree).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from ..outcome import TrialOutcome
+from ..report.summary import render_markdown, render_openmetrics
+from ..secrets import Redactor
+from ..spec.model import Task, Variant
+from . import runs
+from .atomic import write_json_atomic, write_text_atomic
+from .recorder import FinishedRun, Recorder, RunInfo
+from .trialdir import TrialDir
+
+
+def variant_record(variant: Variant) -> dict[str, Any]:
+    return {
+        "name": variant.name,
+        "slug": variant.slug,
+        "description": variant.description,
+        "model": variant.model,
+        "agent": variant.agent.describe(),
+        "setup": variant.setup.describe() if variant.setup else None,
+        "env": dict(variant.env),
+        "definition": dict(variant.raw),
+    }
+
+
+def task_record(task: Task) -> dict[str, Any]:
+    return {
+        "name": task.name,
+        "slug": task.slug,
+        "description": task.description,
+        "prompt": task.prompt,
+        "prompt_file": str(task.prompt_file) if task.prompt_file else None,
+        "fixture": str(task.fixture) if task.fixture else None,
+        "verify": task.verify.describe(),
+        "tags": list(task.tags),
+        "trials": task.trials,
+        "timeout": task.timeout,
+        "setup_timeout": task.setup_timeout,
+        "verify_timeout": task.verify_timeout,
+        "pass_threshold": task.pass_threshold,
+        "min_pass_rate": task.min_pass_rate,
+        "env": dict(task.env),
+    }
+
+
+def _write_once(path: Path, data: dict[str, Any], redactor: Redactor) -> None:
+    if not path.exists():
+        write_json_atomic(path, redactor.redact_obj(data))
+
+
+class StandardRecorder(Recorder):
+    name = "standard layout"
+
+    def __init__(self) -> None:
+        self._described: set[tuple[str, str, str, str]] = set()
+        self._git: dict[str, Any] | None = None
+        self._info: dict[str, Any] | None = None
+
+    def start_run(self, run: RunInfo) -> None:
+        if self._git is None:
+            self._git = runs.git_state(run.experiment.directory)
+            self._info = runs.environment_info()
+        runs.start_run(
+            run.paths,
+            experiment=run.experiment.name,
+            experiment_file=str(run.experiment.path),
+            session_id=run.session_id,
+            pytest_args=list(run.pytest_args),
+            git=self._git,
+            info=self._info or {},
+        )
+
+    def begin_trial(
+        self, run: RunInfo, variant: Variant, task: Task, trial: int
+    ) -> Mapping[str, Any]:
+        key = (run.paths.experiment, run.paths.run_id, variant.slug, task.slug)
+        if key not in self._described:
+            paths = run.paths
+            _write_once(
+                paths.variant_dir(variant.slug) / "variant.json",
+                variant_record(variant),
+                run.redactor,
+            )
+            _write_once(
+                paths.task_dir(variant.slug, task.slug) / "task.json",
+                task_record(task),
+                run.redactor,
+            )
+            self._described.add(key)
+        return {}
+
+    def relabel(self, run: RunInfo, outcome: TrialOutcome, labels: Mapping[str, Any]) -> None:
+        TrialDir(Path(outcome.trial_dir), run.redactor).update_meta(labels)
+
+    def record_crash(self, run: RunInfo, outcome: TrialOutcome) -> None:
+        TrialDir(Path(outcome.trial_dir), run.redactor).record_outcome(outcome)
+
+    def finish_run(self, finished: FinishedRun) -> None:
+        paths, summary = finished.run.paths, finished.summary
+        paths.run_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(paths.lock)):  # a concurrent resume may finish at the same time
+            write_json_atomic(paths.summary_json, summary, fsync=True)
+            write_text_atomic(paths.summary_md, render_markdown(summary))
+            write_text_atomic(paths.openmetrics, render_openmetrics(summary))
+        if not finished.ran:
+            return
+        finished.notes["run"] = runs.finish_run(
+            paths,
+            session_id=finished.run.session_id,
+            status=finished.status,
+            counts=finished.counts,
+            pytest_args=list(finished.run.pytest_args),
+        )

@@ -1,0 +1,197 @@
+"""One trial's directory in the standard layout: its files, read and written here only.
+
+    trials/<NNN>/meta.json        the TrialOutcome, plus schema_version, success and steps
+                 prompt.md        the exact prompt sent
+                 stdout.txt       the agent step's output
+                 setup-output.txt the setup step's output (when there is a setup)
+                 workspace.diff   the agent's change to the fixture
+                 verify.json      verify's verdict
+                 metrics.json     durations, tokens and cost
+                 workspace/       the workspace after the trial
+                 artifacts/       what the agent left in EVALRUN_ARTIFACTS_DIR
+                 verifier/        what verify wrote (reward.txt / reward.json, its output)
+
+Every JSON file is written atomically; meta.json is the record ``--eval-resume`` reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..outcome import JUDGED, PASSED, TrialOutcome
+from ..secrets import Redactor
+from .atomic import read_json, write_json_atomic, write_text_atomic
+
+SCHEMA_VERSION = 1
+META = "meta.json"
+PROMPT = "prompt.md"
+STDOUT = "stdout.txt"
+SETUP_OUTPUT = "setup-output.txt"
+DIFF = "workspace.diff"
+VERIFY = "verify.json"
+METRICS = "metrics.json"
+VERIFY_OUTPUT = "verify-output.txt"
+#: meta.json keys that are not TrialOutcome fields.
+_META_ONLY = ("schema_version", "success", "steps")
+
+
+class TrialDir:
+    """Paths and files of one trial directory."""
+
+    def __init__(self, path: Path, redactor: Redactor | None = None) -> None:
+        self.path = path
+        self.redactor = redactor if redactor is not None else Redactor(())
+
+    @property
+    def workspace(self) -> Path:
+        return self.path / "workspace"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.path / "artifacts"
+
+    @property
+    def verifier(self) -> Path:
+        return self.path / "verifier"
+
+    @property
+    def prompt(self) -> Path:
+        return self.path / PROMPT
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, outcome: TrialOutcome, prompt: str) -> None:
+        """A fresh directory for an attempt: what an earlier attempt left is removed."""
+        if self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+        self.artifacts.mkdir(parents=True)
+        self.write_meta(outcome, {}, status="running")
+        write_text_atomic(self.prompt, self.redactor.redact(prompt), fsync=False)
+
+    def fresh_verifier(self) -> Path:
+        """An empty ``verifier/``: whatever the agent may have put there goes first."""
+        shutil.rmtree(self.verifier, ignore_errors=True)
+        self.verifier.mkdir()
+        return self.verifier
+
+    # -- meta.json -------------------------------------------------------------------------
+    def write_meta(
+        self,
+        outcome: TrialOutcome,
+        steps: Mapping[str, Any],
+        *,
+        status: str | None = None,
+    ) -> None:
+        data = outcome.to_dict()
+        if status is not None:
+            data["status"] = status
+        data["schema_version"] = SCHEMA_VERSION
+        data["success"] = data["status"] == PASSED
+        data["steps"] = dict(steps)
+        write_json_atomic(self.path / META, self.redactor.redact_obj(data))
+
+    def read_meta(self) -> dict[str, Any]:
+        """meta.json as a dict ({} when missing, torn or not an object)."""
+        try:
+            data = read_json(self.path / META)
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def read_outcome(self) -> TrialOutcome | None:
+        data = self.read_meta()
+        try:
+            return TrialOutcome.from_dict(data) if data else None
+        except TypeError:
+            return None
+
+    def recorded_outcome(self, fingerprint: str) -> TrialOutcome | None:
+        """The recorded outcome when it still stands for ``--eval-resume``: judged (passed,
+        failed or timeout) with an unchanged definition (``fingerprint``); else None."""
+        try:
+            with open(f"{self.path}/{META}", "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            return None
+        if fingerprint.encode() not in raw:
+            return None  # changed definition (or no fingerprint): no need to parse it
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("status") not in JUDGED:
+            return None
+        if data.get("fingerprint") != fingerprint:
+            return None
+        try:
+            outcome = TrialOutcome.from_dict(data)
+        except TypeError:
+            return None
+        outcome.resumed = True
+        return outcome
+
+    def record_outcome(self, outcome: TrialOutcome) -> None:
+        """Rewrite meta.json with ``outcome``, keeping the steps already recorded (a crashed
+        worker's trial, recorded by the controller)."""
+        steps = self.read_meta().get("steps", {})
+        self.write_meta(outcome, steps if isinstance(steps, dict) else {})
+
+    def update_meta(self, extra: Mapping[str, Any]) -> None:
+        """Merge keys into meta.json (the trial's owner is the only writer at that point)."""
+        data = self.read_meta()
+        if data:
+            data.update(extra)
+            write_json_atomic(self.path / META, self.redactor.redact_obj(data))
+
+    def previous_outcome_fields(self) -> dict[str, Any]:
+        """meta.json's outcome fields (no schema_version, success, steps)."""
+        return {k: v for k, v in self.read_meta().items() if k not in _META_ONLY}
+
+    # -- other files -----------------------------------------------------------------------
+    def write_text(self, name: str, text: str) -> None:
+        write_text_atomic(self.path / name, self.redactor.redact(text), fsync=False)
+
+    def write_json(self, name: str, data: Any) -> None:
+        write_json_atomic(self.path / name, self.redactor.redact_obj(data), fsync=False)
+
+    def read_text(self, name: str) -> str:
+        try:
+            return (self.path / name).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def ensure_files(self, verify_placeholder: Mapping[str, Any]) -> None:
+        """The files every trial has, written empty when a step never ran."""
+        for name in (STDOUT, DIFF):
+            if not (self.path / name).exists():
+                write_text_atomic(self.path / name, "", fsync=False)
+        if not (self.path / VERIFY).exists():
+            self.write_json(VERIFY, dict(verify_placeholder))
+
+    def redact_file(self, name_or_path: str | Path) -> None:
+        redact_file(self.path / name_or_path, self.redactor)
+
+    def redact_tree(self, directory: Path) -> None:
+        if self.redactor:
+            for path in directory.rglob("*"):
+                if path.is_file() and not path.is_symlink():
+                    redact_file(path, self.redactor)
+
+
+def redact_file(path: Path, redactor: Redactor) -> None:
+    """Mask secrets in one file in place (atomically); links are never followed."""
+    if not redactor or path.is_symlink() or not path.is_file():
+        return
+    data = path.read_bytes()
+    masked = redactor.redact_bytes(data)
+    if masked != data:
+        tmp = path.with_name(f".{path.name}.redact")
+        tmp.write_bytes(masked)
+        os.replace(tmp, path)
