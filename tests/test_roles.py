@@ -1,0 +1,286 @@
+"""Unit tests of the two role plugins with fake reports and spy recorders.
+
+The end-to-end tests reach the roles through real sessions; these call them directly, with a
+real pytest config (``pytester.parseconfigure``) and hand-made ``TestReport`` objects, so that
+each rule has a test that names it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Suite
+
+from pytest_evalrun.collect import SPEC_ERROR_PROPERTY, TrialId, is_trial_nodeid
+from pytest_evalrun.context import EvalContext, context_key
+from pytest_evalrun.controller import ControllerPlugin
+from pytest_evalrun.outcome import USER_PROPERTY, TrialOutcome
+from pytest_evalrun.spec.model import Task, Variant
+from pytest_evalrun.store.index import connect
+from pytest_evalrun.store.recorder import FinishedRun, Recorder, Recorders, RunInfo
+from pytest_evalrun.worker import WorkerPlugin
+
+
+class Spy(Recorder):
+    name = "spy"
+
+    def __init__(self, essential: bool = True, fail_on: str = "") -> None:
+        self.essential = essential
+        self.fail_on = fail_on
+        self.calls: list[tuple[str, Any]] = []
+
+    def _note(self, what: str, detail: Any) -> None:
+        self.calls.append((what, detail))
+        if what == self.fail_on:
+            raise OSError(f"spy refuses {what}")
+
+    def start_run(self, run: RunInfo) -> None:
+        self._note("start_run", run.paths.run_id)
+
+    def begin_trial(
+        self, run: RunInfo, variant: Variant, task: Task, trial: int
+    ) -> Mapping[str, Any]:
+        self._note("begin_trial", (variant.name, task.name, trial))
+        return {"pier_trial_dir": f"/spy/{task.slug}-{trial}"}
+
+    def record_trial(
+        self, run: RunInfo, outcome: TrialOutcome, variant: Variant, task: Task
+    ) -> Mapping[str, Any]:
+        self._note("record_trial", (outcome.task, outcome.status, outcome.pier_trial_dir))
+        return {}
+
+    def relabel(self, run: RunInfo, outcome: TrialOutcome, labels: Mapping[str, Any]) -> None:
+        self._note("relabel", dict(labels))
+
+    def record_crash(self, run: RunInfo, outcome: TrialOutcome) -> None:
+        self._note("record_crash", (outcome.nodeid, outcome.error_kind))
+
+    def finish_run(self, finished: FinishedRun) -> None:
+        self._note("finish_run", (finished.status, len(finished.outcomes), finished.ran))
+
+
+class Hooks:
+    """Stands in for ``config.hook`` in the worker."""
+
+    def __init__(self) -> None:
+        self.finished: list[str] = []
+
+    def pytest_evalrun_trial_env(self, env: dict[str, str], **kw: Any) -> None:
+        env["MY_FROM_HOOK"] = "yes"
+
+    def pytest_evalrun_trial_finished(self, outcome: TrialOutcome, trial_dir: Path) -> None:
+        self.finished.append(outcome.nodeid)
+
+
+def _configure(suite: Suite) -> tuple[pytest.Config, EvalContext]:
+    config = suite.pytester.parseconfigure(str(suite.root), "-p", "no:cacheprovider")
+    return config, config.stash[context_key]
+
+
+def _report(
+    nodeid: str, when: str, outcome: str, props: list[tuple[str, Any]]
+) -> pytest.TestReport:
+    return pytest.TestReport(
+        nodeid=nodeid,
+        location=("exp.eval.yaml", 0, nodeid),
+        keywords={},
+        outcome=outcome,  # type: ignore[arg-type]
+        longrepr=None if outcome == "passed" else "boom",
+        when=when,  # type: ignore[arg-type]
+        user_properties=props,
+    )
+
+
+# -- node ids ------------------------------------------------------------------------------
+def test_trial_ids_are_built_and_parsed_in_one_place() -> None:
+    tid = TrialId("sub/exp.eval.yaml", "base", "good", 12)
+    assert tid.nodeid == "sub/exp.eval.yaml::base::good::trial-012"
+    assert TrialId.parse(tid.nodeid) == tid
+    assert TrialId.parse("sub/exp.eval.yaml::base::good::trial-1234") == TrialId(
+        "sub/exp.eval.yaml", "base", "good", 1234
+    )
+    for other in (
+        "tests/test_x.py::test_a",
+        "exp.eval.yaml::experiment-file-error",
+        "exp.eval.yaml::base::good::trial-x",
+        "exp.py::base::good::trial-001",
+        "exp.eval.yaml::base::good::case-001",
+    ):
+        assert TrialId.parse(other) is None
+        assert not is_trial_nodeid(other)
+
+
+# -- the controller ------------------------------------------------------------------------
+def test_roles_registered_in_a_lone_process(suite: Suite) -> None:
+    suite.experiment()
+    config, context = _configure(suite)
+    assert isinstance(config.pluginmanager.get_plugin("evalrun-controller"), ControllerPlugin)
+    worker = config.pluginmanager.get_plugin("evalrun-worker")
+    assert isinstance(worker, WorkerPlugin)
+    assert context.runner is worker
+
+
+def test_controller_takes_outcomes_out_of_reports(suite: Suite) -> None:
+    suite.experiment()
+    config, _ = _configure(suite)
+    controller = config.pluginmanager.get_plugin("evalrun-controller")
+    nodeid = "exp.eval.yaml::base::good::trial-001"
+    outcome = TrialOutcome("exp", "base", "good", 1, "passed", nodeid=nodeid, trial_dir="/t")
+    other = ("mine", "kept")
+    for when in ("setup", "call", "teardown"):
+        report = _report(nodeid, when, "passed", [(USER_PROPERTY, outcome.to_dict()), other])
+        controller.on_report(report)
+        assert report.user_properties == [other]  # ours removed, the user's kept
+    assert list(controller.outcomes) == [nodeid]
+    assert controller.outcomes[nodeid].status == "passed"
+    bad = _report("bad.eval.yaml::experiment-file-error", "setup", "failed", [])
+    bad.user_properties = [(SPEC_ERROR_PROPERTY, "bad.eval.yaml:3: unknown key")]
+    controller.on_report(bad)
+    assert controller.spec_errors == {
+        "bad.eval.yaml::experiment-file-error": "bad.eval.yaml:3: unknown key"
+    }
+
+
+def test_controller_records_a_crashed_worker_trial(suite: Suite) -> None:
+    suite.experiment()
+    config, context = _configure(suite)
+    spy = Spy()
+    context.recorders = Recorders([*context.recorders, spy])
+    controller = config.pluginmanager.get_plugin("evalrun-controller")
+    nodeid = "exp.eval.yaml::base::bad::trial-001"
+    trial_dir = context.run_info(controller.experiment_of(nodeid)).paths.trial_dir("base", "bad", 1)
+    trial_dir.mkdir(parents=True)
+    (trial_dir / "meta.json").write_text(
+        json.dumps({"status": "running", "steps": {"agent": {"exit_code": None}}, "seed": 7})
+    )
+    report = _report(nodeid, "???", "failed", [])
+    controller.on_crash(nodeid, report)
+    meta = json.loads((trial_dir / "meta.json").read_text())
+    assert meta["status"] == "error" and meta["error_kind"] == "worker_crashed"
+    assert meta["crashed"] is True and meta["seed"] == 7  # what was recorded is kept
+    assert meta["steps"] == {"agent": {"exit_code": None}}
+    assert ("record_crash", (nodeid, "worker_crashed")) in spy.calls
+    carried = dict(report.user_properties)[USER_PROPERTY]
+    assert carried["status"] == "error" and carried["nodeid"] == nodeid
+    assert str(trial_dir) in str(report.longrepr)
+    with connect(suite.results() / "index.db") as conn:
+        rows = conn.execute("SELECT status, crashed FROM trials WHERE task='bad'").fetchall()
+    assert rows == [("error", 1)]
+    # A node id that is not a trial, or of a file that does not exist, is left alone.
+    controller.on_crash(
+        "tests/test_x.py::test_a", _report("tests/test_x.py::test_a", "call", "failed", [])
+    )
+    controller.on_crash("gone.eval.yaml::a::b::trial-001", _report("x", "call", "failed", []))
+    assert [c for c in spy.calls if c[0] == "record_crash"] == [
+        ("record_crash", (nodeid, "worker_crashed"))
+    ]
+
+
+def test_controller_verdict_follows_the_gate(suite: Suite) -> None:
+    suite.experiment(min_pass_rate=0.5)
+    config, context = _configure(suite)
+    spy = Spy()
+    context.recorders = Recorders([spy])
+    controller = config.pluginmanager.get_plugin("evalrun-controller")
+    ids = ["exp.eval.yaml::base::good::trial-001", "exp.eval.yaml::base::bad::trial-001"]
+    controller.set_collected(ids)
+    statuses = {"good": "passed", "bad": "failed"}
+    run_id = context.shared.run_id
+    for nodeid in ids:
+        task = TrialId.parse(nodeid).task  # type: ignore[union-attr]
+        o = TrialOutcome("exp", "base", task, 1, statuses[task], nodeid=nodeid, run_id=run_id)
+        controller.on_report(_report(nodeid, "call", "passed", [(USER_PROPERTY, o.to_dict())]))
+
+    class Session:
+        shouldstop = shouldfail = False
+
+    controller.finish(Session(), pytest.ExitCode.TESTS_FAILED)  # type: ignore[arg-type]
+    assert spy.calls == [("finish_run", ("completed", 2, True))]
+    # "bad" is 0/1 below its 0.5 gate: the verdict fails the session
+    assert controller.summary is not None and controller.summary["verdict"]["passed"] is False
+    assert controller.exit_status(pytest.ExitCode.TESTS_FAILED) == pytest.ExitCode.TESTS_FAILED
+    # an interrupted session stays interrupted, whatever the gates say
+    assert controller.exit_status(pytest.ExitCode.INTERRUPTED) == pytest.ExitCode.INTERRUPTED
+
+
+def test_controller_passes_when_every_gate_holds(suite: Suite) -> None:
+    suite.experiment(min_pass_rate=0.5)
+    config, context = _configure(suite)
+    context.recorders = Recorders([])
+    controller = config.pluginmanager.get_plugin("evalrun-controller")
+    nodeid = "exp.eval.yaml::base::good::trial-001"
+    controller.set_collected([nodeid])
+    o = TrialOutcome(
+        "exp", "base", "good", 1, "passed", nodeid=nodeid, run_id=context.shared.run_id
+    )
+    controller.on_report(_report(nodeid, "call", "passed", [(USER_PROPERTY, o.to_dict())]))
+
+    class Session:
+        shouldstop = shouldfail = False
+
+    controller.finish(Session(), pytest.ExitCode.OK)  # type: ignore[arg-type]
+    assert controller.exit_status(pytest.ExitCode.OK) == pytest.ExitCode.OK
+
+
+# -- the worker ----------------------------------------------------------------------------
+def test_worker_runs_a_trial_through_the_recorders(suite: Suite) -> None:
+    suite.experiment()
+    _config, context = _configure(suite)
+    spy = Spy()
+    context.recorders = Recorders([spy])
+    hooks = Hooks()
+    worker = WorkerPlugin(context, hooks)
+    exp = context.discovery.load(suite.root / "exp.eval.yaml")
+    variant, task = exp.variants[0], exp.tasks[0]  # type: ignore[union-attr]
+    nodeid = "exp.eval.yaml::base::good::trial-001"
+    outcome = worker.run_trial_item(nodeid, exp, variant, task, 1)  # type: ignore[arg-type]
+    assert outcome.status == "passed" and outcome.nodeid == nodeid
+    assert outcome.pier_trial_dir == "/spy/good-1"  # begin_trial's labels reach the outcome
+    assert [c[0] for c in spy.calls] == ["start_run", "begin_trial", "record_trial"]
+    assert spy.calls[2][1] == ("good", "passed", "/spy/good-1")
+    meta = json.loads((Path(outcome.trial_dir) / "meta.json").read_text())
+    assert meta["pier_trial_dir"] == "/spy/good-1" and meta["nodeid"] == nodeid
+    assert hooks.finished == [nodeid]
+
+
+def test_worker_reuses_a_standing_trial_on_resume(suite: Suite) -> None:
+    suite.experiment()
+    _config, context = _configure(suite)
+    context.recorders = Recorders([])
+    exp = context.discovery.load(suite.root / "exp.eval.yaml")
+    variant, task = exp.variants[0], exp.tasks[1]  # type: ignore[union-attr]
+    nodeid = "exp.eval.yaml::base::bad::trial-001"
+    first = WorkerPlugin(context, Hooks()).run_trial_item(nodeid, exp, variant, task, 1)  # type: ignore[arg-type]
+    assert first.status == "failed"
+    from dataclasses import replace
+
+    context.shared = replace(context.shared, resume=True)
+    spy = Spy()
+    context.recorders = Recorders([spy])
+    again = WorkerPlugin(context, Hooks()).run_trial_item(nodeid, exp, variant, task, 1)  # type: ignore[arg-type]
+    assert again.resumed and again.status == "failed" and again.started_at == first.started_at
+    assert spy.calls == []  # nothing ran, nothing recorded again
+
+
+def test_a_failing_non_essential_recorder_never_loses_the_trial(suite: Suite) -> None:
+    suite.experiment()
+    _config, context = _configure(suite)
+    flaky = Spy(essential=False, fail_on="record_trial")
+    witness = Spy()
+    context.recorders = Recorders([flaky, witness])
+    exp = context.discovery.load(suite.root / "exp.eval.yaml")
+    variant, task = exp.variants[0], exp.tasks[0]  # type: ignore[union-attr]
+    nodeid = "exp.eval.yaml::base::good::trial-001"
+    outcome = WorkerPlugin(context, Hooks()).run_trial_item(nodeid, exp, variant, task, 1)  # type: ignore[arg-type]
+    assert outcome.status == "passed"
+    assert "spy not written: OSError: spy refuses record_trial" in outcome.message
+    assert ("relabel", {"message": outcome.message}) in witness.calls
+    # an essential recorder's failure is not hidden
+    # (trial 2: trial 1 is recorded now, and a recorded trial is never run twice)
+    context.recorders = Recorders([Spy(fail_on="record_trial")])
+    with pytest.raises(OSError):
+        WorkerPlugin(context, Hooks()).run_trial_item(nodeid, exp, variant, task, 2)  # type: ignore[arg-type]
