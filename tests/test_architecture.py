@@ -5,6 +5,7 @@ the layers below the pytest wiring know nothing of pytest."""
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import import_graph
 import pytest
