@@ -92,6 +92,16 @@ class ControllerPlugin:
         self.on_crash(crashitem, report)
 
     # -- during the run --------------------------------------------------------------------
+    def pytest_report_header(self, config: pytest.Config) -> str | None:
+        if not self.shared.shard:
+            return None
+        basis = "count"
+        if self.shared.shard_basis:
+            basis = "expected durations from " + ", ".join(
+                f"{exp} run {rid}" for exp, rid in sorted(self.shared.shard_basis.items())
+            )
+        return f"evalrun: shard {self.shared.shard}, balanced by {basis}"
+
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.set_collected([item.nodeid for item in session.items])
 

@@ -6,6 +6,8 @@ import argparse
 
 import pytest
 
+from .shard import parse_shard
+
 
 def _rate(value: str) -> float:
     try:
@@ -51,6 +53,15 @@ def add_options(parser: pytest.Parser) -> None:
         help="continue a run: the one --eval-run-id names, else each experiment's "
         "latest run; trials already judged with an unchanged definition are "
         "not run again",
+    )
+    group.addoption(
+        "--eval-shard",
+        dest="eval_shard",
+        metavar="K/N",
+        type=parse_shard,
+        default=None,
+        help="run only the K-th of N disjoint, deterministic shares of the selected trials "
+        "(e.g. one CI matrix job each; combine them with `evalrun merge`)",
     )
     group.addoption(
         "--eval-min-pass-rate",

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from .store import runs
-from .store.paths import RunPaths
+from .store.index import expected_durations
+from .store.paths import RunPaths, index_db
 from .trial.workspace import session_templates
 
 #: Key of the shared decisions in xdist's ``workerinput``.
@@ -40,6 +41,12 @@ class Shared:
     explicit_run_id: bool = False
     #: Fixture templates shared by the session's processes (removed by the controller).
     snapshots: str = ""
+    #: --eval-shard as "K/N", or "" to run every selected trial.
+    shard: str = ""
+    #: Expected duration per experiment/variant/task the shard plan balances (shard.py).
+    shard_weights: dict[str, float] = field(default_factory=dict)
+    #: Which earlier run of each experiment those durations come from.
+    shard_basis: dict[str, str] = field(default_factory=dict)
 
     def run_id_for(self, experiment_slug: str) -> str:
         return self.resume_runs.get(experiment_slug, self.run_id)
@@ -94,6 +101,17 @@ def decide(config: pytest.Config) -> Shared:
             run_id = f"{base}-{n}"
             n += 1
     session_id = uuid.uuid4().hex
+    started_at = runs.utc_now()
+    shard = config.getoption("eval_shard")
+    durations: dict[str, Any] = {"weights": {}, "runs": {}}
+    if shard is not None:
+        # The resumed run of an experiment plans its shares from the runs before it, as the
+        # session that started it did.
+        before = {}
+        for slug, rid in resume_runs.items():
+            data = runs.read_run(RunPaths(results, slug, rid))
+            before[slug] = str((data or {}).get("started_at") or started_at)
+        durations = expected_durations(index_db(results), before, started_at)
     return Shared(
         session_id=session_id,
         run_id=run_id,
@@ -102,9 +120,12 @@ def decide(config: pytest.Config) -> Shared:
         resume=resume,
         resume_runs=resume_runs,
         pytest_args=[str(a) for a in config.invocation_params.args],
-        started_at=runs.utc_now(),
+        started_at=started_at,
         explicit_run_id=bool(config.getoption("eval_run_id")),
         snapshots=str(session_templates(session_id)),
+        shard=str(shard) if shard is not None else "",
+        shard_weights=durations["weights"],
+        shard_basis=durations["runs"],
     )
 
 

@@ -22,6 +22,7 @@ from filelock import FileLock
 from .collect import SpecErrorItem, SpecProblem, TrialItem, TrialProblem
 from .context import EvalContext
 from .outcome import TrialOutcome
+from .shard import Key, parse_shard, select
 from .spec.model import Experiment, Task, Variant
 from .store.paths import RunPaths
 from .store.trialdir import TrialDir
@@ -40,6 +41,25 @@ class WorkerPlugin:
         context.runner = self
 
     # -- pytest hooks ----------------------------------------------------------------------
+    @pytest.hookimpl(trylast=True)  # after -k, -m and --lf have deselected theirs
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        """--eval-shard: keep this shard's share of the selected trials (shard.py)."""
+        if not self.shared.shard:
+            return
+        key_of: dict[int, Key] = {
+            p: (item.experiment.slug, item.variant.slug, item.task.slug, item.trial)
+            for p, item in enumerate(items)
+            if isinstance(item, TrialItem)
+        }
+        kept, dropped = select(
+            items, key_of, parse_shard(self.shared.shard), self.shared.shard_weights
+        )
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = kept
+
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         counts: Counter[str] = Counter()
         for item in session.items:

@@ -23,6 +23,7 @@ LAYERS: dict[str, tuple[int, int]] = {
     "pytest_evalrun.shared": (3, 0),
     "pytest_evalrun.options": (3, 0),
     "pytest_evalrun.discovery": (3, 0),
+    "pytest_evalrun.shard": (1, 0),
     "pytest_evalrun.agents": (2, 3),
     "pytest_evalrun.trial": (2, 2),
     "pytest_evalrun.store": (2, 1),

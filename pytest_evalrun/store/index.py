@@ -215,3 +215,45 @@ class IndexRecorder(Recorder):
         data = finished.notes.get("run") or runs.read_run(finished.run.paths)
         if data is not None:
             record_run(self.db, finished.run.paths.experiment, data, finished.run.paths.run_dir)
+
+
+def expected_durations(db: Path, before: Mapping[str, str], default_before: str) -> dict[str, Any]:
+    """Per experiment, the mean trial duration per (variant, task) in its latest run that
+    started before ``before[experiment]`` (else ``default_before``), excluding that run itself.
+
+    Returns ``{"weights": {"exp\\x1fvariant\\x1ftask": seconds}, "runs": {exp: run_id}}``;
+    empty when there is no index. Read-only: never creates the database.
+    """
+    if not db.exists():
+        return {"weights": {}, "runs": {}}
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=60)
+    except sqlite3.Error:
+        return {"weights": {}, "runs": {}}
+    weights: dict[str, float] = {}
+    chosen: dict[str, str] = {}
+    try:
+        latest: dict[str, tuple[str, str]] = {}
+        for experiment, run_id, started in conn.execute(
+            "SELECT experiment, run_id, started_at FROM runs WHERE n_trials > 0"
+        ):
+            cutoff = before.get(experiment, default_before)
+            if started is None or str(started) >= cutoff:
+                continue
+            if experiment not in latest or (started, run_id) > latest[experiment]:
+                latest[experiment] = (str(started), str(run_id))
+        for experiment, (_, run_id) in sorted(latest.items()):
+            rows = conn.execute(
+                "SELECT variant, task, AVG(duration) FROM trials WHERE experiment = ? AND "
+                "run_id = ? AND duration > 0 GROUP BY variant, task",
+                (experiment, run_id),
+            ).fetchall()
+            for variant, task, mean in rows:
+                weights[f"{experiment}\x1f{variant}\x1f{task}"] = float(mean)
+            if rows:
+                chosen[experiment] = run_id
+    except sqlite3.Error:
+        return {"weights": {}, "runs": {}}
+    finally:
+        conn.close()
+    return {"weights": weights, "runs": chosen}
