@@ -62,9 +62,10 @@ TOP_KEYS = (
     "tasks",
     "secrets",
     "env",
+    "retries",
 )
-VARIANT_KEYS = ("agent", "model", "setup", "env", "description", "extends")
-DEFAULTS_KEYS = ("agent", "model", "setup", "env", "description")
+VARIANT_KEYS = ("agent", "model", "setup", "env", "description", "extends", "retries")
+DEFAULTS_KEYS = ("agent", "model", "setup", "env", "description", "retries")
 TASK_KEYS = (
     "name",
     "description",
@@ -81,10 +82,12 @@ TASK_KEYS = (
     "min_pass_rate",
     "env",
     "extends",
+    "retries",
 )
 _TIMEOUT_KEYS = ("timeout", "setup_timeout", "verify_timeout")
 _RATE_KEYS = ("pass_threshold", "min_pass_rate")
 MAX_TIMEOUT = 7 * 24 * 3600.0
+MAX_RETRIES = 10
 #: pytest markers with a meaning of their own, and ``-m`` keywords: not allowed as tags.
 RESERVED_TAGS = frozenset(
     ["and", "or", "not", "skip", "skipif", "xfail", "parametrize", "usefixtures", "filterwarnings"]
@@ -198,6 +201,7 @@ class _Top:
     """The experiment-wide values tasks and variants inherit."""
 
     trials: int = DEFAULT_TRIALS
+    retries: int = 0
     numbers: dict[str, float] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     raw_env: dict[str, Any] = field(default_factory=dict)
@@ -302,6 +306,7 @@ class _Builder:
             description=description,
             min_pass_rate=top.numbers.get("min_pass_rate"),
             secret_values=frozenset(self.secret_values),
+            retries=top.retries,
         )
 
     def _secret_names(self, root: MappingNode) -> frozenset[str]:
@@ -342,7 +347,11 @@ class _Builder:
         self._numbers(root, ctx, fields)
         if isinstance(fields.get("trials"), int):
             top.trials = fields["trials"]
-        top.numbers = {k: v for k, v in fields.items() if k != "trials" and v is not _INVALID}
+        if isinstance(fields.get("retries"), int):
+            top.retries = fields["retries"]
+        top.numbers = {
+            k: v for k, v in fields.items() if k not in ("trials", "retries") and v is not _INVALID
+        }
         env = self._env(root, ctx)
         if isinstance(env, dict):
             top.env = env
@@ -437,6 +446,10 @@ class _Builder:
                 fields[key] = self._text(m, key, ctx)
         if "env" in m:
             fields["env"] = self._env(m, ctx)
+        if "retries" in m:
+            numbers: dict[str, Any] = {}
+            self._numbers(m, ctx, numbers)
+            fields["retries"] = numbers["retries"]
         entry = _Entry(name, m.line, fields, _raw(m))
         self._extends(m, ctx, entry)
         return entry
@@ -463,6 +476,7 @@ class _Builder:
             env=f.get("env", {}),
             description=f.get("description"),
             raw={"name": e.name, **raw},
+            retries=f.get("retries"),
         )
 
     # -- tasks
@@ -596,6 +610,7 @@ class _Builder:
             env=f.get("env", {}),
             description=f.get("description"),
             raw={"name": e.name, **raw},
+            retries=f.get("retries"),  # None: the variant's, else the experiment's
         )
 
     # -- extends
@@ -702,7 +717,7 @@ class _Builder:
 
     def _numbers(self, m: YMap, ctx: str, out: dict[str, Any]) -> None:
         """``trials``, timeouts and rates present in ``m``, checked, into ``out``."""
-        for key in ("trials", *_TIMEOUT_KEYS, *_RATE_KEYS):
+        for key in ("trials", "retries", *_TIMEOUT_KEYS, *_RATE_KEYS):
             if key not in m:
                 continue
             value = m[key]
@@ -710,6 +725,9 @@ class _Builder:
             if key == "trials":
                 ok = is_number and isinstance(value, int) and 1 <= value <= MAX_TRIALS
                 want = f"an integer from 1 to {MAX_TRIALS:,}"
+            elif key == "retries":
+                ok = is_number and isinstance(value, int) and 0 <= value <= MAX_RETRIES
+                want = f"an integer from 0 to {MAX_RETRIES}"
             elif key in _TIMEOUT_KEYS:
                 ok = is_number and 0 < value <= MAX_TIMEOUT
                 want = f"a number of seconds > 0 and at most {MAX_TIMEOUT:,.0f} (7 days)"
@@ -717,7 +735,7 @@ class _Builder:
                 ok = is_number and 0 <= value <= 1
                 want = "a number from 0 to 1"
             if ok:
-                out[key] = value if key == "trials" else float(value)
+                out[key] = value if key in ("trials", "retries") else float(value)
             else:
                 out[key] = _INVALID
                 self.error(

@@ -59,6 +59,8 @@ class Variant:
     description: str | None = None
     #: The raw, merged mapping as written (after interpolation), for variant.json.
     raw: Mapping[str, Any] = field(default_factory=dict)
+    #: ``retries`` given for this variant (or in ``defaults``); None: not given here.
+    retries: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ class Task:
     env: Mapping[str, str] = field(default_factory=dict)
     description: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    #: ``retries`` given for this task; None: the variant's, else the experiment's.
+    retries: int | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,8 @@ class Experiment:
     min_pass_rate: float | None = None
     #: Values that must never be written or printed (interpolated secrets, ``secrets:`` keys).
     secret_values: frozenset[str] = frozenset()
+    #: ``retries`` at the top level (0: an ``error`` outcome is not retried).
+    retries: int = 0
 
     @property
     def directory(self) -> Path:
@@ -105,6 +111,14 @@ class Experiment:
     @property
     def n_items(self) -> int:
         return len(self.variants) * sum(t.trials for t in self.tasks)
+
+    def retries_for(self, variant: Variant, task: Task) -> int:
+        """How often an ``error`` outcome of this variant x task is retried inside the trial:
+        the task's ``retries``, else the variant's, else the experiment's."""
+        for value in (task.retries, variant.retries):
+            if value is not None:
+                return value
+        return self.retries
 
     def fixture_dirs(self) -> list[Path]:
         return [t.fixture for t in self.tasks if t.fixture is not None]

@@ -12,8 +12,9 @@ from ..secrets import Redactor
 from ..spec.model import Task, Variant
 
 #: Task keys that do not change what a trial does (so editing them does not re-run it).
-_TASK_KEYS_IGNORED = frozenset({"trials", "min_pass_rate", "description", "tags"})
-_VARIANT_KEYS_IGNORED = frozenset({"description"})
+#: Keys that do not change what a trial does (so changing them reruns nothing on resume).
+_TASK_KEYS_IGNORED = frozenset({"trials", "min_pass_rate", "description", "tags", "retries"})
+_VARIANT_KEYS_IGNORED = frozenset({"description", "retries"})
 
 _fixture_cache: dict[Path, str] = {}
 
