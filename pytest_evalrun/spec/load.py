@@ -21,6 +21,7 @@ import difflib
 import gc
 import os
 import re
+import stat
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -833,22 +834,25 @@ class _Builder:
         return path
 
     def _prompt_file(self, m: YMap, ctx: str) -> Any:
+        problems: dict[Path, str] = {}
+
         def read(path: Path) -> bool:
             if path not in self._prompts:
                 try:
-                    self._prompts[path] = path.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError, ValueError):
+                    self._prompts[path] = read_prompt_file(path)
+                except PromptFileError as exc:
                     self._prompts[path] = None
+                    problems[path] = exc.why
             return self._prompts[path] is not None
 
         path = self._path(m, "prompt_file", ctx, read)
         if path is None:
             if isinstance(m["prompt_file"], str) and m["prompt_file"]:
+                why = next(iter(problems.values()), "does not exist or cannot be read")
                 self.error(
                     m.lines["prompt_file"],
-                    f"prompt file {m['prompt_file']!r}{ctx} "
-                    "does not exist or cannot be read as UTF-8 text; relative paths "
-                    f"are resolved against {str(self.base_dir)!r}",
+                    f"prompt file {m['prompt_file']!r}{ctx} {why}; relative "
+                    f"paths are resolved against {str(self.base_dir)!r}",
                 )
             return _INVALID
         return (path, self._prompts[path])
@@ -954,3 +958,43 @@ def _misplaced(key: str, ctx: str) -> str:
     if not ctx.startswith(" in task") and key in TASK_KEYS:
         return f" ({key!r} belongs to a task)"
     return ""
+
+
+#: Largest prompt file accepted (bytes).
+MAX_PROMPT_BYTES = 1024 * 1024
+
+
+class PromptFileError(Exception):
+    """A prompt file that cannot be used: ``why`` (e.g. "is not a regular file"), and the
+    message names the file."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"prompt file {path} {why}")
+        self.path = path
+        self.why = why
+
+
+def read_prompt_file(path: Path, max_bytes: int = MAX_PROMPT_BYTES) -> str:
+    """The text of a prompt file, which must be a regular file of at most ``max_bytes``
+    bytes of UTF-8.  Opened non-blocking and checked before reading, so ``/dev/zero`` or a
+    FIFO is an error naming the file, never an endless read or a hang."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise PromptFileError(path, "does not exist") from None
+    except OSError as exc:
+        raise PromptFileError(path, f"cannot be opened: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise PromptFileError(path, "is not a regular file")
+        if st.st_size > max_bytes:
+            raise PromptFileError(path, f"has {st.st_size} bytes, more than {max_bytes}")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PromptFileError(path, f"has more than {max_bytes} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PromptFileError(path, "cannot be read as UTF-8 text") from None

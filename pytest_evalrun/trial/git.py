@@ -6,21 +6,35 @@ Every git process runs isolated from the user's configuration: ``GIT_CONFIG_NOSY
 ``GIT_CONFIG_GLOBAL=/dev/null``, every inherited ``GIT_*`` variable removed, fixed identity and
 dates (so the same fixture always gives the same snapshot sha), no hooks, no signing, no
 fsmonitor, no user excludes.
+
+Every git process is bounded (:func:`run_git`): in time (``timeout``, default
+:data:`GIT_TIMEOUT`; killed and reported as exit status 124 past it), in the output kept
+(``max_output``: the rest is read and counted, never held), and in memory
+(``core.bigFileThreshold`` so big files are streamed, never delta-compressed in memory, and an
+address-space limit of :data:`GIT_MEMORY` on Linux).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import select
 import shutil
 import struct
 import subprocess
+import sys
+import tempfile
+import time
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
+    "GIT_MEMORY",
+    "GIT_TIMEOUT",
     "GitError",
+    "GitResult",
     "git_env",
     "git_executable",
     "is_sha",
@@ -61,7 +75,14 @@ _GIT_OPTIONS = (
     "core.quotePath=false",
     "-c",
     "advice.addEmbeddedRepo=false",
+    "-c",
+    "core.bigFileThreshold=1m",
 )
+#: Seconds a git call may take before it is killed.
+GIT_TIMEOUT = 120.0
+#: Address-space limit of a git process (bytes), where ``prlimit`` exists.
+GIT_MEMORY = 2 * 1024**3
+_STDERR_KEPT = 64 * 1024
 
 
 class GitError(Exception):
@@ -99,6 +120,33 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+class GitResult:
+    """What a bounded git call did: ``returncode`` (124 after a timeout), ``stdout`` (at most
+    ``max_output`` bytes), ``stdout_cut`` (bytes read past that and dropped), ``stderr`` (its
+    first 64 KiB), ``timed_out``."""
+
+    __slots__ = ("returncode", "stderr", "stdout", "stdout_cut", "timed_out")
+
+    def __init__(
+        self, returncode: int, stdout: bytes, stderr: bytes, cut: int, timed_out: bool
+    ) -> None:
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        self.stdout_cut = cut
+        self.timed_out = timed_out
+
+
+def _limit_memory(pid: int, limit: int | None) -> None:
+    """Best effort: set the address-space limit of a just-started process (Linux)."""
+    if limit is None or not sys.platform.startswith("linux"):
+        return
+    import resource
+
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        resource.prlimit(pid, resource.RLIMIT_AS, (limit, limit))
+
+
 def run_git(
     git: str,
     args: list[str],
@@ -106,16 +154,64 @@ def run_git(
     cwd: Path,
     env: Mapping[str, str],
     input: bytes | None = None,
-) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [git, *_GIT_OPTIONS, *args],
-        cwd=cwd,
-        env=env,
-        input=input,
-        stdin=subprocess.DEVNULL if input is None else None,
-        capture_output=True,
-        check=False,
-    )
+    timeout: float | None = GIT_TIMEOUT,
+    max_output: int | None = None,
+    memory: int | None = GIT_MEMORY,
+) -> GitResult:
+    """Run git with our options, bounded in time, kept output and memory (see the module
+    docstring).  Never raises for git's own failures; :class:`OSError` when git cannot start."""
+    with contextlib.ExitStack() as stack:
+        stdin: int | object = subprocess.DEVNULL
+        if input is not None:
+            f = stack.enter_context(tempfile.TemporaryFile())
+            f.write(input)
+            f.seek(0)
+            stdin = f
+        err = stack.enter_context(tempfile.TemporaryFile())
+        proc = subprocess.Popen(
+            [git, *_GIT_OPTIONS, *args],
+            cwd=cwd,
+            env=env,
+            stdin=stdin,  # type: ignore[arg-type]
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+        _limit_memory(proc.pid, memory)
+        assert proc.stdout is not None
+        kept: list[bytes] = []
+        size = cut = 0
+        timed_out = False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        fd = proc.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLHUP)
+        try:
+            while True:
+                wait = -1 if deadline is None else max(0.0, deadline - time.monotonic())
+                if wait == 0.0:
+                    timed_out = True
+                    break
+                if not poller.poll(-1 if wait == -1 else max(1, int(wait * 1000))):
+                    continue
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    break
+                room = len(chunk) if max_output is None else max(0, max_output - size)
+                if room:
+                    kept.append(chunk[:room])
+                    size += min(room, len(chunk))
+                cut += len(chunk) - min(room, len(chunk))
+        finally:
+            if timed_out:
+                proc.kill()
+            proc.stdout.close()
+            code = proc.wait()
+        err.seek(0)
+        stderr = err.read(_STDERR_KEPT)
+        if timed_out:
+            code = 124
+            stderr += f"\ngit timed out after {timeout:g}s and was killed".encode()
+        return GitResult(code, b"".join(kept), stderr, cut, timed_out)
 
 
 def write_empty_repo(git_dir: Path) -> None:

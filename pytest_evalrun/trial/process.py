@@ -43,9 +43,19 @@ Limitation shared with Jenkins: a process that both clears its environment *and*
 session, and whose parent exited normally, is not found.  Processes merely re-parented to init
 are not ours to reap; killed ones are reaped by init (or stay zombies if init never reaps).
 
+Scale: every process is pinned by a pidfd and watched with ``poll()`` (never ``select()``,
+which fails beyond descriptor 1024); where pidfds run out (``EMFILE``) a process is signalled
+by pid after the same re-check.  1,500 TERM-ignoring processes are all killed
+(``tests/test_process.py``).
+
+Output: stdout and stderr go straight to the output file (the pytest process never holds
+them), and after the step the file is cut to ``max_output`` bytes (:func:`cap_output`: the
+first and last halves kept, the middle replaced by ``[... N bytes left out ...]``), in
+bounded memory, so that reading, masking and tailing it later costs at most that much.
+
 Public API: :func:`run_step`, :class:`ProcessResult`, :func:`kill_cookie_processes`,
-:func:`find_cookie_processes`, :func:`kill_all_running`, :func:`running_cookies`, and
-:data:`COOKIE_VAR`.
+:func:`find_cookie_processes`, :func:`kill_all_running`, :func:`running_cookies`,
+:func:`cap_output`, :data:`DEFAULT_MAX_OUTPUT` and :data:`COOKIE_VAR`.
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ import math
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -71,7 +82,9 @@ __all__ = [
     "COOKIE_OUTER_VAR",
     "COOKIE_VAR",
     "DEFAULT_KILL_GRACE",
+    "DEFAULT_MAX_OUTPUT",
     "ProcessResult",
+    "cap_output",
     "find_cookie_processes",
     "kill_all_running",
     "kill_cookie_processes",
@@ -82,6 +95,9 @@ __all__ = [
 COOKIE_VAR = "EVALRUN_PROCESS_COOKIE"
 COOKIE_OUTER_VAR = "EVALRUN_PROCESS_COOKIE_OUTER"
 DEFAULT_KILL_GRACE = 0.5
+#: Output kept per step (bytes): the first and the last half of it.
+DEFAULT_MAX_OUTPUT = 10 * 1024 * 1024
+_COPY_CHUNK = 1024 * 1024
 
 _PROC = "/proc"
 _HAVE_PROC = sys.platform.startswith("linux") and os.path.isdir(_PROC)
@@ -110,6 +126,8 @@ class ProcessResult:
     duration: float
     start_error: str | None = None
     killed_leftovers: int = 0
+    #: bytes of output cut by the ``max_output`` cap (0: all kept)
+    output_cut: int = 0
 
     @property
     def ok(self) -> bool:
@@ -248,8 +266,11 @@ class _Target:
 
     def gone(self) -> bool:
         if self.fd >= 0:
-            ready, _, _ = select.select([self.fd], [], [], 0)
-            return bool(ready)
+            # poll(), not select(): select() cannot watch a descriptor >= FD_SETSIZE (1024),
+            # and a step with thousands of processes holds thousands of pidfds.
+            poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+            return bool(poller.poll(0))
         return _is_zombie(self.pid)
 
     def close(self) -> None:
@@ -439,6 +460,7 @@ def run_step(
     append: bool = False,
     stdin_text: str | None = None,
     kill_grace: float = DEFAULT_KILL_GRACE,
+    max_output: int | None = DEFAULT_MAX_OUTPUT,
 ) -> ProcessResult:
     """Run one step and kill whatever it leaves behind.
 
@@ -448,6 +470,8 @@ def run_step(
     interleaved as written.  ``stdin_text`` is fed on stdin (else stdin is /dev/null).
     ``timeout`` in seconds (None: no limit).  A program that cannot be started is reported
     in ``start_error``, never raised.  See the module docstring for how leftovers are killed.
+    Once nothing of the step runs, ``output`` is cut to ``max_output`` bytes (None: no cap;
+    :func:`cap_output`); ``output_cut`` says how many bytes were left out.
     """
     argv: list[str] = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
     cookie = uuid.uuid4().hex
@@ -510,7 +534,8 @@ def run_step(
             exit_code = child.wait()
         else:
             killed = _kill_timed_out(child, cookie, kill_grace)
-        return ProcessResult(exit_code, not exited, duration, None, killed)
+        cut = cap_output(output, max_output) if max_output is not None else 0
+        return ProcessResult(exit_code, not exited, duration, None, killed, cut)
     except BaseException:
         # KeyboardInterrupt / SystemExit while waiting: never leave the tree running.
         with contextlib.suppress(Exception):
@@ -583,3 +608,47 @@ def _kill_timed_out(child: subprocess.Popen[bytes], cookie: str, grace: float) -
                 child.kill()
         child.wait()
     return killed
+
+
+# --------------------------------------------------------------------------- output cap
+
+
+def _marker(cut: int) -> bytes:
+    return f"\n[... {cut} bytes left out ...]\n".encode()
+
+
+def cap_output(path: Path, limit: int) -> int:
+    """Cut the file at ``path`` to about ``limit`` bytes: keep its first and last
+    ``limit // 2`` bytes and put ``[... N bytes left out ...]`` between them.  Works in place
+    with bounded memory (1 MiB at a time) and never follows a symlink.  Returns N (0 when the
+    file was small enough, missing, or not a regular file)."""
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return 0
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size <= max(limit, 0):
+            return 0
+        size = st.st_size
+        head = max(limit, 0) // 2
+        tail = max(limit, 0) - head
+        cut = size - head - tail
+        marker = _marker(cut)
+        # The tail moves left (marker shorter than the cut, since limit < size): copy forward.
+        dst = head + len(marker)
+        if len(marker) >= cut:  # tiny overshoot: keeping everything costs no more
+            return 0
+        os.pwrite(fd, marker, head)
+        src = size - tail
+        while src < size:
+            chunk = os.pread(fd, min(_COPY_CHUNK, size - src), src)
+            if not chunk:
+                break
+            os.pwrite(fd, chunk, dst)
+            src += len(chunk)
+            dst += len(chunk)
+        os.ftruncate(fd, dst)
+        return cut
+    finally:
+        os.close(fd)

@@ -23,26 +23,44 @@ copied and an index written in Python with the copy's own stat data: no git proc
 The diff runs two git processes (``add -A``, ``diff --cached``); its index starts from the
 workspace's index as it was right after the copy (kept in memory, out of the agent's reach), so
 ``add -A`` only reads the files whose stat data changed.
+
+Limits (:class:`DiffLimits`): a new or changed file larger than ``max_file_bytes`` is left out
+of the diff (found with ``git ls-files --others --modified`` and excluded from ``git add``, so
+git never reads it) and named in a ``# evalrun:`` note at the top; the diff is cut at
+``max_diff_bytes`` with a ``[... N bytes left out ...]`` marker; every git call has a timeout
+and a memory limit (:func:`pytest_evalrun.trial.git.run_git`).  Given a redactor, a binary
+patch (which git writes compressed, where masking cannot see) is left out, with a note, when
+the file's content holds a secret.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import itertools
 import os
+import re
 import shutil
 import stat
 import tempfile
 import threading
 import weakref
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import git as g
 from .gitindex import IndexEntry, build_index, parse_index
 
+if TYPE_CHECKING:
+    from ..secrets import Redactor
+
 __all__ = [
+    "DEFAULT_DIFF_LIMITS",
     "SNAPSHOT_REF",
+    "DiffLimits",
     "Snapshot",
     "WorkspaceError",
     "prepare_workspace",
@@ -55,6 +73,19 @@ __all__ = [
 
 SNAPSHOT_REF = "refs/evalrun/snapshot"
 _HEADS_MAIN = "refs/heads/main"
+
+
+@dataclass(frozen=True)
+class DiffLimits:
+    """Bounds of one workspace diff: files over ``max_file_bytes`` are left out (named),
+    the diff is cut at ``max_diff_bytes``, each git call killed after ``timeout`` seconds."""
+
+    max_file_bytes: int = 10 * 1024 * 1024
+    max_diff_bytes: int = 20 * 1024 * 1024
+    timeout: float = g.GIT_TIMEOUT
+
+
+DEFAULT_DIFF_LIMITS = DiffLimits()
 
 
 class WorkspaceError(Exception):
@@ -180,9 +211,7 @@ def _copy_tree(
     shutil.copystat(src, dst)
 
 
-def _copy_fixture(
-    fixture: Path | None, workspace: Path
-) -> tuple[str, dict[bytes, os.stat_result]]:
+def _copy_fixture(fixture: Path | None, workspace: Path) -> tuple[str, dict[bytes, os.stat_result]]:
     """Copy the fixture; return (the fixture's cache key, lstat of every copied file)."""
     stats: dict[bytes, os.stat_result] = {}
     if fixture is None:
@@ -245,7 +274,7 @@ def _snapshot_with_git(git: str, workspace: Path) -> Snapshot:
     g.write_empty_repo(git_dir)
     env = g.git_env()
     add = g.run_git(git, ["add", "-A"], cwd=workspace, env=env)
-    if add.returncode != 0:
+    if add.returncode != 0:  # also after git's timeout (exit 124)
         raise WorkspaceError(_failure("git add -A", workspace, add.returncode, add.stderr))
     tree = g.run_git(git, ["write-tree"], cwd=workspace, env=env)
     tree_sha = tree.stdout.decode(errors="replace").strip()
@@ -357,8 +386,14 @@ def _note(text: str) -> bytes:
     return f"# evalrun: {text}\n".encode()
 
 
-def workspace_diff_bytes(workspace: Path, snapshot: Snapshot | str | None = None) -> bytes:
-    """Like :func:`workspace_diff`, as the raw bytes git produced."""
+def workspace_diff_bytes(
+    workspace: Path,
+    snapshot: Snapshot | str | None = None,
+    *,
+    limits: DiffLimits = DEFAULT_DIFF_LIMITS,
+    redactor: Redactor | None = None,
+) -> bytes:
+    """Like :func:`workspace_diff`, as the raw bytes git produced (plus our notes)."""
     workspace = Path(workspace)
     seed: Snapshot | None = snapshot if isinstance(snapshot, Snapshot) else None
     sha = snapshot.sha if isinstance(snapshot, Snapshot) else snapshot
@@ -378,15 +413,51 @@ def workspace_diff_bytes(workspace: Path, snapshot: Snapshot | str | None = None
         if git is None:
             return _note("git was not found on PATH; no diff")
         with _SCRATCH.lock:
-            return _diff(git, workspace, sha, seed)
+            return _diff(git, workspace, sha, seed, limits, redactor)
     except Exception as exc:  # never let an odd workspace break the trial's report
         return _note(f"cannot diff the workspace: {type(exc).__name__}: {exc}")
 
 
-def _diff(git: str, workspace: Path, sha: str, seed: Snapshot | None) -> bytes:
+def _big_files(
+    git: str, workspace: Path, env: dict[str, str], limits: DiffLimits
+) -> list[tuple[bytes, int]]:
+    """New or changed files over ``limits.max_file_bytes``: (path relative to the workspace,
+    size).  Symlinks are not followed (git stores a link, not its target)."""
+    listed = g.run_git(
+        git,
+        ["ls-files", "-z", "--others", "--modified", "--exclude-standard"],
+        cwd=workspace,
+        env=env,
+        timeout=limits.timeout,
+    )
+    if listed.returncode != 0:
+        return []
+    root = os.fsencode(os.path.abspath(workspace))
+    big: list[tuple[bytes, int]] = []
+    for rel in dict.fromkeys(listed.stdout.split(b"\0")):
+        if not rel:
+            continue
+        try:
+            st = os.lstat(os.path.join(root, rel))
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_size > limits.max_file_bytes:
+            big.append((rel, st.st_size))
+    return big
+
+
+def _diff(
+    git: str,
+    workspace: Path,
+    sha: str,
+    seed: Snapshot | None,
+    limits: DiffLimits,
+    redactor: Redactor | None,
+) -> bytes:
     shadow = _SCRATCH.diff_git_dir()
     index = shadow / "index"
     objects = shadow / "objects"
+    notes: list[bytes] = []
     try:
         if seed is not None and seed.index is not None:
             # The index as it was after the copy, with its time: git re-reads a file whose
@@ -402,18 +473,42 @@ def _diff(git: str, workspace: Path, sha: str, seed: Snapshot | None) -> bytes:
                 "GIT_ALTERNATE_OBJECT_DIRECTORIES": os.path.abspath(workspace / ".git" / "objects"),
             }
         )
-        add = g.run_git(git, ["add", "-A"], cwd=workspace, env=env)
+        add_args = ["add", "-A"]
+        pathspecs: bytes | None = None
+        big = _big_files(git, workspace, env, limits)
+        if big:
+            add_args += ["--pathspec-from-file=-", "--pathspec-file-nul"]
+            pathspecs = b"\0".join([b".", *(b":(exclude,literal)" + rel for rel, _ in big)])
+            names = ", ".join(f"{os.fsdecode(rel)} ({size} bytes)" for rel, size in sorted(big))
+            notes.append(
+                _note(f"left out of this diff, over {limits.max_file_bytes} bytes: {names}")
+            )
+        add = g.run_git(
+            git, add_args, cwd=workspace, env=env, input=pathspecs, timeout=limits.timeout
+        )
         if add.returncode != 0:
             detail = add.stderr.decode(errors="replace").strip()
             return _note(f"git add failed (exit {add.returncode}); no diff: {detail}")
-        diff = g.run_git(git, [*_DIFF_ARGS, sha, "--"], cwd=workspace, env=env)
+        diff = g.run_git(
+            git,
+            [*_DIFF_ARGS, "--full-index", sha, "--"],
+            cwd=workspace,
+            env=env,
+            timeout=limits.timeout,
+            max_output=limits.max_diff_bytes,
+        )
         if diff.returncode != 0:
             detail = diff.stderr.decode(errors="replace").strip()
             return _note(
                 f"git diff against snapshot {sha} failed (exit {diff.returncode});"
                 f" no diff: {detail}"
             )
-        return diff.stdout
+        out = diff.stdout
+        if redactor:
+            out = _drop_secret_binaries(out, workspace, redactor, notes)
+        if diff.stdout_cut:
+            out += f"\n[... {diff.stdout_cut} bytes left out ...]\n".encode()
+        return b"".join(notes) + out
     finally:
         # Nothing of this diff is left for the next: its index and the objects it wrote.
         for leftover in (index, shadow / "index.lock"):
@@ -424,12 +519,88 @@ def _diff(git: str, workspace: Path, sha: str, seed: Snapshot | None) -> bytes:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def workspace_diff(workspace: Path, snapshot: Snapshot | str | None = None) -> str:
+_FILE_HEADER = re.compile(rb"^diff --git ", re.MULTILINE)
+_BINARY_HUNK = re.compile(rb"^(literal|delta) (\d+)\n((?:[A-Za-z].*\n)*)", re.MULTILINE)
+
+
+def _b85_line(line: bytes) -> bytes:
+    """One line of git's base85: a length character, then the data."""
+    n = line[0] - 64 if line[0] <= 90 else line[0] - 96 + 26
+    data = line[1:]
+    return base64.b85decode(data)[:n]
+
+
+def _binary_hunks(block: bytes) -> list[bytes]:
+    """The inflated hunks of one file's ``GIT binary patch`` (literal content or delta)."""
+    hunks: list[bytes] = []
+    for m in _BINARY_HUNK.finditer(block):
+        try:
+            raw = b"".join(_b85_line(line) for line in m.group(3).splitlines() if line)
+            hunks.append(zlib.decompress(raw))
+        except (ValueError, zlib.error):
+            hunks.append(block)  # undecodable: check the patch text itself
+    return hunks
+
+
+def _drop_secret_binaries(
+    diff: bytes, workspace: Path, redactor: Redactor, notes: list[bytes]
+) -> bytes:
+    """Replace each binary patch whose content holds a secret with a note.  The content is
+    checked as git encoded it (literal and delta hunks, inflated) and as the file now is in
+    the workspace (read without following a link)."""
+    if b"GIT binary patch" not in diff:
+        return diff
+    starts = [m.start() for m in _FILE_HEADER.finditer(diff)] + [len(diff)]
+    parts: list[bytes] = [diff[: starts[0]]]
+    for begin, end in itertools.pairwise(starts):
+        block = diff[begin:end]
+        at = block.find(b"\nGIT binary patch\n")
+        if at < 0:
+            parts.append(block)
+            continue
+        header = block.split(b"\n", 1)[0]
+        secret = any(redactor.contains(h) for h in _binary_hunks(block[at:]))
+        if not secret:
+            secret = _file_holds_secret(workspace, header, redactor)
+        if secret:
+            name = redactor.redact(header[len(b"diff --git ") :].decode(errors="replace"))
+            notes.append(_note(f"binary patch left out, the file holds a secret: {name}"))
+            parts.append(block[:at] + b"\nBinary files differ (content left out: a secret)\n")
+        else:
+            parts.append(block)
+    return b"".join(parts)
+
+
+def _file_holds_secret(workspace: Path, header: bytes, redactor: Redactor) -> bool:
+    text = header[len(b"diff --git ") :]
+    cut = text.rfind(b" b/")
+    if cut < 0 or text.startswith(b'"'):
+        return False  # a quoted name: the hunks were checked
+    path = os.path.join(os.fsencode(os.path.abspath(workspace)), text[cut + 3 :])
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as f:
+        return redactor.contains(f.read())
+
+
+def workspace_diff(
+    workspace: Path,
+    snapshot: Snapshot | str | None = None,
+    *,
+    limits: DiffLimits = DEFAULT_DIFF_LIMITS,
+    redactor: Redactor | None = None,
+) -> str:
     """The agent's change: a git patch (``--binary``) of the workspace against the snapshot.
 
     Includes modified, new (untracked), deleted and binary files; honours ``.gitignore``.
     ``snapshot`` defaults to the commit recorded in ``refs/evalrun/snapshot``.  Never raises:
     when no diff can be made (``.git`` deleted, snapshot gone, git missing) the result is a
     one-line note starting with ``# evalrun:``.  Bytes that are not UTF-8 are replaced.
+    ``limits``: see :class:`DiffLimits` (files left out are named in notes at the top).
+    ``redactor``: binary patches holding a secret are left out (text is the caller's to mask).
     """
-    return workspace_diff_bytes(workspace, snapshot).decode("utf-8", errors="replace")
+    return workspace_diff_bytes(workspace, snapshot, limits=limits, redactor=redactor).decode(
+        "utf-8", errors="replace"
+    )

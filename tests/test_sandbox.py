@@ -1,0 +1,314 @@
+"""The step sandbox (pytest_evalrun.trial.sandbox) with the real bwrap: what a step sees."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pytest_evalrun.trial import sandbox as sb
+from pytest_evalrun.trial.environment import step_environment
+from pytest_evalrun.trial.process import find_cookie_processes, kill_cookie_processes
+from pytest_evalrun.trial.sandbox import (
+    HOME_INSIDE,
+    WORKSPACE_INSIDE,
+    Sandbox,
+    SandboxError,
+    SandboxPolicy,
+)
+
+PROBE = sb.probe()
+needs_bwrap = pytest.mark.skipif(
+    not PROBE.available, reason=f"bwrap cannot run here: {PROBE.reason}"
+)
+
+
+class Trial:
+    """A suite directory with results/ of two trials, and a fake user home."""
+
+    def __init__(self, root: Path) -> None:
+        self.suite = root / "suite"
+        self.results = self.suite / "results"
+        self.trial = self.results / "run1" / "trials" / "001"
+        self.other = self.results / "run1" / "trials" / "002"
+        self.workspace = self.trial / "workspace"
+        self.artifacts = self.trial / "artifacts"
+        for d in (self.workspace, self.artifacts, self.other):
+            d.mkdir(parents=True)
+        (self.suite / "pyproject.toml").write_text("[tool.pytest.ini_options]\naddopts='-x'\n")
+        (self.suite / "conftest.py").write_text("raise SystemExit('suite conftest loaded')\n")
+        (self.other / "meta.json").write_text('{"status": "failed"}\n')
+        (self.trial / "prompt.md").write_text("do it\n")
+        self.home = root / "home"
+        (self.home / ".ssh").mkdir(parents=True)
+        (self.home / ".ssh" / "id_rsa").write_text("PRIVATE KEY\n")
+        (self.home / ".aws").mkdir()
+        (self.home / ".aws" / "credentials").write_text("aws_secret_access_key=x\n")
+        (self.home / ".netrc").write_text("machine x password hunter22\n")
+        (self.home / ".claude.json").write_text('{"token": "t"}\n')
+        (self.home / ".bashrc").write_text("# visible\n")
+
+    def policy(self, **kw: object) -> SandboxPolicy:
+        defaults: dict[str, object] = {
+            "mode": "bwrap",
+            "workspace": self.workspace,
+            "writable": (self.artifacts,),
+            "read": (self.suite, self.trial, self.home),
+            "hide": (self.results,),
+            "user_home": self.home,
+        }
+        defaults.update(kw)
+        return SandboxPolicy(**defaults)  # type: ignore[arg-type]
+
+    def run(
+        self, script: str, *, extra_env: dict[str, str] | None = None, **kw: object
+    ) -> subprocess.CompletedProcess[str]:
+        box = Sandbox(self.policy(**kw))
+        argv, cwd = box.wrap([sys.executable, "-c", script], self.workspace)
+        env = step_environment(
+            inherited=os.environ,
+            home=box.home,
+            cwd=box.inside(self.workspace),
+            tmpdir=box.tmp,
+            evalrun={"EVALRUN_WORKSPACE": box.inside(self.workspace)},
+            declared=extra_env or {},
+        )
+        return subprocess.run(
+            argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+
+@pytest.fixture
+def trial(tmp_path: Path) -> Trial:
+    return Trial(tmp_path)
+
+
+@needs_bwrap
+def test_host_is_read_only_and_workspace_writable(trial: Trial) -> None:
+    script = (
+        "import os, pathlib\n"
+        "for p in [os.environ['SUITE'] + '/new.txt', '/etc/evalrun-probe', "
+        "os.environ['TRIAL'] + '/meta.json']:\n"
+        "    try:\n"
+        "        open(p, 'w').write('x')\n"
+        "        print('WROTE', p)\n"
+        "    except OSError as e:\n"
+        "        print('DENIED', p)\n"
+        "pathlib.Path('made-inside.txt').write_text('hello')\n"
+        "pathlib.Path(os.environ['ART'], 'note.txt').write_text('art')\n"
+        "print('CWD', os.getcwd(), os.environ['PWD'], os.environ['EVALRUN_WORKSPACE'])\n"
+    )
+    env = {"SUITE": str(trial.suite), "TRIAL": str(trial.trial), "ART": str(trial.artifacts)}
+    done = trial.run(script, extra_env=env)
+    assert done.returncode == 0, done.stderr
+    assert "WROTE" not in done.stdout
+    assert done.stdout.count("DENIED") == 3
+    assert f"CWD {WORKSPACE_INSIDE} {WORKSPACE_INSIDE} {WORKSPACE_INSIDE}" in done.stdout
+    assert (trial.workspace / "made-inside.txt").read_text() == "hello"
+    assert (trial.artifacts / "note.txt").read_text() == "art"
+    assert not (trial.suite / "new.txt").exists()
+
+
+@needs_bwrap
+def test_home_and_tmp_are_private_and_empty(trial: Trial) -> None:
+    fd, marker = tempfile.mkstemp(prefix="evalrun-host-tmp-", dir="/tmp")
+    os.close(fd)
+    try:
+        script = (
+            "import os, sys\n"
+            "print('HOME', os.environ['HOME'], sorted(os.listdir(os.environ['HOME'])))\n"
+            "print('MARKER', os.path.exists(sys.argv[1]))\n"
+            "open(os.path.join(os.environ['HOME'], 'x'), 'w').write('ok')\n"
+            "open('/tmp/scratch', 'w').write('ok')\n"
+            "print('TMP', sorted(os.listdir('/tmp')))\n"
+        )
+        done = trial.run(script.replace("sys.argv[1]", repr(marker)))
+        assert done.returncode == 0, done.stderr
+        assert f"HOME {HOME_INSIDE} []" in done.stdout
+        assert "MARKER False" in done.stdout
+        assert "evalrun-host-tmp-" not in done.stdout
+        assert not Path("/tmp/scratch").exists() or Path("/tmp/scratch").read_text() != "ok"
+    finally:
+        os.unlink(marker)
+
+
+@needs_bwrap
+def test_credential_stores_are_hidden(trial: Trial) -> None:
+    script = (
+        "import os, sys\n"
+        "h = sys.argv[1]\n"
+        "print('SSH', os.listdir(h + '/.ssh'))\n"
+        "print('AWS', os.listdir(h + '/.aws'))\n"
+        "print('NETRC', repr(open(h + '/.netrc').read()))\n"
+        "print('CLAUDE', repr(open(h + '/.claude.json').read()))\n"
+        "print('BASHRC', repr(open(h + '/.bashrc').read()))\n"
+    ).replace("sys.argv[1]", repr(str(trial.home)))
+    done = trial.run(script)
+    assert done.returncode == 0, done.stderr
+    assert "SSH []" in done.stdout
+    assert "AWS []" in done.stdout
+    assert "NETRC ''" in done.stdout
+    assert "CLAUDE ''" in done.stdout
+    assert "# visible" in done.stdout  # the rest of the home stays readable
+    # negative control: unhidden, the same script sees them
+    shown = trial.run(script, hide_credentials=False)
+    assert "id_rsa" in shown.stdout and "hunter22" in shown.stdout
+
+
+@needs_bwrap
+def test_other_trials_are_invisible(trial: Trial) -> None:
+    script = (
+        "import os, sys\n"
+        "print('RUN', sorted(os.listdir(sys.argv[1])))\n"
+        "print('OTHER', os.path.exists(sys.argv[2]))\n"
+        "print('OWN', open(sys.argv[3]).read())\n"
+    )
+    for i, p in enumerate(
+        (trial.results / "run1" / "trials", trial.other / "meta.json", trial.trial / "prompt.md")
+    ):
+        script = script.replace(f"sys.argv[{i + 1}]", repr(str(p)))
+    done = trial.run(script)
+    assert done.returncode == 0, done.stderr
+    assert "RUN ['001']" in done.stdout
+    assert "OTHER False" in done.stdout
+    assert "OWN do it" in done.stdout
+
+
+@needs_bwrap
+def test_workspace_does_not_see_the_suite_configuration(trial: Trial) -> None:
+    script = (
+        "import pathlib\n"
+        "here = pathlib.Path.cwd()\n"
+        "found = [str(d) for d in [here, *here.parents]\n"
+        "         for n in ('conftest.py', 'pyproject.toml') if (d / n).exists()]\n"
+        "print('FOUND', found)\n"
+    )
+    done = trial.run(script)
+    assert done.returncode == 0, done.stderr
+    assert "FOUND []" in done.stdout
+    # negative control: the real workspace, walked up outside, does find them
+    real = [d for d in [trial.workspace, *trial.workspace.parents] if (d / "conftest.py").exists()]
+    assert real == [trial.suite]
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    value = uuid.uuid4().hex
+    yield value
+    kill_cookie_processes(f"EVALRUN_TEST_MARK={value}", grace=0)
+
+
+def _alive(mark: str) -> list[int]:
+    return find_cookie_processes(f"EVALRUN_TEST_MARK={mark}")
+
+
+def _wait_for(predicate: object, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@needs_bwrap
+@pytest.mark.parametrize("sandboxed", [True, False])
+def test_background_process_dies_with_the_step(
+    trial: Trial, marker: str, sandboxed: bool, tmp_path: Path
+) -> None:
+    ready = trial.artifacts / "ready"
+    script = (
+        "import subprocess, sys, os\n"
+        "subprocess.Popen(['sh', '-c', 'trap \"\" TERM; touch ' + sys.argv[1] + '; "
+        "exec sleep 1000'], start_new_session=True)\n"
+        "import time\n"
+        "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\n"
+    ).replace("sys.argv[1]", repr(str(ready)))
+    env = {"EVALRUN_TEST_MARK": marker}
+    if sandboxed:
+        done = trial.run(script, extra_env=env)
+    else:
+        done = subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, **env}, timeout=60, check=False
+        )
+    assert done.returncode == 0
+    if sandboxed:
+        assert _wait_for(lambda: not _alive(marker)), "a step's background process survived"
+    else:  # negative control: without the sandbox the daemon outlives the step
+        assert _alive(marker)
+
+
+@needs_bwrap
+def test_network_off_blocks_loopback(trial: Trial) -> None:
+    if not PROBE.network_isolation:
+        pytest.skip("bwrap --unshare-net does not work here")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    port = server.getsockname()[1]
+    script = (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(('127.0.0.1', {port}), timeout=5).close()\n"
+        "    print('CONNECTED')\n"
+        "except OSError as e:\n"
+        "    print('BLOCKED', e)\n"
+    )
+    try:
+        off = trial.run(script, network=False)
+        on = trial.run(script, network=True)
+    finally:
+        server.close()
+    assert "BLOCKED" in off.stdout, off.stdout + off.stderr
+    assert "CONNECTED" in on.stdout, on.stdout + on.stderr
+
+
+@needs_bwrap
+def test_symlinked_artifacts_dir_is_refused(trial: Trial, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    link = trial.trial / "linked"
+    link.symlink_to(outside)
+    with pytest.raises(SandboxError, match="symbolic link"):
+        Sandbox(trial.policy(writable=(link,)))
+
+
+def test_inside_paths(trial: Trial) -> None:
+    isolation = sb.Isolation("bwrap", "bwrap", "/usr/bin/bwrap")
+    box = Sandbox(trial.policy(), isolation=isolation)
+    assert box.inside(trial.workspace / "src" / "a.py") == f"{WORKSPACE_INSIDE}/src/a.py"
+    assert box.inside(trial.artifacts) == str(trial.artifacts)
+    assert box.mapping() == {os.path.realpath(trial.workspace): WORKSPACE_INSIDE}
+    plain = Sandbox(trial.policy(mode="none"), private=trial.trial / ".private")
+    assert not plain.sandboxed
+    assert plain.inside(trial.workspace) == str(trial.workspace)
+    assert Path(plain.home).is_dir() and Path(plain.tmp).is_dir()
+    assert plain.wrap(["true"], trial.workspace) == (["true"], trial.workspace)
+
+
+def test_probe_reports_why_bwrap_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    sb.probe.cache_clear()
+    try:
+        monkeypatch.setattr(sb, "bwrap_candidates", lambda: [])
+        assert "no bwrap found" in (sb.probe().reason or "")
+        sb.probe.cache_clear()
+        monkeypatch.setattr(sb, "bwrap_candidates", lambda: ["/bin/false"])
+        found = sb.probe()
+        assert not found.available and "/bin/false" in (found.reason or "")
+        auto = sb.resolve("auto")
+        assert auto.sandbox == "none" and auto.warning and "/bin/false" in auto.warning
+        with pytest.raises(SandboxError, match="bwrap was asked for"):
+            sb.resolve("bwrap")
+        assert sb.resolve("none").sandbox == "none"
+        with pytest.raises(SandboxError):
+            sb.resolve("docker")
+    finally:
+        sb.probe.cache_clear()
