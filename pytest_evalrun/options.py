@@ -19,6 +19,20 @@ def _rate(value: str) -> float:
     return rate
 
 
+RETRYABLE = ("failed", "timeout", "error")
+
+
+def _statuses(value: str) -> tuple[str, ...]:
+    """``"failed,timeout"`` -> ("failed", "timeout"); only statuses that can be rerun."""
+    words = tuple(dict.fromkeys(w.strip() for w in value.split(",") if w.strip()))
+    bad = [w for w in words if w not in RETRYABLE]
+    if bad or not words:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: give a comma list of {', '.join(RETRYABLE)}"
+        )
+    return words
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("evalrun", "agent evaluation trials (pytest-evalrun)")
     group.addoption(
@@ -53,6 +67,16 @@ def add_options(parser: pytest.Parser) -> None:
         help="continue a run: the one --eval-run-id names, else each experiment's "
         "latest run; trials already judged with an unchanged definition are "
         "not run again",
+    )
+    group.addoption(
+        "--eval-retry",
+        dest="eval_retry",
+        metavar="STATUSES",
+        type=_statuses,
+        default=None,
+        help="with --eval-resume: run again the trials recorded with these statuses "
+        "(comma list of failed,timeout,error); earlier attempts are kept, and reports say "
+        "how many judged trials were rerun",
     )
     group.addoption(
         "--eval-shard",

@@ -78,6 +78,13 @@ class TrialOutcome:
     #: True when the worker running it died.
     crashed: bool = False
     worker: str | None = None
+    #: Which attempt this is (1 unless the trial ran before: ``retries``, ``--eval-retry``,
+    #: an ``error`` or changed trial run again by ``--eval-resume``).
+    attempt: int = 1
+    #: The earlier attempts, oldest first: attempt, status, error_kind, message, started_at,
+    #: finished_at, and why the next one ran (``rerun_reason``). Their files are kept in the
+    #: trial directory's ``attempts/<k>/``.
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def judged(self) -> bool:
@@ -88,13 +95,20 @@ class TrialOutcome:
         return self.status == PASSED
 
     @property
+    def rerun_judged(self) -> bool:
+        """Was a judged attempt of this trial run again (``--eval-retry failed,timeout``)?
+        Reports say so: retrying failures biases a pass rate upward."""
+        return any(a.get("status") in JUDGED for a in self.attempts)
+
+    @property
     def key(self) -> tuple[str, str, str, int]:
         return (self.experiment, self.variant, self.task, self.trial)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-like data (a shallow build: every field is a scalar but two)."""
+        """Plain JSON-like data (a shallow build: every field is a scalar but three)."""
         data = {name: getattr(self, name) for name in _FIELDS}
         data["rewards"] = dict(self.rewards)
+        data["attempts"] = [dict(a) for a in self.attempts]
         data["metrics"] = {name: getattr(self.metrics, name) for name in _METRIC_FIELDS}
         return data
 

@@ -41,6 +41,8 @@ class Shared:
     explicit_run_id: bool = False
     #: Fixture templates shared by the session's processes (removed by the controller).
     snapshots: str = ""
+    #: --eval-retry: recorded statuses that run again in a resumed run.
+    retry: list[str] = field(default_factory=list)
     #: --eval-shard as "K/N", or "" to run every selected trial.
     shard: str = ""
     #: Expected duration per experiment/variant/task the shard plan balances (shard.py).
@@ -77,6 +79,11 @@ def decide(config: pytest.Config) -> Shared:
     jobs = _path_option(config, "eval_jobs", "evalrun_jobs", "jobs")
     run_id = config.getoption("eval_run_id")
     resume = bool(config.getoption("eval_resume"))
+    retry = list(config.getoption("eval_retry") or ())
+    if retry and not resume:
+        raise pytest.UsageError(
+            "--eval-retry reruns trials inside a resumed run: add --eval-resume"
+        )
     resume_runs: dict[str, str] = {}
     if resume:
         try:
@@ -123,6 +130,7 @@ def decide(config: pytest.Config) -> Shared:
         started_at=started_at,
         explicit_run_id=bool(config.getoption("eval_run_id")),
         snapshots=str(session_templates(session_id)),
+        retry=retry,
         shard=str(shard) if shard is not None else "",
         shard_weights=durations["weights"],
         shard_basis=durations["runs"],

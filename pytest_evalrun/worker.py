@@ -90,14 +90,14 @@ class WorkerPlugin:
         files = TrialDir(run.paths.trial_dir(variant.slug, task.slug, n), run.redactor)
         fp = fingerprint(variant, task, n, run.redactor)
         if self.shared.resume:
-            reused = files.recorded_outcome(fp)
+            reused = self._standing(files, fp)
             if reused is not None:
                 reused.nodeid = nodeid
                 return reused
         context.recorders.start_run(run)
         with FileLock(str(claim_lock(run.paths, variant.slug, task.slug, n))):
             # Another process (a concurrent resume) may have finished it while we waited.
-            reused = files.recorded_outcome(fp)
+            reused = self._standing(files, fp)
             if reused is not None:
                 reused.nodeid = nodeid
                 return reused
@@ -117,11 +117,28 @@ class WorkerPlugin:
                 kinds=context.kinds,
                 env_hook=self._env_hook(exp, variant, task, n),
                 templates=self.templates,
+                retries=exp.retries_for(variant, task),
+                rerun_reason=self._rerun_reason(files),
             )
             outcome = run_trial(spec)
         context.recorders.record_trial(run, outcome, variant, task)
         self._announce(outcome)
         return outcome
+
+    def _standing(self, files: TrialDir, fp: str) -> TrialOutcome | None:
+        """The recorded outcome when it stands: judged, same definition, and not among the
+        statuses ``--eval-retry`` runs again."""
+        recorded = files.recorded_outcome(fp)
+        if recorded is not None and recorded.status in self.shared.retry:
+            return None
+        return recorded
+
+    def _rerun_reason(self, files: TrialDir) -> str:
+        """Why a trial whose directory holds an earlier attempt runs again."""
+        status = files.read_meta().get("status") if self.shared.resume else None
+        if status in self.shared.retry and status != "error":
+            return "--eval-retry"
+        return "--eval-resume" if self.shared.resume else "rerun"
 
     def _env_hook(self, exp: Experiment, variant: Variant, task: Task, n: int) -> Any:
         hook = self.hook.pytest_evalrun_trial_env

@@ -10,6 +10,7 @@
                  workspace/       the workspace after the trial
                  artifacts/       what the agent left in EVALRUN_ARTIFACTS_DIR
                  verifier/        what verify wrote (reward.txt / reward.json, its output)
+                 attempts/<k>/    the files of earlier attempts of this trial, if any
 
 Every JSON file is written atomically; meta.json is the record ``--eval-resume`` reads back.
 """
@@ -17,14 +18,13 @@ Every JSON file is written atomically; meta.json is the record ``--eval-resume``
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..outcome import JUDGED, PASSED, TrialOutcome
-from ..secrets import Redactor
+from ..secrets import Redactor, redact_file, redact_tree
 from .atomic import read_json, write_json_atomic, write_text_atomic
 
 SCHEMA_VERSION = 1
@@ -36,6 +36,7 @@ DIFF = "workspace.diff"
 VERIFY = "verify.json"
 METRICS = "metrics.json"
 VERIFY_OUTPUT = "verify-output.txt"
+ATTEMPTS = "attempts"
 #: meta.json keys that are not TrialOutcome fields.
 _META_ONLY = ("schema_version", "success", "steps")
 
@@ -66,14 +67,54 @@ class TrialDir:
     def file(self, name: str) -> Path:
         return self.path / name
 
+    @property
+    def attempts_dir(self) -> Path:
+        return self.path / ATTEMPTS
+
     # -- lifecycle -------------------------------------------------------------------------
-    def start(self, outcome: TrialOutcome, prompt: str) -> None:
-        """A fresh directory for an attempt: what an earlier attempt left is removed."""
-        if self.path.exists():
-            shutil.rmtree(self.path, ignore_errors=True)
+    def start(self, outcome: TrialOutcome, prompt: str, rerun_reason: str) -> None:
+        """A fresh directory for an attempt. What an earlier attempt left is kept in
+        ``attempts/<k>/``, and ``outcome`` learns of it (``attempt``, ``attempts``)."""
+        history = self._keep_earlier_attempts(rerun_reason)
+        outcome.attempts = history
+        outcome.attempt = len(history) + 1
         self.artifacts.mkdir(parents=True)
         self.write_meta(outcome, {}, status="running")
         write_text_atomic(self.prompt, self.redactor.redact(prompt), fsync=False)
+
+    def _keep_earlier_attempts(self, rerun_reason: str) -> list[dict[str, Any]]:
+        """Move an earlier attempt's files into ``attempts/<k>/``; its history, oldest first.
+
+        Crash-safe: the attempt is first renamed to a sibling ``.<NNN>.attempt``, which a later
+        start finds and finishes moving when a crash came in between."""
+        parked = self.path.with_name(f".{self.path.name}.attempt")
+        if self.path.exists() and not parked.exists():
+            self.path.rename(parked)
+        if not parked.exists():
+            return []
+        meta = TrialDir(parked).read_meta()
+        history = [a for a in meta.get("attempts", []) if isinstance(a, dict)]
+        earlier = parked / ATTEMPTS
+        self.path.mkdir(parents=True, exist_ok=True)
+        if earlier.is_dir() and not self.attempts_dir.exists():
+            earlier.rename(self.attempts_dir)
+        self.attempts_dir.mkdir(exist_ok=True)
+        number = len(history) + 1
+        while (self.attempts_dir / str(number)).exists():
+            number += 1
+        parked.rename(self.attempts_dir / str(number))
+        history.append(
+            {
+                "attempt": number,
+                "status": meta.get("status"),
+                "error_kind": meta.get("error_kind"),
+                "message": meta.get("message", ""),
+                "started_at": meta.get("started_at"),
+                "finished_at": meta.get("finished_at"),
+                "rerun_reason": rerun_reason,
+            }
+        )
+        return history
 
     def fresh_verifier(self) -> Path:
         """An empty ``verifier/``: whatever the agent may have put there goes first."""
@@ -176,22 +217,9 @@ class TrialDir:
             self.write_json(VERIFY, dict(verify_placeholder))
 
     def redact_file(self, name_or_path: str | Path) -> None:
+        """Mask secrets in one file (never through a link the agent made)."""
         redact_file(self.path / name_or_path, self.redactor)
 
     def redact_tree(self, directory: Path) -> None:
-        if self.redactor:
-            for path in directory.rglob("*"):
-                if path.is_file() and not path.is_symlink():
-                    redact_file(path, self.redactor)
-
-
-def redact_file(path: Path, redactor: Redactor) -> None:
-    """Mask secrets in one file in place (atomically); links are never followed."""
-    if not redactor or path.is_symlink() or not path.is_file():
-        return
-    data = path.read_bytes()
-    masked = redactor.redact_bytes(data)
-    if masked != data:
-        tmp = path.with_name(f".{path.name}.redact")
-        tmp.write_bytes(masked)
-        os.replace(tmp, path)
+        """Mask secrets in file contents, file names and link targets under ``directory``."""
+        redact_tree(directory, self.redactor)

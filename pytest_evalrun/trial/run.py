@@ -54,6 +54,10 @@ class TrialSpec:
     env_hook: Callable[[dict[str, str]], None] | None = None
     #: fixture templates shared by the session's processes (trial/workspace.py)
     templates: Path | None = None
+    #: How often an ``error`` outcome is run again inside the trial (``retries:``).
+    retries: int = 0
+    #: Why the trial runs again when its directory holds an earlier attempt.
+    rerun_reason: str = "rerun"
 
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:
@@ -92,8 +96,9 @@ def read_reward(verifier_dir: Path) -> tuple[float | None, dict[str, float], str
 
 
 class _Trial:
-    def __init__(self, spec: TrialSpec) -> None:
+    def __init__(self, spec: TrialSpec, rerun_reason: str) -> None:
         self.spec = spec
+        self.rerun_reason = rerun_reason
         self.files = TrialDir(spec.trial_dir, spec.redactor)
         self.dir = spec.trial_dir
         self.snapshot: Snapshot | None = None
@@ -200,7 +205,7 @@ class _Trial:
 
     def run(self) -> TrialOutcome:
         s, o, f = self.spec, self.outcome, self.files
-        f.start(o, s.task.prompt)
+        f.start(o, s.task.prompt, self.rerun_reason)
         try:
             self.snapshot = prepare_workspace(s.task.fixture, f.workspace, templates=s.templates)
         except (WorkspaceError, OSError) as exc:
@@ -355,10 +360,26 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+#: Seconds to wait before retry k (1-based) of an ``error`` outcome: 0.5, 1, 2, ... at most 8.
+def retry_backoff(k: int) -> float:
+    return float(min(0.5 * 2 ** (k - 1), 8.0))
+
+
 def run_trial(spec: TrialSpec) -> TrialOutcome:
-    """Run one trial to its outcome. Ctrl-C kills the running step's process tree, records the
-    trial as ``error`` (interrupted), and re-raises."""
-    trial = _Trial(spec)
+    """Run one trial to its outcome, retrying an ``error`` outcome up to ``spec.retries``
+    times (every attempt's files kept in ``attempts/<k>/``). Ctrl-C kills the running step's
+    process tree, records the trial as ``error`` (interrupted), and re-raises."""
+    outcome = _attempt(spec, spec.rerun_reason)
+    for k in range(1, spec.retries + 1):
+        if outcome.status != ERROR or outcome.error_kind == "interrupted":
+            break
+        time.sleep(retry_backoff(k))
+        outcome = _attempt(spec, "retries")
+    return outcome
+
+
+def _attempt(spec: TrialSpec, rerun_reason: str) -> TrialOutcome:
+    trial = _Trial(spec, rerun_reason)
     try:
         return trial.run()
     except KeyboardInterrupt:
