@@ -18,7 +18,9 @@ from filelock import FileLock
 
 from .outcome import ERROR, USER_PROPERTY, TrialOutcome
 from .report import junit
-from .report.summary import ExperimentMeta, build_summary, render_markdown, render_openmetrics
+from .report.markdown import render_markdown
+from .report.openmetrics import render_openmetrics
+from .report.summary import ExperimentMeta, build_summary
 from .secrets import Redactor
 from .spec.errors import SpecError
 from .spec.model import Experiment

@@ -11,13 +11,9 @@ from typing import Any
 import pytest
 
 from pytest_evalrun.outcome import Metrics, TrialOutcome
-from pytest_evalrun.report.summary import (
-    SCHEMA_VERSION,
-    ExperimentMeta,
-    build_summary,
-    render_markdown,
-    render_openmetrics,
-)
+from pytest_evalrun.report.markdown import render_markdown
+from pytest_evalrun.report.openmetrics import render_openmetrics
+from pytest_evalrun.report.summary import SCHEMA_VERSION, ExperimentMeta, build_summary
 from pytest_evalrun.report.terminal import render_terminal
 
 Grid = Mapping[tuple[str, str], Sequence[str]]
