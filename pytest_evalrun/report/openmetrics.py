@@ -6,7 +6,6 @@ returns (so it also works on a summary.json read back from disk).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,15 +21,8 @@ def _om_labels(labels: Sequence[tuple[str, str]]) -> str:
 
 
 def _om_number(value: float) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
+    """A count as an integer, a rate as Python's shortest round-trip float (``0.5``, ``1.0``)."""
+    return str(value) if isinstance(value, int) else repr(float(value))
 
 
 _OM_FAMILIES: tuple[tuple[str, str, str], ...] = (
