@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .fmt import fmt_interval, fmt_p, fmt_pct, fmt_pp, plural
-from .table import TaskCell, columns_grid, task_grid, task_table, variant_columns
+from .table import EFFORT_KEYS, TaskCell, columns_grid, task_grid, task_table, variant_columns
 
 __all__ = ["MARKDOWN_LIMIT_BYTES", "render_markdown"]
 
@@ -111,11 +111,20 @@ def _md_tasks(exp: Mapping[str, Any], max_rows: int | None) -> list[str]:
 
 
 def _md_variants(exp: Mapping[str, Any]) -> list[str]:
+    """Two tables, each narrow enough for GitHub's content width: the counts, then pass@k,
+    agent time, tokens and cost (the variant name first in both)."""
     if not exp["variants"]:
         return []
-    grid = columns_grid(variant_columns(exp, text=_md))
-    lines = ["### Variants", "", *_md_table(*grid), ""]
-    if len(exp["pass_at_k_ks"]) > 1:
+    name, *rest = variant_columns(exp, text=_md)
+    detail = [c for c in rest if c.key.startswith("pass@") or c.key in EFFORT_KEYS]
+    counts = [c for c in rest if c not in detail]
+    with_pass_at_k = len(exp["pass_at_k_ks"]) > 1
+    lines = ["### Variants", "", *_md_table(*columns_grid([name, *counts])), ""]
+    heading = (
+        "pass@k, agent time, tokens and cost" if with_pass_at_k else "Agent time, tokens and cost"
+    )
+    lines.extend([f"### {heading}", "", *_md_table(*columns_grid([name, *detail])), ""])
+    if with_pass_at_k:
         lines.extend(
             [
                 "pass@k: unbiased estimator (Chen et al. 2021), averaged over tasks; "
