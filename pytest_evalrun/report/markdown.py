@@ -61,7 +61,42 @@ def _md_cell(cell: TaskCell) -> str:
     return text
 
 
-def _md_experiment(exp: Mapping[str, Any], max_rows: int | None) -> list[str]:
+class _TaskLines:
+    """The variant x task table of one experiment, formatted once and cut to any row count
+    (summary.md is rendered several times over when it must be cut)."""
+
+    def __init__(self, exp: Mapping[str, Any]) -> None:
+        table = task_table(exp)
+        self.head: list[str] = []
+        self.rows: list[str] = []
+        self.legend: list[str] = []
+        if table is None:
+            return
+        header, align, rows = task_grid(table, text=_md, cell=_md_cell, min_header="min pass rate")
+        full = _md_table(header, align, rows)
+        self.head, self.rows = full[:2], full[2:]
+        legend = ["k/n = passed/judged; errors are not judged", "⚠️ flaky (trials disagree)"]
+        if table.gated:
+            legend.append("❌ below its minimum pass rate")
+        self.legend = ["", " · ".join(legend), ""]
+
+    def lines(self, max_rows: int | None) -> list[str]:
+        if not self.head:
+            return []
+        shown = self.rows if max_rows is None else self.rows[:max_rows]
+        lines = [*self.head, *shown]
+        if len(shown) < len(self.rows):
+            lines.extend(
+                [
+                    "",
+                    f"_… {len(self.rows) - len(shown)} more task rows not shown here "
+                    "(summary.md is kept under 1 MiB); summary.json has them all._",
+                ]
+            )
+        return lines + self.legend
+
+
+def _md_experiment(exp: Mapping[str, Any], tasks: _TaskLines, max_rows: int | None) -> list[str]:
     lines: list[str] = [f"## Experiment {_md_code(exp['name'])}", ""]
     where = []
     if exp.get("run_id"):
@@ -83,31 +118,12 @@ def _md_experiment(exp: Mapping[str, Any], max_rows: int | None) -> list[str]:
     lines.append("")
     for note in exp.get("notes", []):
         lines.extend([f"> {_md(note)}", ""])
-    lines.extend(_md_tasks(exp, max_rows))
+    lines.extend(tasks.lines(max_rows))
     lines.extend(_md_variants(exp))
     lines.extend(_md_comparisons(exp))
     lines.extend(_md_flaky(exp["flaky"], max_rows))
     lines.extend(_md_verdict(exp["verdict"], max_rows))
     return lines
-
-
-def _md_tasks(exp: Mapping[str, Any], max_rows: int | None) -> list[str]:
-    table = task_table(exp, max_rows)
-    if table is None:
-        return []
-    lines = _md_table(*task_grid(table, text=_md, cell=_md_cell, min_header="min pass rate"))
-    if table.hidden:
-        lines.extend(
-            [
-                "",
-                f"_… {table.hidden} more task rows not shown here "
-                "(summary.md is kept under 1 MiB); summary.json has them all._",
-            ]
-        )
-    legend = ["k/n = passed/judged; errors are not judged", "⚠️ flaky (trials disagree)"]
-    if table.gated:
-        legend.append("❌ below its minimum pass rate")
-    return [*lines, "", " · ".join(legend), ""]
 
 
 def _md_variants(exp: Mapping[str, Any]) -> list[str]:
@@ -216,14 +232,16 @@ def _md_verdict(verdict: Mapping[str, Any], max_rows: int | None) -> list[str]:
     return lines
 
 
-def _render_markdown_rows(summary: Mapping[str, Any], max_rows: int | None) -> str:
+def _render_markdown_rows(
+    summary: Mapping[str, Any], tasks: Sequence[_TaskLines], max_rows: int | None
+) -> str:
     lines: list[str] = ["# Evaluation results", ""]
     verdict = summary["verdict"]
     if verdict["gated"]:
         lines.append("✅ All gates passed." if verdict["passed"] else "❌ Gates failed.")
         lines.append("")
-    for exp in summary["experiments"]:
-        lines.extend(_md_experiment(exp, max_rows))
+    for exp, exp_tasks in zip(summary["experiments"], tasks, strict=True):
+        lines.extend(_md_experiment(exp, exp_tasks, max_rows))
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -233,7 +251,8 @@ def render_markdown(summary: Mapping[str, Any], *, limit_bytes: int = MARKDOWN_L
     Kept under ``limit_bytes`` (UTF-8): when the full text is larger, task rows (and the
     flaky and gate-failure lists) are cut per experiment, with a note saying so.
     """
-    text = _render_markdown_rows(summary, None)
+    tasks = [_TaskLines(exp) for exp in summary["experiments"]]
+    text = _render_markdown_rows(summary, tasks, None)
     if len(text.encode("utf-8")) <= limit_bytes:
         return text
     longest = max(
@@ -248,7 +267,7 @@ def render_markdown(summary: Mapping[str, Any], *, limit_bytes: int = MARKDOWN_L
     best: str | None = None
     while lo <= hi:
         mid = (lo + hi) // 2
-        candidate = _render_markdown_rows(summary, mid)
+        candidate = _render_markdown_rows(summary, tasks, mid)
         if len(candidate.encode("utf-8")) <= limit_bytes:
             best = candidate
             lo = mid + 1
@@ -258,6 +277,6 @@ def render_markdown(summary: Mapping[str, Any], *, limit_bytes: int = MARKDOWN_L
         return best
     # Even without task rows it does not fit (a huge number of experiments or variants).
     note = "\n\n_… cut here: summary.md is kept under 1 MiB; summary.json has everything._\n"
-    raw = _render_markdown_rows(summary, 0).encode("utf-8")
+    raw = _render_markdown_rows(summary, tasks, 0).encode("utf-8")
     cut = raw[: max(0, limit_bytes - len(note.encode("utf-8")))].decode("utf-8", "ignore")
     return cut[: cut.rfind("\n") + 1] + note

@@ -213,134 +213,33 @@ def _build_experiment(
         total.add(o)
     judged_max = max((a.judged for a in cell_acc.values()), default=0)
     ks = _pass_at_k_ks(meta, tasks, judged_max)
+    thresholds = {t: _threshold(meta, t, cli_min_pass_rate) for t in tasks}
+    task_rows = [
+        {
+            "name": t,
+            "trials": meta.trials_per_task.get(t),
+            "min_pass_rate": thresholds[t][0],
+            "gate_source": thresholds[t][1],
+        }
+        for t in tasks
+    ]
 
-    task_rows: list[dict[str, Any]] = []
-    thresholds: dict[str, tuple[float | None, str | None]] = {}
-    for t in tasks:
-        thresholds[t] = _threshold(meta, t, cli_min_pass_rate)
-        task_rows.append(
-            {
-                "name": t,
-                "trials": meta.trials_per_task.get(t),
-                "min_pass_rate": thresholds[t][0],
-                "gate_source": thresholds[t][1],
-            }
-        )
-
-    cells: list[dict[str, Any]] = []
-    cell_by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
     failures: list[dict[str, Any]] = []
-    gated_cells = 0
     for v in variants:
         for t in tasks:
-            acc = cell_acc[(v, t)]
-            n = acc.judged
-            cell: dict[str, Any] = {"variant": v, "task": t, **acc.common()}
-            cell["pass_at_k"] = {
-                str(k): (pass_at_k(n, acc.passed, k) if n >= k else None) for k in ks
-            }
-            cell["flaky"] = 0 < acc.passed < n
-            threshold, source = thresholds[t]
-            met: bool | None = None
-            if threshold is not None:
-                gated_cells += 1
-                rate = cell["pass_rate"]
-                met = rate is not None and rate >= threshold - _GATE_TOLERANCE
-                if not met:
-                    failures.append(
-                        {
-                            "experiment": name,
-                            "variant": v,
-                            "task": t,
-                            "pass_rate": rate,
-                            "n": n,
-                            "errors": acc.errors,
-                            "threshold": threshold,
-                            "source": source,
-                        }
-                    )
-            cell["gate"] = {"threshold": threshold, "source": source, "met": met}
-            cells.append(cell)
-            cell_by_key[(v, t)] = cell
-
-    variant_rows: list[dict[str, Any]] = []
-    for v in variants:
-        row: dict[str, Any] = {"name": v, **variant_acc[v].common()}
-        # Renamed for the variant level: k of n passed.
-        row["k"] = row["passed"]
-        pak: dict[str, float | None] = {}
-        pak_tasks: dict[str, int] = {}
-        for k in ks:
-            values = [
-                cell_by_key[(v, t)]["pass_at_k"][str(k)]
-                for t in tasks
-                if cell_by_key[(v, t)]["pass_at_k"][str(k)] is not None
-            ]
-            pak[str(k)] = math.fsum(values) / len(values) if values else None
-            pak_tasks[str(k)] = len(values)
-        row["pass_at_k"] = pak
-        row["pass_at_k_tasks"] = pak_tasks
-        row["flaky_tasks"] = [t for t in tasks if cell_by_key[(v, t)]["flaky"]]
-        row["gate_failures"] = sum(1 for f in failures if f["variant"] == v)
-        variant_rows.append(row)
-
-    notes: list[str] = []
-    base: str | None = None
-    if len(variants) >= 2:
-        if baseline is not None and baseline in variants:
-            base = baseline
-        else:
-            base = variants[0]
-            if baseline is not None:
-                notes.append(
-                    f"baseline {baseline!r} is not a variant of this experiment; "
-                    f"comparing against the first variant {base!r}"
-                )
-    comparisons: list[dict[str, Any]] = []
-    if base is not None:
-        for v in variants:
-            if v == base:
-                continue
-            paired: list[str] = []
-            excluded: list[str] = []
-            b_rates: list[float] = []
-            c_rates: list[float] = []
-            for t in tasks:
-                rb = cell_by_key[(base, t)]["pass_rate"]
-                rc = cell_by_key[(v, t)]["pass_rate"]
-                if rb is None or rc is None:
-                    excluded.append(t)
-                    continue
-                paired.append(t)
-                b_rates.append(rb)
-                c_rates.append(rc)
-            res = paired_comparison(b_rates, c_rates)
-            comparisons.append(
-                {
-                    "baseline": base,
-                    "variant": v,
-                    "tasks_paired": res.n,
-                    "tasks_excluded": excluded,
-                    "baseline_pass_rate": res.mean_baseline,
-                    "variant_pass_rate": res.mean_candidate,
-                    "diff": res.mean_diff,
-                    "ci": list(res.interval) if res.interval is not None else None,
-                    "confidence": res.confidence,
-                    "t": res.t,
-                    "df": res.df,
-                    "p_value": res.p_value,
-                    "sign_test_p": res.sign_test_p,
-                    "wins": res.wins,
-                    "losses": res.losses,
-                    "ties": res.ties,
-                    "method": res.method,
-                }
-            )
-
-    flaky = [
-        {"variant": c["variant"], "task": c["task"], "passed": c["passed"], "n": c["n"]}
-        for c in cells
-        if c["flaky"]
+            cell = _cell(v, t, cell_acc[(v, t)], ks, thresholds[t])
+            cells[(v, t)] = cell
+            if cell["gate"]["met"] is False:
+                failures.append(_gate_failure(name, cell))
+    gated_cells = sum(1 for c in cells.values() if c["gate"]["threshold"] is not None)
+    variant_rows = [
+        _variant_row(v, variant_acc[v], [cells[(v, t)] for t in tasks], ks, failures)
+        for v in variants
+    ]
+    base, notes = _baseline(variants, baseline)
+    comparisons = [
+        _comparison(base, v, tasks, cells) for v in variants if base is not None and v != base
     ]
     gated = gated_cells > 0
     return {
@@ -352,10 +251,14 @@ def _build_experiment(
         "variants": variant_rows,
         "tasks": task_rows,
         "pass_at_k_ks": ks,
-        "cells": cells,
+        "cells": list(cells.values()),
         "baseline": base,
         "comparisons": comparisons,
-        "flaky": flaky,
+        "flaky": [
+            {"variant": c["variant"], "task": c["task"], "passed": c["passed"], "n": c["n"]}
+            for c in cells.values()
+            if c["flaky"]
+        ],
         "totals": _totals(total, not_run),
         "verdict": {
             "gated": gated,
@@ -364,6 +267,120 @@ def _build_experiment(
             "failures": failures,
         },
         "notes": notes,
+    }
+
+
+def _cell(
+    variant: str,
+    task: str,
+    acc: _Acc,
+    ks: Sequence[int],
+    gate: tuple[float | None, str | None],
+) -> dict[str, Any]:
+    """One variant x task: counts and rates, pass@k, flakiness and its gate."""
+    n = acc.judged
+    cell: dict[str, Any] = {"variant": variant, "task": task, **acc.common()}
+    cell["pass_at_k"] = {str(k): (pass_at_k(n, acc.passed, k) if n >= k else None) for k in ks}
+    cell["flaky"] = 0 < acc.passed < n
+    threshold, source = gate
+    met: bool | None = None
+    if threshold is not None:
+        rate = cell["pass_rate"]
+        met = rate is not None and rate >= threshold - _GATE_TOLERANCE
+    cell["gate"] = {"threshold": threshold, "source": source, "met": met}
+    return cell
+
+
+def _gate_failure(experiment: str, cell: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "experiment": experiment,
+        "variant": cell["variant"],
+        "task": cell["task"],
+        "pass_rate": cell["pass_rate"],
+        "n": cell["n"],
+        "errors": cell["errors"],
+        "threshold": cell["gate"]["threshold"],
+        "source": cell["gate"]["source"],
+    }
+
+
+def _variant_row(
+    variant: str,
+    acc: _Acc,
+    cells: Sequence[Mapping[str, Any]],
+    ks: Sequence[int],
+    failures: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """One variant over all its trials; its pass@k is the mean over its tasks that have one."""
+    row: dict[str, Any] = {"name": variant, **acc.common()}
+    # Renamed for the variant level: k of n passed.
+    row["k"] = row["passed"]
+    pak: dict[str, float | None] = {}
+    pak_tasks: dict[str, int] = {}
+    for k in ks:
+        values = [c["pass_at_k"][str(k)] for c in cells if c["pass_at_k"][str(k)] is not None]
+        pak[str(k)] = math.fsum(values) / len(values) if values else None
+        pak_tasks[str(k)] = len(values)
+    row["pass_at_k"] = pak
+    row["pass_at_k_tasks"] = pak_tasks
+    row["flaky_tasks"] = [c["task"] for c in cells if c["flaky"]]
+    row["gate_failures"] = sum(1 for f in failures if f["variant"] == variant)
+    return row
+
+
+def _baseline(variants: Sequence[str], baseline: str | None) -> tuple[str | None, list[str]]:
+    """The variant compared against (None with fewer than 2 variants), and a note when the
+    requested one is not a variant of this experiment."""
+    if len(variants) < 2:
+        return None, []
+    if baseline is not None and baseline in variants:
+        return baseline, []
+    base = variants[0]
+    if baseline is None:
+        return base, []
+    return base, [
+        f"baseline {baseline!r} is not a variant of this experiment; "
+        f"comparing against the first variant {base!r}"
+    ]
+
+
+def _comparison(
+    base: str,
+    variant: str,
+    tasks: Sequence[str],
+    cells: Mapping[tuple[str, str], Mapping[str, Any]],
+) -> dict[str, Any]:
+    """``variant`` against ``base``, paired over the tasks judged in both."""
+    excluded: list[str] = []
+    b_rates: list[float] = []
+    c_rates: list[float] = []
+    for t in tasks:
+        rb = cells[(base, t)]["pass_rate"]
+        rc = cells[(variant, t)]["pass_rate"]
+        if rb is None or rc is None:
+            excluded.append(t)
+            continue
+        b_rates.append(rb)
+        c_rates.append(rc)
+    res = paired_comparison(b_rates, c_rates)
+    return {
+        "baseline": base,
+        "variant": variant,
+        "tasks_paired": res.n,
+        "tasks_excluded": excluded,
+        "baseline_pass_rate": res.mean_baseline,
+        "variant_pass_rate": res.mean_candidate,
+        "diff": res.mean_diff,
+        "ci": list(res.interval) if res.interval is not None else None,
+        "confidence": res.confidence,
+        "t": res.t,
+        "df": res.df,
+        "p_value": res.p_value,
+        "sign_test_p": res.sign_test_p,
+        "wins": res.wins,
+        "losses": res.losses,
+        "ties": res.ties,
+        "method": res.method,
     }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .fmt import fmt_cost, fmt_duration, fmt_interval, fmt_pct, fmt_tokens
 
@@ -35,9 +35,8 @@ __all__ = [
 Grid = tuple[list[str], str, list[list[str]]]
 
 
-@dataclass(frozen=True)
-class TaskCell:
-    """One variant x task of the task table."""
+class TaskCell(NamedTuple):
+    """One variant x task of the task table (a tuple: one per cell, built on every render)."""
 
     passed: int
     #: Judged trials (passed, failed, timeout).
@@ -51,8 +50,7 @@ class TaskCell:
     below_gate: bool
 
 
-@dataclass(frozen=True)
-class TaskRow:
+class TaskRow(NamedTuple):
     task: str
     #: One cell per variant, in the table's variant order.
     cells: tuple[TaskCell, ...]
@@ -66,31 +64,25 @@ class TaskTable:
     #: Any task is gated: the renderers add a minimum-pass-rate column.
     gated: bool
     rows: tuple[TaskRow, ...]
-    #: Task rows left out by ``max_rows``.
-    hidden: int
 
 
-def task_table(exp: Mapping[str, Any], max_rows: int | None = None) -> TaskTable | None:
-    """The variant x task table of one experiment of a summary; None without variants or tasks.
-
-    With ``max_rows``, only the first ``max_rows`` task rows (``hidden`` counts the others).
-    """
+def task_table(exp: Mapping[str, Any]) -> TaskTable | None:
+    """The variant x task table of one experiment of a summary; None without variants or tasks."""
     variants = tuple(v["name"] for v in exp["variants"])
     tasks = exp["tasks"]
     if not variants or not tasks:
         return None
     by_key = {(c["variant"], c["task"]): c for c in exp["cells"]}
-    shown = tasks if max_rows is None else tasks[:max_rows]
     rows = tuple(
         TaskRow(
             task=t["name"],
             cells=tuple(_task_cell(by_key[(v, t["name"])]) for v in variants),
             min_pass_rate=t["min_pass_rate"],
         )
-        for t in shown
+        for t in tasks
     )
     gated = any(t["min_pass_rate"] is not None for t in tasks)
-    return TaskTable(variants, gated, rows, hidden=len(tasks) - len(shown))
+    return TaskTable(variants, gated, rows)
 
 
 def _task_cell(cell: Mapping[str, Any]) -> TaskCell:
