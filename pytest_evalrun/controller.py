@@ -22,7 +22,9 @@ from .collect import SPEC_ERROR_PROPERTY, TrialId, is_trial_nodeid
 from .context import EvalContext
 from .outcome import ERROR, USER_PROPERTY, TrialOutcome
 from .report import junit
-from .report.summary import ExperimentMeta, build_summary, render_markdown, render_openmetrics
+from .report.markdown import render_markdown
+from .report.openmetrics import render_openmetrics
+from .report.summary import ExperimentMeta, build_summary, combine_summaries
 from .shared import WORKERINPUT_KEY
 from .spec.errors import SpecError
 from .spec.model import Experiment
@@ -266,15 +268,8 @@ class ControllerPlugin:
             run.experiment.name: max(run.collected - len(run.outcomes), 0)
             for run in grouped.values()
         }
-        all_outcomes = [o for run in grouped.values() for o in run.outcomes]
-        self.summary = build_summary(
-            all_outcomes,
-            experiments_meta=metas,
-            cli_min_pass_rate=cli_gate,
-            baseline=baseline,
-            not_run=not_run,
-        )
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        parts = []
         for (_, run_id), run in grouped.items():
             exp = run.experiment
             per_exp = build_summary(
@@ -284,6 +279,7 @@ class ControllerPlugin:
                 baseline=baseline,
                 not_run={exp.name: not_run[exp.name]},
             )
+            parts.append(per_exp)
             info = self.context.run_info(exp, run_id=run_id, n_total=run.collected)
             finished = FinishedRun(
                 run=info,
@@ -299,6 +295,7 @@ class ControllerPlugin:
                 )
             if finished.ran:
                 self.run_dirs.append(info.paths.run_dir)
+        self.summary = combine_summaries(parts, cli_min_pass_rate=cli_gate, baseline=baseline)
         self._write_combined()
         junit.add_suite_properties(
             self.config, self.summary, {k: r.run_id for k, r in grouped.items()}

@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 
 from pytest_evalrun.outcome import Metrics, TrialOutcome
+from pytest_evalrun.report.markdown import render_markdown
+from pytest_evalrun.report.openmetrics import render_openmetrics
 from pytest_evalrun.report.summary import (
     SCHEMA_VERSION,
     ExperimentMeta,
     build_summary,
-    render_markdown,
-    render_openmetrics,
+    combine_summaries,
 )
 from pytest_evalrun.report.terminal import render_terminal
 
@@ -382,6 +383,69 @@ def test_top_level_verdict_combines_experiments() -> None:
     assert s["verdict"]["gated_cells"] == 2
 
 
+# -------------------------------------------------------------------------------- combining
+
+
+def _three_experiments() -> tuple[list[TrialOutcome], list[ExperimentMeta], dict[str, int]]:
+    """Gated and ungated experiments, errors, resumed trials, metrics, a baseline that one
+    experiment lacks, and trials not run."""
+    one = outcomes("one", GRID, resumed=True, agent_duration=3.0)
+    two = outcomes(
+        "two",
+        {("x", "t"): [F, F], ("skills", "t"): [P, E], ("x", "u"): [P], ("skills", "u"): [T]},
+        metrics=Metrics(input_tokens=10, cost_usd=0.5),
+    )
+    three = outcomes("three", {("v", "t"): [P, P]})
+    metas = [
+        meta("one", min_pass_rate=0.5),
+        meta("two", variants=["x", "skills"], tasks=["t", "u"], trials=2),
+        meta("three", variants=["v"], tasks=["t"], trials=2, task_min_pass_rate={"t": 1.0}),
+    ]
+    return one + two + three, metas, {"one": 2, "three": 1}
+
+
+@pytest.mark.parametrize("cli", [None, 0.5])
+def test_combined_per_experiment_summaries_equal_one_build(cli: float | None) -> None:
+    outs, metas, not_run = _three_experiments()
+    whole = summarise(outs, *metas, cli=cli, baseline="x", not_run=not_run)
+    parts = [
+        summarise(
+            [o for o in outs if o.experiment == m.name],
+            m,
+            cli=cli,
+            baseline="x",
+            not_run={m.name: not_run.get(m.name, 0)},
+        )
+        for m in metas
+    ]
+    combined = combine_summaries(parts, cli_min_pass_rate=cli, baseline="x")
+    assert json.dumps(combined) == json.dumps(whole)
+    # What is combined, not recomputed: totals add up, the verdict joins the experiments'.
+    assert combined["totals"]["not_run"] == 3
+    assert combined["totals"]["resumed"] == 18
+    assert combined["verdict"]["passed"] is False
+    assert combined["verdict"]["gated_cells"] == sum(
+        p["verdict"]["gated_cells"] for p in parts
+    )
+    assert [f["experiment"] for f in combined["verdict"]["failures"]] == [
+        f["experiment"] for p in parts for f in p["verdict"]["failures"]
+    ]
+    # The session keeps the baseline as given; each experiment the one it compared against.
+    assert combined["baseline"] == "x"
+    assert [e["baseline"] for e in combined["experiments"]] == ["base", "x", None]
+    assert "not a variant" in combined["experiments"][0]["notes"][0]
+
+
+def test_combine_nothing_and_mismatched_parts() -> None:
+    empty = combine_summaries([], cli_min_pass_rate=0.5, baseline=None)
+    assert empty == summarise([], cli=0.5)
+    part = summarise(outcomes("exp", GRID), meta(), cli=0.5)
+    with pytest.raises(ValueError):
+        combine_summaries([part], cli_min_pass_rate=None, baseline=None)
+    with pytest.raises(ValueError):
+        combine_summaries([part], cli_min_pass_rate=0.5, baseline="base")
+
+
 @pytest.mark.parametrize("bad", [-0.1, 1.5, math.nan])
 def test_gate_values_are_validated(bad: float) -> None:
     with pytest.raises(ValueError):
@@ -469,6 +533,52 @@ def test_markdown_tables_and_verdict() -> None:
     assert "**Flaky tasks**" in md
     assert "❌ **Gate failed**: 2 of 6" in md
     assert "❌ Gates failed." in md
+
+
+def test_markdown_variant_tables() -> None:
+    outs = outcomes("exp", GRID, agent_duration=90.0, metrics=Metrics(input_tokens=1200))
+    md = render_markdown(summarise(outs, meta()))
+    assert "\n".join(
+        [
+            "### Variants",
+            "",
+            "| variant | pass rate | 95% CI (Wilson) | passed/judged | timeouts | errors |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            "| base | 50.0% | [21.5, 78.5]% | 4/8 | 0 | 1 |",
+            "| skills | 77.8% | [45.3, 93.7]% | 7/9 | 1 | 0 |",
+            "",
+            "### pass@k, agent time, tokens and cost",
+            "",
+            "| variant | pass@1 | pass@3 | mean agent time | tokens in/out | cost |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            # base's pass@3: task c has 2 judged trials (no pass@3): mean of a (1) and b (0)
+            "| base | 55.6% | 50.0% | 1m30s | 11k/- | - |",
+            "| skills | 77.8% | 100.0% | 1m30s | 11k/- | - |",
+            "",
+        ]
+    ) in md
+    # One trial per task: no pass@k columns; a resumed trial adds a column to the first table.
+    outs = outcomes("e", {("v", "t"): [P]}, resumed=True)
+    md = render_markdown(summarise(outs, meta("e", variants=["v"], tasks=["t"], trials=1)))
+    header = (
+        "| variant | pass rate | 95% CI (Wilson) | passed/judged | timeouts | errors | resumed |"
+    )
+    assert header in md
+    assert "### Agent time, tokens and cost" in md
+    assert "| variant | mean agent time | tokens in/out | cost |" in md
+    assert "pass@" not in md
+
+
+def test_markdown_tables_fit_githubs_width() -> None:
+    """No table wider than 7 columns, with every optional column present."""
+    variants = ["base", "a", "b", "c"]
+    grid: Grid = {(v, t): [P, F, T, E] for v in variants for t in ("x", "y")}
+    outs = outcomes("exp", grid, resumed=True, agent_duration=1.0, metrics=Metrics(cost_usd=1.0))
+    m = meta(variants=variants, tasks=["x", "y"], trials=4, min_pass_rate=0.5)
+    md = render_markdown(summarise(outs, m))
+    separators = [line for line in md.splitlines() if line.startswith("| --- |")]
+    assert len(separators) == 5  # tasks, variants, pass@k and cost, comparisons, gate failures
+    assert max(line.count("|") - 1 for line in separators) == 7
 
 
 def test_markdown_gate_passed_and_ungated() -> None:

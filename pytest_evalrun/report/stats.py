@@ -1,6 +1,7 @@
 """Statistics for eval reports: pure, dependency-free functions.
 
-Everything here is plain maths over numbers (no pytest, no I/O, no scipy):
+Everything here is plain maths over numbers (no pytest, no I/O, no scipy; the normal quantile
+is the standard library's :class:`statistics.NormalDist`):
 
 - :func:`wilson_interval`: the Wilson score interval for a binomial proportion (a variant's
   overall pass rate). Unlike the normal ("Wald") interval it stays inside [0, 1] and behaves
@@ -46,19 +47,15 @@ Degenerate cases (documented, tested):
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from statistics import NormalDist
 
 __all__ = [
     "PairedResult",
-    "normal_cdf",
-    "normal_ppf",
     "paired_comparison",
     "pass_at_k",
-    "regularized_incomplete_beta",
     "sign_test_p",
     "t_cdf",
     "t_ppf",
@@ -67,81 +64,12 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------------------
-# Normal distribution
-
-
-def normal_cdf(x: float) -> float:
-    """Standard normal CDF, ``P(Z <= x)``."""
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
-
-
-# Coefficients of Acklam's rational approximation to the normal quantile (relative error
-# < 1.15e-9), refined below by one Halley step to full double precision.
-_A = (
-    -3.969683028665376e01,
-    2.209460984245205e02,
-    -2.759285104469687e02,
-    1.383577518672690e02,
-    -3.066479806614716e01,
-    2.506628277459239e00,
-)
-_B = (
-    -5.447609879822406e01,
-    1.615858368580409e02,
-    -1.556989798598866e02,
-    6.680131188771972e01,
-    -1.328068155288572e01,
-)
-_C = (
-    -7.784894002430293e-03,
-    -3.223964580411365e-01,
-    -2.400758277161838e00,
-    -2.549732539343734e00,
-    4.374664141464968e00,
-    2.938163982698783e00,
-)
-_D = (
-    7.784695709041462e-03,
-    3.224671290700398e-01,
-    2.445134137142996e00,
-    3.754408661907416e00,
-)
-_P_LOW = 0.02425
-
-
-def normal_ppf(p: float) -> float:
-    """Standard normal quantile: the ``x`` with ``normal_cdf(x) == p``, for ``0 < p < 1``."""
-    if not 0.0 < p < 1.0:
-        raise ValueError(f"normal_ppf needs 0 < p < 1, got {p!r}")
-    if p > 0.5:
-        # Symmetry; 1 - p is exact here, and refining in the lower tail keeps precision.
-        return -normal_ppf(1.0 - p)
-    if p < _P_LOW:
-        q = math.sqrt(-2.0 * math.log(p))
-        x = (((((_C[0] * q + _C[1]) * q + _C[2]) * q + _C[3]) * q + _C[4]) * q + _C[5]) / (
-            (((_D[0] * q + _D[1]) * q + _D[2]) * q + _D[3]) * q + 1.0
-        )
-    else:
-        q = p - 0.5
-        r = q * q
-        x = (
-            (((((_A[0] * r + _A[1]) * r + _A[2]) * r + _A[3]) * r + _A[4]) * r + _A[5])
-            * q
-            / (((((_B[0] * r + _B[1]) * r + _B[2]) * r + _B[3]) * r + _B[4]) * r + 1.0)
-        )
-    # One Halley step on f(x) = cdf(x) - p.
-    e = normal_cdf(x) - p
-    u = e * math.sqrt(2.0 * math.pi) * math.exp(x * x / 2.0)
-    return x - u / (1.0 + x * u / 2.0)
-
-
-# --------------------------------------------------------------------------------------------
 # Wilson interval and pass@k
 
 
-@functools.lru_cache(maxsize=16)
 def _two_sided_z(confidence: float) -> float:
-    return normal_ppf(1.0 - (1.0 - confidence) / 2.0)
+    """The standard normal quantile of a two-sided ``confidence`` interval (1.96 for 95%)."""
+    return NormalDist().inv_cdf(1.0 - (1.0 - confidence) / 2.0)
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -247,17 +175,6 @@ def _ibeta(a: float, b: float, x: float, y: float) -> float:
     if x < (a + 1.0) / (a + b + 2.0):
         return bt * _betacf(a, b, x) / a
     return 1.0 - bt * _betacf(b, a, y) / b
-
-
-def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
-    """``I_x(a, b)``, the regularized incomplete beta function, for ``a, b > 0``."""
-    if a <= 0.0 or b <= 0.0:
-        raise ValueError(f"incomplete beta needs a, b > 0, got a={a!r}, b={b!r}")
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    return _ibeta(a, b, x, 1.0 - x)
 
 
 def _t_central(t: float, df: float) -> float:
@@ -390,9 +307,6 @@ class PairedResult:
             return None
         return (self.ci_low, self.ci_high)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def _mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values)
@@ -472,7 +386,7 @@ def paired_comparison(
                 p = 1.0
         else:
             t = mean_d / se
-            p = min(1.0, 2.0 * _t_tail(t, float(df)))
+            p = min(1.0, 2.0 * t_cdf(-abs(t), float(df)))
             half = t_ppf(1.0 - (1.0 - confidence) / 2.0, float(df)) * se
             lo = mean_d - half
             hi = mean_d + half

@@ -1,8 +1,9 @@
-"""The run summary: one JSON-able dict (summary.json), and its markdown and OpenMetrics forms.
+"""The run summary: one JSON-able dict, the content of summary.json.
 
 :func:`build_summary` is a pure function over :class:`~pytest_evalrun.outcome.TrialOutcome`
-records; :func:`render_markdown` and :func:`render_openmetrics` are pure functions over the dict
-it returns (so they also work on a summary.json read back from disk).
+records; :func:`combine_summaries` joins summaries of different experiments into one without
+recomputing anything. The renderers (:mod:`.markdown`, :mod:`.openmetrics`, :mod:`.terminal`)
+are pure functions over the dict (so they also work on a summary.json read back from disk).
 
 Counting rules (CONTRACT.md sections 3 and 5):
 
@@ -37,19 +38,9 @@ from typing import Any
 from ..outcome import FAILED, PASSED, TIMEOUT, TrialOutcome
 from .stats import paired_comparison, pass_at_k, wilson_interval
 
-__all__ = [
-    "MARKDOWN_LIMIT_BYTES",
-    "SCHEMA_VERSION",
-    "ExperimentMeta",
-    "build_summary",
-    "render_markdown",
-    "render_openmetrics",
-]
+__all__ = ["SCHEMA_VERSION", "ExperimentMeta", "build_summary", "combine_summaries"]
 
 SCHEMA_VERSION = 1
-#: summary.md is cut (task rows first) to stay under this many bytes; GitHub's step summary
-#: limit is 1 MiB.
-MARKDOWN_LIMIT_BYTES = 900 * 1024
 _GATE_TOLERANCE = 1e-12
 
 
@@ -222,134 +213,33 @@ def _build_experiment(
         total.add(o)
     judged_max = max((a.judged for a in cell_acc.values()), default=0)
     ks = _pass_at_k_ks(meta, tasks, judged_max)
+    thresholds = {t: _threshold(meta, t, cli_min_pass_rate) for t in tasks}
+    task_rows = [
+        {
+            "name": t,
+            "trials": meta.trials_per_task.get(t),
+            "min_pass_rate": thresholds[t][0],
+            "gate_source": thresholds[t][1],
+        }
+        for t in tasks
+    ]
 
-    task_rows: list[dict[str, Any]] = []
-    thresholds: dict[str, tuple[float | None, str | None]] = {}
-    for t in tasks:
-        thresholds[t] = _threshold(meta, t, cli_min_pass_rate)
-        task_rows.append(
-            {
-                "name": t,
-                "trials": meta.trials_per_task.get(t),
-                "min_pass_rate": thresholds[t][0],
-                "gate_source": thresholds[t][1],
-            }
-        )
-
-    cells: list[dict[str, Any]] = []
-    cell_by_key: dict[tuple[str, str], dict[str, Any]] = {}
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
     failures: list[dict[str, Any]] = []
-    gated_cells = 0
     for v in variants:
         for t in tasks:
-            acc = cell_acc[(v, t)]
-            n = acc.judged
-            cell: dict[str, Any] = {"variant": v, "task": t, **acc.common()}
-            cell["pass_at_k"] = {
-                str(k): (pass_at_k(n, acc.passed, k) if n >= k else None) for k in ks
-            }
-            cell["flaky"] = 0 < acc.passed < n
-            threshold, source = thresholds[t]
-            met: bool | None = None
-            if threshold is not None:
-                gated_cells += 1
-                rate = cell["pass_rate"]
-                met = rate is not None and rate >= threshold - _GATE_TOLERANCE
-                if not met:
-                    failures.append(
-                        {
-                            "experiment": name,
-                            "variant": v,
-                            "task": t,
-                            "pass_rate": rate,
-                            "n": n,
-                            "errors": acc.errors,
-                            "threshold": threshold,
-                            "source": source,
-                        }
-                    )
-            cell["gate"] = {"threshold": threshold, "source": source, "met": met}
-            cells.append(cell)
-            cell_by_key[(v, t)] = cell
-
-    variant_rows: list[dict[str, Any]] = []
-    for v in variants:
-        row: dict[str, Any] = {"name": v, **variant_acc[v].common()}
-        # Renamed for the variant level: k of n passed.
-        row["k"] = row["passed"]
-        pak: dict[str, float | None] = {}
-        pak_tasks: dict[str, int] = {}
-        for k in ks:
-            values = [
-                cell_by_key[(v, t)]["pass_at_k"][str(k)]
-                for t in tasks
-                if cell_by_key[(v, t)]["pass_at_k"][str(k)] is not None
-            ]
-            pak[str(k)] = math.fsum(values) / len(values) if values else None
-            pak_tasks[str(k)] = len(values)
-        row["pass_at_k"] = pak
-        row["pass_at_k_tasks"] = pak_tasks
-        row["flaky_tasks"] = [t for t in tasks if cell_by_key[(v, t)]["flaky"]]
-        row["gate_failures"] = sum(1 for f in failures if f["variant"] == v)
-        variant_rows.append(row)
-
-    notes: list[str] = []
-    base: str | None = None
-    if len(variants) >= 2:
-        if baseline is not None and baseline in variants:
-            base = baseline
-        else:
-            base = variants[0]
-            if baseline is not None:
-                notes.append(
-                    f"baseline {baseline!r} is not a variant of this experiment; "
-                    f"comparing against the first variant {base!r}"
-                )
-    comparisons: list[dict[str, Any]] = []
-    if base is not None:
-        for v in variants:
-            if v == base:
-                continue
-            paired: list[str] = []
-            excluded: list[str] = []
-            b_rates: list[float] = []
-            c_rates: list[float] = []
-            for t in tasks:
-                rb = cell_by_key[(base, t)]["pass_rate"]
-                rc = cell_by_key[(v, t)]["pass_rate"]
-                if rb is None or rc is None:
-                    excluded.append(t)
-                    continue
-                paired.append(t)
-                b_rates.append(rb)
-                c_rates.append(rc)
-            res = paired_comparison(b_rates, c_rates)
-            comparisons.append(
-                {
-                    "baseline": base,
-                    "variant": v,
-                    "tasks_paired": res.n,
-                    "tasks_excluded": excluded,
-                    "baseline_pass_rate": res.mean_baseline,
-                    "variant_pass_rate": res.mean_candidate,
-                    "diff": res.mean_diff,
-                    "ci": list(res.interval) if res.interval is not None else None,
-                    "confidence": res.confidence,
-                    "t": res.t,
-                    "df": res.df,
-                    "p_value": res.p_value,
-                    "sign_test_p": res.sign_test_p,
-                    "wins": res.wins,
-                    "losses": res.losses,
-                    "ties": res.ties,
-                    "method": res.method,
-                }
-            )
-
-    flaky = [
-        {"variant": c["variant"], "task": c["task"], "passed": c["passed"], "n": c["n"]}
-        for c in cells
-        if c["flaky"]
+            cell = _cell(v, t, cell_acc[(v, t)], ks, thresholds[t])
+            cells[(v, t)] = cell
+            if cell["gate"]["met"] is False:
+                failures.append(_gate_failure(name, cell))
+    gated_cells = sum(1 for c in cells.values() if c["gate"]["threshold"] is not None)
+    variant_rows = [
+        _variant_row(v, variant_acc[v], [cells[(v, t)] for t in tasks], ks, failures)
+        for v in variants
+    ]
+    base, notes = _baseline(variants, baseline)
+    comparisons = [
+        _comparison(base, v, tasks, cells) for v in variants if base is not None and v != base
     ]
     gated = gated_cells > 0
     return {
@@ -361,10 +251,14 @@ def _build_experiment(
         "variants": variant_rows,
         "tasks": task_rows,
         "pass_at_k_ks": ks,
-        "cells": cells,
+        "cells": list(cells.values()),
         "baseline": base,
         "comparisons": comparisons,
-        "flaky": flaky,
+        "flaky": [
+            {"variant": c["variant"], "task": c["task"], "passed": c["passed"], "n": c["n"]}
+            for c in cells.values()
+            if c["flaky"]
+        ],
         "totals": _totals(total, not_run),
         "verdict": {
             "gated": gated,
@@ -374,6 +268,123 @@ def _build_experiment(
         },
         "notes": notes,
     }
+
+
+def _cell(
+    variant: str,
+    task: str,
+    acc: _Acc,
+    ks: Sequence[int],
+    gate: tuple[float | None, str | None],
+) -> dict[str, Any]:
+    """One variant x task: counts and rates, pass@k, flakiness and its gate."""
+    n = acc.judged
+    cell: dict[str, Any] = {"variant": variant, "task": task, **acc.common()}
+    cell["pass_at_k"] = {str(k): (pass_at_k(n, acc.passed, k) if n >= k else None) for k in ks}
+    cell["flaky"] = 0 < acc.passed < n
+    threshold, source = gate
+    met: bool | None = None
+    if threshold is not None:
+        rate = cell["pass_rate"]
+        met = rate is not None and rate >= threshold - _GATE_TOLERANCE
+    cell["gate"] = {"threshold": threshold, "source": source, "met": met}
+    return cell
+
+
+def _gate_failure(experiment: str, cell: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "experiment": experiment,
+        "variant": cell["variant"],
+        "task": cell["task"],
+        "pass_rate": cell["pass_rate"],
+        "n": cell["n"],
+        "errors": cell["errors"],
+        "threshold": cell["gate"]["threshold"],
+        "source": cell["gate"]["source"],
+    }
+
+
+def _variant_row(
+    variant: str,
+    acc: _Acc,
+    cells: Sequence[Mapping[str, Any]],
+    ks: Sequence[int],
+    failures: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """One variant over all its trials; its pass@k is the mean over its tasks that have one."""
+    row: dict[str, Any] = {"name": variant, **acc.common()}
+    # Renamed for the variant level: k of n passed.
+    row["k"] = row["passed"]
+    pak: dict[str, float | None] = {}
+    pak_tasks: dict[str, int] = {}
+    for k in ks:
+        values = [c["pass_at_k"][str(k)] for c in cells if c["pass_at_k"][str(k)] is not None]
+        pak[str(k)] = math.fsum(values) / len(values) if values else None
+        pak_tasks[str(k)] = len(values)
+    row["pass_at_k"] = pak
+    row["pass_at_k_tasks"] = pak_tasks
+    row["flaky_tasks"] = [c["task"] for c in cells if c["flaky"]]
+    row["gate_failures"] = sum(1 for f in failures if f["variant"] == variant)
+    return row
+
+
+def _baseline(variants: Sequence[str], baseline: str | None) -> tuple[str | None, list[str]]:
+    """The variant compared against (None with fewer than 2 variants), and a note when the
+    requested one is not a variant of this experiment."""
+    if len(variants) < 2:
+        return None, []
+    if baseline is not None and baseline in variants:
+        return baseline, []
+    base = variants[0]
+    if baseline is None:
+        return base, []
+    return base, [
+        f"baseline {baseline!r} is not a variant of this experiment; "
+        f"comparing against the first variant {base!r}"
+    ]
+
+
+def _comparison(
+    base: str,
+    variant: str,
+    tasks: Sequence[str],
+    cells: Mapping[tuple[str, str], Mapping[str, Any]],
+) -> dict[str, Any]:
+    """``variant`` against ``base``, paired over the tasks judged in both."""
+    excluded: list[str] = []
+    b_rates: list[float] = []
+    c_rates: list[float] = []
+    for t in tasks:
+        rb = cells[(base, t)]["pass_rate"]
+        rc = cells[(variant, t)]["pass_rate"]
+        if rb is None or rc is None:
+            excluded.append(t)
+            continue
+        b_rates.append(rb)
+        c_rates.append(rc)
+    res = paired_comparison(b_rates, c_rates)
+    return {
+        "baseline": base,
+        "variant": variant,
+        "tasks_paired": res.n,
+        "tasks_excluded": excluded,
+        "baseline_pass_rate": res.mean_baseline,
+        "variant_pass_rate": res.mean_candidate,
+        "diff": res.mean_diff,
+        "ci": list(res.interval) if res.interval is not None else None,
+        "confidence": res.confidence,
+        "t": res.t,
+        "df": res.df,
+        "p_value": res.p_value,
+        "sign_test_p": res.sign_test_p,
+        "wins": res.wins,
+        "losses": res.losses,
+        "ties": res.ties,
+        "method": res.method,
+    }
+
+
+_TOTAL_KEYS = ("trials", "judged", "passed", "failed", "timeout", "errors", "resumed", "not_run")
 
 
 def _totals(acc: _Acc, not_run: int) -> dict[str, Any]:
@@ -433,16 +444,48 @@ def build_summary(
             )
         )
 
-    total = _Acc()
-    for o in latest.values():
-        total.add(o)
+    return _session(experiments, cli_min_pass_rate, baseline)
+
+
+def combine_summaries(
+    summaries: Sequence[Mapping[str, Any]],
+    *,
+    cli_min_pass_rate: float | None,
+    baseline: str | None,
+) -> dict[str, Any]:
+    """One summary of all the experiments of ``summaries``, in their order.
+
+    Each summary is what :func:`build_summary` returned for some experiments (typically one
+    each, built with the same ``cli_min_pass_rate`` and ``baseline``). Nothing is recomputed:
+    the experiments are taken as they are, the totals are their sums and the verdict is
+    theirs together (gated when any is, passed when every gated one passed, failures in
+    experiment order). The result equals :func:`build_summary` over all their outcomes when
+    no experiment appears in two of them.
+    """
+    for part in summaries:
+        if part["cli_min_pass_rate"] != cli_min_pass_rate or part["baseline"] != baseline:
+            raise ValueError(
+                "combine_summaries needs summaries built with the same gate and baseline"
+            )
+    experiments = [exp for part in summaries for exp in part["experiments"]]
+    return _session(experiments, cli_min_pass_rate, baseline)
+
+
+def _session(
+    experiments: list[dict[str, Any]], cli_min_pass_rate: float | None, baseline: str | None
+) -> dict[str, Any]:
+    """The session-level summary around per-experiment summaries: totals and verdict."""
+    totals = {key: 0 for key in _TOTAL_KEYS}
+    for exp in experiments:
+        for key in _TOTAL_KEYS:
+            totals[key] += exp["totals"][key]
     failures = [f for e in experiments for f in e["verdict"]["failures"]]
     gated = any(e["verdict"]["gated"] for e in experiments)
     return {
         "schema_version": SCHEMA_VERSION,
         "cli_min_pass_rate": cli_min_pass_rate,
         "baseline": baseline,
-        "totals": _totals(total, sum(int(v) for v in not_run.values())),
+        "totals": totals,
         "verdict": {
             "gated": gated,
             "passed": (not failures) if gated else None,
@@ -451,435 +494,3 @@ def build_summary(
         },
         "experiments": experiments,
     }
-
-
-# --------------------------------------------------------------------------------------------
-# Shared formatting (also used by the terminal reporter)
-
-
-def fmt_pct(rate: float | None, digits: int = 0) -> str:
-    """``0.6667 -> "67%"``; None -> "-"."""
-    if rate is None:
-        return "-"
-    return f"{rate * 100:.{digits}f}%"
-
-
-def fmt_interval(ci: Sequence[float] | None, digits: int = 0) -> str:
-    if ci is None:
-        return "-"
-    return f"[{ci[0] * 100:.{digits}f}, {ci[1] * 100:.{digits}f}]%"
-
-
-def fmt_pp(diff: float | None, digits: int = 1) -> str:
-    """A difference of pass rates in percentage points, signed."""
-    if diff is None:
-        return "-"
-    value = diff * 100
-    if abs(value) < 0.5 * 10**-digits:
-        value = 0.0
-    return f"{value:+.{digits}f} pp"
-
-
-def fmt_p(p: float | None) -> str:
-    if p is None:
-        return "-"
-    if p < 0.001:
-        return "<0.001"
-    return f"{p:.3f}"
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{int(minutes)}m{secs:02.0f}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{int(hours)}h{int(minutes):02d}m"
-
-
-def fmt_count(value: int | None) -> str:
-    if value is None:
-        return "-"
-    if value >= 10_000_000:
-        return f"{value / 1_000_000:.0f}M"
-    if value >= 1_000_000:
-        return f"{value / 1_000_000:.1f}M"
-    if value >= 10_000:
-        return f"{value / 1000:.0f}k"
-    if value >= 1000:
-        return f"{value / 1000:.1f}k"
-    return str(value)
-
-
-def fmt_tokens(tokens: Mapping[str, int | None]) -> str:
-    tin, tout = tokens.get("input"), tokens.get("output")
-    if tin is None and tout is None:
-        return "-"
-    return f"{fmt_count(tin)}/{fmt_count(tout)}"
-
-
-def fmt_cost(cost: float | None) -> str:
-    if cost is None:
-        return "-"
-    if cost == 0 or cost >= 0.995:
-        return f"${cost:.2f}"
-    if cost >= 0.1:
-        return f"${cost:.2f}"
-    if cost < 0.0001:
-        return "<$0.0001"
-    return f"${cost:.2g}"
-
-
-def fmt_kn(cell: Mapping[str, Any]) -> str:
-    """``k/n (xx%)`` of a cell; ``-`` when nothing was judged."""
-    n = cell["n"]
-    if not n:
-        return "-"
-    return f"{cell['passed']}/{n} ({fmt_pct(cell['pass_rate'])})"
-
-
-# --------------------------------------------------------------------------------------------
-# Markdown
-
-
-def _md(text: object) -> str:
-    """Escape text for a GitHub-flavoured markdown table cell or line."""
-    s = str(text)
-    for ch in ("\\", "`", "*", "_", "[", "]", "<", ">", "|", "#"):
-        s = s.replace(ch, "\\" + ch)
-    return s.replace("\r", " ").replace("\n", " ")
-
-
-def _md_code(text: object) -> str:
-    """Inline code span safe for any text (not for table cells: pipes are left alone)."""
-    s = str(text).replace("\r", " ").replace("\n", " ")
-    fence = "`"
-    while fence in s:
-        fence += "`"
-    pad = " " if s.startswith("`") or s.endswith("`") else ""
-    return f"{fence}{pad}{s}{pad}{fence}"
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> list[str]:
-    sep = ["---:" if a == "r" else "---" for a in align]
-    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
-    out.extend("| " + " | ".join(r) + " |" for r in rows)
-    return out
-
-
-def _md_cell(cell: Mapping[str, Any]) -> str:
-    text = fmt_kn(cell)
-    extras: list[str] = []
-    if cell["timeout"]:
-        extras.append(f"{cell['timeout']} timeout")
-    if cell["errors"]:
-        extras.append(_plural(cell["errors"], "error"))
-    if extras:
-        text += " · " + ", ".join(extras)
-    if cell["flaky"]:
-        text += " ⚠️"
-    met = cell["gate"]["met"]
-    if met is False:
-        text += " ❌"
-    return text
-
-
-def _md_experiment(exp: Mapping[str, Any], max_rows: int | None) -> list[str]:
-    lines: list[str] = [f"## Experiment {_md_code(exp['name'])}", ""]
-    where = []
-    if exp.get("run_id"):
-        where.append(f"run {_md_code(exp['run_id'])}")
-    if exp.get("results_dir"):
-        where.append(f"results {_md_code(exp['results_dir'])}")
-    if exp.get("jobs_dir"):
-        where.append(f"jobs {_md_code(exp['jobs_dir'])}")
-    tot = exp["totals"]
-    counts = (
-        f"{tot['trials']} trials: {tot['passed']} passed, {tot['failed']} failed, "
-        f"{tot['timeout']} timed out, {_plural(tot['errors'], 'error')}"
-    )
-    if tot["resumed"]:
-        counts += f", {tot['resumed']} resumed"
-    if tot["not_run"]:
-        counts += f", {tot['not_run']} not run"
-    lines.append(" · ".join([*where, counts]))
-    lines.append("")
-    for note in exp.get("notes", []):
-        lines.extend([f"> {_md(note)}", ""])
-
-    variants = [v["name"] for v in exp["variants"]]
-    cells = {(c["variant"], c["task"]): c for c in exp["cells"]}
-    task_rows = exp["tasks"]
-    shown = task_rows if max_rows is None else task_rows[:max_rows]
-    gated = any(t["min_pass_rate"] is not None for t in task_rows)
-    header = ["task", *(_md(v) for v in variants)]
-    align = "l" + "r" * len(variants)
-    if gated:
-        header.append("min pass rate")
-        align += "r"
-    rows: list[list[str]] = []
-    for t in shown:
-        row = [_md(t["name"]), *(_md_cell(cells[(v, t["name"])]) for v in variants)]
-        if gated:
-            row.append(fmt_pct(t["min_pass_rate"]))
-        rows.append(row)
-    if variants and task_rows:
-        lines.extend(_md_table(header, rows, align))
-        if len(shown) < len(task_rows):
-            lines.extend(
-                [
-                    "",
-                    f"_… {len(task_rows) - len(shown)} more task rows not shown here "
-                    "(summary.md is kept under 1 MiB); summary.json has them all._",
-                ]
-            )
-        legend = ["k/n = passed/judged; errors are not judged", "⚠️ flaky (trials disagree)"]
-        if gated:
-            legend.append("❌ below its minimum pass rate")
-        lines.extend(["", " · ".join(legend), ""])
-
-    ks = [str(k) for k in exp["pass_at_k_ks"]]
-    vheader = ["variant", "pass rate", "95% CI (Wilson)", "passed/judged", "timeouts", "errors"]
-    valign = "lrrrrr"
-    any_resumed = any(v["resumed"] for v in exp["variants"])
-    if any_resumed:
-        vheader.append("resumed")
-        valign += "r"
-    if len(ks) > 1:
-        vheader.extend(f"pass@{k}" for k in ks)
-        valign += "r" * len(ks)
-    vheader.extend(["mean agent time", "tokens in/out", "cost"])
-    valign += "rrr"
-    vrows: list[list[str]] = []
-    for v in exp["variants"]:
-        vrow = [
-            _md(v["name"]),
-            fmt_pct(v["pass_rate"], 1),
-            fmt_interval(v["wilson"], 1),
-            f"{v['passed']}/{v['n']}",
-            str(v["timeout"]),
-            str(v["errors"]),
-        ]
-        if any_resumed:
-            vrow.append(str(v["resumed"]))
-        if len(ks) > 1:
-            vrow.extend(fmt_pct(v["pass_at_k"][k], 1) for k in ks)
-        vrow.append(fmt_duration(v["mean_agent_duration"]))
-        vrow.append(fmt_tokens(v["tokens"]))
-        vrow.append(fmt_cost(v["cost_usd"]))
-        vrows.append(vrow)
-    if vrows:
-        lines.extend(["### Variants", "", *_md_table(vheader, vrows, valign), ""])
-        if len(ks) > 1:
-            lines.extend(
-                [
-                    "pass@k: unbiased estimator (Chen et al. 2021), averaged over tasks; "
-                    "pass@1 is the mean of per-task pass rates.",
-                    "",
-                ]
-            )
-
-    if exp["comparisons"]:
-        lines.extend([f"### Compared with {_md_code(exp['baseline'])}", ""])
-        crow: list[list[str]] = []
-        for c in exp["comparisons"]:
-            crow.append(
-                [
-                    _md(c["variant"]),
-                    fmt_pp(c["diff"]),
-                    fmt_interval(c["ci"], 1).replace("%", " pp") if c["ci"] else "-",
-                    fmt_p(c["p_value"]),
-                    fmt_p(c["sign_test_p"]),
-                    f"{c['wins']}/{c['losses']}/{c['ties']}",
-                    str(c["tasks_paired"]),
-                ]
-            )
-        lines.extend(
-            _md_table(
-                [
-                    "variant",
-                    "Δ pass rate",
-                    "95% CI",
-                    "p (paired t)",
-                    "p (sign test)",
-                    "better/worse/same",
-                    "tasks",
-                ],
-                crow,
-                "lrrrrrr",
-            )
-        )
-        lines.extend(
-            [
-                "",
-                "Paired over tasks (mean of per-task pass-rate differences); tasks without a "
-                "judged trial in both variants are left out.",
-                "",
-            ]
-        )
-
-    if exp["flaky"]:
-        flaky = exp["flaky"]
-        shown_f = flaky if max_rows is None else flaky[:max_rows]
-        items = ", ".join(
-            f"{_md(f['task'])} ({_md(f['variant'])} {f['passed']}/{f['n']})" for f in shown_f
-        )
-        more = f", … {len(flaky) - len(shown_f)} more" if len(shown_f) < len(flaky) else ""
-        lines.extend([f"**Flaky tasks** (trials disagree): {items}{more}", ""])
-
-    lines.extend(_md_verdict(exp["verdict"], max_rows))
-    return lines
-
-
-def _md_verdict(verdict: Mapping[str, Any], max_rows: int | None) -> list[str]:
-    if not verdict["gated"]:
-        return ["Gate: none set.", ""]
-    failures = verdict["failures"]
-    if verdict["passed"]:
-        return [
-            f"✅ **Gate passed**: all {verdict['gated_cells']} gated variant x task pairs "
-            "meet their minimum pass rate.",
-            "",
-        ]
-    lines = [
-        f"❌ **Gate failed**: {len(failures)} of {verdict['gated_cells']} gated variant x task "
-        "pairs are below their minimum pass rate.",
-        "",
-    ]
-    shown = failures if max_rows is None else failures[:max_rows]
-    rows = [
-        [
-            _md(f["variant"]),
-            _md(f["task"]),
-            fmt_pct(f["pass_rate"], 1) if f["pass_rate"] is not None else "no judged trial",
-            fmt_pct(f["threshold"], 1),
-        ]
-        for f in shown
-    ]
-    if rows:
-        lines.extend(_md_table(["variant", "task", "pass rate", "minimum"], rows, "llrr"))
-    if len(shown) < len(failures):
-        lines.extend(["", f"_… {len(failures) - len(shown)} more not shown._"])
-    lines.append("")
-    return lines
-
-
-def _render_markdown_rows(summary: Mapping[str, Any], max_rows: int | None) -> str:
-    lines: list[str] = ["# Evaluation results", ""]
-    verdict = summary["verdict"]
-    if verdict["gated"]:
-        lines.append("✅ All gates passed." if verdict["passed"] else "❌ Gates failed.")
-        lines.append("")
-    for exp in summary["experiments"]:
-        lines.extend(_md_experiment(exp, max_rows))
-    return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def render_markdown(summary: Mapping[str, Any], *, limit_bytes: int = MARKDOWN_LIMIT_BYTES) -> str:
-    """summary.md: GitHub-flavoured markdown, suitable for ``$GITHUB_STEP_SUMMARY``.
-
-    Kept under ``limit_bytes`` (UTF-8): when the full text is larger, task rows (and the
-    flaky and gate-failure lists) are cut per experiment, with a note saying so.
-    """
-    text = _render_markdown_rows(summary, None)
-    if len(text.encode("utf-8")) <= limit_bytes:
-        return text
-    longest = max(
-        (
-            max(len(e["tasks"]), len(e["flaky"]), len(e["verdict"]["failures"]))
-            for e in summary["experiments"]
-        ),
-        default=0,
-    )
-    # Largest row limit that fits, by bisection (the size grows with the limit).
-    lo, hi = 0, longest
-    best: str | None = None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        candidate = _render_markdown_rows(summary, mid)
-        if len(candidate.encode("utf-8")) <= limit_bytes:
-            best = candidate
-            lo = mid + 1
-        else:
-            hi = mid - 1
-    if best is not None:
-        return best
-    # Even without task rows it does not fit (a huge number of experiments or variants).
-    note = "\n\n_… cut here: summary.md is kept under 1 MiB; summary.json has everything._\n"
-    raw = _render_markdown_rows(summary, 0).encode("utf-8")
-    cut = raw[: max(0, limit_bytes - len(note.encode("utf-8")))].decode("utf-8", "ignore")
-    return cut[: cut.rfind("\n") + 1] + note
-
-
-# --------------------------------------------------------------------------------------------
-# OpenMetrics
-
-
-def _om_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _om_labels(labels: Sequence[tuple[str, str]]) -> str:
-    return "{" + ",".join(f'{k}="{_om_escape(v)}"' for k, v in labels) + "}"
-
-
-def _om_number(value: float) -> str:
-    if isinstance(value, bool):
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
-
-
-_OM_FAMILIES: tuple[tuple[str, str, str], ...] = (
-    ("pass_rate", "pass_rate", "Fraction of judged trials (passed, failed, timeout) that passed."),
-    ("trials_total", "trials", "Trials recorded, including errors."),
-    ("trials_judged", "n", "Trials judged (passed, failed or timeout)."),
-    ("trials_passed", "passed", "Trials that passed."),
-    ("trials_errors", "errors", "Trials that could not be judged (errors)."),
-)
-
-
-def render_openmetrics(summary: Mapping[str, Any]) -> str:
-    """OpenMetrics text exposition of the pass rates and trial counts.
-
-    One sample per variant x task (labels experiment, variant, task) and one per variant
-    (no task label). A pass rate with no judged trial is left out rather than written as NaN.
-    """
-    lines: list[str] = []
-    for family, key, help_text in _OM_FAMILIES:
-        lines.append(f"# HELP {family} {help_text}")
-        lines.append(f"# TYPE {family} gauge")
-        for exp in summary["experiments"]:
-            by_variant: dict[str, list[Mapping[str, Any]]] = {}
-            for c in exp["cells"]:
-                by_variant.setdefault(c["variant"], []).append(c)
-            for v in exp["variants"]:
-                for c in by_variant.get(v["name"], []):
-                    value = c[key]
-                    if value is None:
-                        continue
-                    labels = [
-                        ("experiment", exp["name"]),
-                        ("variant", v["name"]),
-                        ("task", c["task"]),
-                    ]
-                    lines.append(f"{family}{_om_labels(labels)} {_om_number(value)}")
-                value = v[key]
-                if value is None:
-                    continue
-                labels = [("experiment", exp["name"]), ("variant", v["name"])]
-                lines.append(f"{family}{_om_labels(labels)} {_om_number(value)}")
-    lines.append("# EOF")
-    return "\n".join(lines) + "\n"

@@ -14,15 +14,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .summary import (
-    fmt_cost,
-    fmt_duration,
-    fmt_interval,
-    fmt_p,
-    fmt_pct,
-    fmt_pp,
-    fmt_tokens,
-)
+from .fmt import fmt_p, fmt_pct, fmt_pp, plural
+from .table import EFFORT_KEYS, TaskCell, columns_grid, task_grid, task_table, variant_columns
 
 __all__ = ["render_terminal"]
 
@@ -37,7 +30,7 @@ def _clean(text: object) -> str:
     return "".join(ch if ch.isprintable() else " " for ch in str(text))
 
 
-def _table(rows: Sequence[Sequence[str]], headers: Sequence[str], align: str) -> list[str]:
+def _table(headers: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> list[str]:
     colalign = tuple("right" if a == "r" else "left" for a in align)
     text = tabulate(
         [list(r) for r in rows],
@@ -49,19 +42,16 @@ def _table(rows: Sequence[Sequence[str]], headers: Sequence[str], align: str) ->
     return text.splitlines()
 
 
-def _cell_text(cell: Mapping[str, Any]) -> str:
-    text = f"{cell['passed']}/{cell['n']}" if cell["n"] else "-"
-    if cell["flaky"]:
+def _cell_text(cell: TaskCell) -> str:
+    """``2/3 ~ ! +1E``; ``-`` when nothing was judged."""
+    text = f"{cell.passed}/{cell.judged}" if cell.judged else "-"
+    if cell.flaky:
         text += " ~"
-    if cell["gate"]["met"] is False:
+    if cell.below_gate:
         text += " !"
-    if cell["errors"]:
-        text += f" +{cell['errors']}E"
+    if cell.errors:
+        text += f" +{cell.errors}E"
     return text
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def _experiment_lines(exp: Mapping[str, Any]) -> list[str]:
@@ -71,8 +61,8 @@ def _experiment_lines(exp: Mapping[str, Any]) -> list[str]:
     if exp.get("run_id"):
         head += f" (run {_clean(exp['run_id'])})"
     counts = (
-        f"{_plural(tot['trials'], 'trial')}: {tot['passed']} passed, {tot['failed']} failed, "
-        f"{tot['timeout']} timed out, {_plural(tot['errors'], 'error')}"
+        f"{plural(tot['trials'], 'trial')}: {tot['passed']} passed, {tot['failed']} failed, "
+        f"{tot['timeout']} timed out, {plural(tot['errors'], 'error')}"
     )
     if tot["resumed"]:
         counts += f"; {tot['resumed']} resumed"
@@ -82,30 +72,18 @@ def _experiment_lines(exp: Mapping[str, Any]) -> list[str]:
     for note in exp.get("notes", []):
         lines.append(f"note: {_clean(note)}")
 
-    variants = [v["name"] for v in exp["variants"]]
-    cells = {(c["variant"], c["task"]): c for c in exp["cells"]}
-    tasks = exp["tasks"]
-    if variants and tasks:
-        gated = any(t["min_pass_rate"] is not None for t in tasks)
-        headers = ["task", *(_clean(v) for v in variants)]
-        align = "l" + "r" * len(variants)
-        if gated:
-            headers.append("min")
-            align += "r"
-        rows: list[list[str]] = []
-        for t in tasks:
-            row = [_clean(t["name"]), *(_cell_text(cells[(v, t["name"])]) for v in variants)]
-            if gated:
-                row.append(fmt_pct(t["min_pass_rate"]))
-            rows.append(row)
-        lines.extend(_table(rows, headers, align))
+    table = task_table(exp)
+    if table is not None:
+        lines.extend(_table(*task_grid(table, text=_clean, cell=_cell_text, min_header="min")))
         legend = ["k/n = passed/judged", "~ flaky", "+NE = N errors (not judged)"]
-        if gated:
+        if table.gated:
             legend.insert(2, "! below min pass rate")
         lines.append("  " + ", ".join(legend))
 
     if exp["variants"]:
-        lines.extend(_variant_table(exp))
+        columns = variant_columns(exp, text=_clean)
+        visible = [c for c in columns if c.key not in EFFORT_KEYS or c.known]
+        lines.extend(_table(*columns_grid(visible, short=True)))
 
     for c in exp["comparisons"]:
         lines.append(_comparison_line(c))
@@ -130,55 +108,6 @@ def _experiment_lines(exp: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _variant_table(exp: Mapping[str, Any]) -> list[str]:
-    variants = exp["variants"]
-    ks = [str(k) for k in exp["pass_at_k_ks"]]
-    show_resumed = any(v["resumed"] for v in variants)
-    show_pak = len(ks) > 1
-    show_time = any(v["mean_agent_duration"] is not None for v in variants)
-    show_tokens = any(fmt_tokens(v["tokens"]) != "-" for v in variants)
-    show_cost = any(v["cost_usd"] is not None for v in variants)
-    headers = ["variant", "pass rate", "95% CI", "k/n", "timeouts", "errors"]
-    align = "lrrrrr"
-    if show_resumed:
-        headers.append("resumed")
-        align += "r"
-    if show_pak:
-        headers.extend(f"pass@{k}" for k in ks)
-        align += "r" * len(ks)
-    if show_time:
-        headers.append("agent")
-        align += "r"
-    if show_tokens:
-        headers.append("tokens in/out")
-        align += "r"
-    if show_cost:
-        headers.append("cost")
-        align += "r"
-    rows: list[list[str]] = []
-    for v in variants:
-        row = [
-            _clean(v["name"]),
-            fmt_pct(v["pass_rate"], 1),
-            fmt_interval(v["wilson"], 1),
-            f"{v['passed']}/{v['n']}",
-            str(v["timeout"]),
-            str(v["errors"]),
-        ]
-        if show_resumed:
-            row.append(str(v["resumed"]))
-        if show_pak:
-            row.extend(fmt_pct(v["pass_at_k"][k], 1) for k in ks)
-        if show_time:
-            row.append(fmt_duration(v["mean_agent_duration"]))
-        if show_tokens:
-            row.append(fmt_tokens(v["tokens"]))
-        if show_cost:
-            row.append(fmt_cost(v["cost_usd"]))
-        rows.append(row)
-    return _table(rows, headers, align)
-
-
 def _comparison_line(c: Mapping[str, Any]) -> str:
     text = f"{_clean(c['variant'])} vs {_clean(c['baseline'])}: {fmt_pp(c['diff'])}"
     if c["ci"] is not None:
@@ -186,7 +115,7 @@ def _comparison_line(c: Mapping[str, Any]) -> str:
         text += f" [{lo * 100:+.1f}, {hi * 100:+.1f}]"
     details = [f"paired t p={fmt_p(c['p_value'])}", f"sign test p={fmt_p(c['sign_test_p'])}"]
     details.append(
-        f"{_plural(c['tasks_paired'], 'task')}: {c['wins']} better, {c['losses']} worse, "
+        f"{plural(c['tasks_paired'], 'task')}: {c['wins']} better, {c['losses']} worse, "
         f"{c['ties']} same"
     )
     if c["tasks_excluded"]:

@@ -14,7 +14,8 @@ from typing import Any
 from filelock import FileLock
 
 from ..outcome import TrialOutcome
-from ..report.summary import render_markdown, render_openmetrics
+from ..report.markdown import render_markdown
+from ..report.openmetrics import render_openmetrics
 from ..secrets import Redactor
 from ..spec.model import Task, Variant
 from . import runs

@@ -1,0 +1,282 @@
+"""summary.md: GitHub-flavoured markdown of a summary, suitable for ``$GITHUB_STEP_SUMMARY``.
+
+:func:`render_markdown` is a pure function over the dict :func:`.summary.build_summary`
+returns (so it also works on a summary.json read back from disk).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .fmt import fmt_interval, fmt_p, fmt_pct, fmt_pp, plural
+from .table import EFFORT_KEYS, TaskCell, columns_grid, task_grid, task_table, variant_columns
+
+__all__ = ["MARKDOWN_LIMIT_BYTES", "render_markdown"]
+
+#: summary.md is cut (task rows first) to stay under this many bytes; GitHub's step summary
+#: limit is 1 MiB.
+MARKDOWN_LIMIT_BYTES = 900 * 1024
+
+
+def _md(text: object) -> str:
+    """Escape text for a GitHub-flavoured markdown table cell or line."""
+    s = str(text)
+    for ch in ("\\", "`", "*", "_", "[", "]", "<", ">", "|", "#"):
+        s = s.replace(ch, "\\" + ch)
+    return s.replace("\r", " ").replace("\n", " ")
+
+
+def _md_code(text: object) -> str:
+    """Inline code span safe for any text (not for table cells: pipes are left alone)."""
+    s = str(text).replace("\r", " ").replace("\n", " ")
+    fence = "`"
+    while fence in s:
+        fence += "`"
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def _md_table(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> list[str]:
+    sep = ["---:" if a == "r" else "---" for a in align]
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    out.extend("| " + " | ".join(r) + " |" for r in rows)
+    return out
+
+
+def _md_cell(cell: TaskCell) -> str:
+    """``2/3 (67%) · 1 timeout, 1 error ⚠️ ❌``; ``-`` when nothing was judged."""
+    text = f"{cell.passed}/{cell.judged} ({fmt_pct(cell.pass_rate)})" if cell.judged else "-"
+    extras: list[str] = []
+    if cell.timeouts:
+        extras.append(f"{cell.timeouts} timeout")
+    if cell.errors:
+        extras.append(plural(cell.errors, "error"))
+    if extras:
+        text += " · " + ", ".join(extras)
+    if cell.flaky:
+        text += " ⚠️"
+    if cell.below_gate:
+        text += " ❌"
+    return text
+
+
+class _TaskLines:
+    """The variant x task table of one experiment, formatted once and cut to any row count
+    (summary.md is rendered several times over when it must be cut)."""
+
+    def __init__(self, exp: Mapping[str, Any]) -> None:
+        table = task_table(exp)
+        self.head: list[str] = []
+        self.rows: list[str] = []
+        self.legend: list[str] = []
+        if table is None:
+            return
+        header, align, rows = task_grid(table, text=_md, cell=_md_cell, min_header="min pass rate")
+        full = _md_table(header, align, rows)
+        self.head, self.rows = full[:2], full[2:]
+        legend = ["k/n = passed/judged; errors are not judged", "⚠️ flaky (trials disagree)"]
+        if table.gated:
+            legend.append("❌ below its minimum pass rate")
+        self.legend = ["", " · ".join(legend), ""]
+
+    def lines(self, max_rows: int | None) -> list[str]:
+        if not self.head:
+            return []
+        shown = self.rows if max_rows is None else self.rows[:max_rows]
+        lines = [*self.head, *shown]
+        if len(shown) < len(self.rows):
+            lines.extend(
+                [
+                    "",
+                    f"_… {len(self.rows) - len(shown)} more task rows not shown here "
+                    "(summary.md is kept under 1 MiB); summary.json has them all._",
+                ]
+            )
+        return lines + self.legend
+
+
+def _md_experiment(exp: Mapping[str, Any], tasks: _TaskLines, max_rows: int | None) -> list[str]:
+    lines: list[str] = [f"## Experiment {_md_code(exp['name'])}", ""]
+    where = []
+    if exp.get("run_id"):
+        where.append(f"run {_md_code(exp['run_id'])}")
+    if exp.get("results_dir"):
+        where.append(f"results {_md_code(exp['results_dir'])}")
+    if exp.get("jobs_dir"):
+        where.append(f"jobs {_md_code(exp['jobs_dir'])}")
+    tot = exp["totals"]
+    counts = (
+        f"{tot['trials']} trials: {tot['passed']} passed, {tot['failed']} failed, "
+        f"{tot['timeout']} timed out, {plural(tot['errors'], 'error')}"
+    )
+    if tot["resumed"]:
+        counts += f", {tot['resumed']} resumed"
+    if tot["not_run"]:
+        counts += f", {tot['not_run']} not run"
+    lines.append(" · ".join([*where, counts]))
+    lines.append("")
+    for note in exp.get("notes", []):
+        lines.extend([f"> {_md(note)}", ""])
+    lines.extend(tasks.lines(max_rows))
+    lines.extend(_md_variants(exp))
+    lines.extend(_md_comparisons(exp))
+    lines.extend(_md_flaky(exp["flaky"], max_rows))
+    lines.extend(_md_verdict(exp["verdict"], max_rows))
+    return lines
+
+
+def _md_variants(exp: Mapping[str, Any]) -> list[str]:
+    """Two tables, each narrow enough for GitHub's content width: the counts, then pass@k,
+    agent time, tokens and cost (the variant name first in both)."""
+    if not exp["variants"]:
+        return []
+    name, *rest = variant_columns(exp, text=_md)
+    detail = [c for c in rest if c.key.startswith("pass@") or c.key in EFFORT_KEYS]
+    counts = [c for c in rest if c not in detail]
+    with_pass_at_k = len(exp["pass_at_k_ks"]) > 1
+    lines = ["### Variants", "", *_md_table(*columns_grid([name, *counts])), ""]
+    heading = (
+        "pass@k, agent time, tokens and cost" if with_pass_at_k else "Agent time, tokens and cost"
+    )
+    lines.extend([f"### {heading}", "", *_md_table(*columns_grid([name, *detail])), ""])
+    if with_pass_at_k:
+        lines.extend(
+            [
+                "pass@k: unbiased estimator (Chen et al. 2021), averaged over tasks; "
+                "pass@1 is the mean of per-task pass rates.",
+                "",
+            ]
+        )
+    return lines
+
+
+_COMPARISON_HEADER = [
+    "variant",
+    "Δ pass rate",
+    "95% CI",
+    "p (paired t)",
+    "p (sign test)",
+    "better/worse/same",
+    "tasks",
+]
+
+
+def _md_comparisons(exp: Mapping[str, Any]) -> list[str]:
+    if not exp["comparisons"]:
+        return []
+    rows = [
+        [
+            _md(c["variant"]),
+            fmt_pp(c["diff"]),
+            fmt_interval(c["ci"], 1).replace("%", " pp") if c["ci"] else "-",
+            fmt_p(c["p_value"]),
+            fmt_p(c["sign_test_p"]),
+            f"{c['wins']}/{c['losses']}/{c['ties']}",
+            str(c["tasks_paired"]),
+        ]
+        for c in exp["comparisons"]
+    ]
+    return [
+        f"### Compared with {_md_code(exp['baseline'])}",
+        "",
+        *_md_table(_COMPARISON_HEADER, "lrrrrrr", rows),
+        "",
+        "Paired over tasks (mean of per-task pass-rate differences); tasks without a "
+        "judged trial in both variants are left out.",
+        "",
+    ]
+
+
+def _md_flaky(flaky: Sequence[Mapping[str, Any]], max_rows: int | None) -> list[str]:
+    if not flaky:
+        return []
+    shown = flaky if max_rows is None else flaky[:max_rows]
+    items = ", ".join(
+        f"{_md(f['task'])} ({_md(f['variant'])} {f['passed']}/{f['n']})" for f in shown
+    )
+    more = f", … {len(flaky) - len(shown)} more" if len(shown) < len(flaky) else ""
+    return [f"**Flaky tasks** (trials disagree): {items}{more}", ""]
+
+
+def _md_verdict(verdict: Mapping[str, Any], max_rows: int | None) -> list[str]:
+    if not verdict["gated"]:
+        return ["Gate: none set.", ""]
+    failures = verdict["failures"]
+    if verdict["passed"]:
+        return [
+            f"✅ **Gate passed**: all {verdict['gated_cells']} gated variant x task pairs "
+            "meet their minimum pass rate.",
+            "",
+        ]
+    lines = [
+        f"❌ **Gate failed**: {len(failures)} of {verdict['gated_cells']} gated variant x task "
+        "pairs are below their minimum pass rate.",
+        "",
+    ]
+    shown = failures if max_rows is None else failures[:max_rows]
+    rows = [
+        [
+            _md(f["variant"]),
+            _md(f["task"]),
+            fmt_pct(f["pass_rate"], 1) if f["pass_rate"] is not None else "no judged trial",
+            fmt_pct(f["threshold"], 1),
+        ]
+        for f in shown
+    ]
+    if rows:
+        lines.extend(_md_table(["variant", "task", "pass rate", "minimum"], "llrr", rows))
+    if len(shown) < len(failures):
+        lines.extend(["", f"_… {len(failures) - len(shown)} more not shown._"])
+    lines.append("")
+    return lines
+
+
+def _render_markdown_rows(
+    summary: Mapping[str, Any], tasks: Sequence[_TaskLines], max_rows: int | None
+) -> str:
+    lines: list[str] = ["# Evaluation results", ""]
+    verdict = summary["verdict"]
+    if verdict["gated"]:
+        lines.append("✅ All gates passed." if verdict["passed"] else "❌ Gates failed.")
+        lines.append("")
+    for exp, exp_tasks in zip(summary["experiments"], tasks, strict=True):
+        lines.extend(_md_experiment(exp, exp_tasks, max_rows))
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def render_markdown(summary: Mapping[str, Any], *, limit_bytes: int = MARKDOWN_LIMIT_BYTES) -> str:
+    """summary.md: GitHub-flavoured markdown, suitable for ``$GITHUB_STEP_SUMMARY``.
+
+    Kept under ``limit_bytes`` (UTF-8): when the full text is larger, task rows (and the
+    flaky and gate-failure lists) are cut per experiment, with a note saying so.
+    """
+    tasks = [_TaskLines(exp) for exp in summary["experiments"]]
+    text = _render_markdown_rows(summary, tasks, None)
+    if len(text.encode("utf-8")) <= limit_bytes:
+        return text
+    longest = max(
+        (
+            max(len(e["tasks"]), len(e["flaky"]), len(e["verdict"]["failures"]))
+            for e in summary["experiments"]
+        ),
+        default=0,
+    )
+    # Largest row limit that fits, by bisection (the size grows with the limit).
+    lo, hi = 0, longest
+    best: str | None = None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        candidate = _render_markdown_rows(summary, tasks, mid)
+        if len(candidate.encode("utf-8")) <= limit_bytes:
+            best = candidate
+            lo = mid + 1
+        else:
+            hi = mid - 1
+    if best is not None:
+        return best
+    # Even without task rows it does not fit (a huge number of experiments or variants).
+    note = "\n\n_… cut here: summary.md is kept under 1 MiB; summary.json has everything._\n"
+    raw = _render_markdown_rows(summary, tasks, 0).encode("utf-8")
+    cut = raw[: max(0, limit_bytes - len(note.encode("utf-8")))].decode("utf-8", "ignore")
+    return cut[: cut.rfind("\n") + 1] + note

@@ -1,0 +1,192 @@
+"""The tables of one experiment's summary, as plain data that the renderers lay out.
+
+- :func:`task_table`: the variant x task table, one row per task and one :class:`TaskCell` per
+  variant; a renderer turns a cell into its own text (``2/3 (67%) ⚠️`` or ``2/3 ~``) with
+  :func:`task_grid`.
+- :func:`variant_columns`: the per-variant figures as formatted columns; a renderer picks the
+  columns it shows and their headers (long or short).
+
+Names are passed through the renderer's ``text`` function (markdown escaping, or control
+characters to spaces); nothing here knows either output format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from .fmt import fmt_cost, fmt_duration, fmt_interval, fmt_pct, fmt_tokens
+
+__all__ = [
+    "EFFORT_KEYS",
+    "Column",
+    "Grid",
+    "TaskCell",
+    "TaskRow",
+    "TaskTable",
+    "columns_grid",
+    "task_grid",
+    "task_table",
+    "variant_columns",
+]
+
+#: A laid-out table: header, one alignment letter per column (``l`` or ``r``), rows.
+Grid = tuple[list[str], str, list[list[str]]]
+
+
+class TaskCell(NamedTuple):
+    """One variant x task of the task table (a tuple: one per cell, built on every render)."""
+
+    passed: int
+    #: Judged trials (passed, failed, timeout).
+    judged: int
+    pass_rate: float | None
+    timeouts: int
+    errors: int
+    #: The cell's trials disagree.
+    flaky: bool
+    #: Gated and below its minimum pass rate.
+    below_gate: bool
+
+
+class TaskRow(NamedTuple):
+    task: str
+    #: One cell per variant, in the table's variant order.
+    cells: tuple[TaskCell, ...]
+    #: The task's effective minimum pass rate (None: not gated).
+    min_pass_rate: float | None
+
+
+@dataclass(frozen=True)
+class TaskTable:
+    variants: tuple[str, ...]
+    #: Any task is gated: the renderers add a minimum-pass-rate column.
+    gated: bool
+    rows: tuple[TaskRow, ...]
+
+
+def task_table(exp: Mapping[str, Any]) -> TaskTable | None:
+    """The variant x task table of one experiment of a summary; None without variants or tasks."""
+    variants = tuple(v["name"] for v in exp["variants"])
+    tasks = exp["tasks"]
+    if not variants or not tasks:
+        return None
+    by_key = {(c["variant"], c["task"]): c for c in exp["cells"]}
+    rows = tuple(
+        TaskRow(
+            task=t["name"],
+            cells=tuple(_task_cell(by_key[(v, t["name"])]) for v in variants),
+            min_pass_rate=t["min_pass_rate"],
+        )
+        for t in tasks
+    )
+    gated = any(t["min_pass_rate"] is not None for t in tasks)
+    return TaskTable(variants, gated, rows)
+
+
+def _task_cell(cell: Mapping[str, Any]) -> TaskCell:
+    return TaskCell(
+        passed=cell["passed"],
+        judged=cell["n"],
+        pass_rate=cell["pass_rate"],
+        timeouts=cell["timeout"],
+        errors=cell["errors"],
+        flaky=cell["flaky"],
+        below_gate=cell["gate"]["met"] is False,
+    )
+
+
+def task_grid(
+    table: TaskTable,
+    *,
+    text: Callable[[str], str],
+    cell: Callable[[TaskCell], str],
+    min_header: str,
+) -> Grid:
+    """Lay a task table out: ``task``, one column per variant, then the minimum when gated."""
+    header = ["task", *(text(v) for v in table.variants)]
+    align = "l" + "r" * len(table.variants)
+    if table.gated:
+        header.append(min_header)
+        align += "r"
+    rows: list[list[str]] = []
+    for r in table.rows:
+        row = [text(r.task), *(cell(c) for c in r.cells)]
+        if table.gated:
+            row.append(fmt_pct(r.min_pass_rate))
+        rows.append(row)
+    return header, align, rows
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the variant table: formatted values, one per variant."""
+
+    key: str
+    #: Header in summary.md.
+    header: str
+    #: Header in the terminal.
+    short: str
+    values: tuple[str, ...]
+    align: str = "r"
+
+    @property
+    def known(self) -> bool:
+        """Some variant has a value."""
+        return any(v != "-" for v in self.values)
+
+
+#: Keys of the columns that are always given, even when no variant has a value.
+EFFORT_KEYS = ("agent_time", "tokens", "cost")
+
+
+def variant_columns(exp: Mapping[str, Any], *, text: Callable[[str], str]) -> list[Column]:
+    """The variant table's columns, in display order.
+
+    ``variant``, ``pass_rate``, ``wilson``, ``kn``, ``timeouts``, ``errors``; ``resumed`` when a
+    trial was resumed; ``pass@<k>`` for each k when the experiment has k > 1; then
+    ``agent_time``, ``tokens`` and ``cost`` (always; see :attr:`Column.known`).
+    """
+    vs: Sequence[Mapping[str, Any]] = exp["variants"]
+    ks = [str(k) for k in exp["pass_at_k_ks"]]
+
+    def col(key: str, header: str, short: str, values: Sequence[str]) -> Column:
+        return Column(key, header, short, tuple(values))
+
+    cols = [
+        Column("variant", "variant", "variant", tuple(text(v["name"]) for v in vs), "l"),
+        col("pass_rate", "pass rate", "pass rate", [fmt_pct(v["pass_rate"], 1) for v in vs]),
+        col("wilson", "95% CI (Wilson)", "95% CI", [fmt_interval(v["wilson"], 1) for v in vs]),
+        col("kn", "passed/judged", "k/n", [f"{v['passed']}/{v['n']}" for v in vs]),
+        col("timeouts", "timeouts", "timeouts", [str(v["timeout"]) for v in vs]),
+        col("errors", "errors", "errors", [str(v["errors"]) for v in vs]),
+    ]
+    if any(v["resumed"] for v in vs):
+        cols.append(col("resumed", "resumed", "resumed", [str(v["resumed"]) for v in vs]))
+    if len(ks) > 1:
+        cols.extend(
+            col(f"pass@{k}", f"pass@{k}", f"pass@{k}", [fmt_pct(v["pass_at_k"][k], 1) for v in vs])
+            for k in ks
+        )
+    cols.extend(
+        [
+            col(
+                "agent_time",
+                "mean agent time",
+                "agent",
+                [fmt_duration(v["mean_agent_duration"]) for v in vs],
+            ),
+            col("tokens", "tokens in/out", "tokens in/out", [fmt_tokens(v["tokens"]) for v in vs]),
+            col("cost", "cost", "cost", [fmt_cost(v["cost_usd"]) for v in vs]),
+        ]
+    )
+    return cols
+
+
+def columns_grid(columns: Sequence[Column], *, short: bool = False) -> Grid:
+    """Lay columns out as a table (``short``: the terminal's headers)."""
+    header = [c.short if short else c.header for c in columns]
+    align = "".join(c.align for c in columns)
+    rows = [list(r) for r in zip(*(c.values for c in columns), strict=True)]
+    return header, align, rows
