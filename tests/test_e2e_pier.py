@@ -404,8 +404,11 @@ def test_example_suite_pier_jobs_match_harbor_and_standard_layout(
     assert [a["model_name"] for a in config["agents"]] == [
         v["model"] for v in spec["variants"].values()
     ]
-    assert [d["name"] for d in config["datasets"]] == [EXPERIMENT]
-    assert config["datasets"][0]["task_names"] == [t["name"] for t in spec["tasks"]]
+    # Harbor's DatasetConfig takes a path or a name, never both: the name, which is also
+    # every trial's source and the evals keys' last part.
+    assert config["datasets"] == [
+        {"name": EXPERIMENT, "task_names": [t["name"] for t in spec["tasks"]]}
+    ]
 
     # JobResult: final, and its stats are Harbor's stats of the trial results.
     job_result = check_job_stats(job_dir)
@@ -429,13 +432,13 @@ def test_example_suite_pier_jobs_match_harbor_and_standard_layout(
     mapping = check_against_standard_layout(job_dir, run_dir)
     assert len(mapping) == n_items
     assert check_links(mapping, job_dir, hardlinks=hardlinks_work(root)) >= 4 * n_items
-    # Harbor's Mean: one "mean" for a single reward key, else one mean per key; either way
-    # the main reward's mean is the variant's mean reward in the standard layout.
+    # Every task of the example writes the same reward keys (only "reward"), so Harbor's
+    # Mean, one "mean" for a single key, is the variant's mean reward in the standard layout
+    # (with keys only some tasks write, Harbor would average each over every trial).
     means = variant_means_from_meta(mapping)
     for key, group in stats["evals"].items():
-        (metric,) = group["metrics"]
-        main = metric["mean"] if set(group["reward_stats"]) == {"reward"} else metric["reward"]
-        assert main == pytest.approx(means[key.split("__")[0]]), key
+        assert set(group["reward_stats"]) == {"reward"}, key
+        assert group["metrics"] == [{"mean": pytest.approx(means[key.split("__")[0]])}], key
     # The run's own counts agree with the job's.
     run = load(run_dir / "run.json")
     assert run["counts"]["passed"] == counts["passed"]

@@ -20,11 +20,11 @@ from harbor_schemas import validate as validate_schema
 from pytest_evalrun import __version__ as evalrun_version
 from pytest_evalrun.outcome import ERROR, FAILED, PASSED, TIMEOUT, Metrics, TrialOutcome
 from pytest_evalrun.spec.model import Experiment, Step, Task, Variant
-from pytest_evalrun.store import pier_names
 from pytest_evalrun.store.pier import PierJob, link_file, split_model
-from pytest_evalrun.store.pier_names import safe_job_name, trial_name_for
-from pytest_evalrun.store.pier_stats import compute_job_stats
-from pytest_evalrun.store.pier_trajectory import events_to_trajectory
+from pytest_evalrun.store.pier import names as pier_names
+from pytest_evalrun.store.pier.names import safe_job_name, trial_name_for
+from pytest_evalrun.store.pier.stats import compute_job_stats
+from pytest_evalrun.store.pier.trajectory import events_to_trajectory
 
 # --------------------------------------------------------------------------- schemas
 
@@ -854,3 +854,39 @@ def test_processes_with_different_run_ids_share_trial_names(tmp_path: Path) -> N
     assert final["stats"]["n_completed_trials"] == 2
     assert final["stats"]["n_errored_trials"] == 1
     validate_job_dir(controller.job_dir)
+
+
+def test_datasets_name_only_and_old_config_repaired(tmp_path: Path) -> None:
+    """Harbor's DatasetConfig takes a path or a name, never both: a job written by an earlier
+    version (both) gets its dataset replaced on the next session's ensure_config."""
+    exp = make_experiment(tmp_path)
+    job = PierJob(tmp_path / "jobs", "run-1")
+    job.ensure_config(experiments=[exp], n_total_trials=1, started_at="2026-01-01T12:00:00Z")
+    config = json.loads(job.config_path.read_text())
+    expected = [{"name": "fix-build", "task_names": [t.name for t in exp.tasks]}]
+    assert config["datasets"] == expected
+    config["datasets"] = [{"path": str(exp.path), **expected[0]}]
+    job.config_path.write_text(json.dumps(config))
+    PierJob(tmp_path / "jobs", "run-1").ensure_config(
+        experiments=[exp], n_total_trials=1, started_at="2026-01-01T12:00:00Z")
+    assert json.loads(job.config_path.read_text())["datasets"] == expected
+
+
+def test_every_rewarded_trial_carries_the_main_reward(tmp_path: Path) -> None:
+    """``reward`` first in every trial's rewards; numbers without a main reward give none."""
+    exp = make_experiment(tmp_path)
+    job = PierJob(tmp_path / "jobs", "run-1")
+    job.ensure_config(experiments=[exp], n_total_trials=3, started_at="2026-01-01T12:00:00Z")
+    cases = [
+        (outcome("baseline", MR, 1, PASSED, reward=1.0, rewards={"speed": 0.5, "reward": 1.0}),
+         {"rewards": {"reward": 1.0, "speed": 0.5}}),
+        (outcome("baseline", MR, 2, FAILED, reward=0.0), {"rewards": {"reward": 0.0}}),
+        (outcome("baseline", MR, 3, ERROR, error_kind="verify_crashed",
+                 rewards={"a": 1.0, "b": 0.0}), None),
+    ]
+    for o, expected in cases:
+        path = job.write_trial(o, trial_dir=None, **spec_for(exp, "baseline", MR))
+        result = json.loads((path / "result.json").read_text())
+        assert result["verifier_result"] == expected
+        if expected is not None:
+            assert next(iter(result["verifier_result"]["rewards"])) == "reward"
