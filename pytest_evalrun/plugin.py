@@ -22,7 +22,7 @@ from .controller import ControllerPlugin
 from .options import add_options
 from .shared import Shared, decide, reserve
 from .store.index import IndexRecorder
-from .store.pier_recorder import PierRecorder
+from .store.pier.recorder import PierRecorder
 from .store.recorder import Recorder, Recorders
 from .store.standard import StandardRecorder
 from .trial.steps import StepKinds

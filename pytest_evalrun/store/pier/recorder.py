@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..outcome import TrialOutcome
-from ..spec.model import Task, Variant
-from .paths import RunPaths
-from .pier import PierJob
-from .recorder import FinishedRun, Recorder, RunInfo
-from .runs import utc_now
+from ...outcome import TrialOutcome
+from ...spec.model import Task, Variant
+from ..paths import RunPaths
+from ..recorder import FinishedRun, Recorder, RunInfo
+from ..runs import utc_now
+from .job import PierJob
 
 
 def pier_job_name(paths: RunPaths) -> str:
