@@ -105,6 +105,15 @@ def test_eval_retry_reruns_failures_in_the_resumed_run(suite: Suite) -> None:
         "-p", "no:cacheprovider", "--eval-run-id=r1", "--eval-resume", "--eval-retry=failed"
     )
     again.assert_outcomes(passed=2, failed=2)
+    again.stdout.fnmatch_lines(
+        [
+            "*4 trials: 2 passed, 2 failed, 0 timed out, 0 errors; 2 resumed; 2 retried",
+            "note: 2 judged trial(s) were run again (--eval-retry)*biases pass rates upward",
+        ]
+    )
+    summary = json.loads((suite.run_dirs()[-1] / "summary.json").read_text())
+    assert summary["totals"]["rerun_judged"] == 2 and summary["totals"]["retried"] == 2
+    assert "biases pass rates upward" in (suite.run_dirs()[-1] / "summary.md").read_text()
     assert suite.meta("base", "good", 1) == passed_meta  # passed trials stand
     for n in (1, 2):
         meta = suite.meta("base", "bad", n)

@@ -120,6 +120,8 @@ def test_counts_errors_apart_and_timeouts_as_fails() -> None:
         "timeout": 1,
         "errors": 1,
         "resumed": 0,
+        "retried": 0,
+        "rerun_judged": 0,
         "not_run": 0,
     }
 

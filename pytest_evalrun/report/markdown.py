@@ -112,6 +112,8 @@ def _md_experiment(exp: Mapping[str, Any], tasks: _TaskLines, max_rows: int | No
     )
     if tot["resumed"]:
         counts += f", {tot['resumed']} resumed"
+    if tot.get("retried"):
+        counts += f", {tot['retried']} retried"
     if tot["not_run"]:
         counts += f", {tot['not_run']} not run"
     lines.append(" · ".join([*where, counts]))

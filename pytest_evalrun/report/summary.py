@@ -80,6 +80,10 @@ class _Acc:
     timeout: int = 0
     errors: int = 0
     resumed: int = 0
+    #: trials whose outcome is not their first attempt (retries, --eval-retry, reruns)
+    retried: int = 0
+    #: trials with an earlier judged attempt that was run again (--eval-retry failed,...)
+    rerun_judged: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
     agent_durations: list[float] = field(default_factory=list)
     input_tokens: list[int] = field(default_factory=list)
@@ -103,6 +107,9 @@ class _Acc:
             self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
         if o.resumed:
             self.resumed += 1
+        if o.attempt > 1:
+            self.retried += 1
+            self.rerun_judged += int(o.rerun_judged)
         if o.agent_duration is not None and math.isfinite(o.agent_duration):
             self.agent_durations.append(float(o.agent_duration))
         m = o.metrics
@@ -238,6 +245,12 @@ def _build_experiment(
         for v in variants
     ]
     base, notes = _baseline(variants, baseline)
+    if total.rerun_judged:
+        notes = [
+            *notes,
+            f"{total.rerun_judged} judged trial(s) were run again (--eval-retry) and count with "
+            "their last attempt: retrying failures biases pass rates upward",
+        ]
     comparisons = [
         _comparison(base, v, tasks, cells) for v in variants if base is not None and v != base
     ]
@@ -384,7 +397,18 @@ def _comparison(
     }
 
 
-_TOTAL_KEYS = ("trials", "judged", "passed", "failed", "timeout", "errors", "resumed", "not_run")
+_TOTAL_KEYS = (
+    "trials",
+    "judged",
+    "passed",
+    "failed",
+    "timeout",
+    "errors",
+    "resumed",
+    "retried",
+    "rerun_judged",
+    "not_run",
+)
 
 
 def _totals(acc: _Acc, not_run: int) -> dict[str, Any]:
@@ -396,6 +420,8 @@ def _totals(acc: _Acc, not_run: int) -> dict[str, Any]:
         "timeout": acc.timeout,
         "errors": acc.errors,
         "resumed": acc.resumed,
+        "retried": acc.retried,
+        "rerun_judged": acc.rerun_judged,
         "not_run": not_run,
     }
 

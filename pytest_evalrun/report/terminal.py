@@ -66,6 +66,8 @@ def _experiment_lines(exp: Mapping[str, Any]) -> list[str]:
     )
     if tot["resumed"]:
         counts += f"; {tot['resumed']} resumed"
+    if tot.get("retried"):
+        counts += f"; {tot['retried']} retried"
     if tot["not_run"]:
         counts += f"; {tot['not_run']} not run"
     lines.append(f"{head}: {counts}")
