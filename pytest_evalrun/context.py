@@ -73,6 +73,7 @@ class EvalContext:
             n_total_trials=n_total,
             redactor=redactor,
             n_concurrent=self.workers,
+            shard=shared.shard,
         )
 
 

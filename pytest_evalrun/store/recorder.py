@@ -41,6 +41,8 @@ class RunInfo:
     redactor: Redactor
     #: How many trials run at once (xdist workers).
     n_concurrent: int = 1
+    #: --eval-shard of this session ("K/N"), or "".
+    shard: str = ""
 
 
 @dataclass

@@ -117,8 +117,13 @@ def start_run(
     pytest_args: list[str],
     git: dict[str, Any],
     info: dict[str, Any],
+    plan: dict[str, Any] | None = None,
+    shard: str = "",
 ) -> dict[str, Any]:
-    """Create run.json, or mark an existing run running again for this session (idempotent)."""
+    """Create run.json, or mark an existing run running again for this session (idempotent).
+
+    ``plan``: the experiment's variants, tasks and gates in file order (what a summary of the
+    run needs besides its trials; ``evalrun merge`` reads it). ``shard``: --eval-shard."""
 
     def change(data: dict[str, Any] | None) -> dict[str, Any]:
         now = utc_now()
@@ -136,18 +141,21 @@ def start_run(
             }
         sessions = data.setdefault("sessions", [])
         if not any(s.get("id") == session_id for s in sessions):
-            sessions.append(
-                {
-                    "id": session_id,
-                    "started_at": now,
-                    "finished_at": None,
-                    "status": RUNNING,
-                    "pytest_args": pytest_args,
-                }
-            )
+            session = {
+                "id": session_id,
+                "started_at": now,
+                "finished_at": None,
+                "status": RUNNING,
+                "pytest_args": pytest_args,
+            }
+            if shard:
+                session["shard"] = shard
+            sessions.append(session)
             data["status"] = RUNNING
             data["finished_at"] = None
         data["pytest_args"] = pytest_args
+        if plan is not None:
+            data["plan"] = plan
         data["git"] = git
         data.update(info)
         return data

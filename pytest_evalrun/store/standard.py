@@ -17,7 +17,8 @@ from ..outcome import TrialOutcome
 from ..report.markdown import render_markdown
 from ..report.openmetrics import render_openmetrics
 from ..secrets import Redactor
-from ..spec.model import Task, Variant
+from ..spec.model import Experiment, Task, Variant
+from ..trial.identity import definition_digest
 from . import runs
 from .atomic import write_json_atomic, write_text_atomic
 from .recorder import FinishedRun, Recorder, RunInfo
@@ -57,6 +58,17 @@ def task_record(task: Task) -> dict[str, Any]:
     }
 
 
+def experiment_plan(exp: Experiment) -> dict[str, Any]:
+    """What a summary of the run needs besides its trials: names in file order, gates."""
+    return {
+        "variants": [v.name for v in exp.variants],
+        "tasks": [t.name for t in exp.tasks],
+        "min_pass_rate": exp.min_pass_rate,
+        "task_min_pass_rate": {t.name: t.min_pass_rate for t in exp.tasks},
+        "trials_per_task": {t.name: t.trials for t in exp.tasks},
+    }
+
+
 def _write_once(path: Path, data: dict[str, Any], redactor: Redactor) -> None:
     if not path.exists():
         write_json_atomic(path, redactor.redact_obj(data))
@@ -82,6 +94,8 @@ class StandardRecorder(Recorder):
             pytest_args=list(run.pytest_args),
             git=self._git,
             info=self._info or {},
+            plan=experiment_plan(run.experiment),
+            shard=run.shard,
         )
 
     def begin_trial(
@@ -95,11 +109,9 @@ class StandardRecorder(Recorder):
                 variant_record(variant),
                 run.redactor,
             )
-            _write_once(
-                paths.task_dir(variant.slug, task.slug) / "task.json",
-                task_record(task),
-                run.redactor,
-            )
+            record = task_record(task)
+            record["definition"] = definition_digest(variant, task, run.redactor)
+            _write_once(paths.task_dir(variant.slug, task.slug) / "task.json", record, run.redactor)
             self._described.add(key)
         return {}
 

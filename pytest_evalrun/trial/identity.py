@@ -78,11 +78,7 @@ def _definition(variant: Variant, task: Task) -> dict[str, Any]:
     }
 
 
-def fingerprint(variant: Variant, task: Task, trial: int, redactor: Redactor | None = None) -> str:
-    """Changes exactly when what the trial would do changes (variant, task, prompt, fixture).
-
-    Secret values are masked first, so rotating a token does not make every trial run again.
-    """
+def _definition_text(variant: Variant, task: Task, redactor: Redactor | None) -> str:
     key = (id(variant), id(task), id(redactor))
     cached = _definition_cache.get(key)
     if cached is None or cached[0] is not variant or cached[1] is not task:
@@ -91,8 +87,22 @@ def fingerprint(variant: Variant, task: Task, trial: int, redactor: Redactor | N
             definition = redactor.redact_obj(definition)
         text = json.dumps(definition, sort_keys=True, default=str)
         cached = _definition_cache[key] = (variant, task, text)
-    payload = f"[{cached[2]}, {trial}]"
+    return cached[2]
+
+
+def fingerprint(variant: Variant, task: Task, trial: int, redactor: Redactor | None = None) -> str:
+    """Changes exactly when what the trial would do changes (variant, task, prompt, fixture).
+
+    Secret values are masked first, so rotating a token does not make every trial run again.
+    """
+    payload = f"[{_definition_text(variant, task, redactor)}, {trial}]"
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def definition_digest(variant: Variant, task: Task, redactor: Redactor | None = None) -> str:
+    """The variant x task definition's digest (a trial's fingerprint without its number):
+    equal on every machine for the same experiment, wherever its files are."""
+    return hashlib.sha256(_definition_text(variant, task, redactor).encode()).hexdigest()
 
 
 #: (variant, task) -> their definition's JSON; the objects are kept so ids stay valid.

@@ -184,6 +184,9 @@ class PierJob:
             for child, data in self._scan_trials(skip=seen):
                 seen.add(child.name)
                 results.append(data)
+        # By name, not by finishing order: the same trials give the same result.json, on one
+        # machine or merged from shards (evalrun merge).
+        results.sort(key=lambda r: str(r.get("trial_name") or ""))
         result = self.result.write_final(
             results, n_total_trials=n_total_trials, finished_at=finished_at
         )

@@ -6,6 +6,7 @@ Not essential: when the Pier copy of a trial cannot be written, the trial is sti
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,22 @@ def pier_job_name(paths: RunPaths) -> str:
     return f"{paths.run_id}__{paths.experiment}"
 
 
+#: Namespace of job ids: a run's job id is derived from its name, so every process, and every
+#: shard of a run on another machine, gives the job the same id.
+_JOB_NAMESPACE = uuid.UUID("0d6a3f52-52d9-4b51-9a0e-4f1f3e7c2b11")
+
+
+def pier_job_id(job_name: str) -> str:
+    return str(uuid.uuid5(_JOB_NAMESPACE, job_name))
+
+
 def open_pier_job(run: RunInfo) -> PierJob:
     """The Pier job of one experiment run, named and seeded alike in every process."""
+    name = pier_job_name(run.paths)
     return PierJob(
         run.jobs,
-        pier_job_name(run.paths),
+        name,
+        job_id=pier_job_id(name),
         run_id=run.paths.run_id,
         secrets=run.experiment.secret_values,
     )
