@@ -596,10 +596,15 @@ def test_schema_from_env_var_and_failure_when_it_cannot_be_had(
     with pytest.raises(pytest.fail.Exception, match="EVALRUN_JUNIT_XSD is set to"):
         junit_xsd.load_junit_schema()
 
-    # no env var, no cache, and pip finds no such pytest: a failure that shows pip's complaint
+    # no env var and no cache: a failure that says how to get the schema, and no download
     monkeypatch.delenv(junit_xsd.ENV_VAR)
     monkeypatch.setattr(junit_xsd, "_HOME", tmp_path)
-    monkeypatch.setattr(junit_xsd, "version", lambda name: "0.0.0+no.such.release")
-    with pytest.raises(pytest.fail.Exception, match=r"could not be obtained: .*pip download"):
+    monkeypatch.setattr(junit_xsd, "_download", lambda version: pytest.fail("downloaded"))
+    with pytest.raises(pytest.fail.Exception, match=r"Run `python tests/junit_xsd.py` once"):
         junit_xsd.load_junit_schema()
     assert not junit_xsd.cache_path().exists()
+    # a cache file that is not the schema is not used either
+    junit_xsd.cache_path().parent.mkdir(parents=True)
+    junit_xsd.cache_path().write_text("<html>not found</html>")
+    with pytest.raises(junit_xsd.XsdUnavailable, match="is not the schema"):
+        junit_xsd.junit_xsd_path()
