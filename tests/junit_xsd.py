@@ -1,16 +1,22 @@
 """pytest's JUnit XML schema (``junit-10.xsd``), found without committing it to this repository.
 
 The schema lives in pytest's own repository (``testing/example_scripts/junit-10.xsd``); its
-content stays out of our commits. :func:`junit_xsd_path` finds it, in this order:
+content stays out of our commits. Tests never download anything: :func:`junit_xsd_path` looks,
+in this order, at
 
 1. ``$EVALRUN_JUNIT_XSD``, when set (a path to the file; it must exist);
-2. the cache file ``~/.cache/pytest-evalrun/junit-10.xsd``;
-3. pytest's sdist for the *installed* pytest version, downloaded from PyPI with
-   ``python -m pip download --no-deps --no-binary :all: pytest==<version>``; the schema is
-   extracted from the tarball into the cache (written atomically, under a file lock so that
-   parallel test processes download it once).
+2. the cache file ``~/.cache/pytest-evalrun/junit-10.xsd``.
 
-When none works, :class:`XsdUnavailable` says why and how to provide the file; the
+Fill the cache once, as part of installing the test dependencies (the README's test command and
+.ci/run do)::
+
+    python tests/junit_xsd.py
+
+which downloads pytest's sdist for the *installed* pytest version with
+``python -m pip download --no-deps --no-binary :all: pytest==<version>`` and extracts the schema
+into the cache (written atomically, under a file lock).
+
+When the schema is not there, :class:`XsdUnavailable` says how to provide it; the
 ``junit_schema`` fixture turns that into a test *failure* (never a skip: a schema check that
 silently does not run is worse than none).
 """
@@ -95,13 +101,21 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 def junit_xsd_path() -> Path:
     """The path of pytest's ``junit-10.xsd`` (see the module docstring); raises
-    :class:`XsdUnavailable` with a message saying what to do when it cannot be had."""
+    :class:`XsdUnavailable` with a message saying what to do when it is not there."""
     env = os.environ.get(ENV_VAR)
     if env:
         path = Path(env).expanduser()
         if not path.is_file():
             raise XsdUnavailable(f"${ENV_VAR} is set to {env!r}, which is not a file")
         return path
+    cache = cache_path()
+    if cache.is_file() and _looks_like_the_schema(cache.read_bytes()):
+        return cache
+    raise XsdUnavailable(f"{cache} does not exist (or is not the schema)")
+
+
+def fetch() -> Path:
+    """Download the schema into the cache unless it is there; the path (see the docstring)."""
     cache = cache_path()
     if cache.is_file() and _looks_like_the_schema(cache.read_bytes()):
         return cache
@@ -119,8 +133,8 @@ def junit_xsd_path() -> Path:
     return cache
 
 
-#: Why the schema could not be had, per (env var, cache file, pytest version): every later
-#: test fails at once with the same message instead of trying the download again.
+#: Why the schema is not there, per (env var, cache file, pytest version): every later test
+#: fails at once with the same message.
 _failures: dict[tuple[str | None, str, str], str] = {}
 
 
@@ -135,8 +149,9 @@ def load_junit_schema() -> object:
         except XsdUnavailable as exc:
             _failures[key] = (
                 "pytest's JUnit schema junit-10.xsd is needed to validate --junitxml output and "
-                f"could not be obtained: {exc}\nDownload pytest's sdist and set ${ENV_VAR} to "
-                f"its {MEMBER}, or put that file at {cache_path()}."
+                f"is not there: {exc}\nRun `python tests/junit_xsd.py` once (it downloads "
+                f"pytest's sdist with pip), or set ${ENV_VAR} to the {MEMBER} of pytest's "
+                "sdist."
             )
         else:
             return xmlschema.XMLSchema(str(path))
@@ -145,5 +160,18 @@ def load_junit_schema() -> object:
 
 @pytest.fixture(scope="session")
 def junit_schema() -> object:
-    """Session fixture: the JUnit schema (downloaded once into the cache if needed)."""
+    """Session fixture: the JUnit schema (from the cache or $EVALRUN_JUNIT_XSD)."""
     return load_junit_schema()
+
+
+def main() -> int:
+    try:
+        print(fetch())
+    except XsdUnavailable as exc:
+        print(f"junit_xsd.py: pytest's junit-10.xsd could not be obtained: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -69,11 +69,19 @@ def read_junit(path: Path) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
         cases.append((case.attrib["classname"], case.attrib["name"], kind))
     names = [(c, n) for c, n, _ in cases]
     assert len(names) == len(set(names)), f"testcase names are not unique: {sorted(names)}"
+    # xunit-viewer's console mode and Ant's junitreport show the name without the classname
+    alone = [n for _, n, _ in trial_cases(cases)]
+    assert len(alone) == len(set(alone)), f"trial names are not unique alone: {sorted(alone)}"
     return props, cases
 
 
-def trial_cases(cases: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-    return {c for c in cases if " trial " in c[1]}
+def case_name(experiment: str, variant: str, task: str, trial: int) -> str:
+    """The testcase name of a trial (the names as written, not slugs)."""
+    return f"{experiment} / {variant} / {task} / trial {trial}"
+
+
+def trial_cases(cases: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    return [c for c in cases if " / trial " in c[1]]
 
 
 def run(suite: Suite, *args: str, xdist: bool = False) -> pytest.RunResult:
@@ -145,20 +153,20 @@ def mixed_experiment(suite: Suite, **top: Any) -> None:
 
 def mixed_expected_cases() -> set[tuple[str, str, str]]:
     cases = set()
-    for part in ("base", "gpt-4_1"):
+    for variant, part in (("base", "base"), ("gpt-4.1", "gpt-4_1")):
         cases |= {
-            (f"rel_v1.{part}.good", "good trial 1", "passed"),
-            (f"rel_v1.{part}.good", "good trial 2", "passed"),
-            (f"rel_v1.{part}.flip_v2", "flip.v2 trial 1", "passed"),
-            (f"rel_v1.{part}.flip_v2", "flip.v2 trial 2", "failure"),
-            (f"rel_v1.{part}.garbage", "garbage trial 1", "error"),
+            (f"rel_v1.{part}.good", case_name(EXP, variant, "good", 1), "passed"),
+            (f"rel_v1.{part}.good", case_name(EXP, variant, "good", 2), "passed"),
+            (f"rel_v1.{part}.flip_v2", case_name(EXP, variant, "flip.v2", 1), "passed"),
+            (f"rel_v1.{part}.flip_v2", case_name(EXP, variant, "flip.v2", 2), "failure"),
+            (f"rel_v1.{part}.garbage", case_name(EXP, variant, "garbage", 1), "error"),
         }
     cases |= {
-        ("rel_v1.no-agent.good", "good trial 1", "error"),
-        ("rel_v1.no-agent.good", "good trial 2", "error"),
-        ("rel_v1.no-agent.flip_v2", "flip.v2 trial 1", "error"),
-        ("rel_v1.no-agent.flip_v2", "flip.v2 trial 2", "error"),
-        ("rel_v1.no-agent.garbage", "garbage trial 1", "error"),
+        ("rel_v1.no-agent.good", case_name(EXP, "no-agent", "good", 1), "error"),
+        ("rel_v1.no-agent.good", case_name(EXP, "no-agent", "good", 2), "error"),
+        ("rel_v1.no-agent.flip_v2", case_name(EXP, "no-agent", "flip.v2", 1), "error"),
+        ("rel_v1.no-agent.flip_v2", case_name(EXP, "no-agent", "flip.v2", 2), "error"),
+        ("rel_v1.no-agent.garbage", case_name(EXP, "no-agent", "garbage", 1), "error"),
     }
     return cases
 
@@ -312,13 +320,14 @@ def test_crashed_worker_is_an_error_testcase_and_resumed_trials_are_reported(
     props, cases = read_junit(first)
     crashed = [n for n in (1, 2, 3) if suite.meta("crashy", "t", n)["status"] == "error"]
     assert len(crashed) == 1
-    expected = {(f"exp.{v}.t", f"t trial {n}", "passed") for v in ("base", "crashy")
-                for n in (1, 2, 3)}
-    expected -= {("exp.crashy.t", f"t trial {crashed[0]}", "passed")}
-    expected |= {("exp.crashy.t", f"t trial {crashed[0]}", "error")}
+    expected = {(f"exp.{v}.t", case_name("exp", v, "t", n), "passed")
+                for v in ("base", "crashy") for n in (1, 2, 3)}
+    crashed_name = case_name("exp", "crashy", "t", crashed[0])
+    expected -= {("exp.crashy.t", crashed_name, "passed")}
+    expected |= {("exp.crashy.t", crashed_name, "error")}
     assert set(cases) == expected
     error = ET.parse(first).getroot().find(
-        f".//testcase[@name='t trial {crashed[0]}'][@classname='exp.crashy.t']/error")
+        f".//testcase[@name='{crashed_name}'][@classname='exp.crashy.t']/error")
     assert error is not None and "crashed" in (error.get("message") or "")
     summary = summary_json(suite, "exp")
     assert summary["verdict"]["passed"] is True
@@ -364,9 +373,9 @@ def test_failures_and_timeouts_are_failures_in_junit_also_when_resumed(suite: Su
     assert_valid_junit(suite.root / "b.xml")
     props, b = read_junit(suite.root / "b.xml")
     assert read_junit(suite.root / "a.xml")[1] == b == [
-        ("exp.base.good", "good trial 1", "passed"),
-        ("exp.base.bad", "bad trial 1", "failure"),
-        ("exp.base.slow", "slow trial 1", "failure"),
+        ("exp.base.good", "exp / base / good / trial 1", "passed"),
+        ("exp.base.bad", "exp / base / bad / trial 1", "failure"),
+        ("exp.base.slow", "exp / base / slow / trial 1", "failure"),
     ]
     summary = summary_json(suite, "exp")
     assert summary["experiments"][0]["totals"]["resumed"] == 3
@@ -552,6 +561,13 @@ def test_two_experiments_combined_reports(suite: Suite) -> None:
              if k.startswith(f"evalrun.pass_rate.{s['experiments'][0]['name']}.")}, s)
     assert {c for c, _, _ in cases} == {"nightly.alpha.base.good", "nightly.alpha.base.flip",
                                         "nightly.beta_x.base.good", "nightly.beta_x.base.flip"}
+    # the same variant and task names in both experiments: the names alone still differ
+    assert sorted(n for _, n, _ in trial_cases(cases)) == sorted(
+        case_name(e, "base", t, n)
+        for e in ("alpha", "beta.x")
+        for t, k in (("good", 1), ("flip", 2))
+        for n in range(1, k + 1)
+    )
     samples = read_openmetrics((suite.root / "all.txt").read_text())
     assert samples[om("pass_rate", experiment="alpha", variant="base", task="flip")] == 0.5
     assert samples[om("pass_rate", experiment="beta.x", variant="base", task="good")] == 1.0
@@ -580,10 +596,15 @@ def test_schema_from_env_var_and_failure_when_it_cannot_be_had(
     with pytest.raises(pytest.fail.Exception, match="EVALRUN_JUNIT_XSD is set to"):
         junit_xsd.load_junit_schema()
 
-    # no env var, no cache, and pip finds no such pytest: a failure that shows pip's complaint
+    # no env var and no cache: a failure that says how to get the schema, and no download
     monkeypatch.delenv(junit_xsd.ENV_VAR)
     monkeypatch.setattr(junit_xsd, "_HOME", tmp_path)
-    monkeypatch.setattr(junit_xsd, "version", lambda name: "0.0.0+no.such.release")
-    with pytest.raises(pytest.fail.Exception, match=r"could not be obtained: .*pip download"):
+    monkeypatch.setattr(junit_xsd, "_download", lambda version: pytest.fail("downloaded"))
+    with pytest.raises(pytest.fail.Exception, match=r"Run `python tests/junit_xsd.py` once"):
         junit_xsd.load_junit_schema()
     assert not junit_xsd.cache_path().exists()
+    # a cache file that is not the schema is not used either
+    junit_xsd.cache_path().parent.mkdir(parents=True)
+    junit_xsd.cache_path().write_text("<html>not found</html>")
+    with pytest.raises(junit_xsd.XsdUnavailable, match="is not the schema"):
+        junit_xsd.junit_xsd_path()

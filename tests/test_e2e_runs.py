@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -34,6 +35,20 @@ def counter_lines(path: Path) -> list[str]:
 
 def pytest_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
+
+
+def is_dead(pid: int, timeout: float = 30.0) -> bool:
+    """Gone, or a zombie nobody has reaped yet (dead all the same); polls up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if psutil.Process(pid).status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def test_xdist_workers_share_one_run(suite: Suite) -> None:
@@ -171,8 +186,7 @@ def test_sigkilled_worker_records_error_then_resume_reruns_it(suite: Suite) -> N
     assert len(crashed) == 1
     assert crashed[0]["error_kind"] == "worker_crashed" and crashed[0]["crashed"] is True
     pid = int((Path(crashed[0]["trial_dir"]) / "artifacts" / "agent.pid").read_text())
-    time.sleep(0.2)
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert is_dead(pid)
     summary = json.loads((suite.run_dirs()[0] / "summary.json").read_text())
     assert summary["experiments"][0]["totals"]["errors"] == 1
     assert_all_json_parse(suite.results(), suite.root / "jobs")
@@ -188,6 +202,49 @@ def test_sigkilled_worker_records_error_then_resume_reruns_it(suite: Suite) -> N
     assert all(suite.meta("crashy", "t", n)["status"] == "passed" for n in (1, 2, 3))
 
 
+def slow_agents(suite: Suite) -> list[psutil.Process]:
+    """The agent processes of the "slow" task running now."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if str(suite.root / "agent.py") not in " ".join(p.info["cmdline"] or []):
+            continue
+        with contextlib.suppress(psutil.Error):
+            if p.environ().get("EVALRUN_TASK") == "slow":
+                found.append(p)
+    return found
+
+
+def interrupt_while_slow_agents_run(
+    suite: Suite, proc: subprocess.Popen[bytes], counter: Path
+) -> None:
+    """Wait until the quick trials passed and a slow agent runs, press Ctrl-C, check the end."""
+    deadline = time.monotonic() + 120
+    while True:
+        lines = counter_lines(counter)
+        quick_done = suite.results().exists() and all(
+            (p / "meta.json").exists()
+            and json.loads((p / "meta.json").read_text())["status"] == "passed"
+            for p in suite.results().glob("exp/*/variants/base/tasks/quick/trials/*")
+        )
+        agents = slow_agents(suite)
+        if agents and quick_done and sum("quick" in x for x in lines) >= 2:
+            break
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise AssertionError(f"no slow agent started; agents so far: {lines}")
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    # The slow agents sleep an hour: the session ending shows that it stopped them (the
+    # timeout only keeps a broken interrupt from hanging the suite).
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 2, out.decode()
+    for agent in agents:
+        assert is_dead(agent.pid), f"agent {agent.pid} survived Ctrl-C"
+    run = json.loads((suite.run_dirs()[0] / "run.json").read_text())
+    assert run["status"] == "interrupted"
+    assert suite.meta("base", "quick", 1)["status"] == "passed"
+    assert_all_json_parse(suite.results(), suite.root / "jobs")
+
+
 def test_ctrl_c_leaves_interrupted_run_that_resume_completes(suite: Suite) -> None:
     counter = suite.root / "starts.txt"
     tasks = [
@@ -199,8 +256,9 @@ def test_ctrl_c_leaves_interrupted_run_that_resume_completes(suite: Suite) -> No
             "trials": 2,
         },
         {
+            # An hour: an agent that is dead when the session ends was killed, not finished.
             "name": "slow",
-            "prompt": "SLEEP 60\nWRITE answer.txt ok",
+            "prompt": "SLEEP 3600\nWRITE answer.txt ok",
             "fixture": "fixtures/basic",
             "verify": VERIFY,
             "trials": 2,
@@ -216,40 +274,15 @@ def test_ctrl_c_leaves_interrupted_run_that_resume_completes(suite: Suite) -> No
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        lines = counter_lines(counter)
-        quick_done = suite.results().exists() and all(
-            (p / "meta.json").exists()
-            and json.loads((p / "meta.json").read_text())["status"] == "passed"
-            for p in suite.results().glob("exp/*/variants/base/tasks/quick/trials/*")
-        )
-        if (
-            sum("slow" in line for line in lines) >= 1
-            and quick_done
-            and sum("quick" in x for x in lines) >= 2
-        ):
-            break
-        time.sleep(0.2)
-    time.sleep(1.0)
-    agents = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if str(suite.root / "agent.py") in " ".join(p.info["cmdline"] or [])
-    ]
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    start = time.monotonic()
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 2, out.decode()
-    assert time.monotonic() - start < 15  # it stops now, not when the agents finish
-    time.sleep(0.3)
-    assert agents, "no agent was running when Ctrl-C came"
-    for agent in agents:
-        assert not agent.is_running() or agent.status() == psutil.STATUS_ZOMBIE
-    run = json.loads((suite.run_dirs()[0] / "run.json").read_text())
-    assert run["status"] == "interrupted"
-    assert suite.meta("base", "quick", 1)["status"] == "passed"
-    assert_all_json_parse(suite.results(), suite.root / "jobs")
+    try:
+        interrupt_while_slow_agents_run(suite, proc, counter)
+    finally:
+        if proc.poll() is None:  # the test failed midway: leave nothing running
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for agent in slow_agents(suite):
+            with contextlib.suppress(psutil.Error):
+                agent.kill()
     # resume finishes the slow trials only (quickly this time: the environment is not part of
     # a trial's definition)
     counter.unlink()

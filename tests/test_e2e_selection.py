@@ -93,6 +93,43 @@ def test_last_failed_reruns_exactly_the_failed_trials(three: Suite) -> None:
     )
 
 
+def test_last_failed_with_resume_reruns_only_the_errors(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # docs/running.md: resume keeps judged outcomes, so --lf --eval-resume runs only errors.
+    counter = suite.root / "starts.txt"
+    monkeypatch.setenv("AGENT_COUNTER", str(counter))
+    fixable = 'test -f "$EVALRUN_EXPERIMENT_DIR/fixed" || exit 127; ' + VERIFY  # 127: an error
+    suite.experiment(
+        tasks=[
+            {"name": n, "prompt": p, "fixture": "fixtures/basic", "verify": v}
+            for n, p, v in (
+                ("good", "WRITE answer.txt ok", VERIFY),
+                ("bad", "WRITE answer.txt nope", VERIFY),
+                ("err", "WRITE answer.txt ok", fixable),
+            )
+        ]
+    )
+    suite.pytester.runpytest().assert_outcomes(passed=1, failed=1, errors=1)
+    assert suite.meta("base", "err")["error_kind"] == "verify_crashed"
+    counter.unlink()
+    (suite.root / "fixed").write_text("")
+
+    r = suite.pytester.runpytest("--lf", "--eval-resume", "-v")
+    r.assert_outcomes(passed=1, failed=1, deselected=1)
+    assert counter.read_text().splitlines() == ["base/err/1"]  # only the error ran again
+    r.stdout.fnmatch_lines(["*exp.eval.yaml::base::bad::trial-001 FAILED (resumed)*"])
+    assert suite.meta("base", "bad")["status"] == "failed"
+    assert suite.meta("base", "err")["status"] == "passed"
+    assert len(suite.run_dirs()) == 1  # inside the same run
+
+    # without --eval-resume, --lf tries the failure again, in a new run
+    r = suite.pytester.runpytest("--lf", "-v")
+    r.assert_outcomes(failed=1, deselected=2)
+    assert counter.read_text().splitlines() == ["base/err/1", "base/bad/1"]
+    assert len(suite.run_dirs()) == 2
+
+
 def test_exitfirst_stops_and_marks_run_interrupted(three: Suite) -> None:
     r = three.pytester.runpytest("-x", "-p", "no:randomly")
     r.assert_outcomes(passed=2, failed=1)

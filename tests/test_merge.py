@@ -28,7 +28,12 @@ TASKS = [
         "fixture": "fixtures/basic",
         "verify": VERIFY,
     },
-    {"name": "broken", "prompt": "EXIT 0", "fixture": "fixtures/basic", "verify": "no-such-checker-x"},
+    {
+        "name": "broken",
+        "prompt": "EXIT 0",
+        "fixture": "fixtures/basic",
+        "verify": "no-such-checker-x",
+    },
     {
         "name": "tagged",
         "prompt": "WRITE answer.txt ok",

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -74,17 +73,14 @@ def test_redact_obj_recurses() -> None:
     assert obj["env"]["TOKEN"] == "s3cr3t"  # the original is left alone
 
 
-def test_fast_on_big_text() -> None:
+def test_big_text() -> None:
+    # The time it takes: bench/bench_units.py.
     text = "lorem ipsum dolor sit amet " * 200_000  # ~5 MB
     redactor = Redactor([f"secret-value-{i}" for i in range(50)])
-    start = time.perf_counter()
     assert redactor.redact(text) is text
     assert redactor.redact_bytes(text.encode()) is not None
-    assert time.perf_counter() - start < 1.0
     with_secret = text + "secret-value-7 secret-value-42"
-    start = time.perf_counter()
     out = redactor.redact(with_secret)
-    assert time.perf_counter() - start < 2.0
     assert out.endswith("*** ***")
 
 

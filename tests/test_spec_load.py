@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 import textwrap
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -756,11 +755,17 @@ def test_python_tags_are_rejected_and_never_run(tmp_path: Path) -> None:
         ("env: !!set {a}", "YAML tag '!!set' is not allowed"),
         ("description: !!int x", "invalid !!int value 'x'"),
         ("? [a]\n: b", "mapping keys must be plain scalars"),
-        ("description: *nope", "invalid YAML: found undefined alias"),
     ],
 )
 def test_other_yaml_features(tmp_path: Path, snippet: str, expected: str) -> None:
     assert expected in errors(tmp_path, MINIMAL + snippet + "\n")
+
+
+def test_yaml_library_errors_keep_file_and_line(tmp_path: Path) -> None:
+    # The reason is PyYAML's own text: only our part of the message is checked.
+    message = errors(tmp_path, MINIMAL + "description: *nope\n")
+    assert message.startswith(f"{tmp_path / 'x.eval.yaml'}:7: invalid YAML: ")
+    assert len(message.splitlines()) == 1
 
 
 def test_timestamps_and_yaml11_words_stay_text(tmp_path: Path) -> None:
@@ -772,15 +777,13 @@ def test_timestamps_and_yaml11_words_stay_text(tmp_path: Path) -> None:
     assert exp.description == "on"
 
 
-def test_billion_laughs_fails_fast(tmp_path: Path) -> None:
+def test_billion_laughs_is_refused(tmp_path: Path) -> None:
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
     for i in range(1, 10):
         prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
         lines.append(f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
     text = MINIMAL + "description:\n  " + "\n  ".join(lines) + "\n"
-    start = time.perf_counter()
-    message = errors(tmp_path, text)
-    assert time.perf_counter() - start < 1.0
+    message = errors(tmp_path, text)  # the time it takes: bench/bench_units.py
     assert "YAML aliases expand to more than 100,000 nodes" in message
     tracemalloc.start()
     try:
@@ -792,13 +795,17 @@ def test_billion_laughs_fails_fast(tmp_path: Path) -> None:
 
 
 def test_recursive_alias_and_deep_nesting(tmp_path: Path) -> None:
+    path = tmp_path / "x.eval.yaml"
     assert "nests more than 100 levels" in errors(tmp_path, MINIMAL + "description: &x [*x]\n")
-    deep = MINIMAL + "description: " + "[" * 200_000 + "]" * 200_000 + "\n"
-    start = time.perf_counter()
-    assert ":7: the file nests more than 100 levels" in errors(tmp_path, deep)  # no crash
-    assert time.perf_counter() - start < 1.0
     nested = MINIMAL + "description: " + "[" * 150 + "]" * 150 + "\n"
-    assert "nests more than 100 levels" in errors(tmp_path, nested)
+    assert errors(tmp_path, nested) == f"{path}:7: the file nests more than 100 levels deep"
+    # Far deeper than any C stack allows: refused with the file and line, not a crash. Which
+    # check stops it first, ours or libyaml's own nesting limit (libyaml 0.2.6 and later, with
+    # its own words), depends on the installed PyYAML: only our part of the message is checked.
+    deep = MINIMAL + "description: " + "[" * 200_000 + "]" * 200_000 + "\n"
+    message = errors(tmp_path, deep)
+    assert message.startswith(f"{path}:7: ")
+    assert len(message.splitlines()) == 1
 
 
 def test_items_limit(tmp_path: Path) -> None:
@@ -846,7 +853,7 @@ def test_load_experiment_text_and_relative_paths(tmp_path: Path) -> None:
     assert str(info.value).startswith("rel/e.eval.yaml:")
 
 
-def test_big_file_loads_fast(tmp_path: Path) -> None:
+def test_big_file_loads(tmp_path: Path) -> None:
     lines = [
         "experiment: big",
         "trials: 10",
@@ -867,8 +874,5 @@ def test_big_file_loads_fast(tmp_path: Path) -> None:
         ]
     path = tmp_path / "big.eval.yaml"
     path.write_text("\n".join(lines) + "\n")
-    start = time.perf_counter()
-    exp = load_experiment(path, environ={})
-    elapsed = time.perf_counter() - start
+    exp = load_experiment(path, environ={})  # the time it takes: bench/bench_units.py
     assert exp.n_items == 100_000
-    assert elapsed < 1.0

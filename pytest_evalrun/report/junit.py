@@ -2,9 +2,13 @@
 
 xunit2 allows ``<properties>`` only under ``<testsuite>``, so pass rates and the verdict are
 suite properties, added on the controller through the LogXML object (``record_testsuite_property``
-is lost under xdist). Testcases are named ``classname=<experiment>.<variant>.<task>`` (dots inside
-a name replaced by ``_`` so Jenkins' package/class split works) and ``name="<task> trial <n>"``:
-stable names with no changing number in them, so CI keeps per-test history.
+is lost under xdist). Testcases are named ``classname=<experiment>.<variant>.<task>`` (slugs, dots
+inside a slug replaced by ``_`` so Jenkins' package/class split works) and
+``name="<experiment> / <variant> / <task> / trial <n>"`` (the names as written): stable names with
+no changing number in them, so CI keeps per-test history. The name alone is unique in a session,
+because readers such as xunit-viewer's console mode and Ant's ``junitreport`` drop the classname:
+experiment names are unique in a session (discovery.py), variant and task names within their
+experiment, and no name contains ``/``, so the `` / ``-separated parts cannot run together.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ def _part(text: str) -> str:
 
 
 def testcase_names(outcome: TrialOutcome) -> tuple[str, str]:
+    """``(classname, name)`` of the trial's testcase (see the module docstring)."""
     classname = ".".join(
         _part(x) for x in (outcome.experiment_slug, outcome.variant_slug, outcome.task_slug)
     )
-    return classname, f"{outcome.task} trial {outcome.trial}"
+    name = f"{outcome.experiment} / {outcome.variant} / {outcome.task} / trial {outcome.trial}"
+    return classname, name
 
 
 def name_testcase(config: pytest.Config, report: pytest.TestReport, outcome: TrialOutcome) -> None:
