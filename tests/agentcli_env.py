@@ -199,8 +199,8 @@ def gemini(exe: str, prompt: str, home: Path, work: Path, base_url: str, api_key
     """Gemini CLI: ``gemini -p`` with stream-json; the chat is ``~/.gemini/tmp/<dir>/chats/``.
 
     ``selectedType`` is required (else exit 41), ``--skip-trust`` too (else exit 55), and
-    ``usageStatisticsEnabled: false`` stops the calls to play.googleapis.com. With ``-m`` there is no
-    model-router call.
+    ``usageStatisticsEnabled: false`` stops the calls to play.googleapis.com. With ``-m`` there is
+    no model-router call.
     """
     gemini_dir = home / ".gemini"
     gemini_dir.mkdir(parents=True, exist_ok=True)
@@ -234,7 +234,8 @@ def find_records(run: Run, session_id: str | None) -> dict[str, Path]:
         if hits:
             found["transcript"] = hits[-1]
     elif run.cli == "codex":
-        hits = sorted((home / ".codex" / "sessions").glob(f"*/*/*/rollout-*{session_id or ''}.jsonl"))
+        pattern = f"*/*/*/rollout-*{session_id or ''}.jsonl"
+        hits = sorted((home / ".codex" / "sessions").glob(pattern))
         if hits:
             found["rollout"] = hits[-1]
     elif run.cli == "copilot":
@@ -254,3 +255,32 @@ def find_records(run: Run, session_id: str | None) -> dict[str, Path]:
         if db.exists():
             found["db"] = db
     return found
+
+
+def load_records(run: Run, stdout: str, timeout: float = 60) -> tuple[list[dict[str, object]],
+                                                                     object]:
+    """(stdout records, transcript) in the form ``pytest_evalrun.agents.parse`` takes.
+
+    The transcript is the CLI's own session file (Claude, Codex, Copilot, Gemini) decoded as JSONL,
+    or for opencode the document ``opencode export <session id>`` prints.
+    """
+    import subprocess
+
+    from pytest_evalrun.agents.common import read_jsonl
+
+    records = read_jsonl(stdout)
+    ids = [r.get("session_id") or r.get("thread_id") or r.get("sessionId") or r.get("sessionID")
+           for r in records]
+    session_id = next((str(i) for i in ids if i), None)
+    if run.cli == "opencode":
+        if session_id is None:
+            return records, None
+        done = subprocess.run([run.argv[0], "export", session_id], cwd=run.cwd, env=run.env,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        start = done.stdout.find("{")
+        return records, (json.loads(done.stdout[start:]) if start >= 0 else None)
+    found = find_records(run, session_id)
+    key = {"claude": "transcript", "codex": "rollout", "copilot": "events", "gemini": "chat"}
+    path = found.get(key[run.cli])
+    return records, (read_jsonl(path.read_text()) if path else None)
