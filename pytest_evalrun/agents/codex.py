@@ -40,6 +40,8 @@ class _Builder:
         self.step: Step | None = None
         self.tools: dict[str, ToolCall] = {}
         self.model: str | None = None
+        #: Files named by apply_patch inputs (relative to the session's cwd).
+        self.patched: list[str] = []
 
     def agent_step(self, stamp: str | None) -> Step:
         if self.step is None:
@@ -79,7 +81,7 @@ class _Builder:
                     args = {"input": payload.get("arguments")}
             elif kind == "custom_tool_call":
                 args = {"input": payload.get("input")}
-                self.run.files_touched += _PATCH_FILE.findall(str(payload.get("input") or ""))
+                self.patched += _PATCH_FILE.findall(str(payload.get("input") or ""))
             else:
                 args = {k: v for k, v in payload.items() if k in ("action", "query")}
             name = str(payload.get("name") or kind)
@@ -158,8 +160,8 @@ def parse(stdout: list[Record] | None = None, rollout: list[Record] | None = Non
         run.final_text = next((s.text for s in reversed(run.steps)
                                if s.source == "agent" and s.text), None)
     cwd = run.extra.get("cwd")
-    if isinstance(cwd, str):  # apply_patch names files relative to the session's cwd
-        run.files_touched = [posixpath.join(cwd, f) for f in run.files_touched]
+    run.files_touched += [posixpath.join(cwd, f) if isinstance(cwd, str) else f
+                          for f in build.patched]
     run.files_touched = unique(run.files_touched)
     return run
 
