@@ -257,30 +257,32 @@ def find_records(run: Run, session_id: str | None) -> dict[str, Path]:
     return found
 
 
-def load_records(run: Run, stdout: str, timeout: float = 60) -> tuple[list[dict[str, object]],
-                                                                     object]:
-    """(stdout records, transcript) in the form ``pytest_evalrun.agents.parse`` takes.
+def record_texts(run: Run, stdout: str, timeout: float = 60) -> str | None:
+    """The text of the CLI's own transcript after the run, as it wrote it (None if not found).
 
-    The transcript is the CLI's own session file (Claude, Codex, Copilot, Gemini) decoded as JSONL,
-    or for opencode the document ``opencode export <session id>`` prints.
+    The session file for Claude, Codex, Copilot and Gemini CLI; for opencode the document
+    ``opencode export <session id>`` prints (its session lives in SQLite).
     """
     import subprocess
 
     from pytest_evalrun.agents.common import read_jsonl
 
-    records = read_jsonl(stdout)
     ids = [r.get("session_id") or r.get("thread_id") or r.get("sessionId") or r.get("sessionID")
-           for r in records]
+           for r in read_jsonl(stdout)]
     session_id = next((str(i) for i in ids if i), None)
     if run.cli == "opencode":
         if session_id is None:
-            return records, None
-        done = subprocess.run([run.argv[0], "export", session_id], cwd=run.cwd, env=run.env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout, check=False)
-        start = done.stdout.find("{")
-        return records, (json.loads(done.stdout[start:]) if start >= 0 else None)
+            return None
+        # Into a file: through a pipe, opencode's output stops at 128 KiB when it exits.
+        out = run.home / f"opencode-export-{session_id}.json"
+        with out.open("w") as fh:
+            subprocess.run([run.argv[0], "export", session_id], cwd=run.cwd, env=run.env,
+                           stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.DEVNULL,
+                           timeout=timeout, check=False)
+        text = out.read_text()
+        start = text.find("{")
+        return text[start:] if start >= 0 else None
     found = find_records(run, session_id)
     key = {"claude": "transcript", "codex": "rollout", "copilot": "events", "gemini": "chat"}
     path = found.get(key[run.cli])
-    return records, (read_jsonl(path.read_text()) if path else None)
+    return path.read_text() if path else None

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentcli_env import APIS, CLIS, Run, load_records, prepare
+from agentcli_env import APIS, CLIS, Run, prepare, record_texts
 from agentcli_pins import CLIS as PACKAGES
 from agentcli_pins import PINS, executable, install_dir
 from atif_rules import rule_errors, step_totals
 from harbor_schemas import find_reference, schema_errors
 from mockllm import MockLLM, Script, Turn, Usage, custom_tool, say, shell, tool
 
-from pytest_evalrun.agents import AgentRun, parse
+from pytest_evalrun.agents import AgentRun, load
 from pytest_evalrun.agents.atif import trajectory
 
 TIMEOUT = 180
@@ -92,9 +92,9 @@ def run_cli(cli: str, script: Script, tmp_path: Path) -> Outcome:
                               capture_output=True, text=True, timeout=TIMEOUT, check=False)
         (tmp_path / "stdout").write_text(proc.stdout)
         (tmp_path / "stderr").write_text(proc.stderr)
-        stdout, transcript = load_records(run, proc.stdout)
+        transcript = record_texts(run, proc.stdout)
     assert transcript, f"{cli}: its own transcript was not found under {run.home}"
-    return Outcome(run, proc, mock, parse(cli, stdout, transcript))
+    return Outcome(run, proc, mock, load(cli, proc.stdout, transcript))
 
 
 def served_calls(mock: MockLLM) -> list[tuple[int, int, int]]:

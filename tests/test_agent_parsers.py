@@ -16,7 +16,7 @@ import pytest
 from atif_rules import rule_errors, step_totals
 from harbor_schemas import find_reference, schema_errors
 
-from pytest_evalrun.agents import AgentRun, claude, codex, copilot, gemini, opencode, parse
+from pytest_evalrun.agents import AgentRun, claude, codex, copilot, gemini, load, opencode, parse
 from pytest_evalrun.agents.atif import trajectory
 from pytest_evalrun.agents.common import read_jsonl
 
@@ -183,9 +183,37 @@ def test_gemini_message_written_twice_is_counted_once() -> None:
     assert totals(alone) == (2468, 14, 112)
 
 
+#: (cli, stdout file, transcript file) of every capture.
+CAPTURES = [
+    ("claude", "stdout_stream-json.jsonl", "transcript.jsonl"),
+    ("claude", "mockrun_stdout.jsonl", "mockrun_transcript.jsonl"),
+    ("codex", "stdout_exec_json_shell.jsonl", "rollout_shell.jsonl"),
+    ("codex", "stdout_exec_json_apply_patch.jsonl", "rollout_apply_patch.jsonl"),
+    ("codex", "mockrun_stdout.jsonl", "mockrun_rollout.jsonl"),
+    ("copilot", "stdout_output-format_json.jsonl", "session-state_events.jsonl"),
+    ("copilot", "mockrun_stdout.jsonl", "mockrun_events.jsonl"),
+    ("opencode", "stdout_format_json_bash.jsonl", "export_session.json"),
+    ("opencode", "mockrun_stdout.jsonl", "mockrun_export.json"),
+    ("gemini", "stdout_stream-json.jsonl", "chat_session.jsonl"),
+    ("gemini", "mockrun_stdout.jsonl", "mockrun_chat.jsonl"),
+]
+
+
+@pytest.mark.parametrize("cli, out, transcript", CAPTURES)
+def test_load_decodes_only_what_the_parser_reads(cli: str, out: str, transcript: str) -> None:
+    stdout_text = (DATA / cli / out).read_text()
+    text = (DATA / cli / transcript).read_text()
+    full = parse(cli, read_jsonl(stdout_text),
+                 json.loads(text) if transcript.endswith(".json") else read_jsonl(text))
+    assert load(cli, stdout_text, text) == full
+    assert load(cli, stdout_text) == parse(cli, read_jsonl(stdout_text), None)
+
+
 def test_read_jsonl_skips_noise() -> None:
     text = 'warning: x\n{"a": 1}\n{broken\n[1]\n{"b": 2}\n'
     assert read_jsonl(text) == [{"a": 1}, {"b": 2}]
+    typed = '{"type": "x", "v": 1}\n{"type":"y"}\n{"type": "z", "note": "y"}\n'
+    assert read_jsonl(typed, ["y"]) == [{"type": "y"}, {"type": "z", "note": "y"}]
 
 
 def test_empty_records_still_make_a_valid_trajectory() -> None:

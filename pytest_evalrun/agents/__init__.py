@@ -23,7 +23,34 @@ PARSERS: dict[str, Callable[..., AgentRun]] = {
     "gemini": gemini.parse,
 }
 
-__all__ = ["PARSERS", "AgentRun", "ModelCall", "Step", "ToolCall", "Usage", "parse", "read_jsonl"]
+__all__ = ["PARSERS", "AgentRun", "ModelCall", "Step", "ToolCall", "Usage", "load", "parse",
+           "read_jsonl"]
+
+#: Record types each parser reads: (from stdout when the transcript is there, from the transcript).
+#: None: every record. Only these lines are decoded by :func:`load`.
+WANTED: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
+    "claude": (("result", "system"), ("user", "assistant", "cost-state")),
+    "codex": (("thread.started", "turn.failed", "error"), None),
+    "copilot": (("result",), ("session.start", "session.model_change", "user.message",
+                              "session.usage_record", "assistant.message",
+                              "tool.execution_complete", "session.error", "session.shutdown")),
+    "opencode": ((), None),
+    "gemini": (("init", "error", "result"), None),
+}
+
+
+def load(cli: str, stdout: str, transcript: str | None = None) -> AgentRun:
+    """Parse ``cli``'s records from their text: its JSONL stdout and its transcript (opencode: the
+    ``opencode export`` JSON document), decoding only the records the parser reads."""
+    from_stdout, from_transcript = WANTED[cli] if transcript else (None, None)
+    records = read_jsonl(stdout, from_stdout) if from_stdout != () else []
+    if not transcript:
+        return PARSERS[cli](records, None)
+    if cli == "opencode":
+        import json
+
+        return PARSERS[cli](records, json.loads(transcript))
+    return PARSERS[cli](records, read_jsonl(transcript, from_transcript))
 
 
 def parse(cli: str, stdout: list[dict[str, Any]] | None, transcript: Any = None) -> AgentRun:

@@ -134,12 +134,20 @@ class AgentRun:
         }
 
 
-def read_jsonl(text: str) -> list[Record]:
-    """JSON objects of a JSONL text; other lines (log noise on a merged stream) are skipped."""
+def read_jsonl(text: str, wanted: Iterable[str] | None = None) -> list[Record]:
+    """JSON objects of a JSONL text; other lines (log noise on a merged stream) are skipped.
+
+    With ``wanted`` (record type values), only lines containing one of them as a JSON string are
+    decoded: a cheap pre-filter (a line it keeps may still be of another type), which spares
+    decoding the large records a parser ignores.
+    """
+    markers = [f'"{w}"' for w in wanted] if wanted is not None else None
     records = []
     for line in text.splitlines():
         line = line.strip()
         if not line.startswith("{"):
+            continue
+        if markers is not None and not any(m in line for m in markers):
             continue
         try:
             value = json.loads(line)

@@ -32,29 +32,22 @@ def usage_of(tokens: dict[str, Any]) -> Usage:
 def messages_of(chat: list[Record]) -> tuple[Record, list[Record]]:
     """The header and the final message list (patches applied, repeated ids deduplicated)."""
     header: Record = {}
-    order: list[str] = []
-    by_id: dict[str, Record] = {}
+    by_id: dict[str, Record] = {}  # insertion order is the message order
     for line in chat:
         if "$set" in line:
             value = line["$set"]
             if isinstance(value, dict) and isinstance(value.get("messages"), list):
-                order, by_id = [], {}
-                for message in value["messages"]:
-                    key = str(message.get("id"))
-                    order.append(key)
-                    by_id[key] = dict(message, _context=True)
+                by_id = {str(m.get("id")): dict(m, _context=True) for m in value["messages"]}
         elif "$rewindTo" in line:
+            keys = list(by_id)
             target = str(line["$rewindTo"])
-            if target in order:
-                del order[order.index(target):]
+            if target in by_id:
+                by_id = {k: by_id[k] for k in keys[:keys.index(target)]}
         elif "sessionId" in line and "type" not in line:
             header = line
         elif "type" in line and "id" in line:
-            key = str(line["id"])
-            if key not in by_id or key not in order:
-                order.append(key)
-            by_id[key] = line
-    return header, [by_id[k] for k in order]
+            by_id[str(line["id"])] = line
+    return header, list(by_id.values())
 
 
 def parse(stdout: list[Record] | None = None, chat: list[Record] | None = None) -> AgentRun:
