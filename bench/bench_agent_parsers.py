@@ -3,8 +3,9 @@ most 50 ms for a 200-call transcript, per CLI).
 
 Run: python bench/bench_agent_parsers.py [--repeats N]
 Uses the 200-call records in bench/data/agent_transcripts (made by make_agent_transcripts.py from
-the real CLIs). Measures, best of N: decompressed text -> read_jsonl -> parse -> ATIF -> JSON text
-of metrics, analysis and trajectory. Writes bench/out/agent_parsers.json.
+the real CLIs). Measures, best of N: the records' text -> agents.load -> ATIF -> JSON text of
+metrics, analysis and trajectory (files read and decompressed once, outside the timing).
+Writes bench/out/agent_parsers.json.
 """
 
 from __future__ import annotations
@@ -15,22 +16,19 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 
-from pytest_evalrun.agents import parse  # noqa: E402
+from pytest_evalrun.agents import load  # noqa: E402
 from pytest_evalrun.agents.atif import trajectory  # noqa: E402
-from pytest_evalrun.agents.common import read_jsonl  # noqa: E402
 
 DATA = BENCH / "data" / "agent_transcripts"
 TARGET_MS = 50.0
 
 
-def convert(cli: str, stdout: str, transcript: str, is_doc: bool) -> int:
-    records: Any = json.loads(transcript) if is_doc else read_jsonl(transcript)
-    run = parse(cli, read_jsonl(stdout), records)
+def convert(cli: str, stdout: str, transcript: str) -> int:
+    run = load(cli, stdout, transcript)
     out = json.dumps(run.metrics()) + json.dumps(run.analysis()) + json.dumps(trajectory(run))
     assert len(run.calls) >= 200, (cli, len(run.calls))
     return len(out)
@@ -50,7 +48,7 @@ def main() -> None:
         samples = []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            convert(cli, stdout, transcript, doc.exists())
+            convert(cli, stdout, transcript)
             samples.append((time.perf_counter() - start) * 1000)
         best = min(samples)
         size = (len(stdout) + len(transcript)) / 1e6

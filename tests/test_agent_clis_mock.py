@@ -1,10 +1,11 @@
 """Each real coding-agent CLI, at its pinned version, run offline against the mock model server.
 
 Per CLI: a script where the model writes a file through the CLI's own file tool, then runs a
-failing shell command, then answers; and a script where it only answers. Checked: exit 0, the
-file, that the mock served exactly the scripted turns (plus the auxiliary calls the CLI is known
-to make), that nothing tried to leave the machine, and that the CLI's own records, parsed by
-``pytest_evalrun.agents``, show the mock's token numbers call by call, with a valid trajectory.
+failing shell command, then answers; one where it only answers; one where the model API fails.
+Checked: the exit status, the file, that the mock served exactly the scripted turns (plus the
+auxiliary calls the CLI is known to make), that nothing tried to leave the machine, and that the
+CLI's own records, parsed by ``pytest_evalrun.agents``, show the mock's token numbers call by
+call, with a valid trajectory.
 
 Skips name what is missing: node/npm, or the CLI cache (``python
 tests/tools/install_agent_clis.py``). With ``EVALRUN_REQUIRE_AGENT_CLIS=1`` a missing CLI fails.
@@ -25,7 +26,7 @@ from agentcli_pins import CLIS as PACKAGES
 from agentcli_pins import PINS, executable, install_dir
 from atif_rules import rule_errors, step_totals
 from harbor_schemas import find_reference, schema_errors
-from mockllm import MockLLM, Script, Turn, Usage, custom_tool, say, shell, tool
+from mockllm import MockLLM, Script, Turn, Usage, api_error, custom_tool, say, shell, tool
 
 from pytest_evalrun.agents import AgentRun, load
 from pytest_evalrun.agents.atif import trajectory
@@ -157,6 +158,23 @@ def test_cli_answers(cli: str, tmp_path: Path) -> None:
     check_common(cli, out, script)
     assert out.parsed.tool_calls == []
     assert list(out.run.cwd.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cli", CLIS)
+def test_cli_model_error_fails_the_run(cli: str, tmp_path: Path) -> None:
+    # Every request answered 400 (Claude Code retries a 400 a few times; the others do not).
+    script = Script([api_error(400, "mock: bad request")], exhausted_status=400)
+    out = run_cli(cli, script, tmp_path)
+    assert out.proc.returncode != 0
+    assert out.mock.outside == []
+    assert out.mock.served[0]["error_status"] == 400
+    assert out.parsed.session_id
+    assert out.parsed.calls == []
+    assert out.parsed.errors, f"{cli}: the model error is not in its records"
+    doc = trajectory(out.parsed)
+    assert rule_errors(doc) == []
+    assert doc["final_metrics"]["total_prompt_tokens"] == 0
 
 
 def test_turn_helpers_build_what_the_tests_script() -> None:

@@ -170,6 +170,17 @@ def test_opencode_export_and_stdout_agree() -> None:
     assert alone.tool_counts() == {"write": 1}
 
 
+def test_opencode_failed_model_call_is_an_error() -> None:
+    export = {"info": {"id": "ses_1"}, "messages": [
+        {"info": {"role": "user"}, "parts": [{"type": "text", "text": "go"}]},
+        {"info": {"role": "assistant", "error": {"name": "APIError",
+                                                  "data": {"message": "bad request"}}},
+         "parts": []}]}
+    run = opencode.parse(None, export)
+    assert run.errors == ["bad request"]
+    assert run.calls == []
+
+
 def test_gemini_message_written_twice_is_counted_once() -> None:
     chat = jsonl("gemini", "chat_session.jsonl")
     naive = sum(line["tokens"]["input"] for line in chat if line.get("type") == "gemini")

@@ -163,6 +163,7 @@ def parse(stdout: list[Record] | None = None, rollout: list[Record] | None = Non
     run.files_touched += [posixpath.join(cwd, f) if isinstance(cwd, str) else f
                           for f in build.patched]
     run.files_touched = unique(run.files_touched)
+    run.errors = unique(run.errors)  # a failed turn is reported as an error and as turn.failed
     return run
 
 

@@ -29,8 +29,13 @@ def usage_of(tokens: dict[str, Any]) -> Usage:
 def parts_of(stdout: list[Record], export: Record | None) -> list[tuple[Record, Record]]:
     """(part, its message info) pairs in order, from the export or else the stdout events."""
     if export:
-        return [(part, message.get("info") or {}) for message in export.get("messages") or []
-                for part in message.get("parts") or []]
+        pairs = []
+        for message in export.get("messages") or []:
+            info = message.get("info") or {}
+            pairs += [(part, info) for part in message.get("parts") or []]
+            if info.get("error"):  # a failed model call: no parts, the error on the message
+                pairs.append(({"type": "error", "error": info["error"]}, info))
+        return pairs
     pairs = []
     for event in stdout:
         part = event.get("part")

@@ -158,7 +158,8 @@ class Script:
     """The turns to serve in order; auxiliary requests (no tools offered) get ``aux_text``.
 
     ``aux_json`` answers an auxiliary request that asks for JSON (Gemini CLI's model router).
-    When the turns run out, further requests get ``exhausted_text`` and are flagged in the log.
+    When the turns run out, further requests get ``exhausted_text`` (or the HTTP error
+    ``exhausted_status``) and are flagged in the log.
     """
 
     turns: list[Turn]
@@ -166,6 +167,8 @@ class Script:
     aux_json: dict[str, Any] = field(default_factory=lambda: {"complexity_score": 50})
     aux_usage: Usage = field(default_factory=lambda: Usage(input=21, output=3))
     exhausted_text: str = "(mock script exhausted)"
+    #: When set, requests past the script's end get this HTTP error instead of the text.
+    exhausted_status: int = 0
     _next: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -169,7 +169,8 @@ class MockLLM:
         if taken is None:
             entry["answered"] = "exhausted"
             return render(Turn(usage=self.script.aux_usage,  # type: ignore[no-any-return]
-                               text=self.script.exhausted_text))
+                               text=self.script.exhausted_text,
+                               error_status=self.script.exhausted_status))
         index, turn = taken
         turn = resolve(turn, find_cwd(body), offered)
         entry["answered"] = f"turn {index}"
