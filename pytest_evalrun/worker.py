@@ -23,10 +23,10 @@ from .collect import SpecErrorItem, SpecProblem, TrialItem, TrialProblem
 from .context import EvalContext
 from .outcome import TrialOutcome
 from .shard import Key, parse_shard, select
+from .spec.identity import fingerprint, seed
 from .spec.model import Experiment, Task, Variant
 from .store.paths import RunPaths
 from .store.trialdir import TrialDir
-from .trial.identity import fingerprint, seed
 from .trial.run import TrialSpec, run_trial
 
 

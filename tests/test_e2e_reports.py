@@ -219,7 +219,8 @@ def test_serial_junit_summaries_and_terminal(suite: Suite) -> None:
     # summary.json: the numbers
     exp = summary["experiments"][0]
     assert exp["totals"] == {"trials": 15, "judged": 8, "passed": 6, "failed": 2, "timeout": 0,
-                             "errors": 7, "resumed": 0, "not_run": 0}
+                             "errors": 7, "resumed": 0, "retried": 0,
+                             "rerun_judged": 0, "not_run": 0}
     base = next(v for v in exp["variants"] if v["name"] == "base")
     assert (base["passed"], base["n"], base["errors"]) == (3, 4, 1)
     assert base["wilson"] == pytest.approx(wilson(3, 4), abs=1e-9)

@@ -163,7 +163,7 @@ def _conflicts(experiment: str, run_id: str, shards: Sequence[_Shard]) -> list[s
 
 def _definition(path: Path) -> bytes:
     """A task.json's definition digest (location-independent: see
-    ``trial.identity.definition_digest``); for a run written before it existed, the file
+    ``spec.identity.definition_digest``); for a run written before it existed, the file
     without its absolute paths."""
     data = _read_dict(path)
     if "definition" in data:

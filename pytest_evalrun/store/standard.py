@@ -17,8 +17,8 @@ from ..outcome import TrialOutcome
 from ..report.markdown import render_markdown
 from ..report.openmetrics import render_openmetrics
 from ..secrets import Redactor
+from ..spec.identity import definition_digest
 from ..spec.model import Experiment, Task, Variant
-from ..trial.identity import definition_digest
 from . import runs
 from .atomic import write_json_atomic, write_text_atomic
 from .recorder import FinishedRun, Recorder, RunInfo

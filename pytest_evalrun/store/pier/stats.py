@@ -7,6 +7,7 @@ or removes it (the incremental view kept while trials finish, with :func:`progre
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -102,7 +103,7 @@ def apply_entry(stats: dict[str, Any], entry: Mapping[str, Any], sign: int) -> N
             buckets = group["reward_stats"].setdefault(key, {})
             bucket = _bucket(buckets, value)
             if sign > 0:
-                buckets.setdefault(bucket, []).append(name)
+                bisect.insort(buckets.setdefault(bucket, []), name)
             elif name in buckets.get(bucket, []):
                 buckets[bucket].remove(name)
                 if not buckets[bucket]:
@@ -113,7 +114,7 @@ def apply_entry(stats: dict[str, Any], entry: Mapping[str, Any], sign: int) -> N
     if exc is not None:
         names = group["exception_stats"].setdefault(exc, [])
         if sign > 0:
-            names.append(name)
+            bisect.insort(names, name)
         elif name in names:
             names.remove(name)
             if not names:

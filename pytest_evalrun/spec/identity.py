@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..secrets import Redactor
-from ..spec.model import Task, Variant
+from .model import Task, Variant
 
 #: Task keys that do not change what a trial does (so editing them does not re-run it).
 #: Keys that do not change what a trial does (so changing them reruns nothing on resume).
