@@ -76,6 +76,18 @@ def scenarios() -> list[Scenario]:
         Scenario("null 10 tasks, base 1 / cand 5 trials, 0.9", [0.9] * 10, [1] * 10, [5] * 10),
         Scenario("null 10 tasks, base 5 / cand 1 trials, 0.9", [0.9] * 10, [5] * 10, [1] * 10),
         Scenario(
+            "null 100 tasks x 20, rates 0.05-0.95 (*)",
+            spread(100, 0.05, 0.95),
+            [20] * 100,
+            [20] * 100,
+        ),
+        Scenario(
+            "null 1000 tasks x 5, rates 0.05-0.95 (*)",
+            spread(1000, 0.05, 0.95),
+            [5] * 1000,
+            [5] * 1000,
+        ),
+        Scenario(
             "null 100 tasks x 5, rates 0.05-0.95", spread(100, 0.05, 0.95), [5] * 100, [5] * 100
         ),
         Scenario("drop 0.3: 10 tasks x 5, 0.4-0.9", spread(10, 0.4, 0.9), [5] * 10, [5] * 10, 0.3),
@@ -224,7 +236,7 @@ def coverage(runs: int, seed: int) -> None:
 
 def timing() -> None:
     rng = random.Random(3)
-    for n_tasks, trials in ((100, 5), (100, 10), (1000, 5), (100, 100)):
+    for n_tasks, trials in ((10, 5), (100, 5), (100, 10), (100, 20), (1000, 5), (100, 100)):
         sc = Scenario("", spread(n_tasks, 0.05, 0.95), [trials] * n_tasks, [trials] * n_tasks)
         base, cand = draw(rng, sc)
         best = math.inf

@@ -164,6 +164,19 @@ def test_p_value_matches_brute_force_permutations(seed: int) -> None:
     assert r.p_value == pytest.approx(float(_brute_force_p(base, cand)), rel=1e-12, abs=1e-15)
 
 
+@pytest.mark.parametrize(
+    ("base", "cand"),
+    [
+        ({"a": (0, 3), "b": (1, 3)}, {"a": (3, 3), "b": (2, 3)}),  # upper side: complement
+        ({"a": (2, 4), "b": (1, 2)}, {"a": (2, 4), "b": (1, 2)}),  # the middle
+        ({"a": (3, 3), "b": (2, 3)}, {"a": (0, 3), "b": (1, 3)}),  # lower side
+    ],
+)
+def test_both_sides_of_the_distribution_match_brute_force(base: Counts, cand: Counts) -> None:
+    r = compare_variant(base, cand)
+    assert r.p_value == pytest.approx(float(_brute_force_p(base, cand)), rel=1e-12)
+
+
 def test_normal_approximation_for_huge_inputs_is_close_to_exact(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
