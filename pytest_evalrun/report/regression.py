@@ -90,6 +90,9 @@ POWER = 0.8
 EXACT_WORK_LIMIT = 300_000
 
 _STD = NormalDist()
+#: A p-value exactly at alpha (1/20 at 0.05) must not pass for "below" through rounding in the
+#: float convolution; the tolerance only ever errs toward "not regressed".
+_TIE_TOLERANCE = 1e-12
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ class RegressionResult:
     ci_high: float | None
     #: One-sided p-value: the candidate is worse than the baseline.
     p_value: float | None
-    #: ``p_value < alpha``.
+    #: ``p_value < alpha`` (a p-value within 1e-12 of alpha counts as equal).
     regressed: bool
     #: Smallest expected drop this comparison detects with 80% power at ``alpha``; None when
     #: no drop would be (or there is nothing to compare).
@@ -327,7 +330,7 @@ def compare_variant(
         ci_low=max(-1.0, diff - half),
         ci_high=min(1.0, diff + half),
         p_value=p_value,
-        regressed=p_value < alpha,
+        regressed=p_value < alpha - _TIE_TOLERANCE,
         min_detectable_drop=_min_detectable_drop(design, alpha),
         method=method,
         alpha=alpha,
