@@ -442,9 +442,7 @@ class PierJob:
                         if item not in merged:
                             merged.append(item)
                     config[field] = merged
-                if n_concurrent_trials is None and isinstance(
-                    old.get("n_concurrent_trials"), int
-                ):
+                if n_concurrent_trials is None and isinstance(old.get("n_concurrent_trials"), int):
                     config["n_concurrent_trials"] = old["n_concurrent_trials"]
             write_json_atomic(self.config_path, config)
             if resumed and not recompute_stats:
@@ -562,7 +560,12 @@ class PierJob:
         owner = self._owner(experiment, variant, task, trial)
         for attempt in range(100):
             name = trial_name_for(
-                self.run_id, experiment, variant, task, trial, task_slug=task_slug,
+                self.run_id,
+                experiment,
+                variant,
+                task,
+                trial,
+                task_slug=task_slug,
                 attempt=attempt,
             )
             path = self.job_dir / name
@@ -620,9 +623,7 @@ class PierJob:
             outcome.experiment, outcome.variant, outcome.task, outcome.trial, task_slug
         )
         name = path.name
-        redactor = Redactor(
-            [*self._secrets, *(experiment.secret_values if experiment else ())]
-        )
+        redactor = Redactor([*self._secrets, *(experiment.secret_values if experiment else ())])
         src = Path(trial_dir) if trial_dir is not None else None
         if src is not None and not src.is_dir():
             src = None
@@ -741,11 +742,15 @@ class PierJob:
         verifier_dir.mkdir(parents=True, exist_ok=True)
         std_verifier = src / "verifier" if src is not None else None
         if std_verifier is not None and std_verifier.is_dir():
-            _mirror_tree(std_verifier, verifier_dir, self.link_mode,
-                         skip=frozenset({"verify-output.txt"}))
+            _mirror_tree(
+                std_verifier, verifier_dir, self.link_mode, skip=frozenset({"verify-output.txt"})
+            )
             if (std_verifier / "verify-output.txt").is_file():
-                link_file(std_verifier / "verify-output.txt", verifier_dir / "test-stdout.txt",
-                          self.link_mode)
+                link_file(
+                    std_verifier / "verify-output.txt",
+                    verifier_dir / "test-stdout.txt",
+                    self.link_mode,
+                )
         if src is not None and (src / "verify.json").is_file():
             link_file(src / "verify.json", verifier_dir / "verify.json", self.link_mode)
         if not (verifier_dir / "test-stdout.txt").exists():
@@ -1010,14 +1015,21 @@ class PierJob:
         owner = self._owner(outcome.experiment, outcome.variant, outcome.task, outcome.trial)
         for attempt in range(3):
             suffix = trial_suffix(
-                self.run_id, outcome.experiment, outcome.variant, outcome.task, outcome.trial,
+                self.run_id,
+                outcome.experiment,
+                outcome.variant,
+                outcome.task,
+                outcome.trial,
                 attempt,
             )
             for name in by_suffix.get(suffix, ()):
                 if _read_json(self.job_dir / name / MARKER) == owner:
                     return self.job_dir / name
         return self._claim(
-            outcome.experiment, outcome.variant, outcome.task, outcome.trial,
+            outcome.experiment,
+            outcome.variant,
+            outcome.task,
+            outcome.trial,
             outcome.task_slug or outcome.task,
         )
 
@@ -1068,7 +1080,11 @@ class PierJob:
             if not isinstance(data, dict):
                 trial_dir = Path(outcome.trial_dir) if outcome.trial_dir else None
                 self._write_trial_files(
-                    outcome, trial_dir=trial_dir, experiment=None, variant=None, task=None,
+                    outcome,
+                    trial_dir=trial_dir,
+                    experiment=None,
+                    variant=None,
+                    task=None,
                     update_stats=False,
                 )
                 data = _read_json(path / "result.json")
@@ -1117,8 +1133,11 @@ def _task_checksum(outcome: TrialOutcome, task: Task | None) -> str:
             "pass_threshold": task.pass_threshold,
         }
     else:
-        described = {"experiment": outcome.experiment, "task": outcome.task,
-                     "fingerprint": outcome.fingerprint}
+        described = {
+            "experiment": outcome.experiment,
+            "task": outcome.task,
+            "fingerprint": outcome.fingerprint,
+        }
     text = json.dumps(described, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -1177,4 +1196,3 @@ def _timings(
         "finished_at": fmt_time(datetime.fromtimestamp(end, timezone.utc)),
     }
     return blocks
-
