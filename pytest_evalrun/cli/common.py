@@ -145,6 +145,10 @@ def _render(rows: Sequence[Sequence[str]], headers: Sequence[str], align: str) -
     return text.splitlines()
 
 
+#: A column cut to fit the terminal keeps at least this many characters.
+MIN_CUT = 4
+
+
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(1, width - 1)] + "…"
 
@@ -157,17 +161,22 @@ def table(
     shrink: int | None = None,
     width: int | None = None,
 ) -> list[str]:
-    """A table no wider than ``width`` (the terminal's): column ``shrink`` (index) is cut to
-    fit, with an ellipsis, when the table would be wider."""
+    """A table no wider than ``width`` (the terminal's): column ``shrink`` (index), header
+    included, is cut to fit with an ellipsis when the table would be wider (to no less than
+    :data:`MIN_CUT` characters)."""
     width = width or terminal_width()
     lines = _render(rows, headers, align)
     over = max((len(line) for line in lines), default=0) - width
     if over <= 0 or shrink is None:
         return lines
-    longest = max([len(headers[shrink]), *(len(r[shrink]) for r in rows)])
-    room = max(8, longest - over)
-    cut_rows = [[*r[:shrink], _cut(r[shrink], room), *r[shrink + 1 :]] for r in rows]
-    return _render(cut_rows, headers, align)
+    room = max([len(headers[shrink]), *(len(r[shrink]) for r in rows)])
+    while over > 0 and room > MIN_CUT:  # tabulate pads headers: may take a second round
+        room = max(MIN_CUT, room - over)
+        cut_rows = [[*r[:shrink], _cut(r[shrink], room), *r[shrink + 1 :]] for r in rows]
+        cut_headers = [*headers[:shrink], _cut(headers[shrink], room), *headers[shrink + 1 :]]
+        lines = _render(cut_rows, cut_headers, align)
+        over = max(len(line) for line in lines) - width
+    return lines
 
 
 def column_groups(widths: Sequence[int], fixed: int, width: int) -> list[list[int]]:

@@ -90,26 +90,25 @@ def compare_runs(
     conn: sqlite3.Connection, base: RunRow, cand: RunRow, alpha: float
 ) -> dict[str, Any]:
     bc, cc = task_counts(conn, base.key), task_counts(conn, cand.key)
+    in_base = {v.variant for v in base.variants} | set(bc)
+    in_cand = {v.variant for v in cand.variants} | set(cc)
     names = {v.variant: v.name for v in [*base.variants, *cand.variants]}
     variants: list[dict[str, Any]] = []
-    for v in sorted(set(bc) & set(cc)):
-        res: RegressionResult = compare_variant(bc[v], cc[v], alpha=alpha)
+    for v in sorted(in_base & in_cand):
+        b, c = bc.get(v, {}), cc.get(v, {})
+        res: RegressionResult = compare_variant(b, c, alpha=alpha)
         variants.append(
-            {
-                "variant": v,
-                "name": names.get(v, v),
-                "result": res.to_dict(),
-                "tasks": _task_rows(bc[v], cc[v]),
-            }
-        )
+            {"variant": v, "name": names.get(v, v), "result": res.to_dict(),
+             "tasks": _task_rows(b, c)}
+        )  # fmt: skip
     return {
         "experiment": cand.experiment,
         "base": {"experiment": base.experiment, "run_id": base.run_id, "status": base.status},
         "cand": {"experiment": cand.experiment, "run_id": cand.run_id, "status": cand.status},
         "alpha": alpha,
         "variants": variants,
-        "only_in_base": sorted(set(bc) - set(cc)),
-        "only_in_cand": sorted(set(cc) - set(bc)),
+        "only_in_base": sorted(in_base - in_cand),
+        "only_in_cand": sorted(in_cand - in_base),
         "regressed": any(v["result"]["regressed"] for v in variants),
     }
 
