@@ -164,9 +164,11 @@ def variant_counts(
                 select + " WHERE experiment = ? AND run_id = ? ORDER BY variant", key
             )
         )
-    for exp, rid, v, name, *counts in rows:
-        if (exp, rid) in wanted:
-            out.setdefault((exp, rid), []).append(VariantCounts(v, name or v, *counts))
+    for exp, rid, v, name, trials_, passed, failed, timeout, errors in rows:
+        key = (exp, rid)
+        if key in wanted:
+            counts = VariantCounts(v, name or v, trials_, passed, failed, timeout, errors)
+            out.setdefault(key, []).append(counts)
     for r in runs:
         if r.key not in out:
             out[r.key] = _live_counts(conn, r.key)
