@@ -52,7 +52,7 @@ def test_runs_lists_runs_newest_first_with_pass_rates(root: Path) -> None:
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert "r2-cand" in lines[2] and "r1-base" in lines[3]
-    assert "base 100% (10/10)" in lines[2] and "other 0% (0/10)" in lines[2]
+    assert "base 100% 10/10" in lines[2] and "other 0% 0/10" in lines[2]
     assert "ghost - +10E" in lines[2]
     data = evalrun_json("runs", cwd=root)
     assert [d["run_id"] for d in data] == ["r2-cand", "r1-base"]

@@ -42,7 +42,7 @@ def gate_text(row: RunRow) -> str:
 def _variant_text(v: VariantCounts) -> str:
     text = f"{clean(v.name)} {pct(v.pass_rate)}"
     if v.judged:
-        text += f" ({v.passed}/{v.judged})"
+        text += f" {v.passed}/{v.judged}"
     if v.errors:
         text += f" +{v.errors}E"
     return text

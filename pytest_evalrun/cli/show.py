@@ -215,7 +215,8 @@ def _gate_lines(row: RunRow, verdict: dict[str, Any] | None) -> list[str]:
     failures = (verdict or {}).get("failures") or []
     if row.gate_passed:
         return [f"gate: PASSED ({(verdict or {}).get('gated_cells', '?')} gated cells)"]
-    lines = [f"gate: FAILED ({len(failures)} below their min pass rate)"]
+    gated = (verdict or {}).get("gated_cells", "?")
+    lines = [f"gate: FAILED ({len(failures)} of {gated} gated cells below their min pass rate)"]
     for f in failures[:10]:
         rate = f.get("pass_rate")
         shown = pct(rate) if rate is not None else "no judged trial"

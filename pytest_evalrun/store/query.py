@@ -340,6 +340,8 @@ def trials(
         data = dict(zip(TRIAL_FIELDS, row, strict=False))
         data["variant_name"] = data["variant_name"] or data["variant"]
         data["task_name"] = data["task_name"] or data["task"]
+        data["resumed"] = bool(data["resumed"])
+        data["crashed"] = bool(data["crashed"])
         yield data
 
 
