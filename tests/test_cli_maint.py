@@ -193,3 +193,32 @@ def test_gc_never_deletes_a_run_that_is_still_running(suite: Suite, live: str) -
         assert data["deleted"] == [] and g1.is_dir()
         [kept] = data["kept_running"]
         assert kept["run_id"] == "g1" and kept["kept_because"].startswith("running")
+
+
+def test_a_run_is_listed_as_running_from_its_first_trial(suite: Suite) -> None:
+    import subprocess
+    import sys
+    import time
+
+    flag = suite.root / "go"
+    wait = f"import pathlib, time\nwhile not pathlib.Path({str(flag)!r}).exists(): time.sleep(0.05)"
+    waiting = {"agent": {"command": [sys.executable, "-c", wait]}}
+    suite.experiment(variants={"base": waiting}, trials=1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--eval-run-id", "live"],
+        cwd=suite.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        listed: list[dict[str, object]] = []
+        while time.monotonic() < deadline and not listed:
+            if (suite.results() / "index.db").exists():
+                listed = evalrun_json("runs", cwd=suite.root)
+            if not listed:
+                time.sleep(0.1)
+        assert [(d["run_id"], d["status"]) for d in listed] == [("live", "running")]
+    finally:
+        flag.write_text("go")
+        proc.wait(timeout=300)
+    [done] = evalrun_json("runs", cwd=suite.root)
+    assert done["status"] == "completed" and done["trials"] == 2
