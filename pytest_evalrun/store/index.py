@@ -24,6 +24,8 @@ from .index_schema import SCHEMA, SCHEMA_VERSION, migrate, refresh_run_variants
 from .recorder import FinishedRun, Recorder, RunInfo
 
 __all__ = [
+    "INSERT_RUN",
+    "INSERT_TRIAL",
     "SCHEMA",
     "SCHEMA_VERSION",
     "IndexRecorder",
@@ -32,6 +34,8 @@ __all__ = [
     "forget",
     "record_run",
     "record_trials",
+    "run_row",
+    "trial_row",
 ]
 
 _TRIAL_COLUMNS = (
