@@ -8,6 +8,7 @@ serialised with a file lock beside the database and SQLite's own busy timeout, i
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -16,56 +17,26 @@ from typing import Any
 from filelock import FileLock
 
 from ..outcome import TrialOutcome
+from ..secrets import Redactor
 from ..spec.model import Task, Variant
 from . import runs
+from .index_schema import SCHEMA, SCHEMA_VERSION, migrate, refresh_run_variants
 from .recorder import FinishedRun, Recorder, RunInfo
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    experiment   TEXT NOT NULL,
-    run_id       TEXT NOT NULL,
-    status       TEXT NOT NULL,
-    started_at   TEXT,
-    finished_at  TEXT,
-    run_dir      TEXT NOT NULL,
-    n_trials     INTEGER DEFAULT 0,
-    n_passed     INTEGER DEFAULT 0,
-    n_failed     INTEGER DEFAULT 0,
-    n_timeout    INTEGER DEFAULT 0,
-    n_error      INTEGER DEFAULT 0,
-    n_not_run    INTEGER DEFAULT 0,
-    git_commit   TEXT,
-    git_dirty    INTEGER,
-    PRIMARY KEY (experiment, run_id)
-);
-CREATE TABLE IF NOT EXISTS trials (
-    experiment    TEXT NOT NULL,
-    run_id        TEXT NOT NULL,
-    variant       TEXT NOT NULL,
-    task          TEXT NOT NULL,
-    trial         INTEGER NOT NULL,
-    status        TEXT NOT NULL,
-    reward        REAL,
-    error_kind    TEXT,
-    resumed       INTEGER NOT NULL DEFAULT 0,
-    crashed       INTEGER NOT NULL DEFAULT 0,
-    duration      REAL,
-    agent_duration REAL,
-    input_tokens  INTEGER,
-    output_tokens INTEGER,
-    cost_usd      REAL,
-    model         TEXT,
-    seed          INTEGER,
-    fingerprint   TEXT,
-    started_at    TEXT,
-    finished_at   TEXT,
-    trial_dir     TEXT,
-    nodeid        TEXT,
-    PRIMARY KEY (experiment, run_id, variant, task, trial)
-);
-CREATE INDEX IF NOT EXISTS trials_by_task ON trials (experiment, task, variant);
-CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at);
-"""
+__all__ = [
+    "INSERT_RUN",
+    "INSERT_TRIAL",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "IndexRecorder",
+    "connect",
+    "delete_runs",
+    "forget",
+    "record_run",
+    "record_trials",
+    "run_row",
+    "trial_row",
+]
 
 _TRIAL_COLUMNS = (
     "experiment",
@@ -90,15 +61,23 @@ _TRIAL_COLUMNS = (
     "finished_at",
     "trial_dir",
     "nodeid",
+    "variant_name",
+    "task_name",
+    "message",
+    "setup_duration",
+    "verify_duration",
+    "cache_tokens",
+    "pier_trial_dir",
 )
-_INSERT_TRIAL = (
+INSERT_TRIAL = (
     f"INSERT OR REPLACE INTO trials ({', '.join(_TRIAL_COLUMNS)}) "
     f"VALUES ({', '.join('?' for _ in _TRIAL_COLUMNS)})"
 )
 
 
-def _row(o: TrialOutcome) -> tuple[Any, ...]:
+def trial_row(o: TrialOutcome, redactor: Redactor | None = None) -> tuple[Any, ...]:
     m = o.metrics
+    message = redactor.redact(o.message) if redactor else o.message
     return (
         o.experiment_slug or o.experiment,
         o.run_id,
@@ -122,6 +101,13 @@ def _row(o: TrialOutcome) -> tuple[Any, ...]:
         o.finished_at,
         o.trial_dir,
         o.nodeid,
+        o.variant,
+        o.task,
+        message,
+        o.setup_duration,
+        o.verify_duration,
+        m.cache_tokens,
+        o.pier_trial_dir,
     )
 
 
@@ -136,9 +122,16 @@ def _connection(db: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(db, timeout=60)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(SCHEMA)
+        migrate(conn)
         _connections[db] = conn
     return conn
+
+
+def forget(db: Path) -> None:
+    """Close this process's cached connection to ``db`` (before the file is replaced)."""
+    conn = _connections.pop(db, None)
+    if conn is not None:
+        conn.close()
 
 
 @contextlib.contextmanager
@@ -155,40 +148,104 @@ def connect(db: Path) -> Iterator[sqlite3.Connection]:
             raise
 
 
-def record_trials(db: Path, outcomes: Iterable[TrialOutcome]) -> None:
-    rows = [_row(o) for o in outcomes]
+def record_trials(
+    db: Path, outcomes: Iterable[TrialOutcome], redactor: Redactor | None = None
+) -> None:
+    rows = [trial_row(o, redactor) for o in outcomes]
     if not rows:
         return
     with connect(db) as conn:
-        conn.executemany(_INSERT_TRIAL, rows)
+        conn.executemany(INSERT_TRIAL, rows)
 
 
-def record_run(db: Path, experiment: str, run: dict[str, Any], run_dir: Path) -> None:
+def _experiment_summary(
+    summary: Mapping[str, Any] | None, experiment: str, name: str | None
+) -> Mapping[str, Any]:
+    """This experiment's entry of a summary.json (a run's summary has one), else {}."""
+    for exp in (summary or {}).get("experiments") or []:
+        if isinstance(exp, Mapping) and exp.get("name") in (name, experiment):
+            return exp
+    return {}
+
+
+def run_row(
+    experiment: str,
+    run: Mapping[str, Any],
+    run_dir: Path,
+    summary: Mapping[str, Any] | None = None,
+) -> tuple[Any, ...]:
+    """The ``runs`` row of a run.json (and its summary.json, for the gate verdict)."""
     counts = run.get("counts") or {}
     git = run.get("git") or {}
     dirty = git.get("dirty")
+    exp = _experiment_summary(summary, experiment, run.get("experiment"))
+    verdict = exp.get("verdict") if exp else (summary or {}).get("verdict")
+    gated = gate_passed = None
+    if isinstance(verdict, Mapping):
+        gated = int(bool(verdict.get("gated")))
+        passed = verdict.get("passed")
+        gate_passed = None if passed is None else int(bool(passed))
+    return (
+        experiment,
+        run.get("run_id"),
+        run.get("status") or "unknown",
+        run.get("started_at"),
+        run.get("finished_at"),
+        str(run_dir),
+        counts.get("total", 0),
+        counts.get("passed", 0),
+        counts.get("failed", 0),
+        counts.get("timeout", 0),
+        counts.get("error", 0),
+        counts.get("not_run", 0),
+        git.get("commit"),
+        None if dirty is None else int(dirty),
+        run.get("experiment"),
+        run.get("updated_at"),
+        gated,
+        gate_passed,
+        None if verdict is None else json.dumps(verdict, default=str),
+        exp.get("jobs_dir") if exp else None,
+    )
+
+
+_RUN_COLUMNS = (
+    "experiment, run_id, status, started_at, finished_at, run_dir, n_trials, n_passed, n_failed,"
+    " n_timeout, n_error, n_not_run, git_commit, git_dirty, experiment_name, updated_at, gated,"
+    " gate_passed, verdict, jobs_dir"
+)
+INSERT_RUN = f"INSERT OR REPLACE INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 20)})"
+
+
+def record_run(
+    db: Path,
+    experiment: str,
+    run: dict[str, Any],
+    run_dir: Path,
+    summary: Mapping[str, Any] | None = None,
+) -> None:
+    """The run's row (from run.json, and summary.json's verdict when given, else the verdict
+    already recorded) and its per-variant counts."""
+    row = run_row(experiment, run, run_dir, summary)
     with connect(db) as conn:
-        conn.execute(
-            "INSERT OR REPLACE INTO runs (experiment, run_id, status, started_at, finished_at,"
-            " run_dir, n_trials, n_passed, n_failed, n_timeout, n_error, n_not_run, git_commit,"
-            " git_dirty) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                experiment,
-                run.get("run_id"),
-                run.get("status"),
-                run.get("started_at"),
-                run.get("finished_at"),
-                str(run_dir),
-                counts.get("total", 0),
-                counts.get("passed", 0),
-                counts.get("failed", 0),
-                counts.get("timeout", 0),
-                counts.get("error", 0),
-                counts.get("not_run", 0),
-                git.get("commit"),
-                None if dirty is None else int(dirty),
-            ),
-        )
+        if summary is None:  # keep the verdict of the latest summary
+            old = conn.execute(
+                "SELECT gated, gate_passed, verdict, jobs_dir FROM runs"
+                " WHERE experiment = ? AND run_id = ?",
+                (experiment, run.get("run_id")),
+            ).fetchone()
+            if old is not None:
+                row = (*row[:16], *old)
+        conn.execute(INSERT_RUN, row)
+        refresh_run_variants(conn, experiment, str(run.get("run_id")))
+
+
+def delete_runs(db: Path, runs_: Iterable[tuple[str, str]]) -> None:
+    """Remove runs (experiment slug, run id) and their trials from the index."""
+    keys = list(runs_)
+    with connect(db) as conn:
+        for table in ("runs", "trials", "run_variants"):
+            conn.executemany(f"DELETE FROM {table} WHERE experiment = ? AND run_id = ?", keys)
 
 
 class IndexRecorder(Recorder):
@@ -199,22 +256,32 @@ class IndexRecorder(Recorder):
     def __init__(self, results: Path) -> None:
         self.db = results / "index.db"
 
+    def start_run(self, run: RunInfo) -> None:
+        # the run is listed (as running) from its first trial on
+        data = runs.read_run(run.paths)
+        if data is not None:
+            record_run(self.db, run.paths.experiment, data, run.paths.run_dir)
+
     def record_trial(
         self, run: RunInfo, outcome: TrialOutcome, variant: Variant, task: Task
     ) -> Mapping[str, Any]:
-        record_trials(self.db, [outcome])
+        record_trials(self.db, [outcome], run.redactor)
         return {}
 
+    def relabel(self, run: RunInfo, outcome: TrialOutcome, labels: Mapping[str, Any]) -> None:
+        record_trials(self.db, [outcome], run.redactor)
+
     def record_crash(self, run: RunInfo, outcome: TrialOutcome) -> None:
-        record_trials(self.db, [outcome])
+        record_trials(self.db, [outcome], run.redactor)
 
     def finish_run(self, finished: FinishedRun) -> None:
         if not finished.ran:
             return
-        record_trials(self.db, finished.outcomes)
+        record_trials(self.db, finished.outcomes, finished.run.redactor)
         data = finished.notes.get("run") or runs.read_run(finished.run.paths)
         if data is not None:
-            record_run(self.db, finished.run.paths.experiment, data, finished.run.paths.run_dir)
+            paths = finished.run.paths
+            record_run(self.db, paths.experiment, data, paths.run_dir, finished.summary)
 
 
 def expected_durations(db: Path, before: Mapping[str, str], default_before: str) -> dict[str, Any]:

@@ -1,10 +1,10 @@
 """Where everything lives in the standard trial layout.
 
-    <results>/index.db
-    <results>/<experiment>/<run-id>/run.json, summary.json, summary.md, metrics.txt
-        variants/<variant>/variant.json
-        variants/<variant>/tasks/<task>/task.json
-        variants/<variant>/tasks/<task>/trials/<NNN>/meta.json, prompt.md, stdout.txt, ...
+<results>/index.db
+<results>/<experiment>/<run-id>/run.json, summary.json, summary.md, metrics.txt
+    variants/<variant>/variant.json
+    variants/<variant>/tasks/<task>/task.json
+    variants/<variant>/tasks/<task>/trials/<NNN>/meta.json, prompt.md, stdout.txt, ...
 """
 
 from __future__ import annotations

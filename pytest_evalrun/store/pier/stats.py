@@ -153,8 +153,9 @@ def _mean_metric(rewards: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
     if len(keys) <= 1:
         values = [0 if r is None else next(iter(r.values()), 0) for r in rewards]
         return {"mean": sum(values) / len(values)}
-    return {key: sum(0 if r is None else r.get(key, 0) for r in rewards) / len(rewards)
-            for key in keys}
+    return {
+        key: sum(0 if r is None else r.get(key, 0) for r in rewards) / len(rewards) for key in keys
+    }
 
 
 def progress_mean(group: Mapping[str, Any]) -> list[dict[str, Any]]:

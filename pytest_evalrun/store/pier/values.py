@@ -38,9 +38,7 @@ def fmt_time(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with milliseconds and ``Z`` (None stays None)."""
     if value is None:
         return None
-    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def int_or_none(value: Any) -> int | None:

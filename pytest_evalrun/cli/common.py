@@ -1,0 +1,216 @@
+"""What every ``evalrun`` subcommand shares: where results are, finding a run, tables, JSON.
+
+Errors a user made (a bad argument, a run that does not exist) raise :class:`CliError`, which
+``main`` turns into one ``evalrun <command>: error: <reason>`` line and exit status 2, as
+argparse does for its own errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from ..store.query import IndexMissing, RunNotFound, RunRow, find_runs, open_index, with_counts
+
+#: Environment variable naming the results directory (below ``--results``, above the search).
+RESULTS_ENV = "EVALRUN_RESULTS"
+
+
+class CliError(Exception):
+    """A one-line reason; exit status ``code`` (2: bad arguments)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def results_dir(given: str | None) -> Path:
+    """``--results DIR``, else ``$EVALRUN_RESULTS``, else the nearest ``results/`` holding an
+    ``index.db`` in the current directory or one of its parents, else ``./results``."""
+    if given:
+        return Path(given)
+    env = os.environ.get(RESULTS_ENV)
+    if env:
+        return Path(env)
+    here = Path.cwd()
+    for directory in (here, *here.parents):
+        if (directory / "results" / "index.db").is_file():
+            return directory / "results"
+    return here / "results"
+
+
+def _has_runs(results: Path) -> bool:
+    if not results.is_dir():
+        return False
+    return any(
+        (run / "run.json").is_file()
+        for exp in results.iterdir()
+        if exp.is_dir() and not exp.name.startswith(".")
+        for run in exp.iterdir()
+    )
+
+
+def connect(results: Path) -> sqlite3.Connection:
+    """The index of ``results``; rebuilt from the files first when it is missing."""
+    db = results / "index.db"
+    try:
+        return open_index(db)
+    except IndexMissing:
+        pass
+    if not _has_runs(results):
+        raise CliError(f"no runs in {results} (pass --results DIR, or run pytest first)")
+    from ..store.rebuild import rebuild_index
+
+    print(f"evalrun: {db} is missing; rebuilding it from the files", file=sys.stderr)
+    rebuild_index(results)
+    return open_index(db)
+
+
+def resolve(conn: sqlite3.Connection, ref: str, experiment: str | None = None) -> list[RunRow]:
+    """The runs a RUN argument names (one per experiment of that run id)."""
+    try:
+        return with_counts(conn, find_runs(conn, ref, experiment))
+    except RunNotFound as exc:
+        raise CliError(str(exc)) from None
+
+
+def resolve_one(conn: sqlite3.Connection, ref: str, experiment: str | None = None) -> RunRow:
+    rows = resolve(conn, ref, experiment)
+    if len(rows) > 1:
+        names = ", ".join(r.experiment for r in rows)
+        raise CliError(
+            f"run {rows[0].run_id} has several experiments ({names}): "
+            f"add --experiment X or write X/{ref}"
+        )
+    return rows[0]
+
+
+def run_dir(results: Path, row: RunRow) -> Path:
+    """Where the run is now (not where it was written: results/ may have moved)."""
+    return results / row.experiment / row.run_id
+
+
+def trial_dir(results: Path, row: RunRow, variant: str, task: str, trial: int) -> Path:
+    return run_dir(results, row) / "variants" / variant / "tasks" / task / "trials" / f"{trial:03d}"
+
+
+def shown_path(path: Path | str) -> str:
+    """A path as a person wants to read it: relative to the current directory when below it."""
+    p = Path(path)
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
+
+
+def clean(text: object) -> str:
+    """One printable line."""
+    s = str(text)
+    return s if s.isprintable() else "".join(ch if ch.isprintable() else " " for ch in s)
+
+
+def pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate * 100:.0f}%"
+
+
+def pp(diff: float | None) -> str:
+    return "-" if diff is None else f"{diff * 100:+.1f} pp"
+
+
+def p_text(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def terminal_width() -> int:
+    return max(40, shutil.get_terminal_size((100, 24)).columns)
+
+
+def _render(rows: Sequence[Sequence[str]], headers: Sequence[str], align: str) -> list[str]:
+    """tabulate's "simple" table (header, dashes, rows, columns two spaces apart), built by
+    hand: tabulate guesses every cell's type, which costs a second for 10,000 rows."""
+    if len(rows) <= FAST_TABLE_ROWS:
+        text = tabulate(
+            [list(r) for r in rows],
+            headers=list(headers),
+            tablefmt="simple",
+            disable_numparse=True,
+            colalign=tuple("right" if a == "r" else "left" for a in align),
+        )
+        return text.splitlines()
+    widths = [max([len(h) + 2, *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    just = [str.rjust if a == "r" else str.ljust for a in align]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(j(cell, w) for j, cell, w in zip(just, cells, widths, strict=True))
+
+    out = [line(headers).rstrip(), "  ".join("-" * w for w in widths)]
+    out.extend(line(r).rstrip() for r in rows)
+    return out
+
+
+#: Tables longer than this are laid out without tabulate (same layout, much faster).
+FAST_TABLE_ROWS = 200
+#: A column cut to fit the terminal keeps at least this many characters.
+MIN_CUT = 4
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+def table(
+    rows: Sequence[Sequence[str]],
+    headers: Sequence[str],
+    align: str,
+    *,
+    shrink: int | None = None,
+    width: int | None = None,
+) -> list[str]:
+    """A table no wider than ``width`` (the terminal's): column ``shrink`` (index), header
+    included, is cut to fit with an ellipsis when the table would be wider (to no less than
+    :data:`MIN_CUT` characters)."""
+    width = width or terminal_width()
+    lines = _render(rows, headers, align)
+    over = max((len(line) for line in lines), default=0) - width
+    if over <= 0 or shrink is None:
+        return lines
+    room = max([len(headers[shrink]), *(len(r[shrink]) for r in rows)])
+    while over > 0 and room > MIN_CUT:  # tabulate pads headers: may take a second round
+        room = max(MIN_CUT, room - over)
+        cut_rows = [[*r[:shrink], _cut(r[shrink], room), *r[shrink + 1 :]] for r in rows]
+        cut_headers = [*headers[:shrink], _cut(headers[shrink], room), *headers[shrink + 1 :]]
+        lines = _render(cut_rows, cut_headers, align)
+        over = max(len(line) for line in lines) - width
+    return lines
+
+
+def column_groups(widths: Sequence[int], fixed: int, width: int) -> list[list[int]]:
+    """Split columns (their widths, two spaces apart) into groups that fit beside ``fixed``
+    characters of leading columns: wide tables are printed as several narrower ones."""
+    groups: list[list[int]] = [[]]
+    used = fixed
+    for i, w in enumerate(widths):
+        if groups[-1] and used + 2 + w > width:
+            groups.append([])
+            used = fixed
+        groups[-1].append(i)
+        used += 2 + w
+    return groups
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def print_lines(lines: Sequence[str]) -> None:
+    sys.stdout.write("".join(f"{line}\n" for line in lines))

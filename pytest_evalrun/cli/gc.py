@@ -1,0 +1,83 @@
+"""``evalrun gc --keep N``: delete all but the newest N runs of each experiment.
+
+Each deleted run goes with its Pier job and its index rows; a run that may still be running is
+kept (see :mod:`pytest_evalrun.store.retention`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from .common import CliError, print_json, print_lines, results_dir, shown_path
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "gc",
+        parents=[common],
+        help="delete all but the newest N runs of each experiment",
+        description="Delete all but the newest N runs (by start time) of each experiment, "
+        "with their Pier jobs and index rows. A run still running is never deleted.",
+    )
+    p.add_argument("--keep", type=int, required=True, metavar="N", help="runs kept per experiment")
+    p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    p.add_argument("--experiment", "-e", metavar="X", help="only this experiment")
+    p.add_argument(
+        "--jobs",
+        metavar="DIR",
+        help="the Pier jobs directory (default: where each "
+        "run's summary.json says, else jobs/ beside the results directory)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..store.integrity import default_jobs
+    from ..store.retention import delete, plan_gc
+
+    if args.keep < 0:
+        raise CliError(f"--keep must be 0 or more, not {args.keep}")
+    results = results_dir(args.results)
+    if not results.is_dir():
+        raise CliError(f"no results directory {results}")
+    plan = plan_gc(
+        results, args.keep, default_jobs(results, Path(args.jobs) if args.jobs else None)
+    )
+    if args.experiment:
+        plan.delete = [r for r in plan.delete if r.experiment == args.experiment]
+        plan.live = [r for r in plan.live if r.experiment == args.experiment]
+        plan.keep = [r for r in plan.keep if r.experiment == args.experiment]
+    if not args.dry_run:
+        delete(results, plan.delete)
+    if args.json:
+        print_json(
+            {
+                "dry_run": args.dry_run,
+                "deleted": [r.to_dict() for r in plan.delete],
+                "kept": [r.to_dict() for r in plan.keep],
+                "kept_running": [r.to_dict() for r in plan.live],
+            }
+        )
+        return 0
+    verb = "would delete" if args.dry_run else "deleted"
+    lines = []
+    for r in plan.delete:
+        line = (
+            f"{verb} {r.experiment}/{r.run_id} ({r.status or '?'}, started {r.started_at or '?'})"
+        )
+        if r.job_dir is not None:
+            line += f" and {shown_path(r.job_dir)}"
+        lines.append(line)
+    for r in plan.live:
+        lines.append(f"kept {r.experiment}/{r.run_id}: {r.kept_because}")
+    n = len(plan.delete)
+    lines.append(
+        f"{n} run{'s' if n != 1 else ''} {'would be deleted' if args.dry_run else 'deleted'}, "
+        f"{len(plan.keep)} kept (newest {args.keep} per experiment), "
+        f"{len(plan.live)} kept as running"
+    )
+    print_lines(lines)
+    return 0

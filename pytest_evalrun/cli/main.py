@@ -1,0 +1,63 @@
+"""``evalrun``: list, show, compare, export, report, check, reindex and gc stored runs.
+
+Reads ``results/`` (``--results DIR``) and its index; never runs trials. Each subcommand is a
+module of this package with ``add_parser(subparsers, common)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from . import check, compare, export, gc, report, runs, show
+from .common import RESULTS_ENV, CliError
+
+COMMANDS = (runs, show, compare, export, report, check, gc)
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--results",
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help=f"the results directory (default: ${RESULTS_ENV}, else the nearest results/ "
+        "with an index.db here or above, else ./results)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evalrun",
+        description="Inspect the runs pytest-evalrun stored in results/ (never runs trials). "
+        "RUN is a run id, a unique prefix of one, 'latest' (the default) or 'latest~N', "
+        "optionally written EXPERIMENT/RUN.",
+    )
+    parser.add_argument("--results", metavar="DIR", default=None, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    common = _common()
+    for module in COMMANDS:
+        module.add_parser(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+        sys.stdout.flush()
+    except CliError as exc:
+        print(f"evalrun {args.command}: error: {exc}", file=sys.stderr)
+        return exc.code
+    except BrokenPipeError:  # evalrun runs | head: the reader has gone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

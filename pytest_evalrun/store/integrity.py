@@ -1,0 +1,232 @@
+"""Integrity of stored runs (``evalrun check``): every JSON file parses, the index matches.
+
+Checked, for every run directory under ``results/``:
+
+- run.json, summary.json, every variant.json and task.json, and every trial's meta.json,
+  verify.json and metrics.json parse as JSON objects (a truncated or half-written file does
+  not); run.json names the run of its directory;
+- the index holds the run, with run.json's status, start and finish times and counts;
+- the index holds every finished trial (meta.json not ``running``) with meta.json's status,
+  reward, error kind, seed, fingerprint and times, and no trial that is not on disk; a
+  hand-edited meta.json (say a ``failed`` turned ``passed``) differs from its row;
+- the Pier job of the run, when there is one: its config.json and result.json, and each trial's
+  config.json, result.json and agent/trajectory.json parse.
+
+Files the agent or verify wrote (``artifacts/``, ``verifier/``, ``workspace/``) are theirs and
+not checked.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .atomic import read_json
+from .index_schema import SCHEMA_VERSION, migrate, user_version
+from .paths import index_db
+from .walk import RunDir, is_pier_job_of, iter_run_dirs, iter_trial_dirs, pier_job_dir
+
+#: meta.json fields compared with the trial's index row.
+TRIAL_FIELDS = ("status", "reward", "error_kind", "seed", "fingerprint", "started_at",
+                "finished_at")  # fmt: skip
+TRIAL_FILES = ("meta.json", "verify.json", "metrics.json")
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    what: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": str(self.path), "problem": self.what}
+
+
+@dataclass
+class Checked:
+    runs: int = 0
+    trials: int = 0
+    files: int = 0
+
+
+def _load(path: Path, checked: Checked, problems: list[Problem]) -> dict[str, Any] | None:
+    """The JSON object in ``path``; a problem (and None) when it is not one."""
+    checked.files += 1
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        problems.append(Problem(path, "missing"))
+        return None
+    except ValueError as exc:
+        problems.append(Problem(path, f"not valid JSON (truncated or hand-edited?): {exc}"))
+        return None
+    except OSError as exc:
+        problems.append(Problem(path, f"unreadable: {exc}"))
+        return None
+    if not isinstance(data, dict):
+        problems.append(Problem(path, "not a JSON object (hand-edited?)"))
+        return None
+    return data
+
+
+def _differences(file: dict[str, Any], index: dict[str, Any], fields: tuple[str, ...]) -> str:
+    diffs = [
+        f"{name}: file {file.get(name)!r}, index {index.get(name)!r}"
+        for name in fields
+        if file.get(name) != index.get(name)
+    ]
+    return "; ".join(diffs)
+
+
+class _Index:
+    """The index's rows, read once per run."""
+
+    def __init__(self, db: Path, problems: list[Problem]) -> None:
+        self.conn: sqlite3.Connection | None = None
+        self.runs: dict[tuple[str, str], dict[str, Any]] = {}
+        if not db.is_file():
+            problems.append(Problem(db, "missing (evalrun reindex rebuilds it)"))
+            return
+        try:
+            conn = sqlite3.connect(db, timeout=60)
+            if user_version(conn) < SCHEMA_VERSION:
+                from filelock import FileLock
+
+                with FileLock(str(db) + ".lock"):
+                    migrate(conn)
+            conn.row_factory = sqlite3.Row
+            for row in conn.execute("SELECT * FROM runs"):
+                self.runs[(row["experiment"], row["run_id"])] = dict(row)
+            self.conn = conn
+        except sqlite3.DatabaseError as exc:
+            problems.append(Problem(db, f"damaged: {exc} (evalrun reindex rebuilds it)"))
+
+    def trials(self, key: tuple[str, str]) -> dict[tuple[str, str, int], dict[str, Any]]:
+        if self.conn is None:
+            return {}
+        rows = self.conn.execute(
+            "SELECT * FROM trials WHERE experiment = ? AND run_id = ?", key
+        ).fetchall()
+        return {(r["variant"], r["task"], r["trial"]): dict(r) for r in rows}
+
+
+def _check_run(
+    rd: RunDir,
+    index: _Index,
+    jobs: Callable[[RunDir, dict[str, Any] | None], Path | None],
+    checked: Checked,
+    problems: list[Problem],
+) -> None:
+    checked.runs += 1
+    run = _load(rd.path / "run.json", checked, problems)
+    row = index.runs.pop(rd.key, None)
+    if run is not None:
+        if run.get("run_id") != rd.run_id:
+            problems.append(
+                Problem(rd.path / "run.json", f"names run {run.get('run_id')!r} (hand-edited?)")
+            )
+        if index.conn is not None and row is None:
+            problems.append(Problem(rd.path / "run.json", "run not in the index"))
+        elif row is not None:
+            counts = run.get("counts") or {}
+            file_view = {
+                "status": run.get("status"),
+                "started_at": run.get("started_at"),
+                "finished_at": run.get("finished_at"),
+                "n_trials": counts.get("total", 0),
+                "n_passed": counts.get("passed", 0),
+                "n_failed": counts.get("failed", 0),
+                "n_error": counts.get("error", 0),
+            }
+            diff = _differences(file_view, row, tuple(file_view))
+            if diff:
+                problems.append(Problem(rd.path / "run.json", f"differs from the index: {diff}"))
+    summary = None
+    if (rd.path / "summary.json").exists():
+        summary = _load(rd.path / "summary.json", checked, problems)
+    variants = rd.path / "variants"
+    for vdir in sorted(p for p in variants.glob("*") if p.is_dir()) if variants.is_dir() else []:
+        if (vdir / "variant.json").exists():
+            _load(vdir / "variant.json", checked, problems)
+        for tdir in sorted(p for p in (vdir / "tasks").glob("*") if p.is_dir()):
+            if (tdir / "task.json").exists():
+                _load(tdir / "task.json", checked, problems)
+    indexed = index.trials(rd.key)
+    for tp in iter_trial_dirs(rd.path):
+        checked.trials += 1
+        meta = _load(tp.path / "meta.json", checked, problems)
+        for name in TRIAL_FILES[1:]:
+            if (tp.path / name).exists():
+                _load(tp.path / name, checked, problems)
+        row = indexed.pop((tp.variant, tp.task, tp.trial), None)
+        if meta is None or meta.get("status") == "running" or index.conn is None:
+            continue
+        if row is None:
+            problems.append(Problem(tp.path / "meta.json", "trial not in the index"))
+            continue
+        diff = _differences(meta, row, TRIAL_FIELDS)
+        if diff:
+            problems.append(
+                Problem(tp.path / "meta.json", f"differs from the index (hand-edited?): {diff}")
+            )
+    for v, t, n in sorted(indexed):
+        path = rd.path / "variants" / v / "tasks" / t / "trials" / f"{n:03d}"
+        problems.append(Problem(path, "in the index, but not on disk"))
+    job = jobs(rd, summary)
+    if job is not None:
+        _check_job(job, checked, problems)
+
+
+def _check_job(job: Path, checked: Checked, problems: list[Problem]) -> None:
+    for name in ("config.json", "result.json"):
+        if (job / name).exists():
+            _load(job / name, checked, problems)
+    for trial in sorted(p for p in job.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for name in ("config.json", "result.json", "agent/trajectory.json"):
+            if (trial / name).exists():
+                _load(trial / name, checked, problems)
+
+
+def default_jobs(results: Path, jobs: Path | None) -> Callable[[RunDir, Any], Path | None]:
+    """Where a run's Pier job is: under ``jobs`` when given, else under the jobs directory its
+    summary.json names, else under ``jobs/`` beside ``results/``; None when there is none."""
+
+    def find(rd: RunDir, summary: Any) -> Path | None:
+        bases: list[Path] = []
+        if jobs is not None:
+            bases.append(jobs)
+        else:
+            listed = summary.get("experiments") if isinstance(summary, dict) else None
+            for exp in listed if isinstance(listed, list) else []:
+                if isinstance(exp, dict) and isinstance(exp.get("jobs_dir"), str):
+                    bases.append(Path(exp["jobs_dir"]))
+            bases.append(results.parent / "jobs")
+        for base in bases:
+            job = pier_job_dir(base, rd.experiment, rd.run_id)
+            if is_pier_job_of(job, rd.run_id):
+                return job
+        return None
+
+    return find
+
+
+def check_results(results: Path, jobs: Path | None = None) -> tuple[Checked, list[Problem]]:
+    """Check every run under ``results`` (see the module docstring)."""
+    problems: list[Problem] = []
+    checked = Checked()
+    index = _Index(index_db(results), problems)
+    find_job = default_jobs(results, jobs)
+    for rd in iter_run_dirs(results):
+        _check_run(rd, index, find_job, checked, problems)
+    for (exp, rid), _row in sorted(index.runs.items()):
+        problems.append(Problem(results / exp / rid, "in the index, but not on disk"))
+    if index.conn is not None:
+        index.conn.close()
+    return checked, problems
+
+
+def iter_problem_lines(problems: list[Problem]) -> Iterator[str]:
+    for p in problems:
+        yield f"{p.path}: {p.what}"
