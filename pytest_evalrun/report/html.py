@@ -398,10 +398,15 @@ def _notes(exp: Mapping[str, Any]) -> str:
     if flaky:
         items = ", ".join(
             f"{esc(f.get('task'))} ({esc(f.get('variant'))} {f.get('passed')}/{f.get('n')})"
-            for f in flaky[:200]
+            for f in flaky[:500]
         )
-        more = f", \u2026 {len(flaky) - 200} more" if len(flaky) > 200 else ""
-        out.append(f"<p><b>Flaky</b> (trials disagree): {items}{more}</p>")
+        more = f", \u2026 {len(flaky) - 500} more" if len(flaky) > 500 else ""
+        pairs = f"{len(flaky)} variant \u00d7 task pair{'s' if len(flaky) != 1 else ''}"
+        out.append(
+            f"<details class=flaky{' open' if len(flaky) <= 8 else ''}><summary><b>Flaky</b>: "
+            f"{pairs} where trials disagree (~ in the heat map)</summary>"
+            f"<p>{items}{more}</p></details>"
+        )
     return "".join(out)
 
 

@@ -83,6 +83,9 @@ flex-wrap:wrap}
 .legend .gap{width:14px}
 HEATCLASSES
 svg.ci{vertical-align:middle}
+details.flaky{margin:8px 0}
+details.flaky summary{cursor:pointer}
+details.flaky p{margin:4px 0 0 16px;color:var(--muted)}
 .note{border-left:3px solid #d4a72c;background:#fff8c5;padding:6px 10px;margin:8px 0;
 border-radius:0 6px 6px 0}
 .kv{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:4px 0}
@@ -154,9 +157,9 @@ JS = r"""
   function num(v) { return v === null || v === undefined ? "-" : v.toLocaleString("en-US"); }
   function dur(s) {
     if (s === null || s === undefined) return "-";
-    if (s < 60) return s.toFixed(1) + "s";
-    var m = Math.floor(s / 60);
-    if (m < 60) return m + "m" + String(Math.round(s - 60 * m)).padStart(2, "0") + "s";
+    if (s < 59.95) return s.toFixed(1) + "s";
+    var t = Math.round(s), m = Math.floor(t / 60);
+    if (m < 60) return m + "m" + String(t % 60).padStart(2, "0") + "s";
     return Math.floor(m / 60) + "h" + String(m % 60).padStart(2, "0") + "m";
   }
   function cost(c) {

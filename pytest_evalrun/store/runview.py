@@ -48,7 +48,6 @@ META_FIELDS = (
     "started_at",
     "finished_at",
     "nodeid",
-    "trial_dir",
     "pier_trial_dir",
 )
 #: Columns of :attr:`RunView.rows` (one list per trial, compact for large runs).
@@ -357,13 +356,13 @@ def _add_trial(
             "diff": read_part(trial.file(DIFF), limits.diff, "head").to_json(),
             "verify": _cut_text(str(tail), limits.verify, "tail").to_json(),
             "verify_exit": verify.get("exit_code"),
-            "meta": {k: meta[k] for k in META_FIELDS if k in meta},
+            "meta": {k: meta[k] for k in META_FIELDS if meta.get(k) not in (None, "", {})},
             "metrics": {
                 k: metrics.get(k)
                 for k in ("input_tokens", "output_tokens", "cache_tokens", "cost_usd", "model")
                 if metrics.get(k) is not None
             },
-            "dir": str(trial.path),
+            "dir": str(trial.path),  # where it was read (meta.json's trial_dir may be older)
         }
     )
 
