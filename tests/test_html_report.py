@@ -1,0 +1,263 @@
+"""The HTML report (``evalrun report``): one self-contained file, checked on real runs in headless
+Chromium (screenshot, DOM after the script ran, no request leaving the file, hostile trial
+output that must not execute), and on a synthetic 10,000-trial run for its size bound."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import headless
+import pytest
+from conftest import VERIFY, Suite
+from headless import CHROMIUM, SKIP_REASON
+from synthetic_run import write_run
+
+from pytest_evalrun.report.html import json_for_script, render_html
+from pytest_evalrun.report.html_assets import HEAT
+from pytest_evalrun.report.summary import fmt_pct
+from pytest_evalrun.store.html_report import render_report, write_report
+from pytest_evalrun.store.runview import TextLimits, load_run
+from pytest_evalrun.store.trialdir import STDOUT
+
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason=SKIP_REASON)
+
+HOSTILE = "</script><script>document.title='pwned'</script><!-- <b>bold</b>"
+HOSTILE_TASK = "<img src=x onerror=\"document.title='pwned-name'\">"
+
+
+def run_suite(suite: Suite, *, trials: int = 2) -> Path:
+    """A real run: 2 variants x 4 tasks; one task prints and writes hostile text."""
+    tasks = [
+        {"name": "good", "prompt": "WRITE answer.txt ok", "fixture": "fixtures/basic",
+         "verify": VERIFY},
+        {"name": "bad", "prompt": "WRITE answer.txt nope", "fixture": "fixtures/basic",
+         "verify": VERIFY},
+        {"name": "picky", "prompt": "WRITE answer.txt ok", "fixture": "fixtures/basic",
+         "verify": 'test "$EVALRUN_VARIANT" = strong'},
+        {"name": HOSTILE_TASK, "fixture": "fixtures/basic", "verify": VERIFY,
+         "prompt": f"SAY {HOSTILE}\nWRITE evil.html {HOSTILE}\nWRITE answer.txt ok"},
+    ]
+    suite.experiment(variants={"base": {}, "strong": {}}, tasks=tasks, trials=trials)
+    result = suite.pytester.runpytest("-p", "no:cacheprovider")
+    assert result.ret == 1, result.stdout.str()[-3000:]  # the "bad" trials fail
+    return suite.run_dirs()[-1]
+
+
+def report_of(suite: Suite) -> tuple[Path, Path, dict[str, Any]]:
+    run_dir = run_suite(suite)
+    out = suite.root / "report.html"
+    write_report(run_dir, out)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    return run_dir, out, summary
+
+
+def as_dom_text(text: str) -> str:
+    """How Chromium serialises a text node."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _rows(data: dict[str, object]) -> list[list[object]]:
+    rows = data["rows"]
+    assert isinstance(rows, list)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# the file itself (no browser)
+
+
+def test_report_is_one_file_that_names_no_outside_resource(suite: Suite) -> None:
+    _, out, _ = report_of(suite)
+    page = out.read_text(encoding="utf-8")
+    assert not re.search(r"""(?:src|href|action|data)\s*=\s*["']?\s*(?:https?:)?//""", page, re.I)
+    assert not re.search(r"url\(\s*['\"]?\s*(?:https?:)?//", page, re.I)
+    assert "@import" not in page
+    assert not re.search(r"<(?:link|img|iframe|object|embed|base)\b", page, re.I)
+    csp = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]+)"', page)
+    assert csp and "default-src 'none'" in csp.group(1)
+    assert "'unsafe-inline'" not in csp.group(1)
+    # exactly one script runs (the page's own); the others are inert JSON blocks
+    assert len(re.findall(r"<script>", page)) == 1
+    assert page.count("<script") == page.count("</script>")
+
+
+def test_hostile_text_cannot_leave_its_json_block() -> None:
+    nasty = HOSTILE + "\u2028\u2029\x00\x1b[31m\x7f\x85 & <!-- -->"
+    text = json_for_script({"k": nasty, nasty: [nasty]})
+    assert not re.search("[<>&\u2028\u2029\x00-\x1f\x7f-\x9f]", text)
+    assert json.loads(text) == {"k": nasty, nasty: [nasty]}
+
+
+def test_every_name_and_message_is_escaped_in_the_html() -> None:
+    data = {
+        "run": {"experiment": HOSTILE, "run_id": "<i>r</i>", "status": "completed"},
+        "run_dir": "/tmp/<x>",
+        "experiment": {
+            "name": HOSTILE,
+            "variants": [{"name": HOSTILE, "pass_rate": 0.5, "wilson": [0.1, 0.9], "passed": 1,
+                          "n": 2}],
+            "tasks": [{"name": HOSTILE_TASK, "min_pass_rate": 0.9}],
+            "cells": [{"variant": HOSTILE, "task": HOSTILE_TASK, "passed": 1, "n": 2,
+                       "pass_rate": 0.5, "gate": {"met": False}}],
+            "notes": [HOSTILE],
+            "flaky": [{"variant": HOSTILE, "task": HOSTILE_TASK, "passed": 1, "n": 2}],
+            "verdict": {"gated": True, "passed": False, "gated_cells": 1,
+                        "failures": [{"variant": HOSTILE, "task": HOSTILE_TASK,
+                                      "pass_rate": 0.5, "threshold": 0.9}]},
+        },
+        "variants": [HOSTILE], "tasks": [HOSTILE_TASK], "rows": [], "details": [],
+        "columns": [],
+    }
+    page = render_html(data)
+    body = page.split("<main>", 1)[1].split('<script type="application/json"', 1)[0]
+    assert "<script" not in body and "<img" not in body and "<b>bold" not in body
+    assert "&lt;/script&gt;" in body and "&lt;img src=x" in body
+
+
+def test_texts_are_cut_with_a_marker_and_links_are_not_followed(
+    suite: Suite, tmp_path: Path
+) -> None:
+    run_dir = run_suite(suite, trials=1)
+    trial = suite.trial_dir("base", "good", 1)
+    (trial / STDOUT).write_text("".join(f"line {i}\n" for i in range(10_000)))
+    secret = tmp_path / "outside.txt"
+    secret.write_text("OUTSIDE-THE-RUN")
+    other = suite.trial_dir("base", "bad", 1)
+    (other / STDOUT).unlink()
+    os.symlink(secret, other / STDOUT)
+    view = load_run(run_dir, TextLimits(prompt=100, output=500, diff=100, verify=100))
+    by_task = {
+        (view.variants[r[0]], view.tasks[r[1]]): d
+        for r, d in zip(view.rows, view.details, strict=True)
+    }
+    out = by_task[("base", "good")]["output"]
+    assert out["cut"] and out["keep"] == "tail" and out["size"] > 50_000
+    assert out["text"].endswith("line 9999\n") and len(out["text"]) <= 500
+    assert out["text"].startswith("line ")  # cut at a line break
+    assert by_task[("base", "bad")]["output"] == {"text": "", "size": 0, "cut": False,
+                                                 "keep": "tail"}
+    assert "OUTSIDE-THE-RUN" not in render_html(view.to_json())
+
+
+def test_page_without_summary_still_lists_trials(suite: Suite) -> None:
+    run_dir = run_suite(suite, trials=1)
+    (run_dir / "summary.json").unlink()
+    page = render_report(run_dir)
+    assert "summary.json is missing" in page
+    data = json.loads(re.search(r'id="evalrun-data">(.*?)</script>', page, re.S).group(1))
+    assert len(_rows(data)) == 8
+    assert 'id=heatmap' in page
+
+
+def test_regression_section_only_when_summary_has_one() -> None:
+    base = {"experiment": {"verdict": {"gated": False}}, "variants": [], "tasks": [],
+            "rows": [], "details": [], "columns": []}
+    assert "Regression gate" not in render_html(base)
+    regression = {
+        "baseline_run": "2026-01-01__00-00-00", "alpha": 0.05, "passed": False,
+        "variants": [{"variant": "v<1>", "diff": -0.3, "ci": [-0.5, -0.1], "p_value": 0.004,
+                      "min_detectable_drop": 0.21, "regressed": True}],
+    }
+    page = render_html({**base, "summary": {"regression": regression}})
+    assert "Regression gate" in page and "v&lt;1&gt;" in page and "min_detectable_drop" in page
+    assert "gate failed" in page  # a regression fails the verdict
+    page = render_html({**base, "experiment": {**base["experiment"], "regression": regression}})
+    assert "Regression gate" in page
+
+
+def test_ten_thousand_trials_stay_bounded(tmp_path: Path) -> None:
+    """10,000 trials with 200 kB outputs and 100 kB diffs (2 GB of text): the page keeps a
+    bounded share of each, and says so."""
+    run_dir = write_run(tmp_path / "results")
+    out = tmp_path / "big.html"
+    write_report(run_dir, out)
+    size = out.stat().st_size
+    assert size < 40 * 1024 * 1024, size
+    page = out.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="evalrun-data">(.*?)</script>', page, re.S).group(1))
+    assert len(_rows(data)) == 10_000
+    last = json.loads(re.search(r'id="trial-9999">(.*?)</script>', page, re.S).group(1))
+    limits = TextLimits.for_trials(10_000)
+    assert last["output"]["cut"] and last["diff"]["cut"]
+    assert len(last["output"]["text"].encode()) <= limits.output
+    assert len(last["diff"]["text"].encode()) <= limits.diff
+    assert "Texts are cut to keep this file small (10,000 trials)" in page
+
+
+def test_limits_shrink_with_the_number_of_trials() -> None:
+    small, big = TextLimits.for_trials(10), TextLimits.for_trials(10_000)
+    assert small == TextLimits()
+    assert big.per_trial * 10_000 <= 24 * 1024 * 1024 + 4 * 256 * 10_000
+    assert big.output < small.output and big.diff < small.diff
+
+
+# --------------------------------------------------------------------------------------------
+# in Chromium
+
+
+@needs_chromium
+def test_screenshot_shows_the_report(suite: Suite) -> None:
+    _, out, _ = report_of(suite)
+    png = suite.root / "report.png"
+    headless.screenshot(out.as_uri(), png)
+    colours = headless.png_colours(png)
+    assert len(colours) > 100, len(colours)  # text, tables, heat map: not a blank page
+    heat = {tuple(int(c[i : i + 2], 16) for i in (1, 3, 5)) for c in HEAT}
+    shown = {c for c in colours if c in heat}
+    # base: good 100%, bad 0%, picky 0%; strong: picky 100%: both ends of the scale show
+    assert {(0xF6, 0xB2, 0xAB), (0x7F, 0xD3, 0x9B)} <= shown, shown
+
+
+@needs_chromium
+def test_dom_after_the_script_holds_every_pass_rate_task_and_trial(suite: Suite) -> None:
+    _, out, summary = report_of(suite)
+    dom = headless.dump_dom(out.as_uri())
+    assert re.search(r'data-ready-ms="\d+"', dom), "the page's script did not finish"
+    exp = summary["experiments"][0]
+    heat = dom.split('id="heatmap"', 1)[1].split("</table>", 1)[0]
+    for v in exp["variants"]:
+        assert f">{v['name']}</button><span class=\"sub\">{fmt_pct(v['pass_rate'])}" in heat
+    for t in exp["tasks"]:
+        assert f">{as_dom_text(t['name'])}</th>" in heat
+    for c in exp["cells"]:
+        assert f"{c['passed']}/{c['n']}" in heat
+    rows = re.findall(r'<tr class="row[^"]*" tabindex="0" data-i="\d+"', dom)
+    assert len(rows) == 16  # 2 variants x 4 tasks x 2 trials, built by the script
+    assert "trials 1\u201316 of 16" in dom
+
+
+@needs_chromium
+def test_no_request_leaves_the_file(suite: Suite) -> None:
+    _, out, _ = report_of(suite)
+    canary = suite.root / "canary.html"
+    canary.write_text('<img src="http://evalrun-canary.invalid/x.png">')
+    with headless.recording_proxy() as proxy:
+        proxy_arg = [f"--proxy-server=127.0.0.1:{proxy.port}"]
+        headless.dump_dom(canary.as_uri(), extra=proxy_arg)
+        # the proxy sees a page's request: the check below can fail
+        assert any("evalrun-canary.invalid" in r for r in proxy.page_requests()), proxy.requests
+        proxy.requests.clear()
+        headless.dump_dom(out.as_uri() + "#trial-0", extra=proxy_arg)
+        assert proxy.page_requests() == []
+
+
+@needs_chromium
+def test_hostile_trial_output_does_not_execute(suite: Suite) -> None:
+    run_dir, out, _ = report_of(suite)
+    view = load_run(run_dir)
+    hostile = [i for i, r in enumerate(view.rows) if view.tasks[r[1]] == HOSTILE_TASK]
+    assert HOSTILE in view.details[hostile[0]]["output"]["text"]
+    assert HOSTILE in view.details[hostile[0]]["diff"]["text"]
+    dom = headless.dump_dom(f"{out.as_uri()}#trial-{hostile[0]}")
+    assert re.search(r'data-ready-ms="\d+"', dom)
+    title = re.search(r"<title>(.*?)</title>", dom, re.S)
+    assert title and "pwned" not in title.group(1)
+    main = dom.split("<main>", 1)[1].split("</main>", 1)[0]
+    assert "<img" not in main and "<b>bold" not in main and "<script" not in main
+    # the opened trial shows the text as text: in its output and in its diff
+    detail = main.split('class="detail"', 1)[1]
+    assert detail.count(as_dom_text(HOSTILE)) >= 2, detail[:3000]
