@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import evalrun
 from conftest import VERIFY, Suite
 
 from pytest_evalrun.store.merge import MergeError, merge
@@ -135,7 +136,11 @@ def sharded(suite: Suite, tmp_path: Path) -> tuple[Path, list[Path], Path]:
         for k in (1, 2, 3)
     ]
     into = tmp_path / "merged"
-    merge(shards, into)
+    result = evalrun("merge", *map(str, shards), "--into", str(into), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"exp run {RUN}: 16 trials from 3 shard(s) (16 added) -> {into / 'results' / 'exp' / RUN}"
+    )
     return single, shards, into
 
 
@@ -183,7 +188,8 @@ def test_merged_shards_equal_a_single_run(sharded: tuple[Path, list[Path], Path]
 def test_merging_twice_changes_nothing(sharded: tuple[Path, list[Path], Path]) -> None:
     _, shards, into = sharded
     before = _tree_digest(into)
-    merge(shards, into)
+    again = evalrun("merge", *map(str, shards), "--into", str(into), cwd=into)
+    assert again.returncode == 0 and "already merged, nothing changed" in again.stdout
     assert _tree_digest(into) == before
 
 
@@ -194,10 +200,14 @@ def test_the_same_trial_in_two_shards_is_a_conflict(
     twin = tmp_path / "twin"
     shutil.copytree(shards[0], twin, symlinks=True)
     target = tmp_path / "nowhere"
-    with pytest.raises(MergeError) as info:
-        merge([shards[0], twin, shards[1]], target)
-    message = str(info.value)
-    assert "is in two shards" in message and str(shards[0]) in message and str(twin) in message
+    result = evalrun(
+        "merge", str(shards[0]), str(twin), str(shards[1]), "--into", str(target), cwd=tmp_path
+    )
+    assert result.returncode == 1
+    conflicts = result.stderr.strip().splitlines()
+    assert conflicts and all(line.startswith("evalrun merge: conflict: ") for line in conflicts)
+    assert all("is in two shards" in line for line in conflicts)
+    assert str(shards[0]) in conflicts[0] and str(twin) in conflicts[0]
     assert not target.exists()  # nothing written
 
 

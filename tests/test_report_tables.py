@@ -214,3 +214,14 @@ def test_fmt_tokens_and_cost() -> None:
         "$0.012",
         "<$0.0001",
     ]
+
+
+def test_durations_round_before_splitting() -> None:
+    from pytest_evalrun.report.fmt import fmt_duration
+
+    assert fmt_duration(12.34) == "12.3s"
+    assert fmt_duration(59.96) == "1m00s"
+    assert fmt_duration(119.6) == "2m00s"
+    assert fmt_duration(245.0) == "4m05s"
+    assert fmt_duration(3599.6) == "1h00m"
+    assert fmt_duration(7380.0) == "2h03m"

@@ -1,4 +1,4 @@
-"""``evalrun``: list, show, compare, export, report, check, reindex and gc stored runs.
+"""``evalrun``: list, show, compare, export, report, check, reindex, gc and merge stored runs.
 
 Reads ``results/`` (``--results DIR``) and its index; never runs trials. Each subcommand is a
 module of this package with ``add_parser(subparsers, common)`` and ``run(args) -> int``.
@@ -11,10 +11,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import check, compare, export, gc, report, runs, show
+from . import check, compare, export, gc, merge, report, runs, show
 from .common import RESULTS_ENV, CliError
 
-COMMANDS = (runs, show, compare, export, report, check, gc)
+COMMANDS = (runs, show, compare, export, report, check, gc, merge)
 
 
 def _common() -> argparse.ArgumentParser:

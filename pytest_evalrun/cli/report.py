@@ -1,17 +1,17 @@
 """``evalrun report [RUN] -o FILE.html``: one self-contained HTML report of a run.
 
-The report itself is :func:`pytest_evalrun.report.html.write_report`; it is imported when the
-command runs, so the rest of ``evalrun`` works without it.
+The report is written by :func:`pytest_evalrun.store.html_report.write_report` (it reads the
+run directory) and rendered by :mod:`pytest_evalrun.report.html`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..store.html_report import write_report
 from .common import CliError, connect, resolve_one, results_dir, run_dir
 
 
@@ -38,12 +38,6 @@ def run(args: argparse.Namespace) -> int:
     results = results_dir(args.results)
     conn = connect(results)
     row = resolve_one(conn, args.run, args.experiment)
-    try:  # by name: the report module may be missing from an installation
-        html = importlib.import_module("pytest_evalrun.report.html")
-    except ImportError:
-        raise CliError(
-            "no HTML report in this installation (pytest_evalrun.report.html)", 1
-        ) from None
-    html.write_report(run_dir(results, row), out)
+    write_report(run_dir(results, row), out)
     print(f"report of {row.experiment}/{row.run_id} written to {out}", file=sys.stderr)
     return 0

@@ -62,13 +62,13 @@ def fmt_duration(seconds: float | None) -> str:
     """``12.3s``, ``4m05s``, ``2h03m``."""
     if seconds is None:
         return "-"
-    if seconds < 60:
+    if seconds < 59.95:
         return f"{seconds:.1f}s"
-    minutes, secs = divmod(seconds, 60)
+    minutes, secs = divmod(round(seconds), 60)  # rounded first: 119.6 s is 2m00s, not 1m60s
     if minutes < 60:
-        return f"{int(minutes)}m{secs:02.0f}s"
+        return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
-    return f"{int(hours)}h{int(minutes):02d}m"
+    return f"{hours}h{minutes:02d}m"
 
 
 def fmt_count(value: int | None) -> str:

@@ -24,8 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from .html_assets import JS, style_sheet
-from .summary import (
+from .fmt import (
     fmt_cost,
     fmt_duration,
     fmt_interval,
@@ -34,6 +33,7 @@ from .summary import (
     fmt_pp,
     fmt_tokens,
 )
+from .html_assets import JS, style_sheet
 
 __all__ = ["json_for_script", "render_html"]
 

@@ -36,6 +36,7 @@ from .atomic import dumps, read_json, write_bytes_atomic, write_json_atomic
 from .index import record_run, record_trials
 from .paths import RunPaths, index_db
 from .pier.job import PierJob
+from .pier.names import safe_job_name
 from .pier.recorder import pier_job_id
 from .trialdir import META
 
@@ -309,8 +310,8 @@ def _merge_run(
 ) -> MergedRun:
     paths = RunPaths(results, experiment, run_id)
     job_name = f"{run_id}__{experiment}"
-    job_dir = jobs / job_name
-    added = 0
+    job_dir = jobs / safe_job_name(job_name)
+    added = pier_added = 0
     for shard in shards:
         for rel in sorted(shard.run_dir.glob("variants/*/variant.json")) + sorted(
             shard.run_dir.glob("variants/*/tasks/*/task.json")
@@ -329,7 +330,7 @@ def _merge_run(
                 added += 1
             _write_if_changed(dst / META, _json_bytes(record))
             outcomes.append(TrialOutcome.from_dict(record))
-        src_job = shard.root / "jobs" / job_name
+        src_job = shard.root / "jobs" / job_dir.name
         if src_job.is_dir():
             for child in sorted(src_job.iterdir()):
                 is_trial = child.is_dir() and not child.is_symlink()
@@ -339,12 +340,13 @@ def _merge_run(
                     and not (job_dir / child.name).exists()
                 ):
                     _link_tree(child, job_dir / child.name)
+                    pier_added += 1
     total = sum(int((s.run.get("counts") or {}).get("total") or 0) for s in shards)
     counts = _counts(outcomes, total)
     run_json = _merged_run_json(shards, counts)
     old = _read_dict(paths.run_json)
     old.pop("updated_at", None)
-    changed = added > 0 or old != run_json
+    changed = added > 0 or pier_added > 0 or old != run_json
     if not changed:  # merged before, from the same shards: nothing to do
         return MergedRun(experiment, run_id, len(shards), len(outcomes), 0, paths.run_dir)
     run_json["updated_at"] = runs.utc_now()
@@ -363,7 +365,7 @@ def _merge_run(
     _write_if_changed(paths.openmetrics, render_openmetrics(summary).encode())
     db = index_db(results)
     record_trials(db, outcomes)
-    record_run(db, experiment, run_json, paths.run_dir)
+    record_run(db, experiment, run_json, paths.run_dir, summary)
     if job_dir.is_dir():
         _merge_pier_job(shards, job_name, job_dir, outcomes, counts["total"], run_json, meta)
     return MergedRun(experiment, run_id, len(shards), len(outcomes), added, paths.run_dir)
@@ -379,9 +381,9 @@ def _merge_pier_job(
     meta: ExperimentMeta,
 ) -> None:
     configs = [
-        _read_dict(s.root / "jobs" / job_name / "config.json")
+        _read_dict(s.root / "jobs" / job_dir.name / "config.json")
         for s in shards
-        if (s.root / "jobs" / job_name / "config.json").exists()
+        if (s.root / "jobs" / job_dir.name / "config.json").exists()
     ]
     if configs:
         config = dict(configs[0])
@@ -395,7 +397,7 @@ def _merge_pier_job(
             config["n_concurrent_trials"] = max(concurrent)  # type: ignore[type-var]
         _write_if_changed(job_dir / "config.json", _json_bytes(config))
     if not (job_dir / "result.json").exists():
-        firsts = [_read_dict(s.root / "jobs" / job_name / "result.json") for s in shards]
+        firsts = [_read_dict(s.root / "jobs" / job_dir.name / "result.json") for s in shards]
         started = sorted(str(r["started_at"]) for r in firsts if r.get("started_at"))
         if started:
             first = next(r for r in firsts if r.get("started_at") == started[0])
