@@ -24,12 +24,13 @@ from .outcome import ERROR, USER_PROPERTY, TrialOutcome
 from .report import junit
 from .report.markdown import render_markdown
 from .report.openmetrics import render_openmetrics
-from .report.summary import ExperimentMeta, build_summary, combine_summaries
+from .report.summary import ExperimentMeta, apply_regression, build_summary, combine_summaries
 from .shared import WORKERINPUT_KEY
 from .spec.errors import SpecError
 from .spec.model import Experiment
 from .store import runs
 from .store.atomic import write_text_atomic
+from .store.baseline import BaselineError, regression, resolve_baseline
 from .store.recorder import FinishedRun
 from .store.trialdir import TrialDir
 from .trial.process import kill_processes_with_env
@@ -57,6 +58,27 @@ class ControllerPlugin:
         self.collected: list[str] = []
         self.summary: dict[str, Any] | None = None
         self.run_dirs: list[Path] = []
+        #: --eval-baseline-run: each experiment's baseline run id (slug -> run id)
+        self.baselines = self._resolve_baselines()
+
+    def _resolve_baselines(self) -> dict[str, str]:
+        """The regression gate's baseline run of every experiment this session runs, found
+        before any trial runs: a reference that matches nothing is a usage error."""
+        ref = self.config.getoption("eval_baseline_run")
+        if not ref or self.config.option.collectonly:
+            return {}
+        found: dict[str, str] = {}
+        for path in self.context.discovery.found:
+            exp = self.context.discovery.load(path)
+            if isinstance(exp, SpecError):
+                continue
+            try:
+                found[exp.slug] = resolve_baseline(
+                    Path(self.shared.results), ref, exp.slug, self.shared.run_id_for(exp.slug)
+                )
+            except BaselineError as exc:
+                raise pytest.UsageError(f"{exc} (experiment {exp.name!r})") from None
+        return found
 
     # -- xdist -----------------------------------------------------------------------------
     @pytest.hookimpl(optionalhook=True)
@@ -279,6 +301,8 @@ class ControllerPlugin:
                 baseline=baseline,
                 not_run={exp.name: not_run[exp.name]},
             )
+            if exp.slug in self.baselines:
+                per_exp = apply_regression(per_exp, self._regression(run, metas[exp.name]))
             parts.append(per_exp)
             info = self.context.run_info(exp, run_id=run_id, n_total=run.collected)
             finished = FinishedRun(
@@ -299,6 +323,18 @@ class ControllerPlugin:
         self._write_combined()
         junit.add_suite_properties(
             self.config, self.summary, {k: r.run_id for k, r in grouped.items()}
+        )
+
+    def _regression(self, run: RunResult, meta: ExperimentMeta) -> dict[str, Any]:
+        exp = run.experiment
+        names = {v.slug: v.name for v in exp.variants if v.name in meta.variants}
+        return regression(
+            Path(self.shared.results),
+            exp.slug,
+            self.baselines[exp.slug],
+            run.outcomes,
+            alpha=self.config.getoption("eval_alpha"),
+            variant_names=names,
         )
 
     def _status(

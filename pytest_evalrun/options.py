@@ -33,6 +33,16 @@ def _statuses(value: str) -> tuple[str, ...]:
     return words
 
 
+def _alpha(value: str) -> float:
+    try:
+        alpha = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 < alpha < 1.0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not between 0 and 1 (e.g. 0.05)")
+    return alpha
+
+
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("evalrun", "agent evaluation trials (pytest-evalrun)")
     group.addoption(
@@ -102,6 +112,23 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="VARIANT",
         default=None,
         help="variant the others are compared with (default: the first)",
+    )
+    group.addoption(
+        "--eval-baseline-run",
+        dest="eval_baseline_run",
+        metavar="RUN",
+        default=None,
+        help="regression gate: compare each variant with the same variant of this earlier run "
+        "of the experiment (a run id, a unique prefix, latest or latest~N), paired by task; "
+        "the session fails when one is worse with one-sided p < --eval-alpha",
+    )
+    group.addoption(
+        "--eval-alpha",
+        dest="eval_alpha",
+        metavar="A",
+        type=_alpha,
+        default=0.05,
+        help="significance level of the regression gate (default 0.05)",
     )
     group.addoption(
         "--eval-summary-md",

@@ -34,6 +34,7 @@ from .fmt import (
     fmt_tokens,
 )
 from .html_assets import JS, style_sheet
+from .table import REGRESSION_HEADER, regression_rows
 
 __all__ = ["json_for_script", "render_html"]
 
@@ -367,29 +368,18 @@ def _plain(value: Any) -> str:
 
 
 def _regression(regression: Any) -> str:
-    """The regression gate against a baseline run, when summary.json has one; its fields are
-    shown as they are (scalars as a list, lists of records as tables)."""
-    if not isinstance(regression, Mapping):
+    """The regression gate against a baseline run (``--eval-baseline-run``): the same table as
+    the terminal and summary.md (:func:`.table.regression_rows`)."""
+    if not isinstance(regression, Mapping) or not isinstance(regression.get("variants"), list):
         return ""
-    out = ["<h2 id=regression>Regression gate</h2>"]
-    scalars = [(k, v) for k, v in regression.items() if not isinstance(v, (list, dict))]
-    if scalars:
-        out.append(
-            "<dl class=kv>"
-            + "".join(f"<dt>{esc(k)}</dt><dd>{_plain(v)}</dd>" for k, v in scalars)
-            + "</dl>"
-        )
-    for key, value in regression.items():
-        if isinstance(value, list) and value and all(isinstance(r, Mapping) for r in value):
-            cols: list[str] = []
-            for r in value:
-                cols += [k for k in r if k not in cols]
-            out.append(f"<h3>{esc(key)}</h3>")
-            out.append(_table([esc(c) for c in cols], [[_plain(r.get(c)) for c in cols]
-                                                        for r in value]))
-        elif isinstance(value, (list, dict)):
-            out.append(f"<h3>{esc(key)}</h3><p>{_plain(value)}</p>")
-    return "".join(out)
+    rows = regression_rows(regression, text=esc)
+    return (
+        f"<h2 id=regression>Regression gate against run {esc(regression.get('baseline_run'))}"
+        f"</h2><p>Per variant, pass rates paired by task, {esc(regression.get('test'))} test at "
+        f"alpha {esc(regression.get('alpha'))}. <i>Detectable drop</i>: the smallest drop this "
+        "comparison detects with 80% power; a smaller one can hide behind \u201cno regression "
+        "detected\u201d.</p>" + _table([esc(h) for h in REGRESSION_HEADER], rows)
+    )
 
 
 def _notes(exp: Mapping[str, Any]) -> str:

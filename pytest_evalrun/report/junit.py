@@ -94,3 +94,15 @@ def add_suite_properties(
                 f"evalrun.pass_rate.{name}.{cell.get('variant')}.{cell.get('task')}",
                 _rate(cell.get("pass_rate")),
             )
+        regression = exp.get("regression")
+        if regression:
+            add(f"evalrun.regression.{name}.baseline_run", str(regression["baseline_run"]))
+            add(f"evalrun.regression.{name}.alpha", f"{regression['alpha']:g}")
+            for v in regression["variants"]:
+                key = f"evalrun.regression.{name}.{v['variant']}"
+                verdict = "regressed" if v["regressed"] else "no regression detected"
+                add(f"{key}.verdict", verdict if v["n_tasks"] else "not compared")
+                add(f"{key}.diff", _rate(v["diff"]))
+                add(f"{key}.ci", f"{_rate(v['ci_low'])},{_rate(v['ci_high'])}")
+                add(f"{key}.p_value", "" if v["p_value"] is None else f"{v['p_value']:.4g}")
+                add(f"{key}.min_detectable_drop", _rate(v["min_detectable_drop"]))

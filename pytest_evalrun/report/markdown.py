@@ -10,7 +10,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .fmt import fmt_interval, fmt_p, fmt_pct, fmt_pp, plural
-from .table import EFFORT_KEYS, TaskCell, columns_grid, task_grid, task_table, variant_columns
+from .table import (
+    EFFORT_KEYS,
+    REGRESSION_HEADER,
+    TaskCell,
+    columns_grid,
+    regression_rows,
+    task_grid,
+    task_table,
+    variant_columns,
+)
 
 __all__ = ["MARKDOWN_LIMIT_BYTES", "render_markdown"]
 
@@ -123,6 +132,7 @@ def _md_experiment(exp: Mapping[str, Any], tasks: _TaskLines, max_rows: int | No
     lines.extend(tasks.lines(max_rows))
     lines.extend(_md_variants(exp))
     lines.extend(_md_comparisons(exp))
+    lines.extend(_md_regression(exp))
     lines.extend(_md_flaky(exp["flaky"], max_rows))
     lines.extend(_md_verdict(exp["verdict"], max_rows))
     return lines
@@ -201,10 +211,44 @@ def _md_flaky(flaky: Sequence[Mapping[str, Any]], max_rows: int | None) -> list[
     return [f"**Flaky tasks** (trials disagree): {items}{more}", ""]
 
 
+def _md_regression(exp: Mapping[str, Any]) -> list[str]:
+    regression = exp.get("regression")
+    if not regression:
+        return []
+    return [
+        f"### Regression gate against run {_md_code(regression['baseline_run'])}",
+        "",
+        *_md_table(list(REGRESSION_HEADER), "lrrrrrl", regression_rows(regression, text=_md)),
+        "",
+        f"Per variant, pass rates paired by task, {regression['test']} test at alpha "
+        f"{regression['alpha']:g}. *Detectable drop*: the smallest drop this comparison detects "
+        'with 80% power; a smaller one can hide behind "no regression detected".',
+        "",
+    ]
+
+
 def _md_verdict(verdict: Mapping[str, Any], max_rows: int | None) -> list[str]:
     if not verdict["gated"]:
         return ["Gate: none set.", ""]
     failures = verdict["failures"]
+    regressions = verdict.get("regressions")
+    if regressions is not None:
+        head = "✅ **Gate passed**" if verdict["passed"] else "❌ **Gate failed**"
+        reasons = []
+        if verdict["gated_cells"]:
+            reasons.append(
+                f"{len(failures)} of {verdict['gated_cells']} gated variant x task pairs below "
+                "their minimum pass rate"
+            )
+        reasons.append(
+            "regressed: " + ", ".join(_md(r) for r in regressions)
+            if regressions
+            else "no variant regressed against the baseline run"
+        )
+        lines = [f"{head}: {'; '.join(reasons)}.", ""]
+        if failures:
+            lines.extend(_md_gate_failures(failures, max_rows))
+        return lines
     if verdict["passed"]:
         return [
             f"✅ **Gate passed**: all {verdict['gated_cells']} gated variant x task pairs "
@@ -216,6 +260,11 @@ def _md_verdict(verdict: Mapping[str, Any], max_rows: int | None) -> list[str]:
         "pairs are below their minimum pass rate.",
         "",
     ]
+    return lines + _md_gate_failures(failures, max_rows)
+
+
+def _md_gate_failures(failures: Sequence[Mapping[str, Any]], max_rows: int | None) -> list[str]:
+    lines: list[str] = []
     shown = failures if max_rows is None else failures[:max_rows]
     rows = [
         [

@@ -38,7 +38,13 @@ from typing import Any
 from ..outcome import FAILED, PASSED, TIMEOUT, TrialOutcome
 from .stats import paired_comparison, pass_at_k, wilson_interval
 
-__all__ = ["SCHEMA_VERSION", "ExperimentMeta", "build_summary", "combine_summaries"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ExperimentMeta",
+    "apply_regression",
+    "build_summary",
+    "combine_summaries",
+]
 
 SCHEMA_VERSION = 1
 _GATE_TOLERANCE = 1e-12
@@ -506,17 +512,37 @@ def _session(
         for key in _TOTAL_KEYS:
             totals[key] += exp["totals"][key]
     failures = [f for e in experiments for f in e["verdict"]["failures"]]
+    regressions = [
+        f"{e['name']} / {v}" for e in experiments for v in e["verdict"].get("regressions", [])
+    ]
     gated = any(e["verdict"]["gated"] for e in experiments)
+    verdict: dict[str, Any] = {
+        "gated": gated,
+        "passed": (not failures and not regressions) if gated else None,
+        "gated_cells": sum(e["verdict"]["gated_cells"] for e in experiments),
+        "failures": failures,
+    }
+    if any("regression" in e for e in experiments):
+        verdict["regressions"] = regressions
     return {
         "schema_version": SCHEMA_VERSION,
         "cli_min_pass_rate": cli_min_pass_rate,
         "baseline": baseline,
         "totals": totals,
-        "verdict": {
-            "gated": gated,
-            "passed": (not failures) if gated else None,
-            "gated_cells": sum(e["verdict"]["gated_cells"] for e in experiments),
-            "failures": failures,
-        },
+        "verdict": verdict,
         "experiments": experiments,
     }
+
+
+def apply_regression(summary: Mapping[str, Any], regression: Mapping[str, Any]) -> dict[str, Any]:
+    """``summary`` (of one experiment) with the regression gate's result (``--eval-baseline-run``,
+    see :mod:`.regression`): the experiment gains a ``regression`` section and its verdict is
+    gated; it fails when a variant regressed, whatever the min-pass-rate gates say."""
+    (exp,) = summary["experiments"]
+    exp = {**exp, "regression": dict(regression)}
+    verdict = dict(exp["verdict"])
+    verdict["gated"] = True
+    verdict["regressions"] = list(regression["regressed"])
+    verdict["passed"] = not verdict["failures"] and not verdict["regressions"]
+    exp["verdict"] = verdict
+    return _session([exp], summary["cli_min_pass_rate"], summary["baseline"])

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .fmt import fmt_cost, fmt_duration, fmt_interval, fmt_pct, fmt_tokens
+from .fmt import fmt_cost, fmt_duration, fmt_interval, fmt_p, fmt_pct, fmt_pp, fmt_tokens
 
 __all__ = [
     "EFFORT_KEYS",
@@ -190,3 +190,46 @@ def columns_grid(columns: Sequence[Column], *, short: bool = False) -> Grid:
     align = "".join(c.align for c in columns)
     rows = [list(r) for r in zip(*(c.values for c in columns), strict=True)]
     return header, align, rows
+
+
+#: The regression gate's table (``--eval-baseline-run``): one row per variant.
+REGRESSION_HEADER = (
+    "variant",
+    "baseline",
+    "this run",
+    "difference [95% CI]",
+    "p (one-sided)",
+    "detectable drop",
+    "verdict",
+)
+
+
+def regression_rows(
+    regression: Mapping[str, Any], *, text: Callable[[str], str]
+) -> list[list[str]]:
+    """Rows of the regression gate's table (for the terminal and summary.md alike).
+    ``detectable drop``: the smallest drop this comparison detects with 80% power."""
+    rows = []
+    for v in regression["variants"]:
+        if v["n_tasks"] == 0:
+            verdict = "no task to pair" if v.get("in_baseline") else "not in the baseline"
+        else:
+            verdict = "REGRESSED" if v["regressed"] else "no regression detected"
+        ci = (
+            f"{fmt_pp(v['diff'])} [{v['ci_low'] * 100:+.1f}, {v['ci_high'] * 100:+.1f}]"
+            if v["diff"] is not None and v["ci_low"] is not None and v["ci_high"] is not None
+            else fmt_pp(v["diff"])
+        )
+        drop = v["min_detectable_drop"]
+        rows.append(
+            [
+                text(v["variant"]),
+                fmt_pct(v["base_rate"], 1),
+                fmt_pct(v["cand_rate"], 1),
+                ci,
+                fmt_p(v["p_value"]),
+                f"{drop * 100:.1f} pp" if drop is not None else "-",
+                verdict,
+            ]
+        )
+    return rows

@@ -15,7 +15,16 @@ from typing import Any
 from tabulate import tabulate
 
 from .fmt import fmt_p, fmt_pct, fmt_pp, plural
-from .table import EFFORT_KEYS, TaskCell, columns_grid, task_grid, task_table, variant_columns
+from .table import (
+    EFFORT_KEYS,
+    REGRESSION_HEADER,
+    TaskCell,
+    columns_grid,
+    regression_rows,
+    task_grid,
+    task_table,
+    variant_columns,
+)
 
 __all__ = ["render_terminal"]
 
@@ -90,6 +99,15 @@ def _experiment_lines(exp: Mapping[str, Any]) -> list[str]:
     for c in exp["comparisons"]:
         lines.append(_comparison_line(c))
 
+    regression = exp.get("regression")
+    if regression:
+        lines.append(
+            f"regression gate against run {_clean(regression['baseline_run'])} "
+            f"({regression['test']}, alpha {regression['alpha']:g}):"
+        )
+        rows = regression_rows(regression, text=_clean)
+        lines.extend(_table(REGRESSION_HEADER, "lrrrrrl", rows))
+
     flaky = exp["flaky"]
     if flaky:
         shown = ", ".join(
@@ -129,6 +147,9 @@ def _verdict_lines(verdict: Mapping[str, Any]) -> list[str]:
     if not verdict["gated"]:
         return []
     failures = verdict["failures"]
+    regressions = verdict.get("regressions")
+    if regressions is not None:  # a regression gate (--eval-baseline-run) applies
+        return _regression_verdict_lines(verdict)
     if verdict["passed"]:
         return [
             f"gate: PASSED (all {verdict['gated_cells']} gated variant x task pairs meet "
@@ -148,6 +169,29 @@ def _verdict_lines(verdict: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _regression_verdict_lines(verdict: Mapping[str, Any]) -> list[str]:
+    failures, regressions = verdict["failures"], verdict["regressions"]
+    reasons = []
+    if verdict["gated_cells"]:
+        reasons.append(
+            f"{len(failures)} of {verdict['gated_cells']} gated variant x task pairs below "
+            "their min pass rate"
+        )
+    reasons.append(
+        f"regressed: {', '.join(_clean(r) for r in regressions)}"
+        if regressions
+        else "no variant regressed"
+    )
+    word = "PASSED" if verdict["passed"] else "FAILED"
+    lines = [f"gate: {word} ({'; '.join(reasons)})"]
+    for f in failures[:MAX_GATE_FAILURES_SHOWN]:
+        rate = fmt_pct(f["pass_rate"], 1) if f["pass_rate"] is not None else "no judged trial"
+        lines.append(
+            f"  {_clean(f['variant'])} / {_clean(f['task'])}: {rate} < {fmt_pct(f['threshold'], 1)}"
+        )
+    return lines
+
+
 def render_terminal(summary: Mapping[str, Any]) -> list[str]:
     """Lines for the terminal summary of a run (without trailing newlines)."""
     lines: list[str] = []
@@ -161,6 +205,12 @@ def render_terminal(summary: Mapping[str, Any]) -> list[str]:
         lines.append("")
         if verdict["passed"]:
             lines.append("evalrun gates: PASSED")
+        elif verdict.get("regressions"):
+            lines.append(
+                f"evalrun gates: FAILED ({len(verdict['failures'])} of "
+                f"{verdict['gated_cells']} gated variant x task pairs below their min pass "
+                f"rate; regressed: {', '.join(_clean(r) for r in verdict['regressions'])})"
+            )
         else:
             lines.append(
                 f"evalrun gates: FAILED ({len(verdict['failures'])} of "

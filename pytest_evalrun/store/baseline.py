@@ -1,0 +1,112 @@
+"""``--eval-baseline-run RUN``: the regression gate's data, read from the index.
+
+The baseline run of an experiment is found in ``results/index.db`` (a run id, a unique prefix,
+``latest`` or ``latest~N``, never the run being written); the comparison itself is
+:func:`pytest_evalrun.report.regression.compare_variant`, the same code ``evalrun compare``
+uses: per variant, pass rates paired by task, one-sided.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..outcome import JUDGED, PASSED, TrialOutcome
+from ..report.regression import compare_variant
+from .paths import index_db
+from .query import IndexMissing, RunNotFound, find_runs, open_index, task_counts
+
+
+class BaselineError(LookupError):
+    """The baseline run cannot be found (one line, naming the experiment and the reference)."""
+
+
+def _ordered_ids(conn: sqlite3.Connection, experiment: str, exclude: str) -> list[str]:
+    rows = conn.execute(
+        "SELECT run_id FROM runs WHERE experiment = ? AND run_id != ? "
+        "ORDER BY started_at DESC, run_id DESC",
+        (experiment, exclude),
+    )
+    return [r[0] for r in rows]
+
+
+def resolve_baseline(results: Path, ref: str, experiment: str, current_run: str) -> str:
+    """The run id of ``experiment``'s baseline run. ``latest`` is the latest run before the one
+    this session writes (``latest~N`` the N-th before that)."""
+    try:
+        conn = open_index(index_db(results))
+    except IndexMissing:
+        raise BaselineError(
+            f"--eval-baseline-run {ref}: no index of earlier runs in {results}"
+        ) from None
+    try:
+        head, sep, tail = ref.partition("~")
+        if head == "latest" and (not sep or tail.isdigit()):
+            ids = _ordered_ids(conn, experiment, current_run)
+            n = int(tail) if sep else 0
+            if n >= len(ids):
+                raise BaselineError(
+                    f"--eval-baseline-run {ref}: experiment {experiment!r} has "
+                    f"{len(ids)} earlier run(s)"
+                )
+            return ids[n]
+        try:
+            rows = find_runs(conn, ref, experiment)
+        except RunNotFound as exc:
+            raise BaselineError(f"--eval-baseline-run {ref}: {exc}") from None
+        if rows[0].run_id == current_run:
+            raise BaselineError(
+                f"--eval-baseline-run {ref} is the run this session writes; name an earlier one"
+            )
+        return rows[0].run_id
+    finally:
+        conn.close()
+
+
+def _cand_counts(outcomes: Iterable[TrialOutcome]) -> dict[str, dict[str, tuple[int, int]]]:
+    counts: dict[str, dict[str, list[int]]] = {}
+    for o in outcomes:
+        if o.status not in JUDGED:
+            continue
+        cell = counts.setdefault(o.variant_slug or o.variant, {}).setdefault(
+            o.task_slug or o.task, [0, 0]
+        )
+        cell[0] += int(o.status == PASSED)
+        cell[1] += 1
+    return {v: {t: (p, n) for t, (p, n) in tasks.items()} for v, tasks in counts.items()}
+
+
+def regression(
+    results: Path,
+    experiment: str,
+    baseline_run: str,
+    outcomes: Sequence[TrialOutcome],
+    *,
+    alpha: float,
+    variant_names: Mapping[str, str],
+) -> dict[str, Any]:
+    """The regression section of an experiment's summary: each variant of this run against
+    the same variant of ``baseline_run``. ``variant_names``: slug -> name, in report order."""
+    conn = open_index(index_db(results))
+    try:
+        base = task_counts(conn, (experiment, baseline_run))
+    finally:
+        conn.close()
+    cand = _cand_counts(outcomes)
+    variants = []
+    for slug, name in variant_names.items():
+        if slug not in cand and slug not in base:
+            continue
+        result = compare_variant(base.get(slug, {}), cand.get(slug, {}), alpha=alpha)
+        variants.append({"variant": name, "in_baseline": slug in base, **result.to_dict()})
+    regressed = [v["variant"] for v in variants if v["regressed"]]
+    return {
+        "baseline_run": baseline_run,
+        "alpha": alpha,
+        "test": "one-sided, paired by task",
+        "variants": variants,
+        "regressed": regressed,
+        "passed": not regressed,
+    }

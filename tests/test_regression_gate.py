@@ -1,0 +1,149 @@
+"""--eval-baseline-run / --eval-alpha: the regression gate, end to end (terminal, summary.json,
+summary.md, JUnit, exit status), and `evalrun compare` agreeing with it."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import evalrun
+from conftest import VERIFY, Suite
+
+
+def _tasks(answer: str, broken: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": f"task-{i}",
+            "prompt": f"WRITE answer.txt {'nope' if i in broken else answer}",
+            "fixture": "fixtures/basic",
+            "verify": VERIFY,
+        }
+        for i in range(6)
+    ]
+
+
+def _run(suite: Suite, *args: str) -> pytest.RunResult:
+    return suite.pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", *args)
+
+
+def _summary(suite: Suite, run_id: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(
+        (suite.results() / "exp" / run_id / "summary.json").read_text()
+    )
+    return data
+
+
+@pytest.fixture
+def baseline(suite: Suite) -> Suite:
+    suite.experiment(trials=3, tasks=_tasks("ok"), variants={"a": {}, "b": {}})
+    assert _run(suite, "--eval-run-id=base").ret == 0
+    return suite
+
+
+def test_a_real_drop_fails_the_session(baseline: Suite) -> None:
+    suite = baseline
+    # variant b's agent now answers wrong on every task; a stays as it was
+    suite.experiment(
+        trials=3,
+        tasks=_tasks("ok"),
+        variants={"a": {}, "b": {"agent": {"command": "echo nope > answer.txt"}}},
+    )
+    result = _run(suite, "--eval-run-id=cand", "--eval-baseline-run=base", "--junitxml=junit.xml")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "regression gate against run base (one-sided, paired by task, alpha 0.05):",
+            "*variant*baseline*this run*difference*p (one-sided)*detectable drop*verdict*",
+            "*a*100.0%*100.0%*no regression detected*",
+            "*b*100.0%*0.0%*-100.0 pp*REGRESSED*",
+            "gate: FAILED (regressed: b)",
+        ]
+    )
+    exp = _summary(suite, "cand")["experiments"][0]
+    reg = exp["regression"]
+    assert reg["baseline_run"] == "base" and reg["alpha"] == 0.05 and reg["regressed"] == ["b"]
+    a, b = reg["variants"]
+    assert a["variant"] == "a" and not a["regressed"] and a["diff"] == 0
+    assert b["n_tasks"] == 6 and b["regressed"] and b["p_value"] < 0.05
+    assert b["diff"] == -1.0 and b["ci_low"] <= b["diff"] < b["ci_high"] < 0 and b["min_detectable_drop"] > 0
+    assert exp["verdict"] == {
+        "gated": True,
+        "passed": False,
+        "gated_cells": 0,
+        "failures": [],
+        "regressions": ["b"],
+    }
+    md = (suite.results() / "exp" / "cand" / "summary.md").read_text()
+    assert "### Regression gate against run `base`" in md and "REGRESSED" in md
+    props = {
+        p.get("name"): p.get("value") for p in ET.parse(suite.root / "junit.xml").iter("property")
+    }
+    assert props["evalrun.verdict"] == "failed"
+    assert props["evalrun.regression.exp.b.verdict"] == "regressed"
+    assert props["evalrun.regression.exp.baseline_run"] == "base"
+    # evalrun compare reaches the same verdict with the same numbers
+    cmp = evalrun("compare", "base", "cand", "--json", cwd=suite.root)
+    assert cmp.returncode == 1, cmp.stderr
+    data = json.loads(cmp.stdout)
+    data = data[0] if isinstance(data, list) else data
+    (vb,) = [v for v in data["variants"] if v["variant"] == "b"]
+    assert vb["result"]["p_value"] == pytest.approx(b["p_value"])
+    assert vb["result"]["min_detectable_drop"] == pytest.approx(b["min_detectable_drop"])
+
+
+def test_no_change_passes_and_says_what_it_could_detect(baseline: Suite) -> None:
+    suite = baseline
+    result = _run(suite, "--eval-run-id=again", "--eval-baseline-run=latest", "--eval-alpha=0.01")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "regression gate against run base (one-sided, paired by task, alpha 0.01):",
+            "*a*100.0%*100.0%*no regression detected*",
+            "gate: PASSED (no variant regressed)",
+        ]
+    )
+    reg = _summary(suite, "again")["experiments"][0]["regression"]
+    assert reg["passed"] and {v["variant"] for v in reg["variants"]} == {"a", "b"}
+    assert all(v["min_detectable_drop"] is not None for v in reg["variants"])
+
+
+def test_min_pass_rate_gates_still_count(baseline: Suite) -> None:
+    suite = baseline
+    suite.experiment(
+        trials=3, tasks=_tasks("ok", broken=frozenset({0})), variants={"a": {}}, min_pass_rate=0.9
+    )
+    result = _run(suite, "--eval-run-id=c2", "--eval-baseline-run=base")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(
+        [
+            "gate: FAILED (1 of 6 gated variant x task pairs below their min pass rate; "
+            "no variant regressed)"
+        ]
+    )
+
+
+@pytest.mark.parametrize("ref", ["nope", "latest~5"])
+def test_an_unknown_baseline_is_a_usage_error(baseline: Suite, ref: str) -> None:
+    result = _run(baseline, f"--eval-baseline-run={ref}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--eval-baseline-run {ref}*experiment 'exp'*"])
+    assert [p.name for p in baseline.run_dirs()] == ["base"]  # nothing ran
+
+
+def test_bad_alpha(baseline: Suite) -> None:
+    result = _run(baseline, "--eval-baseline-run=base", "--eval-alpha=1.5")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--eval-alpha*between 0 and 1*"])
+
+
+def test_the_html_report_shows_the_gate(baseline: Suite, tmp_path: Path) -> None:
+    suite = baseline
+    assert _run(suite, "--eval-run-id=cand", "--eval-baseline-run=base").ret == 0
+    out = tmp_path / "report.html"
+    assert evalrun("report", "cand", "-o", str(out), cwd=suite.root).returncode == 0
+    page = out.read_text()
+    assert "Regression gate against run base" in page
+    assert page.count("no regression detected") >= 2
