@@ -85,6 +85,12 @@ def test_a_real_drop_fails_the_session(baseline: Suite) -> None:
     assert props["evalrun.verdict"] == "failed"
     assert props["evalrun.regression.exp.b.verdict"] == "regressed"
     assert props["evalrun.regression.exp.baseline_run"] == "base"
+    # evalrun show says so, and --gate turns it into the exit status (CI on a merged run)
+    shown = evalrun("show", "cand", cwd=suite.root)
+    assert shown.returncode == 0 and "gate: FAILED (0 of 0 gated cells" in shown.stdout
+    assert "regressed: b" in shown.stdout
+    assert evalrun("show", "cand", "--gate", cwd=suite.root).returncode == 1
+    assert evalrun("show", "base", "--gate", cwd=suite.root).returncode == 0
     # evalrun compare reaches the same verdict with the same numbers
     cmp = evalrun("compare", "base", "cand", "--json", cwd=suite.root)
     assert cmp.returncode == 1, cmp.stderr

@@ -55,6 +55,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help=f"list at most N trials that did not pass (default {DEFAULT_FAILED}; 0: all)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument(
+        "--gate",
+        action="store_true",
+        help="exit 1 when a shown run's gate failed (e.g. to gate CI on a merged run)",
+    )
     p.set_defaults(func=run)
 
 
@@ -213,10 +218,15 @@ def _gate_lines(row: RunRow, verdict: dict[str, Any] | None) -> list[str]:
     if not row.gated:
         return ["gate: none set"]
     failures = (verdict or {}).get("failures") or []
+    regressions = (verdict or {}).get("regressions")
+    regressed = f"; regressed: {', '.join(map(clean, regressions))}" if regressions else ""
     if row.gate_passed:
         return [f"gate: PASSED ({(verdict or {}).get('gated_cells', '?')} gated cells)"]
     gated = (verdict or {}).get("gated_cells", "?")
-    lines = [f"gate: FAILED ({len(failures)} of {gated} gated cells below their min pass rate)"]
+    lines = [
+        f"gate: FAILED ({len(failures)} of {gated} gated cells below their min pass rate"
+        f"{regressed})"
+    ]
     for f in failures[:10]:
         rate = f.get("pass_rate")
         shown = pct(rate) if rate is not None else "no judged trial"
@@ -277,13 +287,14 @@ def run(args: argparse.Namespace) -> int:
     datas = [
         collect(conn, results, r, cs, args.failed) for r, cs in zip(rows, all_cells, strict=True)
     ]
+    failed = 1 if args.gate and any(r.gated and not r.gate_passed for r in rows) else 0
     if args.json:
         print_json(datas)
-        return 0
+        return failed
     out: list[str] = []
     for i, (data, row, cs) in enumerate(zip(datas, rows, all_cells, strict=True)):
         if i:
             out.append("")
         out.extend(render(data, row, cs))
     print_lines(out)
-    return 0
+    return failed
