@@ -27,11 +27,11 @@ from typing import Any
 import pytest
 import yaml
 from agentcli_env import DEFAULT_MODELS
+from agentcli_pins import CLIS as PACKAGES
+from agentcli_pins import PINS, executable, install_dir
 from atif_rules import rule_errors, step_totals
 from harbor_schemas import find_reference, schema_errors
 from mockllm import MockLLM, Script, Usage, custom_tool, say, shell, tool
-from agentcli_pins import CLIS as PACKAGES
-from agentcli_pins import PINS, executable, install_dir
 from test_agent_clis_mock import WRITE
 
 TESTS = Path(__file__).resolve().parent
@@ -179,7 +179,8 @@ def check_trial(cli: str, trial: Path, mock: MockLLM, script: Script, harbor: Pa
     """Every evidence file of one trial, against what the mock served."""
     meta = json.loads((trial / "meta.json").read_text())
     artifacts = trial / "artifacts"
-    assert not (artifacts / "preset-error.txt").exists(), (artifacts / "preset-error.txt").read_text()
+    problem = artifacts / "preset-error.txt"
+    assert not problem.exists(), problem.read_text()
     assert mock.outside == [], f"{cli} tried to leave the machine: {mock.outside}"
     answered = [r["answered"] for r in mock.model_requests()]
     assert answered.count("aux") == AUX_CALLS.get(cli, 0), answered

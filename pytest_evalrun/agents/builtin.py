@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 from . import load
-from .preset import Launch, Preset, PresetTrial, Records, newest
 from .otlp import otlp_lines_from_pretty_json
+from .preset import Launch, Preset, PresetTrial, Records, newest
 
 
 def _read(path: Path | None) -> str | None:

@@ -26,7 +26,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if not self.path.split("?")[0].rstrip("/").endswith(("/v1/logs", "/v1/metrics",
                                                              "/v1/traces")):

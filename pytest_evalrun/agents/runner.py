@@ -33,10 +33,11 @@ HOME_DIR = "agent-home"
 FOLLOWUP_TIMEOUT = 120.0
 
 
-def resolve_executable(name: str, env: Mapping[str, str], cwd: Path) -> str | None:
-    """``name`` as a path: absolute, relative to ``cwd`` when it holds a slash, else on PATH."""
+def resolve_executable(name: str, env: Mapping[str, str], base: Path) -> str | None:
+    """``name`` as a path: absolute, relative to ``base`` (the experiment file's directory) when
+    it holds a slash, else looked up on the step's PATH."""
     if os.sep in name:
-        path = Path(name) if os.path.isabs(name) else cwd / name
+        path = Path(name) if os.path.isabs(name) else base / name
         return str(path) if os.access(path, os.X_OK) and path.is_file() else None
     return shutil.which(name, path=env.get("PATH", os.defpath))
 
@@ -72,7 +73,7 @@ def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
     """Run ``preset``'s CLI as the trial's agent step, then collect its evidence."""
     value: Mapping[str, Any] = step.value if isinstance(step.value, Mapping) else {}
     program = str(value.get("executable") or preset.program)
-    executable = resolve_executable(program, ctx.env, ctx.cwd)
+    executable = resolve_executable(program, ctx.env, ctx.experiment_dir)
     if executable is None:
         ctx.output.parent.mkdir(parents=True, exist_ok=True)
         ctx.output.write_text(f"{preset.name}: {program!r} not found on PATH\n")
