@@ -40,6 +40,11 @@ PRESETS = {"claude": "claude-code", "codex": "codex", "copilot": "copilot-cli",
 #: The OpenTelemetry file each preset leaves (opencode emits none).
 OTEL = {"claude": "claude-code-otel.jsonl", "codex": "codex-otel.jsonl",
         "copilot": "copilot-otel.jsonl", "gemini": "gemini-cli-otel.jsonl"}
+#: An OpenTelemetry attribute holding each call's input tokens, and whether that count leaves
+#: the cache reads out (Anthropic's convention).
+OTEL_INPUT = {"claude": ("input_tokens", True), "codex": ("gen_ai.usage.input_tokens", False),
+              "copilot": ("gen_ai.usage.input_tokens", False),
+              "gemini": ("input_token_count", False)}
 #: Calls each CLI makes besides the scripted ones (opencode titles the session first; that call
 #: is in none of its records).
 AUX_CALLS = {"opencode": 1}
@@ -122,6 +127,28 @@ def experiment(cli: str, exe: str, edit: MockLLM, refuse: MockLLM) -> Any:
              "env": {**endpoint_env(cli, refuse.url), **refuse.proxy_env()}},
         ],
     }
+
+
+def otel_values(text: str, key: str) -> set[int]:
+    """Every integer value of attribute ``key`` in OTLP/JSON lines (key/value lists or maps)."""
+    found: set[int] = set()
+    stack: list[Any] = [json.loads(line) for line in text.splitlines()]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            attrs = item.get("attributes")
+            pairs = ([(a.get("key"), a.get("value")) for a in attrs if isinstance(a, dict)]
+                     if isinstance(attrs, list) else list(attrs.items())
+                     if isinstance(attrs, dict) else [])
+            for name, value in pairs:
+                if name == key:
+                    raw = value.get("intValue", value.get("stringValue")) \
+                        if isinstance(value, dict) else value
+                    found.add(int(raw))
+            stack.extend(v for k, v in item.items() if k != "attributes")
+    return found
 
 
 def served(mock: MockLLM) -> list[tuple[int, int, int]]:
@@ -209,7 +236,9 @@ def check_trial(cli: str, trial: Path, mock: MockLLM, script: Script, harbor: Pa
     if cli in OTEL:
         otel = artifacts / OTEL[cli]
         assert otel.is_file() and otel.stat().st_size > 0, f"no {OTEL[cli]}"
-        assert all(json.loads(line) for line in otel.read_text().splitlines())
+        key, uncached = OTEL_INPUT[cli]
+        inputs = {t.usage.input - (t.usage.cache_read if uncached else 0) for t in script.turns}
+        assert inputs <= otel_values(otel.read_text(), key), f"{cli}: {OTEL[cli]}"
     analysis = json.loads((artifacts / "analysis.json").read_text())
     assert analysis["session_id"] == metrics["session_id"]
     assert analysis["model_calls"] == len(want)
@@ -227,9 +256,9 @@ def check_trial(cli: str, trial: Path, mock: MockLLM, script: Script, harbor: Pa
     assert final["total_cost_usd"] == pytest.approx(metrics["cost_usd"])
     assert step_totals(doc) == (total.input, total.cache_read, total.output)
     assert validate_trajectory(doc, harbor, tmp) == []
-    for path in trial.rglob("*"):
-        if path.is_file() and not path.is_symlink() and "agent-home" not in path.parts:
-            assert SECRET not in path.read_text(errors="replace"), f"secret in {path}"
+    for path in trial.rglob("*"):  # the CLI's own home included
+        if path.is_file() and not path.is_symlink():
+            assert SECRET.encode() not in path.read_bytes(), f"secret in {path}"
     return {"served": want, "metrics": got, "trajectory": (
         final["total_prompt_tokens"], final["total_cached_tokens"],
         final["total_completion_tokens"]), "analysis": analysis}

@@ -123,3 +123,31 @@ def test_preset_mapping_loads() -> None:
     assert variant.agent.value == {"preset": "gemini-cli", "executable": "bin/gemini",
                                    "args": ["--debug"]}
     assert variant.pricing == {"input": 1.25, "cached_input": 0.125, "output": 10.0}
+
+
+@pytest.mark.parametrize("quiet", ["1", "0"])
+def test_quiet_traffic_settings_are_on_unless_turned_off(quiet: str, tmp_path: Path) -> None:
+    from pytest_evalrun.agents.preset import PresetTrial
+
+    def trial(name: str) -> PresetTrial:
+        home = tmp_path / name / "agent-home"
+        home.mkdir(parents=True)
+        return PresetTrial(name, f"/bin/{name}", (), "hi", "m", tmp_path, home, tmp_path / "a",
+                           {"PATH": "/bin", "EVALRUN_PRESET_QUIET": quiet, "PWD": "/elsewhere"})
+
+    on = quiet == "1"
+    claude = BUILTIN["claude-code"].launch(trial("claude-code"))
+    assert ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC" in claude.env) is on
+    assert claude.env["HOME"] == str(tmp_path / "claude-code" / "agent-home")
+    assert "EVALRUN_PRESET_QUIET" not in claude.env and "PWD" not in claude.env
+    BUILTIN["codex"].launch(trial("codex"))
+    config = (tmp_path / "codex" / "agent-home" / ".codex" / "config.toml").read_text()
+    assert ("[analytics]\nenabled = false" in config) is on
+    opencode = BUILTIN["opencode"].launch(trial("opencode"))
+    assert ("OPENCODE_DISABLE_MODELS_FETCH" in opencode.env) is on
+    copilot = BUILTIN["copilot-cli"].launch(trial("copilot-cli"))
+    assert (copilot.env.get("COPILOT_AUTO_UPDATE") == "false") is on
+    BUILTIN["gemini-cli"].launch(trial("gemini-cli"))
+    settings = json.loads((tmp_path / "gemini-cli" / "agent-home" / ".gemini" /
+                           "settings.json").read_text())
+    assert ("privacy" in settings) is on
