@@ -99,7 +99,9 @@ def scan_args(config: pytest.Config, discovery: Discovery) -> None:
         discovery.scan([p for p in arg_paths(config) if p.exists()])
 
 
-def make_discovery(config: pytest.Config, shared: Shared, kinds: StepKinds) -> Discovery:
+def make_discovery(
+    config: pytest.Config, shared: Shared, kinds: StepKinds, presets: list[str] | None = None
+) -> Discovery:
     patterns = tuple(config.getini("evalrun_files") or DEFAULT_PATTERNS)
     explicit = {p.resolve() for p in arg_paths(config) if p.suffix in (".yaml", ".yml")}
     return Discovery(
@@ -107,6 +109,7 @@ def make_discovery(config: pytest.Config, shared: Shared, kinds: StepKinds) -> D
         environ=dict(os.environ),
         agent_kinds=sorted(kinds.agent),
         verify_kinds=sorted(kinds.verify),
+        presets=tuple(presets) if presets is not None else None,
         output_dirs=(Path(shared.results), Path(shared.jobs)),
         norecurse=tuple(config.getini("norecursedirs")),
         explicit=frozenset(explicit),

@@ -52,6 +52,8 @@ class Discovery:
     output_dirs: tuple[Path, ...]
     norecurse: tuple[str, ...] = ()
     explicit: frozenset[Path] = frozenset()
+    #: Preset names known (``agent: {preset: NAME}``); None: not checked.
+    presets: Collection[str] | None = None
     _loaded: dict[Path, Experiment | SpecError] = field(default_factory=dict)
     #: Experiment files found by :meth:`scan` (outside fixture and output directories).
     found: list[Path] = field(default_factory=list)
@@ -67,6 +69,7 @@ class Discovery:
                     environ=self.environ,
                     agent_kinds=self.agent_kinds,
                     verify_kinds=self.verify_kinds,
+                    presets=self.presets,
                 )
             except SpecError as exc:
                 cached = exc

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from .agents.preset import Preset
     from .outcome import TrialOutcome
     from .store.recorder import Recorder
     from .trial.steps import StepRunner
@@ -25,6 +26,17 @@ def pytest_evalrun_agent_kinds() -> Mapping[str, StepRunner]:  # type: ignore[em
     the :class:`~pytest_evalrun.spec.model.Step` and a
     :class:`~pytest_evalrun.trial.steps.StepContext`, and returns a
     :class:`~pytest_evalrun.trial.process.ProcessResult`. Called once per process.
+    """
+
+
+@pytest.hookspec
+def pytest_evalrun_agent_presets() -> Mapping[str, Preset]:  # type: ignore[empty-body]
+    """Return ``{name: preset}`` for coding-agent CLI presets this plugin adds.
+
+    An experiment file then writes ``agent: {preset: <name>}``. A preset is a
+    :class:`~pytest_evalrun.agents.preset.Preset`: how to launch its CLI for a trial and how to
+    read the CLI's records back (see docs/agents.md). The five built-in presets come through
+    this hook too. Called once per process.
     """
 
 

@@ -72,6 +72,8 @@ class TrialOutcome:
     seed: int = 0
     model: str | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    #: The agent's own session id, when its records name one (a preset's metrics.json).
+    session_id: str | None = None
     fingerprint: str = ""
     #: True when the outcome was recorded by an earlier session and reused by --eval-resume.
     resumed: bool = False

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from . import hookspecs
+from .agents.plugin import PresetsPlugin
 from .collect import ExperimentFile
 from .context import EvalContext, context_key, make_discovery, scan_args
 from .controller import ControllerPlugin
@@ -45,6 +46,16 @@ def _kinds(config: pytest.Config) -> StepKinds:
     for extra in config.hook.pytest_evalrun_verify_kinds():
         kinds.verify.update(extra or {})
     return kinds
+
+
+def _presets_plugin(config: pytest.Config) -> PresetsPlugin:
+    """The built-in presets plugin (registered once per config)."""
+    found = config.pluginmanager.get_plugin("evalrun-presets")
+    if isinstance(found, PresetsPlugin):
+        return found
+    plugin = PresetsPlugin(lambda: config.hook.pytest_evalrun_agent_presets())
+    config.pluginmanager.register(plugin, "evalrun-presets")
+    return plugin
 
 
 def _recorders(config: pytest.Config, shared: Shared) -> Recorders:
@@ -84,8 +95,9 @@ def pytest_configure(config: pytest.Config) -> None:
     shared = Shared.from_workerinput(workerinput) if workerinput is not None else None
     if shared is None:
         shared = decide(config)
+    presets = _presets_plugin(config)
     kinds = _kinds(config)
-    discovery = make_discovery(config, shared, kinds)
+    discovery = make_discovery(config, shared, kinds, presets=sorted(presets.presets()))
     if workerinput is None and not config.option.collectonly:
         scan_args(config, discovery)
         if discovery.found:  # this session will run trials: claim the run id

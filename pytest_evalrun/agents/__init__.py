@@ -3,7 +3,8 @@
 Pure functions, no I/O: a parser takes the JSON records a CLI wrote (its JSONL stdout and its
 transcript/session file, each decoded with :func:`common.read_jsonl`) and returns an
 :class:`common.AgentRun`; :func:`atif.trajectory` turns that into Harbor's trajectory format.
-Not wired into the plugin yet.
+The presets that run the CLIs for a trial are in :mod:`.preset`, :mod:`.builtin`,
+:mod:`.runner` and :mod:`.evidence`; :mod:`.plugin` registers them.
 """
 
 from __future__ import annotations

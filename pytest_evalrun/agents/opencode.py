@@ -71,13 +71,17 @@ def parse(stdout: list[Record] | None = None, export: Record | None = None) -> A
             data = error.get("data") if isinstance(error, dict) else None
             run.errors.append(str((data or {}).get("message") or error))
             continue
+        if kind == "patch":  # the files a step changed (snapshot diff), after its finish
+            run.files_touched += [str(f) for f in part.get("files") or []]
+            continue
         if kind in ("step-start", "step_start") or (step is None and kind in (
                 "text", "reasoning", "tool", "tool_use")):
             step = Step("agent", "", stamp, message.get("modelID") or run.model)
             run.steps.append(step)
             if kind in ("step-start", "step_start"):
                 continue
-        assert step is not None
+        if step is None:  # another part outside a step (snapshot, file, agent...)
+            continue
         if kind == "text":
             text = str(part.get("text", ""))
             step.text = f"{step.text}\n{text}" if step.text else text

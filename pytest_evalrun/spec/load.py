@@ -65,8 +65,11 @@ TOP_KEYS = (
     "env",
     "retries",
 )
-VARIANT_KEYS = ("agent", "model", "setup", "env", "description", "extends", "retries")
-DEFAULTS_KEYS = ("agent", "model", "setup", "env", "description", "retries")
+VARIANT_KEYS = ("agent", "model", "setup", "env", "description", "extends", "retries", "pricing")
+DEFAULTS_KEYS = ("agent", "model", "setup", "env", "description", "retries", "pricing")
+#: ``agent: {preset: NAME, executable: PROGRAM, args: [...]}``; ``pricing:`` USD per 1M tokens.
+PRESET_KEYS = ("preset", "executable", "args")
+PRICING_KEYS = ("input", "cached_input", "output", "cache_write")
 TASK_KEYS = (
     "name",
     "description",
@@ -108,12 +111,14 @@ def load_experiment(
     environ: Mapping[str, str],
     agent_kinds: Collection[str] = BUILTIN_KINDS,
     verify_kinds: Collection[str] = BUILTIN_KINDS,
+    presets: Collection[str] | None = None,
 ) -> Experiment:
     """Read and check the experiment file at ``path``.
 
     Raises :class:`SpecError` (one problem) or :class:`SpecErrors` (several). ``agent_kinds``
     and ``verify_kinds`` are the step kinds allowed (``setup`` uses ``agent_kinds``); the
-    built-in ``command`` and ``python`` are always allowed.
+    built-in ``command`` and ``python`` are always allowed. ``presets``: the preset names
+    ``agent: {preset: NAME}`` may use (None: any name).
     """
     try:
         data = Path(path).read_bytes()
@@ -125,7 +130,8 @@ def load_experiment(
         line = data.count(b"\n", 0, exc.start) + 1
         raise SpecError(path, line, f"the file is not valid UTF-8 ({exc.reason})") from None
     return load_experiment_text(
-        text, path, environ=environ, agent_kinds=agent_kinds, verify_kinds=verify_kinds
+        text, path, environ=environ, agent_kinds=agent_kinds, verify_kinds=verify_kinds,
+        presets=presets,
     )
 
 
@@ -136,12 +142,13 @@ def load_experiment_text(
     environ: Mapping[str, str],
     agent_kinds: Collection[str] = BUILTIN_KINDS,
     verify_kinds: Collection[str] = BUILTIN_KINDS,
+    presets: Collection[str] | None = None,
 ) -> Experiment:
     """Like :func:`load_experiment` for ``text`` as if read from ``path``.
 
     Relative paths in the file resolve against ``path``'s directory.
     """
-    builder = _Builder(Path(path), str(path), environ, agent_kinds, verify_kinds)
+    builder = _Builder(Path(path), str(path), environ, agent_kinds, verify_kinds, presets)
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a big file makes many objects and no cycles: collections only cost time
     try:
@@ -240,7 +247,9 @@ class _Builder:
         environ: Mapping[str, str],
         agent_kinds: Collection[str],
         verify_kinds: Collection[str],
+        presets: Collection[str] | None = None,
     ) -> None:
+        self.presets = tuple(presets) if presets is not None else None
         self.path_text = path_text
         self.path = Path(os.path.abspath(path))
         self.base_dir = self.path.parent
@@ -451,6 +460,8 @@ class _Builder:
             numbers: dict[str, Any] = {}
             self._numbers(m, ctx, numbers)
             fields["retries"] = numbers["retries"]
+        if "pricing" in m:
+            fields["pricing"] = self._pricing(m, ctx)
         entry = _Entry(name, m.line, fields, _raw(m))
         self._extends(m, ctx, entry)
         return entry
@@ -478,6 +489,7 @@ class _Builder:
             description=f.get("description"),
             raw={"name": e.name, **raw},
             retries=f.get("retries"),
+            pricing=f.get("pricing"),
         )
 
     # -- tasks
@@ -863,6 +875,8 @@ class _Builder:
         where = f"{key!r}{ctx}"
         if isinstance(value, (str, YList)):
             return self._command(value, line, where)
+        if isinstance(value, YMap) and "preset" in value and "preset" in kinds:
+            return self._preset(value, where)
         known = ", ".join(kinds)
         if not isinstance(value, YMap) or len(value) != 1:
             got = (
@@ -905,6 +919,62 @@ class _Builder:
             )
             return None
         return Step(kind, plain(inner), line)
+
+    def _preset(self, m: YMap, where: str) -> Step | None:
+        """``{preset: NAME, executable: PROGRAM, args: [...]}`` -> Step("preset", mapping)."""
+        before = len(self.errors)
+        self._check_keys(m, PRESET_KEYS, f" in {where}")
+        ok = len(self.errors) == before
+        name, line = m["preset"], m.lines["preset"]
+        if not isinstance(name, str) or not name:
+            self.error(line, f"'preset' in {where} must be a preset name, got "
+                       f"{_describe(name, m.src.get('preset'))}")
+            return None
+        if self.presets is not None and name not in self.presets:
+            self.error(line, f"unknown preset {name!r} in {where}; known presets: "
+                       f"{', '.join(self.presets)}{_did_you_mean(name, self.presets)}")
+            return None
+        executable = m.get("executable")
+        if "executable" in m and (not isinstance(executable, str) or not executable.strip()):
+            self.error(m.lines["executable"], f"'executable' in {where} must be a program "
+                       f"name or path, got {_describe(executable, m.src.get('executable'))}")
+            ok = False
+        args = m.get("args", [])
+        if args is None or isinstance(args, str):
+            args = [] if args is None else args
+        if not isinstance(args, YList) and args != []:
+            self.error(m.lines["args"], f"'args' in {where} must be a list of strings, got "
+                       f"{_describe(args, m.src.get('args'))}")
+            return None
+        if isinstance(args, YList):
+            for item, item_line in zip(args, args.lines, strict=False):
+                if not isinstance(item, str):
+                    self.error(item_line, f"'args' in {where}: items must be strings, got "
+                               f"{_describe(item, None)}")
+                    ok = False
+        if not ok:
+            return None
+        return Step("preset", {"preset": name, "executable": executable,
+                               "args": [str(a) for a in args]}, line)
+
+    def _pricing(self, m: YMap, ctx: str) -> Any:
+        value, line = m["pricing"], m.lines["pricing"]
+        if not isinstance(value, YMap):
+            self.error(line, f"'pricing'{ctx} must be a mapping of USD per million tokens "
+                       f"({', '.join(PRICING_KEYS)}), got {_describe(value, m.src.get('pricing'))}")
+            return _INVALID
+        before = len(self.errors)
+        self._check_keys(value, PRICING_KEYS, f" in 'pricing'{ctx}")
+        if len(self.errors) != before:
+            return _INVALID
+        out: dict[str, float] = {}
+        for key, number in value.items():
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0:
+                self.error(value.lines[key], f"'pricing' {key!r}{ctx} must be a number >= 0 "
+                           f"(USD per million tokens), got {_describe(number, value.src.get(key))}")
+                return _INVALID
+            out[key] = float(number)
+        return out
 
     def _command(self, value: str | YList, line: int, where: str) -> Step | None:
         if isinstance(value, str):

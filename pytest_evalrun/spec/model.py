@@ -61,6 +61,8 @@ class Variant:
     raw: Mapping[str, Any] = field(default_factory=dict)
     #: ``retries`` given for this variant (or in ``defaults``); None: not given here.
     retries: int | None = None
+    #: ``pricing:`` USD per million tokens (input, cached_input, output, cache_write).
+    pricing: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)

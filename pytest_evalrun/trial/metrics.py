@@ -5,7 +5,10 @@ conventions (``gen_ai.usage.input_tokens``, ``gen_ai.usage.output_tokens``,
 ``gen_ai.request.model`` / ``gen_ai.response.model``), both OTLP/JSON export lines
 (``resourceSpans`` ... ``attributes: [{key, value: {intValue}}]``) and flat lines
 (``{"attributes": {"gen_ai.usage.input_tokens": 12}}``); then a ``metrics.json`` the agent
-wrote itself (``input_tokens``, ``output_tokens``, ``cache_tokens``, ``cost_usd``, ``model``).
+wrote itself (``input_tokens``, ``output_tokens``, ``cache_tokens`` or ``cache_read_tokens``,
+``cost_usd``, ``model``). A metrics.json with per-call numbers (``calls``: a preset's, written
+from the CLI's own records) is taken as it is: OpenTelemetry often states the same tokens more
+than once (per call and per session), so it only fills gaps there.
 """
 
 from __future__ import annotations
@@ -122,10 +125,11 @@ def from_agent_metrics(path: Path) -> Metrics | None:
         return None if n is None else int(n)
 
     model = data.get("model")
+    cache = integer("cache_tokens")
     return Metrics(
         input_tokens=integer("input_tokens"),
         output_tokens=integer("output_tokens"),
-        cache_tokens=integer("cache_tokens"),
+        cache_tokens=cache if cache is not None else integer("cache_read_tokens"),
         cost_usd=_num(data.get("cost_usd")),
         model=model if isinstance(model, str) else None,
         source="agent-metrics",
@@ -142,10 +146,30 @@ def otel_files(artifacts: Path) -> list[Path]:
     )
 
 
+def session_id(artifacts: Path) -> str | None:
+    """The agent's session id from its metrics.json (``session_id``), else None."""
+    try:
+        data = json.loads((artifacts / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = data.get("session_id") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def _per_call(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("calls"), list)
+
+
 def collect(artifacts: Path) -> Metrics:
     """Tokens, cost and model the agent reported; empty Metrics when it reported nothing."""
-    otel = from_otel(otel_files(artifacts))
     agent = from_agent_metrics(artifacts / "metrics.json")
+    if agent is not None and _per_call(artifacts / "metrics.json"):
+        return agent
+    otel = from_otel(otel_files(artifacts))
     if otel is None:
         return agent or Metrics()
     if agent is not None:  # fill gaps in the OTel numbers from the agent's own file

@@ -184,6 +184,7 @@ class _Trial:
             output=output,
             values=self.values(),
             experiment_dir=self.spec.experiment.directory,
+            pricing=self.spec.variant.pricing,
         )
         runner = self.spec.kinds.runner(role, step.kind)
         result = runner(step, ctx)
@@ -257,6 +258,7 @@ class _Trial:
         for src in metrics_mod.otel_files(f.artifacts):
             _link_or_copy(src, f.file(src.name))
         self.outcome.metrics = metrics_mod.collect(f.artifacts)
+        self.outcome.session_id = metrics_mod.session_id(f.artifacts)
         if self.outcome.metrics.model is None and self.spec.variant.model:
             self.outcome.metrics.model = self.spec.variant.model
 

@@ -42,6 +42,8 @@ class StepContext:
     output: Path
     values: Mapping[str, str]  # placeholder values
     experiment_dir: Path
+    #: The variant's ``pricing:`` (USD per million tokens), for kinds that price model calls.
+    pricing: Mapping[str, float] | None = None
 
 
 class StepRunner(Protocol):

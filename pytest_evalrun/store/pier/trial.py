@@ -26,6 +26,9 @@ from pytest_evalrun.store.pier.trajectory import events_to_trajectory, read_even
 
 #: Standard-layout files that are the agent's own logs: they go to ``agent/``.
 AGENT_LOG_NAMES = ("events.jsonl", "session.md", "metrics.json", "analysis.json")
+#: An ATIF trajectory the agent wrote itself (a preset's, from the CLI's own transcript): used
+#: as ``agent/trajectory.json`` instead of converting ``events.jsonl``.
+TRAJECTORY_NAME = "trajectory.json"
 
 
 def _is_otel(name: str) -> bool:
@@ -33,7 +36,7 @@ def _is_otel(name: str) -> bool:
 
 
 def _is_agent_log(name: str) -> bool:
-    return name in AGENT_LOG_NAMES or _is_otel(name)
+    return name in AGENT_LOG_NAMES or name == TRAJECTORY_NAME or _is_otel(name)
 
 
 def write_trial_dir(
@@ -106,7 +109,8 @@ def _write_agent_dir(
     ctx: TrialContext, outcome: TrialOutcome, agent_dir: Path, link_mode: LinkMode
 ) -> None:
     """``agent/``: the command as Harbor's installed agents lay it out, the agent's logs and
-    its ATIF ``trajectory.json`` when its ``events.jsonl`` converts."""
+    its ATIF ``trajectory.json``: the agent's own (``artifacts/trajectory.json``) when there is
+    one, else its ``events.jsonl`` converted."""
     command_dir = agent_dir / "command-0"
     command_dir.mkdir(parents=True, exist_ok=True)
     if ctx.variant is not None:
@@ -132,7 +136,7 @@ def _write_agent_dir(
                 link_file(entry, agent_dir / entry.name, link_mode)
             if entry.name == "events.jsonl" and events_path is None:
                 events_path = entry
-    if events_path is None:
+    if (agent_dir / TRAJECTORY_NAME).exists() or events_path is None:
         return
     events = read_events(events_path)
     if events is None:
