@@ -41,6 +41,9 @@ class RunInfo:
     redactor: Redactor
     #: How many trials run at once (xdist workers).
     n_concurrent: int = 1
+    #: The isolation this session gives each variant's steps (variant name -> the
+    #: ``isolation`` record of its trials' meta.json); {} when unknown.
+    isolation: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

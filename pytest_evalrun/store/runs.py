@@ -12,7 +12,7 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -117,8 +117,12 @@ def start_run(
     pytest_args: list[str],
     git: dict[str, Any],
     info: dict[str, Any],
+    isolation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Create run.json, or mark an existing run running again for this session (idempotent)."""
+    """Create run.json, or mark an existing run running again for this session (idempotent).
+
+    ``isolation``: what each variant's steps get in this session (also kept per session:
+    a resumed run may have run with another ``--eval-sandbox``)."""
 
     def change(data: dict[str, Any] | None) -> dict[str, Any]:
         now = utc_now()
@@ -143,12 +147,15 @@ def start_run(
                     "finished_at": None,
                     "status": RUNNING,
                     "pytest_args": pytest_args,
+                    **({"isolation": dict(isolation)} if isolation is not None else {}),
                 }
             )
             data["status"] = RUNNING
             data["finished_at"] = None
         data["pytest_args"] = pytest_args
         data["git"] = git
+        if isolation is not None:
+            data["isolation"] = dict(isolation)
         data.update(info)
         return data
 

@@ -82,6 +82,7 @@ class StandardRecorder(Recorder):
             pytest_args=list(run.pytest_args),
             git=self._git,
             info=self._info or {},
+            isolation=run.isolation or None,
         )
 
     def begin_trial(
