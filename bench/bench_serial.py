@@ -3,7 +3,9 @@ serially by pytest (``-p no:xdist``) vs a bash loop doing the same work per tria
 (bench/baseline_trials.sh: copy fixture, git init/add/commit, agent, git diff, verify,
 meta/verify/metrics JSON).
 
-Run: python bench/bench_serial.py [--repeats N] [--keep]      target ratio <= 1.0
+Run: python bench/bench_serial.py [--repeats N] [--keep] [--sandbox auto|bwrap|none]
+Target ratio: <= 1.0 unsandboxed (``--sandbox none``), <= 1.10 with the sandbox on (the
+default where bubblewrap runs: every setup/agent/verify step in its own bwrap).
 """
 
 from __future__ import annotations
@@ -17,7 +19,18 @@ import common as c
 
 N_VARIANTS, N_TASKS, N_TRIALS = 2, 10, 10
 N = N_VARIANTS * N_TASKS * N_TRIALS
-TARGET = 1.0
+
+def arg_sandbox() -> str:
+    for i, a in enumerate(sys.argv):
+        if a == "--sandbox" and i + 1 < len(sys.argv):
+            return sys.argv[i + 1]
+        if a.startswith("--sandbox="):
+            return a.split("=", 1)[1]
+    return "auto"
+
+
+SANDBOX = arg_sandbox()
+TARGET = 1.0 if SANDBOX == "none" else 1.10
 
 
 def make_suite() -> Path:
@@ -34,7 +47,8 @@ def make_suite() -> Path:
 
 
 def subject(root: Path) -> float:
-    cmd = c.pytest_cmd("-p", "no:xdist", "-q", "exp", *c.eval_args(root, "serial"))
+    cmd = c.pytest_cmd("-p", "no:xdist", "-q", "exp", "--eval-sandbox", SANDBOX,
+                       *c.eval_args(root, "serial"))
     dt = c.run(cmd, root, log=c.OUT / "serial-subject.log")
     last = (c.OUT / "serial-subject.log").read_text().strip().splitlines()[-1]
     if f"{N} passed" not in last:
@@ -56,7 +70,9 @@ def main() -> dict[str, object]:
     try:
         sub, base, subs, bases = c.interleave(lambda: subject(root), lambda: baseline(root),
                                               repeats, "serial")
-        return c.result("serial", 2, f"{N} trials serial vs bash loop doing the same work",
+        return c.result("serial" if SANDBOX == "none" else f"serial-sandbox-{SANDBOX}", 2,
+                        f"{N} trials serial (--eval-sandbox {SANDBOX}) vs bash loop doing the "
+                        "same work (unsandboxed)",
                         sub, base, TARGET, subject_samples=subs, baseline_samples=bases,
                         subject_ms_per_trial=round(sub / N * 1000, 2),
                         baseline_ms_per_trial=round(base / N * 1000, 2))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
@@ -19,6 +19,7 @@ from .shared import Shared
 from .spec.model import Experiment
 from .store.paths import RunPaths
 from .store.recorder import Recorders, RunInfo
+from .trial.sandbox import SandboxError, resolve
 from .trial.steps import StepKinds
 
 if TYPE_CHECKING:
@@ -48,12 +49,29 @@ class EvalContext:
     collected_per_experiment: dict[str, int] = field(default_factory=dict)
     runner: TrialRunner | None = None
     _redactors: dict[str, Redactor] = field(default_factory=dict)
+    _isolation: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def redactor(self, exp: Experiment) -> Redactor:
         r = self._redactors.get(exp.slug)
         if r is None:
             r = self._redactors[exp.slug] = Redactor(exp.secret_values)
         return r
+
+    def isolation(self, exp: Experiment) -> dict[str, dict[str, Any]]:
+        """What each variant's steps get in this session (``--eval-sandbox`` or the
+        variant's ``sandbox:``), as recorded in run.json."""
+        found = self._isolation.get(exp.slug)
+        if found is None:
+            found = {}
+            for v in exp.variants:
+                mode = self.shared.sandbox or v.sandbox.mode
+                try:
+                    record: dict[str, Any] = resolve(mode).to_dict()
+                except SandboxError as exc:
+                    record = {"sandbox": "none", "requested": mode, "reason": str(exc)}
+                found[v.name] = {**record, "network": v.network}
+            self._isolation[exp.slug] = found
+        return found
 
     def run_info(
         self, exp: Experiment, *, run_id: str | None = None, n_total: int | None = None
@@ -74,6 +92,7 @@ class EvalContext:
             redactor=redactor,
             n_concurrent=self.workers,
             shard=shared.shard,
+            isolation=self.isolation(exp),
         )
 
 

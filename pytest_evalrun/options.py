@@ -27,9 +27,7 @@ def _statuses(value: str) -> tuple[str, ...]:
     words = tuple(dict.fromkeys(w.strip() for w in value.split(",") if w.strip()))
     bad = [w for w in words if w not in RETRYABLE]
     if bad or not words:
-        raise argparse.ArgumentTypeError(
-            f"{value!r}: give a comma list of {', '.join(RETRYABLE)}"
-        )
+        raise argparse.ArgumentTypeError(f"{value!r}: give a comma list of {', '.join(RETRYABLE)}")
     return words
 
 
@@ -96,6 +94,15 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         help="run only the K-th of N disjoint, deterministic shares of the selected trials "
         "(e.g. one CI matrix job each; combine them with `evalrun merge`)",
+    )
+    group.addoption(
+        "--eval-sandbox",
+        dest="eval_sandbox",
+        choices=("auto", "bwrap", "none"),
+        default=None,
+        help="isolation of every step, overriding the experiment files' 'sandbox:' mode: "
+        "auto (bubblewrap where it works, else unsandboxed with a warning), bwrap "
+        "(bubblewrap or the trial errors), none (docs/isolation.md)",
     )
     group.addoption(
         "--eval-min-pass-rate",

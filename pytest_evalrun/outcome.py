@@ -87,6 +87,9 @@ class TrialOutcome:
     #: finished_at, and why the next one ran (``rerun_reason``). Their files are kept in the
     #: trial directory's ``attempts/<k>/``.
     attempts: list[dict[str, Any]] = field(default_factory=list)
+    #: The isolation the trial really had (``sandbox``: ``bwrap`` or ``none``, ``requested``,
+    #: ``network``, ``bwrap``, ``bwrap_version``, ``reason``); {} when it never started a step.
+    isolation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def judged(self) -> bool:
@@ -107,9 +110,10 @@ class TrialOutcome:
         return (self.experiment, self.variant, self.task, self.trial)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-like data (a shallow build: every field is a scalar but three)."""
+        """Plain JSON-like data (a shallow build: every field is a scalar but four)."""
         data = {name: getattr(self, name) for name in _FIELDS}
         data["rewards"] = dict(self.rewards)
+        data["isolation"] = dict(self.isolation)
         data["attempts"] = [dict(a) for a in self.attempts]
         data["metrics"] = {name: getattr(self.metrics, name) for name in _METRIC_FIELDS}
         return data

@@ -20,12 +20,17 @@ from .agents.plugin import PresetsPlugin
 from .collect import ExperimentFile
 from .context import EvalContext, context_key, make_discovery, scan_args
 from .controller import ControllerPlugin
+from .discovery import Discovery
 from .options import add_options
 from .shared import Shared, decide, reserve
+from .spec.model import Experiment
 from .store.index import IndexRecorder
+from .store.paths import step_records
 from .store.pier.recorder import PierRecorder
 from .store.recorder import Recorder, Recorders
 from .store.standard import StandardRecorder
+from .trial.process import reap_orphans
+from .trial.sandbox import SandboxError, resolve
 from .trial.steps import StepKinds
 from .trial.workspace import remove_session_templates
 from .worker import WorkerPlugin
@@ -102,6 +107,9 @@ def pytest_configure(config: pytest.Config) -> None:
         scan_args(config, discovery)
         if discovery.found:  # this session will run trials: claim the run id
             shared = reserve(shared)
+            # What a pytest killed outright (kill -9) left running dies before we start.
+            reap_orphans(step_records(Path(shared.results)))
+            _warn_isolation(config, shared, discovery)
     context = EvalContext(
         shared=shared,
         discovery=discovery,
@@ -118,6 +126,30 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None or not _is_xdist_controller(config):
         config.pluginmanager.register(WorkerPlugin(context, config.hook), "evalrun-worker")
     _sigterm_as_interrupt(config)
+
+
+def _warn_isolation(config: pytest.Config, shared: Shared, discovery: Discovery) -> None:
+    """One warning when ``sandbox: auto`` runs unsandboxed here, and one per experiment whose
+    secrets are too short to mask safely (names only, never values)."""
+    experiments = [e for p in discovery.found if isinstance(e := discovery.load(p), Experiment)]
+    modes = {shared.sandbox or v.sandbox.mode for e in experiments for v in e.variants}
+    if "auto" in modes:
+        try:
+            warning = resolve("auto").warning
+        except SandboxError:  # pragma: no cover - auto never raises
+            warning = None
+        if warning:
+            config.issue_config_time_warning(pytest.PytestWarning(warning), stacklevel=2)
+    for exp in experiments:
+        if exp.weak_secrets:
+            config.issue_config_time_warning(
+                pytest.PytestWarning(
+                    f"pytest-evalrun: experiment {exp.name!r}: the values of "
+                    f"{', '.join(exp.weak_secrets)} are too short to mask safely; they are "
+                    "masked in text only (never in statuses, ids, paths, keys or binary files)"
+                ),
+                stacklevel=2,
+            )
 
 
 def _is_xdist_controller(config: pytest.Config) -> bool:

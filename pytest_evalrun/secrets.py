@@ -78,6 +78,29 @@ def is_secret_name(name: str) -> bool:
     return _SECRET_NAME.search(name) is not None
 
 
+_SECRET_EXTRA = re.compile(r"(^GH_|_TOKEN$|_KEY$|_PAT$)", re.IGNORECASE)
+#: Values of secret-looking variables that are flags, not secrets (never masked).
+_FLAG_VALUES = frozenset({"0", "1", "true", "false", "yes", "no", "on", "off", "none", ""})
+
+
+def looks_secret(name: str) -> bool:
+    """Does ``name`` look like it holds a secret?  Contains TOKEN, KEY, SECRET, PASSWORD,
+    CREDENTIAL or AUTH (any case), or is ``GH_*``, ``*_TOKEN``, ``*_KEY``, ``*_PAT``."""
+    return is_secret_name(name) or _SECRET_EXTRA.search(name) is not None
+
+
+def inherited_secrets(inherited: Mapping[str, str]) -> dict[str, str]:
+    """The inherited variables whose names look secret (:func:`looks_secret`), with their
+    values: the caller adds the values to the experiment's secrets, whether or not a YAML
+    names them.  Flag values (``0``, ``1``, ``true``, ``no``...) are left out: masking ``1``
+    everywhere would destroy every output and protect nothing."""
+    return {
+        name: value
+        for name, value in inherited.items()
+        if looks_secret(name) and value.strip().lower() not in _FLAG_VALUES
+    }
+
+
 def weak_secret_names(named: Mapping[str, str]) -> list[str]:
     """Names of the secret values in ``named`` too short to mask safely (for a warning that
     never shows the value)."""
@@ -297,13 +320,44 @@ def _mask_json(data: bytes, redactor: Redactor, lines: bool) -> bytes | None:
         return None
 
 
-def redact_file(path: Path, redactor: Redactor, *, max_bytes: int | None = None) -> bool:
+#: Bytes of a file larger than ``max_bytes`` that :func:`redact_file` still scans (in chunks)
+#: before it gives up and replaces the file by a note.
+MAX_SCAN_BYTES = 512 * 1024 * 1024
+_SCAN_CHUNK = 4 * 1024 * 1024
+
+
+def _holds_secret(f: Any, redactor: Redactor, limit: int) -> bool | None:
+    """Does the open file hold a secret? Read in chunks (overlapping by the longest escaped
+    form); None when it is longer than ``limit`` bytes."""
+    overlap = 12 * max((len(v) for v in redactor.values), default=1)
+    tail, seen = b"", 0
+    while True:
+        chunk = f.read(_SCAN_CHUNK)
+        if not chunk:
+            return False
+        seen += len(chunk)
+        if seen > limit:
+            return None
+        window = tail + chunk
+        if redactor.contains(window):
+            return True
+        tail = window[-overlap:]
+
+
+def redact_file(
+    path: Path,
+    redactor: Redactor,
+    *,
+    max_bytes: int | None = None,
+    scan_bytes: int = MAX_SCAN_BYTES,
+) -> bool:
     """Mask the secrets in one regular file (never through a symlink); True when it changed.
 
     ``*.json`` and ``*.jsonl`` files that parse are masked value by value (valid JSON stays
     valid); other text files as bytes; binary files (not UTF-8) with the safe-length secrets
-    only.  A file larger than ``max_bytes`` is replaced by a note instead (it cannot be
-    checked in bounded memory).
+    only.  A file larger than ``max_bytes`` cannot be masked in bounded memory: it is scanned
+    in chunks, kept as it is when it holds no secret, and replaced by a note when it does (or
+    when it is larger than ``scan_bytes``).
     """
     if not redactor:
         return False
@@ -317,8 +371,10 @@ def redact_file(path: Path, redactor: Redactor, *, max_bytes: int | None = None)
             return False
         too_big = max_bytes is not None and st.st_size > max_bytes
         data = None if too_big else f.read()
+        if too_big and _holds_secret(f, redactor, scan_bytes) is False:
+            return False
     if data is None:
-        note = f"evalrun: {st.st_size} bytes left out: too large to check for secrets\n"
+        note = f"evalrun: {st.st_size} bytes left out: too large to mask secrets in\n"
         _replace_content(path, note.encode())
         return True
     masked: bytes | None = None
@@ -348,11 +404,17 @@ def _free_name(directory: Path, name: str) -> Path:
     return target
 
 
-def redact_tree(root: Path, redactor: Redactor, *, max_bytes: int | None = None) -> int:
+def redact_tree(
+    root: Path,
+    redactor: Redactor,
+    *,
+    max_bytes: int | None = None,
+    skip: Collection[str] = (),
+) -> int:
     """Mask the secrets in every file under ``root``: contents (:func:`redact_file`), file
     and directory names (renamed), symlink targets (the link is re-made, never followed).
-    ``root`` itself must be a real directory (a symlink is refused).  Returns how many entries
-    changed."""
+    ``root`` itself must be a real directory (a symlink is refused).  Names in ``skip`` (in
+    ``root`` itself) are left alone.  Returns how many entries changed."""
     if not redactor:
         return 0
     changed = 0
@@ -363,6 +425,8 @@ def redact_tree(root: Path, redactor: Redactor, *, max_bytes: int | None = None)
     except OSError:
         return 0
     for entry in entries:
+        if entry.name in skip:
+            continue
         path = Path(entry.path)
         try:
             st = entry.stat(follow_symlinks=False)

@@ -49,6 +49,12 @@ class Shared:
     shard_weights: dict[str, float] = field(default_factory=dict)
     #: Which earlier run of each experiment those durations come from.
     shard_basis: dict[str, str] = field(default_factory=dict)
+    #: --eval-sandbox ("" : each variant's ``sandbox:`` mode).
+    sandbox: str = ""
+    #: pytest's rootdir (readable inside the sandbox even where hidden or private).
+    rootdir: str = ""
+    #: The controller's pid: a step whose controller is gone is an orphan (process.py).
+    controller_pid: int = 0
 
     def run_id_for(self, experiment_slug: str) -> str:
         return self.resume_runs.get(experiment_slug, self.run_id)
@@ -134,6 +140,9 @@ def decide(config: pytest.Config) -> Shared:
         shard=str(shard) if shard is not None else "",
         shard_weights=durations["weights"],
         shard_basis=durations["runs"],
+        sandbox=config.getoption("eval_sandbox") or "",
+        rootdir=str(config.rootpath),
+        controller_pid=os.getpid(),
     )
 
 

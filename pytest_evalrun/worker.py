@@ -25,8 +25,9 @@ from .outcome import TrialOutcome
 from .shard import Key, parse_shard, select
 from .spec.identity import fingerprint, seed
 from .spec.model import Experiment, Task, Variant
-from .store.paths import RunPaths
+from .store.paths import RunPaths, step_records
 from .store.trialdir import TrialDir
+from .trial.process import record_steps_in
 from .trial.run import TrialSpec, run_trial
 
 
@@ -39,6 +40,11 @@ class WorkerPlugin:
         self.hook = hook
         self.templates = Path(self.shared.snapshots) if self.shared.snapshots else None
         context.runner = self
+        owners = [self.shared.controller_pid] if self.shared.controller_pid else []
+        record_steps_in(step_records(Path(self.shared.results)), owners)
+        roots = (Path(self.shared.results), Path(self.shared.jobs))
+        self.hide = tuple(dict.fromkeys(roots))
+        self.read = (Path(self.shared.rootdir),) if self.shared.rootdir else ()
 
     # -- pytest hooks ----------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)  # after -k, -m and --lf have deselected theirs
@@ -119,6 +125,9 @@ class WorkerPlugin:
                 templates=self.templates,
                 retries=exp.retries_for(variant, task),
                 rerun_reason=self._rerun_reason(files),
+                sandbox_mode=self.shared.sandbox or None,
+                hide=self.hide,
+                read=self.read,
             )
             outcome = run_trial(spec)
         context.recorders.record_trial(run, outcome, variant, task)

@@ -58,6 +58,10 @@ class Suite:
         (self.root / "agent.py").write_text(textwrap.dedent(AGENT))
         (self.root / "fixtures" / "basic").mkdir(parents=True)
         (self.root / "fixtures" / "basic" / "README.md").write_text("a fixture\n")
+        #: A directory agents may write (counters, flags): the only place outside their
+        #: workspace and artifacts the sandbox lets them write.
+        self.shared = self.root / "shared"
+        self.shared.mkdir()
 
     @property
     def agent_cmd(self) -> list[str]:
@@ -78,6 +82,10 @@ class Suite:
         **top: Any,
     ) -> Path:
         data: dict[str, Any] = {"experiment": name, **top}
+        # Steps get a clean environment and a read-only host: the test agent's switches are
+        # passed through, and shared/ is writable (counters, flags).
+        data.setdefault("env_passthrough", ["AGENT_COUNTER", "AGENT_NO_SLEEP"])
+        data.setdefault("sandbox", {"write": [str(self.shared)]})
         data.setdefault("defaults", {"agent": {"command": self.agent_cmd}})
         data["variants"] = variants if variants is not None else {"base": {}}
         data["tasks"] = (

@@ -25,7 +25,7 @@ MISSING_AGENT = {"agent": {"command": ["no-such-agent-xyz"]}}
 #: The agent of test_e2e_runs.py: SIGKILLs its worker the first time it runs, then behaves.
 CRASH_ONCE = (
     "import os, signal, pathlib, time\n"
-    "flag = pathlib.Path(os.environ['EVALRUN_EXPERIMENT_DIR'], 'crashed-once')\n"
+    "flag = pathlib.Path(os.environ['EVALRUN_EXPERIMENT_DIR'], 'shared', 'crashed-once')\n"
     "if not flag.exists():\n"
     "    flag.write_text('x')\n"
     "    os.kill(os.getppid(), signal.SIGKILL)\n"
@@ -307,7 +307,11 @@ def test_crashed_worker_is_an_error_testcase_and_resumed_trials_are_reported(
     suite: Suite,
 ) -> None:
     suite.write("crash_once.py", CRASH_ONCE)
-    crashy = {"agent": {"command": [sys.executable, str(suite.root / "crash_once.py")]}}
+    # unsandboxed: a sandboxed agent cannot reach (and kill) its worker
+    crashy = {
+        "agent": {"command": [sys.executable, str(suite.root / "crash_once.py")]},
+        "sandbox": "none",
+    }
     suite.experiment(
         variants={"base": {}, "crashy": crashy},
         tasks=[{"name": "t", "prompt": "WRITE answer.txt ok", "fixture": "fixtures/basic",

@@ -19,7 +19,7 @@ from conftest import VERIFY, Suite, assert_all_json_parse
 #: Agent behaviour switches read by the agent script through the prompt.
 CRASH_ONCE = (
     "import os, signal, pathlib, time\n"
-    "flag = pathlib.Path(os.environ['EVALRUN_EXPERIMENT_DIR'], 'crashed-once')\n"
+    "flag = pathlib.Path(os.environ['EVALRUN_EXPERIMENT_DIR'], 'shared', 'crashed-once')\n"
     "pathlib.Path(os.environ['EVALRUN_ARTIFACTS_DIR'], 'agent.pid').write_text(str(os.getpid()))\n"
     "if not flag.exists():\n"
     "    flag.write_text('x')\n"
@@ -101,7 +101,7 @@ def test_workers_share_fixture_templates_and_leave_no_scratch(
 def test_resume_of_a_finished_run_spawns_nothing(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counter = suite.root / "starts.txt"
+    counter = suite.shared / "starts.txt"
     monkeypatch.setenv("AGENT_COUNTER", str(counter))
     suite.experiment(trials=2)
     suite.pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=2, failed=2)
@@ -121,7 +121,7 @@ def test_resume_of_a_finished_run_spawns_nothing(
 def test_resume_reruns_errors_and_exactly_the_changed_task(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counter = suite.root / "starts.txt"
+    counter = suite.shared / "starts.txt"
     monkeypatch.setenv("AGENT_COUNTER", str(counter))
     tasks = [
         {
@@ -134,7 +134,7 @@ def test_resume_reruns_errors_and_exactly_the_changed_task(
             "name": "flaky-infra",
             "prompt": "WRITE answer.txt ok",
             "fixture": "fixtures/basic",
-            "verify": "test -f ../../../../../../../../../infra-ok || exit 127; " + VERIFY,
+            "verify": f"test -f {suite.shared}/infra-ok || exit 127; " + VERIFY,
         },
         {
             "name": "edited",
@@ -149,7 +149,7 @@ def test_resume_reruns_errors_and_exactly_the_changed_task(
     assert suite.meta("base", "flaky-infra")["error_kind"] == "verify_crashed"
     tasks[2]["prompt"] = "WRITE answer.txt ok\nSAY edited"
     suite.experiment(trials=2, tasks=tasks)
-    (suite.results() / "infra-ok").write_text("")
+    (suite.shared / "infra-ok").write_text("")
     counter.unlink()
     r = suite.pytester.runpytest_subprocess("-n", "2", "--eval-resume")
     r.assert_outcomes(passed=6)
@@ -166,7 +166,11 @@ def test_sigkilled_worker_records_error_then_resume_reruns_it(suite: Suite) -> N
     suite.experiment(
         variants={
             "base": {},
-            "crashy": {"agent": {"command": [sys.executable, str(suite.root / "crash_once.py")]}},
+            # unsandboxed: a sandboxed agent cannot reach (and kill) its worker
+            "crashy": {
+                "agent": {"command": [sys.executable, str(suite.root / "crash_once.py")]},
+                "sandbox": "none",
+            },
         },
         tasks=[
             {
@@ -246,7 +250,7 @@ def interrupt_while_slow_agents_run(
 
 
 def test_ctrl_c_leaves_interrupted_run_that_resume_completes(suite: Suite) -> None:
-    counter = suite.root / "starts.txt"
+    counter = suite.shared / "starts.txt"
     tasks = [
         {
             "name": "quick",
@@ -302,9 +306,9 @@ def test_ctrl_c_leaves_interrupted_run_that_resume_completes(suite: Suite) -> No
 
 
 def test_two_concurrent_resumes_run_each_trial_once(suite: Suite) -> None:
-    counter = suite.root / "starts.txt"
+    counter = suite.shared / "starts.txt"
     env = {**os.environ, "AGENT_COUNTER": str(counter)}
-    flag_verify = "test -f ../../../../../../../../../go || exit 127; " + VERIFY
+    flag_verify = f"test -f {suite.shared}/go || exit 127; " + VERIFY
     tasks = [
         {
             "name": f"t{i}",
@@ -322,7 +326,7 @@ def test_two_concurrent_resumes_run_each_trial_once(suite: Suite) -> None:
     assert first.returncode == 1
     assert len(counter_lines(counter)) == 12
     counter.unlink()
-    (suite.results() / "go").write_text("")
+    (suite.shared / "go").write_text("")
     procs = [
         subprocess.Popen(
             pytest_cmd("-n", "2", "--eval-resume"),
@@ -350,6 +354,7 @@ def test_trials_left_when_restarts_run_out_are_counted_not_run(suite: Suite) -> 
         defaults={"agent": {"command": [sys.executable, str(suite.root / "crash_always.py")]}},
         tasks=[{"name": "t", "prompt": "x", "fixture": "fixtures/basic", "verify": "true",
                 "trials": 6}],
+        sandbox="none",  # a sandboxed agent cannot reach (and kill) its worker
     )
     r = suite.pytester.runpytest_subprocess("-n", "1", "--max-worker-restart", "0")
     assert r.ret != 0

@@ -166,8 +166,12 @@ def test_timeout_kills_the_whole_process_tree(suite: Suite) -> None:
         ],
     )
     # Every process sleeps an hour: the run ending with them dead shows the kill (the subprocess
-    # timeout only keeps a broken kill from hanging the suite).
-    result = suite.pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=600)
+    # timeout only keeps a broken kill from hanging the suite). Unsandboxed: the cookie and
+    # session kill (the sandbox's PID namespace is tested in test_hostile.py; the pids written
+    # inside it mean nothing outside).
+    result = suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--eval-sandbox", "none", timeout=600
+    )
     result.assert_outcomes(failed=1)
     meta = suite.meta("base", "slow")
     assert meta["status"] == "timeout" and meta["reward"] == 0.0
@@ -209,7 +213,10 @@ def test_environment_and_placeholders(suite: Suite) -> None:
     env = json.loads((trial / "stdout.txt").read_text().splitlines()[-1])
     assert env["EVALRUN_VARIANT"] == "v1" and env["EVALRUN_TASK"] == "t"
     assert env["EVALRUN_TRIAL"] == "1" and env["EVALRUN_MODEL"] == "prov/model-x"
-    assert env["EVALRUN_WORKSPACE"] == str(trial / "workspace")
+    # the workspace as the step sees it: at a neutral path in the sandbox
+    inside = "/tmp/workspace"
+    assert suite.meta("v1", "t")["isolation"]["sandbox"] == "bwrap"
+    assert env["EVALRUN_WORKSPACE"] == inside
     assert env["EVALRUN_TRIAL_DIR"] == str(trial)
     assert env["EVALRUN_PROMPT_FILE"] == str(trial / "prompt.md")
     assert env["EVALRUN_EXPERIMENT"] == "exp" and env["MY_VAR"] == "fallback"
@@ -217,7 +224,7 @@ def test_environment_and_placeholders(suite: Suite) -> None:
     assert "EVALRUN_VERIFIER_DIR" not in env
     out = (trial / "workspace" / "out.txt").read_text().split()
     assert out[:2] == ["{print", "$1}"]  # unknown braces survive
-    assert out[2] == "t" and out[3] == str(trial / "workspace")
+    assert out[2] == "t" and out[3] == inside
 
 
 def test_python_callable_agent_and_verifier(suite: Suite) -> None:
@@ -367,7 +374,7 @@ def test_duplicate_experiment_names_are_an_error(suite: Suite) -> None:
 def test_files_are_readable_and_rotating_a_secret_does_not_rerun(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    counter = suite.root / "starts.txt"
+    counter = suite.shared / "starts.txt"
     monkeypatch.setenv("AGENT_COUNTER", str(counter))
     monkeypatch.setenv("SVC_TOKEN", "first-secret-value")
     suite.experiment(defaults={"agent": {"command": suite.agent_cmd},

@@ -125,3 +125,19 @@ def test_a_real_step_sees_only_its_environment() -> None:
     assert "PYTEST_" not in out and "ghp_" not in out
     assert "kept only when passed through" in out
     assert os.environ.get("PYTEST_CURRENT_TEST")  # negative control: pytest does set it
+
+
+def test_a_python_verifier_gets_the_workspace_last_an_agent_second() -> None:
+    from pytest_evalrun.trial.pycall import import_path
+
+    env = {"EVALRUN_PYCALL_PATH": "/exp", "PYTHONPATH": "/pp1:/pp2"}
+    base = ["/usr/lib/python3.11", "/venv/site-packages"]
+    assert import_path("verify", base, env, "/ws") == [
+        "/exp",
+        "/pp1",
+        "/pp2",
+        "/usr/lib/python3.11",
+        "/venv/site-packages",
+        "/ws",
+    ]
+    assert import_path("agent", base, env, "/ws")[:2] == ["/exp", "/ws"]

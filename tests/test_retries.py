@@ -18,7 +18,7 @@ FLAKY_SETUP = (
 
 
 def _flaky(suite: Suite, succeed_at: int, retries: int, where: str = "top") -> Path:
-    counter = suite.root / "counter.txt"
+    counter = suite.shared / "counter.txt"
     variant: dict[str, object] = {
         "setup": [sys.executable, "-c", FLAKY_SETUP],
         "env": {"MY_COUNTER": str(counter), "MY_SUCCEED_AT": str(succeed_at)},

@@ -876,3 +876,80 @@ def test_big_file_loads(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     exp = load_experiment(path, environ={})  # the time it takes: bench/bench_units.py
     assert exp.n_items == 100_000
+
+
+# ----------------------------------------------------------------------------- isolation keys
+
+ISOLATION = """\
+experiment: iso
+sandbox: {mode: bwrap, read: [data], write: [~/cache]}
+network: false
+env_passthrough: [ANTHROPIC_API_KEY, "AWS_*"]
+defaults:
+  agent: echo
+variants:
+  base: {}
+  open: {sandbox: none, network: true, env_passthrough: MY_VAR}
+tasks:
+  - {name: t, prompt: p, verify: "true"}
+"""
+
+
+def test_isolation_keys_resolve_per_variant(tmp_path: Path) -> None:
+    from pytest_evalrun.spec.identity import fingerprint
+
+    exp = load(tmp_path, ISOLATION)
+    base, open_ = exp.variants
+    assert base.sandbox.mode == "bwrap" and not base.network
+    assert base.sandbox.read == (tmp_path / "data",)
+    assert base.sandbox.write == (Path.home() / "cache",)
+    assert base.env_passthrough == ("ANTHROPIC_API_KEY", "AWS_*")
+    assert open_.sandbox.mode == "none" and open_.sandbox.read == () and open_.network
+    assert open_.env_passthrough == ("ANTHROPIC_API_KEY", "AWS_*", "MY_VAR")
+    # isolation is not definition: changing it reruns nothing on resume
+    other = load(
+        tmp_path,
+        ISOLATION.replace("network: false", "network: true").replace("mode: bwrap", "mode: auto"),
+        name="y.eval.yaml",
+    )
+    task = exp.tasks[0]
+    assert fingerprint(base, task, 1) == fingerprint(other.variants[0], other.tasks[0], 1)
+
+
+def test_isolation_key_errors_name_their_lines(tmp_path: Path) -> None:
+    text = errors(
+        tmp_path,
+        """\
+        experiment: iso
+        sandbox: bwarp
+        network: "no"
+        env_passthrough: {A: 1}
+        variants:
+          a: {agent: echo, sandbox: {mode: x, reed: [a]}, env_passthrough: ["", "B=1"]}
+        tasks:
+          - {name: t, prompt: p, verify: "true"}
+        """,
+    )
+    assert (
+        ":2: 'sandbox' at the top level must be auto|bwrap|none, got 'bwarp'; did you mean 'bwrap'?"
+        in text
+    )
+    assert ":3: 'network' at the top level must be true or false" in text
+    assert ":4: 'env_passthrough' at the top level must be a list" in text
+    assert ":6: unknown key 'reed' in 'sandbox' in variant 'a'; did you mean 'read'?" in text
+    assert ":6: 'mode' in 'sandbox' in variant 'a' must be auto|bwrap|none" in text
+    assert ":6: 'env_passthrough' in variant 'a': '' is not a variable name or glob" in text
+
+
+def test_inherited_secret_looking_variables_are_secrets(tmp_path: Path) -> None:
+    environ = {
+        "GITHUB_TOKEN": "ghp_abcdef123456",
+        "AWS_SECRET_ACCESS_KEY": "wJalr/K7MDENG",
+        "GH_PAT": "xy",
+        "CI_DEBUG_TOKEN": "true",
+        "PATH": "/usr/bin",
+    }
+    exp = load(tmp_path, ISOLATION, environ)
+    assert {"ghp_abcdef123456", "wJalr/K7MDENG", "xy"} <= exp.secret_values
+    assert "true" not in exp.secret_values and "/usr/bin" not in exp.secret_values
+    assert exp.weak_secrets == ("GH_PAT",)  # named for the warning; the value never shown

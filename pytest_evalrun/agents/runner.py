@@ -22,6 +22,7 @@ from typing import Any
 
 from ..spec.model import Step
 from ..trial.process import ProcessResult, run_step
+from ..trial.sandbox import Sandbox
 from ..trial.steps import StepContext
 from .evidence import write_evidence
 from .otlp import OtlpReceiver
@@ -52,7 +53,8 @@ def make_trial(preset: Preset, step: Step, ctx: StepContext, executable: str,
         args=tuple(str(a) for a in value.get("args") or ()),
         prompt=ctx.values.get("prompt", ""),
         model=ctx.values.get("model") or None,
-        workspace=ctx.cwd,
+        # as the CLI sees it: /tmp/workspace in the sandbox
+        workspace=Path(ctx.sandbox.inside(ctx.cwd)) if ctx.sandbox is not None else ctx.cwd,
         home=trial_dir / HOME_DIR,
         artifacts=Path(ctx.values.get("artifacts_dir") or trial_dir / "artifacts"),
         env=ctx.env,
@@ -67,6 +69,16 @@ def _receiver(preset: Preset, artifacts: Path) -> Iterator[OtlpReceiver | None]:
         return
     with OtlpReceiver(artifacts / preset.otel_name) as receiver:
         yield receiver
+
+
+def _sandbox(preset: Preset, trial: PresetTrial, ctx: StepContext) -> Sandbox | None:
+    """The step's sandbox with what the CLI needs: its program (and node) readable, its
+    config home writable. The network is the variant's (``network: false`` cuts the CLI off
+    from its model API, as asked); the CLI's HOME is its config home, at the same path."""
+    if ctx.sandbox is None:
+        return None
+    needs = preset.needs(trial)
+    return ctx.sandbox.extended(read=needs.read_paths, write=needs.write_paths)
 
 
 def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
@@ -88,11 +100,13 @@ def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
         trial = make_trial(preset, step, ctx, executable,
                            receiver.endpoint if receiver is not None else None)
         launch = preset.launch(trial)
-        result = run_step(launch.argv, cwd=ctx.cwd, env=launch.env, timeout=ctx.timeout,
-                          output=ctx.output)
+        box = _sandbox(preset, trial, ctx)
+        argv, cwd = box.wrap(launch.argv, ctx.cwd) if box else (list(launch.argv), ctx.cwd)
+        result = run_step(argv, cwd=cwd, env=launch.env, timeout=ctx.timeout, output=ctx.output)
         stdout = _read(ctx.output)
-        for argv, out in preset.followups(trial, stdout):
-            run_step(argv, cwd=ctx.cwd, env=launch.env, timeout=FOLLOWUP_TIMEOUT, output=out)
+        for followup, out in preset.followups(trial, stdout):
+            argv, cwd = box.wrap(followup, ctx.cwd) if box else (list(followup), ctx.cwd)
+            run_step(argv, cwd=cwd, env=launch.env, timeout=FOLLOWUP_TIMEOUT, output=out)
     collect_evidence(preset, trial, stdout, ctx.pricing)
     return result
 

@@ -11,10 +11,11 @@ from typing import Any
 from ..secrets import Redactor
 from .model import Task, Variant
 
-#: Task keys that do not change what a trial does (so editing them does not re-run it).
 #: Keys that do not change what a trial does (so changing them reruns nothing on resume).
+#: ``sandbox`` and ``network`` are isolation, not definition: tightening the sandbox of a
+#: resumed run does not rerun its finished trials (each meta.json records its isolation).
 _TASK_KEYS_IGNORED = frozenset({"trials", "min_pass_rate", "description", "tags", "retries"})
-_VARIANT_KEYS_IGNORED = frozenset({"description", "retries"})
+_VARIANT_KEYS_IGNORED = frozenset({"description", "retries", "sandbox", "network"})
 
 _fixture_cache: dict[Path, str] = {}
 
@@ -56,7 +57,7 @@ def fixture_digest(fixture: Path | None) -> str:
 
 
 def _definition(variant: Variant, task: Task) -> dict[str, Any]:
-    return {
+    definition: dict[str, Any] = {
         "variant": {
             "agent": variant.agent.describe(),
             "setup": variant.setup.describe() if variant.setup else None,
@@ -76,6 +77,9 @@ def _definition(variant: Variant, task: Task) -> dict[str, Any]:
         },
         "fixture": fixture_digest(task.fixture),
     }
+    if variant.env_passthrough:  # the inherited variables a step gets (none in 0.1.0 files)
+        definition["env_passthrough"] = sorted(variant.env_passthrough)
+    return definition
 
 
 def _definition_text(variant: Variant, task: Task, redactor: Redactor | None) -> str:

@@ -29,6 +29,7 @@ from typing import Any
 
 from yaml.nodes import MappingNode, ScalarNode
 
+from pytest_evalrun.secrets import inherited_secrets, weak_secret_names
 from pytest_evalrun.spec.errors import SpecError, SpecErrors
 from pytest_evalrun.spec.model import (
     BUILTIN_KINDS,
@@ -39,7 +40,9 @@ from pytest_evalrun.spec.model import (
     DEFAULT_VERIFY_TIMEOUT,
     MAX_ITEMS_PER_FILE,
     MAX_TRIALS,
+    SANDBOX_MODES,
     Experiment,
+    SandboxSpec,
     Step,
     Task,
     Variant,
@@ -64,9 +67,34 @@ TOP_KEYS = (
     "secrets",
     "env",
     "retries",
+    "env_passthrough",
+    "sandbox",
+    "network",
 )
-VARIANT_KEYS = ("agent", "model", "setup", "env", "description", "extends", "retries", "pricing")
-DEFAULTS_KEYS = ("agent", "model", "setup", "env", "description", "retries", "pricing")
+#: Keys about a variant's isolation: at the top level, in ``defaults`` or in a variant.
+ISOLATION_KEYS = ("env_passthrough", "sandbox", "network")
+VARIANT_KEYS = (
+    "agent",
+    "model",
+    "setup",
+    "env",
+    "description",
+    "extends",
+    "retries",
+    "pricing",
+    *ISOLATION_KEYS,
+)
+DEFAULTS_KEYS = (
+    "agent",
+    "model",
+    "setup",
+    "env",
+    "description",
+    "retries",
+    "pricing",
+    *ISOLATION_KEYS,
+)
+SANDBOX_KEYS = ("mode", "read", "write")
 #: ``agent: {preset: NAME, executable: PROGRAM, args: [...]}``; ``pricing:`` USD per 1M tokens.
 PRESET_KEYS = ("preset", "executable", "args")
 PRICING_KEYS = ("input", "cached_input", "output", "cache_write")
@@ -213,6 +241,8 @@ class _Top:
     numbers: dict[str, float] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     raw_env: dict[str, Any] = field(default_factory=dict)
+    #: ``sandbox:``, ``network:`` and ``env_passthrough:`` at the top level.
+    isolation: dict[str, Any] = field(default_factory=dict)
 
 
 def _ctx_name(kind: str, name: object, index: int | None = None) -> str:
@@ -298,6 +328,10 @@ class _Builder:
         self.secret_values.update(
             environ_value for name in secret_names if (environ_value := self.environ.get(name))
         )
+        inherited = inherited_secrets(self.environ)
+        self.secret_values.update(inherited.values())
+        named = {n: v for n in secret_names if (v := self.environ.get(n))}
+        weak = weak_secret_names({**inherited, **named})
         self._check_keys(root, TOP_KEYS, " at the top level")
         name = self._experiment_name(root)
         top = self._top(root)
@@ -317,6 +351,7 @@ class _Builder:
             min_pass_rate=top.numbers.get("min_pass_rate"),
             secret_values=frozenset(self.secret_values),
             retries=top.retries,
+            weak_secrets=tuple(weak),
         )
 
     def _secret_names(self, root: MappingNode) -> frozenset[str]:
@@ -366,6 +401,7 @@ class _Builder:
         if isinstance(env, dict):
             top.env = env
             top.raw_env = plain(root.get("env") or {})
+        self._isolation(root, ctx, top.isolation)
         return top
 
     def _check_items(self, root: YMap, tasks: list[Task]) -> None:
@@ -437,7 +473,7 @@ class _Builder:
         variants = []
         for entry, fields, raw in self._resolve(entries, "variant"):
             fields, raw = _merge(base, fields), _merge(base_raw, raw)
-            variant = self._make_variant(entry, fields, raw)
+            variant = self._make_variant(entry, fields, raw, top)
             if variant is not None:
                 variants.append(variant)
         self._check_slugs([(v.name, v.slug, v.line) for v in variants], "variant")
@@ -462,11 +498,14 @@ class _Builder:
             fields["retries"] = numbers["retries"]
         if "pricing" in m:
             fields["pricing"] = self._pricing(m, ctx)
+        self._isolation(m, ctx, fields)
         entry = _Entry(name, m.line, fields, _raw(m))
         self._extends(m, ctx, entry)
         return entry
 
-    def _make_variant(self, e: _Entry, f: dict[str, Any], raw: dict[str, Any]) -> Variant | None:
+    def _make_variant(
+        self, e: _Entry, f: dict[str, Any], raw: dict[str, Any], top: _Top
+    ) -> Variant | None:
         if "agent" not in f:
             if "agent" in e.misspelt:  # reported as misspelt already
                 return None
@@ -476,8 +515,10 @@ class _Builder:
                 "in 'defaults:' or in a variant it extends)",
             )
             return None
-        if e.broken or _INVALID in f.values():
+        if e.broken or _INVALID in f.values() or _INVALID in top.isolation.values():
             return None
+        iso = top.isolation
+        passthrough = (*iso.get("env_passthrough", ()), *f.get("env_passthrough", ()))
         return Variant(
             name=e.name,
             slug=slugify(e.name),
@@ -490,6 +531,9 @@ class _Builder:
             raw={"name": e.name, **raw},
             retries=f.get("retries"),
             pricing=f.get("pricing"),
+            sandbox=f.get("sandbox", iso.get("sandbox", SandboxSpec())),
+            network=f.get("network", iso.get("network", True)),
+            env_passthrough=tuple(dict.fromkeys(passthrough)),
         )
 
     # -- tasks
@@ -788,6 +832,98 @@ class _Builder:
             else:
                 env[key] = text
         return env if ok else _INVALID
+
+    def _isolation(self, m: YMap, ctx: str, out: dict[str, Any]) -> None:
+        """``env_passthrough``, ``sandbox`` and ``network`` present in ``m``, checked."""
+        if "env_passthrough" in m:
+            out["env_passthrough"] = self._names(m, "env_passthrough", ctx)
+        if "network" in m:
+            value = m["network"]
+            if isinstance(value, bool):
+                out["network"] = value
+            else:
+                self.error(
+                    m.lines["network"],
+                    f"'network'{ctx} must be true or false, got "
+                    f"{_describe(value, m.src.get('network'))}",
+                )
+                out["network"] = _INVALID
+        if "sandbox" in m:
+            out["sandbox"] = self._sandbox(m, ctx)
+
+    def _names(self, m: YMap, key: str, ctx: str) -> Any:
+        value = m[key]
+        if isinstance(value, str):
+            single = YList(m.lines[key])
+            single.append(value)
+            single.lines.append(m.lines[key])
+            value = single
+        if not isinstance(value, YList):
+            self.error(
+                m.lines[key],
+                f"{key!r}{ctx} must be a list of variable names or globs (e.g. "
+                f"[ANTHROPIC_API_KEY, 'AWS_*']), got {_describe(value, m.src.get(key))}",
+            )
+            return _INVALID
+        names: list[str] = []
+        for item, line in zip(value, value.lines, strict=False):
+            if not isinstance(item, str) or not item or "=" in item or "\0" in item:
+                self.error(line, f"{key!r}{ctx}: {item!r} is not a variable name or glob")
+                return _INVALID
+            names.append(item)
+        return tuple(names)
+
+    def _sandbox(self, m: YMap, ctx: str) -> Any:
+        value, line = m["sandbox"], m.lines["sandbox"]
+        modes = "|".join(SANDBOX_MODES)
+        if isinstance(value, str):
+            if value in SANDBOX_MODES:
+                return SandboxSpec(mode=value)
+            hint = _did_you_mean(value, SANDBOX_MODES)
+            self.error(line, f"'sandbox'{ctx} must be {modes}, got {value!r}{hint}")
+            return _INVALID
+        if not isinstance(value, YMap):
+            self.error(
+                line,
+                f"'sandbox'{ctx} must be {modes} or a mapping {{mode:, read: [...], write: "
+                f"[...]}}, got {_describe(value, m.src.get('sandbox'))}",
+            )
+            return _INVALID
+        where = f" in 'sandbox'{ctx}"
+        self._check_keys(value, SANDBOX_KEYS, where)
+        ok = all(k in SANDBOX_KEYS for k in value)
+        mode = value.get("mode", "auto")
+        if mode not in SANDBOX_MODES:
+            self.error(
+                value.lines.get("mode", line),
+                f"'mode'{where} must be {modes}, got {_describe(mode, value.src.get('mode'))}",
+            )
+            ok = False
+        paths: dict[str, tuple[Path, ...]] = {}
+        for key in ("read", "write"):
+            items = value.get(key)
+            if items is None:
+                paths[key] = ()
+                continue
+            if not isinstance(items, YList):
+                self.error(
+                    value.lines[key],
+                    f"{key!r}{where} must be a list of paths, got "
+                    f"{_describe(items, value.src.get(key))}",
+                )
+                ok = False
+                continue
+            found: list[Path] = []
+            for item, item_line in zip(items, items.lines, strict=False):
+                if not isinstance(item, str) or not item or "\0" in item:
+                    self.error(item_line, f"{key!r}{where}: {item!r} is not a path")
+                    ok = False
+                    continue
+                found.append(Path(os.path.abspath(self.base_dir / os.path.expanduser(item))))
+            paths[key] = tuple(found)
+        if not ok:
+            return _INVALID
+        return SandboxSpec(mode=str(mode), read=paths["read"], write=paths["write"])
 
     def _tags(self, m: YMap, ctx: str) -> Any:
         value = m["tags"]

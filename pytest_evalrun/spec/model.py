@@ -45,6 +45,20 @@ class Step:
         return {self.kind: value}
 
 
+#: ``sandbox:`` modes (see ``trial/sandbox.py``).
+SANDBOX_MODES = ("auto", "bwrap", "none")
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """``sandbox:`` as written: a mode, and paths a sandboxed step may also read or write
+    (absolute, resolved against the experiment file's directory)."""
+
+    mode: str = "auto"
+    read: tuple[Path, ...] = ()
+    write: tuple[Path, ...] = ()
+
+
 @dataclass(frozen=True)
 class Variant:
     """One agent configuration. ``defaults`` and ``extends`` are already merged in."""
@@ -63,6 +77,13 @@ class Variant:
     retries: int | None = None
     #: ``pricing:`` USD per million tokens (input, cached_input, output, cache_write).
     pricing: Mapping[str, float] | None = None
+    #: The isolation of its steps (``sandbox:`` of the variant, else the top level's).
+    sandbox: SandboxSpec = field(default_factory=SandboxSpec)
+    #: ``network:`` of the variant, else the top level's (True: network on).
+    network: bool = True
+    #: Inherited variables its steps get (``env_passthrough:`` names or globs: the top
+    #: level's and the variant's own, from ``defaults``/``extends`` when it gives none).
+    env_passthrough: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +126,8 @@ class Experiment:
     secret_values: frozenset[str] = frozenset()
     #: ``retries`` at the top level (0: an ``error`` outcome is not retried).
     retries: int = 0
+    #: Names of secret variables whose values are too short to mask safely (a warning).
+    weak_secrets: tuple[str, ...] = ()
 
     @property
     def directory(self) -> Path:

@@ -1,10 +1,11 @@
-"""Where everything lives in the standard trial layout.
+"""Where everything lives in the standard trial layout::
 
-<results>/index.db
-<results>/<experiment>/<run-id>/run.json, summary.json, summary.md, metrics.txt
-    variants/<variant>/variant.json
-    variants/<variant>/tasks/<task>/task.json
-    variants/<variant>/tasks/<task>/trials/<NNN>/meta.json, prompt.md, stdout.txt, ...
+    <results>/index.db
+    <results>/.evalrun/steps/<cookie>.json  the steps running now (reaped when orphaned)
+    <results>/<experiment>/<run-id>/run.json, summary.json, summary.md, metrics.txt
+        variants/<variant>/variant.json
+        variants/<variant>/tasks/<task>/task.json
+        variants/<variant>/tasks/<task>/trials/<NNN>/meta.json, prompt.md, stdout.txt, ...
 """
 
 from __future__ import annotations
@@ -63,3 +64,9 @@ class RunPaths:
 
 def index_db(results: Path) -> Path:
     return results / "index.db"
+
+
+def step_records(results: Path) -> Path:
+    """Where running steps are recorded, so that the next session can kill what a pytest
+    killed outright left running (:func:`pytest_evalrun.trial.process.reap_orphans`)."""
+    return results / ".evalrun" / "steps"

@@ -43,6 +43,9 @@ class RunInfo:
     n_concurrent: int = 1
     #: --eval-shard of this session ("K/N"), or "".
     shard: str = ""
+    #: The isolation this session gives each variant's steps (variant name -> the
+    #: ``isolation`` record of its trials' meta.json); {} when unknown.
+    isolation: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass

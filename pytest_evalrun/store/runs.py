@@ -12,7 +12,7 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -119,11 +119,14 @@ def start_run(
     info: dict[str, Any],
     plan: dict[str, Any] | None = None,
     shard: str = "",
+    isolation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Create run.json, or mark an existing run running again for this session (idempotent).
 
     ``plan``: the experiment's variants, tasks and gates in file order (what a summary of the
-    run needs besides its trials; ``evalrun merge`` reads it). ``shard``: --eval-shard."""
+    run needs besides its trials; ``evalrun merge`` reads it). ``shard``: --eval-shard.
+    ``isolation``: what each variant's steps get in this session (also kept per session:
+    a resumed run may have run with another ``--eval-sandbox``)."""
 
     def change(data: dict[str, Any] | None) -> dict[str, Any]:
         now = utc_now()
@@ -141,7 +144,7 @@ def start_run(
             }
         sessions = data.setdefault("sessions", [])
         if not any(s.get("id") == session_id for s in sessions):
-            session = {
+            session: dict[str, Any] = {
                 "id": session_id,
                 "started_at": now,
                 "finished_at": None,
@@ -150,6 +153,8 @@ def start_run(
             }
             if shard:
                 session["shard"] = shard
+            if isolation is not None:
+                session["isolation"] = dict(isolation)
             sessions.append(session)
             data["status"] = RUNNING
             data["finished_at"] = None
@@ -157,6 +162,8 @@ def start_run(
         if plan is not None:
             data["plan"] = plan
         data["git"] = git
+        if isolation is not None:
+            data["isolation"] = dict(isolation)
         data.update(info)
         return data
 

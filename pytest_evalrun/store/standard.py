@@ -96,6 +96,7 @@ class StandardRecorder(Recorder):
             info=self._info or {},
             plan=experiment_plan(run.experiment),
             shard=run.shard,
+            isolation=run.isolation or None,
         )
 
     def begin_trial(

@@ -37,6 +37,8 @@ VERIFY = "verify.json"
 METRICS = "metrics.json"
 VERIFY_OUTPUT = "verify-output.txt"
 ATTEMPTS = "attempts"
+#: Files larger than this are checked for secrets in chunks, not masked in memory.
+MASK_IN_MEMORY = 64 * 1024 * 1024
 #: meta.json keys that are not TrialOutcome fields.
 _META_ONLY = ("schema_version", "success", "steps")
 
@@ -183,6 +185,7 @@ class TrialDir:
         worker's trial, recorded by the controller)."""
         steps = self.read_meta().get("steps", {})
         self.write_meta(outcome, steps if isinstance(steps, dict) else {})
+        self.redact_all()  # the dead worker never masked what its steps wrote
 
     def update_meta(self, extra: Mapping[str, Any]) -> None:
         """Merge keys into meta.json (the trial's owner is the only writer at that point)."""
@@ -219,6 +222,17 @@ class TrialDir:
     def redact_file(self, name_or_path: str | Path) -> None:
         """Mask secrets in one file (never through a link the agent made)."""
         redact_file(self.path / name_or_path, self.redactor)
+
+    def redact_all(self) -> None:
+        """Mask every file of the trial (outputs, artifacts, verifier, workspace; names and
+        link targets too), never through a link.  Our own JSON files (masked as written, with
+        structure kept) and earlier attempts (masked when they ran) are left alone."""
+        redact_tree(
+            self.path,
+            self.redactor,
+            max_bytes=MASK_IN_MEMORY,
+            skip=(META, VERIFY, METRICS, ATTEMPTS),
+        )
 
     def redact_tree(self, directory: Path) -> None:
         """Mask secrets in file contents, file names and link targets under ``directory``."""

@@ -28,10 +28,9 @@ now needs it under ``env_passthrough:``.
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Iterable, Mapping
 
-from ..secrets import is_secret_name
+from ..secrets import inherited_secrets, looks_secret
 
 __all__ = [
     "BASE_GLOBS",
@@ -81,10 +80,6 @@ FORBIDDEN_GLOBS: tuple[str, ...] = (
     "PWD",
     "OLDPWD",
 )
-
-_SECRET_EXTRA = re.compile(r"(^GH_|_TOKEN$|_KEY$|^GITHUB_TOKEN$|_PAT$)", re.IGNORECASE)
-#: Values of secret-looking variables that are flags, not secrets (never masked).
-_FLAG_VALUES = frozenset({"0", "1", "true", "false", "yes", "no", "on", "off", "none", ""})
 
 
 def is_forbidden(name: str) -> bool:
@@ -139,21 +134,3 @@ def step_environment(
     env.update(declared)
     env.update(evalrun)
     return env
-
-
-def looks_secret(name: str) -> bool:
-    """Does ``name`` look like it holds a secret?  Contains TOKEN, KEY, SECRET, PASSWORD,
-    CREDENTIAL or AUTH (any case), or is ``GH_*``, ``*_TOKEN``, ``*_KEY``, ``*_PAT``."""
-    return is_secret_name(name) or _SECRET_EXTRA.search(name) is not None
-
-
-def inherited_secrets(inherited: Mapping[str, str]) -> dict[str, str]:
-    """The inherited variables whose names look secret (:func:`looks_secret`), with their
-    values: the caller adds the values to the experiment's secrets, whether or not a YAML
-    names them.  Flag values (``0``, ``1``, ``true``, ``no``...) are left out: masking ``1``
-    everywhere would destroy every output and protect nothing."""
-    return {
-        name: value
-        for name, value in inherited.items()
-        if looks_secret(name) and value.strip().lower() not in _FLAG_VALUES
-    }

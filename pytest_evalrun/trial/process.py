@@ -53,7 +53,15 @@ them), and after the step the file is cut to ``max_output`` bytes (:func:`cap_ou
 first and last halves kept, the middle replaced by ``[... N bytes left out ...]``), in
 bounded memory, so that reading, masking and tailing it later costs at most that much.
 
-Public API: :func:`run_step`, :class:`ProcessResult`, :func:`kill_cookie_processes`,
+Orphans: when pytest itself is killed outright (``kill -9``), nothing runs the kill above.  A
+sandboxed step dies with it (bubblewrap's ``--die-with-parent``); for the others,
+:func:`record_steps_in` makes every step leave a record (``<dir>/<cookie>.json``: the cookie
+and the pids, with their start times, of the processes that own it) for as long as it runs, and
+:func:`reap_orphans`, called when the next session starts, kills the processes of every record
+whose owner is gone, by cookie.
+
+Public API: :func:`run_step`, :func:`record_steps_in`, :func:`reap_orphans`,
+:class:`ProcessResult`, :func:`kill_cookie_processes`,
 :func:`find_cookie_processes`, :func:`kill_all_running`, :func:`running_cookies`,
 :func:`cap_output`, :data:`DEFAULT_MAX_OUTPUT` and :data:`COOKIE_VAR`.
 """
@@ -61,6 +69,7 @@ Public API: :func:`run_step`, :class:`ProcessResult`, :func:`kill_cookie_process
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import select
@@ -88,6 +97,8 @@ __all__ = [
     "find_cookie_processes",
     "kill_all_running",
     "kill_cookie_processes",
+    "reap_orphans",
+    "record_steps_in",
     "run_step",
     "running_cookies",
 ]
@@ -109,6 +120,8 @@ _KILL_TIMEOUT = 10.0  # stop SIGKILL rounds after this long (unkillable D-state 
 
 # cookie -> pid of the step's direct child (= its session id and process group id)
 _RUNNING: dict[str, int] = {}
+# where running steps are recorded for reap_orphans, and the owners written into each record
+_REGISTRY: tuple[Path, list[list[float]]] | None = None
 
 
 @dataclass
@@ -422,6 +435,73 @@ def kill_all_running(grace: float = DEFAULT_KILL_GRACE) -> int:
     return total
 
 
+# --------------------------------------------------------------------------- orphans
+
+
+def _started(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def record_steps_in(directory: Path | None, owners: Iterable[int] = ()) -> None:
+    """Record every step this process starts from now on in ``directory`` (None: stop), as
+    owned by this process and by ``owners`` (e.g. the xdist controller): when any of them is
+    gone, :func:`reap_orphans` kills what the step left running."""
+    global _REGISTRY
+    if directory is None:
+        _REGISTRY = None
+        return
+    pids = dict.fromkeys([os.getpid(), *owners])
+    _REGISTRY = (Path(directory), [[pid, _started(pid) or 0.0] for pid in pids if pid > 0])
+
+
+def _record_step(cookie: str) -> Path | None:
+    if _REGISTRY is None:
+        return None
+    directory, owners = _REGISTRY
+    path = directory / f"{cookie}.json"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"cookie": cookie, "owners": owners}))
+    except OSError:
+        return None
+    return path
+
+
+def _owner_alive(pid: int, started: float) -> bool:
+    now = _started(pid)
+    return now is not None and (not started or abs(now - started) < 1.0)
+
+
+def reap_orphans(directory: Path, *, grace: float = DEFAULT_KILL_GRACE) -> int:
+    """Kill the processes of every step recorded in ``directory`` whose owner is gone (a
+    pytest killed outright); returns how many were killed.  Records of live owners (another
+    session running now) are left alone."""
+    killed = 0
+    try:
+        records = [p for p in Path(directory).iterdir() if p.suffix == ".json"]
+    except OSError:
+        return 0
+    for path in records:
+        try:
+            data = json.loads(path.read_text())
+            cookie, owners = str(data["cookie"]), list(data["owners"])
+        except (OSError, ValueError, KeyError, TypeError):
+            with contextlib.suppress(OSError):
+                path.unlink()
+            continue
+        if len(cookie) != 32 or not all(c in "0123456789abcdef" for c in cookie):
+            continue  # not one of ours
+        if owners and all(_owner_alive(int(o[0]), float(o[1])) for o in owners):
+            continue
+        killed += _kill_tree(cookie, session=None, grace=grace)
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return killed
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -486,6 +566,7 @@ def run_step(
         out_file = open(output, "ab" if append else "wb")  # noqa: SIM115
 
     stdin: IO[bytes] | int = subprocess.DEVNULL
+    record = _record_step(cookie)
     try:
         if stdin_text is not None:
             # A temporary file, not a pipe: no writer thread, no deadlock on large input.
@@ -508,6 +589,9 @@ def run_step(
             message = _start_error(exc, argv, Path(cwd))
             with contextlib.suppress(OSError):
                 out_file.write(f"evalrun: {message}\n".encode())
+            if record is not None:
+                with contextlib.suppress(OSError):
+                    record.unlink()
             return ProcessResult(None, False, time.monotonic() - started, start_error=message)
     finally:
         out_file.close()
@@ -543,6 +627,9 @@ def run_step(
         raise
     finally:
         _RUNNING.pop(cookie, None)
+        if record is not None:
+            with contextlib.suppress(OSError):
+                record.unlink()
 
 
 def _wait_exit(child: subprocess.Popen[bytes], timeout: float | None) -> bool:

@@ -96,11 +96,27 @@ def _write_rewards(ctx: Context, result: Any) -> int:
     return 0
 
 
+def import_path(role: str, base: list[str], env: dict[str, str], cwd: str) -> list[str]:
+    """``sys.path`` for the callable (the interpreter runs with ``-I``, so ``base`` holds
+    neither the working directory nor ``PYTHONPATH``).
+
+    The experiment's directory comes first, then ``PYTHONPATH`` (the step's declared
+    environment, not the agent's).  A verifier gets the workspace *last*: it can import the
+    agent's code, but a ``json.py`` or ``pytest.py`` the agent left there never shadows the
+    standard library, an installed package or the verifier's own modules.  An agent gets the
+    workspace right after the experiment's directory (its own code is its own business)."""
+    first = [p for p in (env.get("EVALRUN_PYCALL_PATH"),) if p]
+    python_path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if role == "verify":
+        path = [*first, *python_path, *base, cwd]
+    else:
+        path = [*first, cwd, *python_path, *base]
+    return list(dict.fromkeys(path))
+
+
 def main(argv: list[str]) -> int:
     role, target = argv[0], argv[1]
-    # The experiment's directory comes first, so nothing the agent leaves in the workspace can
-    # shadow the verifier's own modules; the workspace follows, for importing the agent's code.
-    sys.path[:0] = [p for p in (os.environ.get("EVALRUN_PYCALL_PATH"), os.getcwd()) if p]
+    sys.path[:] = import_path(role, list(sys.path), dict(os.environ), os.getcwd())
     ctx = context_from_env(role, dict(os.environ))
     try:
         func = _load(target)

@@ -3,14 +3,25 @@
 Knows nothing of pytest, xdist or the Pier layout. The directory it fills is the standard
 layout's ``trials/<NNN>/``, through :class:`~pytest_evalrun.store.trialdir.TrialDir` (which
 writes every file atomically, with secrets masked).
+
+Isolation (contract section 6): each step runs in a :class:`~.sandbox.Sandbox` of its own
+(bubblewrap where it works: the host read-only, the workspace at ``/tmp/workspace``, the
+artifacts directory, and for verify the verifier directory, writable, the results and jobs
+roots hidden but for the trial's own directory), with the clean environment of
+:func:`~.environment.step_environment`.  Unsandboxed, the workspace lives in a temporary
+directory outside the suite while the trial runs (so tools run in it never find the suite's
+``pytest.ini``, ``conftest.py`` or ``.git``), and is moved into the trial directory at the end.
+After the trial every file of the trial directory is masked (also after Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +35,9 @@ from ..store import trialdir
 from ..store.runs import utc_now
 from ..store.trialdir import TrialDir
 from . import metrics as metrics_mod
+from .environment import step_environment
 from .process import ProcessResult, kill_all_running
+from .sandbox import WORKSPACE_INSIDE, Isolation, Sandbox, SandboxError, SandboxPolicy, resolve
 from .steps import PYCALL_CRASHED, StepContext, StepKinds, missing
 from .workspace import Snapshot, WorkspaceError, prepare_workspace, workspace_diff
 
@@ -49,6 +62,8 @@ class TrialSpec:
     #: layouts' names for it); the runner passes them through without reading them.
     labels: Mapping[str, Any] = field(default_factory=dict)
     redactor: Redactor = field(default_factory=lambda: Redactor(()))
+    #: The evaluator's environment: a step gets only its base, ``env_passthrough`` names and
+    #: the declared ``env`` (:func:`~.environment.step_environment`).
     base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     kinds: StepKinds = field(default_factory=StepKinds.builtin)
     env_hook: Callable[[dict[str, str]], None] | None = None
@@ -58,6 +73,13 @@ class TrialSpec:
     retries: int = 0
     #: Why the trial runs again when its directory holds an earlier attempt.
     rerun_reason: str = "rerun"
+    #: ``--eval-sandbox`` (None: the variant's ``sandbox:`` mode).
+    sandbox_mode: str | None = None
+    #: Directories no sandboxed step may see (the results and jobs roots), but for the
+    #: trial's own directory.
+    hide: tuple[Path, ...] = ()
+    #: Directories a sandboxed step may read although hidden or private (pytest's rootdir).
+    read: tuple[Path, ...] = ()
 
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:
@@ -101,6 +123,12 @@ class _Trial:
         self.rerun_reason = rerun_reason
         self.files = TrialDir(spec.trial_dir, spec.redactor)
         self.dir = spec.trial_dir
+        #: The workspace while the trial runs (unsandboxed: in :attr:`scratch`).
+        self.workspace = self.files.workspace
+        #: Unsandboxed: a temporary directory outside the suite (workspace, private homes).
+        self.scratch: Path | None = None
+        self.isolation: Isolation | None = None
+        self.trial_env: dict[str, str] = {}
         self.snapshot: Snapshot | None = None
         self.steps: dict[str, dict[str, Any]] = {}
         self.started = time.monotonic()
@@ -124,12 +152,25 @@ class _Trial:
             **spec.labels,
         )
 
+    @property
+    def sandboxed(self) -> bool:
+        return self.isolation is not None and self.isolation.sandbox == "bwrap"
+
+    def inside(self, path: Path) -> str:
+        """``path`` as a step sees it (the workspace moves to ``/tmp/workspace`` when
+        sandboxed; every other path is bound at its own)."""
+        text = os.path.abspath(path)
+        root = os.path.abspath(self.workspace)
+        if self.sandboxed and (text == root or text.startswith(root + os.sep)):
+            return WORKSPACE_INSIDE + text[len(root) :]
+        return text
+
     def values(self) -> dict[str, str]:
         s, f = self.spec, self.files
         return {
             "prompt": s.task.prompt,
             "prompt_file": str(f.prompt),
-            "workspace": str(f.workspace),
+            "workspace": self.inside(self.workspace),
             "trial_dir": str(self.dir),
             "artifacts_dir": str(f.artifacts),
             "verifier_dir": str(f.verifier),
@@ -144,8 +185,11 @@ class _Trial:
         }
 
     def env(self) -> dict[str, str]:
+        """The trial's own variables: the declared ``env`` (variant, then task), the
+        ``EVALRUN_*`` variables, and what ``pytest_evalrun_trial_env`` hooks changed.  Each
+        step adds the clean base to it (:meth:`step`)."""
         s, f = self.spec, self.files
-        env = dict(s.base_env)
+        env: dict[str, str] = {}
         env.update(s.variant.env)
         env.update(s.task.env)
         env.update(
@@ -158,7 +202,7 @@ class _Trial:
                 "EVALRUN_TRIAL": str(s.trial),
                 "EVALRUN_SEED": str(s.seed),
                 "EVALRUN_PROMPT_FILE": str(f.prompt),
-                "EVALRUN_WORKSPACE": str(f.workspace),
+                "EVALRUN_WORKSPACE": self.inside(self.workspace),
                 "EVALRUN_TRIAL_DIR": str(self.dir),
                 "EVALRUN_ARTIFACTS_DIR": str(f.artifacts),
             }
@@ -172,22 +216,64 @@ class _Trial:
             s.env_hook(env)
         return env
 
+    def sandbox(self, role: str, writable: tuple[Path, ...]) -> Sandbox:
+        """The isolation of one step (:class:`SandboxError` when it cannot be had)."""
+        s = self.spec
+        assert self.isolation is not None
+        user = s.variant.sandbox
+        policy = SandboxPolicy(
+            mode=self.isolation.requested,
+            workspace=self.workspace,
+            writable=writable,
+            read=(self.dir, s.experiment.directory, *s.read, *user.read),
+            write=user.write,
+            hide=s.hide,
+            network=s.variant.network,
+        )
+        private = self.scratch / "steps" / role if self.scratch is not None else None
+        if private is not None and private.exists():
+            shutil.rmtree(private, ignore_errors=True)
+        return Sandbox(policy, private=private, isolation=self.isolation)
+
     # -- steps ---------------------------------------------------------------------------
     def step(
-        self, role: str, step: Step, env: Mapping[str, str], timeout: float, output: Path
+        self,
+        role: str,
+        step: Step,
+        env: Mapping[str, str],
+        timeout: float,
+        output: Path,
+        writable: tuple[Path, ...] = (),
     ) -> ProcessResult:
-        ctx = StepContext(
-            role=role,
-            cwd=self.files.workspace,
-            env=env,
-            timeout=timeout,
-            output=output,
-            values=self.values(),
-            experiment_dir=self.spec.experiment.directory,
-            pricing=self.spec.variant.pricing,
-        )
-        runner = self.spec.kinds.runner(role, step.kind)
-        result = runner(step, ctx)
+        s = self.spec
+        try:
+            box = self.sandbox(role, (self.files.artifacts, *writable))
+        except (SandboxError, OSError) as exc:
+            message = f"cannot isolate the {role} step: {exc}"
+            self.files.write_text(output.relative_to(self.dir).as_posix(), f"evalrun: {message}\n")
+            result = ProcessResult(None, False, 0.0, start_error=message)
+        else:
+            step_env = step_environment(
+                inherited=s.base_env,
+                declared=env,
+                env_passthrough=s.variant.env_passthrough,
+                home=box.home,
+                cwd=self.inside(self.workspace),
+                tmpdir=box.tmp,
+            )
+            ctx = StepContext(
+                role=role,
+                cwd=self.workspace,
+                env=step_env,
+                timeout=timeout,
+                output=output,
+                values=self.values(),
+                experiment_dir=s.experiment.directory,
+                sandbox=box,
+                pricing=s.variant.pricing,
+            )
+            runner = s.kinds.runner(role, step.kind)
+            result = runner(step, ctx)
         self.steps[role] = {
             "kind": step.kind,
             "exit_code": result.exit_code,
@@ -204,11 +290,30 @@ class _Trial:
         self.outcome.error_kind = kind
         self.outcome.message = self.spec.redactor.redact(message)
 
+    def isolate(self) -> bool:
+        """Decide the trial's isolation (False, and an ``error`` outcome, when it cannot
+        have the one asked for); unsandboxed, the workspace goes to a temporary directory."""
+        s, o = self.spec, self.outcome
+        mode = s.sandbox_mode or s.variant.sandbox.mode
+        try:
+            self.isolation = resolve(mode)
+        except SandboxError as exc:
+            o.isolation = {"sandbox": "none", "requested": mode, "reason": str(exc)}
+            self.error("sandbox", str(exc))
+            return False
+        o.isolation = {**self.isolation.to_dict(), "network": s.variant.network}
+        if not self.sandboxed:
+            self.scratch = Path(tempfile.mkdtemp(prefix="evalrun-trial-"))
+            self.workspace = self.scratch / "workspace"
+        return True
+
     def run(self) -> TrialOutcome:
         s, o, f = self.spec, self.outcome, self.files
         f.start(o, s.task.prompt, self.rerun_reason)
+        if not self.isolate():
+            return self.finish()
         try:
-            self.snapshot = prepare_workspace(s.task.fixture, f.workspace, templates=s.templates)
+            self.snapshot = prepare_workspace(s.task.fixture, self.workspace, templates=s.templates)
         except (WorkspaceError, OSError) as exc:
             self.error("workspace", f"could not prepare the workspace: {exc}")
             return self.finish()
@@ -245,8 +350,9 @@ class _Trial:
 
     def collect_artifacts(self) -> None:
         f = self.files
+        self.secure_artifacts()
         try:
-            diff = workspace_diff(f.workspace, self.snapshot)
+            diff = workspace_diff(self.workspace, self.snapshot, redactor=self.spec.redactor)
         except (WorkspaceError, OSError) as exc:
             diff = f"# workspace diff unavailable: {exc}\n"
         f.write_text(trialdir.DIFF, diff)
@@ -262,13 +368,30 @@ class _Trial:
         if self.outcome.metrics.model is None and self.spec.variant.model:
             self.outcome.metrics.model = self.spec.variant.model
 
+    def secure_artifacts(self) -> None:
+        """An artifacts directory the agent replaced (by a symlink to a directory outside, or
+        a file) is replaced by an empty one: nothing later follows the agent's link."""
+        art = self.files.artifacts
+        if art.is_dir() and not art.is_symlink():
+            return
+        with contextlib.suppress(OSError):
+            if art.is_symlink() or not art.is_dir():
+                art.unlink()
+        art.mkdir(exist_ok=True)
+        (art / "evalrun-note.txt").write_text(
+            "evalrun: the agent replaced this directory (by a link or a file); "
+            "its content was not kept\n"
+        )
+
     def verify(self, env: Mapping[str, str]) -> None:
         s, o, f = self.spec, self.outcome, self.files
         venv = dict(env)
         verifier = f.fresh_verifier()
         venv["EVALRUN_VERIFIER_DIR"] = str(verifier)
         output = verifier / trialdir.VERIFY_OUTPUT
-        r = self.step("verify", s.task.verify, venv, s.task.verify_timeout, output)
+        r = self.step(
+            "verify", s.task.verify, venv, s.task.verify_timeout, output, writable=(verifier,)
+        )
         f.redact_tree(verifier)
         o.verify_exit, o.verify_duration = r.exit_code, r.duration
         o.verify_tail = tail(f.read_text(f"verifier/{trialdir.VERIFY_OUTPUT}"))
@@ -316,8 +439,26 @@ class _Trial:
             },
         )
 
+    def settle(self) -> None:
+        """Unsandboxed: move the workspace into the trial directory and remove the temporary
+        directory; then mask every file of the trial (its own JSON files are masked as they
+        are written)."""
+        f = self.files
+        if self.scratch is not None:
+            scratch, self.scratch = self.scratch, None
+            try:
+                if os.path.lexists(self.workspace) and not os.path.lexists(f.workspace):
+                    shutil.move(str(self.workspace), str(f.workspace))
+                    self.workspace = f.workspace
+            except OSError as exc:
+                self.outcome.message = self.outcome.message or f"workspace not kept: {exc}"
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        f.redact_all()
+
     def finish(self) -> TrialOutcome:
         o, f = self.outcome, self.files
+        self.settle()
         o.finished_at = utc_now()
         o.duration = round(time.monotonic() - self.started, 4)
         m = o.metrics

@@ -58,6 +58,7 @@ machine ``true`` takes ~1.1 ms directly and ~7-9 ms inside this sandbox (see
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import glob
 import os
@@ -400,6 +401,7 @@ class Sandbox:
         isolation: Isolation | None = None,
     ) -> None:
         self.policy = policy
+        self._private = private
         self.isolation = isolation if isolation is not None else resolve(policy.mode)
         self.sandboxed = self.isolation.sandbox == "bwrap"
         self._workspace = _real(policy.workspace) if policy.workspace is not None else None
@@ -416,6 +418,18 @@ class Sandbox:
             tmp.mkdir(parents=True, exist_ok=True)
             self.home, self.tmp = str(home), str(tmp)
             self._prefix = []
+
+    def extended(
+        self, *, read: Sequence[Path] = (), write: Sequence[Path] = ()
+    ) -> Sandbox:
+        """The same isolation with more paths: ``read`` visible read-only, ``write`` writable
+        at their own path (e.g. a step kind's own config home inside the trial directory)."""
+        policy = dataclasses.replace(
+            self.policy,
+            read=(*self.policy.read, *read),
+            write=(*self.policy.write, *write),
+        )
+        return Sandbox(policy, private=self._private, isolation=self.isolation)
 
     # -- paths -------------------------------------------------------------------------
     @property

@@ -4,12 +4,18 @@ Built in: ``command`` (argv list or shell string, placeholders filled in) and ``
 (``"pkg.mod:func"`` run in a fresh interpreter by :mod:`pytest_evalrun.trial.pycall`, so it gets
 the same timeout, output capture and process-tree kill as a command). Plugins add kinds through
 the ``pytest_evalrun_agent_kinds`` / ``pytest_evalrun_verify_kinds`` hooks.
+
+Every runner starts its program through :meth:`StepContext.wrap`, which puts it in the step's
+sandbox (``trial/sandbox.py``); ``ctx.values`` and ``ctx.env`` already hold the paths as the
+step sees them (the workspace is ``/tmp/workspace`` inside the sandbox).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +23,7 @@ from typing import Protocol
 from ..spec.model import Step
 from .placeholders import render_command
 from .process import ProcessResult, run_step
+from .sandbox import Sandbox
 
 #: Exit status of :mod:`pycall` when the callable itself crashed (not a verdict).
 PYCALL_CRASHED = 70
@@ -40,10 +47,39 @@ class StepContext:
     env: Mapping[str, str]
     timeout: float
     output: Path
-    values: Mapping[str, str]  # placeholder values
+    values: Mapping[str, str]  # placeholder values (paths as the step sees them)
     experiment_dir: Path
     #: The variant's ``pricing:`` (USD per million tokens), for kinds that price model calls.
     pricing: Mapping[str, float] | None = None
+    #: The step's isolation (None: run as is, e.g. in unit tests).
+    sandbox: Sandbox | None = None
+
+    def missing_program(self, argv: Sequence[str]) -> str | None:
+        """Why ``argv[0]`` cannot be started ("command not found: X"), checked before the
+        sandbox starts it (inside, bubblewrap would report it with its own exit status)."""
+        if self.sandbox is None or not self.sandbox.sandboxed or not argv:
+            return None
+        program = argv[0]
+        if "/" in program:
+            path = os.path.join(self.cwd, program)
+            if os.path.isfile(path) and os.access(path, os.X_OK):
+                return None
+            return (
+                f"command not found: {program}"
+                if not os.path.exists(path)
+                else (f"permission denied: {program}")
+            )
+        if shutil.which(program, path=self.env.get("PATH", os.defpath)) is None:
+            return f"command not found: {program}"
+        return None
+
+    def wrap(self, command: Sequence[str] | str) -> tuple[list[str], Path]:
+        """``(argv, cwd)`` to give :func:`run_step` for ``command`` (argv, or a shell string):
+        inside the step's sandbox, started in the working directory as the step sees it."""
+        argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+        if self.sandbox is None:
+            return argv, self.cwd
+        return self.sandbox.wrap(argv, self.cwd)
 
 
 class StepRunner(Protocol):
@@ -52,14 +88,24 @@ class StepRunner(Protocol):
 
 def run_command(step: Step, ctx: StepContext) -> ProcessResult:
     command = render_command(step.value, ctx.values)
-    return run_step(command, cwd=ctx.cwd, env=ctx.env, timeout=ctx.timeout, output=ctx.output)
+    if not isinstance(command, str):
+        problem = ctx.missing_program(command)
+        if problem is not None:
+            ctx.output.parent.mkdir(parents=True, exist_ok=True)
+            ctx.output.write_text(f"evalrun: {problem}\n")
+            return ProcessResult(None, False, 0.0, start_error=problem)
+    argv, cwd = ctx.wrap(command)
+    return run_step(argv, cwd=cwd, env=ctx.env, timeout=ctx.timeout, output=ctx.output)
 
 
 def run_python(step: Step, ctx: StepContext) -> ProcessResult:
-    argv = [sys.executable, "-m", "pytest_evalrun.trial.pycall", ctx.role, str(step.value)]
+    # -I: no working directory (the workspace) or PYTHON* variables on sys.path; pycall sets
+    # sys.path itself (the experiment directory first, the workspace last for a verifier).
+    command = [sys.executable, "-I", "-m", "pytest_evalrun.trial.pycall", ctx.role, str(step.value)]
     env = dict(ctx.env)
     env["EVALRUN_PYCALL_PATH"] = str(ctx.experiment_dir)
-    return run_step(argv, cwd=ctx.cwd, env=env, timeout=ctx.timeout, output=ctx.output)
+    argv, cwd = ctx.wrap(command)
+    return run_step(argv, cwd=cwd, env=env, timeout=ctx.timeout, output=ctx.output)
 
 
 BUILTIN: Mapping[str, StepRunner] = {"command": run_command, "python": run_python}

@@ -55,7 +55,10 @@ def mirror_tree(src: Path, dst: Path, mode: LinkMode, skip: frozenset[str] = fro
 
     Symlinks the agent left are recreated as symlinks with the same target (never followed,
     so nothing outside the trial is pulled in); names in ``skip`` (top level only) are left out.
+    A ``src`` that is itself a symlink is not mirrored at all.
     """
+    if src.is_symlink():
+        return
     for root, dirs, files in os.walk(src):
         rel = Path(root).relative_to(src)
         if rel == Path("."):

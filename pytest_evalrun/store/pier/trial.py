@@ -127,7 +127,7 @@ def _write_agent_dir(
         link_file(src / "prompt.md", agent_dir / "prompt.md", link_mode)
     events_path: Path | None = None
     for base in (src, src / "artifacts"):
-        if not base.is_dir():
+        if not base.is_dir() or base.is_symlink():  # never through a link the agent made
             continue
         for entry in sorted(base.iterdir()):
             if not entry.is_file() or entry.is_symlink() or not _is_agent_log(entry.name):
@@ -164,7 +164,7 @@ def _write_verifier_dir(
     verifier_dir.mkdir(parents=True, exist_ok=True)
     src = ctx.src
     std_verifier = src / "verifier" if src is not None else None
-    if std_verifier is not None and std_verifier.is_dir():
+    if std_verifier is not None and std_verifier.is_dir() and not std_verifier.is_symlink():
         mirror_tree(std_verifier, verifier_dir, link_mode, skip=frozenset({"verify-output.txt"}))
         if (std_verifier / "verify-output.txt").is_file():
             link_file(
@@ -192,7 +192,7 @@ def _write_artifacts_dir(artifacts_dir: Path, src: Path | None, link_mode: LinkM
     if (src / "workspace.diff").is_file():
         link_file(src / "workspace.diff", artifacts_dir / "workspace.diff", link_mode)
     std_artifacts = src / "artifacts"
-    if std_artifacts.is_dir():
+    if std_artifacts.is_dir() and not std_artifacts.is_symlink():  # never follow the agent's link
         skip = frozenset(
             p.name for p in std_artifacts.iterdir() if p.is_file() and _is_agent_log(p.name)
         )

@@ -1,0 +1,183 @@
+"""`evalrun merge` of 3 shards of 10,000 trials each (target: at most 10 s).
+
+The shards are made from one real trial: a tiny suite runs once through pytest, and its trial
+directory and Harbor trial directory are replicated (files hard-linked, meta.json / result.json
+/ config.json rewritten per trial) into 3 shards' ``results/`` and ``jobs/`` trees with the
+run files a sharded session leaves (run.json with its plan, summary.json, variant.json,
+task.json). Then ``evalrun merge`` runs as a subprocess, timed, best of N.
+
+Run: python bench/bench_merge.py [--repeats N] [--trials-per-shard N]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common as c
+
+RUN = "bench-merge"
+EXP = "merge-bench"
+SHARDS = 3
+
+
+def _arg(name: str, default: int) -> int:
+    for a in sys.argv[1:]:
+        if a.startswith(f"--{name}="):
+            return int(a.split("=", 1)[1])
+    return default
+
+
+def _template(base: Path) -> tuple[Path, Path]:
+    """One real trial (standard and Harbor directories) from a real pytest session."""
+    suite = base / "template"
+    (suite / "fx").mkdir(parents=True)
+    (suite / "fx" / "f.txt").write_text("x\n")
+    (suite / "pytest.ini").write_text("[pytest]\n")
+    (suite / "t.eval.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            experiment: {EXP}
+            variants: {{a: {{agent: {{command: "echo ok > answer.txt"}}}}}}
+            tasks:
+              - {{name: t, prompt: go, fixture: fx, verify: "grep -q ok answer.txt"}}
+            """
+        )
+    )
+    subprocess.run(
+        [c.PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--eval-run-id={RUN}"],
+        cwd=suite, check=True, capture_output=True, env=c.clean_env(),
+    )
+    trial = next((suite / "results").glob("*/*/variants/*/tasks/*/trials/001"))
+    pier = next(p for p in (suite / "jobs").glob("*/*") if (p / "result.json").exists())
+    return trial, pier
+
+
+def _link_tree(src: Path, dst: Path, skip: set[str]) -> None:
+    dst.mkdir(parents=True)
+    for entry in os.scandir(src):
+        if entry.name in skip:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            _link_tree(Path(entry.path), dst / entry.name, set())
+        elif entry.is_file(follow_symlinks=False):
+            os.link(entry.path, dst / entry.name)
+
+
+def _shards(base: Path, per_shard: int, trial: Path, pier: Path) -> list[Path]:
+    meta = json.loads((trial / "meta.json").read_text())
+    tresult = json.loads((pier / "result.json").read_text())
+    tconfig = json.loads((pier / "config.json").read_text())
+    variants, tasks = 10, 100
+    trials_per_task = SHARDS * per_shard // (variants * tasks)
+    plan = {
+        "variants": [f"v{i}" for i in range(variants)],
+        "tasks": [f"t{j:03d}" for j in range(tasks)],
+        "min_pass_rate": None,
+        "task_min_pass_rate": {f"t{j:03d}": None for j in range(tasks)},
+        "trials_per_task": {f"t{j:03d}": trials_per_task for j in range(tasks)},
+    }
+    keys = [
+        (f"v{i}", f"t{j:03d}", n)
+        for i in range(variants)
+        for j in range(tasks)
+        for n in range(1, trials_per_task + 1)
+    ]
+    shards = []
+    for k in range(SHARDS):
+        root = base / f"shard-{k + 1}"
+        run_dir = root / "results" / EXP / RUN
+        job_dir = root / "jobs" / f"{RUN}__{EXP}"
+        job_dir.mkdir(parents=True)
+        mine = keys[k::SHARDS]
+        started = f"2026-01-01T00:0{k}:00.000Z"
+        (run_dir).mkdir(parents=True)
+        (run_dir / "run.json").write_text(json.dumps({
+            "schema_version": 1, "run_id": RUN, "experiment": EXP, "status": "completed",
+            "started_at": started, "finished_at": "2026-01-01T01:00:00.000Z",
+            "counts": {"total": len(mine)}, "plan": plan, "host": f"machine-{k}",
+            "sessions": [{"id": f"s{k}", "started_at": started, "shard": f"{k + 1}/{SHARDS}"}],
+        }))
+        (run_dir / "summary.json").write_text(json.dumps(
+            {"cli_min_pass_rate": None, "baseline": None, "experiments": []}
+        ))
+        (job_dir / "config.json").write_text((pier.parent / "config.json").read_text())
+        for v, t, n in mine:
+            tdir = run_dir / "variants" / v / "tasks" / t
+            if not (tdir / "task.json").exists():
+                tdir.mkdir(parents=True, exist_ok=True)
+                (tdir.parent.parent / "variant.json").write_text(json.dumps({"name": v}))
+                (tdir / "task.json").write_text(json.dumps({"name": t, "definition": f"{v}{t}"}))
+            dst = tdir / "trials" / f"{n:03d}"
+            _link_tree(trial, dst, {"meta.json"})
+            name = f"{t}__{v}{n:04d}"
+            passed = (hash((v, t, n)) % 3) != 0
+            record = dict(meta, variant=v, task=t, trial=n, variant_slug=v, task_slug=t,
+                          experiment=EXP, experiment_slug=EXP, run_id=RUN,
+                          status="passed" if passed else "failed",
+                          reward=1.0 if passed else 0.0,
+                          trial_dir=str(dst), pier_trial_dir=str(job_dir / name))
+            (dst / "meta.json").write_text(json.dumps(record))
+            pdst = job_dir / name
+            _link_tree(pier, pdst, {"result.json", "config.json"})
+            (pdst / "result.json").write_text(json.dumps(
+                dict(tresult, trial_name=name, task_name=t,
+                     verifier_result={"rewards": {"reward": record["reward"]}})
+            ))
+            (pdst / "config.json").write_text(json.dumps(dict(tconfig, trial_name=name)))
+        shards.append(root)
+    return shards
+
+
+def main() -> int:
+    repeats = _arg("repeats", 3)
+    per_shard = _arg("trials-per-shard", 10_000)
+    base = c.tmpdir("merge")
+    t0 = time.perf_counter()
+    trial, pier = _template(base)
+    shards = _shards(base, per_shard, trial, pier)
+    made = time.perf_counter() - t0
+    print(f"made {SHARDS} shards of {per_shard} trials in {made:.1f} s", flush=True)
+    evalrun = str(Path(c.PY).parent / "evalrun")
+    samples = []
+    for _ in range(repeats):
+        into = base / "merged"
+        shutil.rmtree(into, ignore_errors=True)
+        start = time.perf_counter()
+        r = subprocess.run([evalrun, "merge", *map(str, shards), "--into", str(into)],
+                           capture_output=True, text=True, env=c.clean_env())
+        samples.append(time.perf_counter() - start)
+        if r.returncode != 0:
+            print(r.stdout, r.stderr)
+            return 1
+        print(f"  merge: {samples[-1]:.2f} s  {r.stdout.strip()}", flush=True)
+    again = time.perf_counter()
+    subprocess.run([evalrun, "merge", *map(str, shards), "--into", str(base / "merged")],
+                   capture_output=True, check=True, env=c.clean_env())
+    twice = time.perf_counter() - again
+    result = {
+        "name": "merge",
+        "what": f"evalrun merge of {SHARDS} shards x {per_shard:,} trials",
+        "unit": "s",
+        "subject": round(min(samples), 3),
+        "samples": [round(s, 3) for s in samples],
+        "target_s": 10.0,
+        "met": min(samples) <= 10.0,
+        "merge_again_s": round(twice, 3),
+    }
+    print(json.dumps(result, indent=1))
+    c.OUT.mkdir(exist_ok=True)
+    (c.OUT / "merge.json").write_text(json.dumps(result, indent=1) + "\n")
+    shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
