@@ -97,7 +97,7 @@ def test_last_failed_with_resume_reruns_only_the_errors(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # docs/running.md: resume keeps judged outcomes, so --lf --eval-resume runs only errors.
-    counter = suite.root / "starts.txt"
+    counter = suite.shared / "starts.txt"  # shared/: writable in the sandbox
     monkeypatch.setenv("AGENT_COUNTER", str(counter))
     fixable = 'test -f "$EVALRUN_EXPERIMENT_DIR/fixed" || exit 127; ' + VERIFY  # 127: an error
     suite.experiment(

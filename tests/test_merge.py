@@ -84,6 +84,11 @@ def _machine(suite: Suite, base: Path, name: str, *args: str) -> Path:
     """A copy of the suite in its own directory ("a machine"), run with ``args``."""
     root = base / name
     shutil.copytree(suite.root, root, ignore=shutil.ignore_patterns("results", "jobs"))
+    # its own agent and shared/, named as a user would (the same text on every machine): the
+    # original's would be hidden in the sandbox
+    yaml_file = root / "exp.eval.yaml"
+    text = yaml_file.read_text().replace(str(suite.root / "agent.py"), "{experiment_dir}/agent.py")
+    yaml_file.write_text(text.replace(str(suite.shared), "shared"))
     result = suite.pytester.run(
         "python",
         "-m",

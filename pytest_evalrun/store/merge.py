@@ -18,10 +18,12 @@ nothing: a run that gains no trial and whose run.json would stay the same is lef
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import stat
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +176,10 @@ def _definition(path: Path) -> bytes:
     return json.dumps(data, sort_keys=True).encode()
 
 
+#: Trial directories per ``cp`` process (well under the argument-length limit).
+_CP_BATCH = 500
+
+
 def _link_tree(src: Path, dst: Path) -> None:
     """``dst`` becomes a copy of ``src``: files hard-linked (else copied), links re-made."""
     dst.mkdir(parents=True, exist_ok=True)
@@ -191,6 +197,42 @@ def _link_tree(src: Path, dst: Path) -> None:
                     os.link(entry.path, target)
                 except OSError:
                     shutil.copy2(entry.path, target, follow_symlinks=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _gnu_cp() -> str | None:
+    """GNU cp, which links whole trees in one process (``cp -al``); None elsewhere (macOS)."""
+    cp = shutil.which("cp")
+    if cp is None:
+        return None
+    try:
+        version = subprocess.run([cp, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return cp if "GNU coreutils" in version.stdout else None
+
+
+def _link_trees(base: Path, names: Sequence[str], dest: Path) -> None:
+    """``dest/<name>`` becomes a copy of ``base/<name>`` for each name (relative paths, kept
+    as they are): files hard-linked, links re-made, never followed. GNU cp does it in a few
+    processes; elsewhere :func:`_link_tree` does it in Python."""
+    cp = _gnu_cp()
+    if cp is None:
+        for name in names:
+            _link_tree(base / name, dest / name)
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for start in range(0, len(names), _CP_BATCH):
+        batch = list(names[start : start + _CP_BATCH])
+        done = subprocess.run(
+            [cp, "-a", "-l", "--no-clobber", "--parents", "-t", str(dest), "--", *batch],
+            cwd=base,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:  # e.g. across file systems: copy what is left in Python
+            for name in batch:
+                _link_tree(base / name, dest / name)
 
 
 def _write_if_changed(path: Path, data: bytes, *, fsync: bool = False) -> None:
@@ -322,25 +364,29 @@ def _merge_run(
                 shutil.copy2(rel, dst)
     outcomes: list[TrialOutcome] = []
     for shard in shards:
+        new = [
+            str(src.relative_to(shard.run_dir))
+            for (v, t, n), src in sorted(shard.trials.items())
+            if not (paths.trial_dir(v, t, n) / META).exists()
+        ]
+        _link_trees(shard.run_dir, new, paths.run_dir)
+        added += len(new)
         for (v, t, n), src in sorted(shard.trials.items()):
             dst = paths.trial_dir(v, t, n)
             record = _relocate(_read_dict(src / META), dst, job_dir)
-            if not (dst / META).exists():
-                _link_tree(src, dst)
-                added += 1
             _write_if_changed(dst / META, _json_bytes(record))
             outcomes.append(TrialOutcome.from_dict(record))
         src_job = shard.root / "jobs" / job_dir.name
         if src_job.is_dir():
-            for child in sorted(src_job.iterdir()):
-                is_trial = child.is_dir() and not child.is_symlink()
-                if (
-                    is_trial
-                    and (child / "config.json").exists()
-                    and not (job_dir / child.name).exists()
-                ):
-                    _link_tree(child, job_dir / child.name)
-                    pier_added += 1
+            names = [
+                entry.name
+                for entry in sorted(os.scandir(src_job), key=lambda e: e.name)
+                if entry.is_dir(follow_symlinks=False)
+                and os.path.exists(os.path.join(entry.path, "config.json"))
+                and not os.path.lexists(job_dir / entry.name)
+            ]
+            _link_trees(src_job, names, job_dir)
+            pier_added += len(names)
     total = sum(int((s.run.get("counts") or {}).get("total") or 0) for s in shards)
     counts = _counts(outcomes, total)
     run_json = _merged_run_json(shards, counts)
