@@ -16,9 +16,9 @@ from conftest import VERIFY, Suite
 from headless import CHROMIUM, SKIP_REASON
 from synthetic_run import write_run
 
+from pytest_evalrun.report.fmt import fmt_pct
 from pytest_evalrun.report.html import json_for_script, render_html
 from pytest_evalrun.report.html_assets import HEAT
-from pytest_evalrun.report.fmt import fmt_pct
 from pytest_evalrun.store.html_report import render_report, write_report
 from pytest_evalrun.store.runview import TextLimits, load_run
 from pytest_evalrun.store.trialdir import STDOUT
