@@ -157,13 +157,18 @@ def test_regression_section_only_when_summary_has_one() -> None:
     base = {"experiment": {"verdict": {"gated": False}}, "variants": [], "tasks": [],
             "rows": [], "details": [], "columns": []}
     assert "Regression gate" not in render_html(base)
+    # the shape store/baseline.py writes (--eval-baseline-run)
     regression = {
         "baseline_run": "2026-01-01__00-00-00", "alpha": 0.05, "passed": False,
-        "variants": [{"variant": "v<1>", "diff": -0.3, "ci": [-0.5, -0.1], "p_value": 0.004,
-                      "min_detectable_drop": 0.21, "regressed": True}],
+        "test": "one-sided, paired by task", "regressed": ["v<1>"],
+        "variants": [{"variant": "v<1>", "in_baseline": True, "n_tasks": 10, "base_rate": 0.8,
+                      "cand_rate": 0.5, "diff": -0.3, "ci_low": -0.5, "ci_high": -0.1,
+                      "p_value": 0.004, "regressed": True, "min_detectable_drop": 0.21,
+                      "method": "exact", "alpha": 0.05}],
     }
     page = render_html({**base, "summary": {"regression": regression}})
-    assert "Regression gate" in page and "v&lt;1&gt;" in page and "min_detectable_drop" in page
+    assert "Regression gate against run 2026-01-01__00-00-00" in page and "v&lt;1&gt;" in page
+    assert "detectable drop" in page and "21.0 pp" in page and "REGRESSED" in page
     assert "gate failed" in page  # a regression fails the verdict
     page = render_html({**base, "experiment": {**base["experiment"], "regression": regression}})
     assert "Regression gate" in page

@@ -26,6 +26,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("shards", nargs="+", metavar="SHARD", help="a shard's directory")
     p.add_argument("--into", required=True, metavar="DIR", help="where the merged run goes")
+    p.add_argument(
+        "--move",
+        action="store_true",
+        help="move the trial directories out of the shards (one rename each: fast for big "
+        "runs; the shards are used up) instead of hard-linking their files",
+    )
     p.add_argument("--json", action="store_true", help="print the merged runs as JSON")
     p.set_defaults(func=run)
 
@@ -36,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         if not shard.is_dir():
             raise CliError(f"{shard} is not a directory")
     try:
-        merged = merge(shards, Path(args.into))
+        merged = merge(shards, Path(args.into), move=args.move)
     except MergeError as exc:
         for problem in exc.problems:
             print(f"evalrun merge: conflict: {problem}", file=sys.stderr)

@@ -235,6 +235,27 @@ def _link_trees(base: Path, names: Sequence[str], dest: Path) -> None:
                 _link_tree(base / name, dest / name)
 
 
+def _place(base: Path, names: Sequence[str], dest: Path, move: bool) -> None:
+    """``dest/<name>`` for each ``base/<name>``: moved (one rename; falls back to linking
+    across file systems) or linked (:func:`_link_trees`)."""
+    if not move:
+        _link_trees(base, names, dest)
+        return
+    left = []
+    made: set[str] = set()
+    for name in names:
+        target = os.path.join(dest, name)
+        parent = os.path.dirname(target)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        try:
+            os.rename(os.path.join(base, name), target)
+        except OSError:
+            left.append(name)
+    _link_trees(base, left, dest)
+
+
 def _write_if_changed(path: Path, data: bytes, *, fsync: bool = False) -> None:
     try:
         if path.read_bytes() == data:
@@ -254,6 +275,21 @@ def _relocate(meta: dict[str, Any], trial_dir: Path, pier_job_dir: Path) -> dict
     if meta.get("pier_trial_dir"):
         meta["pier_trial_dir"] = str(pier_job_dir / Path(meta["pier_trial_dir"]).name)
     return meta
+
+
+def _relocated_bytes(raw: bytes, old: dict[str, Any], new: dict[str, Any]) -> bytes:
+    """meta.json with its paths changed: the two values replaced in the text as written
+    (fast: no re-encoding), else the whole record encoded again."""
+    out = raw
+    for key in ("trial_dir", "pier_trial_dir"):
+        if old.get(key) == new.get(key):
+            continue
+        before = f'"{key}": {json.dumps(old.get(key), ensure_ascii=False)}'.encode()
+        after = f'"{key}": {json.dumps(new.get(key), ensure_ascii=False)}'.encode()
+        if out.count(before) != 1:
+            return _json_bytes(new)
+        out = out.replace(before, after)
+    return out
 
 
 def _merged_run_json(shards: Sequence[_Shard], counts: dict[str, int]) -> dict[str, Any]:
@@ -328,9 +364,10 @@ def _meta(
     }
 
 
-def merge(shards: Sequence[Path], into: Path) -> list[MergedRun]:
+def merge(shards: Sequence[Path], into: Path, *, move: bool = False) -> list[MergedRun]:
     """Merge the shards' runs into ``into/results`` and ``into/jobs`` (see the module doc).
-    Raises :class:`MergeError` (nothing written) on conflicts."""
+    Raises :class:`MergeError` (nothing written) on conflicts. ``move``: move the trial
+    directories out of the shards (one rename each) instead of linking their files."""
     shards = [Path(s).resolve() for s in shards]
     into = Path(into).resolve()
     for shard in shards:
@@ -343,12 +380,17 @@ def merge(shards: Sequence[Path], into: Path) -> list[MergedRun]:
     results, jobs = into / "results", into / "jobs"
     merged = []
     for (experiment, run_id), group in sorted(groups.items()):
-        merged.append(_merge_run(experiment, run_id, group, results, jobs))
+        merged.append(_merge_run(experiment, run_id, group, results, jobs, move))
     return merged
 
 
 def _merge_run(
-    experiment: str, run_id: str, shards: Sequence[_Shard], results: Path, jobs: Path
+    experiment: str,
+    run_id: str,
+    shards: Sequence[_Shard],
+    results: Path,
+    jobs: Path,
+    move: bool,
 ) -> MergedRun:
     paths = RunPaths(results, experiment, run_id)
     job_name = f"{run_id}__{experiment}"
@@ -362,20 +404,15 @@ def _merge_run(
             if not dst.exists():
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(rel, dst)
-    outcomes: list[TrialOutcome] = []
     for shard in shards:
+        run_dir = str(paths.run_dir)
         new = [
-            str(src.relative_to(shard.run_dir))
-            for (v, t, n), src in sorted(shard.trials.items())
-            if not (paths.trial_dir(v, t, n) / META).exists()
+            rel
+            for rel in sorted(os.path.relpath(src, shard.run_dir) for src in shard.trials.values())
+            if not os.path.exists(os.path.join(run_dir, rel, META))
         ]
-        _link_trees(shard.run_dir, new, paths.run_dir)
+        _place(shard.run_dir, new, paths.run_dir, move)
         added += len(new)
-        for (v, t, n), src in sorted(shard.trials.items()):
-            dst = paths.trial_dir(v, t, n)
-            record = _relocate(_read_dict(src / META), dst, job_dir)
-            _write_if_changed(dst / META, _json_bytes(record))
-            outcomes.append(TrialOutcome.from_dict(record))
         src_job = shard.root / "jobs" / job_dir.name
         if src_job.is_dir():
             names = [
@@ -385,8 +422,21 @@ def _merge_run(
                 and os.path.exists(os.path.join(entry.path, "config.json"))
                 and not os.path.lexists(job_dir / entry.name)
             ]
-            _link_trees(src_job, names, job_dir)
+            _place(src_job, names, job_dir, move)
             pier_added += len(names)
+    # The merged run is what its directory holds now: this merge's trials and an earlier
+    # merge's (with --move, the shards no longer hold them).
+    outcomes: list[TrialOutcome] = []
+    for _key, dst in sorted(_trial_dirs(paths.run_dir).items()):
+        raw = (dst / META).read_bytes() if (dst / META).is_file() else b"{}"
+        data = json.loads(raw)
+        record = _relocate(data, dst, job_dir)
+        if record != data:  # our own directory: a fixed temporary name is enough
+            tmp = f"{dst}/.{META}.merge"
+            with open(tmp, "wb") as fh:
+                fh.write(_relocated_bytes(raw, data, record))
+            os.replace(tmp, f"{dst}/{META}")
+        outcomes.append(TrialOutcome.from_dict(record))
     total = sum(int((s.run.get("counts") or {}).get("total") or 0) for s in shards)
     counts = _counts(outcomes, total)
     run_json = _merged_run_json(shards, counts)
@@ -413,7 +463,7 @@ def _merge_run(
     record_trials(db, outcomes)
     record_run(db, experiment, run_json, paths.run_dir, summary)
     if job_dir.is_dir():
-        _merge_pier_job(shards, job_name, job_dir, outcomes, counts["total"], run_json, meta)
+        _merge_pier_job(shards, job_name, job_dir, counts["total"], run_json, meta)
     return MergedRun(experiment, run_id, len(shards), len(outcomes), added, paths.run_dir)
 
 
@@ -421,7 +471,6 @@ def _merge_pier_job(
     shards: Sequence[_Shard],
     job_name: str,
     job_dir: Path,
-    outcomes: Sequence[TrialOutcome],
     total: int,
     run_json: Mapping[str, Any],
     meta: ExperimentMeta,
@@ -452,4 +501,5 @@ def _merge_pier_job(
         job_dir.parent, job_name, job_id=pier_job_id(job_name), run_id=str(run_json["run_id"])
     )
     finished = str(run_json.get("finished_at") or runs.utc_now())
-    job.finalize(outcomes, n_total_trials=total, finished_at=finished)
+    # every trial directory of the merged job, read once (they came from the shards)
+    job.finalize([], n_total_trials=total, finished_at=finished, include_existing=True)
