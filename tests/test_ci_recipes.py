@@ -59,7 +59,7 @@ def test_github_recipe() -> None:
     assert jobs["merge"]["needs"] == "shard" and jobs["merge"]["if"] == "always()"
     commands = _commands(jobs)
     assert any("--eval-shard ${{ matrix.shard }}/3" in c for c in commands)
-    assert any(c.startswith("evalrun merge shards/shard-* --into merged") for c in commands)
+    assert any(c.startswith("evalrun merge --move shards/shard-* --into merged") for c in commands)
 
 
 def test_gitlab_recipe() -> None:
@@ -70,7 +70,7 @@ def test_gitlab_recipe() -> None:
     assert merge["needs"] == [{"job": "eval-shard", "artifacts": True}]
     commands = _commands(recipe)
     assert any('--eval-shard "$CI_NODE_INDEX/$CI_NODE_TOTAL"' in c for c in commands)
-    assert any(c.startswith("evalrun merge shard-* --into merged") for c in commands)
+    assert any(c.startswith("evalrun merge --move shard-* --into merged") for c in commands)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
