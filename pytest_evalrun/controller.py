@@ -30,7 +30,7 @@ from .spec.errors import SpecError
 from .spec.model import Experiment
 from .store import runs
 from .store.atomic import write_text_atomic
-from .store.baseline import BaselineError, regression, resolve_baseline
+from .store.baseline import BaselineError, NoEarlierRun, regression, resolve_baseline
 from .store.recorder import FinishedRun
 from .store.trialdir import TrialDir
 from .trial.process import kill_processes_with_env
@@ -58,7 +58,9 @@ class ControllerPlugin:
         self.collected: list[str] = []
         self.summary: dict[str, Any] | None = None
         self.run_dirs: list[Path] = []
-        #: --eval-baseline-run: each experiment's baseline run id (slug -> run id)
+        #: --eval-baseline-run: each experiment's baseline run id (slug -> run id), and why an
+        #: experiment that never ran before has none (slug -> reason)
+        self.no_baseline: dict[str, str] = {}
         self.baselines = self._resolve_baselines()
 
     def _resolve_baselines(self) -> dict[str, str]:
@@ -76,6 +78,8 @@ class ControllerPlugin:
                 found[exp.slug] = resolve_baseline(
                     Path(self.shared.results), ref, exp.slug, self.shared.run_id_for(exp.slug)
                 )
+            except NoEarlierRun as exc:  # a new experiment: nothing to compare with yet
+                self.no_baseline[exp.slug] = str(exc)
             except BaselineError as exc:
                 raise pytest.UsageError(f"{exc} (experiment {exp.name!r})") from None
         return found
@@ -303,6 +307,10 @@ class ControllerPlugin:
             )
             if exp.slug in self.baselines:
                 per_exp = apply_regression(per_exp, self._regression(run, metas[exp.name]))
+            elif exp.slug in self.no_baseline:
+                per_exp["experiments"][0]["notes"].append(
+                    f"regression gate: {self.no_baseline[exp.slug]}; nothing to compare with"
+                )
             parts.append(per_exp)
             info = self.context.run_info(exp, run_id=run_id, n_total=run.collected)
             finished = FinishedRun(

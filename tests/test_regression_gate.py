@@ -154,3 +154,14 @@ def test_the_html_report_shows_the_gate(baseline: Suite, tmp_path: Path) -> None
     page = out.read_text()
     assert "Regression gate against run base" in page
     assert page.count("no regression detected") >= 2
+
+
+def test_a_new_experiment_has_nothing_to_compare_with(suite: Suite) -> None:
+    suite.experiment(trials=2, tasks=_tasks("ok"), variants={"a": {}})
+    result = _run(suite, "--eval-baseline-run=latest")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        ["note: regression gate: experiment 'exp' has no earlier run; nothing to compare with"]
+    )
+    (run,) = suite.run_dirs()
+    assert "regression" not in json.loads((run / "summary.json").read_text())["experiments"][0]

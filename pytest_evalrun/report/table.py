@@ -228,7 +228,10 @@ def regression_rows(
                 fmt_pct(v["cand_rate"], 1),
                 ci,
                 fmt_p(v["p_value"]),
-                f"{drop * 100:.1f} pp" if drop is not None else "-",
+                f"{drop * 100:.1f} pp"
+                if drop is not None
+                # too few trials: not even a drop to 0% would be caught with 80% power
+                else ("-" if v["n_tasks"] == 0 else "none at 80% power"),
                 verdict,
             ]
         )

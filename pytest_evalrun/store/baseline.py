@@ -32,16 +32,22 @@ def _ordered_ids(conn: sqlite3.Connection, experiment: str, exclude: str) -> lis
     return [r[0] for r in rows]
 
 
+class NoEarlierRun(BaselineError):
+    """The experiment has no earlier run at all: there is nothing to compare with yet."""
+
+
 def resolve_baseline(results: Path, ref: str, experiment: str, current_run: str) -> str:
     """The run id of ``experiment``'s baseline run. ``latest`` is the latest run before the one
-    this session writes (``latest~N`` the N-th before that)."""
+    this session writes (``latest~N`` the N-th before that). :class:`NoEarlierRun` when the
+    experiment has never run before (a new experiment), :class:`BaselineError` when it has but
+    ``ref`` names none of its runs."""
     try:
         conn = open_index(index_db(results))
     except IndexMissing:
-        raise BaselineError(
-            f"--eval-baseline-run {ref}: no index of earlier runs in {results}"
-        ) from None
+        raise NoEarlierRun(f"experiment {experiment!r} has no earlier run") from None
     try:
+        if not _ordered_ids(conn, experiment, current_run):
+            raise NoEarlierRun(f"experiment {experiment!r} has no earlier run")
         head, sep, tail = ref.partition("~")
         if head == "latest" and (not sep or tail.isdigit()):
             ids = _ordered_ids(conn, experiment, current_run)
