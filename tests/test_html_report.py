@@ -160,7 +160,7 @@ def test_regression_section_only_when_summary_has_one() -> None:
     # the shape store/baseline.py writes (--eval-baseline-run)
     regression = {
         "baseline_run": "2026-01-01__00-00-00", "alpha": 0.05, "passed": False,
-        "test": "one-sided, paired by task", "regressed": ["v<1>"],
+        "test": "one-sided test, paired by task", "regressed": ["v<1>"],
         "variants": [{"variant": "v<1>", "in_baseline": True, "n_tasks": 10, "base_rate": 0.8,
                       "cand_rate": 0.5, "diff": -0.3, "ci_low": -0.5, "ci_high": -0.1,
                       "p_value": 0.004, "regressed": True, "min_detectable_drop": 0.21,

@@ -55,7 +55,7 @@ def test_a_real_drop_fails_the_session(baseline: Suite) -> None:
     assert result.ret == 1
     result.stdout.fnmatch_lines(
         [
-            "regression gate against run base (one-sided, paired by task, alpha 0.05):",
+            "regression gate against run base (one-sided test, paired by task, alpha 0.05):",
             "*variant*baseline*this run*difference*p (one-sided)*detectable drop*verdict*",
             "*a*100.0%*100.0%*no regression detected*",
             "*b*100.0%*0.0%*-100.0 pp*REGRESSED*",
@@ -107,7 +107,7 @@ def test_no_change_passes_and_says_what_it_could_detect(baseline: Suite) -> None
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(
         [
-            "regression gate against run base (one-sided, paired by task, alpha 0.01):",
+            "regression gate against run base (one-sided test, paired by task, alpha 0.01):",
             "*a*100.0%*100.0%*no regression detected*",
             "gate: PASSED (no variant regressed)",
         ]

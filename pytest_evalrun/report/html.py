@@ -375,10 +375,11 @@ def _regression(regression: Any) -> str:
     rows = regression_rows(regression, text=esc)
     return (
         f"<h2 id=regression>Regression gate against run {esc(regression.get('baseline_run'))}"
-        f"</h2><p>Per variant, pass rates paired by task, {esc(regression.get('test'))} test at "
-        f"alpha {esc(regression.get('alpha'))}. <i>Detectable drop</i>: the smallest drop this "
-        "comparison detects with 80% power; a smaller one can hide behind \u201cno regression "
-        "detected\u201d.</p>" + _table([esc(h) for h in REGRESSION_HEADER], rows)
+        f"</h2><p>Per variant, against the same variant of the baseline run: a "
+        f"{esc(regression.get('test'))}, at alpha {esc(regression.get('alpha'))}. "
+        "<i>Detectable drop</i>: the smallest drop this comparison detects with 80% power; "
+        "a smaller one can hide behind \u201cno regression detected\u201d.</p>"
+        + _table([esc(h) for h in REGRESSION_HEADER], rows)
     )
 
 

@@ -220,9 +220,9 @@ def _md_regression(exp: Mapping[str, Any]) -> list[str]:
         "",
         *_md_table(list(REGRESSION_HEADER), "lrrrrrl", regression_rows(regression, text=_md)),
         "",
-        f"Per variant, pass rates paired by task, {regression['test']} test at alpha "
-        f"{regression['alpha']:g}. *Detectable drop*: the smallest drop this comparison detects "
-        'with 80% power; a smaller one can hide behind "no regression detected".',
+        f"Per variant, against the same variant of the baseline run: a {regression['test']}, at "
+        f"alpha {regression['alpha']:g}. *Detectable drop*: the smallest drop this comparison "
+        'detects with 80% power; a smaller one can hide behind "no regression detected".',
         "",
     ]
 

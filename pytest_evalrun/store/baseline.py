@@ -111,7 +111,7 @@ def regression(
     return {
         "baseline_run": baseline_run,
         "alpha": alpha,
-        "test": "one-sided, paired by task",
+        "test": "one-sided test, paired by task",
         "variants": variants,
         "regressed": regressed,
         "passed": not regressed,
