@@ -70,7 +70,8 @@ def main() -> dict[str, object]:
     try:
         sub, base, subs, bases = c.interleave(lambda: subject(root), lambda: baseline(root),
                                               repeats, "serial")
-        return c.result("serial" if SANDBOX == "none" else f"serial-sandbox-{SANDBOX}", 2,
+        return c.result("serial" if SANDBOX == "none" else f"serial-sandbox-{SANDBOX}",
+                        2 if SANDBOX == "none" else 7,
                         f"{N} trials serial (--eval-sandbox {SANDBOX}) vs bash loop doing the "
                         "same work (unsandboxed)",
                         sub, base, TARGET, subject_samples=subs, baseline_samples=bases,

@@ -14,7 +14,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c
 
-SCRIPTS = ["collect", "serial", "parallel", "uneven", "resume", "memory"]
+SCRIPTS = ["collect", "serial", "serial-sandbox-auto", "parallel", "uneven", "resume", "memory"]
+#: (script, arguments) of a figure whose name is not its script's
+VARIANTS = {
+    "serial": ("serial", ["--sandbox", "none"]),
+    "serial-sandbox-auto": ("serial", ["--sandbox", "auto"]),
+}
 
 
 def main() -> int:
@@ -28,7 +33,9 @@ def main() -> int:
     for name in only:
         print(f"== bench_{name}.py", flush=True)
         (c.OUT / f"{name}.json").unlink(missing_ok=True)
-        rc = subprocess.call([sys.executable, str(c.BENCH / f"bench_{name}.py"), *passthrough])
+        script, extra = VARIANTS.get(name, (name, []))
+        cmd = [sys.executable, str(c.BENCH / f"bench_{script}.py"), *extra, *passthrough]
+        rc = subprocess.call(cmd)
         f = c.OUT / f"{name}.json"
         if rc != 0 or not f.exists():
             results.append({"name": name, "error": f"exit {rc}"})

@@ -26,6 +26,7 @@ from .shard import Key, parse_shard, select
 from .spec.identity import fingerprint, seed
 from .spec.model import Experiment, Task, Variant
 from .store.paths import RunPaths, step_records
+from .store.recorder import RunInfo
 from .store.trialdir import TrialDir
 from .trial.process import record_steps_in
 from .trial.run import TrialSpec, run_trial
@@ -39,6 +40,7 @@ class WorkerPlugin:
         self.shared = context.shared
         self.hook = hook
         self.templates = Path(self.shared.snapshots) if self.shared.snapshots else None
+        self._runs: dict[str, RunInfo] = {}
         context.runner = self
         owners = [self.shared.controller_pid] if self.shared.controller_pid else []
         record_steps_in(step_records(Path(self.shared.results)), owners)
@@ -92,7 +94,9 @@ class WorkerPlugin:
         self, nodeid: str, exp: Experiment, variant: Variant, task: Task, n: int
     ) -> TrialOutcome:
         context = self.context
-        run = context.run_info(exp)
+        run = self._runs.get(exp.slug)
+        if run is None:  # items run after collection: the counts are known by then
+            run = self._runs[exp.slug] = context.run_info(exp)
         files = TrialDir(run.paths.trial_dir(variant.slug, task.slug, n), run.redactor)
         fp = fingerprint(variant, task, n, run.redactor)
         if self.shared.resume:
