@@ -6,6 +6,7 @@ Every function returns ``"-"`` for a value that is not known (None).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "fmt_cost",
@@ -103,3 +104,17 @@ def fmt_cost(cost: float | None) -> str:
     if cost < 0.0001:
         return "<$0.0001"
     return f"${cost:.2g}"
+
+
+def totals_text(tot: Mapping[str, Any], *, sep: str, plural_trials: bool) -> str:
+    """"12 trials: 8 passed, 3 failed, 0 timed out, 1 error" and, when any, "; 2 resumed",
+    "; 1 retried", "; 3 not run" (``sep`` between the extras: "; " or ", ")."""
+    trials = plural(tot["trials"], "trial") if plural_trials else f"{tot['trials']} trials"
+    text = (
+        f"{trials}: {tot['passed']} passed, {tot['failed']} failed, "
+        f"{tot['timeout']} timed out, {plural(tot['errors'], 'error')}"
+    )
+    for key, word in (("resumed", "resumed"), ("retried", "retried"), ("not_run", "not run")):
+        if tot.get(key):
+            text += f"{sep}{tot[key]} {word}"
+    return text

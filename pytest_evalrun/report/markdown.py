@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .fmt import fmt_interval, fmt_p, fmt_pct, fmt_pp, plural
+from .fmt import fmt_interval, fmt_p, fmt_pct, fmt_pp, plural, totals_text
 from .table import (
     EFFORT_KEYS,
     REGRESSION_HEADER,
@@ -114,17 +114,7 @@ def _md_experiment(exp: Mapping[str, Any], tasks: _TaskLines, max_rows: int | No
         where.append(f"results {_md_code(exp['results_dir'])}")
     if exp.get("jobs_dir"):
         where.append(f"jobs {_md_code(exp['jobs_dir'])}")
-    tot = exp["totals"]
-    counts = (
-        f"{tot['trials']} trials: {tot['passed']} passed, {tot['failed']} failed, "
-        f"{tot['timeout']} timed out, {plural(tot['errors'], 'error')}"
-    )
-    if tot["resumed"]:
-        counts += f", {tot['resumed']} resumed"
-    if tot.get("retried"):
-        counts += f", {tot['retried']} retried"
-    if tot["not_run"]:
-        counts += f", {tot['not_run']} not run"
+    counts = totals_text(exp["totals"], sep=", ", plural_trials=False)
     lines.append(" · ".join([*where, counts]))
     lines.append("")
     for note in exp.get("notes", []):

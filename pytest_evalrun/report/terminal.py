@@ -14,7 +14,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .fmt import fmt_p, fmt_pct, fmt_pp, plural
+from .fmt import fmt_p, fmt_pct, fmt_pp, plural, totals_text
 from .table import (
     EFFORT_KEYS,
     REGRESSION_HEADER,
@@ -65,20 +65,10 @@ def _cell_text(cell: TaskCell) -> str:
 
 def _experiment_lines(exp: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
-    tot = exp["totals"]
     head = f"experiment {_clean(exp['name'])}"
     if exp.get("run_id"):
         head += f" (run {_clean(exp['run_id'])})"
-    counts = (
-        f"{plural(tot['trials'], 'trial')}: {tot['passed']} passed, {tot['failed']} failed, "
-        f"{tot['timeout']} timed out, {plural(tot['errors'], 'error')}"
-    )
-    if tot["resumed"]:
-        counts += f"; {tot['resumed']} resumed"
-    if tot.get("retried"):
-        counts += f"; {tot['retried']} retried"
-    if tot["not_run"]:
-        counts += f"; {tot['not_run']} not run"
+    counts = totals_text(exp["totals"], sep="; ", plural_trials=True)
     lines.append(f"{head}: {counts}")
     for note in exp.get("notes", []):
         lines.append(f"note: {_clean(note)}")
