@@ -52,13 +52,19 @@ U2 = Usage(input=1300, output=40, cache_read=200)
 U3 = Usage(input=1502, output=33, cache_read=1000)
 
 
+#: Where the pinned CLIs are, found at import (before a pytester test changes HOME).
+INSTALL = install_dir()
+
+
 def require_cli(cli: str) -> str:
+    """The CLI's executable; a skip naming the install command where it is missing (a
+    failure with EVALRUN_REQUIRE_AGENT_CLIS, as in CI)."""
     if shutil.which("node") is None or shutil.which("npm") is None:
         pytest.skip("node/npm not found: the agent CLIs are npm packages")
-    exe = executable(cli)
+    exe = executable(cli, INSTALL)
     if exe is None:
         package = PACKAGES[cli][0]
-        message = (f"{package}@{PINS[package]} not in {install_dir()}: "
+        message = (f"{package}@{PINS[package]} not in {INSTALL}: "
                    "run python tests/tools/install_agent_clis.py")
         if os.environ.get("EVALRUN_REQUIRE_AGENT_CLIS"):
             pytest.fail(message, pytrace=False)

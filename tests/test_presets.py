@@ -17,8 +17,6 @@ tests/tools/install_agent_clis.py``). With ``EVALRUN_REQUIRE_AGENT_CLIS=1`` a mi
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,12 +25,10 @@ from typing import Any
 import pytest
 import yaml
 from agentcli_env import DEFAULT_MODELS
-from agentcli_pins import CLIS as PACKAGES
-from agentcli_pins import PINS, executable, install_dir
 from atif_rules import rule_errors, step_totals
 from harbor_schemas import find_reference, schema_errors
-from mockllm import MockLLM, Script, Usage, custom_tool, say, shell, tool
-from test_agent_clis_mock import WRITE
+from mockllm import MockLLM, Script, Usage, say
+from test_agent_clis_mock import WRITE, edit_script, require_cli
 
 TESTS = Path(__file__).resolve().parent
 PRESETS = {"claude": "claude-code", "codex": "codex", "copilot": "copilot-cli",
@@ -54,36 +50,10 @@ PROMPT = "Create a file hello.txt containing 'hi', then list missing.txt, then r
 VERIFY = ["{python}", "-c", "import pathlib, sys; p = pathlib.Path('hello.txt'); "
           "sys.exit(0 if p.is_file() and p.read_text().strip() == 'hi' else 1)"]
 
-U1 = Usage(input=1241, output=56, cache_read=7)
-U2 = Usage(input=1300, output=40, cache_read=200)
-U3 = Usage(input=1502, output=33, cache_read=1000)
 U4 = Usage(input=900, output=20, cache_read=100)
 
 
 #: Found at import, before pytester points HOME elsewhere.
-INSTALL = install_dir()
-
-
-def require_cli(cli: str) -> str:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node/npm not found: the agent CLIs are npm packages")
-    exe = executable(cli, INSTALL)
-    if exe is None:
-        package = PACKAGES[cli][0]
-        message = (f"{package}@{PINS[package]} not in {INSTALL}: "
-                   "run python tests/tools/install_agent_clis.py")
-        if os.environ.get("EVALRUN_REQUIRE_AGENT_CLIS"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return str(exe)
-
-
-def edit_script(cli: str) -> Script:
-    name, payload = WRITE[cli]
-    write = (custom_tool(name, payload, U1, text="I'll create the file.")
-             if isinstance(payload, str) else tool(name, payload, U1, text="I'll create the file."))
-    return Script([write, shell("ls missing.txt", U2),
-                   say("Created hello.txt; missing.txt does not exist.", U3)])
 
 
 def refuse_script() -> Script:
