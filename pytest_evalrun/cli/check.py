@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import print_json, print_lines, results_dir, shown_path
+from .common import add_jobs_option, print_json, print_lines, results_dir, shown_path
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -19,12 +19,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "and the index matches them (runs vs run.json, trials vs meta.json). Names each file "
         "with a problem; exit 1 when there is one.",
     )
-    p.add_argument(
-        "--jobs",
-        metavar="DIR",
-        help="the Pier jobs directory (default: where each "
-        "run's summary.json says, else jobs/ beside the results directory)",
-    )
+    add_jobs_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run_check)
     r = sub.add_parser(

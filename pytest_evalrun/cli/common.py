@@ -7,6 +7,7 @@ argparse does for its own errors.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -214,3 +215,13 @@ def print_json(data: Any) -> None:
 
 def print_lines(lines: Sequence[str]) -> None:
     sys.stdout.write("".join(f"{line}\n" for line in lines))
+
+
+def add_jobs_option(parser: argparse.ArgumentParser) -> None:
+    """``--jobs DIR`` of the subcommands that also touch the Harbor layout."""
+    parser.add_argument(
+        "--jobs",
+        metavar="DIR",
+        help="the Pier jobs directory (default: where each "
+        "run's summary.json says, else jobs/ beside the results directory)",
+    )

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import CliError, print_json, print_lines, results_dir, shown_path
+from .common import CliError, add_jobs_option, print_json, print_lines, results_dir, shown_path
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -24,12 +24,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--keep", type=int, required=True, metavar="N", help="runs kept per experiment")
     p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
     p.add_argument("--experiment", "-e", metavar="X", help="only this experiment")
-    p.add_argument(
-        "--jobs",
-        metavar="DIR",
-        help="the Pier jobs directory (default: where each "
-        "run's summary.json says, else jobs/ beside the results directory)",
-    )
+    add_jobs_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
 
