@@ -6,10 +6,12 @@ import json
 import os
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -131,6 +133,20 @@ class Suite:
 @pytest.fixture
 def suite(pytester: pytest.Pytester) -> Suite:
     return Suite(pytester)
+
+
+def is_dead(pid: int, timeout: float = 30.0, poll: float = 0.05) -> bool:
+    """Gone, or a zombie nobody has reaped yet (dead all the same); polls up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if psutil.Process(pid).status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
 
 
 def all_json_files(*roots: Path) -> Iterator[Path]:

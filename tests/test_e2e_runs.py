@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import VERIFY, Suite, assert_all_json_parse
+from conftest import VERIFY, Suite, assert_all_json_parse, is_dead
 
 #: Agent behaviour switches read by the agent script through the prompt.
 CRASH_ONCE = (
@@ -35,20 +35,6 @@ def counter_lines(path: Path) -> list[str]:
 
 def pytest_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
-
-
-def is_dead(pid: int, timeout: float = 30.0) -> bool:
-    """Gone, or a zombie nobody has reaped yet (dead all the same); polls up to ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if psutil.Process(pid).status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
 
 
 def test_xdist_workers_share_one_run(suite: Suite) -> None:

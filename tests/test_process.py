@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
+import conftest
 import psutil
 import pytest
 
@@ -72,18 +74,8 @@ def wait_pid_file(path: Path, timeout: float = 10.0) -> int:
         time.sleep(0.01)
 
 
-def is_dead(pid: int, timeout: float = 2.0) -> bool:
-    """Gone, or a zombie nobody has reaped yet (dead all the same)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if psutil.Process(pid).status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
+#: The steps kill synchronously: what is left is given 2 s to be reaped, polled every 20 ms.
+is_dead = functools.partial(conftest.is_dead, timeout=2.0, poll=0.02)
 
 
 def is_alive(pid: int) -> bool:
