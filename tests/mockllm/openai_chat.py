@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from .script import Turn, Usage
-from .wire import Answer, json_answer, new_id, pieces, sse_answer, sse_event
+from .wire import Answer, json_answer, new_id, openai_error, pieces, sse_answer, sse_event
 
 
 def tool_names(body: dict[str, Any]) -> list[str]:
@@ -55,14 +55,9 @@ def _tool_calls(turn: Turn) -> list[dict[str, Any]]:
     return calls
 
 
-def error(status: int, message: str) -> Answer:
-    return json_answer({"error": {"message": message, "type": "invalid_request_error",
-                                  "param": None, "code": None}}, status)
-
-
 def answer(turn: Turn, body: dict[str, Any]) -> Answer:
     if turn.error_status:
-        return error(turn.error_status, turn.text)
+        return openai_error(turn.error_status, turn.text)
     calls = _tool_calls(turn)
     finish = "tool_calls" if calls else "stop"
     head = {"id": new_id("chatcmpl-"), "created": int(time.time()),

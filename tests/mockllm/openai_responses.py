@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from .script import Turn, Usage
-from .wire import Answer, json_answer, new_id, pieces, sse_answer, sse_event
+from .wire import Answer, json_answer, new_id, openai_error, pieces, sse_answer, sse_event
 
 
 def tool_names(body: dict[str, Any]) -> list[str]:
@@ -54,14 +54,9 @@ def _items(turn: Turn) -> list[dict[str, Any]]:
     return items
 
 
-def error(status: int, message: str) -> Answer:
-    return json_answer({"error": {"message": message, "type": "invalid_request_error",
-                                  "param": None, "code": None}}, status)
-
-
 def answer(turn: Turn, body: dict[str, Any]) -> Answer:
     if turn.error_status:
-        return error(turn.error_status, turn.text)
+        return openai_error(turn.error_status, turn.text)
     items = _items(turn)
     response: dict[str, Any] = {
         "id": new_id("resp_"), "object": "response", "created_at": int(time.time()),

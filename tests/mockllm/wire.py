@@ -22,6 +22,12 @@ def json_answer(value: Any, status: int = 200, headers: dict[str, str] | None = 
     return Answer(status, [json.dumps(value).encode()], headers=headers or {})
 
 
+def openai_error(status: int, message: str) -> Answer:
+    """An OpenAI API error (Responses and Chat Completions answer alike)."""
+    return json_answer({"error": {"message": message, "type": "invalid_request_error",
+                                  "param": None, "code": None}}, status)
+
+
 def sse_event(data: Any, event: str | None = None) -> bytes:
     """One server-sent event; ``data`` is JSON-encoded unless it is already a string."""
     text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
