@@ -42,6 +42,16 @@ def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
         raise
 
 
+def write_bytes_if_changed(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    """:func:`write_bytes_atomic`, unless the file already holds exactly ``data``."""
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    write_bytes_atomic(path, data, fsync=fsync)
+
+
 def write_text_atomic(path: Path, text: str, *, fsync: bool = False) -> None:
     write_bytes_atomic(path, text.encode("utf-8"), fsync=fsync)
 

@@ -30,16 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from ..outcome import TrialOutcome
-from ..report.markdown import render_markdown
-from ..report.openmetrics import render_openmetrics
 from ..report.summary import ExperimentMeta, build_summary
 from . import runs
-from .atomic import dumps, read_json, write_bytes_atomic, write_json_atomic
+from .atomic import dumps, read_json, write_bytes_if_changed, write_json_atomic
 from .index import record_run, record_trials
 from .paths import RunPaths, index_db
 from .pier.job import PierJob
 from .pier.names import safe_job_name
 from .pier.recorder import pier_job_id
+from .standard import write_summaries
 from .trialdir import META
 
 #: run.json's lifecycle, worst first: the merged run takes the worst of its shards.
@@ -256,15 +255,6 @@ def _place(base: Path, names: Sequence[str], dest: Path, move: bool) -> None:
     _link_trees(base, left, dest)
 
 
-def _write_if_changed(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    try:
-        if path.read_bytes() == data:
-            return
-    except OSError:
-        pass
-    write_bytes_atomic(path, data, fsync=fsync)
-
-
 def _json_bytes(obj: Any) -> bytes:
     return dumps(obj).encode("utf-8")
 
@@ -456,9 +446,7 @@ def _merge_run(
         baseline=inputs["baseline"],
         not_run={meta.name: counts["not_run"]},
     )
-    _write_if_changed(paths.summary_json, _json_bytes(summary), fsync=True)
-    _write_if_changed(paths.summary_md, render_markdown(summary).encode())
-    _write_if_changed(paths.openmetrics, render_openmetrics(summary).encode())
+    write_summaries(paths, summary)
     db = index_db(results)
     record_trials(db, outcomes)
     record_run(db, experiment, run_json, paths.run_dir, summary)
@@ -490,7 +478,7 @@ def _merge_pier_job(
         concurrent = [c.get("n_concurrent_trials") for c in configs]
         if all(isinstance(c, int) for c in concurrent):
             config["n_concurrent_trials"] = max(concurrent)  # type: ignore[type-var]
-        _write_if_changed(job_dir / "config.json", _json_bytes(config))
+        write_bytes_if_changed(job_dir / "config.json", _json_bytes(config))
     if not (job_dir / "result.json").exists():
         firsts = [_read_dict(s.root / "jobs" / job_dir.name / "result.json") for s in shards]
         started = sorted(str(r["started_at"]) for r in firsts if r.get("started_at"))

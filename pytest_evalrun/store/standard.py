@@ -20,7 +20,8 @@ from ..secrets import Redactor
 from ..spec.identity import definition_digest
 from ..spec.model import Experiment, Task, Variant
 from . import runs
-from .atomic import write_json_atomic, write_text_atomic
+from .atomic import dumps, write_bytes_if_changed, write_json_atomic
+from .paths import RunPaths
 from .recorder import FinishedRun, Recorder, RunInfo
 from .trialdir import TrialDir
 
@@ -56,6 +57,16 @@ def task_record(task: Task) -> dict[str, Any]:
         "min_pass_rate": task.min_pass_rate,
         "env": dict(task.env),
     }
+
+
+def write_summaries(paths: RunPaths, summary: dict[str, Any]) -> None:
+    """A run's summary.json, summary.md and metrics.txt, under the run lock (a concurrent
+    resume may finish at the same time); a file that would not change is left as it is."""
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(paths.lock)):
+        write_bytes_if_changed(paths.summary_json, dumps(summary).encode(), fsync=True)
+        write_bytes_if_changed(paths.summary_md, render_markdown(summary).encode())
+        write_bytes_if_changed(paths.openmetrics, render_openmetrics(summary).encode())
 
 
 def experiment_plan(exp: Experiment) -> dict[str, Any]:
@@ -123,12 +134,8 @@ class StandardRecorder(Recorder):
         TrialDir(Path(outcome.trial_dir), run.redactor).record_outcome(outcome)
 
     def finish_run(self, finished: FinishedRun) -> None:
-        paths, summary = finished.run.paths, finished.summary
-        paths.run_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(paths.lock)):  # a concurrent resume may finish at the same time
-            write_json_atomic(paths.summary_json, summary, fsync=True)
-            write_text_atomic(paths.summary_md, render_markdown(summary))
-            write_text_atomic(paths.openmetrics, render_openmetrics(summary))
+        paths = finished.run.paths
+        write_summaries(paths, finished.summary)
         if not finished.ran:
             return
         finished.notes["run"] = runs.finish_run(
