@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -123,6 +124,20 @@ def _index_rows(root: Path) -> list[tuple[Any, ...]]:
         )
 
 
+def _index_paths(root: Path) -> set[tuple[str, str]]:
+    with sqlite3.connect(root / "results" / "index.db") as conn:
+        return set(conn.execute("SELECT trial_dir, pier_trial_dir FROM trials").fetchall())
+
+
+def _copies(shards: list[Path], where: Path) -> list[Path]:
+    copies = []
+    for shard in shards:
+        copy = where / shard.name
+        shutil.copytree(shard, copy, symlinks=True)
+        copies.append(copy)
+    return copies
+
+
 def _tree_digest(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -132,7 +147,8 @@ def _tree_digest(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def sharded(suite: Suite, tmp_path: Path) -> tuple[Path, list[Path], Path]:
+def machines(suite: Suite, tmp_path: Path) -> tuple[Path, list[Path]]:
+    """One machine's run of the suite, and 3 shards of it, each in its own directory."""
     suite.experiment(trials=2, tasks=TASKS, variants={"alpha": {}, "beta": {}})
     single = _machine(suite, tmp_path, "single")
     shards = [
@@ -141,26 +157,30 @@ def sharded(suite: Suite, tmp_path: Path) -> tuple[Path, list[Path], Path]:
         )
         for k in (1, 2, 3)
     ]
+    # the shards are disjoint and each ran a third of the 16 trials
+    assert sorted(len(_trials(s)) for s in shards) == [5, 5, 6]
+    return single, shards
+
+
+def test_merged_shards_equal_a_single_run(
+    machines: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    single, shards = machines
+    written = {k: v for shard in shards for k, v in _trials(shard).items()}
     into = tmp_path / "merged"
     result = evalrun("merge", *map(str, shards), "--into", str(into), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (
-        f"exp run {RUN}: 16 trials from 3 shard(s) (16 added) -> {into / 'results' / 'exp' / RUN}"
+    run_merged = into / "results" / "exp" / RUN
+    assert (
+        result.stdout.strip()
+        == f"exp run {RUN}: 16 trials from 3 shard(s) (16 added) -> {run_merged}"
     )
-    return single, shards, into
-
-
-def test_merged_shards_equal_a_single_run(sharded: tuple[Path, list[Path], Path]) -> None:
-    single, shards, into = sharded
-    # the shards are disjoint and each ran a third of the 16 trials
-    assert sorted(len(_trials(s)) for s in shards) == [5, 5, 6]
     one, merged = _trials(single), _trials(into)
     assert sorted(merged) == sorted(one) and len(one) == 16
     for key in one:  # same trials, seeds, fingerprints, statuses, rewards
         assert _strip(merged[key]) == _strip(one[key]), key
-        assert merged[key]["trial_dir"] == str(into / "results" / "exp" / RUN / key)
+        assert merged[key] == written[key]  # moved, not rewritten: it says where it ran
     run_single = single / "results" / "exp" / RUN
-    run_merged = into / "results" / "exp" / RUN
     s1 = json.loads((run_single / "summary.json").read_text())
     s2 = json.loads((run_merged / "summary.json").read_text())
     assert _strip(s2) == _strip(s1)
@@ -168,6 +188,7 @@ def test_merged_shards_equal_a_single_run(sharded: tuple[Path, list[Path], Path]
     rates = {(c["variant"], c["task"]): (c["passed"], c["n"]) for c in exp["cells"]}
     assert rates[("alpha", "good")] == (2, 2) and rates[("beta", "bad")] == (0, 2)
     assert exp["totals"]["errors"] == 4 and s2["verdict"]["passed"] is True
+
     def md(run: Path, root: Path) -> str:  # timings (mean agent time: 0.1s) differ, as they may
         text = (run / "summary.md").read_text().replace(str(root), "ROOT")
         return re.sub(r"\b\d+(\.\d+)?s\b", "<time>", text)
@@ -184,6 +205,11 @@ def test_merged_shards_equal_a_single_run(sharded: tuple[Path, list[Path], Path]
     names1 = sorted(p.name for p in job1.iterdir() if (p / "result.json").exists())
     names2 = sorted(p.name for p in job2.iterdir() if (p / "result.json").exists())
     assert names2 == names1 and len(names1) == 16
+    # the index says where the trials are now
+    assert _index_paths(into) == {
+        (str(run_merged / key), str(job2 / Path(written[key]["pier_trial_dir"]).name))
+        for key in written
+    }
     res1 = json.loads((job1 / "result.json").read_text())
     res2 = json.loads((job2 / "result.json").read_text())
     assert res2["id"] == res1["id"]
@@ -191,22 +217,108 @@ def test_merged_shards_equal_a_single_run(sharded: tuple[Path, list[Path], Path]
     conf1 = json.loads((job1 / "config.json").read_text())
     conf2 = json.loads((job2 / "config.json").read_text())
     assert _strip(conf2) == _strip(conf1)
-
-
-def test_merging_twice_changes_nothing(sharded: tuple[Path, list[Path], Path]) -> None:
-    _, shards, into = sharded
+    # the shards are used up, and say where their trials went
+    assert not any(_trials(s) for s in shards)
+    assert not any(
+        p.name != "config.json"
+        for s in shards
+        for p in (s / "jobs" / job2.name).iterdir()
+        if (p / "config.json").exists()
+    )
+    for shard in shards:
+        marker = json.loads((shard / "results" / "exp" / RUN / "merged-into.json").read_text())
+        assert marker["into"] == str(into)
+    # merging again changes nothing
     before = _tree_digest(into)
     again = evalrun("merge", *map(str, shards), "--into", str(into), cwd=into)
     assert again.returncode == 0 and "already merged, nothing changed" in again.stdout
     assert _tree_digest(into) == before
+    # merging the used-up shards elsewhere would make a run without their trials: refused
+    elsewhere = tmp_path / "elsewhere"
+    other = evalrun("merge", *map(str, shards), "--into", str(elsewhere), cwd=tmp_path)
+    assert other.returncode == 1 and not elsewhere.exists()
+    lines = other.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(f"were moved into {into}" in line for line in lines), lines
+
+
+def test_keep_leaves_the_shards_as_they_were(
+    machines: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    _, shards = machines
+    moved_into = tmp_path / "moved"
+    assert (
+        evalrun(
+            "merge",
+            *map(str, _copies(shards, tmp_path / "copies")),
+            "--into",
+            str(moved_into),
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
+    before = [_tree_digest(s) for s in shards]
+    into = tmp_path / "kept"
+    first = evalrun("merge", "--keep", *map(str, shards), "--into", str(into), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "(16 added)" in first.stdout
+    assert [_tree_digest(s) for s in shards] == before  # untouched
+    assert not list(tmp_path.glob("shard-*/results/exp/*/merged-into.json"))
+    kept, moved = _trials(into), _trials(moved_into)
+    assert sorted(kept) == sorted(moved) and len(kept) == 16
+    for key in kept:
+        assert _strip(kept[key]) == _strip(moved[key])
+    run = into / "results" / "exp" / RUN
+    s1 = json.loads((moved_into / "results" / "exp" / RUN / "summary.json").read_text())
+    assert _strip(json.loads((run / "summary.json").read_text())) == _strip(s1)
+    assert _index_rows(into) == _index_rows(moved_into)
+    # hard links: the same files, not copies
+    key = sorted(kept)[0]
+    shard_meta = next(
+        s / "results" / "exp" / RUN / key / "meta.json"
+        for s in shards
+        if (s / "results" / "exp" / RUN / key).is_dir()
+    )
+    assert (run / key / "meta.json").stat().st_ino == shard_meta.stat().st_ino
+    # merging again, keeping or moving, changes nothing (the trials are there already)
+    digest = _tree_digest(into)
+    for extra in (["--keep"], []):
+        again = evalrun("merge", *extra, *map(str, shards), "--into", str(into), cwd=tmp_path)
+        assert again.returncode == 0 and "already merged, nothing changed" in again.stdout
+        assert _tree_digest(into) == digest
+    assert [_tree_digest(s) for s in shards] == before
+
+
+def test_a_trial_unlike_the_one_merged_earlier_is_a_conflict(
+    machines: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    _, shards = machines
+    into = tmp_path / "merged"
+    assert (
+        evalrun("merge", "--keep", *map(str, shards), "--into", str(into), cwd=tmp_path).returncode
+        == 0
+    )
+    changed = _copies(shards[:1], tmp_path / "changed")[0]
+    meta = sorted(changed.glob("results/exp/*/variants/*/tasks/*/trials/*/meta.json"))[0]
+    record = json.loads(meta.read_text())
+    record["status"], record["reward"] = "passed", 1.0
+    meta.unlink()  # a hard link of the merged file: replace it, do not write through it
+    meta.write_text(json.dumps(record))
+    digest = _tree_digest(into)
+    result = evalrun("merge", str(changed), "--into", str(into), cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"of {changed} differs from the one an earlier merge put in {into}" in result.stderr
+    assert result.stderr.count("evalrun merge: conflict: ") == 1
+    assert _tree_digest(into) == digest
+    assert meta.parent.is_dir()  # nothing moved
 
 
 def test_the_same_trial_in_two_shards_is_a_conflict(
-    sharded: tuple[Path, list[Path], Path], tmp_path: Path
+    machines: tuple[Path, list[Path]], tmp_path: Path
 ) -> None:
-    _, shards, _ = sharded
+    _, shards = machines
     twin = tmp_path / "twin"
     shutil.copytree(shards[0], twin, symlinks=True)
+    before = _tree_digest(shards[0])
     target = tmp_path / "nowhere"
     result = evalrun(
         "merge", str(shards[0]), str(twin), str(shards[1]), "--into", str(target), cwd=tmp_path
@@ -217,6 +329,90 @@ def test_the_same_trial_in_two_shards_is_a_conflict(
     assert all("is in two shards" in line for line in conflicts)
     assert str(shards[0]) in conflicts[0] and str(twin) in conflicts[0]
     assert not target.exists()  # nothing written
+    assert _tree_digest(shards[0]) == before  # nothing moved
+
+
+def test_an_interrupted_merge_finishes_when_run_again(
+    machines: tuple[Path, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    single, shards = machines
+    into = tmp_path / "merged"
+    real_rename, calls = os.rename, []
+
+    def rename(src: Any, dst: Any) -> None:
+        calls.append(src)
+        if len(calls) == 7:  # the merge dies after moving 6 directories
+            raise KeyboardInterrupt
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        merge(shards, into)
+    monkeypatch.setattr(os, "rename", real_rename)
+    placed = _trials(into)
+    assert 0 < len(placed) < 16
+    assert len(placed) + sum(len(_trials(s)) for s in shards) == 16  # nothing lost
+    [done] = merge(shards, into)
+    assert (done.trials, done.added) == (16, 16 - len(placed))
+    assert sorted(_trials(into)) == sorted(_trials(single))
+    s1 = json.loads((single / "results" / "exp" / RUN / "summary.json").read_text())
+    s2 = json.loads((into / "results" / "exp" / RUN / "summary.json").read_text())
+    assert _strip(s2) == _strip(s1)
+    assert _index_rows(into) == _index_rows(single)
+
+
+def test_a_merge_killed_before_its_summaries_is_redone(
+    machines: tuple[Path, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    single, shards = machines
+    into = tmp_path / "merged"
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    # every trial moved, then killed before the index and run.json are written
+    monkeypatch.setattr("pytest_evalrun.store.merge.record_trials", boom)
+    with pytest.raises(KeyboardInterrupt):
+        merge(shards, into)
+    monkeypatch.undo()
+    assert len(_trials(into)) == 16 and not (into / "results" / "exp" / RUN / "run.json").exists()
+    [done] = merge(shards, into)
+    assert (done.trials, done.added) == (16, 0)
+    assert _index_rows(into) == _index_rows(single)
+    r1 = json.loads((single / "results" / "exp" / RUN / "run.json").read_text())
+    r2 = json.loads((into / "results" / "exp" / RUN / "run.json").read_text())
+    assert r2["counts"] == r1["counts"]
+
+
+def test_a_shard_merged_later_joins_the_earlier_merge(
+    machines: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    single, shards = machines
+    into = tmp_path / "merged"
+    first = evalrun("merge", *map(str, shards[:2]), "--into", str(into), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    run = into / "results" / "exp" / RUN
+    partial = json.loads((run / "run.json").read_text())
+    assert partial["counts"]["not_run"] == 0 and partial["counts"]["total"] < 16
+    later = evalrun("merge", str(shards[2]), "--into", str(into), cwd=tmp_path)
+    assert later.returncode == 0, later.stderr
+    assert f"16 trials from 1 shard(s) ({16 - partial['counts']['total']} added)" in later.stdout
+    r1 = json.loads((single / "results" / "exp" / RUN / "run.json").read_text())
+    r2 = json.loads((run / "run.json").read_text())
+    assert r2["counts"] == r1["counts"]
+    assert sorted(s["shard"] for s in r2["sessions"]) == ["1/3", "2/3", "3/3"]
+    assert [e["shards"] for e in r2["merged_from"]] == [["1/3"], ["2/3"], ["3/3"]]
+    s1 = json.loads((single / "results" / "exp" / RUN / "summary.json").read_text())
+    assert _strip(json.loads((run / "summary.json").read_text())) == _strip(s1)
+    assert _index_rows(into) == _index_rows(single)
+    res1 = json.loads((single / "jobs" / f"{RUN}__exp" / "result.json").read_text())
+    res2 = json.loads((into / "jobs" / f"{RUN}__exp" / "result.json").read_text())
+    assert _strip(res2) == _strip(res1)
+    # all three again: nothing changes
+    digest = _tree_digest(into)
+    again = evalrun("merge", *map(str, shards), "--into", str(into), cwd=tmp_path)
+    assert again.returncode == 0 and "already merged, nothing changed" in again.stdout
+    assert _tree_digest(into) == digest
 
 
 def test_different_definitions_are_a_conflict(suite: Suite, tmp_path: Path) -> None:
@@ -234,31 +430,3 @@ def test_not_a_shard(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(MergeError, match="holds no results/"):
         merge([tmp_path / "empty"], tmp_path / "out")
-
-
-def test_move_gives_the_same_run_and_uses_the_shards_up(
-    sharded: tuple[Path, list[Path], Path], tmp_path: Path
-) -> None:
-    _, shards, linked = sharded
-    copies = []
-    for shard in shards:
-        copy = tmp_path / "moved-from" / shard.name
-        shutil.copytree(shard, copy, symlinks=True)
-        copies.append(copy)
-    into = tmp_path / "moved"
-    first = evalrun("merge", "--move", *map(str, copies), "--into", str(into), cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    assert "(16 added)" in first.stdout
-    moved, expected = _trials(into), _trials(linked)
-    assert sorted(moved) == sorted(expected)
-    for key in expected:
-        assert _strip(moved[key]) == _strip(expected[key])
-        assert moved[key]["trial_dir"] == str(into / "results" / "exp" / RUN / key)
-    assert not any(_trials(copy) for copy in copies)  # used up
-    s1 = json.loads((linked / "results" / "exp" / RUN / "summary.json").read_text())
-    s2 = json.loads((into / "results" / "exp" / RUN / "summary.json").read_text())
-    assert _strip(s2) == _strip(s1)
-    before = _tree_digest(into)
-    again = evalrun("merge", "--move", *map(str, copies), "--into", str(into), cwd=tmp_path)
-    assert again.returncode == 0 and "already merged, nothing changed" in again.stdout
-    assert _tree_digest(into) == before

@@ -1,7 +1,8 @@
 """``evalrun merge SHARD... --into DIR``: combine the shards of a run (see docs/shards.md).
 
 Each SHARD is a directory holding one ``--eval-shard K/N`` session's ``results/`` and ``jobs/``;
-DIR gets the merged ``results/`` and ``jobs/``. Exit 1 on a conflict (nothing is written).
+DIR gets the merged ``results/`` and ``jobs/``; the trial directories move there (``--keep``:
+linked, the shards left as they are). Exit 1 on a conflict (nothing is written).
 """
 
 from __future__ import annotations
@@ -21,16 +22,18 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="combine the shards of a run (--eval-shard K/N) into one run",
         description="Each SHARD is a directory holding one shard's results/ and jobs/ (where it "
         "ran, or its unpacked CI artifact). DIR gets the merged results/ and jobs/: the run one "
-        "machine would have produced. Exit 1 on a conflict (two shards with the same trial, "
-        "or one experiment defined differently); nothing is written then.",
+        "machine would have produced. The trial directories are moved out of the shards (one "
+        "rename each: the shards are used up, as downloaded CI artifacts may be); --keep leaves "
+        "the shards as they are. Exit 1 on a conflict (two shards with the same trial, or one "
+        "experiment defined differently); nothing is written then.",
     )
     p.add_argument("shards", nargs="+", metavar="SHARD", help="a shard's directory")
     p.add_argument("--into", required=True, metavar="DIR", help="where the merged run goes")
     p.add_argument(
-        "--move",
+        "--keep",
         action="store_true",
-        help="move the trial directories out of the shards (one rename each: fast for big "
-        "runs; the shards are used up) instead of hard-linking their files",
+        help="leave the shards as they are: hard-link (else copy) every file of their trials "
+        "instead of moving the trial directories (a few system calls per file: slower)",
     )
     p.add_argument("--json", action="store_true", help="print the merged runs as JSON")
     p.set_defaults(func=run)
@@ -42,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         if not shard.is_dir():
             raise CliError(f"{shard} is not a directory")
     try:
-        merged = merge(shards, Path(args.into), move=args.move)
+        merged = merge(shards, Path(args.into), keep=args.keep)
     except MergeError as exc:
         for problem in exc.problems:
             print(f"evalrun merge: conflict: {problem}", file=sys.stderr)
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
                     "shards": m.shards,
                     "trials": m.trials,
                     "added": m.added,
+                    "changed": m.changed,
                     "run_dir": str(m.run_dir),
                 }
                 for m in merged
@@ -63,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 0
     for m in merged:
-        what = f"{m.added} added" if m.added else "already merged, nothing changed"
+        what = f"{m.added} added" if m.changed else "already merged, nothing changed"
         print(
             f"{m.experiment} run {m.run_id}: {m.trials} trials from {m.shards} shard(s) "
             f"({what}) -> {m.run_dir}"

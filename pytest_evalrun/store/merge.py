@@ -4,16 +4,21 @@ Each shard is a directory holding one ``--eval-shard K/N`` session's ``results/`
 (where it ran, or its unpacked CI artifact). For every experiment run found in the shards (the
 same run id on every machine: give the shards a common ``--eval-run-id``), the merged run gets:
 
-- every trial directory (hard links where possible, else copies; links the agent made are
-  recreated as links, never followed), with its paths in meta.json pointing to the new place;
+- every trial directory, moved out of the shard (one rename each; the shard is used up and
+  says so in ``merged-into.json``), or with ``keep`` linked (hard links where possible, else
+  copies; links the agent made are recreated as links, never followed). Files are not
+  rewritten: meta.json's ``trial_dir`` and ``pier_trial_dir`` keep saying where the trial
+  was written; readers take a trial's place from where its meta.json is;
 - variant.json and task.json; run.json with every shard's sessions;
 - summary.json, summary.md and metrics.txt recomputed from the merged trials;
 - the index rows (``results/index.db``);
 - one Pier job (``jobs/<run-id>__<experiment>/``) with every trial, its result recomputed.
 
-Two shards holding the same trial, or one experiment defined differently in two shards, is a
-conflict: nothing is written, and the error names them. Merging the same shards again changes
-nothing: a run that gains no trial and whose run.json would stay the same is left alone.
+Two shards holding the same trial, a shard's trial that differs from the one an earlier merge
+put in the target, one experiment defined differently in two shards, or a shard whose trials
+an earlier merge moved elsewhere, is a conflict: nothing is written, and the error names them.
+Merging the same shards again changes nothing: a run that gains no trial and whose run.json
+would stay the same is left alone.
 """
 
 from __future__ import annotations
@@ -40,9 +45,16 @@ from .pier.names import safe_job_name
 from .pier.recorder import pier_job_id
 from .standard import write_summaries
 from .trialdir import META
+from .walk import iter_trial_rels
+from .walk import subdirs as _subdirs
 
 #: run.json's lifecycle, worst first: the merged run takes the worst of its shards.
 _WORST_FIRST = (runs.FAILED, runs.INTERRUPTED, runs.RUNNING, runs.COMPLETED)
+
+#: In a shard's run directory once a merge has started moving its trials out: where to.
+MOVED_MARKER = "merged-into.json"
+
+TrialKey = tuple[str, str, int]
 
 
 class MergeError(Exception):
@@ -59,8 +71,8 @@ class _Shard:
     run: dict[str, Any]
     run_dir: Path
     summary: dict[str, Any]
-    #: (variant slug, task slug, trial number) -> trial directory
-    trials: dict[tuple[str, str, int], Path] = field(default_factory=dict)
+    #: (variant slug, task slug, trial number) -> trial directory, relative to run_dir
+    trials: dict[TrialKey, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,28 +81,16 @@ class MergedRun:
     run_id: str
     shards: int
     trials: int
-    #: trial directories newly placed (0 when merging again changed nothing)
+    #: trial directories newly placed
     added: int
     run_dir: Path
+    #: False when the merged run was already as it is (merging again changed nothing)
+    changed: bool = True
 
 
-def _trial_dirs(run_dir: Path) -> dict[tuple[str, str, int], Path]:
-    found: dict[tuple[str, str, int], Path] = {}
-    variants = run_dir / "variants"
-    if not variants.is_dir():
-        return found
-    for vdir in sorted(variants.iterdir()):
-        tasks = vdir / "tasks"
-        if not tasks.is_dir():
-            continue
-        for tdir in sorted(tasks.iterdir()):
-            trials = tdir / "trials"
-            if not trials.is_dir():
-                continue
-            for trial in trials.iterdir():
-                if trial.name.isdigit() and trial.is_dir() and not trial.is_symlink():
-                    found[(vdir.name, tdir.name, int(trial.name))] = trial
-    return found
+def _trial_dirs(run_dir: Path) -> dict[TrialKey, str]:
+    """The run's trial directories, relative to it."""
+    return {(v, t, n): rel for v, t, n, rel in iter_trial_rels(run_dir)}
 
 
 def _read_dict(path: Path) -> dict[str, Any]:
@@ -124,9 +124,9 @@ def _scan(shards: Sequence[Path]) -> dict[tuple[str, str], list[_Shard]]:
 def _conflicts(experiment: str, run_id: str, shards: Sequence[_Shard]) -> list[str]:
     problems: list[str] = []
     where = f"experiment {experiment!r} run {run_id!r}"
-    owner: dict[tuple[str, str, int], Path] = {}
+    owner: dict[TrialKey, Path] = {}
     for shard in shards:
-        for key, _ in sorted(shard.trials.items()):
+        for key in sorted(shard.trials):
             if key in owner:
                 v, t, n = key
                 problems.append(
@@ -150,17 +150,57 @@ def _conflicts(experiment: str, run_id: str, shards: Sequence[_Shard]) -> list[s
                 problems.append(
                     f"{where}: {first.root} and {shard.root} were run with different {flag}"
                 )
-    definitions: dict[Path, tuple[Path, bytes]] = {}
+    definitions: dict[str, tuple[Path, bytes]] = {}
     for shard in shards:
-        for path in sorted(shard.run_dir.glob("variants/*/tasks/*/task.json")):
-            rel = path.relative_to(shard.run_dir)
-            content = _definition(path)
+        for rel in _definition_files(shard.run_dir):
+            if not rel.endswith("/task.json"):
+                continue
+            content = _definition(shard.run_dir / rel)
             if rel in definitions and definitions[rel][1] != content:
                 problems.append(
                     f"{where}: {rel} differs between {definitions[rel][0]} and {shard.root}"
                 )
             definitions.setdefault(rel, (shard.root, content))
     return problems
+
+
+def _against_target(
+    experiment: str, run_id: str, shards: Sequence[_Shard], into: Path, target: Path
+) -> list[str]:
+    """Problems between the shards and what ``into`` holds already: a shard an earlier merge
+    moved elsewhere, or a trial of a shard that differs from the one already merged."""
+    problems: list[str] = []
+    where = f"experiment {experiment!r} run {run_id!r}"
+    for shard in shards:
+        moved_to = _read_dict(shard.run_dir / MOVED_MARKER).get("into")
+        if moved_to is not None and moved_to != str(into):
+            problems.append(
+                f"{where}: the trials of {shard.root} were moved into {moved_to} by an "
+                f"earlier evalrun merge: merge into {moved_to} again, or merge a fresh copy "
+                "of the shard"
+            )
+    merged = _trial_dirs(target)
+    for shard in shards:
+        for key in sorted(merged.keys() & shard.trials.keys()):
+            mine = f"{shard.run_dir}/{shard.trials[key]}/{META}"
+            if not _same_file(mine, f"{target}/{merged[key]}/{META}"):
+                v, t, n = key
+                problems.append(
+                    f"{where}: trial {v}/{t}/{n:03d} of {shard.root} differs from the one "
+                    f"an earlier merge put in {into}"
+                )
+    return problems
+
+
+def _same_file(a: str, b: str) -> bool:
+    """The same meta.json: one file (hard links) or the same bytes."""
+    try:
+        if os.path.samefile(a, b):
+            return True
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            return fa.read() == fb.read()
+    except OSError:
+        return False
 
 
 def _definition(path: Path) -> bytes:
@@ -234,22 +274,24 @@ def _link_trees(base: Path, names: Sequence[str], dest: Path) -> None:
                 _link_tree(base / name, dest / name)
 
 
-def _place(base: Path, names: Sequence[str], dest: Path, move: bool) -> None:
-    """``dest/<name>`` for each ``base/<name>``: moved (one rename; falls back to linking
-    across file systems) or linked (:func:`_link_trees`)."""
-    if not move:
+def _place(base: Path, names: Sequence[str], dest: Path, keep: bool) -> None:
+    """``dest/<name>`` for each ``base/<name>``: moved (one rename; linked instead across
+    file systems, leaving the source as it is) or, with ``keep``, linked
+    (:func:`_link_trees`)."""
+    if keep:
         _link_trees(base, names, dest)
         return
     left = []
     made: set[str] = set()
+    src, dst = str(base), str(dest)
     for name in names:
-        target = os.path.join(dest, name)
+        target = f"{dst}/{name}"
         parent = os.path.dirname(target)
         if parent not in made:
             os.makedirs(parent, exist_ok=True)
             made.add(parent)
         try:
-            os.rename(os.path.join(base, name), target)
+            os.rename(f"{src}/{name}", target)
         except OSError:
             left.append(name)
     _link_trees(base, left, dest)
@@ -259,54 +301,82 @@ def _json_bytes(obj: Any) -> bytes:
     return dumps(obj).encode("utf-8")
 
 
-def _relocate(meta: dict[str, Any], trial_dir: Path, pier_job_dir: Path) -> dict[str, Any]:
-    meta = dict(meta)
-    meta["trial_dir"] = str(trial_dir)
-    if meta.get("pier_trial_dir"):
-        meta["pier_trial_dir"] = str(pier_job_dir / Path(meta["pier_trial_dir"]).name)
-    return meta
+def _outcome(trial_dir: str, job_dir: str) -> TrialOutcome | None:
+    """The trial's recorded outcome, placed where it is now (its meta.json is not rewritten:
+    its paths say where the trial was written). None for a trial that never finished (no
+    readable meta.json, or still ``running``)."""
+    try:
+        with open(f"{trial_dir}/{META}", "rb") as fh:
+            data = json.loads(fh.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("status") in (None, "running"):
+        return None
+    try:
+        outcome = TrialOutcome.from_dict(data)
+    except TypeError:
+        return None
+    outcome.trial_dir = trial_dir
+    if outcome.pier_trial_dir:
+        outcome.pier_trial_dir = f"{job_dir}/{os.path.basename(outcome.pier_trial_dir)}"
+    return outcome
 
 
-def _relocated_bytes(raw: bytes, old: dict[str, Any], new: dict[str, Any]) -> bytes:
-    """meta.json with its paths changed: the two values replaced in the text as written
-    (fast: no re-encoding), else the whole record encoded again."""
-    out = raw
-    for key in ("trial_dir", "pier_trial_dir"):
-        if old.get(key) == new.get(key):
-            continue
-        before = f'"{key}": {json.dumps(old.get(key), ensure_ascii=False)}'.encode()
-        after = f'"{key}": {json.dumps(new.get(key), ensure_ascii=False)}'.encode()
-        if out.count(before) != 1:
-            return _json_bytes(new)
-        out = out.replace(before, after)
-    return out
+def _merged_from(shards: Sequence[_Shard], old: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Which directory gave which shards and how many selected trials: an earlier merge's
+    entries and this merge's, one per shard (the same shard merged again counts once)."""
+    entries: dict[str, dict[str, Any]] = {}
+
+    def add(entry: dict[str, Any]) -> None:
+        key = ",".join(entry["shards"]) or entry["source"]
+        entries[key] = entry
+
+    for entry in old.get("merged_from") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("shards"), list):
+            add(
+                {
+                    "source": str(entry.get("source")),
+                    "shards": entry["shards"],
+                    "total": int(entry.get("total") or 0),
+                }
+            )
+    for s in shards:
+        add(
+            {
+                "source": str(s.root),
+                "shards": sorted(
+                    {str(x.get("shard")) for x in s.run.get("sessions") or [] if x.get("shard")}
+                ),
+                "total": int((s.run.get("counts") or {}).get("total") or 0),
+            }
+        )
+    return sorted(entries.values(), key=lambda e: (e["shards"], e["source"]))
 
 
-def _merged_run_json(shards: Sequence[_Shard], counts: dict[str, int]) -> dict[str, Any]:
-    base = dict(shards[0].run)
+def _merged_run_json(
+    shards: Sequence[_Shard], counts: dict[str, int], old: Mapping[str, Any]
+) -> dict[str, Any]:
+    """run.json of the merged run: this merge's shards and what an earlier merge into the
+    same directory recorded (``old``, {} when none)."""
+    runs_json = [s.run for s in shards] + ([dict(old)] if old else [])
+    base = dict(old) if old else dict(shards[0].run)  # an earlier merge's stays the base
     sessions: dict[str, dict[str, Any]] = {}
-    for shard in shards:
-        for session in shard.run.get("sessions") or []:
+    for run in runs_json:
+        for session in run.get("sessions") or []:
             if isinstance(session, dict):
                 sessions.setdefault(str(session.get("id")), session)
     base["sessions"] = sorted(sessions.values(), key=lambda s: str(s.get("started_at") or ""))
-    starts = [str(s.run["started_at"]) for s in shards if s.run.get("started_at")]
-    ends = [s.run.get("finished_at") for s in shards]
+    starts = [str(r["started_at"]) for r in runs_json if r.get("started_at")]
+    ends = [r.get("finished_at") for r in runs_json]
     base["started_at"] = min(starts) if starts else base.get("started_at")
     base["finished_at"] = None if None in ends else max(str(e) for e in ends)
-    statuses = {str(s.run.get("status")) for s in shards}
+    statuses = {str(r.get("status")) for r in runs_json}
     base["status"] = next((st for st in _WORST_FIRST if st in statuses), runs.COMPLETED)
     base["counts"] = counts
-    base["hosts"] = sorted({str(s.run.get("host")) for s in shards if s.run.get("host")})
-    base["merged_from"] = [
-        {
-            "source": str(s.root),
-            "shards": sorted(
-                {str(x.get("shard")) for x in s.run.get("sessions") or [] if x.get("shard")}
-            ),
-        }
-        for s in shards
-    ]
+    hosts = {str(s.run.get("host")) for s in shards if s.run.get("host")}
+    hosts.update(str(h) for h in old.get("hosts") or [])
+    base["hosts"] = sorted(hosts)
+    base["merged_from"] = _merged_from(shards, old)
     base.pop("updated_at", None)
     return base
 
@@ -354,90 +424,110 @@ def _meta(
     }
 
 
-def merge(shards: Sequence[Path], into: Path, *, move: bool = False) -> list[MergedRun]:
+def merge(shards: Sequence[Path], into: Path, *, keep: bool = False) -> list[MergedRun]:
     """Merge the shards' runs into ``into/results`` and ``into/jobs`` (see the module doc).
-    Raises :class:`MergeError` (nothing written) on conflicts. ``move``: move the trial
-    directories out of the shards (one rename each) instead of linking their files."""
+    Raises :class:`MergeError` (nothing written) on conflicts. The trial directories are
+    moved out of the shards (one rename each), or with ``keep`` linked."""
     shards = [Path(s).resolve() for s in shards]
     into = Path(into).resolve()
     for shard in shards:
         if into == shard or shard in into.parents or into in shard.parents:
             raise MergeError([f"--into {into} must lie outside every shard ({shard})"])
     groups = _scan(shards)
-    problems = [p for (e, r), g in sorted(groups.items()) for p in _conflicts(e, r, g)]
+    results = into / "results"
+    problems = []
+    for (experiment, run_id), group in sorted(groups.items()):
+        problems += _conflicts(experiment, run_id, group)
+        target = RunPaths(results, experiment, run_id).run_dir
+        problems += _against_target(experiment, run_id, group, into, target)
     if problems:
         raise MergeError(problems)
-    results, jobs = into / "results", into / "jobs"
     merged = []
     for (experiment, run_id), group in sorted(groups.items()):
-        merged.append(_merge_run(experiment, run_id, group, results, jobs, move))
+        merged.append(_merge_run(experiment, run_id, group, into, keep))
     return merged
 
 
+def _copy_definitions(shards: Sequence[_Shard], run_dir: Path) -> None:
+    """variant.json and task.json, as the shards wrote them (the same in every shard)."""
+    made: set[str] = set()
+    for shard in shards:
+        base = str(shard.run_dir)
+        for rel in _definition_files(shard.run_dir):
+            dst = f"{run_dir}/{rel}"
+            if rel in made or os.path.exists(dst):
+                continue
+            parent = os.path.dirname(dst)
+            os.makedirs(parent, exist_ok=True)
+            shutil.copyfile(f"{base}/{rel}", dst)
+            made.add(rel)
+
+
+def _definition_files(run_dir: Path) -> list[str]:
+    """A run's variant.json and task.json files, relative to it."""
+    found = []
+    for v in _subdirs(run_dir / "variants"):
+        found.append(f"variants/{v}/variant.json")
+        found += [
+            f"variants/{v}/tasks/{t}/task.json"
+            for t in _subdirs(run_dir / "variants" / v / "tasks")
+        ]
+    return [rel for rel in found if os.path.isfile(f"{run_dir}/{rel}")]
+
+
 def _merge_run(
-    experiment: str,
-    run_id: str,
-    shards: Sequence[_Shard],
-    results: Path,
-    jobs: Path,
-    move: bool,
+    experiment: str, run_id: str, shards: Sequence[_Shard], into: Path, keep: bool
 ) -> MergedRun:
+    results, jobs = into / "results", into / "jobs"
     paths = RunPaths(results, experiment, run_id)
     job_name = f"{run_id}__{experiment}"
     job_dir = jobs / safe_job_name(job_name)
+    _copy_definitions(shards, paths.run_dir)
+    merged_keys = set(_trial_dirs(paths.run_dir))
     added = pier_added = 0
     for shard in shards:
-        for rel in sorted(shard.run_dir.glob("variants/*/variant.json")) + sorted(
-            shard.run_dir.glob("variants/*/tasks/*/task.json")
-        ):
-            dst = paths.run_dir / rel.relative_to(shard.run_dir)
-            if not dst.exists():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(rel, dst)
-    for shard in shards:
-        run_dir = str(paths.run_dir)
-        new = [
-            rel
-            for rel in sorted(os.path.relpath(src, shard.run_dir) for src in shard.trials.values())
-            if not os.path.exists(os.path.join(run_dir, rel, META))
-        ]
-        _place(shard.run_dir, new, paths.run_dir, move)
-        added += len(new)
+        new = sorted(rel for key, rel in shard.trials.items() if key not in merged_keys)
         src_job = shard.root / "jobs" / job_dir.name
+        pier_new: list[str] = []
         if src_job.is_dir():
-            names = [
-                entry.name
-                for entry in sorted(os.scandir(src_job), key=lambda e: e.name)
-                if entry.is_dir(follow_symlinks=False)
-                and os.path.exists(os.path.join(entry.path, "config.json"))
-                and not os.path.lexists(job_dir / entry.name)
-            ]
-            _place(src_job, names, job_dir, move)
-            pier_added += len(names)
-    # The merged run is what its directory holds now: this merge's trials and an earlier
-    # merge's (with --move, the shards no longer hold them).
-    outcomes: list[TrialOutcome] = []
-    for _key, dst in sorted(_trial_dirs(paths.run_dir).items()):
-        raw = (dst / META).read_bytes() if (dst / META).is_file() else b"{}"
-        data = json.loads(raw)
-        record = _relocate(data, dst, job_dir)
-        if record != data:  # our own directory: a fixed temporary name is enough
-            tmp = f"{dst}/.{META}.merge"
-            with open(tmp, "wb") as fh:
-                fh.write(_relocated_bytes(raw, data, record))
-            os.replace(tmp, f"{dst}/{META}")
-        outcomes.append(TrialOutcome.from_dict(record))
-    total = sum(int((s.run.get("counts") or {}).get("total") or 0) for s in shards)
-    counts = _counts(outcomes, total)
-    run_json = _merged_run_json(shards, counts)
+            have = set(os.listdir(job_dir)) if job_dir.is_dir() else set()
+            with os.scandir(src_job) as entries:
+                pier_new = sorted(
+                    e.name
+                    for e in entries
+                    if e.name not in have
+                    and e.is_dir(follow_symlinks=False)
+                    and os.path.exists(f"{e.path}/config.json")
+                )
+        if not keep and (new or pier_new):
+            _mark_moved(shard, into)
+        _place(shard.run_dir, new, paths.run_dir, keep)
+        added += len(new)
+        if pier_new:
+            _place(src_job, pier_new, job_dir, keep)
+            pier_added += len(pier_new)
     old = _read_dict(paths.run_json)
     old.pop("updated_at", None)
-    changed = added > 0 or pier_added > 0 or old != run_json
-    if not changed:  # merged before, from the same shards: nothing to do
-        return MergedRun(experiment, run_id, len(shards), len(outcomes), 0, paths.run_dir)
+    if not (added or pier_added) and old:
+        # merged before, from the same shards: nothing to do if run.json would stay the same
+        counts = old.get("counts") or {}
+        if _merged_run_json(shards, counts, old) == old:
+            n = int(counts.get("total") or 0) - int(counts.get("not_run") or 0)
+            return MergedRun(experiment, run_id, len(shards), n, 0, paths.run_dir, False)
+    # The merged run is what its directory holds now: this merge's trials and an earlier
+    # merge's (moved, the shards no longer hold them).
+    run_dir = str(paths.run_dir)
+    outcomes = [
+        o
+        for *_, rel in iter_trial_rels(paths.run_dir)
+        if (o := _outcome(f"{run_dir}/{rel}", str(job_dir))) is not None
+    ]
+    total = sum(e["total"] for e in _merged_from(shards, old))
+    counts = _counts(outcomes, total)
+    run_json = _merged_run_json(shards, counts, old)
+    if not (added or pier_added) and old == run_json:
+        return MergedRun(experiment, run_id, len(shards), len(outcomes), 0, paths.run_dir, False)
     run_json["updated_at"] = runs.utc_now()
-    paths.run_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(paths.run_json, run_json, fsync=True)
     meta, inputs = _meta(shards, outcomes, paths.run_dir, jobs)
     summary = build_summary(
         outcomes,
@@ -452,7 +542,18 @@ def _merge_run(
     record_run(db, experiment, run_json, paths.run_dir, summary)
     if job_dir.is_dir():
         _merge_pier_job(shards, job_name, job_dir, counts["total"], run_json, meta)
+    # last: a merge interrupted before this point leaves run.json as it was, so running it
+    # again recomputes everything above
+    write_json_atomic(paths.run_json, run_json, fsync=True)
     return MergedRun(experiment, run_id, len(shards), len(outcomes), added, paths.run_dir)
+
+
+def _mark_moved(shard: _Shard, into: Path) -> None:
+    """Say in the shard, before its first trial leaves, where its trials go (a merge into
+    another directory would find the shard used up)."""
+    marker = shard.run_dir / MOVED_MARKER
+    if not marker.exists():
+        write_json_atomic(marker, {"into": str(into), "at": runs.utc_now()}, fsync=True)
 
 
 def _merge_pier_job(
@@ -463,10 +564,12 @@ def _merge_pier_job(
     run_json: Mapping[str, Any],
     meta: ExperimentMeta,
 ) -> None:
+    # an earlier merge's config first: merging more shards later keeps it (but the tasks)
     configs = [
-        _read_dict(s.root / "jobs" / job_dir.name / "config.json")
-        for s in shards
-        if (s.root / "jobs" / job_dir.name / "config.json").exists()
+        _read_dict(path)
+        for path in [job_dir / "config.json"]
+        + [s.root / "jobs" / job_dir.name / "config.json" for s in shards]
+        if path.exists()
     ]
     if configs:
         config = dict(configs[0])

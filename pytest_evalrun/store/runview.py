@@ -356,7 +356,7 @@ def _add_trial(
             "diff": read_part(trial.file(DIFF), limits.diff, "head").to_json(),
             "verify": _cut_text(str(tail), limits.verify, "tail").to_json(),
             "verify_exit": verify.get("exit_code"),
-            "meta": {k: meta[k] for k in META_FIELDS if meta.get(k) not in (None, "", {})},
+            "meta": _shown_meta(meta),
             "metrics": {
                 k: metrics.get(k)
                 for k in ("input_tokens", "output_tokens", "cache_tokens", "cost_usd", "model")
@@ -365,6 +365,17 @@ def _add_trial(
             "dir": str(trial.path),  # where it was read (meta.json's trial_dir may be older)
         }
     )
+
+
+def _shown_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """meta.json's fields for the trial's detail; its Harbor directory relative to the jobs
+    directory (meta.json says where it was written: another machine's path after a merge)."""
+    shown = {k: meta[k] for k in META_FIELDS if meta.get(k) not in (None, "", {})}
+    pier = shown.get("pier_trial_dir")
+    if isinstance(pier, str):
+        job, name = os.path.split(pier.rstrip("/"))
+        shown["pier_trial_dir"] = f"jobs/{os.path.basename(job)}/{name}"
+    return shown
 
 
 __all__ = ["ROW_COLUMNS", "RunView", "Text", "TextLimits", "load_run"]

@@ -148,13 +148,6 @@ class TrialDir:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def read_outcome(self) -> TrialOutcome | None:
-        data = self.read_meta()
-        try:
-            return TrialOutcome.from_dict(data) if data else None
-        except TypeError:
-            return None
-
     def recorded_outcome(self, fingerprint: str) -> TrialOutcome | None:
         """The recorded outcome when it still stands for ``--eval-resume``: judged (passed,
         failed or timeout) with an unchanged definition (``fingerprint``); else None."""
@@ -178,6 +171,9 @@ class TrialDir:
         except TypeError:
             return None
         outcome.resumed = True
+        # where it is now: meta.json says where it was written (another machine's path
+        # after evalrun merge)
+        outcome.trial_dir = str(self.path)
         return outcome
 
     def record_outcome(self, outcome: TrialOutcome) -> None:

@@ -7,6 +7,7 @@ here knows what the files mean.
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,11 +35,11 @@ def norm_time(value: Any, default: datetime | None = None) -> str | None:
     return fmt_time(parsed if parsed is not None else default)
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path | str) -> Any:
     """The file's JSON value; None when it is missing or not JSON."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        with open(path, "rb") as fh:
+            return json.loads(fh.read())
     except (OSError, ValueError):
         return None
 
@@ -107,12 +108,10 @@ class JobFiles:
         with open(self.log_path, "a", encoding="utf-8") as fh:
             fh.write(f"{fmt_time(now())} {line}\n")
 
-    def trial_dirs(self) -> list[Path]:
-        """Every trial-like subdirectory (not hidden), sorted by name."""
-        if not self.job_dir.is_dir():
+    def trial_names(self) -> list[str]:
+        """The names of every trial-like subdirectory (not hidden), sorted."""
+        try:
+            with os.scandir(self.job_dir) as entries:
+                return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
+        except OSError:
             return []
-        return [
-            child
-            for child in sorted(self.job_dir.iterdir())
-            if not child.name.startswith(".") and child.is_dir()
-        ]

@@ -167,7 +167,7 @@ class PierJob:
         trial directories of this job that no outcome names (trials of an earlier session
         not selected this time) are kept in the stats too. Returns the JobResult written.
         """
-        results: list[dict[str, Any]] = []
+        entries: list[dict[str, Any]] = []  # what the stats need of each trial: small
         seen: set[str] = set()
         by_suffix = self.claims.by_suffix()
         for outcome in outcomes:
@@ -179,16 +179,16 @@ class PierJob:
                 write_json_atomic(path / "result.json", data)
             if path.name not in seen:
                 seen.add(path.name)
-                results.append(data)
+                entries.append(stats_entry(data))
         if include_existing:
-            for child, data in self._scan_trials(skip=seen):
-                seen.add(child.name)
-                results.append(data)
+            for name, data in self._scan_trials(skip=seen):
+                seen.add(name)
+                entries.append(stats_entry(data))
         # By name, not by finishing order: the same trials give the same result.json, on one
         # machine or merged from shards (evalrun merge).
-        results.sort(key=lambda r: str(r.get("trial_name") or ""))
+        entries.sort(key=lambda e: str(e["trial_name"]))
         result = self.result.write_final(
-            results, n_total_trials=n_total_trials, finished_at=finished_at
+            entries, n_total_trials=n_total_trials, finished_at=finished_at
         )
         self._log_finished(result["stats"], result["n_total_trials"])
         return result
@@ -199,14 +199,15 @@ class PierJob:
             f"{stats.get('n_errored_trials', 0)} with exceptions"
         )
 
-    def _scan_trials(self, skip: set[str] | None = None) -> Iterator[tuple[Path, dict[str, Any]]]:
-        """(dir, TrialResult) of every trial directory of this job (but ``skip``), by name."""
-        for child in self.files.trial_dirs():
-            if skip is not None and child.name in skip:
+    def _scan_trials(self, skip: set[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(name, TrialResult) of every trial directory of this job (but ``skip``), by name."""
+        job_dir = str(self.files.job_dir)
+        for name in self.files.trial_names():
+            if skip is not None and name in skip:
                 continue
-            data = read_json(child / "result.json")
+            data = read_json(f"{job_dir}/{name}/result.json")
             if isinstance(data, dict) and "trial_name" in data:
-                yield child, data
+                yield name, data
 
     # ------------------------------------------------------------------ trials
 

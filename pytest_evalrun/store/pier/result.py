@@ -23,6 +23,7 @@ from pytest_evalrun.store.pier.stats import (
     compute_job_stats,
     empty_stats,
     progress_mean,
+    stats_from_entries,
 )
 from pytest_evalrun.store.pier.values import fmt_time
 
@@ -183,14 +184,15 @@ class JobResultFile:
         self._write_locked(result, drop_pending=True)
 
     def write_final(
-        self, trial_results: Sequence[Mapping[str, Any]], *, n_total_trials: int, finished_at: str
+        self, entries: Sequence[Mapping[str, Any]], *, n_total_trials: int, finished_at: str
     ) -> dict[str, Any]:
-        """result.json final: stats recomputed from ``trial_results``, ``finished_at`` set."""
-        total = max(n_total_trials, len(trial_results))
+        """result.json final: stats recomputed from the trials' ``entries``
+        (:func:`~.stats.stats_entry`, in trial-name order), ``finished_at`` set."""
+        total = max(n_total_trials, len(entries))
         with self.files.lock():
             result = self.load_or_init_locked(n_total_trials=total)
             result["n_total_trials"] = total
-            result["stats"] = compute_job_stats(trial_results, n_total_trials=total)
+            result["stats"] = stats_from_entries(entries, n_total_trials=total)
             result["finished_at"] = norm_time(finished_at, now())
             self._write_locked(result, drop_pending=True)
         return result

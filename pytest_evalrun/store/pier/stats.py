@@ -242,11 +242,26 @@ def compute_job_stats(
     ``JobStats.from_trial_results`` for the counts, ``evals`` reward/exception stats and token
     totals; the default ``Mean`` metric per eval group; ``compute_pass_at_k_by_evals``.
     """
+    return stats_from_entries(
+        [stats_entry(r) for r in trial_results],
+        n_total_trials=n_total_trials,
+        n_running_trials=n_running_trials,
+        n_retries=n_retries,
+    )
+
+
+def stats_from_entries(
+    entries: Iterable[Mapping[str, Any]],
+    *,
+    n_total_trials: int | None = None,
+    n_running_trials: int = 0,
+    n_retries: int = 0,
+) -> dict[str, Any]:
+    """:func:`compute_job_stats` from the trials' :func:`stats_entry` (in the given order)."""
     stats = empty_stats()
     rewards_by_group: dict[str, list[Mapping[str, Any] | None]] = {}
-    entries_by_group: dict[str, list[dict[str, Any]]] = {}
-    for result in trial_results:
-        entry = stats_entry(result)
+    entries_by_group: dict[str, list[Mapping[str, Any]]] = {}
+    for entry in entries:
         apply_entry(stats, entry, +1)
         rewards_by_group.setdefault(entry["evals_key"], []).append(entry["rewards"])
         entries_by_group.setdefault(entry["evals_key"], []).append(entry)
