@@ -37,7 +37,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert r.returncode == 0, r.stdout[-3000:]
     nothing = {"agent": {"command": [sys.executable, "-c", "pass"]}}
     ghost = {"agent": {"command": [str(path / "no-such-agent")]}}
-    suite.experiment(variants={"base": {}, "other": nothing, "ghost": ghost}, tasks=TASKS)
+    # the second run lists its tasks backwards: `show` keeps the file's order, not the slugs'
+    suite.experiment(variants={"base": {}, "other": nothing, "ghost": ghost}, tasks=TASKS[::-1])
     r = run_pytest(path, "-n", "2", "--eval-run-id", "r2-cand")
     assert r.returncode == 1, r.stdout[-3000:]
     return path
@@ -88,8 +89,12 @@ def test_show_latest_table_gate_and_failed_trials(root: Path) -> None:
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "run r2-cand: completed, 30 trials" in out
-    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line[:2] == "t1"}
-    assert rows["t1"] == ["2/2", "-", "+2E", "0/2"]  # base, ghost, other (slug order)
+    lines = out.splitlines()
+    [header] = [line.split() for line in lines if line.split()[:1] == ["task"]]
+    assert header == ["task", "base", "other", "ghost"]  # the file's order
+    rows = [line.split() for line in lines if line[:1] == "t" and line[1:2].isdigit()]
+    assert [r[0] for r in rows] == ["t5", "t4", "t3", "t2", "t1"]  # the file's order
+    assert rows[-1][1:] == ["2/2", "0/2", "-", "+2E"]
     assert "gate: none set" in out
     assert "trials that did not pass: 20 (first 3;" in out
     assert "ghost / t1 / 001: error (agent_missing)" in out
@@ -100,6 +105,8 @@ def test_show_latest_table_gate_and_failed_trials(root: Path) -> None:
 def test_show_json(root: Path) -> None:
     [data] = evalrun_json("show", "r2", "--failed", "0", cwd=root)
     assert data["run_id"] == "r2-cand" and data["status"] == "completed"
+    assert data["tasks"] == ["t5", "t4", "t3", "t2", "t1"]
+    assert [v["name"] for v in data["variants"]] == ["base", "other", "ghost"]
     cells = {(c["variant"], c["task"]): c for c in data["cells"]}
     assert cells[("other", "t3")]["judged"] == 2 and cells[("other", "t3")]["passed"] == 0
     assert cells[("ghost", "t3")]["errors"] == 2

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_helpers import evalrun, run_pytest
 
 TESTS = Path(__file__).resolve().parent
 EXAMPLE_SUITE = TESTS.parent / "example_suite"
@@ -199,3 +200,36 @@ def test_example_suite_shows_consistent_means_in_harbors_viewer(
     for key, value in evals.items():
         mine = rewards[key.split("__")[0]]
         assert value["metrics"] == [{"mean": pytest.approx(sum(mine) / len(mine))}], key
+
+
+def test_harbor_accepts_a_merged_run(tmp_path: Path, harbor_python: Path) -> None:
+    """The suite above as 3 shards on 3 "machines" (separate directories, nothing shared),
+    merged by ``evalrun merge``: Harbor reads the one merged job as it reads one machine's."""
+    shards = []
+    for k in (1, 2, 3):
+        machine = tmp_path / f"machine-{k}"
+        make_suite(machine)
+        done = run_pytest(
+            machine, "suite", "-n", "2", f"--eval-shard={k}/3", "--eval-run-id=merged-check"
+        )
+        assert done.returncode in (0, 1), done.stdout[-3000:]
+        shards.append(machine)
+    into = tmp_path / "merged"
+    merged = evalrun("merge", *map(str, shards), "--into", str(into), cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    n_items = len(SPEC["variants"]) * len(SPEC["tasks"]) * SPEC["trials"]
+    assert f"{n_items} trials from 3 shard(s)" in merged.stdout
+    report = run_harbor_check(harbor_python, into / "jobs")
+    assert report["problems"] == [], "\n".join(report["problems"])
+    counts = report["counts"]
+    # one job, its result.json accepted and its stats equal to Harbor's own from the trials
+    assert counts["job_configs"] == counts["job_results"] == counts["stats_equal"] == 1
+    assert counts["trial_configs"] == counts["trial_results"] == n_items
+    ((_, seen),) = report["jobs"].items()
+    summary = seen["summary"]
+    assert summary["n_total_trials"] == summary["n_completed_trials"] == n_items
+    assert summary["agents"] == sorted(SPEC["variants"])
+    assert seen["config_tab"] is True
+    assert len({(t["agent_name"], t["task_name"]) for t in seen["tasks"]}) == len(
+        SPEC["variants"]
+    ) * len(SPEC["tasks"])

@@ -1,8 +1,9 @@
 """``evalrun show [RUN]``: a run's variant x task table, gate verdict and failed trials.
 
 Everything comes from the index (a 100,000-trial run shows in well under a second), except the
-message of a failed trial recorded by an index older than version 2, read from its meta.json
-(only for the trials shown).
+order of variants and tasks (the experiment file's, from run.json's ``plan``) and the message
+of a failed trial recorded by an index older than version 2, read from its meta.json (only for
+the trials shown).
 """
 
 from __future__ import annotations
@@ -61,6 +62,42 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         help="exit 1 when a shown run's gate failed (e.g. to gate CI on a merged run)",
     )
     p.set_defaults(func=run)
+
+
+Ranks = tuple[dict[str, int], dict[str, int]]
+
+
+def _plan_ranks(results: Path, row: RunRow) -> Ranks:
+    """Each variant's and task's place in the experiment file (run.json's ``plan``); empty
+    for a run.json without a plan."""
+    try:
+        plan = json.loads((run_dir(results, row) / "run.json").read_text(encoding="utf-8"))["plan"]
+        return (
+            {str(n): i for i, n in enumerate(plan["variants"])},
+            {str(n): i for i, n in enumerate(plan["tasks"])},
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}, {}
+
+
+def _file_order(cs: list[Cell], ranks: Ranks) -> list[Cell]:
+    """The cells in the file's order of variants, then tasks; names the file does not list
+    after them, by slug."""
+    variants, tasks = ranks
+    last = len(variants) + len(tasks)
+    return sorted(
+        cs,
+        key=lambda c: (
+            variants.get(c.variant_name, last), c.variant, tasks.get(c.task_name, last), c.task
+        ),
+    )
+
+
+def _task_names(cs: list[Cell], ranks: Ranks) -> list[str]:
+    """The run's task names in the file's order (then by slug)."""
+    last = len(ranks[1])
+    ordered = sorted(cs, key=lambda c: (ranks[1].get(c.task_name, last), c.task))
+    return list(dict.fromkeys(c.task_name for c in ordered))
 
 
 def _verdict(row: RunRow) -> dict[str, Any] | None:
@@ -133,6 +170,9 @@ def _variants(cs: list[Cell]) -> list[dict[str, Any]]:
 def collect(
     conn: sqlite3.Connection, results: Path, row: RunRow, cs: list[Cell], limit: int
 ) -> dict[str, Any]:
+    """What ``show`` says of one run; ``cs`` in any order (listed in the file's)."""
+    ranks = _plan_ranks(results, row)
+    cs = _file_order(cs, ranks)
     verdict = _verdict(row)
     return {
         "experiment": row.experiment,
@@ -148,6 +188,7 @@ def collect(
         },
         "verdict": verdict,
         "variants": _variants(cs),
+        "tasks": _task_names(cs, ranks),
         "cells": [
             {
                 "variant": c.variant_name,
@@ -179,8 +220,8 @@ def _cell_text(c: Cell | None, failing: bool) -> str:
 
 
 def _matrix(data: dict[str, Any], row: RunRow, cs: list[Cell], width: int) -> list[str]:
-    variants = list(dict.fromkeys(c.variant_name for c in cs))
-    tasks = list(dict.fromkeys(c.task_name for c in sorted(cs, key=lambda c: c.task)))
+    variants = [v["name"] for v in data["variants"]]  # in the file's order, as the tasks
+    tasks = data["tasks"]
     by_key = {(c.variant_name, c.task_name): c for c in cs}
     failing = _failing_cells(data["verdict"])
     grid = [[_cell_text(by_key.get((v, t)), (v, t) in failing) for v in variants] for t in tasks]
