@@ -29,30 +29,15 @@ from typing import Any
 from yaml.nodes import MappingNode, ScalarNode
 
 from pytest_evalrun.secrets import inherited_secrets, weak_secret_names
-from pytest_evalrun.spec.checker import DEFAULTS_KEYS as DEFAULTS_KEYS
 from pytest_evalrun.spec.checker import INVALID, TOP_KEYS, Checker
-from pytest_evalrun.spec.checker import ISOLATION_KEYS as ISOLATION_KEYS
-from pytest_evalrun.spec.checker import PRESET_KEYS as PRESET_KEYS
-from pytest_evalrun.spec.checker import PRICING_KEYS as PRICING_KEYS
-from pytest_evalrun.spec.checker import SANDBOX_KEYS as SANDBOX_KEYS
-from pytest_evalrun.spec.checker import TASK_KEYS as TASK_KEYS
-from pytest_evalrun.spec.checker import VARIANT_KEYS as VARIANT_KEYS
 from pytest_evalrun.spec.entries import Entries, Top
 from pytest_evalrun.spec.errors import SpecError, SpecErrors
 from pytest_evalrun.spec.model import BUILTIN_KINDS, MAX_ITEMS_PER_FILE, Experiment, Task
 from pytest_evalrun.spec.names import slugify, validate_name
-from pytest_evalrun.spec.promptfile import MAX_PROMPT_BYTES as MAX_PROMPT_BYTES
-from pytest_evalrun.spec.promptfile import PromptFileError as PromptFileError
-from pytest_evalrun.spec.promptfile import read_prompt_file as read_prompt_file
 from pytest_evalrun.spec.steps import Steps
-from pytest_evalrun.spec.values import MAX_RETRIES as MAX_RETRIES
-from pytest_evalrun.spec.values import MAX_TIMEOUT as MAX_TIMEOUT
-from pytest_evalrun.spec.values import RESERVED_TAGS as RESERVED_TAGS
 from pytest_evalrun.spec.values import Values
 from pytest_evalrun.spec.yamltree import Walker, YList, YMap, compose, plain
 
-# The imports ``X as X`` keep the names this module offered before its parts were split off
-# importable from here (e.g. ``read_prompt_file``).
 __all__ = ["load_experiment", "load_experiment_text"]
 
 
