@@ -11,7 +11,6 @@ Writes bench/out/agent_parsers.json.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 import time
@@ -19,11 +18,13 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH))
+
+from common import agent_samples  # noqa: E402
 
 from pytest_evalrun.agents import load  # noqa: E402
 from pytest_evalrun.agents.atif import trajectory  # noqa: E402
 
-DATA = BENCH / "data" / "agent_transcripts"
 TARGET_MS = 50.0
 
 
@@ -39,12 +40,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     figures = []
-    for folder in sorted(p for p in DATA.iterdir() if p.is_dir()):
-        cli = folder.name
-        stdout = gzip.decompress((folder / "stdout.jsonl.gz").read_bytes()).decode()
-        doc = folder / "transcript.json.gz"
-        path = doc if doc.exists() else folder / "transcript.jsonl.gz"
-        transcript = gzip.decompress(path.read_bytes()).decode()
+    for cli, stdout, transcript in agent_samples():
         samples = []
         for _ in range(args.repeats):
             start = time.perf_counter()

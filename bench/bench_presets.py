@@ -14,7 +14,6 @@ Writes bench/out/presets.json.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import shutil
 import sys
@@ -23,12 +22,14 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH))
+
+from common import agent_samples  # noqa: E402
 
 from pytest_evalrun.agents.builtin import BUILTIN, _session_id  # noqa: E402
 from pytest_evalrun.agents.preset import PresetTrial  # noqa: E402
 from pytest_evalrun.agents.runner import collect_evidence  # noqa: E402
 
-DATA = BENCH / "data" / "agent_transcripts"
 TARGET_MS = 50.0
 PRESET = {"claude": "claude-code", "codex": "codex", "copilot": "copilot-cli",
           "gemini": "gemini-cli", "opencode": "opencode"}
@@ -61,12 +62,7 @@ def main() -> None:
     figures = []
     scratch = Path(tempfile.mkdtemp(prefix="bench-presets-"))
     try:
-        for folder in sorted(p for p in DATA.iterdir() if p.is_dir()):
-            cli = folder.name
-            stdout = gzip.decompress((folder / "stdout.jsonl.gz").read_bytes()).decode()
-            doc = folder / "transcript.json.gz"
-            path = doc if doc.exists() else folder / "transcript.jsonl.gz"
-            transcript = gzip.decompress(path.read_bytes()).decode()
+        for cli, stdout, transcript in agent_samples():
             home, artifacts = scratch / cli / "agent-home", scratch / cli / "artifacts"
             place(cli, home, stdout, transcript)
             preset = BUILTIN[PRESET[cli]]

@@ -17,6 +17,7 @@ Conventions used on both sides of every figure:
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import platform
@@ -26,7 +27,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -34,6 +35,17 @@ OUT = BENCH / "out"
 PY = sys.executable
 
 COMMON = ["-p", "no:cacheprovider"]
+#: Captured outputs of the real agent CLIs (bench/make_agent_transcripts.py), one folder each.
+AGENT_TRANSCRIPTS = BENCH / "data" / "agent_transcripts"
+
+
+def agent_samples() -> Iterator[tuple[str, str, str]]:
+    """(cli, stdout, transcript) of every captured agent CLI run, by CLI name."""
+    for folder in sorted(p for p in AGENT_TRANSCRIPTS.iterdir() if p.is_dir()):
+        stdout = gzip.decompress((folder / "stdout.jsonl.gz").read_bytes()).decode()
+        doc = folder / "transcript.json.gz"
+        path = doc if doc.exists() else folder / "transcript.jsonl.gz"
+        yield folder.name, stdout, gzip.decompress(path.read_bytes()).decode()
 PLAIN = ["-p", "no:evalrun"]
 
 

@@ -50,6 +50,14 @@ if art:
 #: A verifier: passes when answer.txt says "ok".
 VERIFY = "grep -q ok answer.txt"
 
+#: The tasks of :meth:`Suite.experiment` when none are given: one the test agent passes, one
+#: it fails.
+GOOD_AND_BAD: list[dict[str, Any]] = [
+    {"name": name, "prompt": f"WRITE answer.txt {word}", "fixture": "fixtures/basic",
+     "verify": VERIFY}
+    for name, word in (("good", "ok"), ("bad", "nope"))
+]  # fmt: skip
+
 
 class Suite:
     """Builds an experiment directory inside pytester's tmp dir."""
@@ -90,24 +98,7 @@ class Suite:
         data.setdefault("sandbox", {"write": [str(self.shared)]})
         data.setdefault("defaults", {"agent": {"command": self.agent_cmd}})
         data["variants"] = variants if variants is not None else {"base": {}}
-        data["tasks"] = (
-            tasks
-            if tasks is not None
-            else [
-                {
-                    "name": "good",
-                    "prompt": "WRITE answer.txt ok",
-                    "fixture": "fixtures/basic",
-                    "verify": VERIFY,
-                },
-                {
-                    "name": "bad",
-                    "prompt": "WRITE answer.txt nope",
-                    "fixture": "fixtures/basic",
-                    "verify": VERIFY,
-                },
-            ]
-        )
+        data["tasks"] = tasks if tasks is not None else [dict(t) for t in GOOD_AND_BAD]
         path = self.root / f"{name}.eval.yaml"
         path.write_text(json.dumps(data, indent=2))  # JSON is YAML
         return path

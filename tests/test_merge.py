@@ -13,24 +13,13 @@ from typing import Any
 
 import pytest
 from cli_helpers import evalrun
-from conftest import VERIFY, Suite
+from conftest import GOOD_AND_BAD, VERIFY, Suite
 
 from pytest_evalrun.store.merge import MergeError, merge
 
 RUN = "r-2026"
 TASKS = [
-    {
-        "name": "good",
-        "prompt": "WRITE answer.txt ok",
-        "fixture": "fixtures/basic",
-        "verify": VERIFY,
-    },
-    {
-        "name": "bad",
-        "prompt": "WRITE answer.txt nope",
-        "fixture": "fixtures/basic",
-        "verify": VERIFY,
-    },
+    *GOOD_AND_BAD,
     {
         "name": "broken",
         "prompt": "EXIT 0",
