@@ -73,6 +73,8 @@ class _Shard:
     summary: dict[str, Any]
     #: (variant slug, task slug, trial number) -> trial directory, relative to run_dir
     trials: dict[TrialKey, str] = field(default_factory=dict)
+    #: variant.json and task.json files, relative to run_dir
+    definitions: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -113,6 +115,7 @@ def _scan(shards: Sequence[Path]) -> dict[tuple[str, str], list[_Shard]]:
             run_dir = results / experiment / run_id
             shard = _Shard(root, run, run_dir, _read_dict(run_dir / "summary.json"))
             shard.trials = _trial_dirs(run_dir)
+            shard.definitions = _definition_files(run_dir)
             groups.setdefault((experiment, run_id), []).append(shard)
     if problems:
         raise MergeError(problems)
@@ -152,7 +155,7 @@ def _conflicts(experiment: str, run_id: str, shards: Sequence[_Shard]) -> list[s
                 )
     definitions: dict[str, tuple[Path, bytes]] = {}
     for shard in shards:
-        for rel in _definition_files(shard.run_dir):
+        for rel in shard.definitions:
             if not rel.endswith("/task.json"):
                 continue
             content = _definition(shard.run_dir / rel)
@@ -165,10 +168,16 @@ def _conflicts(experiment: str, run_id: str, shards: Sequence[_Shard]) -> list[s
 
 
 def _against_target(
-    experiment: str, run_id: str, shards: Sequence[_Shard], into: Path, target: Path
+    experiment: str,
+    run_id: str,
+    shards: Sequence[_Shard],
+    into: Path,
+    target: Path,
+    merged: Mapping[TrialKey, str],
 ) -> list[str]:
-    """Problems between the shards and what ``into`` holds already: a shard an earlier merge
-    moved elsewhere, or a trial of a shard that differs from the one already merged."""
+    """Problems between the shards and what ``into`` holds already (``merged``: the trial
+    directories of ``target``, the merged run): a shard an earlier merge moved elsewhere, or
+    a trial of a shard that differs from the one already merged."""
     problems: list[str] = []
     where = f"experiment {experiment!r} run {run_id!r}"
     for shard in shards:
@@ -179,7 +188,6 @@ def _against_target(
                 f"earlier evalrun merge: merge into {moved_to} again, or merge a fresh copy "
                 "of the shard"
             )
-    merged = _trial_dirs(target)
     for shard in shards:
         for key in sorted(merged.keys() & shard.trials.keys()):
             mine = f"{shard.run_dir}/{shard.trials[key]}/{META}"
@@ -354,10 +362,13 @@ def _merged_from(shards: Sequence[_Shard], old: Mapping[str, Any]) -> list[dict[
 
 
 def _merged_run_json(
-    shards: Sequence[_Shard], counts: dict[str, int], old: Mapping[str, Any]
+    shards: Sequence[_Shard],
+    counts: dict[str, int],
+    old: Mapping[str, Any],
+    merged_from: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """run.json of the merged run: this merge's shards and what an earlier merge into the
-    same directory recorded (``old``, {} when none)."""
+    same directory recorded (``old``, {} when none; ``merged_from`` from both)."""
     runs_json = [s.run for s in shards] + ([dict(old)] if old else [])
     base = dict(old) if old else dict(shards[0].run)  # an earlier merge's stays the base
     sessions: dict[str, dict[str, Any]] = {}
@@ -376,7 +387,7 @@ def _merged_run_json(
     hosts = {str(s.run.get("host")) for s in shards if s.run.get("host")}
     hosts.update(str(h) for h in old.get("hosts") or [])
     base["hosts"] = sorted(hosts)
-    base["merged_from"] = _merged_from(shards, old)
+    base["merged_from"] = merged_from
     base.pop("updated_at", None)
     return base
 
@@ -436,16 +447,20 @@ def merge(shards: Sequence[Path], into: Path, *, keep: bool = False) -> list[Mer
     groups = _scan(shards)
     results = into / "results"
     problems = []
+    already: dict[tuple[str, str], dict[TrialKey, str]] = {}
     for (experiment, run_id), group in sorted(groups.items()):
         problems += _conflicts(experiment, run_id, group)
         target = RunPaths(results, experiment, run_id).run_dir
-        problems += _against_target(experiment, run_id, group, into, target)
+        already[experiment, run_id] = _trial_dirs(target)
+        problems += _against_target(
+            experiment, run_id, group, into, target, already[experiment, run_id]
+        )
     if problems:
         raise MergeError(problems)
-    merged = []
-    for (experiment, run_id), group in sorted(groups.items()):
-        merged.append(_merge_run(experiment, run_id, group, into, keep))
-    return merged
+    return [
+        _merge_run(experiment, run_id, group, into, keep, set(already[experiment, run_id]))
+        for (experiment, run_id), group in sorted(groups.items())
+    ]
 
 
 def _copy_definitions(shards: Sequence[_Shard], run_dir: Path) -> None:
@@ -453,7 +468,7 @@ def _copy_definitions(shards: Sequence[_Shard], run_dir: Path) -> None:
     made: set[str] = set()
     for shard in shards:
         base = str(shard.run_dir)
-        for rel in _definition_files(shard.run_dir):
+        for rel in shard.definitions:
             dst = f"{run_dir}/{rel}"
             if rel in made or os.path.exists(dst):
                 continue
@@ -476,14 +491,20 @@ def _definition_files(run_dir: Path) -> list[str]:
 
 
 def _merge_run(
-    experiment: str, run_id: str, shards: Sequence[_Shard], into: Path, keep: bool
+    experiment: str,
+    run_id: str,
+    shards: Sequence[_Shard],
+    into: Path,
+    keep: bool,
+    merged_keys: set[TrialKey],
 ) -> MergedRun:
+    """Place the shards' new trials (``merged_keys``: those the merged run holds already),
+    then recompute the run's files from what it holds."""
     results, jobs = into / "results", into / "jobs"
     paths = RunPaths(results, experiment, run_id)
     job_name = f"{run_id}__{experiment}"
     job_dir = jobs / safe_job_name(job_name)
     _copy_definitions(shards, paths.run_dir)
-    merged_keys = set(_trial_dirs(paths.run_dir))
     added = pier_added = 0
     for shard in shards:
         new = sorted(rel for key, rel in shard.trials.items() if key not in merged_keys)
@@ -508,10 +529,11 @@ def _merge_run(
             pier_added += len(pier_new)
     old = _read_dict(paths.run_json)
     old.pop("updated_at", None)
+    merged_from = _merged_from(shards, old)
     if not (added or pier_added) and old:
         # merged before, from the same shards: nothing to do if run.json would stay the same
         counts = old.get("counts") or {}
-        if _merged_run_json(shards, counts, old) == old:
+        if _merged_run_json(shards, counts, old, merged_from) == old:
             n = int(counts.get("total") or 0) - int(counts.get("not_run") or 0)
             return MergedRun(experiment, run_id, len(shards), n, 0, paths.run_dir, False)
     # The merged run is what its directory holds now: this merge's trials and an earlier
@@ -522,9 +544,8 @@ def _merge_run(
         for *_, rel in iter_trial_rels(paths.run_dir)
         if (o := _outcome(f"{run_dir}/{rel}", str(job_dir))) is not None
     ]
-    total = sum(e["total"] for e in _merged_from(shards, old))
-    counts = _counts(outcomes, total)
-    run_json = _merged_run_json(shards, counts, old)
+    counts = _counts(outcomes, sum(e["total"] for e in merged_from))
+    run_json = _merged_run_json(shards, counts, old, merged_from)
     if not (added or pier_added) and old == run_json:
         return MergedRun(experiment, run_id, len(shards), len(outcomes), 0, paths.run_dir, False)
     run_json["updated_at"] = runs.utc_now()
