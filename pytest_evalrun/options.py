@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 
+from .report.policy import ERROR_POLICIES
 from .shard import parse_shard
 
 
@@ -130,6 +131,31 @@ def add_options(parser: pytest.Parser) -> None:
         "the session fails when one is worse with one-sided p < --eval-alpha",
     )
     group.addoption(
+        "--eval-baseline-optional",
+        dest="eval_baseline_optional",
+        action="store_true",
+        default=False,
+        help="with --eval-baseline-run: a baseline run that cannot be found is a note and the "
+        "run goes on without the regression gate (default: a usage error, exit 4)",
+    )
+    group.addoption(
+        "--eval-errors",
+        dest="eval_errors",
+        choices=ERROR_POLICIES,
+        default=None,
+        help="how gates treat error (unjudged) trials: count (default: an error is a trial "
+        "not passed) or exclude (errors leave the gates; every report says so)",
+    )
+    group.addoption(
+        "--eval-junit-verdict",
+        dest="eval_junit_verdict",
+        metavar="PATH",
+        default=None,
+        help="write a JUnit XML file with one testcase per gate (each gated cell, each "
+        "variant's regression test, the run's overall verdict), failing exactly when that "
+        "gate fails: for CI checks",
+    )
+    group.addoption(
         "--eval-alpha",
         dest="eval_alpha",
         metavar="A",
@@ -156,6 +182,11 @@ def add_options(parser: pytest.Parser) -> None:
         type="args",
         default=["*.eval.yaml", "*.eval.yml"],
         help="glob patterns of experiment files (default: *.eval.yaml *.eval.yml)",
+    )
+    parser.addini(
+        "evalrun_errors",
+        default="count",
+        help="default for --eval-errors: count (errors are trials not passed) or exclude",
     )
     parser.addini("evalrun_results", default="", help="default for --eval-results")
     parser.addini("evalrun_jobs", default="", help="default for --eval-jobs")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
+from collections.abc import Mapping
 from typing import Any
 
-from ..report.regression import RegressionResult, compare_variant
+from ..report.regression import RegressionResult, TaskCounts, compare_variant
 from ..store.query import RunRow, task_counts
 from .common import (
     CliError,
@@ -62,13 +63,12 @@ def pairs(base: list[RunRow], cand: list[RunRow]) -> list[tuple[RunRow, RunRow]]
     )
 
 
-def _task_rows(
-    b: dict[str, tuple[int, int]], c: dict[str, tuple[int, int]]
-) -> list[dict[str, Any]]:
+def _task_rows(b: Mapping[str, TaskCounts], c: Mapping[str, TaskCounts]) -> list[dict[str, Any]]:
     rows = []
+    none = TaskCounts(0, 0, 0)
     for task in sorted(set(b) | set(c)):
-        bp, bn = b.get(task, (0, 0))
-        cp, cn = c.get(task, (0, 0))
+        bp, bn, _ = b.get(task, none)
+        cp, cn, _ = c.get(task, none)
         br = bp / bn if bn else None
         cr = cp / cn if cn else None
         rows.append(

@@ -65,9 +65,10 @@ from dataclasses import asdict, dataclass
 from itertools import repeat
 from operator import add, mul
 from statistics import NormalDist
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from ..outcome import JUDGED, PASSED
+from ..outcome import JUDGED, PASSED, TrialOutcome
+from .policy import ERRORS_COUNT
 
 __all__ = [
     "EXACT_WORK_LIMIT",
@@ -75,8 +76,11 @@ __all__ = [
     "METHOD_NORMAL",
     "POWER",
     "RegressionResult",
+    "TaskCounts",
     "compare_runs",
     "compare_variant",
+    "counts_from_outcomes",
+    "regression_section",
 ]
 
 METHOD_EXACT = "exact stratified permutation test over trials within tasks (one-sided)"
@@ -93,6 +97,23 @@ _STD = NormalDist()
 #: A p-value exactly at alpha (1/20 at 0.05) must not pass for "below" through rounding in the
 #: float convolution; the tolerance only ever errs toward "not regressed".
 _TIE_TOLERANCE = 1e-12
+
+
+class TaskCounts(NamedTuple):
+    """One variant x task of one run: passes, judged trials, and error (unjudged) trials.
+
+    The regression gate's input for both runs: read from the index for the baseline run
+    (:func:`pytest_evalrun.store.query.task_counts`), from the outcomes for this run
+    (:func:`counts_from_outcomes`), and recorded in run.json so that ``evalrun merge`` reaches
+    the same verdict without the baseline run at hand."""
+
+    passed: int
+    judged: int
+    errors: int = 0
+
+
+#: variant slug -> task slug -> counts
+RunCounts = Mapping[str, Mapping[str, TaskCounts]]
 
 
 @dataclass(frozen=True)
@@ -241,15 +262,16 @@ def _adjusted_var(x: int, n: int) -> float:
     return p * (1.0 - p) / n
 
 
-def _check(name: str, counts: Mapping[str, tuple[int, int]]) -> None:
-    for task, (k, n) in counts.items():
+def _check(name: str, counts: Mapping[str, tuple[int, ...]]) -> None:
+    for task, c in counts.items():
+        k, n = c[0], c[1]
         if n < 0 or k < 0 or k > n:
             raise ValueError(f"{name}[{task!r}] needs 0 <= passes <= judged, got ({k}, {n})")
 
 
 def compare_variant(
-    base: Mapping[str, tuple[int, int]],
-    cand: Mapping[str, tuple[int, int]],
+    base: Mapping[str, tuple[int, ...]],
+    cand: Mapping[str, tuple[int, ...]],
     *,
     alpha: float = 0.05,
 ) -> RegressionResult:
@@ -377,3 +399,51 @@ def compare_runs(
     base = _counts(base_rows)
     cand = _counts(cand_rows)
     return {v: compare_variant(base.get(v, {}), counts, alpha=alpha) for v, counts in cand.items()}
+
+
+def counts_from_outcomes(outcomes: Iterable[TrialOutcome]) -> dict[str, dict[str, TaskCounts]]:
+    """``{variant slug: {task slug: TaskCounts}}`` of outcomes (the last attempt of each trial;
+    a cell with only errors is present with ``judged == 0``)."""
+    acc: dict[str, dict[str, list[int]]] = {}
+    for o in outcomes:
+        cell = acc.setdefault(o.variant_slug or o.variant, {}).setdefault(
+            o.task_slug or o.task, [0, 0, 0]
+        )
+        if o.status in JUDGED:
+            cell[0] += int(o.status == PASSED)
+            cell[1] += 1
+        else:
+            cell[2] += 1
+    return {v: {t: TaskCounts(*c) for t, c in tasks.items()} for v, tasks in acc.items()}
+
+
+def regression_section(
+    base: RunCounts,
+    cand: RunCounts,
+    *,
+    baseline_run: str,
+    alpha: float,
+    variant_names: Mapping[str, str],
+    errors: str = ERRORS_COUNT,
+) -> dict[str, Any]:
+    """The regression section of an experiment's summary: each variant of the candidate run
+    against the same variant of the baseline run. Pure: both runs are given as counts.
+    ``variant_names``: slug -> display name, in report order."""
+    variants = []
+    for slug, name in variant_names.items():
+        if slug not in cand and slug not in base:
+            continue
+        b = {t: (c.passed, c.judged) for t, c in base.get(slug, {}).items() if c.judged}
+        c_ = {t: (c.passed, c.judged) for t, c in cand.get(slug, {}).items() if c.judged}
+        result = compare_variant(b, c_, alpha=alpha)
+        variants.append({"variant": name, "in_baseline": slug in base, **result.to_dict()})
+    regressed = [v["variant"] for v in variants if v["regressed"]]
+    return {
+        "baseline_run": baseline_run,
+        "alpha": alpha,
+        "errors": errors,
+        "test": "one-sided test, paired by task",
+        "variants": variants,
+        "regressed": regressed,
+        "passed": not regressed,
+    }

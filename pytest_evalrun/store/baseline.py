@@ -9,12 +9,13 @@ uses: per variant, pass rates paired by task, one-sided.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..outcome import JUDGED, PASSED, TrialOutcome
-from ..report.regression import compare_variant
+from ..outcome import TrialOutcome
+from ..report.policy import ERRORS_COUNT
+from ..report.regression import TaskCounts, counts_from_outcomes, regression_section
 from .paths import index_db
 from .query import IndexMissing, RunNotFound, find_runs, open_index, task_counts
 
@@ -71,19 +72,6 @@ def resolve_baseline(results: Path, ref: str, experiment: str, current_run: str)
         conn.close()
 
 
-def _cand_counts(outcomes: Iterable[TrialOutcome]) -> dict[str, dict[str, tuple[int, int]]]:
-    counts: dict[str, dict[str, list[int]]] = {}
-    for o in outcomes:
-        if o.status not in JUDGED:
-            continue
-        cell = counts.setdefault(o.variant_slug or o.variant, {}).setdefault(
-            o.task_slug or o.task, [0, 0]
-        )
-        cell[0] += int(o.status == PASSED)
-        cell[1] += 1
-    return {v: {t: (p, n) for t, (p, n) in tasks.items()} for v, tasks in counts.items()}
-
-
 def regression(
     results: Path,
     experiment: str,
@@ -92,27 +80,27 @@ def regression(
     *,
     alpha: float,
     variant_names: Mapping[str, str],
+    errors: str = ERRORS_COUNT,
 ) -> dict[str, Any]:
     """The regression section of an experiment's summary: each variant of this run against
-    the same variant of ``baseline_run``. ``variant_names``: slug -> name, in report order."""
+    the same variant of ``baseline_run`` (read from the index). ``variant_names``: slug ->
+    name, in report order."""
+    return regression_section(
+        baseline_counts(results, experiment, baseline_run),
+        counts_from_outcomes(outcomes),
+        baseline_run=baseline_run,
+        alpha=alpha,
+        variant_names=variant_names,
+        errors=errors,
+    )
+
+
+def baseline_counts(
+    results: Path, experiment: str, baseline_run: str
+) -> dict[str, dict[str, TaskCounts]]:
+    """The baseline run's counts, variant slug -> task slug -> counts, from the index."""
     conn = open_index(index_db(results))
     try:
-        base = task_counts(conn, (experiment, baseline_run))
+        return task_counts(conn, (experiment, baseline_run))
     finally:
         conn.close()
-    cand = _cand_counts(outcomes)
-    variants = []
-    for slug, name in variant_names.items():
-        if slug not in cand and slug not in base:
-            continue
-        result = compare_variant(base.get(slug, {}), cand.get(slug, {}), alpha=alpha)
-        variants.append({"variant": name, "in_baseline": slug in base, **result.to_dict()})
-    regressed = [v["variant"] for v in variants if v["regressed"]]
-    return {
-        "baseline_run": baseline_run,
-        "alpha": alpha,
-        "test": "one-sided test, paired by task",
-        "variants": variants,
-        "regressed": regressed,
-        "passed": not regressed,
-    }

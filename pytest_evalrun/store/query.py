@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..report.regression import TaskCounts
 from .index_schema import SCHEMA_VERSION, migrate, user_version
 
 JUDGED_SQL = "('passed', 'failed', 'timeout')"
@@ -276,14 +277,12 @@ def cells(conn: sqlite3.Connection, key: tuple[str, str]) -> list[Cell]:
     return [Cell(v, vn or v, t, tn or t, *counts) for v, vn, t, tn, *counts in rows]
 
 
-def task_counts(
-    conn: sqlite3.Connection, key: tuple[str, str]
-) -> dict[str, dict[str, tuple[int, int]]]:
-    """``{variant: {task: (passed, judged)}}`` of one run (cells with a judged trial)."""
-    out: dict[str, dict[str, tuple[int, int]]] = {}
+def task_counts(conn: sqlite3.Connection, key: tuple[str, str]) -> dict[str, dict[str, TaskCounts]]:
+    """``{variant: {task: TaskCounts(passed, judged, errors)}}`` of one run (every cell with a
+    trial, also one with only errors)."""
+    out: dict[str, dict[str, TaskCounts]] = {}
     for c in cells(conn, key):
-        if c.judged:
-            out.setdefault(c.variant, {})[c.task] = (c.passed, c.judged)
+        out.setdefault(c.variant, {})[c.task] = TaskCounts(c.passed, c.judged, c.errors)
     return out
 
 
