@@ -30,7 +30,17 @@ from .spec.errors import SpecError
 from .spec.model import Experiment
 from .store import runs
 from .store.atomic import write_text_atomic
-from .store.baseline import BaselineError, NoEarlierRun, regression, resolve_baseline
+from .store.baseline import (
+    JUDGED_RETRY,
+    BaselineError,
+    BaselineNotFound,
+    Candidate,
+    baseline_counts,
+    coverage_notes,
+    find_baseline,
+    regression,
+    retry_policy,
+)
 from .store.recorder import FinishedRun
 from .store.trialdir import TrialDir
 from .trial.process import kill_processes_with_env
@@ -65,24 +75,63 @@ class ControllerPlugin:
 
     def _resolve_baselines(self) -> dict[str, str]:
         """The regression gate's baseline run of every experiment this session runs, found
-        before any trial runs: a reference that matches nothing is a usage error."""
+        before any trial runs (store/baseline.py): a reference that names no run is a usage
+        error unless --eval-baseline-optional (then a note, and the run is not gated on
+        regression); a run that would make an unfair comparison is always one."""
         ref = self.config.getoption("eval_baseline_run")
+        #: what the reports name about each experiment's baseline (slug -> notes)
+        self.baseline_notes: dict[str, list[str]] = {}
+        self.baseline_found: dict[str, str] = {}
         if not ref or self.config.option.collectonly:
             return {}
+        optional = bool(self.config.getoption("eval_baseline_optional"))
+        results = Path(self.shared.results)
         found: dict[str, str] = {}
         for path in self.context.discovery.found:
             exp = self.context.discovery.load(path)
             if isinstance(exp, SpecError):
                 continue
+            candidate = self._candidate(exp.slug)
+            named = "" if exp.name == exp.slug else f" (experiment {exp.name!r})"
             try:
-                found[exp.slug] = resolve_baseline(
-                    Path(self.shared.results), ref, exp.slug, self.shared.run_id_for(exp.slug)
+                base = find_baseline(results, ref, exp.slug, candidate)
+            except BaselineNotFound as exc:
+                if not optional:
+                    raise pytest.UsageError(f"{exc}{named}") from None
+                self.no_baseline[exp.slug] = (
+                    f"{exc}; --eval-baseline-optional: this run is not gated on regression"
                 )
-            except NoEarlierRun as exc:  # a new experiment: nothing to compare with yet
-                self.no_baseline[exp.slug] = str(exc)
+                continue
             except BaselineError as exc:
-                raise pytest.UsageError(f"{exc} (experiment {exp.name!r})") from None
+                raise pytest.UsageError(f"{exc}{named}") from None
+            found[exp.slug] = base.run_id
+            self.baseline_found[exp.slug] = f"run {base.run_id} ({base.found_as})"
+            self.baseline_notes[exp.slug] = list(base.notes)
         return found
+
+    def _candidate(self, slug: str) -> Candidate:
+        """This session's run of an experiment, as the baseline's fairness checks see it."""
+        opt = self.config.option
+        retry = set(self.shared.retry)
+        if self.shared.resume:  # earlier sessions of the resumed run count too
+            retry |= retry_policy(runs.read_run(self.shared.run_paths(slug)) or {})
+        ways = [
+            name
+            for name, given in (
+                ("-k", getattr(opt, "keyword", "")),
+                ("-m", getattr(opt, "markexpr", "")),
+                ("--lf", getattr(opt, "lf", False)),
+                ("--deselect", getattr(opt, "deselect", None)),
+                ("node ids", any("::" in str(a) for a in self.config.args)),
+                (f"--eval-shard {self.shared.shard}", bool(self.shared.shard)),
+            )
+            if given
+        ]
+        return Candidate(
+            run_id=self.shared.run_id_for(slug),
+            retry=frozenset(retry) & JUDGED_RETRY,
+            selective=", ".join(ways),
+        )
 
     # -- xdist -----------------------------------------------------------------------------
     @pytest.hookimpl(optionalhook=True)
@@ -120,15 +169,19 @@ class ControllerPlugin:
         self.on_crash(crashitem, report)
 
     # -- during the run --------------------------------------------------------------------
-    def pytest_report_header(self, config: pytest.Config) -> str | None:
+    def pytest_report_header(self, config: pytest.Config) -> list[str] | str | None:
+        lines = [
+            f"evalrun: regression gate of {slug} against {found}"
+            for slug, found in sorted(self.baseline_found.items())
+        ]
         if not self.shared.shard:
-            return None
+            return lines or None
         basis = "count"
         if self.shared.shard_basis:
             basis = "expected durations from " + ", ".join(
                 f"{exp} run {rid}" for exp, rid in sorted(self.shared.shard_basis.items())
             )
-        return f"evalrun: shard {self.shared.shard}, balanced by {basis}"
+        return [f"evalrun: shard {self.shared.shard}, balanced by {basis}", *lines]
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.set_collected([item.nodeid for item in session.items])
@@ -307,6 +360,7 @@ class ControllerPlugin:
             )
             if exp.slug in self.baselines:
                 per_exp = apply_regression(per_exp, self._regression(run, metas[exp.name]))
+                per_exp["experiments"][0]["notes"].extend(self._baseline_notes(run))
             elif exp.slug in self.no_baseline:
                 per_exp["experiments"][0]["notes"].append(
                     f"regression gate: {self.no_baseline[exp.slug]}; nothing to compare with"
@@ -344,6 +398,17 @@ class ControllerPlugin:
             alpha=self.config.getoption("eval_alpha"),
             variant_names=names,
         )
+
+    def _baseline_notes(self, run: RunResult) -> list[str]:
+        """What the reports name about the baseline run: found partial (while this session
+        ran a part too), or missing tasks this run judged."""
+        exp, base = run.experiment, self.baselines[run.experiment.slug]
+        names = {v.slug: v.name for v in exp.variants}
+        counts = baseline_counts(Path(self.shared.results), exp.slug, base)
+        return [
+            *self.baseline_notes.get(exp.slug, []),
+            *coverage_notes(base, counts, run.outcomes, names),
+        ]
 
     def _status(
         self, exitstatus: int, interrupted: bool, not_run: int, session: pytest.Session

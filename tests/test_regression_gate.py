@@ -156,12 +156,28 @@ def test_the_html_report_shows_the_gate(baseline: Suite, tmp_path: Path) -> None
     assert page.count("no regression detected") >= 2
 
 
-def test_a_new_experiment_has_nothing_to_compare_with(suite: Suite) -> None:
+def test_a_new_experiment_without_a_baseline_is_a_usage_error(suite: Suite) -> None:
     suite.experiment(trials=2, tasks=_tasks("ok"), variants={"a": {}})
     result = _run(suite, "--eval-baseline-run=latest")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    result.stderr.fnmatch_lines(
+        ["ERROR: --eval-baseline-run latest: experiment 'exp' has no earlier run in *results"]
+    )
+    assert suite.run_dirs() == []  # no trial ran
+
+
+def test_with_baseline_optional_a_new_experiment_runs_ungated_and_says_so(suite: Suite) -> None:
+    suite.experiment(trials=2, tasks=_tasks("ok"), variants={"a": {}})
+    result = _run(suite, "--eval-baseline-run=latest", "--eval-baseline-optional")
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(
-        ["note: regression gate: experiment 'exp' has no earlier run; nothing to compare with"]
+        [
+            "note: regression gate: --eval-baseline-run latest: experiment 'exp' has no earlier "
+            "run in *results; --eval-baseline-optional: this run is not gated on regression*"
+        ]
     )
     (run,) = suite.run_dirs()
-    assert "regression" not in json.loads((run / "summary.json").read_text())["experiments"][0]
+    exp = json.loads((run / "summary.json").read_text())["experiments"][0]
+    assert "regression" not in exp
+    assert any("not gated on regression" in n for n in exp["notes"])
+    assert "not gated on regression" in (run / "summary.md").read_text()
