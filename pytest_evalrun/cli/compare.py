@@ -4,7 +4,8 @@ Per experiment both runs have, per variant: the pass rates, the difference (mean
 the per-task difference) with its 95% interval and one-sided p-value, paired by task, from
 :func:`pytest_evalrun.report.regression.compare_variant` (the same code as the regression
 gate); then each task's pass rates and difference. Exit status 1 when some variant of CAND is
-significantly worse (p < --alpha), else 0.
+significantly worse (p < --alpha), else 0. A comparison the gate would refuse (another retry
+policy, a partial or unfinished run) gets a warning line (``warnings`` in --json).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..report.regression import RegressionResult, TaskCounts, compare_variant
@@ -169,13 +171,39 @@ def render(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def fairness_warnings(results: Path, base: RunRow, cand: RunRow) -> list[str]:
+    """What makes the comparison unfair, as the regression gate judges it
+    (store/baseline.py): another retry policy, or a run that is partial or did not complete.
+    The gate refuses such a baseline; compare only warns."""
+    from ..store.baseline import policy_text, run_facts
+
+    b = run_facts(results, base.experiment, base.run_id)
+    c = run_facts(results, cand.experiment, cand.run_id)
+    out = []
+    if b is not None and c is not None and b.retry != c.retry:
+        out.append(
+            f"base was run with {policy_text(b.retry)}, cand with {policy_text(c.retry)}: "
+            "rerunning judged trials raises pass rates, the comparison is not fair"
+        )
+    for label, facts in (("base", b), ("cand", c)):
+        why = facts.incomplete_reason if facts is not None else ""
+        if facts is not None and why:
+            out.append(f"{label} run {facts.run_id} is not a complete run ({why})")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.alpha < 1.0:
         raise CliError(f"--alpha must be between 0 and 1, not {args.alpha}")
-    conn = connect(results_dir(args.results))
+    results = results_dir(args.results)
+    conn = connect(results)
     base = resolve(conn, args.base, args.experiment)
     cand = resolve(conn, args.cand, args.experiment)
-    datas = [compare_runs(conn, b, c, args.alpha) for b, c in pairs(base, cand)]
+    datas = []
+    for b, c in pairs(base, cand):
+        data = compare_runs(conn, b, c, args.alpha)
+        data["warnings"] = fairness_warnings(results, b, c)
+        datas.append(data)
     if args.json:
         print_json(datas)
     else:
@@ -184,5 +212,6 @@ def run(args: argparse.Namespace) -> int:
             if i:
                 out.append("")
             out.extend(render(data))
+            out.extend(f"warning: {clean(w)}" for w in data["warnings"])
         print_lines(out)
     return 1 if any(d["regressed"] for d in datas) else 0

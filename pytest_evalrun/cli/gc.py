@@ -19,7 +19,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="delete all but the newest N runs of each experiment",
         description="Delete all but the newest N runs (by start time) of each experiment, "
-        "with their Pier jobs and index rows. A run still running is never deleted.",
+        "with their Pier jobs and index rows. A run still running and a pinned baseline "
+        "(evalrun baseline set) are never deleted.",
     )
     p.add_argument("--keep", type=int, required=True, metavar="N", help="runs kept per experiment")
     p.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
@@ -31,6 +32,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..store.integrity import default_jobs
+    from ..store.pins import PinsError
     from ..store.retention import delete, plan_gc
 
     if args.keep < 0:
@@ -38,13 +40,17 @@ def run(args: argparse.Namespace) -> int:
     results = results_dir(args.results)
     if not results.is_dir():
         raise CliError(f"no results directory {results}")
-    plan = plan_gc(
-        results, args.keep, default_jobs(results, Path(args.jobs) if args.jobs else None)
-    )
+    try:
+        plan = plan_gc(
+            results, args.keep, default_jobs(results, Path(args.jobs) if args.jobs else None)
+        )
+    except PinsError as exc:  # which runs are pinned is unknown: delete nothing
+        raise CliError(f"{exc}; nothing deleted") from None
     if args.experiment:
         plan.delete = [r for r in plan.delete if r.experiment == args.experiment]
         plan.live = [r for r in plan.live if r.experiment == args.experiment]
         plan.keep = [r for r in plan.keep if r.experiment == args.experiment]
+        plan.pinned = [r for r in plan.pinned if r.experiment == args.experiment]
     if not args.dry_run:
         delete(results, plan.delete)
     if args.json:
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
                 "deleted": [r.to_dict() for r in plan.delete],
                 "kept": [r.to_dict() for r in plan.keep],
                 "kept_running": [r.to_dict() for r in plan.live],
+                "kept_pinned": [r.to_dict() for r in plan.pinned],
             }
         )
         return 0
@@ -66,13 +73,14 @@ def run(args: argparse.Namespace) -> int:
         if r.job_dir is not None:
             line += f" and {shown_path(r.job_dir)}"
         lines.append(line)
-    for r in plan.live:
+    for r in [*plan.live, *plan.pinned]:
         lines.append(f"kept {r.experiment}/{r.run_id}: {r.kept_because}")
     n = len(plan.delete)
     lines.append(
         f"{n} run{'s' if n != 1 else ''} {'would be deleted' if args.dry_run else 'deleted'}, "
         f"{len(plan.keep)} kept (newest {args.keep} per experiment), "
         f"{len(plan.live)} kept as running"
+        + (f", {len(plan.pinned)} kept as pinned baselines" if plan.pinned else "")
     )
     print_lines(lines)
     return 0

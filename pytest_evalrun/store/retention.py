@@ -10,8 +10,10 @@ rows, except a run that may still be running:
   session started less than :data:`LIVE_HOURS` hours ago.
 
 Such a run is skipped and reported. A ``running`` run whose pytest was killed long ago (no
-lock held, old session) is deleted like any other. A directory without a readable run.json is
-not a run as far as gc is concerned: it is left alone (``evalrun check`` names it).
+lock held, old session) is deleted like any other. A pinned baseline (``evalrun baseline
+set``, read from ``results/baselines.json``) is never deleted: it is kept and reported too.
+A directory without a readable run.json is not a run as far as gc is concerned: it is left
+alone (``evalrun check`` names it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from filelock import FileLock, Timeout
 from .atomic import read_json
 from .index import delete_runs
 from .paths import index_db
+from .pins import pinned_runs, read_pins
 from .walk import RunDir, iter_run_dirs
 
 #: A ``running`` run whose latest session started less than this many hours ago is kept.
@@ -64,6 +67,8 @@ class GcPlan:
     keep: list[GcRun] = field(default_factory=list)
     #: Old runs kept because they may be running.
     live: list[GcRun] = field(default_factory=list)
+    #: Old runs kept because they are pinned baselines.
+    pinned: list[GcRun] = field(default_factory=list)
 
 
 def _parse_time(text: str) -> datetime | None:
@@ -109,8 +114,10 @@ def plan_gc(
     *,
     now: datetime | None = None,
 ) -> GcPlan:
-    """What ``gc --keep keep`` would delete (see the module docstring)."""
+    """What ``gc --keep keep`` would delete (see the module docstring). Raises
+    :class:`~.pins.PinsError` when the pins file cannot be read (nothing is deleted then)."""
     now = now or datetime.now(timezone.utc)
+    pins = pinned_runs(read_pins(results))
     by_exp: dict[str, list[tuple[RunDir, dict[str, Any]]]] = {}
     for rd in iter_run_dirs(results):
         try:
@@ -140,8 +147,12 @@ def plan_gc(
             if i < keep:
                 plan.keep.append(item)
                 continue
+            names = pins.get(rd.key)
             reason = live_reason(rd.path, run, now)
-            if reason:
+            if names:
+                pinned = ", ".join(repr(n) for n in names)
+                plan.pinned.append(replace(item, kept_because=f"pinned as baseline {pinned}"))
+            elif reason:
                 plan.live.append(replace(item, kept_because=reason))
             else:
                 plan.delete.append(item)
