@@ -36,8 +36,10 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "(--eval-baseline-run baseline finds it; with --name NAME, baseline:NAME), 'unset' "
         "removes a pin, 'list' (the default) lists them.",
     )
+    p.add_argument("--experiment", "-e", metavar="X", help="list only this experiment's pins")
+    p.add_argument("--json", action="store_true", help="print JSON")
     actions = p.add_subparsers(dest="action", metavar="ACTION")
-    p.set_defaults(func=run, action="list", json=False, experiment=None)
+    p.set_defaults(func=run, action="list")
     lst = actions.add_parser("list", parents=[common], help="list the pins (the default)")
     lst.add_argument("--experiment", "-e", metavar="X", help="only this experiment")
     lst.add_argument("--json", action="store_true", help="print JSON")

@@ -307,7 +307,7 @@ def _pick(
         facts = run_facts(results, experiment, pin.run_id)
         if facts is None:
             raise BaselineNotFound(
-                f"--eval-baseline-run {ref}: {where}'s pinned baseline {name!r} is run "
+                f"--eval-baseline-run {ref}: the pinned baseline {name!r} of {where} is run "
                 f"{pin.run_id}, which is not in {results} (deleted, or not restored)"
             )
         return facts, f"pin {name!r}"
@@ -317,7 +317,7 @@ def _pick(
         )
     offset = _latest_offset(ref)
     if offset is not None or ref == LAST_PASSING:
-        wanted, skipped = offset or 0, []
+        wanted, skipped, complete = offset or 0, [], 0
         for rid in ordered:
             facts = run_facts(results, experiment, rid)
             if facts is None:
@@ -325,15 +325,18 @@ def _pick(
             if not facts.complete or (ref == LAST_PASSING and facts.gate is not True):
                 skipped.append(facts)
                 continue
-            if wanted == 0:
+            if complete == wanted:
                 return facts, ref
-            wanted -= 1
-        what = "complete run whose gate passed" if ref == LAST_PASSING else "complete run"
-        if offset:
-            what = f"{offset + 1} complete runs"
+            complete += 1
+        if ref == LAST_PASSING:
+            what = "no complete earlier run whose gate passed"
+        elif not complete:
+            what = "no complete earlier run"
+        else:
+            s = "s" if complete != 1 else ""
+            what = f"{complete} complete earlier run{s} ({ref} needs {wanted + 1})"
         raise BaselineNotFound(
-            f"--eval-baseline-run {ref}: {where} has no earlier {what} in {results}"
-            + _skipped_text(skipped)
+            f"--eval-baseline-run {ref}: {where} has {what} in {results}" + _skipped_text(skipped)
         )
     if ref in ordered:
         matches = [ref]
