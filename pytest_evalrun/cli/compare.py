@@ -195,15 +195,12 @@ def fairness_warnings(results: Path, base: RunRow, cand: RunRow) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.alpha < 1.0:
         raise CliError(f"--alpha must be between 0 and 1, not {args.alpha}")
-    results = results_dir(args.results)
-    conn = connect(results)
+    conn = connect(results_dir(args.results))
     base = resolve(conn, args.base, args.experiment)
     cand = resolve(conn, args.cand, args.experiment)
-    datas = []
-    for b, c in pairs(base, cand):
-        data = compare_runs(conn, b, c, args.alpha)
-        data["warnings"] = fairness_warnings(results, b, c)
-        datas.append(data)
+    datas = [compare_runs(conn, b, c, args.alpha) for b, c in pairs(base, cand)]
+    for data, (b, c) in zip(datas, pairs(base, cand), strict=True):
+        data["warnings"] = fairness_warnings(results_dir(args.results), b, c)
     if args.json:
         print_json(datas)
     else:

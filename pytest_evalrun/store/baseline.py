@@ -129,8 +129,13 @@ def _args_retry(args: Any) -> set[str]:
 
 
 def retry_policy(run: Mapping[str, Any]) -> frozenset[str]:
-    """The judged statuses some session of ``run`` ran again (``--eval-retry``)."""
+    """The judged statuses some session of ``run`` ran again (``--eval-retry``): each
+    session's ``retry`` (or, recorded before sessions kept it, its command line) and the
+    ``retry`` of run.json's ``gates``."""
     found: set[str] = set()
+    gates = run.get("gates")
+    if isinstance(gates, Mapping) and isinstance(gates.get("retry"), list):
+        found.update(str(x) for x in gates["retry"])
     for s in run.get("sessions") or []:
         if not isinstance(s, Mapping):
             continue
