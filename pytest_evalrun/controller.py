@@ -74,14 +74,20 @@ class ControllerPlugin:
         self.baselines = self._resolve_baselines()
 
     def _resolve_baselines(self) -> dict[str, str]:
-        """The regression gate's baseline run of every experiment this session runs, found
-        before any trial runs (store/baseline.py): a reference that names no run is a usage
-        error unless --eval-baseline-optional (then a note, and the run is not gated on
-        regression); a run that would make an unfair comparison is always one."""
+        """The regression gate's baseline run of every experiment found, looked up before any
+        trial runs (store/baseline.py): a reference that names no run is a usage error unless
+        --eval-baseline-optional (then a note, and the run is not gated on regression); a run
+        that would make an unfair comparison is always one. The usage error is raised once
+        collection shows the experiment has trials to run here (:meth:`_refuse_baselines`): an
+        experiment file that pytest does not collect (``collect_ignore``) or whose trials are
+        all deselected needs no baseline."""
         ref = self.config.getoption("eval_baseline_run")
         #: what the reports name about each experiment's baseline (slug -> notes)
         self.baseline_notes: dict[str, list[str]] = {}
         self.baseline_found: dict[str, str] = {}
+        #: why an experiment's baseline cannot be used (slug -> the usage error's line)
+        self.baseline_errors: dict[str, str] = {}
+        self.refused = False
         if not ref or self.config.option.collectonly:
             return {}
         optional = bool(self.config.getoption("eval_baseline_optional"))
@@ -97,17 +103,29 @@ class ControllerPlugin:
                 base = find_baseline(results, ref, exp.slug, candidate)
             except BaselineNotFound as exc:
                 if not optional:
-                    raise pytest.UsageError(f"{exc}{named}") from None
+                    self.baseline_errors[exp.slug] = f"{exc}{named}"
+                    continue
                 self.no_baseline[exp.slug] = (
                     f"{exc}; --eval-baseline-optional: this run is not gated on regression"
                 )
                 continue
             except BaselineError as exc:
-                raise pytest.UsageError(f"{exc}{named}") from None
+                self.baseline_errors[exp.slug] = f"{exc}{named}"
+                continue
             found[exp.slug] = base.run_id
             self.baseline_found[exp.slug] = f"run {base.run_id} ({base.found_as})"
             self.baseline_notes[exp.slug] = list(base.notes)
         return found
+
+    def _refuse_baselines(self, nodeids: list[str]) -> None:
+        """A baseline that cannot be used is a usage error (exit 4) for an experiment with
+        trials collected in this session: raised after collection, before any trial runs."""
+        files = dict.fromkeys(n.split("::")[0] for n in nodeids)
+        for file in files:
+            exp = self.experiment_of(file)
+            if exp is not None and exp.slug in self.baseline_errors:
+                self.refused = True
+                raise pytest.UsageError(self.baseline_errors[exp.slug])
 
     def _candidate(self, slug: str) -> Candidate:
         """This session's run of an experiment, as the baseline's fairness checks see it."""
@@ -189,6 +207,7 @@ class ControllerPlugin:
     def set_collected(self, nodeids: list[str]) -> None:
         if not self.collected:
             self.collected = [n for n in nodeids if is_trial_nodeid(n)]
+            self._refuse_baselines(self.collected)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -272,7 +291,7 @@ class ControllerPlugin:
     # -- at the end ------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.config.option.collectonly:
+        if self.config.option.collectonly or self.refused:
             return
         if not self.collected and not self.outcomes and not self.spec_errors:
             return

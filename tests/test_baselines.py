@@ -368,3 +368,59 @@ def test_partial_reason_and_retry_policy_of_older_run_json() -> None:
     assert partial_reason({"sessions": shards}) == (
         "its shards selected 5 of its 8 trials (-k/-m/node ids/--lf)"
     )
+
+
+def test_an_experiment_that_runs_no_trial_here_needs_no_baseline(suite: Suite) -> None:
+    _exp(suite)
+    assert _run(suite, "--eval-run-id=base").ret == 0
+    # a second experiment file, never run: ignored by pytest, or all its trials deselected
+    suite.experiment("other", tasks=_tasks(), variants={"a": {}})
+    suite.write("conftest.py", 'collect_ignore = ["other.eval.yaml"]\n')
+    result = _run(suite, "--eval-run-id=c1", "--eval-baseline-run=latest")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    _against(result, "base", "latest")
+    (suite.root / "conftest.py").unlink()
+    result = _run(suite, "--eval-run-id=c2", "--eval-baseline-run=latest", "-k", "not other")
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    # ... but once its trials run, it needs one (before any trial, with xdist too)
+    result = _run(suite, "--eval-run-id=c3", "--eval-baseline-run=latest", xdist=True)
+    assert result.ret == USAGE
+    result.stderr.fnmatch_lines(
+        ["ERROR: --eval-baseline-run latest: experiment 'other' has no earlier run in *"]
+    )
+    assert not (suite.results() / "other").exists()
+    assert "c3" not in _ran(suite)
+
+
+def _simulated_alarms(seed: int, base_retry: bool, cand_retry: bool, drop: float) -> float:
+    """Share of 1,000 comparisons (10 tasks x 5 trials, true rates 0.4-0.9) the gate calls
+    regressed, when a run "retried" reruns each failed trial once (--eval-retry failed)."""
+    import random
+
+    from pytest_evalrun.report.regression import compare_variant
+
+    rng = random.Random(seed)
+    hits = 0
+    for _ in range(1000):
+        base: dict[str, tuple[int, int]] = {}
+        cand: dict[str, tuple[int, int]] = {}
+        for i in range(10):
+            p = rng.uniform(0.4, 0.9)
+            q = max(0.0, p - drop)
+            pb = 1 - (1 - p) ** 2 if base_retry else p
+            pc = 1 - (1 - q) ** 2 if cand_retry else q
+            base[f"t{i}"] = (sum(rng.random() < pb for _ in range(5)), 5)
+            cand[f"t{i}"] = (sum(rng.random() < pc for _ in range(5)), 5)
+        hits += compare_variant(base, cand, alpha=0.05).regressed
+    return hits / 1000
+
+
+def test_why_another_retry_policy_is_refused_seeded_simulation() -> None:
+    # a retried baseline against a run that was not: no real change, and the gate fails
+    # most runs (the issue measured 73.6%)
+    assert _simulated_alarms(11, base_retry=True, cand_retry=False, drop=0.0) > 0.6
+    # a retried candidate against a baseline that was not: a 30-point drop mostly slips through
+    assert _simulated_alarms(12, base_retry=False, cand_retry=True, drop=0.3) < 0.4
+    # the same policy on both sides is a fair comparison: false alarms <= alpha, power >= 80%
+    assert _simulated_alarms(13, base_retry=True, cand_retry=True, drop=0.0) <= 0.05
+    assert _simulated_alarms(14, base_retry=True, cand_retry=True, drop=0.3) >= 0.8
