@@ -76,7 +76,8 @@ def _sync(results: Path, pins: list[Any]) -> None:
     from ..store.index import sync_pins
     from ..store.paths import index_db
 
-    sync_pins(index_db(results), pins)
+    if index_db(results).is_file():  # else the index, once rebuilt, reads baselines.json
+        sync_pins(index_db(results), pins)
 
 
 def run(args: argparse.Namespace) -> int:
