@@ -206,11 +206,16 @@ def test_last_passing_takes_the_newest_run_whose_gate_passed(suite: Suite) -> No
 def test_no_index_or_no_results_is_a_usage_error_unless_optional(suite: Suite) -> None:
     _exp(suite)
     assert _run(suite, "--eval-run-id=base").ret == 0
-    # a CI cache restored the runs but not index.db: the baseline is still found
+    # a CI cache restored the runs but not index.db: the baseline is still found, and its
+    # counts are there for the gate (a broken agent is caught)
     (suite.results() / "index.db").unlink()
+    _exp(suite, broken=frozenset({0, 1, 2}))
     result = _run(suite, "--eval-run-id=c1", "--eval-baseline-run=latest")
-    assert result.ret == 0, result.stdout.str()
+    assert result.ret == 1, result.stdout.str()
     _against(result, "base", "latest")
+    regression = _summary_exp(suite, "c1")["regression"]
+    assert regression["regressed"] == ["a"], regression
+    _exp(suite)
     # a failed artifact restore: no results/ at all, no gate would be a silent pass
     elsewhere = suite.root / "restored"
     result = _run(suite, f"--eval-results={elsewhere}", "--eval-baseline-run=latest")

@@ -361,6 +361,28 @@ def _pick(
     return facts, "run id"
 
 
+def _ensure_indexed(results: Path, experiment: str, run_id: str) -> None:
+    """The gate reads the baseline's counts from the index: rebuild it from the files when it
+    is missing (a CI cache of the run directories without index.db) or lacks the run."""
+    db = index_db(results)
+    if db.is_file():
+        try:
+            conn = open_index(db)
+            try:
+                row = conn.execute(
+                    "SELECT 1 FROM runs WHERE experiment = ? AND run_id = ?", (experiment, run_id)
+                ).fetchone()
+            finally:
+                conn.close()
+            if row is not None:
+                return
+        except sqlite3.Error:
+            pass
+    from .rebuild import rebuild_index
+
+    rebuild_index(results)
+
+
 def find_baseline(results: Path, ref: str, experiment: str, candidate: Candidate) -> Baseline:
     """``experiment``'s baseline run for ``--eval-baseline-run ref`` (docs/regression.md,
     "Which run is the baseline"), never the candidate's own run. Raises
@@ -388,6 +410,7 @@ def find_baseline(results: Path, ref: str, experiment: str, candidate: Candidate
             f"this session also runs a part ({candidate.selective}): only the tasks both hold "
             "are compared"
         )
+    _ensure_indexed(results, experiment, facts.run_id)
     return Baseline(facts.run_id, found_as, tuple(notes))
 
 
