@@ -342,6 +342,7 @@ def test_to_dict() -> None:
         "regressed",
         "min_detectable_drop",
         "method",
+        "p_two_sided",
         "alpha",
     }
     assert d["p_value"] == pytest.approx(26 / 252)

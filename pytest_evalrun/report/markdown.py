@@ -137,7 +137,9 @@ def _md_variants(exp: Mapping[str, Any]) -> list[str]:
     if not exp["variants"]:
         return []
     name, *rest = variant_columns(exp, text=_md)
-    detail = [c for c in rest if c.key.startswith("pass@") or c.key in EFFORT_KEYS]
+    detail = [
+        c for c in rest if c.key.startswith("pass@") or c.key in EFFORT_KEYS or c.key == "resumed"
+    ]
     counts = [c for c in rest if c not in detail]
     with_pass_at_k = len(exp["pass_at_k_ks"]) > 1
     lines = ["### Variants", "", *_md_table(*columns_grid([name, *counts])), ""]

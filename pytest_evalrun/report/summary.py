@@ -455,18 +455,20 @@ def _comparison(
     cells: Mapping[tuple[str, str], Mapping[str, Any]],
     errors: str = ERRORS_COUNT,
 ) -> dict[str, Any]:
-    """``variant`` against ``base``, paired over the tasks judged in both: the regression gate's
-    estimand and test (:func:`.regression.compare_variant`), two-sided, on the gates' counts."""
+    """``variant`` against ``base``, paired over the tasks with a trial in both (a judged one,
+    or under ``count`` an error, which counts as a trial that did not pass): the regression
+    gate's estimand and test (:func:`.regression.compare_variant`), two-sided."""
     excluded: list[str] = []
     b_counts: dict[str, tuple[int, int]] = {}
     c_counts: dict[str, tuple[int, int]] = {}
     for t in tasks:
         cb, cc = cells[(base, t)], cells[(variant, t)]
-        if not cb["n"] or not cc["n"]:
+        b = gate_counts(TaskCounts(cb["passed"], cb["n"], cb["errors"]), errors)
+        c = gate_counts(TaskCounts(cc["passed"], cc["n"], cc["errors"]), errors)
+        if not b[1] or not c[1]:
             excluded.append(t)
             continue
-        b_counts[t] = gate_counts(TaskCounts(cb["passed"], cb["n"], cb["errors"]), errors)
-        c_counts[t] = gate_counts(TaskCounts(cc["passed"], cc["n"], cc["errors"]), errors)
+        b_counts[t], c_counts[t] = b, c
     res = compare_variant(b_counts, c_counts)
     diffs = [c_counts[t][0] / c_counts[t][1] - b_counts[t][0] / b_counts[t][1] for t in b_counts]
     wins = sum(1 for d in diffs if d > 1e-12)
