@@ -390,8 +390,8 @@ def _regression(regression: Any) -> str:
         f"<h2 id=regression>Regression gate against run {esc(regression.get('baseline_run'))}"
         f"</h2><p>Per variant, against the same variant of the baseline run: a "
         f"{esc(_title(regression))}. <i>Dropped</i>: tasks judged in the baseline with no "
-        "judged trial now. <i>Detectable drop</i>: the smallest drop this comparison detects with 80% power; "
-        "a smaller one can hide behind \u201cno regression detected\u201d.</p>"
+        "judged trial now. <i>Detectable drop</i>: the smallest drop this comparison detects "
+        "with 80% power; a smaller one can hide behind \u201cno regression detected\u201d.</p>"
         + _table([esc(h) for h in REGRESSION_HEADER], rows)
         + "".join(f"<div class=note>{esc(n)}</div>" for n in regression.get("notes") or [])
     )
