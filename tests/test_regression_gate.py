@@ -55,8 +55,11 @@ def test_a_real_drop_fails_the_session(baseline: Suite) -> None:
     assert result.ret == 1
     result.stdout.fnmatch_lines(
         [
-            "regression gate against run base (one-sided test, paired by task, alpha 0.05):",
-            "*variant*baseline*this run*difference*p (one-sided)*detectable drop*verdict*",
+            "regression gate against run base (one-sided test, paired by task (exact stratified "
+            "permutation test on these tasks), alpha 0.05, Holm over 2 variants: family-wise "
+            "false-alarm rate at most 0.05; errors count as trials that did not pass):",
+            "*variant*baseline*this run*difference*p (one-sided)*p (Holm)*tasks paired/dropped*"
+            "errors*detectable drop*verdict*",
             "*a*100.0%*100.0%*no regression detected*",
             "*b*100.0%*0.0%*-100.0 pp*REGRESSED*",
             "gate: FAILED (regressed: b)",
@@ -75,6 +78,7 @@ def test_a_real_drop_fails_the_session(baseline: Suite) -> None:
         "passed": False,
         "gated_cells": 0,
         "failures": [],
+        "unjudged_variants": [],
         "regressions": ["b"],
     }
     md = (suite.results() / "exp" / "cand" / "summary.md").read_text()
@@ -107,7 +111,9 @@ def test_no_change_passes_and_says_what_it_could_detect(baseline: Suite) -> None
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(
         [
-            "regression gate against run base (one-sided test, paired by task, alpha 0.01):",
+            "regression gate against run base (one-sided test, paired by task (exact stratified "
+            "permutation test on these tasks), alpha 0.01, Holm over 2 variants: family-wise "
+            "false-alarm rate at most 0.01; errors count as trials that did not pass):",
             "*a*100.0%*100.0%*no regression detected*",
             "gate: PASSED (no variant regressed)",
         ]
@@ -165,3 +171,37 @@ def test_a_new_experiment_has_nothing_to_compare_with(suite: Suite) -> None:
     )
     (run,) = suite.run_dirs()
     assert "regression" not in json.loads((run / "summary.json").read_text())["experiments"][0]
+
+
+def test_errors_never_hide_a_regression(suite: Suite) -> None:
+    """The issue's case 1: an update breaks 2 of 6 tasks so that their trials end as errors
+    (here: setup fails on them). 0.2.0 reported 100.0% 12/12, +0.0 pp, gate PASSED. Errors now
+    count as trials that did not pass, and tasks judged in the baseline with no judged trial
+    now fail the variant."""
+    tasks = _tasks("ok")
+    suite.experiment(trials=2, tasks=tasks, variants={"a": {}})
+    assert _run(suite, "--eval-run-id=base").ret == 0
+    for t in tasks[4:]:
+        t["env"] = {"BREAK": "1"}
+    suite.experiment(trials=2, tasks=tasks, variants={"a": {"setup": 'test -z "$BREAK"'}})
+    result = _run(suite, "--eval-run-id=cand", "--eval-baseline-run=base")
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*a*100.0%*66.7%*-33.3 pp*6/2*4*FAILED: 2 task(s) without a judged trial*",
+            "gate: FAILED (regressed: a)",
+        ]
+    )
+    reg = _summary(suite, "cand")["experiments"][0]["regression"]
+    (a,) = reg["variants"]
+    assert a["tasks_dropped"] == ["task-4", "task-5"] and a["errors"] == 4
+    assert a["tasks_paired"] == 6 and a["cand_rate"] == pytest.approx(2 / 3)
+    assert reg["errors"] == "count" and reg["regressed"] == ["a"]
+    # evalrun compare, the same computation: the same verdict
+    cmp = evalrun("compare", "base", "cand", cwd=suite.root)
+    assert cmp.returncode == 1, cmp.stdout
+    assert "2 task(s) judged in the baseline have no judged trial now)" in cmp.stdout
+    assert "+2E" in cmp.stdout
+    excluded = evalrun("compare", "base", "cand", "--errors", "exclude", cwd=suite.root)
+    assert excluded.returncode == 0, excluded.stdout
+    assert "errors excluded" in excluded.stdout

@@ -48,7 +48,9 @@ def _cell(rng: random.Random, n: int, p: float, p_error: float = 0.0) -> TaskCou
     return TaskCounts(passed, judged, errors)
 
 
-def _dropped_cell(rng: random.Random, n: int, p: float, drop: float, as_errors: float) -> TaskCounts:
+def _dropped_cell(
+    rng: random.Random, n: int, p: float, drop: float, as_errors: float
+) -> TaskCounts:
     """A candidate trial after a drop: it passes with ``p - drop``; of the new failures (the
     ``drop`` part) a share ``as_errors`` surfaces as an error (verify crashed and the like)."""
     passed = judged = errors = 0

@@ -234,7 +234,9 @@ def render(data: dict[str, Any]) -> list[str]:
     worse = [v for v in data["variants"] if v["result"]["regressed"]]
     if worse:
         parts = ", ".join(
-            f"{clean(v['name'])} {pp(v['result']['diff'])} (p={p_text(v['result']['p_value'])})"
+            f"{clean(v['name'])} {pp(v['result']['diff'])} (p={p_text(v['result']['p_value'])}"
+            + "".join(f"; {r}" for r in v["result"]["reasons"])
+            + ")"
             for v in worse
         )
         lines.append(f"verdict: REGRESSED: {parts}")
