@@ -280,7 +280,7 @@ def _heatmap(data: Mapping[str, Any], exp: Mapping[str, Any]) -> str:
         f"<div class=legend>0% {legend} 100%<span class=gap></span>"
         "cell: pass rate, passed/judged (errors are not judged) \u00b7 ~ flaky \u00b7 "
         "+NE errors"
-        + (" \u00b7 red outline: below its minimum" if gated else "")
+        + (" \u00b7 red outline: fails its minimum (upper bound below it)" if gated else "")
         + " \u00b7 click a cell to list its trials</div>"
     )
 

@@ -89,7 +89,7 @@ class _TaskLines:
         self.head, self.rows = full[:2], full[2:]
         legend = ["k/n = passed/judged; errors are not judged", "⚠️ flaky (trials disagree)"]
         if table.gated:
-            legend.append("❌ below its minimum pass rate")
+            legend.append("❌ fails its minimum pass rate (upper bound below it)")
         self.legend = ["", " · ".join(legend), ""]
 
     def lines(self, max_rows: int | None) -> list[str]:

@@ -81,7 +81,7 @@ def _experiment_lines(exp: Mapping[str, Any]) -> list[str]:
         lines.extend(_table(*task_grid(table, text=_clean, cell=_cell_text, min_header="min")))
         legend = ["k/n = passed/judged", "~ flaky", "+NE = N errors (not judged)"]
         if table.gated:
-            legend.insert(2, "! below min pass rate")
+            legend.insert(2, "! fails its min pass rate (upper bound below it)")
         lines.append("  " + ", ".join(legend))
 
     if exp["variants"]:
