@@ -903,3 +903,61 @@ def test_terminal_gate_passed_and_overall() -> None:
     lines = render_terminal(summarise(ok, m1, m2))
     assert "gate: PASSED (all 1 gated variant x task pairs meet their min pass rate)" in lines
     assert lines[-1] == "evalrun gates: PASSED"
+
+
+# -------------------------------------------------------------------------------- HTML labels
+
+
+def _html(exp: Mapping[str, Any]) -> str:
+    from pytest_evalrun.report.html import render_html
+
+    data = {
+        "run": {"experiment": "exp", "run_id": "r", "status": "completed"},
+        "run_dir": "/tmp/r",
+        "experiment": exp,
+        "variants": [v["name"] for v in exp["variants"]],
+        "tasks": [t["name"] for t in exp["tasks"]],
+        "rows": [], "details": [], "columns": [],
+    }  # fmt: skip
+    page: str = render_html(data)
+    return page
+
+
+def test_html_labels_every_interval_and_the_test() -> None:
+    from pytest_evalrun.report.regression import TaskCounts, regression_section
+    from pytest_evalrun.report.summary import apply_regression
+
+    s = summarise(outcomes("exp", GRID), meta(min_pass_rate=1.0))
+    base = {v: {t: TaskCounts(3, 3) for t in "abc"} for v in ("base", "skills")}
+    cand = {v: {t: TaskCounts(1, 3) for t in "abc"} for v in ("base", "skills")}
+    reg = regression_section(base, cand, baseline_run="r0", alpha=0.05,
+                             variant_names={"base": "base", "skills": "skills"})  # fmt: skip
+    exp = apply_regression(s, reg)["experiments"][0]
+    page = _html(exp)
+    for label in ("95% CI, these tasks (Wilson)", "95% CI, tasks like these (clustered)",
+                  "p (two-sided)", "<i>these tasks</i>", "<i>tasks like these</i>",
+                  "Holm over 2 variants", "p (Holm)", "tasks paired/dropped",
+                  "errors count as trials that did not pass"):  # fmt: skip
+        assert label in page, label
+    assert "paired t" not in page and "sign test" not in page
+    # a summary.json of 0.2.0 (paired t, no clustered interval, no gate bound) still renders
+    old = json.loads(json.dumps(exp))
+    for v in old["variants"]:
+        for key in ("ci_these_tasks", "ci_tasks_like_these", "task_mean_rate"):
+            v.pop(key)
+    for c in old["comparisons"]:
+        c.pop("p_worse")
+        c.update(t=1.0, df=2, sign_test_p=0.5)
+    for f in old["verdict"]["failures"]:
+        for key in ("gate_rate", "gate_passed", "gate_trials", "upper", "level"):
+            f.pop(key)
+    for v in old["regression"]["variants"]:
+        for key in ("p_adjusted", "tasks_dropped", "errors", "significant", "reasons"):
+            v.pop(key)
+    for key in ("variants_tested", "errors", "notes"):
+        old["regression"].pop(key)
+    page = _html(old)
+    assert "p (paired t)" in page and "older summary" in page
+    summary_old = {**s, "experiments": [old], "verdict": old["verdict"]}
+    assert any("p=" in line for line in render_terminal(summary_old))
+    assert "paired t over task means" in render_markdown(summary_old)
