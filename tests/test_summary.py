@@ -342,6 +342,11 @@ def test_experiment_level_gate_is_judged_with_its_uncertainty() -> None:
     assert b["level"] == pytest.approx(1 - 0.05 / 6)
     assert b["upper"] == pytest.approx(1 - (0.05 / 6) ** (1 / 3), abs=1e-9)
     assert v["passed"] is True and v["failures"] == []
+    # and the summary says that these cells could not have failed: 0/3 is consistent with 0.5
+    # at 1 - 0.05/6; log(0.05/6) / log(0.5) = 6.9: 7 trials are needed
+    (note,) = s["experiments"][0]["notes"]
+    assert note.startswith("6 gated variant x task pair(s) cannot fail their minimum")
+    assert "a minimum of 0.5 needs at least 7 trials per pair" in note
     rule = s["experiments"][0]["gate_rule"]
     assert (rule["alpha"], rule["cells"], rule["errors"]) == (0.05, 6, "count")
     # with 10 trials, 0/10 is clearly below 0.5: P = 0.5^10 < 0.05/6; 3/10 is not

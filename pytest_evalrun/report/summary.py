@@ -299,6 +299,9 @@ def _build_experiment(
             "the pass rates",
         ]
     unjudged = [r["name"] for r in variant_rows if not r["n"]]
+    blind = _blind_gates(cells.values(), alpha / max(1, gated_cells), gated_cells)
+    if blind:
+        notes = [*notes, blind]
     return {
         "name": name,
         "run_id": meta.run_id,
@@ -377,6 +380,34 @@ def _cell(
         "p_value": p_value,
     }
     return cell
+
+
+def _blind_gates(cells: Iterable[Mapping[str, Any]], cell_alpha: float, m: int) -> str | None:
+    """A note when some gated cells cannot fail on their trials: even none passed would be
+    consistent with their minimum at the family's level (too few trials for the gate)."""
+    blind = []
+    for c in cells:
+        gate = c["gate"]
+        threshold, trials = gate["threshold"], gate["trials"]
+        if (
+            threshold is None
+            or not c["n"]
+            or threshold <= _GATE_TOLERANCE  # a gate of 0 fails only a cell with no judged trial
+            or threshold >= 1.0 - _GATE_TOLERANCE  # a gate of 1 fails on any trial not passed
+        ):
+            continue
+        if binom_cdf(0, trials, max(0.0, threshold - _GATE_TOLERANCE)) >= cell_alpha:
+            need = math.floor(math.log(cell_alpha) / math.log1p(-threshold)) + 1
+            blind.append((need, threshold))
+    if not blind:
+        return None
+    need, threshold = max(blind)
+    return (
+        f"{len(blind)} gated variant x task pair(s) cannot fail their minimum on their trials: "
+        f"with 95% confidence for the {m} gated pairs together, even 0 passed is consistent "
+        f"with it; a minimum of {threshold:g} needs at least {need} trials per pair to catch "
+        "a pair that never passes (docs/reports.md, Gates)"
+    )
 
 
 def _gate_failure(experiment: str, cell: Mapping[str, Any]) -> dict[str, Any]:
