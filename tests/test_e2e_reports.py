@@ -207,7 +207,7 @@ def test_serial_junit_summaries_and_terminal(suite: Suite) -> None:
     assert not any(re.search(r"\d+(\.\d+)?%|0\.\d", n) for _, n, _ in cases)  # no rate in names
     summary = summary_json(suite, EXP)
     assert summary["verdict"] == {"gated": False, "passed": None, "gated_cells": 0,
-                                  "failures": []}
+                                  "failures": [], "unjudged_variants": []}
     assert props["evalrun.verdict"] == "ungated"
     assert props[f"evalrun.verdict.{EXP}"] == "ungated"
     assert props[f"evalrun.run_id.{EXP}"] == "r1"
@@ -557,7 +557,8 @@ def test_two_experiments_combined_reports(suite: Suite) -> None:
     assert summary_b["verdict"]["passed"] is False
     r.stdout.fnmatch_lines([
         "experiment alpha *", "gate: PASSED*", "experiment beta.x *", "gate: FAILED*",
-        "  base / flip: 50.0% < 100.0%", "evalrun gates: FAILED (1 of 3 gated variant x task "
+        "  base / flip: 1/2 passed, upper bound * < 100.0%",
+        "evalrun gates: FAILED (1 of 3 gated variant x task "
         "pairs below their min pass rate)"])
     junit = suite.root / "junit.xml"
     assert_valid_junit(junit)
