@@ -205,3 +205,43 @@ def test_errors_never_hide_a_regression(suite: Suite) -> None:
     excluded = evalrun("compare", "base", "cand", "--errors", "exclude", cwd=suite.root)
     assert excluded.returncode == 0, excluded.stdout
     assert "errors excluded" in excluded.stdout
+
+
+def test_within_run_comparison_and_the_gate_agree_on_the_same_counts(suite: Suite) -> None:
+    """The issue's case: with per-task `trials:`, the terminal's within-run comparison (paired t
+    over task means, +76.9 pp) and the gate / evalrun compare (weighted by trials, -34.7 pp,
+    REGRESSED) disagreed in sign on the same counts. Here run `cand` has variant `old` (the
+    baseline run's behaviour) and `new`; `new` against `old` within the run and `new` against
+    the baseline run are the same counts, and every report gives the same answer."""
+    good = 'if [ -n "$BIG" ]; then echo ok; else echo nope; fi > answer.txt'
+    bad = 'if [ -n "$BIG" ]; then echo nope; else echo ok; fi > answer.txt'
+    tasks = [
+        {"name": "big", "prompt": "p", "fixture": "fixtures/basic", "verify": VERIFY,
+         "trials": 12, "env": {"BIG": "1"}},
+        *({"name": f"small-{i}", "prompt": "p", "fixture": "fixtures/basic", "verify": VERIFY,
+           "trials": 1} for i in range(3)),
+    ]  # fmt: skip
+    suite.experiment(tasks=tasks, variants={"new": {"agent": {"command": good}}})
+    assert _run(suite, "--eval-run-id=base").ret == 0
+    suite.experiment(
+        tasks=tasks,
+        variants={"old": {"agent": {"command": good}}, "new": {"agent": {"command": bad}}},
+    )
+    result = _run(suite, "--eval-run-id=cand", "--eval-baseline-run=base")
+    out = result.stdout.str()
+    exp = _summary(suite, "cand")["experiments"][0]
+    (within,) = exp["comparisons"]
+    (gate,) = [v for v in exp["regression"]["variants"] if v["variant"] == "new"]
+    # the paired t-test over task means would say +50 pp (3 tasks up, 1 down); weighted by
+    # trials the drop on the big task dominates
+    assert within["diff"] == pytest.approx(gate["diff"]) and gate["diff"] < 0
+    assert within["p_worse"] == pytest.approx(gate["p_value"])
+    assert gate["regressed"] is True and result.ret == 1
+    line = next(x for x in out.splitlines() if x.startswith("new vs old:"))
+    assert line.startswith(f"new vs old: {gate['diff'] * 100:+.1f} pp")
+    cmp = evalrun("compare", "base", "cand", "--json", cwd=suite.root)
+    data = json.loads(cmp.stdout)
+    data = data[0] if isinstance(data, list) else data
+    (vn,) = [v for v in data["variants"] if v["variant"] == "new"]
+    assert vn["result"]["diff"] == pytest.approx(gate["diff"])
+    assert vn["result"]["p_value"] == pytest.approx(gate["p_value"]) and cmp.returncode == 1
