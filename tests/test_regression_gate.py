@@ -222,7 +222,7 @@ def test_within_run_comparison_and_the_gate_agree_on_the_same_counts(suite: Suit
            "trials": 1} for i in range(3)),
     ]  # fmt: skip
     suite.experiment(tasks=tasks, variants={"new": {"agent": {"command": good}}})
-    assert _run(suite, "--eval-run-id=base").ret == 0
+    assert _run(suite, "--eval-run-id=base").ret == 1  # no gate: its failed trials fail pytest
     suite.experiment(
         tasks=tasks,
         variants={"old": {"agent": {"command": good}}, "new": {"agent": {"command": bad}}},

@@ -338,3 +338,22 @@ def test_clustered_interval_covers_the_rate_of_tasks_like_these(
     )
     assert 0.93 <= clustered / runs <= 0.995
     assert wilson <= clustered
+
+
+def test_clustered_interval_with_unequal_trials_per_task() -> None:
+    """15 tasks of 1-8 trials each, task rates from Beta(1, 1): the interval is around the pass
+    rate (passed / trials) and still covers the rate of tasks like these about 95%."""
+    rng = random.Random(3)
+    runs = 600
+    inside = 0
+    for _ in range(runs):
+        counts = []
+        for _ in range(15):
+            p, n = rng.betavariate(1.0, 1.0), rng.randint(1, 8)
+            counts.append((sum(rng.random() < p for _ in range(n)), n))
+        result = clustered_interval(counts)
+        assert result is not None
+        assert result[0] == sum(k for k, _ in counts) / sum(n for _, n in counts)
+        inside += result[1][0] <= 0.5 <= result[1][1]
+    print(f"Beta(1, 1), 15 tasks x 1-8 trials: clustered covers {inside / runs:.3f}")
+    assert 0.93 <= inside / runs <= 0.99

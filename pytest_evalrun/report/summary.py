@@ -33,7 +33,7 @@ Gates:
 
 Statistics (docs/reports.md): each variant's pass rate has two labelled 95% intervals, one for
 *these tasks* (``ci_these_tasks``, Wilson over the trials; also kept as ``wilson``) and one for
-*tasks like these* (``ci_tasks_like_these``, clustered by task, around ``task_mean_rate``).
+*tasks like these* (``ci_tasks_like_these``, clustered by task), both around ``pass_rate``.
 Variants are compared with the regression gate's test
 (:func:`.regression.compare_variant`: per-task rates weighted by trials, exact stratified
 permutation test, two-sided ``p_value`` plus the one-sided ``p_worse``), on the same counts the
@@ -444,7 +444,6 @@ def _variant_row(
     row["ci_level"] = CONFIDENCE
     row["ci_these_tasks"] = row["wilson"]
     clustered = clustered_interval([(c["passed"], c["n"]) for c in cells], CONFIDENCE)
-    row["task_mean_rate"] = clustered[0] if clustered else None
     row["ci_tasks_like_these"] = list(clustered[1]) if clustered else None
     row["tasks_judged"] = sum(1 for c in cells if c["n"])
     pak: dict[str, float | None] = {}
