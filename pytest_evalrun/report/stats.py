@@ -27,10 +27,10 @@ question around the same pass rate (passed / trials): its variance is the cluste
 (sandwich) variance of that ratio with tasks as the clusters (with equal trials per task, the
 between-task variance of the per-task rates over the number of tasks), turned into a
 Wilson-type score interval on the effective number of trials (``trials / design effect``, the
-design effect never below 1) with a Student t quantile on ``tasks - 1`` degrees of freedom. It stays in [0, 1] and covered the tasks' mean rate 95-99%
-of the time in the seeded simulations of tests/test_stats_sim.py (89.7-98.8% over a wider
-exploration: 5-50 tasks, 1-10 trials, Beta(0.35, 0.15) to Beta(14, 6) task rates, the low end
-at 5 tasks).
+design effect never below 1) with a Student t quantile on ``tasks - 1`` degrees of freedom.
+It stays in [0, 1] and covered the tasks' mean rate 95-99% of the time in the seeded
+simulations of tests/test_stats_sim.py (89.7-98.8% over a wider exploration: 5-50 tasks, 1-10
+trials, Beta(0.35, 0.15) to Beta(14, 6) task rates, the low end at 5 tasks).
 
 Choice of test for the comparison
 ---------------------------------
