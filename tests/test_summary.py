@@ -966,3 +966,25 @@ def test_html_labels_every_interval_and_the_test() -> None:
     summary_old = {**s, "experiments": [old], "verdict": old["verdict"]}
     assert any("p=" in line for line in render_terminal(summary_old))
     assert "paired t over task means" in render_markdown(summary_old)
+
+
+def test_the_example_suites_gate_never_fails_a_judged_cell_by_chance() -> None:
+    """example_suite/demo.eval.yaml gates fix-add at 0.3 with 3 trials and 2 variants: 0.2.0
+    failed it in 8 of 60 seeds (a healthy agent's 0/3). At 97.5% for the 2 gated cells even
+    0/3 is consistent with 0.3 (P = 0.343), so only a cell with no judged trial can fail it,
+    and the summary says the gate is too weak to catch a bad cell."""
+    from pathlib import Path
+
+    import yaml
+
+    spec = yaml.safe_load(
+        (Path(__file__).parent.parent / "example_suite" / "demo.eval.yaml").read_text()
+    )
+    (task,) = [t for t in spec["tasks"] if t.get("min_pass_rate") is not None]
+    trials, gate, variants = spec["trials"], task["min_pass_rate"], list(spec["variants"])
+    for passed in range(trials + 1):
+        grid: Grid = {(v, task["name"]): [P] * passed + [F] * (trials - passed) for v in variants}
+        s = summarise(outcomes("exp", grid), meta(variants=variants, tasks=[task["name"]],
+                                                  trials=trials, min_pass_rate=gate))  # fmt: skip
+        assert s["verdict"]["passed"] is True
+    assert any("cannot fail their minimum" in n for n in s["experiments"][0]["notes"])
