@@ -988,3 +988,25 @@ def test_the_example_suites_gate_never_fails_a_judged_cell_by_chance() -> None:
                                                   trials=trials, min_pass_rate=gate))  # fmt: skip
         assert s["verdict"]["passed"] is True
     assert any("cannot fail their minimum" in n for n in s["experiments"][0]["notes"])
+
+
+def test_markdown_regression_tables_fit_githubs_width() -> None:
+    from pytest_evalrun.report.regression import TaskCounts, regression_section
+    from pytest_evalrun.report.summary import apply_regression
+
+    grid: Grid = {("a", f"t{i}"): ([P, P] if i < 4 else [E, E]) for i in range(6)}
+    tasks = [f"t{i}" for i in range(6)]
+    s = summarise(outcomes("exp", grid), meta(variants=["a"], tasks=tasks, trials=2))
+    base = {"a": {t: TaskCounts(2, 2, 0) for t in tasks}}
+    cand = {"a": {t: TaskCounts(2, 2, 0) if t < "t4" else TaskCounts(0, 0, 2) for t in tasks}}
+    reg = regression_section(base, cand, baseline_run="b", alpha=0.05, variant_names={"a": "a"},
+                             base_rerun_judged=0, cand_rerun_judged=2)  # fmt: skip
+    md = render_markdown(apply_regression(s, reg))
+    part = md[md.index("### Regression gate") :]
+    separators = [line for line in part.splitlines() if line.startswith("| --- |")]
+    assert len(separators) == 2 and max(line.count("|") - 1 for line in separators) <= 7
+    assert "| a | 100.0% | 66.7% | -33.3 pp " in part
+    assert "REGRESSED; FAILED: 2 task(s) without a judged trial |" in part
+    assert "| a | 6/2 | 4 |" in part
+    assert "> unfair comparison: this run ran 2 judged trial(s) again" in part
+    assert "Holm over 1 variant: family-wise false-alarm rate at most 0.05" in part

@@ -216,11 +216,22 @@ def _md_regression(exp: Mapping[str, Any]) -> list[str]:
     regression = exp.get("regression")
     if not regression:
         return []
+    rows = regression_rows(regression, text=_md)
+    # two tables of at most 7 columns (GitHub's content width): the verdict, then the counts
+    main, detail = (0, 1, 2, 3, 4, 5, 9), (0, 6, 7, 8)
     lines = [
         f"### Regression gate against run {_md_code(regression['baseline_run'])}",
         "",
         *_md_table(
-            list(REGRESSION_HEADER), REGRESSION_ALIGN, regression_rows(regression, text=_md)
+            [REGRESSION_HEADER[i] for i in main],
+            "".join(REGRESSION_ALIGN[i] for i in main),
+            [[r[i] for i in main] for r in rows],
+        ),
+        "",
+        *_md_table(
+            [REGRESSION_HEADER[i] for i in detail],
+            "".join(REGRESSION_ALIGN[i] for i in detail),
+            [[r[i] for i in detail] for r in rows],
         ),
         "",
         f"Per variant, against the same variant of the baseline run: a "
