@@ -24,6 +24,7 @@ from ..report.fmt import fmt_p
 from ..report.policy import ERROR_POLICIES, ERRORS_COUNT
 from ..report.regression import TaskCounts, gate_counts, regression_section
 from ..report.table import regression_title
+from ..store.paths import RunPaths
 from ..store.query import RunRow, task_counts
 from .common import (
     CliError,
@@ -116,11 +117,17 @@ def _task_rows(
     return rows
 
 
-def _rerun_judged(run: RunRow) -> int | None:
-    """Judged trials the run ran again (``--eval-retry``), from its summary.json; None when
-    unknown."""
+def _rerun_judged(run: RunRow, results: Path | None) -> int | None:
+    """Judged trials the run ran again (``--eval-retry``), from its summary.json (under
+    ``results`` when given: the index's run_dir may name where the run was written); None
+    when unknown."""
+    path = (
+        RunPaths(results, run.experiment, run.run_id).summary_json
+        if results is not None
+        else Path(run.run_dir) / "summary.json"
+    )
     try:
-        totals = json.loads((Path(run.run_dir) / "summary.json").read_text("utf-8"))["totals"]
+        totals = json.loads(path.read_text("utf-8"))["totals"]
         value = totals.get("rerun_judged")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -128,7 +135,12 @@ def _rerun_judged(run: RunRow) -> int | None:
 
 
 def compare_runs(
-    conn: sqlite3.Connection, base: RunRow, cand: RunRow, alpha: float, errors: str = ERRORS_COUNT
+    conn: sqlite3.Connection,
+    base: RunRow,
+    cand: RunRow,
+    alpha: float,
+    errors: str = ERRORS_COUNT,
+    results: Path | None = None,
 ) -> dict[str, Any]:
     bc, cc = task_counts(conn, base.key), task_counts(conn, cand.key)
     in_base = {v.variant for v in base.variants} | set(bc)
@@ -142,8 +154,8 @@ def compare_runs(
         alpha=alpha,
         variant_names={v: names.get(v, v) for v in both},
         errors=errors,
-        base_rerun_judged=_rerun_judged(base),
-        cand_rerun_judged=_rerun_judged(cand),
+        base_rerun_judged=_rerun_judged(base, results),
+        cand_rerun_judged=_rerun_judged(cand, results),
     )
     variants = [
         {"variant": v, "name": names.get(v, v), "result": result,
@@ -248,10 +260,13 @@ def render(data: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.alpha < 1.0:
         raise CliError(f"--alpha must be between 0 and 1, not {args.alpha}")
-    conn = connect(results_dir(args.results))
+    results = results_dir(args.results)
+    conn = connect(results)
     base = resolve(conn, args.base, args.experiment)
     cand = resolve(conn, args.cand, args.experiment)
-    datas = [compare_runs(conn, b, c, args.alpha, args.errors) for b, c in pairs(base, cand)]
+    datas = [
+        compare_runs(conn, b, c, args.alpha, args.errors, results) for b, c in pairs(base, cand)
+    ]
     if args.json:
         print_json(datas)
     else:
