@@ -945,6 +945,8 @@ def test_html_labels_every_interval_and_the_test() -> None:
                   "errors count as trials that did not pass"):  # fmt: skip
         assert label in page, label
     assert "paired t" not in page and "sign test" not in page
+    assert "gate&#x27;s passed/trials" in page or "gate's passed/trials" in page
+    assert "upper bound" in page and "2/3" in page
     # a summary.json of 0.2.0 (paired t, no clustered interval, no gate bound) still renders
     old = json.loads(json.dumps(exp))
     for v in old["variants"]:

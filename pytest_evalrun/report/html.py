@@ -194,11 +194,21 @@ def _verdict(exp: Mapping[str, Any], regression: Any) -> str:
                 fmt_pct(f.get("pass_rate"), 1)
                 if f.get("pass_rate") is not None
                 else "no judged trial",
+                f"{f.get('gate_passed')}/{f.get('gate_trials')}" if f.get("gate_trials") else "-",
+                f"{fmt_pct(f.get('upper'), 1)} ({f.get('level', 0) * 100:.4g}%)"
+                if isinstance(f.get("upper"), (int, float))
+                else "-",
                 fmt_pct(f.get("threshold"), 1),
             ]
             for f in failures
         ]
-        html_ += _table(["variant", "task", "pass rate", "minimum"], rows, left=2)
+        header = ["variant", "task", "pass rate", "gate's passed/trials", "upper bound",
+                  "minimum"]  # fmt: skip
+        html_ += _table(header, rows, left=2) + (
+            "<p class='muted small'>A cell fails when the exact one-sided upper bound of its "
+            "pass rate (at the level shown: 95% for all the gated cells together) lies below "
+            "its minimum; errors count as trials that did not pass unless excluded.</p>"
+        )
     return html_
 
 
