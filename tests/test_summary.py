@@ -402,6 +402,14 @@ def test_a_variant_with_nothing_judged_fails_a_gated_run() -> None:
     lines = render_terminal(s)
     assert any("broken: no judged trial" in line for line in lines)
     assert "broken has no judged trial" in render_markdown(s)
+    # with a second experiment, the session's line names it
+    other = outcomes("two", {("v", "t"): [P]})
+    two = meta("two", variants=["v"], tasks=["t"], trials=1)
+    s2 = summarise([*outcomes("exp", grid), *other], m, two, errors="exclude")
+    assert render_terminal(s2)[-1] == (
+        "evalrun gates: FAILED (1 of 2 gated variant x task pairs below their min pass rate; "
+        "no judged trial: exp / broken)"
+    )
     # ungated: reported, not a verdict
     s = summarise(outcomes("exp", grid), meta(variants=["ok", "broken"], tasks=["a", "b"]))
     assert s["verdict"]["passed"] is None and s["verdict"]["unjudged_variants"] == []

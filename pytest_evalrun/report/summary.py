@@ -72,7 +72,6 @@ GATE_RULE = (
     "fails when the exact one-sided upper confidence bound of the cell's pass rate, at level "
     "1 - alpha/m for the m gated cells (Bonferroni), lies below its minimum"
 )
-QUESTION_TASKS_LIKE_THESE = "tasks like these"
 
 
 @dataclass(frozen=True)

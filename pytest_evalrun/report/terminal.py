@@ -224,17 +224,21 @@ def render_terminal(summary: Mapping[str, Any]) -> list[str]:
     verdict = summary["verdict"]
     if verdict["gated"] and len(experiments) > 1:
         lines.append("")
+        unjudged = verdict.get("unjudged_variants") or []
         if verdict["passed"]:
             lines.append("evalrun gates: PASSED")
-        elif verdict.get("regressions"):
-            lines.append(
-                f"evalrun gates: FAILED ({len(verdict['failures'])} of "
-                f"{verdict['gated_cells']} gated variant x task pairs below their min pass "
-                f"rate; regressed: {', '.join(_clean(r) for r in verdict['regressions'])})"
-            )
         else:
-            lines.append(
-                f"evalrun gates: FAILED ({len(verdict['failures'])} of "
-                f"{verdict['gated_cells']} gated variant x task pairs below their min pass rate)"
-            )
+            reasons = []
+            if verdict["failures"] or not (unjudged or verdict.get("regressions")):
+                reasons.append(
+                    f"{len(verdict['failures'])} of {verdict['gated_cells']} gated variant x "
+                    "task pairs below their min pass rate"
+                )
+            if verdict.get("regressions"):
+                reasons.append(
+                    f"regressed: {', '.join(_clean(r) for r in verdict['regressions'])}"
+                )
+            if unjudged:
+                reasons.append(f"no judged trial: {', '.join(_clean(v) for v in unjudged)}")
+            lines.append(f"evalrun gates: FAILED ({'; '.join(reasons)})")
     return lines
