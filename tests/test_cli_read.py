@@ -251,3 +251,19 @@ def test_a_missing_index_is_rebuilt_from_the_files(root: Path, tmp_path: Path) -
     assert r.returncode == 0 and "rebuilding" in r.stderr
     assert [d["run_id"] for d in json.loads(r.stdout)] == ["r2-cand", "r1-base"]
     assert (copy / "results" / "index.db").is_file()
+
+
+def test_compare_warns_when_one_run_retried_judged_trials(root: Path, tmp_path: Path) -> None:
+    """A run retried with --eval-retry against one that was not: compare says so (the counts
+    come from each run's summary.json)."""
+    copy = tmp_path / "proj"
+    shutil.copytree(root / "results", copy / "results", ignore=shutil.ignore_patterns("workspace"))
+    summary = copy / "results" / "exp" / "r2-cand" / "summary.json"
+    data = json.loads(summary.read_text())
+    data["totals"]["rerun_judged"] = 3
+    summary.write_text(json.dumps(data))
+    r = evalrun("compare", "r1", "r2", cwd=copy)
+    assert "note: unfair comparison: this run ran 3 judged trial(s) again" in r.stdout
+    [out] = evalrun_json("compare", "r1", "r2", cwd=copy)
+    assert out["retry_mismatch"] is True and out["family"] == "Holm"
+    assert "unfair comparison" not in evalrun("compare", "r1", "r2", cwd=root).stdout

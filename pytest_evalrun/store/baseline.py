@@ -459,7 +459,22 @@ def regression(
 ) -> dict[str, Any]:
     """The regression section of an experiment's summary: each variant of this run against
     the same variant of ``baseline_run`` (read from the index). ``variant_names``: slug ->
-    name, in report order."""
+    name, in report order. The judged trials each run ran again (``--eval-retry``) come from
+    the outcomes and the baseline's summary.json: the section warns when one run retried and
+    the other did not."""
+    import json
+
+    from .paths import RunPaths
+
+    base_rerun: int | None = None
+    try:
+        totals = json.loads(
+            RunPaths(results, experiment, baseline_run).summary_json.read_text("utf-8")
+        ).get("totals", {})
+        if isinstance(totals.get("rerun_judged"), int):
+            base_rerun = totals["rerun_judged"]
+    except (OSError, ValueError, AttributeError):
+        base_rerun = None  # no summary: unknown, no warning either way
     return regression_section(
         baseline_counts(results, experiment, baseline_run),
         counts_from_outcomes(outcomes),
@@ -467,6 +482,8 @@ def regression(
         alpha=alpha,
         variant_names=variant_names,
         errors=errors,
+        base_rerun_judged=base_rerun,
+        cand_rerun_judged=sum(1 for o in outcomes if o.attempt > 1 and o.rerun_judged),
     )
 
 
