@@ -193,9 +193,9 @@ def test_latest_skips_partial_and_interrupted_runs(suite: Suite) -> None:
 
 def test_last_passing_takes_the_newest_run_whose_gate_passed(suite: Suite) -> None:
     _exp(suite)
-    assert _run(suite, "--eval-run-id=passing", "--eval-min-pass-rate=0.5").ret == 0
+    assert _run(suite, "--eval-run-id=passing", "--eval-min-pass-rate=1.0").ret == 0
     _exp(suite, broken=frozenset({0, 1, 2}))
-    assert _run(suite, "--eval-run-id=failing", "--eval-min-pass-rate=0.5").ret == 1
+    assert _run(suite, "--eval-run-id=failing", "--eval-min-pass-rate=1.0").ret == 1
     assert _run(suite, "--eval-run-id=ungated").ret == 1
     _exp(suite)
     result = _run(suite, "--eval-run-id=cand", "--eval-baseline-run=last-passing")
