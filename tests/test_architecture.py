@@ -32,6 +32,7 @@ LAYERS: dict[str, tuple[int, int]] = {
     "pytest_evalrun.secrets": (1, 0),
     "pytest_evalrun.spec": (1, 0),
     "pytest_evalrun.demo_agent": (1, 0),
+    "pytest_evalrun.safetext": (1, 0),
     "pytest_evalrun": (0, 0),
 }
 #: Modules that may import pytest: the wiring, the roles, collection and JUnit.

@@ -19,6 +19,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..safetext import escape, json_inert
 from ..store.query import IndexMissing, RunNotFound, RunRow, find_runs, open_index, with_counts
 
 #: Environment variable naming the results directory (below ``--results``, above the search).
@@ -113,9 +114,9 @@ def shown_path(path: Path | str) -> str:
 
 
 def clean(text: object) -> str:
-    """One printable line."""
-    s = str(text)
-    return s if s.isprintable() else "".join(ch if ch.isprintable() else " " for ch in s)
+    """One line that cannot act on the terminal: control, bidi and invisible characters shown
+    escaped (:func:`pytest_evalrun.safetext.escape`)."""
+    return escape(text)
 
 
 def pct(rate: float | None) -> str:
@@ -210,7 +211,8 @@ def column_groups(widths: Sequence[int], fixed: int, width: int) -> list[list[in
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write(json_inert(text) + "\n")
 
 
 def print_lines(lines: Sequence[str]) -> None:

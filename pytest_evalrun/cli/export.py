@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from ..safetext import json_inert
 from ..store.query import TRIAL_FIELDS, trials
 from .common import CliError, connect, resolve, results_dir, trial_dir
 
@@ -44,7 +45,7 @@ def _write(rows: Iterator[dict[str, Any]], fmt: str, out: IO[str]) -> int:
             n += 1
     else:
         for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.write(json_inert(json.dumps(row, ensure_ascii=False)) + "\n")
             n += 1
     return n
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..safetext import escape
 from .fmt import fmt_p, fmt_pct, fmt_pp, plural, totals_text
 from .table import (
     EFFORT_KEYS,
@@ -35,8 +36,8 @@ MAX_FLAKY_SHOWN = 20
 
 
 def _clean(text: object) -> str:
-    """One line of text: control characters (which names may not have anyway) become spaces."""
-    return "".join(ch if ch.isprintable() else " " for ch in str(text))
+    """One line of text, control, bidi and invisible characters shown escaped."""
+    return escape(text)
 
 
 def _table(headers: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> list[str]:
