@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from . import check, compare, export, gc, merge, report, runs, show
-from .common import RESULTS_ENV, CliError
+from .common import RESULTS_ENV, CliError, add_width_option, set_width
 
 COMMANDS = (runs, show, compare, export, report, check, gc, merge)
 
@@ -26,6 +26,7 @@ def _common() -> argparse.ArgumentParser:
         help=f"the results directory (default: ${RESULTS_ENV}, else the nearest results/ "
         "with an index.db here or above, else ./results)",
     )
+    add_width_option(common, argparse.SUPPRESS)
     return common
 
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         "optionally written EXPERIMENT/RUN.",
     )
     parser.add_argument("--results", metavar="DIR", default=None, help=argparse.SUPPRESS)
+    add_width_option(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common()
     for module in COMMANDS:
@@ -48,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        set_width(args.width)
         code: int = args.func(args)
         sys.stdout.flush()
     except CliError as exc:
