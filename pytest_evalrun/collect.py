@@ -80,9 +80,20 @@ class SpecProblem(Exception):
 TAIL_LINES_SHOWN = 30
 
 
+def describe_reused(outcome: TrialOutcome) -> str:
+    """One line for a trial an earlier session recorded and ``--eval-resume`` reused: its
+    detail was shown then (and ``evalrun show`` shows it again), not at every resume."""
+    head = f"{outcome.status.upper()} (recorded earlier, reused): {outcome.variant} / "
+    head += f"{outcome.task} / trial {outcome.trial}"
+    first = (outcome.message or "").strip().split("\n", 1)[0][:300]
+    return escape(f"{head}: {first}" if first else head) + f" ({escape(outcome.trial_dir)})"
+
+
 def describe(outcome: TrialOutcome) -> str:
     """What a person needs first about a trial that did not pass. Everything the agent or the
     verifier wrote is escaped and bounded (:mod:`pytest_evalrun.safetext`)."""
+    if outcome.resumed:
+        return describe_reused(outcome)
     lines = [
         escape(
             f"{outcome.status.upper()}: {outcome.variant} / {outcome.task} / trial {outcome.trial}"

@@ -208,3 +208,15 @@ def render_terminal(summary: Mapping[str, Any]) -> list[str]:
                 f"{verdict['gated_cells']} gated variant x task pairs below their min pass rate)"
             )
     return lines
+
+
+def interrupted_lines(interrupted: int, not_run: int, command: str) -> list[str]:
+    """What an interrupted session says last: that it was interrupted, what it left undone,
+    and the command that finishes its runs."""
+    undone = [plural(interrupted, "trial") + " stopped while running (errors: interrupted)"]
+    if not_run:
+        undone.append(f"{not_run} not started")
+    return [
+        f"interrupted: {'; '.join(undone)}",
+        f"finish the run with: {_clean(command)}",
+    ]
