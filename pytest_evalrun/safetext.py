@@ -89,11 +89,13 @@ def bounded(
     max_lines: int | None = None,
     max_line: int = MAX_LINE,
     max_chars: int = MAX_SECTION,
+    shown: bool = True,
 ) -> str:
     """``text`` escaped (newlines and tabs kept) and bounded: each line cut in its middle to
     ``max_line`` characters (before escaping, which at most multiplies a line by ten), and only
     the last ``max_lines`` lines and the last lines that fit in ``max_chars`` characters kept,
-    after a line saying how many were cut."""
+    after a line saying how many were cut. ``shown=False``: bounded the same way but not
+    escaped (for a record such as meta.json's output tail, escaped when shown)."""
     lines = str(text).replace("\r\n", "\n").split("\n")
     total = len(lines)
     if max_lines is not None and total > max_lines:
@@ -101,11 +103,12 @@ def bounded(
     kept: list[str] = []
     size = 0
     for line in reversed(lines):
-        shown = escape_lines(_cut_line(line, max_line))
-        if kept and size + len(shown) + 1 > max_chars:
+        cut = _cut_line(line, max_line)
+        cut = escape_lines(cut) if shown else cut
+        if kept and size + len(cut) + 1 > max_chars:
             break
-        kept.append(shown)
-        size += len(shown) + 1
+        kept.append(cut)
+        size += len(cut) + 1
     kept.reverse()
     if len(kept) < total:
         dropped = total - len(kept)

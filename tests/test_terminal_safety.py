@@ -144,3 +144,6 @@ def test_bounded_cuts_long_lines_and_long_sections_and_says_so() -> None:
     assert bounded("a\nb\nc", max_lines=2) == "…[1 earlier line cut]…\nb\nc"
     # escaping cannot blow a line up past ten times the limit
     assert len(bounded("\x1b" * 100_000)) <= 4 * MAX_LINE + 40
+    # the same bounds without escaping, for a record (meta.json's output tail)
+    raw = bounded("\x1b[2J" + "z" * 10_000, shown=False)
+    assert raw.startswith("\x1b[2J") and len(raw) < MAX_LINE + 40
