@@ -62,7 +62,7 @@ def test_width_option_fits_the_tables(root: Path, command: tuple[str, ...]) -> N
     if command[0] == "show":  # the variants table fits (trial paths are never cut)
         rows = [line for line in r.stdout.splitlines() if line.startswith("with-skills")]
         assert rows and max(len(line) for line in rows) <= 60
-    before = piped(command[0], "--width", "60", *command[1:], cwd=root, columns=None)
+    before = piped("--width", "60", *command, cwd=root, columns=None)
     assert before.stdout == r.stdout  # before or after the subcommand
     bad = piped(*command, "--width", "5", cwd=root, columns=None)
     assert bad.returncode == 2 and "--width" in bad.stderr
