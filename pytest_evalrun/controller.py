@@ -25,6 +25,7 @@ from .report import junit
 from .report.markdown import render_markdown
 from .report.openmetrics import render_openmetrics
 from .report.summary import ExperimentMeta, apply_regression, build_summary, combine_summaries
+from .safetext import bounded
 from .shared import WORKERINPUT_KEY
 from .spec.errors import SpecError
 from .spec.model import Experiment
@@ -237,7 +238,7 @@ class ControllerPlugin:
         for line in render_terminal(self.summary):
             terminalreporter.write_line(line)
         for message in self.spec_errors.values():
-            terminalreporter.write_line(f"experiment file error: {message}", red=True)
+            terminalreporter.write_line(f"experiment file error: {bounded(message)}", red=True)
         if self.interrupted is not None:
             from .interrupt import resume_command
             from .report.terminal import interrupted_lines
