@@ -25,6 +25,7 @@ from .report import junit
 from .report.markdown import render_markdown
 from .report.openmetrics import render_openmetrics
 from .report.summary import ExperimentMeta, apply_regression, build_summary, combine_summaries
+from .safetext import bounded
 from .shared import WORKERINPUT_KEY
 from .spec.errors import SpecError
 from .spec.model import Experiment
@@ -68,6 +69,8 @@ class ControllerPlugin:
         self.collected: list[str] = []
         self.summary: dict[str, Any] | None = None
         self.run_dirs: list[Path] = []
+        #: Set when the session was interrupted: (trials stopped running, not started, run ids).
+        self.interrupted: tuple[int, int, set[str]] | None = None
         #: --eval-baseline-run: each experiment's baseline run id (slug -> run id), and why an
         #: experiment that never ran before has none (slug -> reason)
         self.no_baseline: dict[str, str] = {}
@@ -307,7 +310,15 @@ class ControllerPlugin:
         for line in render_terminal(self.summary):
             terminalreporter.write_line(line)
         for message in self.spec_errors.values():
-            terminalreporter.write_line(f"experiment file error: {message}", red=True)
+            terminalreporter.write_line(f"experiment file error: {bounded(message)}", red=True)
+        if self.interrupted is not None:
+            from .interrupt import resume_command
+            from .report.terminal import interrupted_lines
+
+            stopped, not_started, run_ids = self.interrupted
+            command = resume_command(self.shared.pytest_args, run_ids)
+            for line in interrupted_lines(stopped, not_started, command):
+                terminalreporter.write_line(line, yellow=True, bold=True)
 
     def _runs(self) -> dict[tuple[str, str], RunResult]:
         grouped: dict[tuple[str, str], RunResult] = {}
@@ -358,6 +369,15 @@ class ControllerPlugin:
         )
 
     def finish(self, session: pytest.Session, exitstatus: int) -> None:
+        stopped: dict[str, TrialOutcome] = {}
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            from .interrupt import recover_interrupted
+
+            stopped = recover_interrupted(
+                self.collected, self.outcomes, self.experiment_of,
+                lambda exp: self.context.run_info(exp).paths, self.shared.session_id,
+            )  # fmt: skip
+            self.outcomes.update(stopped)
         grouped = self._runs()
         cli_gate = self.config.getoption("eval_min_pass_rate")
         baseline = self.config.getoption("eval_baseline")
@@ -367,6 +387,12 @@ class ControllerPlugin:
             for run in grouped.values()
         }
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        if interrupted:
+            self.interrupted = (
+                len(stopped),
+                sum(not_run.values()),
+                {run.run_id for run in grouped.values()},
+            )
         parts = []
         for (_, run_id), run in grouped.items():
             exp = run.experiment

@@ -67,7 +67,7 @@ def test_runs_lists_runs_newest_first_with_pass_rates(root: Path) -> None:
 def test_runs_limit_experiment_and_width(root: Path) -> None:
     assert [d["run_id"] for d in evalrun_json("runs", "--limit", "1", cwd=root)] == ["r2-cand"]
     assert evalrun_json("runs", "--experiment", "nope", cwd=root) == []
-    narrow = evalrun("runs", cwd=root, columns=60)
+    narrow = evalrun("runs", "--width", "60", cwd=root)
     assert narrow.returncode == 0
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 60
     assert "…" in narrow.stdout

@@ -233,17 +233,19 @@ def test_serial_junit_summaries_and_terminal(suite: Suite) -> None:
     text = (suite.root / "out" / "metrics.txt").read_text()
     assert text == (run_dir / "metrics.txt").read_text()
     samples = read_openmetrics(text)
+    cell_rate, cell_errors = "evalrun_cell_pass_rate", "evalrun_cell_trials_errors"
     for v in ("base", "gpt-4.1"):
-        assert samples[om("pass_rate", experiment=EXP, variant=v, task="good")] == 1.0
-        assert samples[om("pass_rate", experiment=EXP, variant=v, task="flip.v2")] == 0.5
-        assert samples[om("pass_rate", experiment=EXP, variant=v)] == 0.75
-        assert om("pass_rate", experiment=EXP, variant=v, task="garbage") not in samples
-        assert samples[om("trials_errors", experiment=EXP, variant=v, task="garbage")] == 1
-        assert samples[om("trials_judged", experiment=EXP, variant=v)] == 4
-        assert samples[om("trials_total", experiment=EXP, variant=v)] == 5
-    assert samples[om("trials_errors", experiment=EXP, variant="no-agent")] == 5
-    assert not [k for k in samples if k[0] == "pass_rate" and ("variant", "no-agent") in k[1]]
-    assert len([k for k in samples if k[0] == "pass_rate"]) == 6
+        assert samples[om(cell_rate, experiment=EXP, variant=v, task="good")] == 1.0
+        assert samples[om(cell_rate, experiment=EXP, variant=v, task="flip.v2")] == 0.5
+        assert samples[om("evalrun_variant_pass_rate", experiment=EXP, variant=v)] == 0.75
+        assert om(cell_rate, experiment=EXP, variant=v, task="garbage") not in samples
+        assert samples[om(cell_errors, experiment=EXP, variant=v, task="garbage")] == 1
+        assert samples[om("evalrun_variant_trials_judged", experiment=EXP, variant=v)] == 4
+        assert samples[om("evalrun_variant_trials", experiment=EXP, variant=v)] == 5
+    assert samples[om("evalrun_variant_trials_errors", experiment=EXP, variant="no-agent")] == 5
+    rates = [k for k in samples if k[0].endswith("pass_rate")]
+    assert not [k for k in rates if ("variant", "no-agent") in k[1]]
+    assert len([k for k in samples if k[0].endswith("pass_rate")]) == 6
 
     # summary.md: the run's own and the one asked for
     md = (suite.root / "out" / "all.md").read_text()
@@ -580,9 +582,10 @@ def test_two_experiments_combined_reports(suite: Suite) -> None:
         for n in range(1, k + 1)
     )
     samples = read_openmetrics((suite.root / "all.txt").read_text())
-    assert samples[om("pass_rate", experiment="alpha", variant="base", task="flip")] == 0.5
-    assert samples[om("pass_rate", experiment="beta.x", variant="base", task="good")] == 1.0
-    assert samples[om("pass_rate", experiment="beta.x", variant="base")] == pytest.approx(2 / 3)
+    cell_rate, variant_rate = "evalrun_cell_pass_rate", "evalrun_variant_pass_rate"
+    assert samples[om(cell_rate, experiment="alpha", variant="base", task="flip")] == 0.5
+    assert samples[om(cell_rate, experiment="beta.x", variant="base", task="good")] == 1.0
+    assert samples[om(variant_rate, experiment="beta.x", variant="base")] == pytest.approx(2 / 3)
     md = (suite.root / "all.md").read_text()
     assert md.startswith("# Evaluation results\n\n❌ Gates failed.")
     assert "## Experiment `alpha`" in md and "## Experiment `beta.x`" in md

@@ -814,58 +814,7 @@ def test_markdown_is_truncated_with_a_note() -> None:
     assert len(full.encode("utf-8")) < 900 * 1024
 
 
-# -------------------------------------------------------------------------------- openmetrics
-
-
-def test_openmetrics_exact_text() -> None:
-    grid: Grid = {("v", "a"): [P, F], ("v", "b"): [E]}
-    s = summarise(outcomes("e", grid), meta("e", variants=["v"], tasks=["a", "b"], trials=2))
-    assert render_openmetrics(s) == "\n".join(
-        [
-            "# HELP pass_rate Fraction of judged trials (passed, failed, timeout) that passed.",
-            "# TYPE pass_rate gauge",
-            'pass_rate{experiment="e",variant="v",task="a"} 0.5',
-            # task b has no judged trial: no pass_rate sample for it
-            'pass_rate{experiment="e",variant="v"} 0.5',
-            "# HELP trials_total Trials recorded, including errors.",
-            "# TYPE trials_total gauge",
-            'trials_total{experiment="e",variant="v",task="a"} 2',
-            'trials_total{experiment="e",variant="v",task="b"} 1',
-            'trials_total{experiment="e",variant="v"} 3',
-            "# HELP trials_judged Trials judged (passed, failed or timeout).",
-            "# TYPE trials_judged gauge",
-            'trials_judged{experiment="e",variant="v",task="a"} 2',
-            'trials_judged{experiment="e",variant="v",task="b"} 0',
-            'trials_judged{experiment="e",variant="v"} 2',
-            "# HELP trials_passed Trials that passed.",
-            "# TYPE trials_passed gauge",
-            'trials_passed{experiment="e",variant="v",task="a"} 1',
-            'trials_passed{experiment="e",variant="v",task="b"} 0',
-            'trials_passed{experiment="e",variant="v"} 1',
-            "# HELP trials_errors Trials that could not be judged (errors).",
-            "# TYPE trials_errors gauge",
-            'trials_errors{experiment="e",variant="v",task="a"} 0',
-            'trials_errors{experiment="e",variant="v",task="b"} 1',
-            'trials_errors{experiment="e",variant="v"} 1',
-            "# EOF",
-            "",
-        ]
-    )
-
-
-def test_openmetrics_label_escaping() -> None:
-    name = 'we\\ird "exp"\nname'
-    grid: Grid = {('v"q', "t\\1"): [P]}
-    s = summarise(outcomes(name, grid), meta(name, variants=['v"q'], tasks=["t\\1"], trials=1))
-    text = render_openmetrics(s)
-    # Backslash -> \\, double quote -> \", newline -> \n (raw string: what the file holds).
-    expected = r'pass_rate{experiment="we\\ird \"exp\"\nname",variant="v\"q",task="t\\1"} 1.0'
-    assert expected in text.splitlines()
-    assert text.endswith("# EOF\n")
-    assert text.count("# EOF") == 1
-    # No raw newline inside any sample line.
-    for line in text.splitlines():
-        assert line.startswith(("#", "pass_rate", "trials_"))
+# openmetrics: tests/test_openmetrics.py
 
 
 # -------------------------------------------------------------------------------- terminal

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from . import baseline, check, compare, export, gc, merge, report, runs, show
-from .common import RESULTS_ENV, CliError
+from .common import RESULTS_ENV, CliError, add_width_option, set_width
 
 COMMANDS = (runs, show, compare, export, report, check, gc, merge, baseline)
 
@@ -27,6 +27,7 @@ def _common() -> argparse.ArgumentParser:
         help=f"the results directory (default: ${RESULTS_ENV}, else the nearest results/ "
         "with an index.db here or above, else ./results)",
     )
+    add_width_option(common, argparse.SUPPRESS)
     return common
 
 
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         "experiment's baseline (--eval-baseline-run baseline).",
     )
     parser.add_argument("--results", metavar="DIR", default=None, help=argparse.SUPPRESS)
+    add_width_option(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common()
     for module in COMMANDS:
@@ -50,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        set_width(args.width)
         code: int = args.func(args)
         sys.stdout.flush()
     except CliError as exc:

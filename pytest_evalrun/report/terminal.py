@@ -14,6 +14,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..safetext import escape
 from .fmt import fmt_p, fmt_pct, fmt_pp, plural, totals_text
 from .table import (
     EFFORT_KEYS,
@@ -38,8 +39,8 @@ MAX_FLAKY_SHOWN = 20
 
 
 def _clean(text: object) -> str:
-    """One line of text: control characters (which names may not have anyway) become spaces."""
-    return "".join(ch if ch.isprintable() else " " for ch in str(text))
+    """One line of text, control, bidi and invisible characters shown escaped."""
+    return escape(text)
 
 
 def _table(headers: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> list[str]:
@@ -242,3 +243,15 @@ def render_terminal(summary: Mapping[str, Any]) -> list[str]:
                 reasons.append(f"no judged trial: {', '.join(_clean(v) for v in unjudged)}")
             lines.append(f"evalrun gates: FAILED ({'; '.join(reasons)})")
     return lines
+
+
+def interrupted_lines(interrupted: int, not_run: int, command: str) -> list[str]:
+    """What an interrupted session says last: that it was interrupted, what it left undone,
+    and the command that finishes its runs."""
+    undone = [plural(interrupted, "trial") + " stopped while running (errors: interrupted)"]
+    if not_run:
+        undone.append(f"{not_run} not started")
+    return [
+        f"interrupted: {'; '.join(undone)}",
+        f"finish the run with: {_clean(command)}",
+    ]
