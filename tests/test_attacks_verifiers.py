@@ -43,7 +43,7 @@ def files(**content: str) -> str:
 
 def run(suite: Suite, xdist: bool) -> pytest.RunResult:
     return suite.pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", *(["-n", "2"] if xdist else [])
+        "-p", "no:cacheprovider", *(["-n", "2"] if xdist else []), "exp.eval.yaml"
     )
 
 
@@ -266,7 +266,13 @@ def test_hidden_tests_run_with_the_pytest_placeholder_cannot_be_hijacked(
     suite.write("fixtures/calc/calc.py", CALC_BUGGY)
     suite.write("fixtures/calc/tests/test_calc.py", HIDDEN_TEST)
     suite.write("fixtures/calc/tests/conftest.py", "# the fixture's own conftest\n")
-    suite.write("hidden/test_hidden.py", HIDDEN_TEST)
+    # Hidden tests with a helper module beside them (must stay importable).
+    suite.write("hidden/hidden_helper.py", "EXPECTED = 5\n")
+    suite.write(
+        "hidden/test_hidden.py",
+        "from calc import add\nfrom hidden_helper import EXPECTED\n\n"
+        "def test_add():\n    assert add(2, 3) == EXPECTED\n",
+    )
     suite.write(
         "check.py",
         "import os, sys\nsys.path.append(os.getcwd())\nfrom calc import add\n"
@@ -308,3 +314,22 @@ def test_hidden_tests_run_with_the_pytest_placeholder_cannot_be_hijacked(
     for name in ("honest-hidden", "honest-tests", "honest-script"):
         assert seen.pop(name)[0] == "passed", (name, r.stdout.str()[-3000:])
     assert {n: s for n, s in seen.items() if s[0] == "passed"} == {}, json.dumps(seen)
+
+
+def test_the_pytest_placeholder_is_several_words_in_both_command_forms() -> None:
+    import shlex
+
+    from pytest_evalrun.trial.placeholders import pytest_words, render_command
+
+    words = pytest_words("/venv/bin/python", "/tmp/my workspace", [("tests/conftest.py", "ab")])
+    values = {"pytest": shlex.join(words), "workspace": "/tmp/my workspace"}
+    assert render_command(["{pytest}", "-x", "{workspace}/t"], values) == [
+        *words,
+        "-x",
+        "/tmp/my workspace/t",
+    ]
+    assert shlex.split(str(render_command("cd {workspace} && {pytest} -q", values))) == [
+        "cd", "/tmp/my workspace", "&&", *words, "-q"
+    ]  # fmt: skip
+    assert words[:4] == ["/venv/bin/python", "-I", "-m", "pytest"]
+    assert words[8:10] == ["--evalrun-conftest", "tests/conftest.py=ab"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -36,10 +37,17 @@ from ..store.runs import utc_now
 from ..store.trialdir import TrialDir
 from . import metrics as metrics_mod
 from .environment import step_environment
+from .placeholders import pytest_words
 from .process import ProcessResult, kill_all_running
 from .sandbox import WORKSPACE_INSIDE, Isolation, Sandbox, SandboxError, SandboxPolicy, resolve
 from .steps import PYCALL_CRASHED, StepContext, StepKinds, missing
-from .workspace import Snapshot, WorkspaceError, prepare_workspace, workspace_diff
+from .workspace import (
+    Snapshot,
+    WorkspaceError,
+    conftest_blobs,
+    prepare_workspace,
+    workspace_diff,
+)
 
 TAIL_LINES = 30
 #: Files the agent may leave in EVALRUN_ARTIFACTS_DIR that the layout keeps at the trial root.
@@ -182,6 +190,11 @@ class _Trial:
             "model": s.variant.model or "",
             "run_id": s.run_id,
             "python": sys.executable,
+            "pytest": shlex.join(
+                pytest_words(
+                    sys.executable, self.inside(self.workspace), conftest_blobs(self.snapshot)
+                )
+            ),
         }
 
     def env(self) -> dict[str, str]:

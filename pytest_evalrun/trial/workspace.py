@@ -63,6 +63,7 @@ __all__ = [
     "DiffLimits",
     "Snapshot",
     "WorkspaceError",
+    "conftest_blobs",
     "prepare_workspace",
     "read_snapshot",
     "remove_session_templates",
@@ -361,6 +362,19 @@ def _from_template(
 def _failure(what: str, where: Path, code: int, stderr: bytes) -> str:
     detail = stderr.decode(errors="replace").strip()
     return f"{what} failed in {where} (exit {code}): {detail}"
+
+
+def conftest_blobs(snapshot: Snapshot | None) -> list[tuple[str, str]]:
+    """(path, blob sha) of every ``conftest.py`` of a snapshot: the conftest files the
+    ``{pytest}`` placeholder may load from the workspace (trial/pytest_guard.py)."""
+    if snapshot is None or snapshot.index is None:
+        return []
+    entries = parse_index(snapshot.index) or []
+    return [
+        (os.fsdecode(e.path), e.sha.hex())
+        for e in entries
+        if (e.path == b"conftest.py" or e.path.endswith(b"/conftest.py")) and e.mode != 0o120000
+    ]
 
 
 def read_snapshot(workspace: Path) -> str | None:
