@@ -33,6 +33,7 @@ from ..outcome import ERROR, FAILED, PASSED, TIMEOUT, TrialOutcome
 from ..secrets import Redactor
 from ..spec.model import Experiment, Step, Task, Variant
 from ..store import trialdir
+from ..store.linksafe import defuse_links
 from ..store.runs import utc_now
 from ..store.trialdir import TrialDir
 from . import metrics as metrics_mod
@@ -46,6 +47,8 @@ from .workspace import (
     WorkspaceError,
     conftest_blobs,
     prepare_workspace,
+    release_snapshot,
+    snapshot_after_setup,
     workspace_diff,
 )
 
@@ -344,6 +347,8 @@ class _Trial:
                 self.error("setup_failed", f"setup failed: {why}")
                 o.verify_tail = s.redactor.redact(tail(f.read_text(trialdir.SETUP_OUTPUT)))
                 return self.finish()
+            assert self.snapshot is not None
+            self.snapshot = snapshot_after_setup(self.workspace, self.snapshot)
         r = self.step("agent", s.variant.agent, env, s.task.timeout, f.file(trialdir.STDOUT))
         o.agent_exit, o.agent_duration = r.exit_code, r.duration
         self.collect_artifacts()
@@ -364,10 +369,12 @@ class _Trial:
     def collect_artifacts(self) -> None:
         f = self.files
         self.secure_artifacts()
+        defuse_links(f.artifacts, self.dir)
         try:
             diff = workspace_diff(self.workspace, self.snapshot, redactor=self.spec.redactor)
         except (WorkspaceError, OSError) as exc:
             diff = f"# workspace diff unavailable: {exc}\n"
+        release_snapshot(self.snapshot)
         f.write_text(trialdir.DIFF, diff)
         f.redact_tree(f.artifacts)
         for name in PROMOTED:
@@ -467,6 +474,7 @@ class _Trial:
                 self.outcome.message = self.outcome.message or f"workspace not kept: {exc}"
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
+        defuse_links(f.workspace, self.dir)
         f.redact_all()
 
     def finish(self) -> TrialOutcome:
