@@ -468,31 +468,45 @@ def workspace_diff_bytes(
 
 @dataclass
 class _Scan:
-    """What ``git ls-files --others --modified`` showed: files over the size limit (path,
-    size), nested repositories (``sub/``), and names that are not UTF-8."""
+    """What one ``git status`` showed: files over the size limit (path, size), nested
+    repositories (``sub/``), names that are not UTF-8, and ignored paths (no bytecode)."""
 
     big: list[tuple[bytes, int]] = dataclasses.field(default_factory=list)
     nested: list[bytes] = dataclasses.field(default_factory=list)
     odd_names: list[bytes] = dataclasses.field(default_factory=list)
+    ignored: list[bytes] = dataclasses.field(default_factory=list)
+
+
+_STATUS_ARGS = [
+    "status",
+    "--porcelain=v1",
+    "-z",
+    "--ignored=matching",
+    "--untracked-files=all",
+    "--no-renames",
+]
 
 
 def _scan(git: str, workspace: Path, env: dict[str, str], limits: DiffLimits) -> _Scan:
-    """New or changed files over ``limits.max_file_bytes``, nested repositories, and names
-    that are not UTF-8.  Symlinks are not followed (git stores a link, not its target)."""
-    listed = g.run_git(
-        git,
-        ["ls-files", "-z", "--others", "--modified", "--exclude-standard"],
-        cwd=workspace,
-        env=env,
-        timeout=limits.timeout,
-    )
+    """One ``git status`` of the workspace against the seeded index: new or changed files
+    over ``limits.max_file_bytes``, nested repositories, names that are not UTF-8, ignored
+    paths.  Symlinks are not followed (git stores a link, not its target)."""
+    listed = g.run_git(git, _STATUS_ARGS, cwd=workspace, env=env, timeout=limits.timeout)
     found = _Scan()
     if listed.returncode != 0:
         return found
     root = os.fsencode(os.path.abspath(workspace))
-    for rel in dict.fromkeys(listed.stdout.split(b"\0")):
+    for entry in listed.stdout.split(b"\0"):
+        code, rel = entry[:2], entry[3:]
         if not rel:
             continue
+        if code == b"!!":
+            name = rel.rstrip(b"/").rsplit(b"/", 1)[-1]
+            if name != b"__pycache__" and not name.endswith((b".pyc", b".pyo")):
+                found.ignored.append(rel)
+            continue
+        if code != b"??" and code[1:2] not in (b"M", b"T"):
+            continue  # unchanged in the work tree, or deleted
         if rel.endswith(b"/"):  # a directory git will not enter: a nested repository
             found.nested.append(rel)
             continue
@@ -617,6 +631,9 @@ def _add_all(
     if found.odd_names:
         names = _names([_show(rel) for rel in found.odd_names])
         notes.append(_note(f"names that are not UTF-8 (shown escaped here): {names}"))
+    if found.ignored:
+        names = _names([_show(rel) for rel in found.ignored])
+        notes.append(_note(f"not in this diff, ignored by a .gitignore: {names}"))
     add_args = ["add", "-A", "--ignore-errors"]
     pathspecs: bytes | None = None
     if excluded:
@@ -628,27 +645,6 @@ def _add_all(
         if unreadable:
             notes.append(_note(f"not in this diff, unreadable: {_names(unreadable)}"))
     return add
-
-
-def _ignored(git: str, workspace: Path, env: dict[str, str], limits: DiffLimits) -> list[str]:
-    """Untracked paths a ``.gitignore`` hides (directories collapsed to ``dir/``), without
-    bytecode caches."""
-    listed = g.run_git(
-        git,
-        ["ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"],
-        cwd=workspace,
-        env=env,
-        timeout=limits.timeout,
-    )
-    if listed.returncode != 0:
-        return []
-    out = []
-    for rel in listed.stdout.split(b"\0"):
-        name = rel.rstrip(b"/").rsplit(b"/", 1)[-1]
-        if not rel or name == b"__pycache__" or name.endswith((b".pyc", b".pyo")):
-            continue
-        out.append(_show(rel))
-    return out
 
 
 def _diff(
@@ -670,9 +666,6 @@ def _diff(
         if add.returncode not in (0, 1):
             detail = add.stderr.decode(errors="replace").strip()
             return _note(f"git add failed (exit {add.returncode}); no diff: {detail}")
-        ignored = _ignored(git, workspace, env, limits)
-        if ignored:
-            notes.append(_note(f"not in this diff, ignored by a .gitignore: {_names(ignored)}"))
         diff = g.run_git(
             git,
             [*_DIFF_ARGS, "--full-index", sha, "--"],
