@@ -413,6 +413,7 @@ for _ in range(450):  # a path of more than 4096 bytes
 os.close(os.open("leaf.txt", os.O_CREAT | os.O_WRONLY, dir_fd=deep))
 (ws / "a.txt").write_text("changed\n")
 sys.stdout.write(workspace_diff(ws, snap))
+sys.stderr.write(f"uid {os.geteuid()}\n")
 """
 
 
@@ -423,12 +424,21 @@ def test_unreadable_and_too_deep_paths_are_named_and_the_rest_is_shown(tmp_path:
         tmp_path = Path(tempfile.mkdtemp(prefix="evalrun-unreadable-"))
         os.chown(tmp_path, 65534, 65534)
     argv = [sys.executable, "-c", UNREADABLE, str(tmp_path)]
-    if os.geteuid() == 0:
-        argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *argv]
     env = {**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
+    if os.geteuid() == 0:
+        # Really nobody: no capability kept (root's would read every file); an interpreter
+        # nobody may run (this one may live in root's private home), our source on its path.
+        python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+        source = str(Path(__file__).resolve().parents[1])
+        argv = [
+            "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+            "--bounding-set=-all", python, "-c", UNREADABLE, str(tmp_path),
+        ]  # fmt: skip
+        env["PYTHONPATH"] = source
     out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     try:
         assert out.returncode == 0, out.stderr
+        assert os.geteuid() != 0 or "uid 65534" in out.stderr
         notes, _, patch = out.stdout.partition("diff --git")
         assert "+changed" in patch
         assert "unreadable:" in notes

@@ -226,10 +226,22 @@ def _child(target: str, out: int, nonce: bytes) -> None:
 
 
 def _read_outcome(fd: int, pid: int) -> tuple[bytes, int | None]:
-    """Read the child's message (nonce, length, JSON) until it is whole, the pipe closes, or
-    the child is gone; return (the bytes read, the child's wait status if it was reaped)."""
+    """Read the child's message (nonce, length, JSON) until it is whole, the pipe closes, the
+    child is gone, or more than a message's worth arrived; return (the bytes read, the
+    child's wait status if it was reaped).  Bounded: a process of the agent's that keeps the
+    pipe open and writes forever cannot hold the judge once the child has ended."""
     data = b""
     status: int | None = None
+    head = _NONCE_BYTES + 4
+    limit = head + _MAX_MESSAGE
+
+    def whole() -> bool:
+        if len(data) > limit:
+            return True
+        return len(data) >= head and len(data) >= head + int.from_bytes(
+            data[_NONCE_BYTES:head], "big"
+        )
+
     while True:
         ready, _, _ = select.select([fd], [], [], 0.1)
         if ready:
@@ -237,21 +249,16 @@ def _read_outcome(fd: int, pid: int) -> tuple[bytes, int | None]:
             if not chunk:
                 break
             data += chunk
-            head = _NONCE_BYTES + 4
-            if len(data) >= head:
-                size = int.from_bytes(data[_NONCE_BYTES:head], "big")
-                if size > _MAX_MESSAGE or len(data) >= head + size:
-                    break
-            continue
-        if status is None:
-            done, status_now = os.waitpid(pid, os.WNOHANG)
-            if done:
-                status = status_now
-                os.set_blocking(fd, False)
-                with contextlib.suppress(BlockingIOError):
-                    while chunk := os.read(fd, 65536):
-                        data += chunk
+            if whole():
                 break
+        done, status_now = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = status_now
+            os.set_blocking(fd, False)
+            with contextlib.suppress(BlockingIOError):
+                while not whole() and (chunk := os.read(fd, 65536)):
+                    data += chunk
+            break
     return data, status
 
 
