@@ -15,7 +15,8 @@ without an outcome (``os._exit(0)``, ``SystemExit``, a signal, a thread or ``ate
 that exits) is a crash (70), never an acceptance; whatever the child prints is output, never a
 verdict; reward files written while the verifier ran are discarded; before the judge writes
 its reward, every process the child left is killed (the judge is their subreaper).  The judge
-is not dumpable, so the child cannot ptrace it nor write its memory.
+is not dumpable, so the child cannot ptrace it nor write its memory, and the child runs under
+a seccomp filter that fails every signal to the judge (:func:`_forbid_signals_to`).
 """
 
 from __future__ import annotations
@@ -179,11 +180,89 @@ def _prctl(option: int, value: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
+# Syscalls that signal a process (or open a handle to signal it): (x86_64, aarch64) numbers.
+_SIGNAL_CALLS = {
+    0xC000003E: (62, 200, 234, 129, 297, 434),  # kill tkill tgkill rt_(tg)sigqueueinfo pidfd_open
+    0xC00000B7: (129, 130, 131, 138, 240, 434),
+}
+_PIDFD_SEND_SIGNAL = 424
+
+
+def _forbid_signals_to(judge: int, group: int) -> bool:
+    """In the child: a seccomp filter that fails (EPERM) every attempt to signal the judge
+    (its pid, its process group, ``-1``) or to use ``pidfd_send_signal``; the child may still
+    signal its own processes.  Best effort: False where it cannot be installed."""
+    import ctypes
+    import platform
+
+    arch = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}.get(platform.machine())
+    if arch is None or not sys.platform.startswith("linux"):
+        return False
+    ld, jeq, ret = 0x20, 0x15, 0x06
+    allow, deny = 0x7FFF0000, 0x00050000 | 1
+    calls = _SIGNAL_CALLS[arch]
+    # Instructions (code, jump-if-true, jump-if-false, k), jumps by label; a str is a label.
+    prog: list[tuple[int, str | int, str | int, int] | str] = [
+        (ld, 0, 0, 4),  # seccomp_data.arch
+        (jeq, 0, "allow", arch),
+        (ld, 0, 0, 0),  # seccomp_data.nr
+        *((jeq, "check", 0, nr) for nr in calls),
+        (jeq, "deny", 0, _PIDFD_SEND_SIGNAL),
+        "allow",
+        (ret, 0, 0, allow),
+        "check",
+        (ld, 0, 0, 16),  # args[0], low 32 bits
+        (jeq, "deny", 0, judge & 0xFFFFFFFF),
+        (jeq, "deny", 0, 0xFFFFFFFF),  # -1: every process
+        (jeq, "deny", 0, (-group) & 0xFFFFFFFF),
+        (ret, 0, 0, allow),
+        "deny",
+        (ret, 0, 0, deny),
+    ]
+    labels: dict[str, int] = {}
+    code: list[tuple[int, str | int, str | int, int]] = []
+    for item in prog:
+        if isinstance(item, str):
+            labels[item] = len(code)
+        else:
+            code.append(item)
+
+    def rel(target: str | int, at: int) -> int:
+        return labels[target] - at - 1 if isinstance(target, str) else target
+
+    class Filter(ctypes.Structure):
+        _fields_ = [
+            ("code", ctypes.c_ushort),
+            ("jt", ctypes.c_ubyte),
+            ("jf", ctypes.c_ubyte),
+            ("k", ctypes.c_uint),
+        ]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
+
+    items = (Filter * len(code))(
+        *(Filter(op, rel(jt, i), rel(jf, i), k) for i, (op, jt, jf, k) in enumerate(code))
+    )
+    program = Program(len(code), items)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+            return False
+        return bool(libc.prctl(22, 2, ctypes.byref(program), 0, 0) == 0)  # SECCOMP_MODE_FILTER
+    except (OSError, AttributeError):
+        return False
+
+
 def _child(target: str, out: int, nonce: bytes) -> None:
     """In the forked child: import and call the verifier, send its outcome, exit at once (no
     ``atexit`` handler or thread of the agent's code runs after the outcome is sent)."""
     write, dumps, exit_now = os.write, json.dumps, os._exit  # taken before any user code runs
     _prctl(_PR_SET_DUMPABLE, 1)
+    judge = os.getppid()
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)  # kill(0, ...) in the agent's code reaches the child's group only
+    _forbid_signals_to(judge, os.getpgid(judge))
     message: dict[str, Any]
     try:
         sys.path[:] = import_path("verify", list(sys.path), dict(os.environ), os.getcwd())
