@@ -75,6 +75,11 @@ PYCALL_ATTACKS: dict[str, str] = {
         "        pass\n"
         "os._exit(0)\n"
     ),
+    "link-in-verifier-dir": (
+        "import os, pathlib\n"
+        "v = pathlib.Path(os.environ['EVALRUN_VERIFIER_DIR'])\n"
+        "os.symlink('/etc/passwd', v / 'passwd')\n"
+    ),
     "patch-harness": (
         "import sys\n"
         "for name, mod in list(sys.modules.items()):\n"
@@ -124,6 +129,7 @@ PYCALL_EXPECTED: dict[str, set[str]] = {
     "kill-parent": {"error"},
     "kill-parent-planted": {"error"},
     "patch-harness": {"failed"},
+    "link-in-verifier-dir": {"failed"},
     "fake-result-line": {"error"},
     "fd-spray": {"error"},
     "thread-exit-0": {"failed"},
@@ -180,6 +186,8 @@ def test_a_python_verifier_is_not_ended_or_steered_by_the_agents_module(
     }
     assert wrong == {}, json.dumps(seen)
     assert seen["plant-reward"] == ("failed", 0.25)
+    linked = suite.trial_dir("base", "link-in-verifier-dir", 1) / "verifier" / "passwd"
+    assert linked.is_file() and not linked.is_symlink() and "/etc/passwd" in linked.read_text()
     crashed = suite.meta("base", "os-exit-0")
     assert crashed["error_kind"] == "verify_crashed"
     assert "did not return" in crashed["verify_tail"]

@@ -474,7 +474,7 @@ class _Trial:
                 self.outcome.message = self.outcome.message or f"workspace not kept: {exc}"
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
-        defuse_links(f.workspace, self.dir)
+        defuse_links(self.dir, self.dir)  # the kept workspace, verifier/, artifacts/
         f.redact_all()
 
     def finish(self) -> TrialOutcome:
