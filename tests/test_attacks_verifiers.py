@@ -267,6 +267,10 @@ PYTEST_ATTACKS: dict[str, tuple[dict[str, str], str]] = {
         },
         "cd {workspace} && {pytest} {experiment_dir}/hidden",
     ),
+    "script-beside-the-yaml": (
+        {"pytest.py": "import sys\nsys.exit(0)\n", "conftest.py": "import os\nos._exit(0)\n"},
+        "bash {experiment_dir}/run_tests.sh {pytest}",
+    ),
     "fake-python3-relative-path": (
         {"node_modules/.bin/python3": "#!/bin/sh\nexit 0\n", "python3": "#!/bin/sh\nexit 0\n"},
         "python3 {experiment_dir}/check.py",
@@ -293,6 +297,7 @@ def test_hidden_tests_run_with_the_pytest_placeholder_cannot_be_hijacked(
         "from calc import add\nfrom hidden_helper import EXPECTED\n\n"
         "def test_add():\n    assert add(2, 3) == EXPECTED\n",
     )
+    suite.write("run_tests.sh", 'cd "$EVALRUN_WORKSPACE" && "$@" -q tests\n')
     suite.write(
         "check.py",
         "import os, sys\nsys.path.append(os.getcwd())\nfrom calc import add\n"
@@ -320,6 +325,7 @@ def test_hidden_tests_run_with_the_pytest_placeholder_cannot_be_hijacked(
         ("honest-hidden", "cd {workspace} && {pytest} {experiment_dir}/hidden"),
         ("honest-tests", "cd {workspace} && {pytest} tests"),
         ("honest-script", "python3 {experiment_dir}/check.py"),
+        ("honest-shell-script", "bash {experiment_dir}/run_tests.sh {pytest}"),
     ):
         tasks.append({"name": name, "prompt": honest, "fixture": "fixtures/calc", "verify": verify})
     suite.experiment(
@@ -330,8 +336,9 @@ def test_hidden_tests_run_with_the_pytest_placeholder_cannot_be_hijacked(
     )
     r = run(suite, xdist)
     names = [*PYTEST_ATTACKS, "pyc-planted"]
-    seen = statuses(suite, [*names, "honest-hidden", "honest-tests", "honest-script"])
-    for name in ("honest-hidden", "honest-tests", "honest-script"):
+    honest_names = ["honest-hidden", "honest-tests", "honest-script", "honest-shell-script"]
+    seen = statuses(suite, [*names, *honest_names])
+    for name in honest_names:
         assert seen.pop(name)[0] == "passed", (name, r.stdout.str()[-3000:])
     assert {n: s for n, s in seen.items() if s[0] == "passed"} == {}, json.dumps(seen)
 
