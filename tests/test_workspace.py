@@ -183,10 +183,19 @@ def test_odd_workspaces_never_raise(fixture_dir: Path, tmp_path: Path) -> None:
     assert workspace_diff(tmp_path / "missing").startswith("# evalrun:")
     assert workspace_diff(ws, "0" * 40).startswith("# evalrun:")
     assert workspace_diff(ws, "--output=/tmp/x").startswith("# evalrun:")
+    snapshot = prepare_workspace(fixture_dir, tmp_path / "ws2")
     shutil.rmtree(ws / ".git")
     note = workspace_diff(ws, sha)
     assert note.startswith("# evalrun:") and ".git" in note
     assert workspace_diff(ws).startswith("# evalrun:")
+    # The snapshot prepare_workspace returned keeps its objects outside the workspace: an
+    # agent that removes .git (or replaces it by a file) does not blank its own diff.
+    ws2 = tmp_path / "ws2"
+    shutil.rmtree(ws2 / ".git")
+    (ws2 / ".git").write_text("gitdir: /nowhere\n")
+    (ws2 / "added.txt").write_text("new\n")
+    diff = workspace_diff(ws2, snapshot)
+    assert "+++ b/added.txt" in diff and "gitdir" not in diff
 
 
 def test_missing_fixture_and_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

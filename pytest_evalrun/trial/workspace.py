@@ -449,7 +449,8 @@ def workspace_diff_bytes(
         git_dir = workspace / ".git"
         if not workspace.is_dir():
             return _note(f"workspace {workspace} does not exist; no diff")
-        if not git_dir.is_dir():
+        if not (seed is not None and seed.objects) and not git_dir.is_dir():
+            # (a Snapshot that names its objects needs nothing of the workspace's .git)
             return _note("the workspace's .git directory is gone (removed by the agent?); no diff")
         if sha is not None and (not sha or sha.startswith("-")):
             return _note(f"invalid snapshot {sha!r}; no diff")
