@@ -132,7 +132,7 @@ PYCALL_EXPECTED: dict[str, set[str]] = {
     "link-in-verifier-dir": {"failed"},
     "fake-result-line": {"error"},
     "fd-spray": {"error"},
-    "thread-exit-0": {"failed"},
+    "thread-exit-0": {"failed", "error"},  # error if the thread wins on a loaded machine
     "atexit-exit-0": {"failed"},
     "plant-reward": {"failed"},
 }
