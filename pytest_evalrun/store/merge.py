@@ -99,7 +99,7 @@ class MergedRun:
     run_dir: Path
     #: False when the merged run was already as it is (merging again changed nothing)
     changed: bool = True
-    #: The merged run's verdict (summary.json's ``verdict``).
+    #: The merged run's verdict (its experiment's ``verdict`` in summary.json).
     verdict: dict[str, Any] = field(default_factory=dict)
     #: The merged run's summary (summary.json's content; {} when unreadable).
     summary: dict[str, Any] = field(default_factory=dict)
@@ -604,7 +604,6 @@ def _place_copy(experiment: str, run_id: str, shards: Sequence[_Shard], into: Pa
         record_trials(db, outcomes)
         record_run(db, experiment, dict(shard.run), paths.run_dir, summary or None)
         shutil.copyfile(shard.run_dir / "run.json", paths.run_json)
-    verdict = summary.get("verdict") if isinstance(summary.get("verdict"), dict) else {}
     return MergedRun(
         experiment,
         run_id,
@@ -613,7 +612,7 @@ def _place_copy(experiment: str, run_id: str, shards: Sequence[_Shard], into: Pa
         0 if existed else len(shard.trials),
         paths.run_dir,
         changed=not existed,
-        verdict=dict(verdict or {}),
+        verdict=_verdict(summary),
         summary=summary,
         copy=True,
     )
@@ -741,7 +740,7 @@ def _merge_run(
         len(outcomes),
         added,
         paths.run_dir,
-        verdict=dict(done.verdict),
+        verdict=_verdict(summary),
         summary=summary,
     )
 
@@ -762,7 +761,6 @@ def _run_json(
 
 def _unchanged(experiment: str, run_id: str, n_shards: int, n: int, paths: RunPaths) -> MergedRun:
     summary = _read_dict(paths.summary_json)
-    verdict = summary.get("verdict")
     return MergedRun(
         experiment,
         run_id,
@@ -771,9 +769,19 @@ def _unchanged(experiment: str, run_id: str, n_shards: int, n: int, paths: RunPa
         0,
         paths.run_dir,
         False,
-        verdict=dict(verdict) if isinstance(verdict, dict) else {},
+        verdict=_verdict(summary),
         summary=summary,
     )
+
+
+def _verdict(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The verdict of a run's (one experiment's) summary; {} when it has none."""
+    experiments = summary.get("experiments")
+    if isinstance(experiments, list) and experiments and isinstance(experiments[0], dict):
+        verdict = experiments[0].get("verdict")
+        if isinstance(verdict, dict):
+            return dict(verdict)
+    return {}
 
 
 def _mark_moved(shard: _Shard, into: Path) -> None:
