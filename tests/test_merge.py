@@ -385,6 +385,11 @@ def test_the_same_trial_in_two_shards_is_a_conflict(
     assert str(shards[0]) in conflicts[0] and str(twin) in conflicts[0]
     assert not target.exists()  # nothing written
     assert _tree_digest(shards[0]) == before  # nothing moved
+    # the same shard given twice is not "the same copy of a run" (a restored baseline): a
+    # conflict too
+    twice = evalrun("merge", str(shards[0]), str(twin), "--into", str(target), cwd=tmp_path)
+    assert twice.returncode == 1 and "is in two shards" in twice.stderr
+    assert not target.exists()
 
 
 def test_an_interrupted_merge_finishes_when_run_again(
@@ -664,3 +669,45 @@ def test_shards_run_with_different_gates_are_a_conflict(
     assert line.startswith("evalrun merge: conflict: experiment 'exp' run 'cand': ")
     assert line.endswith("were run with different gates: --eval-alpha (0.05 vs 0.1)")
     assert not into.exists() and [_tree_digest(s) for s in shards] == before
+
+
+def _edit_run_json(shard: Path, change: Any) -> None:
+    path = shard / "results" / "exp" / RUN / "run.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_shards_that_recorded_no_gates_keep_their_summaries_gates(
+    machines: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """Shards an older version wrote (no run.json ``gates``): the min pass rate their
+    summaries state still gates the merged run."""
+    _, shards = machines
+    for shard in shards:
+        _edit_run_json(shard, lambda data: data.pop("gates"))
+    into = tmp_path / "merged"
+    result = evalrun("merge", *map(str, shards), "--into", str(into), "--gate", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "  gate: FAILED (4 gated cell(s) below their min pass rate)" in result.stdout
+    assert "gates" not in json.loads((into / "results" / "exp" / RUN / "run.json").read_text())
+
+
+def test_unreadable_gates_are_a_conflict(
+    machines: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    _, shards = machines
+
+    def change(data: dict[str, Any]) -> None:
+        data["gates"]["alpha"] = "often"
+
+    _edit_run_json(shards[0], change)
+    into = tmp_path / "merged"
+    result = evalrun("merge", *map(str, shards), "--into", str(into), cwd=tmp_path)
+    assert result.returncode == 1 and not into.exists()
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == (
+        f"evalrun merge: conflict: experiment 'exp' run '{RUN}': "
+        f"{shards[0]}/results/exp/{RUN}/run.json: "
+        "gates.alpha must be a number between 0 and 1, not 'often'"
+    ), lines

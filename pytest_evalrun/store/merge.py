@@ -20,7 +20,8 @@ same run id on every machine: give the shards a common ``--eval-run-id``), the m
 
 A run that every shard holding it holds as the same copy (the same trials, byte for byte, and
 the same run.json: e.g. the baseline run restored into each shard's ``results/`` so that the
-shard's regression gate finds it) is not a shard of anything: it is placed once into DIR as it
+shard's regression gate finds it), and that is not itself an unmerged shard, is not a shard of
+anything: it is placed once into DIR as it
 is (linked, never moved; the shards keep their copies), so DIR holds what one machine's
 ``results/`` would.
 
@@ -185,31 +186,29 @@ def _conflicts(experiment: str, run_id: str, shards: Sequence[_Shard]) -> list[s
     return problems
 
 
-def _recorded_gates(shards: Sequence[_Shard]) -> list[tuple[Path, dict[str, Any]]]:
+def _recorded_gates(shards: Sequence[_Shard]) -> list[tuple[_Shard, dict[str, Any]]]:
     """The gates' inputs each shard recorded (shards whose session never finished, or that an
     older pytest-evalrun wrote, have none)."""
-    return [
-        (s.root, s.run["gates"]) for s in shards if isinstance(s.run.get("gates"), dict)
-    ]
+    return [(s, s.run["gates"]) for s in shards if isinstance(s.run.get("gates"), dict)]
 
 
 def _gate_conflicts(where: str, shards: Sequence[_Shard]) -> list[str]:
     """Shards whose recorded gates' inputs differ, or cannot be read."""
     problems: list[str] = []
     recorded = _recorded_gates(shards)
-    for root, gates in recorded:
+    for shard, gates in recorded:
         try:
             Gates.from_json(gates)
         except GatesError as exc:
-            problems.append(f"{where}: {root}/results run.json: {exc}")
+            problems.append(f"{where}: {shard.run_dir / 'run.json'}: {exc}")
     if problems or not recorded:
         return problems
-    first_root, first = recorded[0]
-    for root, gates in recorded[1:]:
+    first_shard, first = recorded[0]
+    for shard, gates in recorded[1:]:
         differ = gates_differences(first, gates)
         if differ:
             problems.append(
-                f"{where}: {first_root} and {root} were run with different gates: "
+                f"{where}: {first_shard.root} and {shard.root} were run with different gates: "
                 + ", ".join(f"{flag} ({_shown(first, flag)} vs {_shown(gates, flag)})"
                             for flag in differ)
             )  # fmt: skip
@@ -254,7 +253,7 @@ def _against_target(
         differ = gates_differences(old_gates, recorded[0][1])
         if differ:
             problems.append(
-                f"{where}: {recorded[0][0]} was run with other gates than the run an earlier "
+                f"{where}: {recorded[0][0].root} was run with other gates than the run an earlier "
                 f"merge put in {into}: {', '.join(differ)}"
             )
     for shard in shards:
@@ -544,10 +543,16 @@ def merge(shards: Sequence[Path], into: Path, *, keep: bool = False) -> list[Mer
 
 def _same_copy(shards: Sequence[_Shard]) -> bool:
     """Every shard holds the same copy of the run: the same trials (meta.json byte for byte)
-    and the same run.json; a run in one shard only is not a copy."""
+    and the same run.json, and the run is not itself a shard waiting to be merged (the same
+    shard given twice stays a conflict); a run in one shard only is not a copy."""
     if len(shards) < 2:
         return False
     first = shards[0]
+    sessions = first.run.get("sessions") or []
+    if "merged_from" not in first.run and any(
+        isinstance(x, dict) and x.get("shard") for x in sessions
+    ):
+        return False
     for shard in shards[1:]:
         if shard.run != first.run or shard.trials.keys() != first.trials.keys():
             return False
@@ -750,7 +755,7 @@ def _run_json(
     counts: Mapping[str, int],
     old: Mapping[str, Any],
     merged_from: list[dict[str, Any]],
-    recorded: Sequence[tuple[Path, dict[str, Any]]],
+    recorded: Sequence[tuple[_Shard, dict[str, Any]]],
 ) -> dict[str, Any]:
     """:func:`_merged_run_json` with the gates' inputs the shards recorded."""
     data = _merged_run_json(shards, dict(counts), old, merged_from)
