@@ -234,6 +234,13 @@ def test_gitlab_recipe_end_to_end(tmp_path: Path) -> None:
     assert codes[:-1] == [0] * (len(codes) - 1)
     assert "pass_rate{" in (runner / "metrics.txt").read_text()
     _check_merged(runner / "merged", codes[-1])
+    # the merge job's junit report: the gates, the overall one failing exactly when the
+    # job's last line (the gate) exits 1
+    junitparser = pytest.importorskip("junitparser", reason="junitparser is not installed")
+    report = recipe["eval-merge"]["artifacts"]["reports"]["junit"]
+    xml = junitparser.JUnitXml.fromfile(str(runner / report))
+    overall = [c for suite in xml for c in suite if ": gate " in c.name]
+    assert len(overall) == 1 and bool(overall[0].result) == (codes[-1] == 1)
 
 
 # --- docs/reports.md's single-machine GitHub recipe, with a gate that passes and one that fails

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -586,8 +587,18 @@ def test_a_regression_found_by_each_shard_fails_the_merged_run(
     for results in (single / "results", into / "results"):
         shown = evalrun("show", "cand", "--results", str(results), "--gate", cwd=tmp_path)
         assert shown.returncode == 1, shown.stdout
-    # the verdict file: the same as the one-machine session's, byte for byte
+    # the verdict file: the same as the one-machine session's, byte for byte; variant a's
+    # regression test and the overall gate fail, b's regression test passes
     assert verdict.read_text() == (single / "verdict.xml").read_text()
+    cases = {
+        c.get("name", ""): bool(c.findall("failure"))
+        for c in ET.parse(verdict).getroot().iter("testcase")
+    }
+    assert len(cases) == 3, cases
+    assert [failed for name, failed in sorted(cases.items())] == [True, False, True], cases
+    assert sorted(cases)[0].startswith("exp / a: regression test against run base: ")
+    assert sorted(cases)[0].endswith(": REGRESSED")
+    assert sorted(cases)[2] == "exp run cand: gate FAILED (regressed: a)"
     # run.json records every gate's inputs, the baseline's counts with them
     g1 = json.loads((_cand(single) / "run.json").read_text())["gates"]
     g2 = json.loads((_cand(into) / "run.json").read_text())["gates"]
