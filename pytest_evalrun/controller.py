@@ -56,6 +56,8 @@ class ControllerPlugin:
         self.config = config
         self.context = context
         self.shared = context.shared
+        #: --eval-errors / ini evalrun_errors (a bad ini value is a usage error, up front)
+        self.error_policy = self._error_policy()
         self.outcomes: dict[str, TrialOutcome] = {}
         self.spec_errors: dict[str, str] = {}
         self.collected: list[str] = []
@@ -290,7 +292,7 @@ class ControllerPlugin:
             min_pass_rate=self.config.getoption("eval_min_pass_rate"),
             baseline_variant=self.config.getoption("eval_baseline"),
             alpha=self.config.getoption("eval_alpha"),
-            errors=self._error_policy(),
+            errors=self.error_policy,
             retry=tuple(sorted(self.shared.retry)),
             regression=regression,
         )

@@ -97,7 +97,8 @@ class RegressionGate:
         ref = _str(data.get("ref"), "gates.baseline_run.ref")
         if not ref:
             raise GatesError("gates.baseline_run.ref is missing")
-        raw = data.get("counts") or {}
+        raw = data.get("counts")
+        raw = {} if raw is None else raw
         if not isinstance(raw, dict):
             raise GatesError("gates.baseline_run.counts must be an object")
         counts: dict[str, dict[str, TaskCounts]] = {}
@@ -166,7 +167,8 @@ class Gates:
         errors = data.get("errors", ERRORS_COUNT)
         if errors not in ERROR_POLICIES:
             raise GatesError(f"gates.errors must be one of {', '.join(ERROR_POLICIES)}")
-        retry = data.get("retry") or []
+        retry = data.get("retry")
+        retry = [] if retry is None else retry
         if not isinstance(retry, list) or not all(isinstance(r, str) for r in retry):
             raise GatesError(f"gates.retry must be a list of statuses, not {retry!r}")
         base = data.get("baseline_run")
