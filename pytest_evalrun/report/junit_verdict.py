@@ -89,7 +89,11 @@ class Case:
         self.name = name
         self.failed = failed
         self.message = message
-        self.properties = list(properties)
+        # one property per name (the first given wins), in the order given
+        seen: dict[str, str] = {}
+        for key, value in properties:
+            seen.setdefault(key, value)
+        self.properties = list(seen.items())
         self.skipped = skipped
 
 
