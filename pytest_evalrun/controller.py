@@ -31,8 +31,9 @@ from .shared import WORKERINPUT_KEY
 from .spec.errors import SpecError
 from .spec.model import Experiment
 from .store import runs
-from .store.atomic import write_text_atomic
+from .store.atomic import read_json, write_text_atomic
 from .store.baseline import BaselineError, NoEarlierRun, baseline_counts, resolve_baseline
+from .store.paths import RunPaths
 from .store.recorder import FinishedRun
 from .store.standard import experiment_plan
 from .store.trialdir import TrialDir
@@ -278,15 +279,13 @@ class ControllerPlugin:
         ref = self.config.getoption("eval_baseline_run")
         if ref:
             run_id = self.baselines.get(exp.slug)
+            results = Path(self.shared.results)
             regression = RegressionGate(
                 ref=str(ref),
                 run_id=run_id,
-                counts=(
-                    baseline_counts(Path(self.shared.results), exp.slug, run_id)
-                    if run_id
-                    else {}
-                ),
+                counts=baseline_counts(results, exp.slug, run_id) if run_id else {},
                 note=self.no_baseline.get(exp.slug),
+                rerun_judged=_rerun_judged(RunPaths(results, exp.slug, run_id)) if run_id else None,
             )
         return Gates(
             min_pass_rate=self.config.getoption("eval_min_pass_rate"),
@@ -404,6 +403,17 @@ class ControllerPlugin:
                 if not nodeid or (not is_trial_nodeid(nodeid) and nodeid not in self.spec_errors):
                     return True
         return False
+
+
+def _rerun_judged(paths: RunPaths) -> int | None:
+    """Judged trials a stored run ran again (``--eval-retry``), from its summary.json's
+    totals; None when unknown."""
+    try:
+        totals = read_json(paths.summary_json).get("totals", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    value = totals.get("rerun_judged") if isinstance(totals, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _dist_given(config: pytest.Config) -> bool:

@@ -78,12 +78,19 @@ class RegressionGate:
     counts: Mapping[str, Mapping[str, TaskCounts]] = field(default_factory=dict)
     #: Why there is no baseline run (e.g. a new experiment), else None.
     note: str | None = None
+    #: What the reports say about the baseline run (e.g. found partial), the same for every
+    #: shard of the run: added to the summary's notes.
+    notes: tuple[str, ...] = ()
+    #: Judged trials the baseline run ran again (``--eval-retry``); None when unknown.
+    rerun_judged: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "ref": self.ref,
             "run_id": self.run_id,
             "note": self.note,
+            "notes": list(self.notes),
+            "rerun_judged": self.rerun_judged,
             "counts": {
                 v: {t: [c.passed, c.judged, c.errors] for t, c in sorted(tasks.items())}
                 for v, tasks in sorted(self.counts.items())
@@ -118,11 +125,20 @@ class RegressionGate:
                         f"[passed, judged, errors], not {c!r}"
                     )
                 counts.setdefault(str(v), {})[str(t)] = TaskCounts(*c)
+        notes = data.get("notes")
+        notes = [] if notes is None else notes
+        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise GatesError(f"gates.baseline_run.notes must be a list of strings, not {notes!r}")
+        rerun = data.get("rerun_judged")
+        if rerun is not None and (isinstance(rerun, bool) or not isinstance(rerun, int)):
+            raise GatesError(f"gates.baseline_run.rerun_judged must be a count, not {rerun!r}")
         return cls(
             ref=ref,
             run_id=_str(data.get("run_id"), "gates.baseline_run.run_id"),
             counts=counts,
             note=_str(data.get("note"), "gates.baseline_run.note"),
+            notes=tuple(notes),
+            rerun_judged=rerun,
         )
 
 
@@ -342,6 +358,7 @@ def finish_run(
             errors=gates.errors,
         )
         summary = apply_regression(summary, section)
+        summary["experiments"][0]["notes"].extend(regression.notes)
     elif regression is not None and regression.note:
         summary["experiments"][0]["notes"].append(
             f"regression gate: {regression.note}; nothing to compare with"

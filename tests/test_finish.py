@@ -22,7 +22,11 @@ def test_gates_round_trip_through_json() -> None:
         errors="exclude",
         retry=("failed", "error"),
         regression=RegressionGate(
-            ref="latest", run_id="r1", counts={"a": {"t": TaskCounts(2, 3, 1)}}, note=None
+            ref="latest",
+            run_id="r1",
+            counts={"a": {"t": TaskCounts(2, 3, 1)}},
+            notes=("the baseline run is partial",),
+            rerun_judged=4,
         ),
     )
     data = json.loads(json.dumps(gates.to_json()))
@@ -46,6 +50,8 @@ def test_gates_round_trip_through_json() -> None:
         ({"baseline_run": {"ref": "x", "counts": {"a": {"t": [3, 2, 0]}}}}, "counts['a']['t']"),
         ({"baseline_run": {"ref": "x", "counts": {"a": {"t": [1, -2, 0]}}}}, "counts['a']['t']"),
         ({"baseline_run": {"ref": "x", "counts": []}}, "gates.baseline_run.counts"),
+        ({"baseline_run": {"ref": "x", "notes": "partial"}}, "gates.baseline_run.notes"),
+        ({"baseline_run": {"ref": "x", "rerun_judged": 1.5}}, "gates.baseline_run.rerun_judged"),
     ],
 )
 def test_unreadable_gates_name_the_field(change: dict[str, Any], field: str) -> None:

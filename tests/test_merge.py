@@ -606,6 +606,7 @@ def test_a_regression_found_by_each_shard_fails_the_merged_run(
     assert g1["baseline_run"]["ref"] == "base" and g1["baseline_run"]["run_id"] == "base"
     assert g1["baseline_run"]["counts"]["a"]["t1"] == [3, 3, 0]
     assert g1["baseline_run"]["counts"]["b"]["t4"] == [0, 3, 0]
+    assert (g1["baseline_run"]["rerun_judged"], g1["baseline_run"]["notes"]) == (0, [])
     assert (g1["alpha"], g1["errors"], g1["min_pass_rate"]) == (0.05, "count", None)
     assert g1["retry"] == []
     # the baseline run is placed once, as it was; the shards keep their copies
