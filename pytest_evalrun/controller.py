@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,29 +19,32 @@ import pytest
 
 from .collect import SPEC_ERROR_PROPERTY, TrialId, is_trial_nodeid
 from .context import EvalContext
+from .finish import Gates, Plan, RegressionGate, finish_run
 from .outcome import ERROR, USER_PROPERTY, TrialOutcome
 from .report import junit
+from .report.junit_verdict import render_verdict
 from .report.markdown import render_markdown
 from .report.openmetrics import render_openmetrics
-from .report.summary import ExperimentMeta, apply_regression, build_summary, combine_summaries
+from .report.policy import ERROR_POLICIES
+from .report.summary import combine_summaries
 from .safetext import bounded
 from .shared import WORKERINPUT_KEY
 from .spec.errors import SpecError
 from .spec.model import Experiment
 from .store import runs
-from .store.atomic import write_text_atomic
+from .store.atomic import read_json, write_text_atomic
 from .store.baseline import (
     JUDGED_RETRY,
     BaselineError,
     BaselineNotFound,
     Candidate,
     baseline_counts,
-    coverage_notes,
     find_baseline,
-    regression,
     retry_policy,
 )
+from .store.paths import RunPaths
 from .store.recorder import FinishedRun
+from .store.standard import experiment_plan
 from .store.trialdir import TrialDir
 from .trial.process import kill_processes_with_env
 
@@ -64,6 +66,8 @@ class ControllerPlugin:
         self.config = config
         self.context = context
         self.shared = context.shared
+        #: --eval-errors / ini evalrun_errors (a bad ini value is a usage error, up front)
+        self.error_policy = self._error_policy()
         self.outcomes: dict[str, TrialOutcome] = {}
         self.spec_errors: dict[str, str] = {}
         self.collected: list[str] = []
@@ -350,23 +354,39 @@ class ControllerPlugin:
             run.collected = max(run.collected, len(run.outcomes))
         return grouped
 
-    def _meta(self, run: RunResult) -> ExperimentMeta:
-        exp = run.experiment
-        seen_v = {o.variant for o in run.outcomes}
-        seen_t = {o.task for o in run.outcomes}
-        return ExperimentMeta(
-            name=exp.name,
-            variants=[
-                v.name for v in exp.variants if v.name in seen_v or v.slug in run.variant_slugs
-            ],
-            tasks=[t.name for t in exp.tasks if t.name in seen_t or t.slug in run.task_slugs],
-            min_pass_rate=exp.min_pass_rate,
-            task_min_pass_rate={t.name: t.min_pass_rate for t in exp.tasks},
-            trials_per_task={t.name: t.trials for t in exp.tasks},
-            run_id=run.run_id,
-            results_dir=str(Path(self.shared.results) / exp.slug / run.run_id),
-            jobs_dir=str(Path(self.shared.jobs)),
+    def _gates(self, exp: Experiment) -> Gates:
+        """Every gate's inputs of ``exp``'s run in this session (recorded in run.json)."""
+        regression = None
+        ref = self.config.getoption("eval_baseline_run")
+        if ref:
+            run_id = self.baselines.get(exp.slug)
+            results = Path(self.shared.results)
+            regression = RegressionGate(
+                ref=str(ref),
+                run_id=run_id,
+                counts=baseline_counts(results, exp.slug, run_id) if run_id else {},
+                note=self.no_baseline.get(exp.slug),
+                notes=tuple(self.baseline_notes.get(exp.slug, ())),
+                rerun_judged=_rerun_judged(RunPaths(results, exp.slug, run_id)) if run_id else None,
+            )
+        return Gates(
+            min_pass_rate=self.config.getoption("eval_min_pass_rate"),
+            baseline_variant=self.config.getoption("eval_baseline"),
+            alpha=self.config.getoption("eval_alpha"),
+            errors=self.error_policy,
+            retry=tuple(sorted(self.shared.retry)),
+            regression=regression,
         )
+
+    def _error_policy(self) -> str:
+        policy = self.config.getoption("eval_errors") or str(
+            self.config.getini("evalrun_errors") or "count"
+        )
+        if policy not in ERROR_POLICIES:
+            raise pytest.UsageError(
+                f"evalrun_errors = {policy!r}: use one of {', '.join(ERROR_POLICIES)}"
+            )
+        return policy
 
     def finish(self, session: pytest.Session, exitstatus: int) -> None:
         stopped: dict[str, TrialOutcome] = {}
@@ -379,46 +399,40 @@ class ControllerPlugin:
             )  # fmt: skip
             self.outcomes.update(stopped)
         grouped = self._runs()
-        cli_gate = self.config.getoption("eval_min_pass_rate")
-        baseline = self.config.getoption("eval_baseline")
-        metas = {run.experiment.name: self._meta(run) for run in grouped.values()}
-        not_run = {
-            run.experiment.name: max(run.collected - len(run.outcomes), 0)
-            for run in grouped.values()
-        }
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
         if interrupted:
             self.interrupted = (
                 len(stopped),
-                sum(not_run.values()),
+                sum(max(run.collected - len(run.outcomes), 0) for run in grouped.values()),
                 {run.run_id for run in grouped.values()},
             )
         parts = []
         for (_, run_id), run in grouped.items():
             exp = run.experiment
-            per_exp = build_summary(
+            gates = self._gates(exp)
+            done = finish_run(
                 run.outcomes,
-                experiments_meta={exp.name: metas[exp.name]},
-                cli_min_pass_rate=cli_gate,
-                baseline=baseline,
-                not_run={exp.name: not_run[exp.name]},
+                Plan.from_json(experiment_plan(exp)),
+                gates,
+                experiment=exp.name,
+                variants=[v.name for v in exp.variants if v.slug in run.variant_slugs],
+                tasks=[t.name for t in exp.tasks if t.slug in run.task_slugs],
+                task_slugs=run.task_slugs,
+                total=run.collected,
+                run_id=run_id,
+                results_dir=str(Path(self.shared.results) / exp.slug / run_id),
+                jobs_dir=str(Path(self.shared.jobs)),
             )
-            if exp.slug in self.baselines:
-                per_exp = apply_regression(per_exp, self._regression(run, metas[exp.name]))
-                per_exp["experiments"][0]["notes"].extend(self._baseline_notes(run))
-            elif exp.slug in self.no_baseline:
-                per_exp["experiments"][0]["notes"].append(
-                    f"regression gate: {self.no_baseline[exp.slug]}; nothing to compare with"
-                )
-            parts.append(per_exp)
+            parts.append(done.summary)
             info = self.context.run_info(exp, run_id=run_id, n_total=run.collected)
             finished = FinishedRun(
                 run=info,
                 outcomes=run.outcomes,
-                summary=per_exp,
-                status=self._status(exitstatus, interrupted, not_run[exp.name], session),
-                counts=self._counts(run, not_run[exp.name]),
+                summary=done.summary,
+                status=self._status(exitstatus, interrupted, done.counts["not_run"], session),
+                counts=done.counts,
                 ran=bool(run.outcomes) or runs.read_run(info.paths) is not None,
+                gates=gates.to_json(),
             )
             for problem in self.context.recorders.finish_run(finished):
                 self.config.issue_config_time_warning(
@@ -426,34 +440,15 @@ class ControllerPlugin:
                 )
             if finished.ran:
                 self.run_dirs.append(info.paths.run_dir)
-        self.summary = combine_summaries(parts, cli_min_pass_rate=cli_gate, baseline=baseline)
+        self.summary = combine_summaries(
+            parts,
+            cli_min_pass_rate=self.config.getoption("eval_min_pass_rate"),
+            baseline=self.config.getoption("eval_baseline"),
+        )
         self._write_combined()
         junit.add_suite_properties(
             self.config, self.summary, {k: r.run_id for k, r in grouped.items()}
         )
-
-    def _regression(self, run: RunResult, meta: ExperimentMeta) -> dict[str, Any]:
-        exp = run.experiment
-        names = {v.slug: v.name for v in exp.variants if v.name in meta.variants}
-        return regression(
-            Path(self.shared.results),
-            exp.slug,
-            self.baselines[exp.slug],
-            run.outcomes,
-            alpha=self.config.getoption("eval_alpha"),
-            variant_names=names,
-        )
-
-    def _baseline_notes(self, run: RunResult) -> list[str]:
-        """What the reports name about the baseline run: found partial (while this session
-        ran a part too), or missing tasks this run judged."""
-        exp, base = run.experiment, self.baselines[run.experiment.slug]
-        names = {v.slug: v.name for v in exp.variants}
-        counts = baseline_counts(Path(self.shared.results), exp.slug, base)
-        return [
-            *self.baseline_notes.get(exp.slug, []),
-            *coverage_notes(base, counts, run.outcomes, names),
-        ]
 
     def _status(
         self, exitstatus: int, interrupted: bool, not_run: int, session: pytest.Session
@@ -467,24 +462,6 @@ class ControllerPlugin:
             return runs.INTERRUPTED if stopped else runs.FAILED
         return runs.COMPLETED
 
-    @staticmethod
-    def _counts(run: RunResult, not_run: int) -> dict[str, int]:
-        counts: dict[str, int] = defaultdict(int)
-        for o in run.outcomes:
-            counts[o.status] += 1
-            counts["resumed"] += int(o.resumed)
-            counts["crashed"] += int(o.crashed)
-        return {
-            "total": run.collected,
-            "passed": counts["passed"],
-            "failed": counts["failed"],
-            "timeout": counts["timeout"],
-            "error": counts["error"],
-            "resumed": counts["resumed"],
-            "crashed": counts["crashed"],
-            "not_run": not_run,
-        }
-
     def _write_combined(self) -> None:
         assert self.summary is not None
         md = self.config.getoption("eval_summary_md")
@@ -493,6 +470,9 @@ class ControllerPlugin:
         om = self.config.getoption("eval_openmetrics")
         if om:
             write_text_atomic(Path(om).resolve(), render_openmetrics(self.summary))
+        verdict = self.config.getoption("eval_junit_verdict")
+        if verdict:
+            write_text_atomic(Path(verdict).resolve(), render_verdict(self.summary))
 
     # -- verdict ---------------------------------------------------------------------------
     def exit_status(self, exitstatus: int) -> int:
@@ -521,6 +501,17 @@ class ControllerPlugin:
                 if not nodeid or (not is_trial_nodeid(nodeid) and nodeid not in self.spec_errors):
                     return True
         return False
+
+
+def _rerun_judged(paths: RunPaths) -> int | None:
+    """Judged trials a stored run ran again (``--eval-retry``), from its summary.json's
+    totals; None when unknown."""
+    try:
+        totals = read_json(paths.summary_json).get("totals", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    value = totals.get("rerun_judged") if isinstance(totals, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _dist_given(config: pytest.Config) -> bool:

@@ -1,5 +1,7 @@
-"""The CI recipes of docs/shards.md: valid YAML, shown on the page as they are, and every
-`pytest` and `evalrun` command line in them accepted by the real argument parsers."""
+"""The CI recipes of docs/shards.md and docs/reports.md: valid YAML, shown on the page as they
+are, every `pytest` and `evalrun` command line in them accepted by the real argument parsers,
+played end to end, and their CI check run by the real action-junit-report (its own code, with
+node): green exactly when the gate passed, the failed trials as annotations only."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from gh_junit_action import USES, run_action
 
 from pytest_evalrun.cli.main import build_parser
 
@@ -158,6 +161,37 @@ def _gh(command: str, shard: int) -> str:
     return re.sub(r"\$\{\{[^}]*\}\}", "42", command)
 
 
+def _junit_steps(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The recipe's action-junit-report steps, in order; each names the vendored version."""
+    found = [s for s in steps if "action-junit-report" in str(s.get("uses", ""))]
+    assert all(s["uses"] == USES for s in found)
+    return found
+
+
+def _check_steps(steps: list[dict[str, Any]], cwd: Path, gate_status: int) -> dict[str, Any]:
+    """Run the recipe's action-junit-report steps with their inputs as the runner would: the
+    one with a check_name makes the check, green exactly when the gate passed (``gate_status``
+    0); the other makes no check, only annotations of the failed trials. Returns what they
+    reported."""
+    check_step, info_step = _junit_steps(steps)
+    check = run_action(check_step["with"], cwd)
+    [run] = check.check_runs
+    assert run["name"] == check_step["with"]["check_name"] == "evals"
+    assert run["conclusion"] == ("success" if gate_status == 0 else "failure"), check.stdout
+    assert check.exit_code == 0  # the job's status is the gate step's, not this one's
+    info = run_action(info_step["with"], cwd)
+    assert info.check_runs == [] and info.exit_code == 0, info.stdout
+    return {"check": run, "annotations": info.error_annotations, "outputs": check.outputs}
+
+
+def _not_passed(merged_results: Path) -> int:
+    [summary_file] = [
+        p for p in merged_results.glob("*/*/summary.json") if "base" not in p.parent.name
+    ]
+    totals = json.loads(summary_file.read_text())["totals"]
+    return int(totals["failed"] + totals["timeout"] + totals["errors"])
+
+
 def test_github_recipe_end_to_end(tmp_path: Path) -> None:
     jobs = yaml.safe_load(RECIPES["github"].read_text())["jobs"]
     runner = tmp_path / "merge-runner"
@@ -170,11 +204,17 @@ def test_github_recipe_end_to_end(tmp_path: Path) -> None:
         for path in upload["with"]["path"].split():
             shutil.copytree(machine / path, artifact / path, symlinks=True)
     summary = runner / "step-summary.md"
-    steps = [s["run"] for s in jobs["merge"]["steps"] if "run" in s]
+    steps = [_gh(s["run"], 0) for s in jobs["merge"]["steps"] if "run" in s]
     codes = _play(steps, runner, _env(GITHUB_STEP_SUMMARY=str(summary)))
     assert codes[:-1] == [0] * (len(codes) - 1)
     assert "fix-small-bugs" in summary.read_text()
     _check_merged(runner / "merged", codes[-1])
+    # the example suite: trials failed, the gate passed: the "evals" check is green, the
+    # failed trials are annotations (issue 18, case 7: the check was red)
+    shown = _check_steps(jobs["merge"]["steps"], runner, codes[-1])
+    not_passed = _not_passed(runner / "merged" / "results")
+    assert codes[-1] == 0 and not_passed > 0
+    assert len(shown["annotations"]) == not_passed
 
 
 def test_gitlab_recipe_end_to_end(tmp_path: Path) -> None:
@@ -194,3 +234,39 @@ def test_gitlab_recipe_end_to_end(tmp_path: Path) -> None:
     assert codes[:-1] == [0] * (len(codes) - 1)
     assert "evalrun_variant_pass_rate{" in (runner / "metrics.txt").read_text()
     _check_merged(runner / "merged", codes[-1])
+    # the merge job's junit report: the gates, the overall one failing exactly when the
+    # job's last line (the gate) exits 1
+    junitparser = pytest.importorskip("junitparser", reason="junitparser is not installed")
+    report = recipe["eval-merge"]["artifacts"]["reports"]["junit"]
+    xml = junitparser.JUnitXml.fromfile(str(runner / report))
+    overall = [c for suite in xml for c in suite if ": gate " in c.name]
+    assert len(overall) == 1 and bool(overall[0].result) == (codes[-1] == 1)
+
+
+# --- docs/reports.md's single-machine GitHub recipe, with a gate that passes and one that fails
+
+
+def _reports_recipe(title: str) -> dict[str, Any]:
+    """The YAML block under ``### <title>`` in docs/reports.md."""
+    text = (DOCS / "reports.md").read_text()
+    section = text.split(f"### {title}\n", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    recipe: dict[str, Any] = yaml.safe_load(block)
+    return recipe
+
+
+@pytest.mark.parametrize("gate", ["passes", "fails"])
+def test_reports_github_recipe_check_follows_the_gate(tmp_path: Path, gate: str) -> None:
+    steps = _reports_recipe("GitHub Actions")["jobs"]["evals"]["steps"]
+    machine = _machine(tmp_path, "runner")
+    env = _env(GITHUB_STEP_SUMMARY=str(tmp_path / "step-summary.md"))
+    if gate == "fails":  # the same recipe, a gate the example suite does not meet
+        env["PYTEST_ADDOPTS"] = "--eval-min-pass-rate=0.99"
+    codes = _play([_gh(s["run"], 1) for s in steps if "run" in s], machine, env)
+    assert codes[-1] == (0 if gate == "passes" else 1)
+    shown = _check_steps(steps, machine, codes[-1])
+    trials = (machine / "reports" / "junit.xml").read_text()
+    failed = trials.count("<failure") + trials.count("<error")
+    assert failed > 0 and len(shown["annotations"]) == failed
+    if gate == "fails":
+        assert int(shown["outputs"]["failed"]) >= 2  # a cell below 0.99 and the overall gate

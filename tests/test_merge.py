@@ -8,6 +8,9 @@ import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -71,27 +74,55 @@ def _strip(obj: Any) -> Any:
     return obj
 
 
-def _machine(suite: Suite, base: Path, name: str, *args: str) -> Path:
-    """A copy of the suite in its own directory ("a machine"), run with ``args``."""
+class _Here:
+    """What :class:`conftest.Suite` needs of pytester (a module-scoped fixture has none)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+
+def _suite(base: Path) -> Suite:
+    base.mkdir(parents=True)
+    return Suite(_Here(base))  # type: ignore[arg-type]
+
+
+def _session(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """A real pytest session over the experiment files of ``root`` ("a machine"), in an
+    environment without the pytest session running this test."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "EVALRUN_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", str(root), f"--rootdir={root}", "-p",
+         "no:cacheprovider", *args],
+        cwd=root, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def _machine(
+    suite: Suite,
+    base: Path,
+    name: str,
+    *args: str,
+    run_id: str = RUN,
+    results_from: Path | None = None,
+) -> Path:
+    """A copy of the suite in its own directory ("a machine"), run with ``args``; with
+    ``results_from``, that machine's results/ (and jobs/) restored there first."""
     root = base / name
     shutil.copytree(suite.root, root, ignore=shutil.ignore_patterns("results", "jobs"))
+    if results_from is not None:
+        for part in ("results", "jobs"):
+            if (results_from / part).is_dir():
+                shutil.copytree(results_from / part, root / part, symlinks=True)
     # its own agent and shared/, named as a user would (the same text on every machine): the
     # original's would be hidden in the sandbox
     yaml_file = root / "exp.eval.yaml"
     text = yaml_file.read_text().replace(str(suite.root / "agent.py"), "{experiment_dir}/agent.py")
     yaml_file.write_text(text.replace(str(suite.shared), "shared"))
-    result = suite.pytester.run(
-        "python",
-        "-m",
-        "pytest",
-        str(root),
-        f"--rootdir={root}",
-        "-p",
-        "no:cacheprovider",
-        f"--eval-run-id={RUN}",
-        *args,
-    )
-    assert result.ret in (0, 1), result.stdout.str()
+    result = _session(root, f"--eval-run-id={run_id}", *args)
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    (root / "session.out").write_text(result.stdout)
+    (root / "session.rc").write_text(str(result.returncode))
+    (root / "origin").write_text(str(root))  # where it ran (a test may get a copy)
     return root
 
 
@@ -135,20 +166,55 @@ def _tree_digest(root: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def machines(suite: Suite, tmp_path: Path) -> tuple[Path, list[Path]]:
-    """One machine's run of the suite, and 3 shards of it, each in its own directory."""
+#: The gate every machine of ``machines`` runs with: "bad" (0/2) and "broken" (errors only)
+#: are below it, so the run's gate fails, on one machine and merged alike.
+MIN_PASS_RATE = "--eval-min-pass-rate=0.4"
+
+
+@pytest.fixture(scope="module")
+def pristine_machines(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """One machine's run of the suite, and 3 shards of it, each in its own directory (made
+    once for the module; each test gets its own copy from ``machines``)."""
+    base = tmp_path_factory.mktemp("machines")
+    suite = _suite(base / "suite")
     suite.experiment(trials=2, tasks=TASKS, variants={"alpha": {}, "beta": {}})
-    single = _machine(suite, tmp_path, "single")
+    single = _machine(suite, base, "single", MIN_PASS_RATE)
     shards = [
         _machine(
-            suite, tmp_path, f"shard-{k}", f"--eval-shard={k}/3", *(["-n", "2"] if k == 2 else [])
+            suite,
+            base,
+            f"shard-{k}",
+            f"--eval-shard={k}/3",
+            MIN_PASS_RATE,
+            *(["-n", "2"] if k == 2 else []),
         )
         for k in (1, 2, 3)
     ]
     # the shards are disjoint and each ran a third of the 16 trials
     assert sorted(len(_trials(s)) for s in shards) == [5, 5, 6]
     return single, shards
+
+
+@pytest.fixture
+def machines(
+    pristine_machines: tuple[Path, list[Path]], tmp_path: Path
+) -> tuple[Path, list[Path]]:
+    """The module's machines, copied for this test (merging uses the shards up)."""
+    single, shards = pristine_machines
+    copies = [single, *shards]
+    for machine in copies:
+        shutil.copytree(machine, tmp_path / machine.name, symlinks=True)
+    return tmp_path / single.name, [tmp_path / s.name for s in shards]
+
+
+def md(run: Path, root: Path) -> str:
+    """summary.md with the machine's paths and the timings (mean agent time: 0.1s) out: they
+    differ between machines, as they may."""
+    text = (run / "summary.md").read_text()
+    for where in (str(root), (root / "origin").read_text() if (root / "origin").exists() else ""):
+        if where:
+            text = text.replace(where, "ROOT")
+    return re.sub(r"\b\d+(\.\d+)?s\b", "<time>", text)
 
 
 def test_merged_shards_equal_a_single_run(
@@ -160,10 +226,10 @@ def test_merged_shards_equal_a_single_run(
     result = evalrun("merge", *map(str, shards), "--into", str(into), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     run_merged = into / "results" / "exp" / RUN
-    assert (
-        result.stdout.strip()
-        == f"exp run {RUN}: 16 trials from 3 shard(s) (16 added) -> {run_merged}"
-    )
+    assert result.stdout.strip().splitlines() == [
+        f"exp run {RUN}: 16 trials from 3 shard(s) (16 added) -> {run_merged}",
+        "  gate: FAILED (4 gated cell(s) below their min pass rate)",
+    ]
     one, merged = _trials(single), _trials(into)
     assert sorted(merged) == sorted(one) and len(one) == 16
     for key in one:  # same trials, seeds, fingerprints, statuses, rewards
@@ -176,17 +242,18 @@ def test_merged_shards_equal_a_single_run(
     exp = s2["experiments"][0]
     rates = {(c["variant"], c["task"]): (c["passed"], c["n"]) for c in exp["cells"]}
     assert rates[("alpha", "good")] == (2, 2) and rates[("beta", "bad")] == (0, 2)
-    assert exp["totals"]["errors"] == 4 and s2["verdict"]["passed"] is True
-
-    def md(run: Path, root: Path) -> str:  # timings (mean agent time: 0.1s) differ, as they may
-        text = (run / "summary.md").read_text().replace(str(root), "ROOT")
-        return re.sub(r"\b\d+(\.\d+)?s\b", "<time>", text)
-
+    assert exp["totals"]["errors"] == 4
+    # the gate (--eval-min-pass-rate 0.4: bad and broken fail it) as on one machine: failed
+    assert s2["verdict"]["passed"] is False and len(s2["verdict"]["failures"]) == 4
+    assert (single / "session.rc").read_text() == "1"
+    for results in (single / "results", into / "results"):
+        assert evalrun("show", "--results", str(results), "--gate", cwd=tmp_path).returncode == 1
     assert md(run_merged, into) == md(run_single, single)
     r1 = json.loads((run_single / "run.json").read_text())
     r2 = json.loads((run_merged / "run.json").read_text())
     assert r2["counts"] == r1["counts"] and r2["status"] == r1["status"] == "completed"
     assert r2["plan"] == r1["plan"]
+    assert r2["gates"] == r1["gates"] and r1["gates"]["min_pass_rate"] == 0.4
     assert sorted(s["shard"] for s in r2["sessions"]) == ["1/3", "2/3", "3/3"]
     assert _index_rows(into) == _index_rows(single)
     # one Pier job with every trial, the same names and the same job id as one machine's
@@ -319,6 +386,11 @@ def test_the_same_trial_in_two_shards_is_a_conflict(
     assert str(shards[0]) in conflicts[0] and str(twin) in conflicts[0]
     assert not target.exists()  # nothing written
     assert _tree_digest(shards[0]) == before  # nothing moved
+    # the same shard given twice is not "the same copy of a run" (a restored baseline): a
+    # conflict too
+    twice = evalrun("merge", str(shards[0]), str(twin), "--into", str(target), cwd=tmp_path)
+    assert twice.returncode == 1 and "is in two shards" in twice.stderr
+    assert not target.exists()
 
 
 def test_an_interrupted_merge_finishes_when_run_again(
@@ -419,3 +491,235 @@ def test_not_a_shard(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(MergeError, match="holds no results/"):
         merge([tmp_path / "empty"], tmp_path / "out")
+
+
+# --- the regression gate across shards (issue 18, case 2) -----------------------------------
+
+#: 4 tasks x 3 trials x 2 variants; "t4" fails in every run (a failed trial, not a regression).
+REG_TASKS = [
+    {"name": n, "prompt": f"WRITE answer.txt {'nope' if n == 't4' else 'ok'}",
+     "fixture": "fixtures/basic", "verify": VERIFY}
+    for n in ("t1", "t2", "t3", "t4")
+]  # fmt: skip
+#: The candidate's variant "a": an agent update that breaks every task.
+BROKEN = "import pathlib; pathlib.Path('answer.txt').write_text('wrong')"
+BASELINE = "--eval-baseline-run=base"
+VERDICT = "--eval-junit-verdict=verdict.xml"
+
+
+@pytest.fixture(scope="module")
+def regression_machines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A baseline run "base"; then run "cand" against it (--eval-baseline-run base) on one
+    machine and as 2 shards, each machine with the baseline run restored into its results/:
+    "reg-*" with variant a broken (a regression), "ok-*" with nothing changed."""
+    base = tmp_path_factory.mktemp("regression")
+    suite = _suite(base / "suite")
+    variants: dict[str, Any] = {"a": {}, "b": {}}
+    suite.experiment(trials=3, tasks=REG_TASKS, variants=variants)
+    out = {"base": _machine(suite, base, "base", run_id="base")}
+    restored = out["base"]
+    for name, args in (
+        ("ok-single", ()),
+        ("ok-1", ("--eval-shard=1/2",)),
+        ("ok-2", ("--eval-shard=2/2", "-n", "2")),
+    ):
+        out[name] = _machine(
+            suite, base, name, BASELINE, VERDICT, *args, run_id="cand", results_from=restored
+        )
+    variants["a"] = {"agent": {"command": [sys.executable, "-c", BROKEN]}}
+    suite.experiment(trials=3, tasks=REG_TASKS, variants=variants)
+    for name, args in (
+        ("reg-single", ()),
+        ("reg-1", ("--eval-shard=1/2",)),
+        ("reg-2", ("--eval-shard=2/2", "-n", "2")),
+        ("reg-2-alpha", ("--eval-shard=2/2", "--eval-alpha=0.1")),
+    ):
+        out[name] = _machine(
+            suite, base, name, BASELINE, VERDICT, *args, run_id="cand", results_from=restored
+        )
+    return out
+
+
+def _copy_machines(machines: dict[str, Path], names: list[str], where: Path) -> list[Path]:
+    return _copies([machines[n] for n in names], where)
+
+
+def _cand(root: Path) -> Path:
+    return root / "results" / "exp" / "cand"
+
+
+def _summary(root: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((_cand(root) / "summary.json").read_text())
+    return data
+
+
+def test_a_regression_found_by_each_shard_fails_the_merged_run(
+    regression_machines: dict[str, Path], tmp_path: Path
+) -> None:
+    machines = regression_machines
+    single = machines["reg-single"]
+    shards = _copy_machines(machines, ["reg-1", "reg-2"], tmp_path)
+    # each shard found the regression of variant a and failed (the issue's reproduction)
+    for shard in [single, *shards]:
+        assert (shard / "session.rc").read_text() == "1", (shard / "session.out").read_text()
+        summary = _summary(shard)
+        assert summary["verdict"]["regressions"] == ["exp / a"], summary["verdict"]
+        assert summary["experiments"][0]["regression"]["baseline_run"] == "base"
+    into = tmp_path / "merged"
+    verdict = tmp_path / "merged-verdict.xml"
+    result = evalrun(
+        "merge", *map(str, shards), "--into", str(into), "--gate", "--junit-verdict",
+        str(verdict), cwd=tmp_path,
+    )  # fmt: skip
+    # before: "conflict: ... is in two shards" (the baseline run is in both)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "conflict" not in result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("exp run base: the same run in 2 shards, not a shard of a run")
+    assert lines[1].startswith("exp run cand: 24 trials from 2 shard(s) (24 added)")
+    assert lines[2] == "  gate: FAILED (regressed: a)"
+    # before: "Gate: none set." and show --gate exited 0
+    merged = _summary(into)
+    assert merged["verdict"]["passed"] is False
+    assert merged["verdict"]["regressions"] == ["exp / a"]
+    assert _strip(merged) == _strip(_summary(single))
+    assert md(_cand(into), into) == md(_cand(single), single)
+    for results in (single / "results", into / "results"):
+        shown = evalrun("show", "cand", "--results", str(results), "--gate", cwd=tmp_path)
+        assert shown.returncode == 1, shown.stdout
+    # the verdict file: the same as the one-machine session's, byte for byte; variant a's
+    # regression test and the overall gate fail, b's regression test passes
+    assert verdict.read_text() == (single / "verdict.xml").read_text()
+    cases = {
+        c.get("name", ""): bool(c.findall("failure"))
+        for c in ET.parse(verdict).getroot().iter("testcase")
+    }
+    assert len(cases) == 3, cases
+    assert [failed for name, failed in sorted(cases.items())] == [True, False, True], cases
+    assert sorted(cases)[0].startswith("exp / a: regression test against run base: ")
+    assert sorted(cases)[0].endswith(": REGRESSED")
+    assert sorted(cases)[2] == "exp run cand: gate FAILED (regressed: a)"
+    # run.json records every gate's inputs, the baseline's counts with them
+    g1 = json.loads((_cand(single) / "run.json").read_text())["gates"]
+    g2 = json.loads((_cand(into) / "run.json").read_text())["gates"]
+    assert g1 == g2
+    assert g1["baseline_run"]["ref"] == "base" and g1["baseline_run"]["run_id"] == "base"
+    assert g1["baseline_run"]["counts"]["a"]["t1"] == [3, 3, 0]
+    assert g1["baseline_run"]["counts"]["b"]["t4"] == [0, 3, 0]
+    assert (g1["baseline_run"]["rerun_judged"], g1["baseline_run"]["notes"]) == (0, [])
+    assert (g1["alpha"], g1["errors"], g1["min_pass_rate"]) == (0.05, "count", None)
+    assert g1["retry"] == []
+    # the baseline run is placed once, as it was; the shards keep their copies
+    assert sorted(_trials_of(into, "base")) == sorted(_trials_of(machines["base"], "base"))
+    for shard in shards:
+        assert len(_trials_of(shard, "base")) == 24
+    compared = evalrun("compare", "base", "cand", "--results", str(into / "results"), cwd=tmp_path)
+    assert compared.returncode == 1, compared.stdout + compared.stderr
+    # merging again changes nothing
+    digest = _tree_digest(into)
+    again = evalrun("merge", *map(str, shards), "--into", str(into), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert _tree_digest(into) == digest
+
+
+def _trials_of(root: Path, run_id: str) -> list[str]:
+    run = root / "results" / "exp" / run_id
+    metas = run.glob("variants/*/tasks/*/trials/*/meta.json")
+    return [str(p.parent.relative_to(run)) for p in metas]
+
+
+def test_the_merged_verdict_needs_no_baseline_run(
+    regression_machines: dict[str, Path], tmp_path: Path
+) -> None:
+    """The baseline's counts are in run.json: shards without the baseline run merge to the
+    same verdict."""
+    shards = _copy_machines(regression_machines, ["reg-1", "reg-2"], tmp_path)
+    for shard in shards:
+        shutil.rmtree(shard / "results" / "exp" / "base")
+    into = tmp_path / "merged"
+    result = evalrun("merge", *map(str, shards), "--into", str(into), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "gate: FAILED (regressed: a)" in result.stdout
+    assert not (into / "results" / "exp" / "base").exists()
+    assert _strip(_summary(into)) == _strip(_summary(regression_machines["reg-single"]))
+
+
+def test_no_regression_stays_passing_when_merged(
+    regression_machines: dict[str, Path], tmp_path: Path
+) -> None:
+    single = regression_machines["ok-single"]
+    shards = _copy_machines(regression_machines, ["ok-1", "ok-2"], tmp_path)
+    # t4 fails in every trial (6 failed trials), but nothing regressed: the gate passes
+    for shard in [single, *shards]:
+        assert (shard / "session.rc").read_text() == "0", (shard / "session.out").read_text()
+    into = tmp_path / "merged"
+    verdict = tmp_path / "verdict.xml"
+    result = evalrun(
+        "merge", *map(str, shards), "--into", str(into), "--gate", "--junit-verdict",
+        str(verdict), cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "  gate: PASSED (0 gated cells)" in result.stdout.splitlines()
+    merged = _summary(into)
+    assert merged["verdict"] == {**merged["verdict"], "passed": True, "regressions": []}
+    assert merged["experiments"][0]["totals"]["failed"] == 6
+    assert _strip(merged) == _strip(_summary(single))
+    assert verdict.read_text() == (single / "verdict.xml").read_text()
+    shown = evalrun("show", "cand", "--results", str(into / "results"), "--gate", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stdout
+
+
+def test_shards_run_with_different_gates_are_a_conflict(
+    regression_machines: dict[str, Path], tmp_path: Path
+) -> None:
+    shards = _copy_machines(regression_machines, ["reg-1", "reg-2-alpha"], tmp_path)
+    before = [_tree_digest(s) for s in shards]
+    into = tmp_path / "merged"
+    result = evalrun("merge", *map(str, shards), "--into", str(into), cwd=tmp_path)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("evalrun merge: conflict: experiment 'exp' run 'cand': ")
+    assert line.endswith("were run with different gates: --eval-alpha (0.05 vs 0.1)")
+    assert not into.exists() and [_tree_digest(s) for s in shards] == before
+
+
+def _edit_run_json(shard: Path, change: Any) -> None:
+    path = shard / "results" / "exp" / RUN / "run.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_shards_that_recorded_no_gates_keep_their_summaries_gates(
+    machines: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    """Shards an older version wrote (no run.json ``gates``): the min pass rate their
+    summaries state still gates the merged run."""
+    _, shards = machines
+    for shard in shards:
+        _edit_run_json(shard, lambda data: data.pop("gates"))
+    into = tmp_path / "merged"
+    result = evalrun("merge", *map(str, shards), "--into", str(into), "--gate", cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "  gate: FAILED (4 gated cell(s) below their min pass rate)" in result.stdout
+    assert "gates" not in json.loads((into / "results" / "exp" / RUN / "run.json").read_text())
+
+
+def test_unreadable_gates_are_a_conflict(
+    machines: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    _, shards = machines
+
+    def change(data: dict[str, Any]) -> None:
+        data["gates"]["alpha"] = "often"
+
+    _edit_run_json(shards[0], change)
+    into = tmp_path / "merged"
+    result = evalrun("merge", *map(str, shards), "--into", str(into), cwd=tmp_path)
+    assert result.returncode == 1 and not into.exists()
+    lines = result.stderr.strip().splitlines()
+    assert lines[0] == (
+        f"evalrun merge: conflict: experiment 'exp' run '{RUN}': "
+        f"{shards[0]}/results/exp/{RUN}/run.json: "
+        "gates.alpha must be a number between 0 and 1, not 'often'"
+    ), lines

@@ -2,7 +2,10 @@
 
 Each SHARD is a directory holding one ``--eval-shard K/N`` session's ``results/`` and ``jobs/``;
 DIR gets the merged ``results/`` and ``jobs/``; the trial directories move there (``--keep``:
-linked, the shards left as they are). Exit 1 on a conflict (nothing is written).
+linked, the shards left as they are). The merged run is finished as a session finishes one
+(the same verdict); each merged run's gate is printed. Exit 1 on a conflict (nothing is
+written), and with ``--gate`` also when a merged run's gate failed. ``--junit-verdict PATH``
+writes the merged runs' verdict file (one testcase per gate).
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..store.merge import MergeError, merge
-from .common import CliError, print_json
+from ..report.junit_verdict import render_verdict
+from ..store.atomic import write_text_atomic
+from ..store.merge import MergedRun, MergeError, merge
+from .common import CliError, clean, print_json
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -36,7 +41,41 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "instead of moving the trial directories (a few system calls per file: slower)",
     )
     p.add_argument("--json", action="store_true", help="print the merged runs as JSON")
+    p.add_argument(
+        "--gate",
+        action="store_true",
+        help="exit 1 when a merged run's gate failed (as the shards' pytest would have)",
+    )
+    p.add_argument(
+        "--junit-verdict",
+        metavar="PATH",
+        help="write a JUnit XML file with one testcase per gate of the merged runs (each gated "
+        "cell, each variant's regression test, each run's overall gate), failing exactly when "
+        "that gate fails: for a CI check",
+    )
     p.set_defaults(func=run)
+
+
+def gate_line(verdict: dict[str, Any]) -> str:
+    """One line: the merged run's gate, as the session's terminal says it."""
+    if not verdict.get("gated"):
+        return "gate: none set"
+    regressions = verdict.get("regressions") or []
+    if verdict.get("passed"):
+        return f"gate: PASSED ({verdict.get('gated_cells', 0)} gated cells)"
+    failures = verdict.get("failures") or []
+    parts = []
+    if failures:
+        parts.append(f"{len(failures)} gated cell(s) below their min pass rate")
+    if regressions:
+        parts.append("regressed: " + ", ".join(clean(str(r)) for r in regressions))
+    return "gate: FAILED (" + "; ".join(parts or ["see summary.md"]) + ")"
+
+
+def _failed(merged: list[MergedRun]) -> bool:
+    return any(
+        m.verdict.get("gated") and not m.verdict.get("passed") for m in merged if not m.copy
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"evalrun merge: conflict: {problem}", file=sys.stderr)
         return 1
+    if args.junit_verdict:
+        experiments = [e for m in merged if not m.copy for e in m.summary.get("experiments") or []]
+        write_text_atomic(Path(args.junit_verdict).resolve(), render_verdict({}, experiments))
+    status = 1 if args.gate and _failed(merged) else 0
     if args.json:
         print_json(
             [
@@ -61,15 +104,25 @@ def run(args: argparse.Namespace) -> int:
                     "added": m.added,
                     "changed": m.changed,
                     "run_dir": str(m.run_dir),
+                    "copy": m.copy,
+                    "verdict": m.verdict,
                 }
                 for m in merged
             ]
         )
-        return 0
+        return status
     for m in merged:
+        if m.copy:
+            what = "placed as it is" if m.changed else "there already"
+            print(
+                f"{m.experiment} run {m.run_id}: the same run in {m.shards} shards, not a "
+                f"shard of a run ({what}) -> {m.run_dir}"
+            )
+            continue
         what = f"{m.added} added" if m.changed else "already merged, nothing changed"
         print(
             f"{m.experiment} run {m.run_id}: {m.trials} trials from {m.shards} shard(s) "
             f"({what}) -> {m.run_dir}"
         )
-    return 0
+        print(f"  {gate_line(m.verdict)}")
+    return status

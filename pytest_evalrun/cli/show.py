@@ -14,7 +14,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from ..report.junit_verdict import render_verdict
 from ..report.stats import wilson_interval
+from ..store.atomic import write_text_atomic
 from ..store.query import Cell, RunRow, cells, count_not_passed, trials
 from .common import (
     CliError,
@@ -60,6 +62,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         "--gate",
         action="store_true",
         help="exit 1 when a shown run's gate failed (e.g. to gate CI on a merged run)",
+    )
+    p.add_argument(
+        "--junit-verdict",
+        metavar="PATH",
+        help="write a JUnit XML file with one testcase per gate of the shown runs (each gated "
+        "cell, each variant's regression test, each run's overall gate), failing exactly when "
+        "that gate fails: for a CI check (read from each run's summary.json)",
     )
     p.set_defaults(func=run)
 
@@ -318,6 +327,19 @@ def render(data: dict[str, Any], row: RunRow, cs: list[Cell]) -> list[str]:
     return lines
 
 
+def _write_verdict(path: Path, run_dirs: list[Path]) -> None:
+    """The shown runs' verdict file, from their summary.json (the gates' full detail)."""
+    experiments = []
+    for directory in run_dirs:
+        file = directory / "summary.json"
+        try:
+            summary = json.loads(file.read_text(encoding="utf-8"))
+            experiments += list(summary["experiments"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CliError(f"{file}: cannot read the run's summary ({exc})") from None
+    write_text_atomic(path.resolve(), render_verdict({}, experiments))
+
+
 def run(args: argparse.Namespace) -> int:
     if args.failed < 0:
         raise CliError(f"--failed must be 0 or more, not {args.failed}")
@@ -329,6 +351,8 @@ def run(args: argparse.Namespace) -> int:
         collect(conn, results, r, cs, args.failed) for r, cs in zip(rows, all_cells, strict=True)
     ]
     failed = 1 if args.gate and any(r.gated and not r.gate_passed for r in rows) else 0
+    if args.junit_verdict:
+        _write_verdict(Path(args.junit_verdict), [run_dir(results, r) for r in rows])
     if args.json:
         print_json(datas)
         return failed

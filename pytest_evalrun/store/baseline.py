@@ -420,33 +420,6 @@ def resolve_baseline(results: Path, ref: str, experiment: str, current_run: str)
     return find_baseline(results, ref, experiment, Candidate(current_run)).run_id
 
 
-def coverage_notes(
-    baseline_run: str,
-    base: Mapping[str, Mapping[str, TaskCounts]],
-    outcomes: Sequence[TrialOutcome],
-    variant_names: Mapping[str, str],
-) -> list[str]:
-    """Notes naming, per variant, the tasks judged in this run that the baseline run has no
-    judged trial of (they are not compared: the baseline is partial for this run)."""
-    judged: dict[str, set[str]] = {}
-    for o in outcomes:
-        if o.judged:
-            judged.setdefault(o.variant_slug or o.variant, set()).add(o.task_slug or o.task)
-    notes = []
-    for slug, name in variant_names.items():
-        mine = judged.get(slug, set())
-        theirs = {t for t, c in base.get(slug, {}).items() if c.judged}
-        missing = sorted(mine - theirs)
-        if missing and mine:
-            shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-            notes.append(
-                f"regression gate: baseline run {baseline_run} has no judged trial of "
-                f"{len(missing)} of the {len(mine)} tasks variant {name!r} ran here "
-                f"({shown}): those are not compared"
-            )
-    return notes
-
-
 def regression(
     results: Path,
     experiment: str,

@@ -10,15 +10,27 @@ same run id on every machine: give the shards a common ``--eval-run-id``), the m
   rewritten: meta.json's ``trial_dir`` and ``pier_trial_dir`` keep saying where the trial
   was written; readers take a trial's place from where its meta.json is;
 - variant.json and task.json; run.json with every shard's sessions;
-- summary.json, summary.md and metrics.txt recomputed from the merged trials;
+- summary.json, summary.md and metrics.txt recomputed from the merged trials by
+  :func:`pytest_evalrun.finish.finish_run`, as a session finishes a run, with the gates' inputs
+  the shards recorded in run.json's ``gates`` (min pass rates, the regression gate's baseline
+  run and its counts, alpha, the error and retry policies): the merged run reaches the verdict
+  the same run done on one machine reaches;
 - the index rows (``results/index.db``);
 - one Pier job (``jobs/<run-id>__<experiment>/``) with every trial, its result recomputed.
 
-Two shards holding the same trial, a shard's trial that differs from the one an earlier merge
-put in the target, one experiment defined differently in two shards, or a shard whose trials
-an earlier merge moved elsewhere, is a conflict: nothing is written, and the error names them.
-Merging the same shards again changes nothing: a run that gains no trial and whose run.json
-would stay the same is left alone.
+A run that every shard holding it holds as the same copy (the same trials, byte for byte, and
+the same run.json: e.g. the baseline run restored into each shard's ``results/`` so that the
+shard's regression gate finds it), and that is not itself an unmerged shard, is not a shard of
+anything: it is placed once into DIR as it
+is (linked, never moved; the shards keep their copies), so DIR holds what one machine's
+``results/`` would.
+
+Two shards holding the same trial (of a run that is not such a copy), a shard's trial that
+differs from the one an earlier merge put in the target, one experiment defined differently in
+two shards, shards run with different gates, or a shard whose trials an earlier merge moved
+elsewhere, is a conflict: nothing is written, and the error names them. Merging the same shards
+again changes nothing: a run that gains no trial and whose run.json would stay the same is left
+alone.
 """
 
 from __future__ import annotations
@@ -29,13 +41,13 @@ import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..finish import Gates, GatesError, Plan, finish_run, gates_differences
 from ..outcome import TrialOutcome
-from ..report.summary import ExperimentMeta, build_summary
 from . import runs
 from .atomic import dumps, read_json, write_bytes_if_changed, write_json_atomic
 from .index import record_run, record_trials
@@ -88,6 +100,12 @@ class MergedRun:
     run_dir: Path
     #: False when the merged run was already as it is (merging again changed nothing)
     changed: bool = True
+    #: The merged run's verdict (its experiment's ``verdict`` in summary.json).
+    verdict: dict[str, Any] = field(default_factory=dict)
+    #: The merged run's summary (summary.json's content; {} when unreadable).
+    summary: dict[str, Any] = field(default_factory=dict)
+    #: True for a run every shard held the same copy of (placed once, as it is).
+    copy: bool = False
 
 
 def _trial_dirs(run_dir: Path) -> dict[TrialKey, str]:
@@ -153,6 +171,7 @@ def _conflicts(experiment: str, run_id: str, shards: Sequence[_Shard]) -> list[s
                 problems.append(
                     f"{where}: {first.root} and {shard.root} were run with different {flag}"
                 )
+    problems += _gate_conflicts(where, shards)
     definitions: dict[str, tuple[Path, bytes]] = {}
     for shard in shards:
         for rel in shard.definitions:
@@ -165,6 +184,46 @@ def _conflicts(experiment: str, run_id: str, shards: Sequence[_Shard]) -> list[s
                 )
             definitions.setdefault(rel, (shard.root, content))
     return problems
+
+
+def _recorded_gates(shards: Sequence[_Shard]) -> list[tuple[_Shard, dict[str, Any]]]:
+    """The gates' inputs each shard recorded (shards whose session never finished, or that an
+    older pytest-evalrun wrote, have none)."""
+    return [(s, s.run["gates"]) for s in shards if isinstance(s.run.get("gates"), dict)]
+
+
+def _gate_conflicts(where: str, shards: Sequence[_Shard]) -> list[str]:
+    """Shards whose recorded gates' inputs differ, or cannot be read."""
+    problems: list[str] = []
+    recorded = _recorded_gates(shards)
+    for shard, gates in recorded:
+        try:
+            Gates.from_json(gates)
+        except GatesError as exc:
+            problems.append(f"{where}: {shard.run_dir / 'run.json'}: {exc}")
+    if problems or not recorded:
+        return problems
+    first_shard, first = recorded[0]
+    for shard, gates in recorded[1:]:
+        differ = gates_differences(first, gates)
+        if differ:
+            problems.append(
+                f"{where}: {first_shard.root} and {shard.root} were run with different gates: "
+                + ", ".join(f"{flag} ({_shown(first, flag)} vs {_shown(gates, flag)})"
+                            for flag in differ)
+            )  # fmt: skip
+    return problems
+
+
+def _shown(gates: Mapping[str, Any], flag: str) -> str:
+    """A recorded gate input, short, for a conflict message."""
+    from ..finish import GATE_OPTIONS
+
+    key = next(k for k, f in GATE_OPTIONS.items() if f == flag)
+    value = gates.get(key)
+    if key == "baseline_run" and isinstance(value, dict):
+        return f"{value.get('ref')} = run {value.get('run_id')}"
+    return json.dumps(value)
 
 
 def _against_target(
@@ -187,6 +246,15 @@ def _against_target(
                 f"{where}: the trials of {shard.root} were moved into {moved_to} by an "
                 f"earlier evalrun merge: merge into {moved_to} again, or merge a fresh copy "
                 "of the shard"
+            )
+    old_gates = _read_dict(target / "run.json").get("gates")
+    recorded = _recorded_gates(shards)
+    if isinstance(old_gates, dict) and recorded:
+        differ = gates_differences(old_gates, recorded[0][1])
+        if differ:
+            problems.append(
+                f"{where}: {recorded[0][0].root} was run with other gates than the run an earlier "
+                f"merge put in {into}: {', '.join(differ)}"
             )
     for shard in shards:
         for key in sorted(merged.keys() & shard.trials.keys()):
@@ -392,47 +460,51 @@ def _merged_run_json(
     return base
 
 
-def _counts(outcomes: Iterable[TrialOutcome], total: int) -> dict[str, int]:
-    counts = {k: 0 for k in ("passed", "failed", "timeout", "error", "resumed", "crashed")}
-    n = 0
-    for o in outcomes:
-        n += 1
-        counts[o.status if o.status in counts else "error"] += 1
-        counts["resumed"] += int(o.resumed)
-        counts["crashed"] += int(o.crashed)
-    total = max(total, n)
-    return {"total": total, **counts, "not_run": total - n}
-
-
-def _meta(
-    shards: Sequence[_Shard], outcomes: Sequence[TrialOutcome], run_dir: Path, jobs: Path
-) -> tuple[ExperimentMeta, dict[str, Any]]:
-    run = shards[0].run
-    plan = run.get("plan") or {}
-    seen_v = {o.variant for o in outcomes}
-    seen_t = {o.task for o in outcomes}
-    for shard in shards:
-        for exp in shard.summary.get("experiments") or []:
-            seen_v.update(str(v.get("name")) for v in exp.get("variants") or [])
-            seen_t.update(str(t.get("name")) for t in exp.get("tasks") or [])
-    variants = [v for v in plan.get("variants", []) if v in seen_v]
-    tasks = [t for t in plan.get("tasks", []) if t in seen_t]
-    meta = ExperimentMeta(
-        name=str(run.get("experiment") or run_dir.parent.name),
-        variants=variants + sorted(seen_v - set(variants)),
-        tasks=tasks + sorted(seen_t - set(tasks)),
-        min_pass_rate=plan.get("min_pass_rate"),
-        task_min_pass_rate=plan.get("task_min_pass_rate") or {},
-        trials_per_task=plan.get("trials_per_task") or {},
-        run_id=run_dir.name,
-        results_dir=str(run_dir),
-        jobs_dir=str(jobs),
-    )
+def _gates(shards: Sequence[_Shard], old: Mapping[str, Any]) -> tuple[Gates, list[str]]:
+    """The gates' inputs of the merged run, and notes: those the shards recorded (checked to
+    agree), else an earlier merge's, else (shards an older pytest-evalrun wrote) the min pass
+    rate and the baseline variant their summaries state."""
+    recorded = _recorded_gates(shards)
+    if recorded:
+        return Gates.from_json(recorded[0][1]), []
+    if isinstance(old.get("gates"), dict):
+        return Gates.from_json(old["gates"]), []
     first = shards[0].summary
-    return meta, {
-        "cli_min_pass_rate": first.get("cli_min_pass_rate"),
-        "baseline": first.get("baseline"),
+    notes = []
+    regressions = {
+        str((e.get("regression") or {}).get("baseline_run"))
+        for s in shards
+        for e in s.summary.get("experiments") or []
+        if e.get("regression")
     }
+    if regressions:
+        notes.append(
+            "regression gate: the shards' run.json do not record the gates' inputs (written "
+            "by an older pytest-evalrun): the regression gate against run "
+            f"{', '.join(sorted(regressions))} could not be recomputed for the merged run"
+        )
+    rate = first.get("cli_min_pass_rate")
+    base = first.get("baseline")
+    return (
+        Gates(
+            min_pass_rate=float(rate) if isinstance(rate, (int, float)) else None,
+            baseline_variant=str(base) if base is not None else None,
+        ),
+        notes,
+    )
+
+
+def _selected(
+    shards: Sequence[_Shard], old_summary: Mapping[str, Any]
+) -> tuple[set[str], set[str]]:
+    """The variant and task names the shards (and an earlier merge) selected."""
+    variants: set[str] = set()
+    tasks: set[str] = set()
+    for summary in [*(s.summary for s in shards), old_summary]:
+        for exp in summary.get("experiments") or []:
+            variants.update(str(v.get("name")) for v in exp.get("variants") or [])
+            tasks.update(str(t.get("name")) for t in exp.get("tasks") or [])
+    return variants, tasks
 
 
 def merge(shards: Sequence[Path], into: Path, *, keep: bool = False) -> list[MergedRun]:
@@ -448,19 +520,107 @@ def merge(shards: Sequence[Path], into: Path, *, keep: bool = False) -> list[Mer
     results = into / "results"
     problems = []
     already: dict[tuple[str, str], dict[TrialKey, str]] = {}
+    copies = {key for key, group in groups.items() if _same_copy(group)}
     for (experiment, run_id), group in sorted(groups.items()):
-        problems += _conflicts(experiment, run_id, group)
         target = RunPaths(results, experiment, run_id).run_dir
         already[experiment, run_id] = _trial_dirs(target)
+        if (experiment, run_id) in copies:
+            problems += _copy_against_target(experiment, run_id, group[0], into, target)
+            continue
+        problems += _conflicts(experiment, run_id, group)
         problems += _against_target(
             experiment, run_id, group, into, target, already[experiment, run_id]
         )
     if problems:
         raise MergeError(problems)
     return [
-        _merge_run(experiment, run_id, group, into, keep, set(already[experiment, run_id]))
+        _place_copy(experiment, run_id, group, into)
+        if (experiment, run_id) in copies
+        else _merge_run(experiment, run_id, group, into, keep, set(already[experiment, run_id]))
         for (experiment, run_id), group in sorted(groups.items())
     ]
+
+
+def _same_copy(shards: Sequence[_Shard]) -> bool:
+    """Every shard holds the same copy of the run: the same trials (meta.json byte for byte)
+    and the same run.json, and the run is not itself a shard waiting to be merged (the same
+    shard given twice stays a conflict); a run in one shard only is not a copy."""
+    if len(shards) < 2:
+        return False
+    first = shards[0]
+    sessions = first.run.get("sessions") or []
+    if "merged_from" not in first.run and any(
+        isinstance(x, dict) and x.get("shard") for x in sessions
+    ):
+        return False
+    for shard in shards[1:]:
+        if shard.run != first.run or shard.trials.keys() != first.trials.keys():
+            return False
+        for key, rel in first.trials.items():
+            mine = f"{shard.run_dir}/{shard.trials[key]}/{META}"
+            if not _same_file(f"{first.run_dir}/{rel}/{META}", mine):
+                return False
+    return True
+
+
+def _copy_against_target(
+    experiment: str, run_id: str, shard: _Shard, into: Path, target: Path
+) -> list[str]:
+    """A copied run (see :func:`_same_copy`) conflicts with another run of its id in DIR."""
+    old = _read_dict(target / "run.json")
+    if not old:
+        return []
+    theirs = _trial_dirs(target)
+    same = old == shard.run and theirs.keys() == shard.trials.keys() and all(
+        _same_file(f"{target}/{theirs[k]}/{META}", f"{shard.run_dir}/{rel}/{META}")
+        for k, rel in shard.trials.items()
+    )
+    if same:
+        return []
+    return [
+        f"experiment {experiment!r} run {run_id!r}: every shard holds the same copy of it "
+        f"(e.g. a restored baseline run), but {into} holds another run of that id"
+    ]
+
+
+def _place_copy(experiment: str, run_id: str, shards: Sequence[_Shard], into: Path) -> MergedRun:
+    """A run every shard holds the same copy of: placed once into DIR as it is (linked, the
+    shards keep theirs), and indexed."""
+    shard = shards[0]
+    results, jobs = into / "results", into / "jobs"
+    paths = RunPaths(results, experiment, run_id)
+    job_dir = jobs / safe_job_name(f"{run_id}__{experiment}")
+    summary = shard.summary
+    existed = paths.run_json.exists()
+    if not existed:
+        names = sorted(os.listdir(shard.run_dir))
+        # run.json last: a merge interrupted before it places the copy again
+        _link_trees(shard.run_dir, [n for n in names if n != "run.json"], paths.run_dir)
+        src_job = shard.root / "jobs" / job_dir.name
+        if src_job.is_dir():
+            _link_trees(src_job.parent, [src_job.name], jobs)
+        run_dir = str(paths.run_dir)
+        outcomes = [
+            o
+            for *_, rel in iter_trial_rels(paths.run_dir)
+            if (o := _outcome(f"{run_dir}/{rel}", str(job_dir))) is not None
+        ]
+        db = index_db(results)
+        record_trials(db, outcomes)
+        record_run(db, experiment, dict(shard.run), paths.run_dir, summary or None)
+        shutil.copyfile(shard.run_dir / "run.json", paths.run_json)
+    return MergedRun(
+        experiment,
+        run_id,
+        len(shards),
+        len(shard.trials),
+        0 if existed else len(shard.trials),
+        paths.run_dir,
+        changed=not existed,
+        verdict=_verdict(summary),
+        summary=summary,
+        copy=True,
+    )
 
 
 def _copy_definitions(shards: Sequence[_Shard], run_dir: Path) -> None:
@@ -530,12 +690,13 @@ def _merge_run(
     old = _read_dict(paths.run_json)
     old.pop("updated_at", None)
     merged_from = _merged_from(shards, old)
+    recorded = _recorded_gates(shards)
     if not (added or pier_added) and old:
         # merged before, from the same shards: nothing to do if run.json would stay the same
         counts = old.get("counts") or {}
-        if _merged_run_json(shards, counts, old, merged_from) == old:
+        if _run_json(shards, counts, old, merged_from, recorded) == old:
             n = int(counts.get("total") or 0) - int(counts.get("not_run") or 0)
-            return MergedRun(experiment, run_id, len(shards), n, 0, paths.run_dir, False)
+            return _unchanged(experiment, run_id, len(shards), n, paths)
     # The merged run is what its directory holds now: this merge's trials and an earlier
     # merge's (moved, the shards no longer hold them).
     run_dir = str(paths.run_dir)
@@ -544,29 +705,88 @@ def _merge_run(
         for *_, rel in iter_trial_rels(paths.run_dir)
         if (o := _outcome(f"{run_dir}/{rel}", str(job_dir))) is not None
     ]
-    counts = _counts(outcomes, sum(e["total"] for e in merged_from))
-    run_json = _merged_run_json(shards, counts, old, merged_from)
-    if not (added or pier_added) and old == run_json:
-        return MergedRun(experiment, run_id, len(shards), len(outcomes), 0, paths.run_dir, False)
-    run_json["updated_at"] = runs.utc_now()
-    meta, inputs = _meta(shards, outcomes, paths.run_dir, jobs)
-    summary = build_summary(
+    total = sum(e["total"] for e in merged_from)
+    gates, notes = _gates(shards, old)
+    old_summary = _read_dict(paths.summary_json)
+    variants, tasks = _selected(shards, old_summary)
+    first = shards[0].run
+    done = finish_run(
         outcomes,
-        experiments_meta={meta.name: meta},
-        cli_min_pass_rate=inputs["cli_min_pass_rate"],
-        baseline=inputs["baseline"],
-        not_run={meta.name: counts["not_run"]},
+        Plan.from_json((old or first).get("plan")),
+        gates,
+        experiment=str(first.get("experiment") or experiment),
+        variants=variants,
+        tasks=tasks,
+        total=total,
+        run_id=run_id,
+        results_dir=run_dir,
+        jobs_dir=str(jobs),
     )
+    run_json = _run_json(shards, done.counts, old, merged_from, recorded)
+    if not (added or pier_added) and old == run_json:
+        return _unchanged(experiment, run_id, len(shards), len(outcomes), paths)
+    run_json["updated_at"] = runs.utc_now()
+    summary = done.summary
+    summary["experiments"][0]["notes"].extend(notes)
     write_summaries(paths, summary)
     db = index_db(results)
     record_trials(db, outcomes)
     record_run(db, experiment, run_json, paths.run_dir, summary)
     if job_dir.is_dir():
-        _merge_pier_job(shards, job_name, job_dir, counts["total"], run_json, meta)
+        task_names = [str(t["name"]) for t in summary["experiments"][0]["tasks"]]
+        _merge_pier_job(shards, job_name, job_dir, done.counts["total"], run_json, task_names)
     # last: a merge interrupted before this point leaves run.json as it was, so running it
     # again recomputes everything above
     write_json_atomic(paths.run_json, run_json, fsync=True)
-    return MergedRun(experiment, run_id, len(shards), len(outcomes), added, paths.run_dir)
+    return MergedRun(
+        experiment,
+        run_id,
+        len(shards),
+        len(outcomes),
+        added,
+        paths.run_dir,
+        verdict=_verdict(summary),
+        summary=summary,
+    )
+
+
+def _run_json(
+    shards: Sequence[_Shard],
+    counts: Mapping[str, int],
+    old: Mapping[str, Any],
+    merged_from: list[dict[str, Any]],
+    recorded: Sequence[tuple[_Shard, dict[str, Any]]],
+) -> dict[str, Any]:
+    """:func:`_merged_run_json` with the gates' inputs the shards recorded."""
+    data = _merged_run_json(shards, dict(counts), old, merged_from)
+    if recorded:
+        data["gates"] = recorded[0][1]
+    return data
+
+
+def _unchanged(experiment: str, run_id: str, n_shards: int, n: int, paths: RunPaths) -> MergedRun:
+    summary = _read_dict(paths.summary_json)
+    return MergedRun(
+        experiment,
+        run_id,
+        n_shards,
+        n,
+        0,
+        paths.run_dir,
+        False,
+        verdict=_verdict(summary),
+        summary=summary,
+    )
+
+
+def _verdict(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The verdict of a run's (one experiment's) summary; {} when it has none."""
+    experiments = summary.get("experiments")
+    if isinstance(experiments, list) and experiments and isinstance(experiments[0], dict):
+        verdict = experiments[0].get("verdict")
+        if isinstance(verdict, dict):
+            return dict(verdict)
+    return {}
 
 
 def _mark_moved(shard: _Shard, into: Path) -> None:
@@ -583,7 +803,7 @@ def _merge_pier_job(
     job_dir: Path,
     total: int,
     run_json: Mapping[str, Any],
-    meta: ExperimentMeta,
+    tasks: Sequence[str],
 ) -> None:
     # an earlier merge's config first: merging more shards later keeps it (but the tasks)
     configs = [
@@ -597,7 +817,7 @@ def _merge_pier_job(
         datasets = config.get("datasets")
         if isinstance(datasets, list) and datasets and isinstance(datasets[0], dict):
             dataset = dict(datasets[0])
-            dataset["task_names"] = list(meta.tasks)
+            dataset["task_names"] = list(tasks)
             config["datasets"] = [dataset, *datasets[1:]]
         concurrent = [c.get("n_concurrent_trials") for c in configs]
         if all(isinstance(c, int) for c in concurrent):

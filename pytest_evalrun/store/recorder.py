@@ -63,6 +63,8 @@ class FinishedRun:
     counts: dict[str, int]
     #: False when the session neither ran nor found any trial of it (nothing to finish).
     ran: bool = True
+    #: Every gate's inputs (``finish.Gates.to_json()``), recorded in run.json's ``gates``.
+    gates: Mapping[str, Any] | None = None
     #: Filled by the recorders for the ones after them (e.g. run.json's content).
     notes: dict[str, Any] = field(default_factory=dict)
 

@@ -185,8 +185,13 @@ def finish_run(
     status: str,
     counts: dict[str, int],
     pytest_args: list[str] | None = None,
+    gates: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Mark this session finished with ``status``; returns run.json's new content."""
+    """Mark this session finished with ``status``; returns run.json's new content.
+
+    ``gates``: every gate's inputs of this session (``finish.Gates.to_json()``), kept as
+    run.json's ``gates``; its ``retry`` becomes every session's ``--eval-retry`` together
+    (a run some session reran failures in stays one whose failures were rerun)."""
 
     def change(data: dict[str, Any] | None) -> dict[str, Any]:
         now = utc_now()
@@ -199,6 +204,13 @@ def finish_run(
         data["status"] = status
         data["finished_at"] = now
         data["counts"] = counts
+        if gates is not None:
+            old = data.get("gates")
+            earlier = old.get("retry") if isinstance(old, dict) else None
+            retry = set(gates.get("retry") or [])
+            if isinstance(earlier, list):
+                retry.update(str(r) for r in earlier)
+            data["gates"] = {**gates, "retry": sorted(retry)}
         sessions = data.setdefault("sessions", [])
         mine = [s for s in sessions if s.get("id") == session_id]
         if not mine:  # a session that ran nothing (a resume where every trial stood)

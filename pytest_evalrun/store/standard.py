@@ -77,6 +77,7 @@ def experiment_plan(exp: Experiment) -> dict[str, Any]:
         "min_pass_rate": exp.min_pass_rate,
         "task_min_pass_rate": {t.name: t.min_pass_rate for t in exp.tasks},
         "trials_per_task": {t.name: t.trials for t in exp.tasks},
+        "variant_slugs": {v.name: v.slug for v in exp.variants},
     }
 
 
@@ -146,4 +147,5 @@ class StandardRecorder(Recorder):
             status=finished.status,
             counts=finished.counts,
             pytest_args=list(finished.run.pytest_args),
+            gates=finished.gates,
         )
