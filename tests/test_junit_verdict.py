@@ -48,18 +48,22 @@ def test_one_testcase_per_gate_failing_exactly_when_it_fails(suite: Suite) -> No
     suite.experiment(trials=2, variants={"a": {}, "b": {}})
     assert run_pytest(suite.root, "--eval-run-id=base").returncode == 1
     status = _session(
-        suite, "--eval-run-id=cand", "--eval-baseline-run=base", "--eval-min-pass-rate=0.5"
+        suite, "--eval-run-id=cand", "--eval-baseline-run=base", "--eval-min-pass-rate=1.0"
     )
-    assert status == 1  # bad (0/2) is below 0.5 in both variants
+    assert status == 1  # bad (0/2) is below 1.0 in both variants
     path = suite.root / "verdict.xml"
     _valid(path)
     cases = _cases(path)
     assert sorted(cases) == sorted(
         [
-            "exp / a / good: pass rate 100.0% (2/2) >= min 50.0%",
-            "exp / a / bad: pass rate 0.0% (0/2) < min 50.0%",
-            "exp / b / good: pass rate 100.0% (2/2) >= min 50.0%",
-            "exp / b / bad: pass rate 0.0% (0/2) < min 50.0%",
+            "exp / a / good: pass rate 100.0% (2/2), upper bound 100.0% (98.8% confidence) "
+            ">= min 100.0%",
+            "exp / a / bad: pass rate 0.0% (0/2), upper bound 88.8% (98.8% confidence) "
+            "< min 100.0%",
+            "exp / b / good: pass rate 100.0% (2/2), upper bound 100.0% (98.8% confidence) "
+            ">= min 100.0%",
+            "exp / b / bad: pass rate 0.0% (0/2), upper bound 88.8% (98.8% confidence) "
+            "< min 100.0%",
             "exp / a: regression test against run base: 50.0% -> 50.0% (+0.0 pp, p=1): "
             "no regression detected",
             "exp / b: regression test against run base: 50.0% -> 50.0% (+0.0 pp, p=1): "
@@ -69,12 +73,12 @@ def test_one_testcase_per_gate_failing_exactly_when_it_fails(suite: Suite) -> No
     ), sorted(cases)
     for name, (result, _) in cases.items():
         assert result == ("failure" if "< min" in name or "FAILED" in name else "passed"), name
-    result, props = cases["exp / a / bad: pass rate 0.0% (0/2) < min 50.0%"]
+    result, props = next(v for k, v in cases.items() if k.startswith("exp / a / bad:"))
     assert props["evalrun.gate"] == "min_pass_rate" and props["evalrun.gate.met"] == "false"
     assert (props["evalrun.pass_rate"], props["evalrun.passed"], props["evalrun.n"]) == (
         "0.0", "0", "2",
     )  # fmt: skip
-    assert props["evalrun.gate.threshold"] == "0.5"
+    assert props["evalrun.gate.threshold"] == "1.0"
     _, props = next(v for k, v in cases.items() if k.startswith("exp / b: regression"))
     assert props["evalrun.regression.baseline_run"] == "base"
     assert props["evalrun.regression.p_value"] == "1.0"
@@ -156,7 +160,7 @@ def test_the_check_follows_the_gate_not_the_trials(suite: Suite) -> None:
     assert info.check_runs == [] and info.exit_code == 0
     assert len(info.error_annotations) == 2  # the 2 failed trials, as information
     # the same suite with a gate it fails: the check is red, and the step fails when asked to
-    assert _session(suite, "--eval-min-pass-rate=0.6") == 1
+    assert _session(suite, "--eval-min-pass-rate=1.0") == 1
     red = run_action(
         {"report_paths": "verdict.xml", "check_name": "evals", "fail_on_failure": "true"},
         suite.root,

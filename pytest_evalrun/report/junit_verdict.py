@@ -110,6 +110,10 @@ def _cell_cases(exp: Mapping[str, Any]) -> list[Case]:
             "no judged trial"
         )
         sign = ">=" if met else "<"
+        upper, level = gate.get("upper"), gate.get("level")
+        if isinstance(upper, (int, float)) and isinstance(level, (int, float)):
+            # judged with its uncertainty: the cell fails when its upper bound is below the min
+            shown += f", upper bound {_pct(upper)} ({_pct(level)} confidence)"
         title = (
             f"{name} / {cell.get('variant')} / {cell.get('task')}: pass rate {shown} "
             f"{sign} min {_pct(gate.get('threshold'))}"
