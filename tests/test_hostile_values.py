@@ -26,16 +26,17 @@ open("answer.txt", "w").write("ok\\n")
 exec(sys.argv[1])
 """
 
+#: Python expressions for the text of artifacts/metrics.json.
 METRICS_VALUES = {
-    "overflow": '{"input_tokens": 1e309, "output_tokens": 5}',
-    "infinity": '{"input_tokens": Infinity, "cost_usd": -Infinity}',
-    "nan": '{"input_tokens": NaN, "cost_usd": NaN, "model": "m"}',
-    "negative": '{"input_tokens": -5, "output_tokens": 3, "cost_usd": -1000}',
-    "digits": '{"input_tokens": ' + "9" * 400 + ', "cost_usd": ' + "9" * 400 + "}",
-    "float-digits": '{"input_tokens": 1e300, "cost_usd": 1e300}',
-    "nested": "[" * 200_000 + "]" * 200_000,
-    "nested-value": '{"input_tokens": ' + "[" * 200_000 + "]" * 200_000 + "}",
-    "bool": '{"input_tokens": true, "cost_usd": "12", "model": 7}',
+    "overflow": "'{\"input_tokens\": 1e309, \"output_tokens\": 5}'",
+    "infinity": "'{\"input_tokens\": Infinity, \"cost_usd\": -Infinity}'",
+    "nan": "'{\"input_tokens\": NaN, \"cost_usd\": NaN, \"model\": \"m\"}'",
+    "negative": "'{\"input_tokens\": -5, \"output_tokens\": 3, \"cost_usd\": -1000}'",
+    "digits": "'{\"input_tokens\": ' + '9' * 400 + ', \"cost_usd\": ' + '9' * 400 + '}'",
+    "float-digits": "'{\"input_tokens\": 1e300, \"cost_usd\": 1e300}'",
+    "nested": "'[' * 200_000 + ']' * 200_000",
+    "nested-value": "'{\"input_tokens\": ' + '[' * 200_000 + ']' * 200_000 + '}'",
+    "bool": "'{\"input_tokens\": true, \"cost_usd\": \"12\", \"model\": 7}'",
 }
 
 #: Snippets that leave a file the plugin reads, but not a regular file (or one too big).
@@ -47,11 +48,11 @@ SPECIAL_FILES = {
     "fifo-workspace": "os.mkfifo('pipe.txt'); os.mkfifo(os.path.join(art, 'x.fifo'))",
     "link-device": "os.symlink('/dev/zero', os.path.join(art, 'metrics.json')); "
                    "os.symlink('/dev/zero', os.path.join(art, 'z-otel.jsonl'))",
-    "socket": "s = socket.socket(socket.AF_UNIX); s.bind(os.path.join(art, 'metrics.json'))",
+    "socket": "os.chdir(art); s = socket.socket(socket.AF_UNIX); s.bind('metrics.json')",
     "huge-metrics": "f = open(os.path.join(art, 'metrics.json'), 'wb'); "
-                    "f.truncate(4 * 1024 ** 3); f.close()",
+                    "f.truncate(100 * 1024 ** 2); f.close()",
     "huge-otel": "f = open(os.path.join(art, 'big-otel.jsonl'), 'wb'); "
-                 "f.truncate(4 * 1024 ** 3); f.close()",
+                 "f.truncate(100 * 1024 ** 2); f.close()",
     "deep-tree": "p = 'deep'\nfor _ in range(1500):\n    p = os.path.join(p, 'd')\n"
                  "os.makedirs(p)\nopen(os.path.join(p, 'leaf.txt'), 'w').write('x')",
     "metrics-non-utf8": "open(os.path.join(art, 'metrics.json'), 'wb')"
@@ -68,8 +69,11 @@ SPECIAL_FILES = {
 def experiment(suite: Suite, snippets: dict[str, str]) -> None:
     suite.write("hostile.py", AGENT)
     agent = [sys.executable, str(suite.root / "hostile.py")]
+    # a secret in the env: every file of the trial is masked, through the agent's tree
     suite.experiment(
-        variants={name: {"agent": {"command": [*agent, code]}} for name, code in snippets.items()},
+        variants={name: {"agent": {"command": [*agent, code]},
+                         "env": {"MY_API_TOKEN": "tok-3f9a8b7c6d5e4f3a2b1c"}}
+                  for name, code in snippets.items()},
         tasks=[{"name": "t", "prompt": "x", "fixture": "fixtures/basic", "verify": VERIFY}],
     )
 
@@ -102,7 +106,7 @@ def check_judged(suite: Suite, result: pytest.RunResult, names: list[str]) -> No
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_absurd_metrics_are_left_out_with_a_note(suite: Suite, workers: list[str]) -> None:
-    snippets = {name: f"open(os.path.join(art, 'metrics.json'), 'w').write({text!r})"
+    snippets = {name: f"open(os.path.join(art, 'metrics.json'), 'w').write({text})"
                 for name, text in METRICS_VALUES.items()}
     experiment(suite, snippets)
     result = run(suite, workers)
@@ -126,8 +130,11 @@ def test_special_files_never_stall_nor_crash_a_trial(suite: Suite, workers: list
         notes = suite.meta(name, "t")["metrics"]["notes"]
         assert any("metrics.json" in n for n in notes), (name, notes)
     otel = suite.meta("otel-values", "t")["metrics"]
-    assert otel["input_tokens"] == 12 and otel["output_tokens"] is None, otel
-    assert otel["cost_usd"] is None and otel["notes"]
+    assert otel["input_tokens"] == 12 and otel["output_tokens"] == 0, otel
+    assert otel["cost_usd"] is None
+    for key in ("input_tokens", "output_tokens", "cost"):
+        assert any(key in n for n in otel["notes"]), otel["notes"]
+    assert any("nested too deep" in n for n in otel["notes"]), otel["notes"]
     diff = (suite.trial_dir("fifo-workspace", "t", 1) / "workspace.diff").read_text()
     assert "+++ b/answer.txt" in diff
 

@@ -606,6 +606,7 @@ class _Trial:
                 "cost_usd": m.cost_usd,
                 "model": m.model or self.spec.variant.model,
                 "source": m.source,
+                "notes": m.notes,
             },
         )
         f.ensure_files(
