@@ -164,8 +164,8 @@ def test_a_run_on_disk_with_nan_is_read_and_checked_without_a_crash(suite: Suite
     con.execute("UPDATE trials SET reward = ? WHERE task = 'bad'", (float("nan"),))
     con.commit()
     con.close()
-    for cmd in (["report", "-o", "report.html"], ["show"], ["runs"], ["export", "--format", "jsonl"],
-                ["export", "--format", "csv"]):
+    for cmd in (["report", "-o", "report.html"], ["show"], ["runs"],
+                ["export", "--format", "jsonl"], ["export", "--format", "csv"]):
         r = evalrun(*cmd, cwd=suite.root)
         assert r.returncode == 0, (cmd, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr

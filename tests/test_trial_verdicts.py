@@ -189,7 +189,8 @@ def test_a_reward_that_is_not_a_finite_number_is_never_a_pass(
         if "artifacts" not in jsonl.parts:
             for row in jsonl.read_text().splitlines():
                 json.loads(row, parse_constant=_refuse)
-    for cmd in (["report", "-o", "report.html"], ["check"], ["show"], ["export", "--format", "jsonl"]):
+    for cmd in (["report", "-o", "report.html"], ["check"], ["show"],
+                ["export", "--format", "jsonl"]):
         r = evalrun(*cmd, cwd=suite.root)
         assert r.returncode == 0, (cmd, r.stdout, r.stderr)
         assert "Traceback" not in r.stderr
