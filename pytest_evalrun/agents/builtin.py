@@ -12,15 +12,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..store.atomic import read_regular
 from . import load
 from .otlp import otlp_lines_from_pretty_json
 from .preset import Launch, Preset, PresetTrial, Records, newest
 
+#: Largest CLI record read (bytes): a transcript beyond is not read.
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+
 
 def _read(path: Path | None) -> str | None:
-    if path is None or not path.is_file():
+    """A CLI record in the trial's agent home (which the model's tools can write): a regular
+    file only (never a FIFO, device or link the agent put there), at most
+    :data:`MAX_RECORD_BYTES`; None otherwise."""
+    if path is None:
         return None
-    return path.read_text(encoding="utf-8", errors="replace")
+    try:
+        return read_regular(path, MAX_RECORD_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def _session_id(stdout: str, *keys: str) -> str | None:

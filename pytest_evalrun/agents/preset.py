@@ -146,4 +146,4 @@ class Preset:
 
 def newest(paths: list[Path]) -> Path | None:
     """The most recently modified of ``paths`` (None when empty)."""
-    return max(paths, key=lambda p: p.stat().st_mtime_ns, default=None)
+    return max(paths, key=lambda p: p.lstat().st_mtime_ns, default=None)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..spec.model import Step
+from ..store.atomic import write_text_atomic
 from ..trial.process import ProcessResult, run_step
 from ..trial.sandbox import Sandbox
 from ..trial.steps import StepContext
@@ -121,9 +122,11 @@ def collect_evidence(preset: Preset, trial: PresetTrial, stdout: str,
         write_evidence(trial.artifacts, records, preset=preset.name, otel_name=preset.otel_name,
                        pricing=pricing)
     except Exception:  # a record we cannot read must not cost the trial its verdict
-        (trial.artifacts / "preset-error.txt").write_text(
-            f"preset {preset.name} could not read the CLI's records:\n{traceback.format_exc()}",
-            encoding="utf-8")
+        with contextlib.suppress(OSError):
+            write_text_atomic(
+                trial.artifacts / "preset-error.txt",
+                f"preset {preset.name} could not read the CLI's records:\n"
+                f"{traceback.format_exc()}")
     return clock() - started
 
 
