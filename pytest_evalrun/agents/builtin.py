@@ -79,6 +79,9 @@ class ClaudeCode(Preset):
             argv += ["--model", trial.model]
         return Launch(argv + list(trial.args), env)
 
+    def endpoint(self, trial: PresetTrial) -> str | None:
+        return trial.env.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+
     def collect(self, trial: PresetTrial, stdout: str) -> Records:
         session = _session_id(stdout, "session_id")
         projects = trial.home / ".claude" / "projects"
@@ -140,6 +143,9 @@ class Codex(Preset):
                 *trial.args, trial.prompt]
         return Launch(argv, env)
 
+    def endpoint(self, trial: PresetTrial) -> str | None:
+        return trial.env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+
     def collect(self, trial: PresetTrial, stdout: str) -> Records:
         thread = _session_id(stdout, "thread_id")
         sessions = trial.home / ".codex" / "sessions"
@@ -174,6 +180,9 @@ class CopilotCli(Preset):
                 "--output-format", "json", f"--share={trial.artifacts / 'session.md'}",
                 *trial.args]
         return Launch(argv, env)
+
+    def endpoint(self, trial: PresetTrial) -> str | None:
+        return trial.env.get("COPILOT_PROVIDER_BASE_URL") or None
 
     def collect(self, trial: PresetTrial, stdout: str) -> Records:
         session = _session_id(stdout, "sessionId")
@@ -214,6 +223,10 @@ class GeminiCli(Preset):
         if trial.model:
             argv += ["-m", trial.model]
         return Launch(argv + list(trial.args), env)
+
+    def endpoint(self, trial: PresetTrial) -> str | None:
+        return (trial.env.get("GOOGLE_GEMINI_BASE_URL")
+                or "https://generativelanguage.googleapis.com")
 
     def collect(self, trial: PresetTrial, stdout: str) -> Records:
         session = _session_id(stdout, "session_id")
@@ -269,6 +282,9 @@ class Opencode(Preset):
                         "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1", "OPENCODE_DISABLE_SHARE": "1"})
         return Launch([trial.executable, "run", "--format", "json", *trial.args, trial.prompt],
                       env)
+
+    def endpoint(self, trial: PresetTrial) -> str | None:
+        return trial.env.get("OPENAI_BASE_URL") or None
 
     def followups(self, trial: PresetTrial, stdout: str) -> list[tuple[list[str], Path]]:
         """``opencode export <session>`` into a file (through a pipe its output stops at
