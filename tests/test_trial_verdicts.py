@@ -99,19 +99,46 @@ def test_what_verify_does_on_the_agents_work_is_judged(suite: Suite, workers: li
 
 def test_a_verify_program_missing_from_the_experiment_is_an_error(suite: Suite) -> None:
     suite.write("helpers.py", "def ok(ctx):\n    return True\n")
+    suite.write("broken_verifier.py", "def verify(ctx)\n    return True\n")
     suite.experiment(tasks=[
         task("no-program", ["no-such-verifier-xyz", "--check"]),
         task("no-shell-program", "no-such-verifier-xyz --check"),
+        task("no-path", [str(suite.root / "tools" / "verify.sh")]),
         task("no-callable", {"python": "helpers:no_such_function"}),
         task("no-module", {"python": "no_such_module_xyz:verify"}),
+        task("syntax-error", {"python": "broken_verifier:verify"}),
         task("good", VERIFY),
     ])
     result = suite.pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
-    result.assert_outcomes(passed=1, errors=4)
-    for name in ("no-program", "no-shell-program", "no-callable", "no-module"):
+    result.assert_outcomes(passed=1, errors=6)
+    for name in ("no-program", "no-shell-program", "no-path", "no-callable", "no-module",
+                 "syntax-error"):
         meta = suite.meta("base", name)
         assert meta["status"] == "error" and meta["error_kind"] == "verify_missing", meta
         assert meta["reward"] is None
+
+
+def test_a_python_verifier_that_cannot_import_the_agents_code_is_judged(suite: Suite) -> None:
+    """The verifier imports the agent's module (the workspace is on its path, last): when the
+    agent left it broken or removed it, importing the verifier fails on the agent's work."""
+    suite.write("checks.py", "import solution\n\ndef verify(ctx):\n"
+                "    return solution.answer() == 42\n")
+    suite.write("fixtures/basic/solution.py", "def answer():\n    return 0\n")
+    breaker = verify_script(suite, "breaker.py",
+                            "import os, sys\nif os.environ['EVALRUN_TASK'] == 'broken':\n"
+                            "    open('solution.py', 'w').write('def answer(:\\n')\n"
+                            "else:\n    os.remove('solution.py')\n")
+    suite.experiment(
+        variants={"breaker": {"agent": {"command": breaker}}},
+        tasks=[task("broken", {"python": "checks:verify"}),
+               task("removed", {"python": "checks:verify"})],
+    )
+    result = suite.pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(failed=2)
+    for name in ("broken", "removed"):
+        meta = suite.meta("breaker", name)
+        assert meta["status"] == "failed" and meta["reward"] == 0.0, meta
+        assert meta["failure_kind"] == "verify_crashed", meta
 
 
 def test_a_verify_program_the_agent_deleted_is_the_agents_failure(suite: Suite) -> None:
