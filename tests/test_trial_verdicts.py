@@ -234,3 +234,39 @@ def test_a_verify_timeout_is_not_retried(suite: Suite) -> None:
     meta = suite.meta("base", "hangs")
     assert meta["status"] == "failed" and meta["attempt"] == 1 and meta["attempts"] == []
     assert not (suite.trial_dir("base", "hangs", 1) / "attempts").exists()
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_an_agent_cannot_make_its_trial_unjudged_by_its_exit_status(
+    suite: Suite, workers: list[str]
+) -> None:
+    """0.2.0 took a shell agent's exit 126/127 and a ``python:`` agent's exit 71 as "agent
+    missing" (an error, out of the rate) even when the agent ran: an agent failing a task could
+    exit 127 and drop the trial. Now only a program that is really absent is."""
+    suite.write("helpers.py", """
+        import pathlib, sys
+
+        def quitter(ctx):
+            (ctx.workspace / "answer.txt").write_text("nope\\n")
+            sys.exit(71)
+    """)
+    agent = f"{sys.executable} {suite.root / 'agent.py'}"
+    suite.experiment(
+        variants={
+            "exit-127": {"agent": {"command": f"{agent}; exit 127"}},
+            "exit-126": {"agent": {"command": f"{agent}; exit 126"}},
+            "exit-71": {"agent": {"python": "helpers:quitter"}},
+            "absent": {"agent": {"command": "no-such-agent-xyz --go"}},
+            "absent-py": {"agent": {"python": "helpers:no_such_agent"}},
+        },
+        tasks=[task("t", VERIFY, prompt="WRITE answer.txt nope")],
+    )
+    result = suite.pytester.runpytest_subprocess("-p", "no:cacheprovider", *workers,
+                                                 timeout=300)
+    result.assert_outcomes(failed=3, errors=2)
+    for variant in ("exit-127", "exit-126", "exit-71"):
+        meta = suite.meta(variant, "t")
+        assert meta["status"] == "failed" and meta["error_kind"] is None, (variant, meta)
+        assert meta["failure_kind"] == "verify_rejected"
+    for variant in ("absent", "absent-py"):
+        assert suite.meta(variant, "t")["error_kind"] == "agent_missing"

@@ -395,8 +395,11 @@ class _Trial:
         if r.start_error:
             self.error("agent_missing", f"the agent could not start: {r.start_error}")
             return self.finish()
-        if missing(s.variant.agent, r.exit_code):
-            self.error("agent_missing", f"the agent was not found (exit status {r.exit_code})")
+        absent = (self.program_absent("agent", s.variant.agent, r)
+                  if missing(s.variant.agent, r.exit_code) else None)
+        if absent is not None:
+            self.error("agent_missing",
+                       f"the agent was not found (exit status {r.exit_code}): {absent[0]}")
             o.verify_tail = s.redactor.redact(tail(f.read_text(trialdir.STDOUT)))
             return self.finish()
         if r.infra_error is not None:
@@ -535,19 +538,27 @@ class _Trial:
         does not exist, a ``python:`` module or callable not defined in the experiment (or
         installed). The agent's: a program (or module) inside the workspace, which the agent
         removed or broke, or that the fixture has and the workspace no longer does."""
+        return self.program_absent("verify", self.spec.task.verify, r)
+
+    def program_absent(self, role: str, step: Step, r: ProcessResult) -> tuple[str, bool] | None:
+        """:meth:`verify_absent` for the ``role`` step ``step`` (for the agent step, whatever
+        is absent is the experiment's fault: the agent had not run yet). A step that exits
+        126/127 (a shell string) or 71 (``python:``) while its program is there is not
+        missing: that exit status is its own (an agent cannot make its trial unjudged by
+        choosing it)."""
         s = self.spec
-        step = s.task.verify
         if step.kind == "python":
             if r.exit_code != PYCALL_NOT_FOUND or r.timed_out:
                 return None
-            return _callable_absent(str(step.value), s.experiment.directory, s.task.fixture,
-                                    self.workspace, self.step_env.get("verify", {}))
+            found = _callable_absent(str(step.value), s.experiment.directory, s.task.fixture,
+                                     self.workspace, self.step_env.get(role, {}))
+            return found if found is None or role == "verify" else (found[0], True)
         if step.kind != "command" or not (r.start_error or missing(step, r.exit_code)):
             return None
         program = _program(step.value, self.values())
         if program is None:
             return None
-        path_env = self.step_env.get("verify", {}).get("PATH", os.defpath)
+        path_env = self.step_env.get(role, {}).get("PATH", os.defpath)
         if "/" not in program:
             if shutil.which(program, path=path_env) is None:
                 return f"{program!r} is not on the PATH", True
@@ -562,6 +573,8 @@ class _Trial:
         if host == root or host.startswith(root + os.sep):
             if runnable:
                 return None
+            if role != "verify":
+                return f"{program!r} is not an executable file of the workspace", True
             why = (f"{program!r} is not an executable file in the workspace the agent left"
                    if os.path.lexists(host) else
                    f"{program!r} is not in the workspace the agent left")
