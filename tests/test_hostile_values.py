@@ -55,6 +55,8 @@ SPECIAL_FILES = {
                  "f.truncate(100 * 1024 ** 2); f.close()",
     "deep-tree": "p = 'deep'\nfor _ in range(1500):\n    p = os.path.join(p, 'd')\n"
                  "os.makedirs(p)\nopen(os.path.join(p, 'leaf.txt'), 'w').write('x')",
+    "events-nested": "open(os.path.join(art, 'events.jsonl'), 'w')"
+                     ".write('{\"a\": ' + '[' * 200000 + ']' * 200000 + '}\\n')",
     "metrics-non-utf8": "open(os.path.join(art, 'metrics.json'), 'wb')"
                         ".write(b'{\"input_tokens\": 3, \"model\": \"\\xff\"}')",
     "otel-values": "open(os.path.join(art, 'v-otel.jsonl'), 'w').write("
@@ -98,6 +100,9 @@ def check_judged(suite: Suite, result: pytest.RunResult, names: list[str]) -> No
                                          and 0 <= m["cost_usd"] < 10**9), (name, m)
         assert m["model"] is None or isinstance(m["model"], str)
     assert all_strict(suite.results(), suite.root / "jobs") > 3 * len(names)
+    # every trial is in the Harbor job too (none lost to what its agent left)
+    assert len(list((suite.root / "jobs").glob("*/*/result.json"))) == len(names)
+    assert "Pier jobs layout not written" not in result.stdout.str()
     r = evalrun("report", "-o", "report.html", cwd=suite.root)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     r = evalrun("check", cwd=suite.root)
