@@ -41,7 +41,7 @@ def trial_meta(root: Path, cli: str, task: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cli", ["claude", "codex", "opencode"])
+@pytest.mark.parametrize("cli", ["claude", "codex", "opencode", "copilot", "gemini"])
 def test_a_cli_that_made_no_model_call_is_an_error(
     cli: str, pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
