@@ -17,8 +17,12 @@ Candidates:
 - ``exact-strat``: the exact stratified permutation test of pytest_evalrun/report/regression.py
   (the chosen one).
 
-Also prints how well ``min_detectable_drop`` predicts power, and the time of one comparison.
-docs/regression.md quotes this script's output.
+Also prints how well ``min_detectable_drop`` predicts power, the time of one comparison, the
+whole gate's family-wise false-alarm rate with 1-10 variants (each at alpha, as 0.2.0 did,
+against Holm, as ``regression_section`` does; ``--only family``), the power when half the new
+failures surface as errors (errors counted or excluded), and the per-cell min_pass_rate gate's
+false-fail rate and power (point estimate, as 0.2.0, against the upper-bound rule of
+report/summary.py; ``--only cells``). docs/regression.md and docs/reports.md quote its output.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pytest_evalrun.report.regression import compare_variant
-from pytest_evalrun.report.stats import t_cdf
+from pytest_evalrun.report.regression import TaskCounts, compare_variant, regression_section
+from pytest_evalrun.report.stats import binom_cdf, t_cdf
 
 ALPHA = 0.05
 Counts = dict[str, tuple[int, int]]
@@ -247,11 +251,101 @@ def timing() -> None:
         print(f"  {n_tasks} tasks x {trials}: {best * 1000:.1f} ms ({r.method})")
 
 
+def _variant_counts(
+    rng: random.Random, rates: Sequence[float], trials: int, drop: float, as_errors: float
+) -> dict[str, TaskCounts]:
+    out = {}
+    for i, p in enumerate(rates):
+        passed = judged = errors = 0
+        q = max(0.0, p - drop)
+        for _ in range(trials):
+            u = rng.random()
+            if u < q:
+                passed += 1
+                judged += 1
+            elif u < p and rng.random() < as_errors:
+                errors += 1
+            else:
+                judged += 1
+        out[f"t{i}"] = TaskCounts(passed, judged, errors)
+    return out
+
+
+def family(runs: int, seed: int) -> None:
+    """The whole gate: no change in any of V variants (10 tasks x 5, rates 0.4-0.9)."""
+    rates = spread(10, 0.4, 0.9)
+    for n_variants in (1, 2, 5, 10):
+        rng = random.Random(seed + n_variants)
+        per_alpha = holm = 0
+        for _ in range(runs):
+            base = {f"v{v}": _variant_counts(rng, rates, 5, 0.0, 0.0) for v in range(n_variants)}
+            cand = {f"v{v}": _variant_counts(rng, rates, 5, 0.0, 0.0) for v in range(n_variants)}
+            sec = regression_section(
+                base, cand, baseline_run="b", alpha=ALPHA, variant_names={v: v for v in cand}
+            )
+            per_alpha += any(v["p_value"] < ALPHA for v in sec["variants"])
+            holm += bool(sec["regressed"])
+        print(
+            f"  {n_variants:2d} variant(s): run fails {per_alpha / runs:.4f} each at alpha, "
+            f"{holm / runs:.4f} Holm"
+        )
+    rng = random.Random(seed)
+    caught = {"count": 0, "exclude": 0}
+    for _ in range(runs):
+        base = {"v": _variant_counts(rng, rates, 5, 0.0, 0.0)}
+        cand = {"v": _variant_counts(rng, rates, 5, 0.3, 0.5)}
+        for errors in caught:
+            sec = regression_section(
+                base, cand, baseline_run="b", alpha=ALPHA, variant_names={"v": "v"},
+                errors=errors,
+            )  # fmt: skip
+            caught[errors] += bool(sec["regressed"])
+    print(
+        f"  30-point drop, half the new failures as errors: caught {caught['count'] / runs:.4f} "
+        f"(errors counted), {caught['exclude'] / runs:.4f} (errors excluded)"
+    )
+
+
+def _cell_fails_point(k: int, n: int, gate: float, m: int) -> bool:
+    return k / n < gate - 1e-12
+
+
+def _cell_fails_bound(k: int, n: int, gate: float, m: int) -> bool:
+    return binom_cdf(k, n, gate) < ALPHA / m
+
+
+def cell_gates(runs: int, seed: int) -> None:
+    """Per-cell gates (gate 0.6): share of runs failing, old rule (point estimate) and new."""
+    designs = [(10, 3, 2, 0.8), (20, 5, 3, 0.8), (10, 10, 2, 0.6), (10, 10, 2, 0.8)]
+    for n_tasks, trials, n_variants, rate in designs:
+        m = n_tasks * n_variants
+        rng = random.Random(seed)
+        old = new = 0
+        for _ in range(runs):
+            ks = [sum(rng.random() < rate for _ in range(trials)) for _ in range(m)]
+            old += any(_cell_fails_point(k, trials, 0.6, m) for k in ks)
+            new += any(_cell_fails_bound(k, trials, 0.6, m) for k in ks)
+        print(
+            f"  every cell at {rate}, {n_tasks} tasks x {trials} x {n_variants}: runs failed "
+            f"{old / runs:.4f} (point estimate), {new / runs:.4f} (upper bound)"
+        )
+    for trials in (3, 5, 10, 20):
+        for bad in (0.0, 0.1, 0.2, 0.3):
+            rng = random.Random(seed)
+            caught = sum(
+                _cell_fails_bound(sum(rng.random() < bad for _ in range(trials)), trials, 0.6, 20)
+                for _ in range(runs)
+            )
+            print(f"  one of 20 cells at {bad}, {trials} trials: caught {caught / runs:.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=20260105)
-    ap.add_argument("--only", choices=("rates", "mdd", "coverage", "timing"), default=None)
+    ap.add_argument(
+        "--only", choices=("rates", "mdd", "coverage", "timing", "family", "cells"), default=None
+    )
     args = ap.parse_args()
     if args.only in (None, "rates"):
         names = list(CANDIDATES)
@@ -273,6 +367,12 @@ def main() -> None:
     if args.only in (None, "timing"):
         print("time of one compare_variant (best of 5):")
         timing()
+    if args.only in (None, "family"):
+        print("the regression gate's family (regression_section), no change, 10 tasks x 5:")
+        family(min(args.runs, 1000), args.seed)
+    if args.only in (None, "cells"):
+        print("per-cell min_pass_rate gates, gate 0.6, alpha 0.05 over the cells:")
+        cell_gates(args.runs, args.seed)
 
 
 if __name__ == "__main__":

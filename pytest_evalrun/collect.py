@@ -17,6 +17,7 @@ import pytest
 
 from .context import context_of
 from .outcome import USER_PROPERTY, TrialOutcome
+from .safetext import bounded, escape
 from .spec.errors import SpecError
 from .spec.model import Experiment, Task, Variant
 from .store.paths import trial_number
@@ -74,20 +75,39 @@ class SpecProblem(Exception):
     """Raised by the item standing in for an experiment file that failed to load."""
 
 
+#: The output tail shown of a trial that did not pass: at most this many lines (and, like every
+#: section, :data:`pytest_evalrun.safetext.MAX_SECTION` characters).
+TAIL_LINES_SHOWN = 30
+
+
+def describe_reused(outcome: TrialOutcome) -> str:
+    """One line for a trial an earlier session recorded and ``--eval-resume`` reused: its
+    detail was shown then (and ``evalrun show`` shows it again), not at every resume."""
+    head = f"{outcome.status.upper()} (recorded earlier, reused): {outcome.variant} / "
+    head += f"{outcome.task} / trial {outcome.trial}"
+    first = (outcome.message or "").strip().split("\n", 1)[0][:300]
+    return escape(f"{head}: {first}" if first else head) + f" ({escape(outcome.trial_dir)})"
+
+
 def describe(outcome: TrialOutcome) -> str:
-    """What a person needs first about a trial that did not pass."""
+    """What a person needs first about a trial that did not pass. Everything the agent or the
+    verifier wrote is escaped and bounded (:mod:`pytest_evalrun.safetext`)."""
+    if outcome.resumed:
+        return describe_reused(outcome)
     lines = [
-        f"{outcome.status.upper()}: {outcome.variant} / {outcome.task} / trial {outcome.trial}"
+        escape(
+            f"{outcome.status.upper()}: {outcome.variant} / {outcome.task} / trial {outcome.trial}"
+        )
     ]
     if outcome.message:
-        lines.append(outcome.message)
+        lines.append(bounded(outcome.message))
     if outcome.reward is not None:
         lines.append(f"reward: {outcome.reward:g} (pass threshold {outcome.pass_threshold:g})")
     if outcome.verify_tail:
         lines.append("--- output (tail) ---")
-        lines.append(outcome.verify_tail)
+        lines.append(bounded(outcome.verify_tail.rstrip("\n"), max_lines=TAIL_LINES_SHOWN))
         lines.append("---")
-    lines.append(f"trial directory: {outcome.trial_dir}")
+    lines.append(f"trial directory: {escape(outcome.trial_dir)}")
     return "\n".join(lines)
 
 
@@ -186,7 +206,7 @@ class TrialItem(pytest.Item):
         return (
             self.path,
             max(self.task.line - 1, 0),
-            (f"{self.variant.name} / {self.task.name} / trial {self.trial}"),
+            escape(f"{self.variant.name} / {self.task.name} / trial {self.trial}"),
         )
 
 
@@ -208,7 +228,7 @@ class SpecErrorItem(pytest.Item):
     def repr_failure(
         self, excinfo: ExceptionInfo[BaseException], style: Any = None
     ) -> str | TerminalRepr:
-        return str(excinfo.value)
+        return bounded(excinfo.value)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         line = self.error.line

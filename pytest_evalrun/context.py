@@ -93,6 +93,7 @@ class EvalContext:
             n_concurrent=self.workers,
             shard=shared.shard,
             isolation=self.isolation(exp),
+            retry=tuple(shared.retry),
         )
 
 

@@ -25,12 +25,23 @@ from .report import junit
 from .report.markdown import render_markdown
 from .report.openmetrics import render_openmetrics
 from .report.summary import ExperimentMeta, apply_regression, build_summary, combine_summaries
+from .safetext import bounded
 from .shared import WORKERINPUT_KEY
 from .spec.errors import SpecError
 from .spec.model import Experiment
 from .store import runs
 from .store.atomic import write_text_atomic
-from .store.baseline import BaselineError, NoEarlierRun, regression, resolve_baseline
+from .store.baseline import (
+    JUDGED_RETRY,
+    BaselineError,
+    BaselineNotFound,
+    Candidate,
+    baseline_counts,
+    coverage_notes,
+    find_baseline,
+    regression,
+    retry_policy,
+)
 from .store.recorder import FinishedRun
 from .store.trialdir import TrialDir
 from .trial.process import kill_processes_with_env
@@ -58,31 +69,90 @@ class ControllerPlugin:
         self.collected: list[str] = []
         self.summary: dict[str, Any] | None = None
         self.run_dirs: list[Path] = []
+        #: Set when the session was interrupted: (trials stopped running, not started, run ids).
+        self.interrupted: tuple[int, int, set[str]] | None = None
         #: --eval-baseline-run: each experiment's baseline run id (slug -> run id), and why an
         #: experiment that never ran before has none (slug -> reason)
         self.no_baseline: dict[str, str] = {}
         self.baselines = self._resolve_baselines()
 
     def _resolve_baselines(self) -> dict[str, str]:
-        """The regression gate's baseline run of every experiment this session runs, found
-        before any trial runs: a reference that matches nothing is a usage error."""
+        """The regression gate's baseline run of every experiment found, looked up before any
+        trial runs (store/baseline.py): a reference that names no run is a usage error unless
+        --eval-baseline-optional (then a note, and the run is not gated on regression); a run
+        that would make an unfair comparison is always one. The usage error is raised once
+        collection shows the experiment has trials to run here (:meth:`_refuse_baselines`): an
+        experiment file that pytest does not collect (``collect_ignore``) or whose trials are
+        all deselected needs no baseline."""
         ref = self.config.getoption("eval_baseline_run")
+        #: what the reports name about each experiment's baseline (slug -> notes)
+        self.baseline_notes: dict[str, list[str]] = {}
+        self.baseline_found: dict[str, str] = {}
+        #: why an experiment's baseline cannot be used (slug -> the usage error's line)
+        self.baseline_errors: dict[str, str] = {}
+        self.refused = False
         if not ref or self.config.option.collectonly:
             return {}
+        optional = bool(self.config.getoption("eval_baseline_optional"))
+        results = Path(self.shared.results)
         found: dict[str, str] = {}
         for path in self.context.discovery.found:
             exp = self.context.discovery.load(path)
             if isinstance(exp, SpecError):
                 continue
+            candidate = self._candidate(exp.slug)
+            named = "" if exp.name == exp.slug else f" (experiment {exp.name!r})"
             try:
-                found[exp.slug] = resolve_baseline(
-                    Path(self.shared.results), ref, exp.slug, self.shared.run_id_for(exp.slug)
+                base = find_baseline(results, ref, exp.slug, candidate)
+            except BaselineNotFound as exc:
+                if not optional:
+                    self.baseline_errors[exp.slug] = f"{exc}{named}"
+                    continue
+                self.no_baseline[exp.slug] = (
+                    f"{exc}; --eval-baseline-optional: this run is not gated on regression"
                 )
-            except NoEarlierRun as exc:  # a new experiment: nothing to compare with yet
-                self.no_baseline[exp.slug] = str(exc)
+                continue
             except BaselineError as exc:
-                raise pytest.UsageError(f"{exc} (experiment {exp.name!r})") from None
+                self.baseline_errors[exp.slug] = f"{exc}{named}"
+                continue
+            found[exp.slug] = base.run_id
+            self.baseline_found[exp.slug] = f"run {base.run_id} ({base.found_as})"
+            self.baseline_notes[exp.slug] = list(base.notes)
         return found
+
+    def _refuse_baselines(self, nodeids: list[str]) -> None:
+        """A baseline that cannot be used is a usage error (exit 4) for an experiment with
+        trials collected in this session: raised after collection, before any trial runs."""
+        files = dict.fromkeys(n.split("::")[0] for n in nodeids)
+        for file in files:
+            exp = self.experiment_of(file)
+            if exp is not None and exp.slug in self.baseline_errors:
+                self.refused = True
+                raise pytest.UsageError(self.baseline_errors[exp.slug])
+
+    def _candidate(self, slug: str) -> Candidate:
+        """This session's run of an experiment, as the baseline's fairness checks see it."""
+        opt = self.config.option
+        retry = set(self.shared.retry)
+        if self.shared.resume:  # earlier sessions of the resumed run count too
+            retry |= retry_policy(runs.read_run(self.shared.run_paths(slug)) or {})
+        ways = [
+            name
+            for name, given in (
+                ("-k", getattr(opt, "keyword", "")),
+                ("-m", getattr(opt, "markexpr", "")),
+                ("--lf", getattr(opt, "lf", False)),
+                ("--deselect", getattr(opt, "deselect", None)),
+                ("node ids", any("::" in str(a) for a in self.config.args)),
+                (f"--eval-shard {self.shared.shard}", bool(self.shared.shard)),
+            )
+            if given
+        ]
+        return Candidate(
+            run_id=self.shared.run_id_for(slug),
+            retry=frozenset(retry) & JUDGED_RETRY,
+            selective=", ".join(ways),
+        )
 
     # -- xdist -----------------------------------------------------------------------------
     @pytest.hookimpl(optionalhook=True)
@@ -120,15 +190,19 @@ class ControllerPlugin:
         self.on_crash(crashitem, report)
 
     # -- during the run --------------------------------------------------------------------
-    def pytest_report_header(self, config: pytest.Config) -> str | None:
+    def pytest_report_header(self, config: pytest.Config) -> list[str] | str | None:
+        lines = [
+            f"evalrun: regression gate of {slug} against {found}"
+            for slug, found in sorted(self.baseline_found.items())
+        ]
         if not self.shared.shard:
-            return None
+            return lines or None
         basis = "count"
         if self.shared.shard_basis:
             basis = "expected durations from " + ", ".join(
                 f"{exp} run {rid}" for exp, rid in sorted(self.shared.shard_basis.items())
             )
-        return f"evalrun: shard {self.shared.shard}, balanced by {basis}"
+        return [f"evalrun: shard {self.shared.shard}, balanced by {basis}", *lines]
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.set_collected([item.nodeid for item in session.items])
@@ -136,6 +210,7 @@ class ControllerPlugin:
     def set_collected(self, nodeids: list[str]) -> None:
         if not self.collected:
             self.collected = [n for n in nodeids if is_trial_nodeid(n)]
+            self._refuse_baselines(self.collected)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -219,7 +294,7 @@ class ControllerPlugin:
     # -- at the end ------------------------------------------------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.config.option.collectonly:
+        if self.config.option.collectonly or self.refused:
             return
         if not self.collected and not self.outcomes and not self.spec_errors:
             return
@@ -235,7 +310,15 @@ class ControllerPlugin:
         for line in render_terminal(self.summary):
             terminalreporter.write_line(line)
         for message in self.spec_errors.values():
-            terminalreporter.write_line(f"experiment file error: {message}", red=True)
+            terminalreporter.write_line(f"experiment file error: {bounded(message)}", red=True)
+        if self.interrupted is not None:
+            from .interrupt import resume_command
+            from .report.terminal import interrupted_lines
+
+            stopped, not_started, run_ids = self.interrupted
+            command = resume_command(self.shared.pytest_args, run_ids)
+            for line in interrupted_lines(stopped, not_started, command):
+                terminalreporter.write_line(line, yellow=True, bold=True)
 
     def _runs(self) -> dict[tuple[str, str], RunResult]:
         grouped: dict[tuple[str, str], RunResult] = {}
@@ -286,6 +369,15 @@ class ControllerPlugin:
         )
 
     def finish(self, session: pytest.Session, exitstatus: int) -> None:
+        stopped: dict[str, TrialOutcome] = {}
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            from .interrupt import recover_interrupted
+
+            stopped = recover_interrupted(
+                self.collected, self.outcomes, self.experiment_of,
+                lambda exp: self.context.run_info(exp).paths, self.shared.session_id,
+            )  # fmt: skip
+            self.outcomes.update(stopped)
         grouped = self._runs()
         cli_gate = self.config.getoption("eval_min_pass_rate")
         baseline = self.config.getoption("eval_baseline")
@@ -295,6 +387,12 @@ class ControllerPlugin:
             for run in grouped.values()
         }
         interrupted = exitstatus == pytest.ExitCode.INTERRUPTED
+        if interrupted:
+            self.interrupted = (
+                len(stopped),
+                sum(not_run.values()),
+                {run.run_id for run in grouped.values()},
+            )
         parts = []
         for (_, run_id), run in grouped.items():
             exp = run.experiment
@@ -307,6 +405,7 @@ class ControllerPlugin:
             )
             if exp.slug in self.baselines:
                 per_exp = apply_regression(per_exp, self._regression(run, metas[exp.name]))
+                per_exp["experiments"][0]["notes"].extend(self._baseline_notes(run))
             elif exp.slug in self.no_baseline:
                 per_exp["experiments"][0]["notes"].append(
                     f"regression gate: {self.no_baseline[exp.slug]}; nothing to compare with"
@@ -344,6 +443,17 @@ class ControllerPlugin:
             alpha=self.config.getoption("eval_alpha"),
             variant_names=names,
         )
+
+    def _baseline_notes(self, run: RunResult) -> list[str]:
+        """What the reports name about the baseline run: found partial (while this session
+        ran a part too), or missing tasks this run judged."""
+        exp, base = run.experiment, self.baselines[run.experiment.slug]
+        names = {v.slug: v.name for v in exp.variants}
+        counts = baseline_counts(Path(self.shared.results), exp.slug, base)
+        return [
+            *self.baseline_notes.get(exp.slug, []),
+            *coverage_notes(base, counts, run.outcomes, names),
+        ]
 
     def _status(
         self, exitstatus: int, interrupted: bool, not_run: int, session: pytest.Session

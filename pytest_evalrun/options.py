@@ -127,8 +127,9 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="RUN",
         default=None,
         help="regression gate: compare each variant with the same variant of this earlier run "
-        "of the experiment (a run id, a unique prefix, latest or latest~N), paired by task; "
-        "the session fails when one is worse with one-sided p < --eval-alpha",
+        "of the experiment (baseline: the pinned one, baseline:NAME, last-passing, latest, "
+        "latest~N, a run id or unique prefix), paired by task; the session fails when one is "
+        "worse with one-sided p < --eval-alpha. Not found: a usage error",
     )
     group.addoption(
         "--eval-baseline-optional",

@@ -17,6 +17,7 @@ LAYERS: dict[str, tuple[int, int]] = {
     "pytest_evalrun.controller": (4, 0),
     "pytest_evalrun.worker": (4, 0),
     "pytest_evalrun.cli": (4, 0),
+    "pytest_evalrun.interrupt": (3, 3),
     "pytest_evalrun.collect": (3, 2),
     "pytest_evalrun.context": (3, 1),
     "pytest_evalrun.hookspecs": (3, 0),
@@ -32,6 +33,7 @@ LAYERS: dict[str, tuple[int, int]] = {
     "pytest_evalrun.secrets": (1, 0),
     "pytest_evalrun.spec": (1, 0),
     "pytest_evalrun.demo_agent": (1, 0),
+    "pytest_evalrun.safetext": (1, 0),
     "pytest_evalrun": (0, 0),
 }
 #: Modules that may import pytest: the wiring, the roles, collection and JUnit.

@@ -192,5 +192,5 @@ def test_gitlab_recipe_end_to_end(tmp_path: Path) -> None:
                     shutil.copytree(found, runner / found.name, symlinks=True)
     codes = _play(recipe["eval-merge"]["script"], runner, _env(CI_PIPELINE_ID="42"))
     assert codes[:-1] == [0] * (len(codes) - 1)
-    assert "pass_rate{" in (runner / "metrics.txt").read_text()
+    assert "evalrun_variant_pass_rate{" in (runner / "metrics.txt").read_text()
     _check_merged(runner / "merged", codes[-1])

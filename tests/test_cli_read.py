@@ -67,7 +67,7 @@ def test_runs_lists_runs_newest_first_with_pass_rates(root: Path) -> None:
 def test_runs_limit_experiment_and_width(root: Path) -> None:
     assert [d["run_id"] for d in evalrun_json("runs", "--limit", "1", cwd=root)] == ["r2-cand"]
     assert evalrun_json("runs", "--experiment", "nope", cwd=root) == []
-    narrow = evalrun("runs", cwd=root, columns=60)
+    narrow = evalrun("runs", "--width", "60", cwd=root)
     assert narrow.returncode == 0
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 60
     assert "…" in narrow.stdout
@@ -236,7 +236,7 @@ def test_an_index_of_the_first_version_is_migrated(root: Path, tmp_path: Path) -
     assert by_name(data[0]["variants"])["other"] == {
         **by_name(data[0]["variants"])["other"], "passed": 0, "failed": 10, "judged": 10,
     }  # fmt: skip
-    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 3
     [shown] = evalrun_json("show", cwd=copy)
     assert all(f["message"] for f in shown["not_passed"])  # read from meta.json
     assert evalrun("compare", "r1", "r2", cwd=copy).returncode == 1
@@ -251,3 +251,19 @@ def test_a_missing_index_is_rebuilt_from_the_files(root: Path, tmp_path: Path) -
     assert r.returncode == 0 and "rebuilding" in r.stderr
     assert [d["run_id"] for d in json.loads(r.stdout)] == ["r2-cand", "r1-base"]
     assert (copy / "results" / "index.db").is_file()
+
+
+def test_compare_warns_when_one_run_retried_judged_trials(root: Path, tmp_path: Path) -> None:
+    """A run retried with --eval-retry against one that was not: compare says so (the counts
+    come from each run's summary.json)."""
+    copy = tmp_path / "proj"
+    shutil.copytree(root / "results", copy / "results", ignore=shutil.ignore_patterns("workspace"))
+    summary = copy / "results" / "exp" / "r2-cand" / "summary.json"
+    data = json.loads(summary.read_text())
+    data["totals"]["rerun_judged"] = 3
+    summary.write_text(json.dumps(data))
+    r = evalrun("compare", "r1", "r2", cwd=copy)
+    assert "note: unfair comparison: this run ran 3 judged trial(s) again" in r.stdout
+    [out] = evalrun_json("compare", "r1", "r2", cwd=copy)
+    assert out["retry_mismatch"] is True and out["family"] == "Holm"
+    assert "unfair comparison" not in evalrun("compare", "r1", "r2", cwd=root).stdout

@@ -208,7 +208,7 @@ def test_serial_junit_summaries_and_terminal(suite: Suite) -> None:
     assert not any(re.search(r"\d+(\.\d+)?%|0\.\d", n) for _, n, _ in cases)  # no rate in names
     summary = summary_json(suite, EXP)
     assert summary["verdict"] == {"gated": False, "passed": None, "gated_cells": 0,
-                                  "failures": []}
+                                  "failures": [], "unjudged_variants": []}
     assert props["evalrun.verdict"] == "ungated"
     assert props[f"evalrun.verdict.{EXP}"] == "ungated"
     assert props[f"evalrun.run_id.{EXP}"] == "r1"
@@ -234,17 +234,19 @@ def test_serial_junit_summaries_and_terminal(suite: Suite) -> None:
     text = (suite.root / "out" / "metrics.txt").read_text()
     assert text == (run_dir / "metrics.txt").read_text()
     samples = read_openmetrics(text)
+    cell_rate, cell_errors = "evalrun_cell_pass_rate", "evalrun_cell_trials_errors"
     for v in ("base", "gpt-4.1"):
-        assert samples[om("pass_rate", experiment=EXP, variant=v, task="good")] == 1.0
-        assert samples[om("pass_rate", experiment=EXP, variant=v, task="flip.v2")] == 0.5
-        assert samples[om("pass_rate", experiment=EXP, variant=v)] == 0.75
-        assert om("pass_rate", experiment=EXP, variant=v, task="garbage") not in samples
-        assert samples[om("trials_errors", experiment=EXP, variant=v, task="garbage")] == 1
-        assert samples[om("trials_judged", experiment=EXP, variant=v)] == 4
-        assert samples[om("trials_total", experiment=EXP, variant=v)] == 5
-    assert samples[om("trials_errors", experiment=EXP, variant="no-agent")] == 5
-    assert not [k for k in samples if k[0] == "pass_rate" and ("variant", "no-agent") in k[1]]
-    assert len([k for k in samples if k[0] == "pass_rate"]) == 6
+        assert samples[om(cell_rate, experiment=EXP, variant=v, task="good")] == 1.0
+        assert samples[om(cell_rate, experiment=EXP, variant=v, task="flip.v2")] == 0.5
+        assert samples[om("evalrun_variant_pass_rate", experiment=EXP, variant=v)] == 0.75
+        assert om(cell_rate, experiment=EXP, variant=v, task="garbage") not in samples
+        assert samples[om(cell_errors, experiment=EXP, variant=v, task="garbage")] == 1
+        assert samples[om("evalrun_variant_trials_judged", experiment=EXP, variant=v)] == 4
+        assert samples[om("evalrun_variant_trials", experiment=EXP, variant=v)] == 5
+    assert samples[om("evalrun_variant_trials_errors", experiment=EXP, variant="no-agent")] == 5
+    rates = [k for k in samples if k[0].endswith("pass_rate")]
+    assert not [k for k in rates if ("variant", "no-agent") in k[1]]
+    assert len([k for k in samples if k[0].endswith("pass_rate")]) == 6
 
     # summary.md: the run's own and the one asked for
     md = (suite.root / "out" / "all.md").read_text()
@@ -268,10 +270,11 @@ def test_serial_junit_summaries_and_terminal(suite: Suite) -> None:
         r"good\s+2/2\s+2/2\s+- \+2E$",
         r"flip\.v2\s+1/2 ~\s+1/2 ~\s+- \+2E$",
         r"garbage\s+- \+1E\s+- \+1E\s+- \+1E$",
-        r"variant\s+pass rate\s+95% CI\s+k/n\s+timeouts\s+errors\b.*",
-        rf"base\s+75\.0%\s+{ci}\s+3/4\s+0\s+1\b.*",
-        rf"gpt-4\.1\s+75\.0%\s+{ci}\s+3/4\s+0\s+1\b.*",
-        r"no-agent\s+-\s+-\s+0/0\s+0\s+5\b.*",
+        r"variant\s+pass rate\s+95% CI these tasks\s+95% CI tasks like these\s+k/n\s+"
+        r"timeouts\s+errors\b.*",
+        rf"base\s+75\.0%\s+{ci}\s+\[[0-9.]+, [0-9.]+\]%\s+3/4\s+0\s+1\b.*",
+        rf"gpt-4\.1\s+75\.0%\s+{ci}\s+\[[0-9.]+, [0-9.]+\]%\s+3/4\s+0\s+1\b.*",
+        r"no-agent\s+-\s+-\s+-\s+0/0\s+0\s+5\b.*",
     ], consecutive=False)
     r.stdout.fnmatch_lines([f"results: {run_dir}; jobs: {suite.root / 'jobs'}"])
     assert "gate:" not in r.stdout.str()
@@ -318,7 +321,8 @@ def test_crashed_worker_is_an_error_testcase_and_resumed_trials_are_reported(
         tasks=[{"name": "t", "prompt": "WRITE answer.txt ok", "fixture": "fixtures/basic",
                 "verify": VERIFY, "trials": 3}],
     )
-    # The gate is met although a trial errored (errors are apart) and pytest saw a failure.
+    # A gate of 1.0: the errored trial counts as a trial that did not pass, so crashy/t fails
+    # its gate (errors never help a gate); its pass rate leaves the error out.
     r = run(suite, "--junitxml=first.xml", "--eval-min-pass-rate=1", xdist=True)
     assert r.parseoutcomes().get("passed") == 5, r.stdout.str()
     first = suite.root / "first.xml"
@@ -336,13 +340,15 @@ def test_crashed_worker_is_an_error_testcase_and_resumed_trials_are_reported(
         f".//testcase[@name='{crashed_name}'][@classname='exp.crashy.t']/error")
     assert error is not None and "crashed" in (error.get("message") or "")
     summary = summary_json(suite, "exp")
-    assert summary["verdict"]["passed"] is True
+    assert summary["verdict"]["passed"] is False
+    assert [(f["variant"], f["gate_passed"], f["gate_trials"])
+            for f in summary["verdict"]["failures"]] == [("crashy", 2, 3)]
     assert summary["experiments"][0]["totals"]["errors"] == 1
-    assert props["evalrun.verdict"] == "passed"
+    assert props["evalrun.verdict"] == "failed"
     assert_pass_rate_properties(props, summary)
-    r.stdout.fnmatch_lines(["gate: PASSED (all 2 gated variant x task pairs meet their min "
-                            "pass rate)"])
-    assert r.ret == 0
+    r.stdout.fnmatch_lines(["gate: FAILED (1 of 2 gated variant x task pairs below their min "
+                            "pass rate)", "  crashy / t: 2/3 passed, upper bound *"])
+    assert r.ret == 1
 
     # resume the finished run: the judged trials are reused, the crashed one runs again
     r = run(suite, "--junitxml=second.xml", "--eval-resume")
@@ -371,10 +377,10 @@ def test_failures_and_timeouts_are_failures_in_junit_also_when_resumed(suite: Su
     r = run(suite, "--junitxml=a.xml", "--eval-run-id=r1")
     assert r.ret == 1
     assert suite.meta("base", "slow")["status"] == "timeout"
-    r = run(suite, "--junitxml=b.xml", "--eval-resume", "--eval-min-pass-rate=0.5")
+    r = run(suite, "--junitxml=b.xml", "--eval-resume", "--eval-min-pass-rate=1")
     assert r.ret == 1
-    r.stdout.fnmatch_lines(["*gate: FAILED*", "  base / bad: 0.0% < 50.0%",
-                            "  base / slow: 0.0% < 50.0%"])
+    r.stdout.fnmatch_lines(["*gate: FAILED*", "  base / bad: 0/1 passed, upper bound * < 100.0%",
+                            "  base / slow: 0/1 passed, upper bound * < 100.0%"])
     assert_valid_junit(suite.root / "a.xml")
     assert_valid_junit(suite.root / "b.xml")
     props, b = read_junit(suite.root / "b.xml")
@@ -419,13 +425,14 @@ GATE_CASES = {
     # id: (experiment gate, flip task gate, CLI gate, missing-agent variant, exit status,
     #      flip's threshold and its source)
     "experiment-met": (0.5, None, None, False, 0, (0.5, "experiment")),
-    "experiment-unmet": (0.6, None, None, False, 1, (0.6, "experiment")),
+    # a cell fails when its upper bound lies below the minimum: 1/2 cannot fail 0.6, it fails 1.0
+    "experiment-unmet": (1.0, None, None, False, 1, (1.0, "experiment")),
     "task-lowers-experiment": (0.9, 0.5, None, False, 0, (0.5, "task")),
-    "task-raises-experiment": (0.1, 0.75, None, False, 1, (0.75, "task")),
+    "task-raises-experiment": (0.1, 1.0, None, False, 1, (1.0, "task")),
     "cli-met": (None, None, 0.5, False, 0, (0.5, "cli")),
-    "cli-unmet": (None, None, 0.51, False, 1, (0.51, "cli")),
-    "cli-stricter-than-file": (0.5, None, 0.75, False, 1, (0.75, "cli")),
-    "file-stricter-than-cli": (None, 0.75, 0.5, False, 1, (0.75, "task")),
+    "cli-unmet": (None, None, 1.0, False, 1, (1.0, "cli")),
+    "cli-stricter-than-file": (0.5, None, 1.0, False, 1, (1.0, "cli")),
+    "file-stricter-than-cli": (None, 1.0, 0.5, False, 1, (1.0, "task")),
     "only-errors-fail-a-zero-gate": (None, None, 0.0, True, 1, (0.0, "cli")),
     "no-gate": (None, None, None, False, 1, (None, None)),
 }
@@ -553,7 +560,8 @@ def test_two_experiments_combined_reports(suite: Suite) -> None:
     assert summary_b["verdict"]["passed"] is False
     r.stdout.fnmatch_lines([
         "experiment alpha *", "gate: PASSED*", "experiment beta.x *", "gate: FAILED*",
-        "  base / flip: 50.0% < 100.0%", "evalrun gates: FAILED (1 of 3 gated variant x task "
+        "  base / flip: 1/2 passed, upper bound * < 100.0%",
+        "evalrun gates: FAILED (1 of 3 gated variant x task "
         "pairs below their min pass rate)"])
     junit = suite.root / "junit.xml"
     assert_valid_junit(junit)
@@ -575,9 +583,10 @@ def test_two_experiments_combined_reports(suite: Suite) -> None:
         for n in range(1, k + 1)
     )
     samples = read_openmetrics((suite.root / "all.txt").read_text())
-    assert samples[om("pass_rate", experiment="alpha", variant="base", task="flip")] == 0.5
-    assert samples[om("pass_rate", experiment="beta.x", variant="base", task="good")] == 1.0
-    assert samples[om("pass_rate", experiment="beta.x", variant="base")] == pytest.approx(2 / 3)
+    cell_rate, variant_rate = "evalrun_cell_pass_rate", "evalrun_variant_pass_rate"
+    assert samples[om(cell_rate, experiment="alpha", variant="base", task="flip")] == 0.5
+    assert samples[om(cell_rate, experiment="beta.x", variant="base", task="good")] == 1.0
+    assert samples[om(variant_rate, experiment="beta.x", variant="base")] == pytest.approx(2 / 3)
     md = (suite.root / "all.md").read_text()
     assert md.startswith("# Evaluation results\n\n❌ Gates failed.")
     assert "## Experiment `alpha`" in md and "## Experiment `beta.x`" in md

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from pytest_evalrun.trial.environment import (
     inherited_secrets,
@@ -141,3 +142,35 @@ def test_a_python_verifier_gets_the_workspace_last_an_agent_second() -> None:
         "/ws",
     ]
     assert import_path("agent", base, env, "/ws")[:2] == ["/exp", "/ws"]
+
+
+def test_search_paths_keep_only_absolute_entries_and_the_workspace_last() -> None:
+    inherited = {**INHERITED, "PATH": ":/usr/local/bin:bin:/usr/bin:/usr/bin:./x"}
+    env = build(
+        inherited=inherited,
+        declared={
+            "PATH": "node_modules/.bin:/tmp/workspace/.venv/bin:/tmp/workspace:"
+            + inherited["PATH"],
+            "PYTHONPATH": "src::/opt/lib:.",
+        },
+    )
+    assert env["PATH"] == "/usr/local/bin:/usr/bin:/tmp/workspace/.venv/bin:/tmp/workspace"
+    assert env["PYTHONPATH"] == "/opt/lib"
+    assert "PYTHONPATH" not in build(declared={"PYTHONPATH": "src:"})
+
+
+def test_a_relative_path_entry_does_not_run_the_agents_program(tmp_path: Path) -> None:
+    workspace = tmp_path / "ws"
+    (workspace / "node_modules" / ".bin").mkdir(parents=True)
+    for fake in (workspace / "node_modules" / ".bin" / "uname", workspace / "uname"):
+        fake.write_text("#!/bin/sh\necho FAKE\n")
+        fake.chmod(0o755)
+    env = build(
+        inherited={**INHERITED, "PATH": ":/usr/bin:/bin"},
+        declared={"PATH": "node_modules/.bin:${PATH}".replace("${PATH}", ":/usr/bin:/bin")},
+        cwd=str(workspace),
+    )
+    out = subprocess.run(
+        ["/bin/sh", "-c", "uname -s"], cwd=workspace, env=env, capture_output=True
+    )
+    assert out.stdout.decode().split() == [os.uname().sysname]

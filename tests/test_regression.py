@@ -22,8 +22,11 @@ from pytest_evalrun.report.regression import (
     METHOD_EXACT,
     METHOD_NORMAL,
     RegressionResult,
+    TaskCounts,
     compare_runs,
     compare_variant,
+    regression_section,
+    retry_note,
 )
 
 ALPHA = 0.05
@@ -342,6 +345,7 @@ def test_to_dict() -> None:
         "regressed",
         "min_detectable_drop",
         "method",
+        "p_two_sided",
         "alpha",
     }
     assert d["p_value"] == pytest.approx(26 / 252)
@@ -380,3 +384,110 @@ def test_compare_runs_reads_sqlite_rows() -> None:
     r = compare_runs(base, cand)["v"]
     assert r.p_value == pytest.approx(1 / 20)  # s = 3 of 6, all three in the baseline
     assert not r.regressed  # p = 0.05 is not < 0.05
+
+
+# --------------------------------------------------------------------------------------------
+# The regression section: errors, dropped tasks, the family, retries
+
+
+def _section(
+    base: dict[str, dict[str, TaskCounts]],
+    cand: dict[str, dict[str, TaskCounts]],
+    **kwargs: object,
+) -> dict[str, object]:
+    names = {v: v.upper() for v in {**base, **cand}}
+    return regression_section(base, cand, baseline_run="b1", alpha=ALPHA,
+                              variant_names=names, **kwargs)  # type: ignore[arg-type]  # fmt: skip
+
+
+def _variant(section: dict[str, object], name: str) -> dict[str, object]:
+    variants = section["variants"]
+    assert isinstance(variants, list)
+    return next(v for v in variants if v["variant"] == name)
+
+
+def test_errors_hide_no_regression() -> None:
+    """The issue's case 1: 2 of 6 tasks broken so that every trial is an error. Leaving errors
+    out gave "+0.0 pp, no regression detected"; counted as non-passes they fail the gate, and
+    the broken tasks, judged in the baseline and not now, fail it on their own."""
+    base = {"a": {f"t{i}": TaskCounts(2, 2, 0) for i in range(6)}}
+    cand = {"a": {f"t{i}": TaskCounts(2, 2, 0) if i < 4 else TaskCounts(0, 0, 2)
+                  for i in range(6)}}  # fmt: skip
+    s = _section(base, cand)
+    v = _variant(s, "A")
+    assert v["tasks_dropped"] == ["t4", "t5"]
+    assert v["errors"] == 4 and v["baseline_errors"] == 0
+    assert v["tasks_paired"] == 6  # the errors are trials that did not pass
+    assert v["diff"] == pytest.approx(-1 / 3)
+    assert v["regressed"] is True
+    assert any("no judged trial" in r for r in v["reasons"])  # type: ignore[union-attr]
+    assert s["regressed"] == ["A"] and s["passed"] is False
+    assert s["errors"] == "count"
+    # excluded: the errors leave, the dropped tasks are listed, and the output says so
+    s = _section(base, cand, errors="exclude")
+    v = _variant(s, "A")
+    assert (v["tasks_paired"], v["diff"], v["regressed"]) == (4, 0.0, False)
+    assert v["tasks_dropped"] == ["t4", "t5"]
+    assert s["passed"] is True
+    assert any("errors excluded" in n for n in s["notes"])  # type: ignore[union-attr]
+
+
+def test_errors_count_on_both_sides() -> None:
+    # the baseline's errors count as non-passes too: the same error rate is no change
+    base = {"a": {f"t{i}": TaskCounts(3, 4, 1) for i in range(5)}}
+    cand = {"a": {f"t{i}": TaskCounts(3, 4, 1) for i in range(5)}}
+    v = _variant(_section(base, cand), "A")
+    assert (v["base_rate"], v["cand_rate"], v["p_value"]) == (0.6, 0.6, pytest.approx(0.6, abs=0.4))
+    assert v["regressed"] is False
+
+
+def test_a_task_not_selected_is_not_dropped() -> None:
+    base = {"a": {"t1": TaskCounts(2, 2), "t2": TaskCounts(2, 2)}}
+    cand = {"a": {"t1": TaskCounts(2, 2)}}
+    v = _variant(_section(base, cand), "A")
+    assert v["tasks_dropped"] == ["t2"] and v["regressed"] is True
+    v = _variant(_section(base, cand, selected_tasks={"t1"}), "A")
+    assert v["tasks_dropped"] == [] and v["tasks_not_selected"] == ["t2"]
+    assert v["regressed"] is False and v["tasks_paired"] == 1
+
+
+def test_holm_over_the_variants_tested() -> None:
+    # p-values (one-sided) of three variants: a clear drop, a borderline one, no change
+    clear = ({"t": TaskCounts(10, 10)}, {"t": TaskCounts(2, 10)})
+    border = ({"t": TaskCounts(10, 10)}, {"t": TaskCounts(6, 10)})
+    same = ({"t": TaskCounts(5, 10)}, {"t": TaskCounts(5, 10)})
+    base = {"a": clear[0], "b": border[0], "c": same[0]}
+    cand = {"a": clear[1], "b": border[1], "c": same[1]}
+    s = _section(base, cand)
+    raw = {n: _variant(s, n)["p_value"] for n in "ABC"}
+    assert raw["B"] < ALPHA  # type: ignore[operator]  # alone, b would regress
+    adjusted = {n: _variant(s, n)["p_adjusted"] for n in "ABC"}
+    ordered = sorted(raw, key=lambda n: raw[n])  # type: ignore[arg-type, return-value]
+    assert ordered == ["A", "B", "C"]
+    assert adjusted["A"] == pytest.approx(3 * raw["A"])  # type: ignore[operator]
+    assert adjusted["B"] == pytest.approx(max(3 * raw["A"], 2 * raw["B"]))  # type: ignore[operator]
+    assert adjusted["C"] == pytest.approx(min(1.0, max(adjusted["B"], raw["C"])))  # type: ignore[type-var, arg-type]
+    assert s["regressed"] == ["A"]
+    assert s["variants_tested"] == 3 and s["family"] == "Holm"
+    # tested alone, b regresses
+    assert _section({"b": border[0]}, {"b": border[1]})["regressed"] == ["B"]
+
+
+def test_retry_policies_that_differ_are_named() -> None:
+    base = {"a": {"t": TaskCounts(5, 10)}}
+    cand = {"a": {"t": TaskCounts(5, 10)}}
+    s = _section(base, cand, base_rerun_judged=0, cand_rerun_judged=3)
+    assert s["retry_mismatch"] is True
+    (note,) = s["notes"]  # type: ignore[misc]
+    assert "this run ran 3 judged trial(s) again" in note
+    assert _section(base, cand, base_rerun_judged=2, cand_rerun_judged=3)["retry_mismatch"] is False
+    assert _section(base, cand)["retry_mismatch"] is False  # unknown: no claim
+    assert "the baseline run ran 4" in (retry_note(4, 0) or "")
+
+
+def test_two_sided_p_is_twice_the_smaller_tail() -> None:
+    res = compare_variant({"t": (10, 10)}, {"t": (5, 10)})
+    assert res.p_two_sided == pytest.approx(2 * res.p_value)  # type: ignore[operator]
+    better = compare_variant({"t": (5, 10)}, {"t": (10, 10)})
+    assert better.p_two_sided == pytest.approx(res.p_two_sided)
+    assert better.p_value == pytest.approx(1.0)

@@ -55,8 +55,11 @@ def test_a_real_drop_fails_the_session(baseline: Suite) -> None:
     assert result.ret == 1
     result.stdout.fnmatch_lines(
         [
-            "regression gate against run base (one-sided test, paired by task, alpha 0.05):",
-            "*variant*baseline*this run*difference*p (one-sided)*detectable drop*verdict*",
+            "regression gate against run base (one-sided test, paired by task (exact stratified "
+            "permutation test on these tasks), alpha 0.05, Holm over 2 variants: family-wise "
+            "false-alarm rate at most 0.05; errors count as trials that did not pass):",
+            "*variant*baseline*this run*difference*p (one-sided)*p (Holm)*tasks paired/dropped*"
+            "errors*detectable drop*verdict*",
             "*a*100.0%*100.0%*no regression detected*",
             "*b*100.0%*0.0%*-100.0 pp*REGRESSED*",
             "gate: FAILED (regressed: b)",
@@ -75,6 +78,7 @@ def test_a_real_drop_fails_the_session(baseline: Suite) -> None:
         "passed": False,
         "gated_cells": 0,
         "failures": [],
+        "unjudged_variants": [],
         "regressions": ["b"],
     }
     md = (suite.results() / "exp" / "cand" / "summary.md").read_text()
@@ -107,7 +111,9 @@ def test_no_change_passes_and_says_what_it_could_detect(baseline: Suite) -> None
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(
         [
-            "regression gate against run base (one-sided test, paired by task, alpha 0.01):",
+            "regression gate against run base (one-sided test, paired by task (exact stratified "
+            "permutation test on these tasks), alpha 0.01, Holm over 2 variants: family-wise "
+            "false-alarm rate at most 0.01; errors count as trials that did not pass):",
             "*a*100.0%*100.0%*no regression detected*",
             "gate: PASSED (no variant regressed)",
         ]
@@ -156,12 +162,102 @@ def test_the_html_report_shows_the_gate(baseline: Suite, tmp_path: Path) -> None
     assert page.count("no regression detected") >= 2
 
 
-def test_a_new_experiment_has_nothing_to_compare_with(suite: Suite) -> None:
+def test_a_new_experiment_without_a_baseline_is_a_usage_error(suite: Suite) -> None:
     suite.experiment(trials=2, tasks=_tasks("ok"), variants={"a": {}})
     result = _run(suite, "--eval-baseline-run=latest")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    result.stderr.fnmatch_lines(
+        ["ERROR: --eval-baseline-run latest: experiment 'exp' has no earlier run in *results"]
+    )
+    assert suite.run_dirs() == []  # no trial ran
+
+
+def test_with_baseline_optional_a_new_experiment_runs_ungated_and_says_so(suite: Suite) -> None:
+    suite.experiment(trials=2, tasks=_tasks("ok"), variants={"a": {}})
+    result = _run(suite, "--eval-baseline-run=latest", "--eval-baseline-optional")
     assert result.ret == 0, result.stdout.str()
     result.stdout.fnmatch_lines(
-        ["note: regression gate: experiment 'exp' has no earlier run; nothing to compare with"]
+        [
+            "note: regression gate: --eval-baseline-run latest: experiment 'exp' has no earlier "
+            "run in *results; --eval-baseline-optional: this run is not gated on regression*"
+        ]
     )
     (run,) = suite.run_dirs()
-    assert "regression" not in json.loads((run / "summary.json").read_text())["experiments"][0]
+    exp = json.loads((run / "summary.json").read_text())["experiments"][0]
+    assert "regression" not in exp
+    assert any("not gated on regression" in n for n in exp["notes"])
+    assert "not gated on regression" in (run / "summary.md").read_text()
+
+
+def test_errors_never_hide_a_regression(suite: Suite) -> None:
+    """The issue's case 1: an update breaks 2 of 6 tasks so that their trials end as errors
+    (here: setup fails on them). 0.2.0 reported 100.0% 12/12, +0.0 pp, gate PASSED. Errors now
+    count as trials that did not pass, and tasks judged in the baseline with no judged trial
+    now fail the variant."""
+    tasks = _tasks("ok")
+    suite.experiment(trials=2, tasks=tasks, variants={"a": {}})
+    assert _run(suite, "--eval-run-id=base").ret == 0
+    for t in tasks[4:]:
+        t["env"] = {"BREAK": "1"}
+    suite.experiment(trials=2, tasks=tasks, variants={"a": {"setup": 'test -z "$BREAK"'}})
+    result = _run(suite, "--eval-run-id=cand", "--eval-baseline-run=base")
+    assert result.ret == 1, result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*a*100.0%*66.7%*-33.3 pp*6/2*4*FAILED: 2 task(s) without a judged trial*",
+            "gate: FAILED (regressed: a)",
+        ]
+    )
+    reg = _summary(suite, "cand")["experiments"][0]["regression"]
+    (a,) = reg["variants"]
+    assert a["tasks_dropped"] == ["task-4", "task-5"] and a["errors"] == 4
+    assert a["tasks_paired"] == 6 and a["cand_rate"] == pytest.approx(2 / 3)
+    assert reg["errors"] == "count" and reg["regressed"] == ["a"]
+    # evalrun compare, the same computation: the same verdict
+    cmp = evalrun("compare", "base", "cand", cwd=suite.root)
+    assert cmp.returncode == 1, cmp.stdout
+    assert "2 task(s) judged in the baseline have no judged trial now)" in cmp.stdout
+    assert "+2E" in cmp.stdout
+    excluded = evalrun("compare", "base", "cand", "--errors", "exclude", cwd=suite.root)
+    assert excluded.returncode == 0, excluded.stdout
+    assert "errors excluded" in excluded.stdout
+
+
+def test_within_run_comparison_and_the_gate_agree_on_the_same_counts(suite: Suite) -> None:
+    """The issue's case: with per-task `trials:`, the terminal's within-run comparison (paired t
+    over task means, +76.9 pp) and the gate / evalrun compare (weighted by trials, -34.7 pp,
+    REGRESSED) disagreed in sign on the same counts. Here run `cand` has variant `old` (the
+    baseline run's behaviour) and `new`; `new` against `old` within the run and `new` against
+    the baseline run are the same counts, and every report gives the same answer."""
+    good = 'if [ -n "$BIG" ]; then echo ok; else echo nope; fi > answer.txt'
+    bad = 'if [ -n "$BIG" ]; then echo nope; else echo ok; fi > answer.txt'
+    tasks = [
+        {"name": "big", "prompt": "p", "fixture": "fixtures/basic", "verify": VERIFY,
+         "trials": 12, "env": {"BIG": "1"}},
+        *({"name": f"small-{i}", "prompt": "p", "fixture": "fixtures/basic", "verify": VERIFY,
+           "trials": 1} for i in range(3)),
+    ]  # fmt: skip
+    suite.experiment(tasks=tasks, variants={"new": {"agent": {"command": good}}})
+    assert _run(suite, "--eval-run-id=base").ret == 1  # no gate: its failed trials fail pytest
+    suite.experiment(
+        tasks=tasks,
+        variants={"old": {"agent": {"command": good}}, "new": {"agent": {"command": bad}}},
+    )
+    result = _run(suite, "--eval-run-id=cand", "--eval-baseline-run=base")
+    out = result.stdout.str()
+    exp = _summary(suite, "cand")["experiments"][0]
+    (within,) = exp["comparisons"]
+    (gate,) = [v for v in exp["regression"]["variants"] if v["variant"] == "new"]
+    # the paired t-test over task means would say +50 pp (3 tasks up, 1 down); weighted by
+    # trials the drop on the big task dominates
+    assert within["diff"] == pytest.approx(gate["diff"]) and gate["diff"] < 0
+    assert within["p_worse"] == pytest.approx(gate["p_value"])
+    assert gate["regressed"] is True and result.ret == 1
+    line = next(x for x in out.splitlines() if x.startswith("new vs old:"))
+    assert line.startswith(f"new vs old: {gate['diff'] * 100:+.1f} pp")
+    cmp = evalrun("compare", "base", "cand", "--json", cwd=suite.root)
+    data = json.loads(cmp.stdout)
+    data = data[0] if isinstance(data, list) else data
+    (vn,) = [v for v in data["variants"] if v["variant"] == "new"]
+    assert vn["result"]["diff"] == pytest.approx(gate["diff"])
+    assert vn["result"]["p_value"] == pytest.approx(gate["p_value"]) and cmp.returncode == 1

@@ -51,7 +51,7 @@ def experiment(
         name="e",
         variants=variants,
         tasks=tasks,
-        task_min_pass_rate={"hard": 0.5},
+        task_min_pass_rate={"hard": 1.0},
         trials_per_task={t: trials for t in tasks},
     )
     summary = build_summary(
@@ -81,7 +81,7 @@ def test_task_table_cells_follow_the_summary() -> None:
     assert table.variants == ("a", "b")
     assert table.gated is True  # task "hard" has a minimum
     assert [r.task for r in table.rows] == ["easy", "hard", "mid"]
-    assert [r.min_pass_rate for r in table.rows] == [None, 0.5, None]
+    assert [r.min_pass_rate for r in table.rows] == [None, 1.0, None]
     easy_b, hard_a, mid_a = table.rows[0].cells[1], table.rows[1].cells[0], table.rows[2].cells[0]
     assert easy_b == TaskCell(
         passed=1, judged=2, pass_rate=0.5, timeouts=1, errors=0, flaky=True, below_gate=False
@@ -109,7 +109,7 @@ def test_task_grid_lays_out_with_the_renderers_functions() -> None:
     assert align == "lrrr"
     assert rows == [
         ["EASY", "2|2", "1|2", "-"],
-        ["HARD", "0|1", "1|2", "50%"],
+        ["HARD", "0|1", "1|2", "100%"],
         ["MID", "0|0", "2|2", "-"],
     ]
 
@@ -122,7 +122,9 @@ def test_variant_columns_base_set() -> None:
     cols = variant_columns(exp, text=str)
     keys = [c.key for c in cols]
     # One trial per task: no pass@k; nothing resumed: no resumed column.
-    assert keys == ["variant", "pass_rate", "wilson", "kn", "timeouts", "errors", *EFFORT_KEYS]
+    assert keys == [
+        "variant", "pass_rate", "wilson", "clustered", "kn", "timeouts", "errors", *EFFORT_KEYS
+    ]  # fmt: skip
     by_key = {c.key: c for c in cols}
     assert by_key["kn"].values == ("2/3", "4/6")
     assert by_key["errors"].values == ("3", "0")
@@ -147,6 +149,7 @@ def test_variant_columns_resumed_pass_at_k_and_effort() -> None:
         "variant",
         "pass_rate",
         "wilson",
+        "clustered",
         "kn",
         "timeouts",
         "errors",
@@ -160,15 +163,25 @@ def test_variant_columns_resumed_pass_at_k_and_effort() -> None:
     assert by_key["cost"].values == ("$0.12", "$0.12")
     header, align, rows = columns_grid([by_key["variant"], by_key["cost"]], short=True)
     assert (header, align, rows) == (["variant", "cost"], "lr", [["a", "$0.12"], ["b", "$0.12"]])
-    assert columns_grid([by_key["wilson"]])[0] == ["95% CI (Wilson)"]
-    assert columns_grid([by_key["wilson"]], short=True)[0] == ["95% CI"]
+    assert columns_grid([by_key["wilson"]])[0] == ["95% CI, these tasks (Wilson)"]
+    assert columns_grid([by_key["wilson"]], short=True)[0] == ["95% CI these tasks"]
+    assert columns_grid([by_key["clustered"]])[0] == ["95% CI, tasks like these (clustered)"]
+    assert columns_grid([by_key["clustered"]], short=True)[0] == ["95% CI tasks like these"]
+    # an older summary.json (no clustered interval) still renders
+    old = {**exp, "variants": [{k: v for k, v in row.items()
+                                if k not in ("ci_these_tasks", "ci_tasks_like_these")}
+                               for row in exp["variants"]]}  # fmt: skip
+    old_cols = {c.key: c for c in variant_columns(old, text=str)}
+    assert old_cols["wilson"].values == by_key["wilson"].values
+    assert old_cols["clustered"].values == ("-", "-")
 
 
 def test_terminal_leaves_out_unknown_effort_columns() -> None:
     exp = experiment(GRID, variants=["a", "b"], tasks=["easy", "hard", "mid"], trials=1)
     summary = {"experiments": [exp], "verdict": exp["verdict"]}
     header = next(line for line in render_terminal(summary) if line.startswith("variant"))
-    assert header.split() == ["variant", "pass", "rate", "95%", "CI", "k/n", "timeouts", "errors"]
+    assert header.split() == ["variant", "pass", "rate", "95%", "CI", "these", "tasks", "95%",
+                              "CI", "tasks", "like", "these", "k/n", "timeouts", "errors"]
 
 
 # -------------------------------------------------------------------------------- formatting

@@ -181,7 +181,7 @@ def test_controller_records_a_crashed_worker_trial(suite: Suite) -> None:
 
 
 def test_controller_verdict_follows_the_gate(suite: Suite) -> None:
-    suite.experiment(min_pass_rate=0.5)
+    suite.experiment(min_pass_rate=1.0)
     config, context = _configure(suite)
     spy = Spy()
     context.recorders = Recorders([spy])
@@ -200,7 +200,7 @@ def test_controller_verdict_follows_the_gate(suite: Suite) -> None:
 
     controller.finish(Session(), pytest.ExitCode.TESTS_FAILED)  # type: ignore[arg-type]
     assert spy.calls == [("finish_run", ("completed", 2, True))]
-    # "bad" is 0/1 below its 0.5 gate: the verdict fails the session
+    # "bad" is 0/1 below its 1.0 gate: the verdict fails the session
     assert controller.summary is not None and controller.summary["verdict"]["passed"] is False
     assert controller.exit_status(pytest.ExitCode.TESTS_FAILED) == pytest.ExitCode.TESTS_FAILED
     # an interrupted session stays interrupted, whatever the gates say

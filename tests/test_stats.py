@@ -355,3 +355,68 @@ def test_paired_rejects_bad_input() -> None:
         paired_comparison([0.1, 0.2], [0.3])
     with pytest.raises(ValueError):
         paired_comparison([float("nan")], [0.3])
+
+
+# --------------------------------------------------------------------------------------------
+# The exact binomial test and bound (cell gates), Holm, the clustered interval
+
+
+def test_binom_cdf_exact_values() -> None:
+    from pytest_evalrun.report.stats import binom_cdf
+
+    assert binom_cdf(0, 3, 0.5) == pytest.approx(0.125, rel=1e-14)
+    assert binom_cdf(3, 10, 0.5) == pytest.approx(176 / 1024, rel=1e-14)
+    assert binom_cdf(1, 2, 0.6) == pytest.approx(1 - 0.36, rel=1e-14)
+    assert (binom_cdf(-1, 5, 0.3), binom_cdf(5, 5, 0.3)) == (0.0, 1.0)
+    assert (binom_cdf(2, 5, 0.0), binom_cdf(2, 5, 1.0)) == (1.0, 0.0)
+    with pytest.raises(ValueError):
+        binom_cdf(1, 5, 1.5)
+
+
+def test_binom_upper_bound_is_clopper_pearson() -> None:
+    from pytest_evalrun.report.stats import binom_cdf, binom_upper_bound
+
+    # 0 of n: the bound solves (1 - U)^n = alpha
+    for n in (1, 3, 10):
+        assert binom_upper_bound(0, n, 0.05) == pytest.approx(1 - 0.05 ** (1 / n), abs=1e-12)
+    # 3 of 10 at 97.5% one-sided: scipy.stats.beta.ppf(0.975, 4, 7) = 0.6524528500599972
+    assert binom_upper_bound(3, 10, 0.025) == pytest.approx(0.6524528500599972, abs=1e-10)
+    assert binom_upper_bound(4, 4, 0.05) == 1.0
+    # the bound lies below a threshold exactly when the exact test rejects "rate >= threshold"
+    for k, n, t in ((0, 10, 0.5), (2, 10, 0.6), (3, 10, 0.6), (1, 3, 0.9)):
+        assert (binom_upper_bound(k, n, 0.05) < t) == (binom_cdf(k, n, t) < 0.05)
+
+
+def test_holm_step_down() -> None:
+    from pytest_evalrun.report.stats import holm
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5]) == [0.5]
+    assert holm([]) == []
+    assert holm([0.6, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_clustered_interval_edges() -> None:
+    from pytest_evalrun.report.stats import clustered_interval, t_ppf
+
+    assert clustered_interval([]) is None
+    assert clustered_interval([(2, 4)]) == (0.5, (0.0, 1.0))  # one task: nothing about tasks
+    assert clustered_interval([(3, 3), (0, 0)]) == (1.0, (0.0, 1.0))  # a task with no trial
+    # every task at the same rate: no between-task spread, a Wilson interval with t(tasks - 1)
+    same = clustered_interval([(2, 4)] * 5)
+    assert same is not None
+    rate, (lo, hi) = same
+    q = t_ppf(0.975, 4)
+    n = 20
+    centre = (0.5 + q * q / (2 * n)) / (1 + q * q / n)
+    half = q / (1 + q * q / n) * math.sqrt(0.25 / n + q * q / (4 * n * n))
+    assert (rate, lo, hi) == (0.5, pytest.approx(centre - half), pytest.approx(centre + half))
+    # spread between tasks widens it beyond Wilson on the same trials
+    spread = clustered_interval([(4, 4), (0, 4), (4, 4), (0, 4), (2, 4)])
+    assert spread is not None
+    lo2, hi2 = spread[1]
+    assert hi2 - lo2 > hi - lo
+    zero = clustered_interval([(0, 3)] * 4)
+    assert zero is not None and zero[0] == 0.0 and zero[1][0] == 0.0 < zero[1][1] < 1.0
+    with pytest.raises(ValueError):
+        clustered_interval([(5, 4), (1, 4)])

@@ -7,6 +7,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,10 @@ def test_gitignore_honoured(tmp_path: Path) -> None:
     (ws / "a.txt").write_text("b\n")
     diff = workspace_diff(ws)
     assert "a.txt" in diff
-    assert "build/" not in diff
+    notes, _, patch = diff.partition("diff --git")
+    assert "build/" not in patch and "out.o" not in patch
+    # not shown, but named: an agent's .gitignore cannot hide a file silently
+    assert "ignored by a .gitignore: build/" in notes
 
 
 def test_odd_workspaces_never_raise(fixture_dir: Path, tmp_path: Path) -> None:
@@ -179,10 +183,19 @@ def test_odd_workspaces_never_raise(fixture_dir: Path, tmp_path: Path) -> None:
     assert workspace_diff(tmp_path / "missing").startswith("# evalrun:")
     assert workspace_diff(ws, "0" * 40).startswith("# evalrun:")
     assert workspace_diff(ws, "--output=/tmp/x").startswith("# evalrun:")
+    snapshot = prepare_workspace(fixture_dir, tmp_path / "ws2")
     shutil.rmtree(ws / ".git")
     note = workspace_diff(ws, sha)
     assert note.startswith("# evalrun:") and ".git" in note
     assert workspace_diff(ws).startswith("# evalrun:")
+    # The snapshot prepare_workspace returned keeps its objects outside the workspace: an
+    # agent that removes .git (or replaces it by a file) does not blank its own diff.
+    ws2 = tmp_path / "ws2"
+    shutil.rmtree(ws2 / ".git")
+    (ws2 / ".git").write_text("gitdir: /nowhere\n")
+    (ws2 / "added.txt").write_text("new\n")
+    diff = workspace_diff(ws2, snapshot)
+    assert "+++ b/added.txt" in diff and "gitdir" not in diff
 
 
 def test_missing_fixture_and_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -366,7 +379,9 @@ def test_templates_shared_between_processes(fixture_dir: Path, tmp_path: Path) -
         # the first process snapshots with git and leaves a template; the others use it
         assert [int(n) for _, n in outputs] == [2, 0, 0]
         template = next(p for p in store.iterdir() if not p.name.startswith("."))
-        assert sorted(p.suffix for p in template.iterdir()) == ["", "", ".idx", ".pack"]
+        assert sorted(p.name for p in template.iterdir()) == ["index", "objects", "sha"]
+        packs = template / "objects" / "pack"
+        assert sorted(p.suffix for p in packs.iterdir()) == [".idx", ".pack"]
         agent_git(tmp_path / "ws2", "fsck", "--strict", "--no-progress")
         agent_git(tmp_path / "ws2", "verify-pack", *map(str, (tmp_path / "ws2" / ".git" /
                   "objects" / "pack").glob("*.idx")))
@@ -381,3 +396,65 @@ def test_templates_shared_between_processes(fixture_dir: Path, tmp_path: Path) -
     assert after.sha in shas
     agent_git(tmp_path / "a3", "fsck", "--strict", "--no-progress")
     remove_session_templates(store)
+
+
+UNREADABLE = r"""
+import os, sys
+from pathlib import Path
+from pytest_evalrun.trial.workspace import prepare_workspace, workspace_diff
+root = Path(sys.argv[1])
+fx = root / "fx"
+fx.mkdir()
+(fx / "a.txt").write_text("a\n")
+ws = root / "ws"
+snap = prepare_workspace(fx, ws)
+(ws / "locked").mkdir()
+(ws / "locked" / "inside.txt").write_text("secret plan\n")
+os.chmod(ws / "locked", 0)
+(ws / "closed.txt").write_text("x\n")
+os.chmod(ws / "closed.txt", 0)
+deep = os.open(ws, os.O_RDONLY)
+for _ in range(450):  # a path of more than 4096 bytes
+    os.mkdir("d" * 10, dir_fd=deep)
+    nxt = os.open("d" * 10, os.O_RDONLY, dir_fd=deep)
+    os.close(deep)
+    deep = nxt
+os.close(os.open("leaf.txt", os.O_CREAT | os.O_WRONLY, dir_fd=deep))
+(ws / "a.txt").write_text("changed\n")
+sys.stdout.write(workspace_diff(ws, snap))
+sys.stderr.write(f"uid {os.geteuid()}\n")
+"""
+
+
+def test_unreadable_and_too_deep_paths_are_named_and_the_rest_is_shown(tmp_path: Path) -> None:
+    """As an ordinary user (root reads everything): git cannot read them; the diff names
+    them and still shows every other change (0.2.0: "git add failed; no diff")."""
+    if os.geteuid() == 0:  # pytest's tmp_path is private to root: a directory nobody can use
+        tmp_path = Path(tempfile.mkdtemp(prefix="evalrun-unreadable-"))
+        os.chown(tmp_path, 65534, 65534)
+    argv = [sys.executable, "-c", UNREADABLE, str(tmp_path)]
+    env = {**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
+    if os.geteuid() == 0:
+        # Really nobody: no capability kept (root's would read every file); an interpreter
+        # nobody may run (this one may live in root's private home), our source on its path.
+        python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+        source = str(Path(__file__).resolve().parents[1])
+        argv = [
+            "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+            "--bounding-set=-all", python, "-c", UNREADABLE, str(tmp_path),
+        ]  # fmt: skip
+        env["PYTHONPATH"] = source
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    try:
+        assert out.returncode == 0, out.stderr
+        assert os.geteuid() != 0 or "uid 65534" in out.stderr
+        notes, _, patch = out.stdout.partition("diff --git")
+        assert "+changed" in patch
+        assert "unreadable:" in notes
+        assert "locked" in notes and "closed.txt" in notes
+        assert "characters)" in notes  # the too-deep path, named (shortened)
+        assert "secret plan" not in out.stdout
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwX", str(tmp_path)], check=False)
+        if os.geteuid() == 0:
+            shutil.rmtree(tmp_path, ignore_errors=True)

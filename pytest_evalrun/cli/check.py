@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_jobs_option, print_json, print_lines, results_dir, shown_path
+from .common import add_jobs_option, clean, print_json, print_lines, results_dir, shown_path
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -53,7 +53,7 @@ def run_check(args: argparse.Namespace) -> int:
             }
         )
     else:
-        lines = [f"{shown_path(p.path)}: {p.what}" for p in problems]
+        lines = [clean(f"{shown_path(p.path)}: {p.what}") for p in problems]
         lines.append(
             f"{checked.runs} runs, {checked.trials} trials, {checked.files} JSON files checked: "
             + (f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
@@ -85,7 +85,7 @@ def run_reindex(args: argparse.Namespace) -> int:
             }
         )
     else:
-        lines = [f"{shown_path(p)}: not indexed: {why}" for p, why in done.skipped]
+        lines = [clean(f"{shown_path(p)}: not indexed: {why}") for p, why in done.skipped]
         if done.replaced_damaged:
             lines.append("the old index could not be opened and was replaced")
         lines.append(

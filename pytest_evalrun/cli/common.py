@@ -19,6 +19,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..safetext import escape, json_inert
 from ..store.query import IndexMissing, RunNotFound, RunRow, find_runs, open_index, with_counts
 
 #: Environment variable naming the results directory (below ``--results``, above the search).
@@ -113,9 +114,9 @@ def shown_path(path: Path | str) -> str:
 
 
 def clean(text: object) -> str:
-    """One printable line."""
-    s = str(text)
-    return s if s.isprintable() else "".join(ch if ch.isprintable() else " " for ch in s)
+    """One line that cannot act on the terminal: control, bidi and invisible characters shown
+    escaped (:func:`pytest_evalrun.safetext.escape`)."""
+    return escape(text)
 
 
 def pct(rate: float | None) -> str:
@@ -132,8 +133,44 @@ def p_text(p: float | None) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+#: The width of output that is not a terminal (a CI log, a file, a pipe): nothing is cut.
+UNLIMITED_WIDTH = 1_000_000
+#: The narrowest ``--width`` (and terminal) tables are fitted to.
+MIN_WIDTH = 40
+_width: int | None = None
+
+
+def set_width(width: int | None) -> None:
+    """``--width N`` (None: decide by where the output goes)."""
+    global _width
+    if width is not None and width < MIN_WIDTH:
+        raise CliError(f"--width must be at least {MIN_WIDTH}, got {width}")
+    _width = width
+
+
 def terminal_width() -> int:
-    return max(40, shutil.get_terminal_size((100, 24)).columns)
+    """``--width N``; else the terminal's width (``$COLUMNS`` first) when stdout is one; else
+    :data:`UNLIMITED_WIDTH`: a CI log or a file has no width, so no value is cut there."""
+    if _width is not None:
+        return _width
+    try:
+        tty = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if not tty:
+        return UNLIMITED_WIDTH
+    return max(MIN_WIDTH, shutil.get_terminal_size((100, 24)).columns)
+
+
+def add_width_option(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--width",
+        type=int,
+        metavar="N",
+        default=default,
+        help="fit tables to N columns (default: the terminal's width; "
+        "no limit when the output is not a terminal)",
+    )
 
 
 def _render(rows: Sequence[Sequence[str]], headers: Sequence[str], align: str) -> list[str]:
@@ -210,7 +247,8 @@ def column_groups(widths: Sequence[int], fixed: int, width: int) -> list[list[in
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write(json_inert(text) + "\n")
 
 
 def print_lines(lines: Sequence[str]) -> None:

@@ -1,4 +1,5 @@
-"""``evalrun``: list, show, compare, export, report, check, reindex, gc and merge stored runs.
+"""``evalrun``: list, show, compare, export, report, check, reindex, gc and merge stored runs;
+pin baselines.
 
 Reads ``results/`` (``--results DIR``) and its index; never runs trials. Each subcommand is a
 module of this package with ``add_parser(subparsers, common)`` and ``run(args) -> int``.
@@ -11,10 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import check, compare, export, gc, merge, report, runs, show
-from .common import RESULTS_ENV, CliError
+from . import baseline, check, compare, export, gc, merge, report, runs, show
+from .common import RESULTS_ENV, CliError, add_width_option, set_width
 
-COMMANDS = (runs, show, compare, export, report, check, gc, merge)
+COMMANDS = (runs, show, compare, export, report, check, gc, merge, baseline)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -26,6 +27,7 @@ def _common() -> argparse.ArgumentParser:
         help=f"the results directory (default: ${RESULTS_ENV}, else the nearest results/ "
         "with an index.db here or above, else ./results)",
     )
+    add_width_option(common, argparse.SUPPRESS)
     return common
 
 
@@ -34,9 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="evalrun",
         description="Inspect the runs pytest-evalrun stored in results/ (never runs trials). "
         "RUN is a run id, a unique prefix of one, 'latest' (the default) or 'latest~N', "
-        "optionally written EXPERIMENT/RUN.",
+        "optionally written EXPERIMENT/RUN. 'evalrun baseline set RUN' pins a run as its "
+        "experiment's baseline (--eval-baseline-run baseline).",
     )
     parser.add_argument("--results", metavar="DIR", default=None, help=argparse.SUPPRESS)
+    add_width_option(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     common = _common()
     for module in COMMANDS:
@@ -48,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        set_width(args.width)
         code: int = args.func(args)
         sys.stdout.flush()
     except CliError as exc:

@@ -1,11 +1,12 @@
-"""``evalrun runs``: one line per run, newest first (from the index alone)."""
+"""``evalrun runs``: one line per run, newest first (from the index alone); pinned baselines
+(``evalrun baseline set``) are marked."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from ..store.query import RunRow, VariantCounts, list_runs
+from ..store.query import RunRow, VariantCounts, list_runs, pins_by_run
 from .common import CliError, clean, connect, pct, print_json, print_lines, results_dir, table
 
 #: Runs listed without --limit.
@@ -18,7 +19,8 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="list runs, newest first",
         description="One line per run, newest first: experiment, run id, status, trials, "
-        "gate verdict and each variant's pass rate (passed/judged; errors apart).",
+        "gate verdict and each variant's pass rate (passed/judged; errors apart); a pinned "
+        "baseline (evalrun baseline set) has its pin names in a 'pinned' column.",
     )
     p.add_argument("--experiment", "-e", metavar="X", help="only this experiment (its slug)")
     p.add_argument(
@@ -48,7 +50,7 @@ def _variant_text(v: VariantCounts) -> str:
     return text
 
 
-def run_json(row: RunRow) -> dict[str, Any]:
+def run_json(row: RunRow, pinned: list[str] | None = None) -> dict[str, Any]:
     return {
         "experiment": row.experiment,
         "experiment_name": row.name,
@@ -63,6 +65,7 @@ def run_json(row: RunRow) -> dict[str, Any]:
             "passed": None if row.gate_passed is None else bool(row.gate_passed),
         },
         "variants": [v.to_dict() for v in row.variants],
+        "pinned": list(pinned or []),
     }
 
 
@@ -72,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
     results = results_dir(args.results)
     conn = connect(results)
     rows = list_runs(conn, args.experiment, args.limit or None)
+    pins = pins_by_run(conn)
     if args.json:
-        print_json([run_json(r) for r in rows])
+        print_json([run_json(r, pins.get(r.key)) for r in rows])
         return 0
     if not rows:
         where = f" of experiment {args.experiment!r}" if args.experiment else ""
@@ -91,5 +95,11 @@ def run(args: argparse.Namespace) -> int:
         for r in rows
     ]
     headers = ["experiment", "run", "status", "trials", "gate", "pass rate by variant"]
+    if any(r.key in pins for r in rows):  # a column only where some run is pinned
+        for line, r in zip(body, rows, strict=True):
+            line.insert(2, ", ".join(clean(n) for n in pins.get(r.key, [])))
+        headers.insert(2, "pinned")
+        print_lines(table(body, headers, "llllrll", shrink=6))
+        return 0
     print_lines(table(body, headers, "lllrll", shrink=5))
     return 0

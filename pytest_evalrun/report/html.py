@@ -34,7 +34,7 @@ from .fmt import (
     fmt_tokens,
 )
 from .html_assets import JS, style_sheet
-from .table import REGRESSION_HEADER, regression_rows
+from .table import REGRESSION_HEADER, comparison_details, regression_rows, regression_title
 
 __all__ = ["json_for_script", "render_html"]
 
@@ -175,6 +175,11 @@ def _verdict(exp: Mapping[str, Any], regression: Any) -> str:
             if reg_failed
             else "no significant regression against the baseline run"
         )
+    unjudged = verdict.get("unjudged_variants") or []
+    if verdict.get("gated") and unjudged:
+        parts.append(
+            "no judged trial (the run fails): " + ", ".join(str(v) for v in unjudged)
+        )
     text = "; ".join(parts)
     html_ = (
         f'<div class="verdict {"ok" if ok else "bad"}" id=verdict>'
@@ -189,11 +194,21 @@ def _verdict(exp: Mapping[str, Any], regression: Any) -> str:
                 fmt_pct(f.get("pass_rate"), 1)
                 if f.get("pass_rate") is not None
                 else "no judged trial",
+                f"{f.get('gate_passed')}/{f.get('gate_trials')}" if f.get("gate_trials") else "-",
+                f"{fmt_pct(f.get('upper'), 1)} ({f.get('level', 0) * 100:.4g}%)"
+                if isinstance(f.get("upper"), (int, float))
+                else "-",
                 fmt_pct(f.get("threshold"), 1),
             ]
             for f in failures
         ]
-        html_ += _table(["variant", "task", "pass rate", "minimum"], rows, left=2)
+        header = ["variant", "task", "pass rate", "gate's passed/trials", "upper bound",
+                  "minimum"]  # fmt: skip
+        html_ += _table(header, rows, left=2) + (
+            "<p class='muted small'>A cell fails when the exact one-sided upper bound of its "
+            "pass rate (at the level shown: 95% for all the gated cells together) lies below "
+            "its minimum; errors count as trials that did not pass unless excluded.</p>"
+        )
     return html_
 
 
@@ -259,7 +274,7 @@ def _heatmap(data: Mapping[str, Any], exp: Mapping[str, Any]) -> str:
             cls = _heat(c.get("pass_rate")) + (" below" if below else "")
             tip = f"{v} / {t}: {c['passed']} of {c['n']} judged trials passed"
             if c.get("wilson"):
-                tip += f", 95% CI {fmt_interval(c['wilson'])}"
+                tip += f", 95% CI of these trials (Wilson) {fmt_interval(c['wilson'])}"
             row.append(
                 f'<td class="{cls}"><button data-v="{esc(v)}" data-t="{esc(t)}" '
                 f'title="{esc(tip)}"><b>{fmt_pct(c.get("pass_rate"))}</b>'
@@ -275,7 +290,7 @@ def _heatmap(data: Mapping[str, Any], exp: Mapping[str, Any]) -> str:
         f"<div class=legend>0% {legend} 100%<span class=gap></span>"
         "cell: pass rate, passed/judged (errors are not judged) \u00b7 ~ flaky \u00b7 "
         "+NE errors"
-        + (" \u00b7 red outline: below its minimum" if gated else "")
+        + (" \u00b7 red outline: fails its minimum (upper bound below it)" if gated else "")
         + " \u00b7 click a cell to list its trials</div>"
     )
 
@@ -285,8 +300,8 @@ def _variants(exp: Mapping[str, Any], info: Mapping[str, Any]) -> str:
     if not rows_in:
         return ""
     ks = [str(k) for k in exp.get("pass_at_k_ks") or []]
-    header = ["variant", "model", "pass rate", "95% CI (Wilson)", "0 \u2026 100%", "passed/judged",
-              "timeouts", "errors"]
+    header = ["variant", "model", "pass rate", "95% CI, these tasks (Wilson)", "0 \u2026 100%",
+              "95% CI, tasks like these (clustered)", "passed/judged", "timeouts", "errors"]
     header += [f"pass@{k}" for k in ks if len(ks) > 1]
     header += ["mean agent time", "tokens in/out", "cost"]
     rows = []
@@ -301,6 +316,7 @@ def _variants(exp: Mapping[str, Any], info: Mapping[str, Any]) -> str:
             _interval_svg(ci[0], ci[1], rate, lo_axis=0.0, hi_axis=1.0)
             if ci and rate is not None
             else "",
+            fmt_interval(v.get("ci_tasks_like_these"), 1),
             f"{v.get('passed', 0)}/{v.get('n', 0)}",
             str(v.get("timeout", 0)),
             str(v.get("errors", 0)),
@@ -313,7 +329,13 @@ def _variants(exp: Mapping[str, Any], info: Mapping[str, Any]) -> str:
             fmt_cost(v.get("cost_usd")),
         ]
         rows.append(row)
-    return "<h2>Variants</h2>" + _table(header, rows, left=2)
+    return (
+        "<h2>Variants</h2>"
+        + _table(header, rows, left=2)
+        + "<p class='muted small'>Two 95% intervals, two questions: <i>these tasks</i> (Wilson "
+        "over the trials: the pass rate on this suite's own tasks) and <i>tasks like these</i> "
+        "(clustered by task: the mean pass rate over the tasks the suite stands for).</p>"
+    )
 
 
 def _comparisons(exp: Mapping[str, Any]) -> str:
@@ -334,19 +356,20 @@ def _comparisons(exp: Mapping[str, Any]) -> str:
                 if ci and c.get("diff") is not None
                 else "",
                 fmt_p(c.get("p_value")),
-                fmt_p(c.get("sign_test_p")),
                 f"{c.get('wins', 0)}/{c.get('losses', 0)}/{c.get('ties', 0)}",
                 str(c.get("tasks_paired", 0)),
             ]
         )
+    label, what = comparison_details(comps[0])
     header = ["variant", "pass rate", "\u0394", "95% CI", "-100 \u2026 0 \u2026 +100 pp",
-              "p (paired t)", "p (sign test)", "better/worse/same", "tasks"]
+              label, "better/worse/same", "tasks"]
     return (
         f"<h2>Compared with <code>{esc(exp.get('baseline'))}</code></h2>"
         + _table(header, rows)
-        + "<p class='muted small'>Paired over tasks: the mean of per-task pass-rate differences; "
-        "tasks without a judged trial in both variants are left out. Green: the interval is "
-        "above zero; red: below.</p>"
+        + f"<p class='muted small'>Paired by task ({esc(what)}): the same estimand and test as "
+        "the regression gate and <code>evalrun compare</code>, two-sided here; it answers "
+        "<i>these tasks</i>. Tasks without a judged trial in both variants are left out. "
+        "Green: the interval is above zero; red: below.</p>"
     )
 
 
@@ -376,11 +399,19 @@ def _regression(regression: Any) -> str:
     return (
         f"<h2 id=regression>Regression gate against run {esc(regression.get('baseline_run'))}"
         f"</h2><p>Per variant, against the same variant of the baseline run: a "
-        f"{esc(regression.get('test'))}, at alpha {esc(regression.get('alpha'))}. "
-        "<i>Detectable drop</i>: the smallest drop this comparison detects with 80% power; "
-        "a smaller one can hide behind \u201cno regression detected\u201d.</p>"
+        f"{esc(_title(regression))}. <i>Dropped</i>: tasks judged in the baseline with no "
+        "judged trial now. <i>Detectable drop</i>: the smallest drop this comparison detects "
+        "with 80% power; a smaller one can hide behind \u201cno regression detected\u201d.</p>"
         + _table([esc(h) for h in REGRESSION_HEADER], rows)
+        + "".join(f"<div class=note>{esc(n)}</div>" for n in regression.get("notes") or [])
     )
+
+
+def _title(regression: Mapping[str, Any]) -> str:
+    try:
+        return regression_title(regression)
+    except (KeyError, TypeError, ValueError):  # an odd or older summary: say what it says
+        return f"{regression.get('test')}, at alpha {regression.get('alpha')}"
 
 
 def _notes(exp: Mapping[str, Any]) -> str:

@@ -9,6 +9,11 @@ no changing number in them, so CI keeps per-test history. The name alone is uniq
 because readers such as xunit-viewer's console mode and Ant's ``junitreport`` drop the classname:
 experiment names are unique in a session (discovery.py), variant and task names within their
 experiment, and no name contains ``/``, so the `` / ``-separated parts cannot run together.
+
+A failure's or error's ``message`` attribute is one short line (``FAILED: v / t / trial 1:
+verify exited 1``), its element text the whole description: readers such as xunit-viewer print
+both, so a multi-line message would be shown twice. The same line is pytest's short test
+summary reason and its ``--tb=line`` line.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from _pytest._code.code import ReprFileLocation, TerminalRepr
 
 from ..outcome import TrialOutcome
+from ..safetext import escape
 
 
 def _logxml(config: pytest.Config) -> Any:
@@ -40,11 +47,52 @@ def testcase_names(outcome: TrialOutcome) -> tuple[str, str]:
     return classname, name
 
 
+#: The one-line message of a failure (``<failure message=...>``): at most this long.
+HEADLINE_CHARS = 200
+
+
+def headline(outcome: TrialOutcome) -> str:
+    """One short line: ``FAILED: v / t / trial 1: <first line of the message>``, escaped."""
+    text = f"{outcome.status.upper()}: {outcome.variant} / {outcome.task} / trial {outcome.trial}"
+    first = (outcome.message or "").strip().split("\n", 1)[0].strip()
+    if first:
+        text += f": {first}"
+    text = escape(text[: HEADLINE_CHARS * 2])
+    return text if len(text) <= HEADLINE_CHARS else text[: HEADLINE_CHARS - 1] + "…"
+
+
+class TrialFailureRepr(TerminalRepr):
+    """A trial's failure text (:func:`pytest_evalrun.collect.describe`) with its one-line
+    message as ``reprcrash.message``, where junitxml and the short test summary look for it."""
+
+    def __init__(self, text: str, message: str, path: str, lineno: int) -> None:
+        self.text = text
+        self.reprcrash = ReprFileLocation(path, lineno, message)
+
+    def toterminal(self, tw: Any) -> None:
+        for line in self.text.splitlines():
+            tw.line(line)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def one_line_message(report: pytest.TestReport, message: str) -> None:
+    """Give a failed report whose text is a plain string (a trial's description, also as it
+    arrives from an xdist worker) ``message`` as its one-line reason."""
+    if report.passed or report.skipped or not isinstance(report.longrepr, str):
+        return
+    path, lineno, _ = report.location
+    report.longrepr = TrialFailureRepr(report.longrepr, message, path, (lineno or 0) + 1)
+
+
 def name_testcase(config: pytest.Config, report: pytest.TestReport, outcome: TrialOutcome) -> None:
-    """Give the report's testcase our names (call before junitxml sees the report).
+    """Give the report's testcase our names and a failure its one-line message (call before
+    junitxml and the terminal see the report).
 
     ``--junit-prefix`` is honoured as pytest does for its own classnames: ``<prefix>.<classname>``.
     """
+    one_line_message(report, headline(outcome))
     xml = _logxml(config)
     if xml is None:
         return

@@ -12,10 +12,13 @@ from typing import Any
 from .fmt import fmt_interval, fmt_p, fmt_pct, fmt_pp, plural, totals_text
 from .table import (
     EFFORT_KEYS,
+    REGRESSION_ALIGN,
     REGRESSION_HEADER,
     TaskCell,
     columns_grid,
+    comparison_details,
     regression_rows,
+    regression_title,
     task_grid,
     task_table,
     variant_columns,
@@ -86,7 +89,7 @@ class _TaskLines:
         self.head, self.rows = full[:2], full[2:]
         legend = ["k/n = passed/judged; errors are not judged", "⚠️ flaky (trials disagree)"]
         if table.gated:
-            legend.append("❌ below its minimum pass rate")
+            legend.append("❌ fails its minimum pass rate (upper bound below it)")
         self.legend = ["", " · ".join(legend), ""]
 
     def lines(self, max_rows: int | None) -> list[str]:
@@ -134,10 +137,22 @@ def _md_variants(exp: Mapping[str, Any]) -> list[str]:
     if not exp["variants"]:
         return []
     name, *rest = variant_columns(exp, text=_md)
-    detail = [c for c in rest if c.key.startswith("pass@") or c.key in EFFORT_KEYS]
+    detail = [
+        c for c in rest if c.key.startswith("pass@") or c.key in EFFORT_KEYS or c.key == "resumed"
+    ]
     counts = [c for c in rest if c not in detail]
     with_pass_at_k = len(exp["pass_at_k_ks"]) > 1
     lines = ["### Variants", "", *_md_table(*columns_grid([name, *counts])), ""]
+    if exp["variants"][0].get("ci_tasks_like_these", "absent") != "absent":
+        lines.extend(
+            [
+                "Two 95% intervals answer two questions: *these tasks* (Wilson over the trials: "
+                "the pass rate on this suite's own tasks) and *tasks like these* (clustered by "
+                "task: the mean pass rate over the tasks the suite stands for, which also "
+                "varies with the choice of tasks).",
+                "",
+            ]
+        )
     heading = (
         "pass@k, agent time, tokens and cost" if with_pass_at_k else "Agent time, tokens and cost"
     )
@@ -145,47 +160,43 @@ def _md_variants(exp: Mapping[str, Any]) -> list[str]:
     if with_pass_at_k:
         lines.extend(
             [
-                "pass@k: unbiased estimator (Chen et al. 2021), averaged over tasks; "
-                "pass@1 is the mean of per-task pass rates.",
+                "pass@k: unbiased estimator (Chen et al. 2021), averaged over the same tasks "
+                "for every k (those with at least k judged trials), so pass@k >= pass@1.",
                 "",
             ]
         )
     return lines
 
 
-_COMPARISON_HEADER = [
-    "variant",
-    "Δ pass rate",
-    "95% CI",
-    "p (paired t)",
-    "p (sign test)",
-    "better/worse/same",
-    "tasks",
-]
-
-
 def _md_comparisons(exp: Mapping[str, Any]) -> list[str]:
     if not exp["comparisons"]:
         return []
+    label, what = comparison_details(exp["comparisons"][0])
+    header = ["variant", "pass rates", "Δ pass rate", "95% CI", label, "better/worse/same",
+              "tasks"]  # fmt: skip
     rows = [
         [
             _md(c["variant"]),
+            f"{fmt_pct(c['baseline_pass_rate'], 1)} → {fmt_pct(c['variant_pass_rate'], 1)}",
             fmt_pp(c["diff"]),
             fmt_interval(c["ci"], 1).replace("%", " pp") if c["ci"] else "-",
             fmt_p(c["p_value"]),
-            fmt_p(c["sign_test_p"]),
             f"{c['wins']}/{c['losses']}/{c['ties']}",
             str(c["tasks_paired"]),
         ]
         for c in exp["comparisons"]
     ]
+    errors = exp["comparisons"][0].get("errors")
     return [
         f"### Compared with {_md_code(exp['baseline'])}",
         "",
-        *_md_table(_COMPARISON_HEADER, "lrrrrrr", rows),
+        *_md_table(header, "lrrrrrr", rows),
         "",
-        "Paired over tasks (mean of per-task pass-rate differences); tasks without a "
-        "judged trial in both variants are left out.",
+        f"Paired by task ({what}): the same estimand and test as the regression gate and "
+        "`evalrun compare`, two-sided here. The question is *these tasks*: does the variant "
+        "do better or worse on this suite's tasks. Tasks without a judged trial in both "
+        "variants are left out"
+        + ("; errors count as trials that did not pass." if errors == "count" else "."),
         "",
     ]
 
@@ -205,21 +216,49 @@ def _md_regression(exp: Mapping[str, Any]) -> list[str]:
     regression = exp.get("regression")
     if not regression:
         return []
-    return [
+    rows = regression_rows(regression, text=_md)
+    # two tables of at most 7 columns (GitHub's content width): the verdict, then the counts
+    main, detail = (0, 1, 2, 3, 4, 5, 9), (0, 6, 7, 8)
+    lines = [
         f"### Regression gate against run {_md_code(regression['baseline_run'])}",
         "",
-        *_md_table(list(REGRESSION_HEADER), "lrrrrrl", regression_rows(regression, text=_md)),
+        *_md_table(
+            [REGRESSION_HEADER[i] for i in main],
+            "".join(REGRESSION_ALIGN[i] for i in main),
+            [[r[i] for i in main] for r in rows],
+        ),
         "",
-        f"Per variant, against the same variant of the baseline run: a {regression['test']}, at "
-        f"alpha {regression['alpha']:g}. *Detectable drop*: the smallest drop this comparison "
-        'detects with 80% power; a smaller one can hide behind "no regression detected".',
+        *_md_table(
+            [REGRESSION_HEADER[i] for i in detail],
+            "".join(REGRESSION_ALIGN[i] for i in detail),
+            [[r[i] for i in detail] for r in rows],
+        ),
+        "",
+        f"Per variant, against the same variant of the baseline run: a "
+        f"{_md(regression_title(regression))}. *p (Holm)*: the p-value adjusted for the "
+        "variants tested together; a variant regressed when it is below alpha. *Dropped*: "
+        "tasks judged in the baseline with no judged trial now. *Detectable drop*: the "
+        "smallest drop this comparison detects with 80% power; a smaller one can hide behind "
+        '"no regression detected".',
         "",
     ]
+    for note in regression.get("notes", []):
+        lines.extend([f"> {_md(note)}", ""])
+    return lines
 
 
 def _md_verdict(verdict: Mapping[str, Any], max_rows: int | None) -> list[str]:
     if not verdict["gated"]:
         return ["Gate: none set.", ""]
+    unjudged = [
+        f"❌ {_md(v)} has no judged trial (only errors, or nothing run): the run fails."
+        for v in verdict.get("unjudged_variants", [])
+    ]
+    lines = _md_gate(verdict, max_rows)
+    return lines + ([*unjudged, ""] if unjudged else [])
+
+
+def _md_gate(verdict: Mapping[str, Any], max_rows: int | None) -> list[str]:
     failures = verdict["failures"]
     regressions = verdict.get("regressions")
     if regressions is not None:
@@ -239,9 +278,10 @@ def _md_verdict(verdict: Mapping[str, Any], max_rows: int | None) -> list[str]:
         if failures:
             lines.extend(_md_gate_failures(failures, max_rows))
         return lines
-    if verdict["passed"]:
+    if not failures:
+        head = "✅ **Gate passed**" if verdict["passed"] else "❌ **Gate failed**"
         return [
-            f"✅ **Gate passed**: all {verdict['gated_cells']} gated variant x task pairs "
+            f"{head}: all {verdict['gated_cells']} gated variant x task pairs "
             "meet their minimum pass rate.",
             "",
         ]
@@ -261,12 +301,26 @@ def _md_gate_failures(failures: Sequence[Mapping[str, Any]], max_rows: int | Non
             _md(f["variant"]),
             _md(f["task"]),
             fmt_pct(f["pass_rate"], 1) if f["pass_rate"] is not None else "no judged trial",
+            f"{f['gate_passed']}/{f['gate_trials']}" if f.get("gate_trials") else "-",
+            f"{fmt_pct(f['upper'], 1)} ({f['level'] * 100:.4g}%)"
+            if f.get("upper") is not None
+            else "-",
             fmt_pct(f["threshold"], 1),
         ]
         for f in shown
     ]
     if rows:
-        lines.extend(_md_table(["variant", "task", "pass rate", "minimum"], "llrr", rows))
+        header = ["variant", "task", "pass rate", "gate's passed/trials", "upper bound",
+                  "minimum"]  # fmt: skip
+        lines.extend(_md_table(header, "llrrrr", rows))
+        lines.extend(
+            [
+                "",
+                "A cell fails when the exact one-sided upper bound of its pass rate (at the "
+                "level shown: 95% for all the gated cells together) lies below its minimum; "
+                "errors count as trials that did not pass unless excluded.",
+            ]
+        )
     if len(shown) < len(failures):
         lines.extend(["", f"_… {len(failures) - len(shown)} more not shown._"])
     lines.append("")

@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from itertools import repeat
 from operator import add, mul
@@ -68,7 +68,8 @@ from statistics import NormalDist
 from typing import Any, NamedTuple, Protocol
 
 from ..outcome import JUDGED, PASSED, TrialOutcome
-from .policy import ERRORS_COUNT
+from .policy import ERROR_POLICIES, ERRORS_COUNT, ERRORS_EXCLUDE
+from .stats import holm
 
 __all__ = [
     "EXACT_WORK_LIMIT",
@@ -80,7 +81,9 @@ __all__ = [
     "compare_runs",
     "compare_variant",
     "counts_from_outcomes",
+    "gate_counts",
     "regression_section",
+    "retry_note",
 ]
 
 METHOD_EXACT = "exact stratified permutation test over trials within tasks (one-sided)"
@@ -139,6 +142,9 @@ class RegressionResult:
     min_detectable_drop: float | None
     method: str
     alpha: float = 0.05
+    #: Two-sided p-value of the same test (any difference, either way): what a comparison of
+    #: variants within a run reports.
+    p_two_sided: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -202,6 +208,12 @@ def _exact_p(pmfs: list[list[float]], t: int) -> float | None:
     return max(0.0, 1.0 - _lower_tail(mirrored, top - t - 1))
 
 
+def _exact_upper_p(pmfs: list[list[float]], t: int) -> float | None:
+    """``P(sum X_i >= t)``: the lower tail of the mirrored variables ``top_i - X_i``."""
+    top = sum(len(pmf) - 1 for pmf in pmfs)
+    return _exact_p([pmf[::-1] for pmf in pmfs], top - t)
+
+
 # --------------------------------------------------------------------------------------------
 # Power
 
@@ -244,7 +256,7 @@ def _min_detectable_drop(
     if power < POWER or drop <= 0.0:
         return None
     lo, hi = 0.0, 1.0
-    for _ in range(30):  # delta to within 1e-9
+    for _ in range(20):  # delta to within 1e-6 (a drop is shown to 0.1 pp)
         mid = 0.5 * (lo + hi)
         if _power(mid, tasks, z_alpha)[0] >= POWER:
             hi = mid
@@ -341,9 +353,13 @@ def compare_variant(
     method = METHOD_EXACT
     # No pmf: every task all-pass or all-fail over both runs, no evidence either way.
     p_value = _exact_p(pmfs, t_obs - t_min) if pmfs else 1.0
-    if p_value is None:
+    p_upper = _exact_upper_p(pmfs, t_obs - t_min) if pmfs else 1.0
+    if p_value is None or p_upper is None:
         method = METHOD_NORMAL
-        p_value = _STD.cdf((t_obs - null_mean + 0.5) / math.sqrt(null_var))
+        sd = math.sqrt(null_var)
+        p_value = _STD.cdf((t_obs - null_mean + 0.5) / sd)
+        p_upper = 1.0 - _STD.cdf((t_obs - null_mean - 0.5) / sd)
+    p_two = min(1.0, 2.0 * min(p_value, p_upper))
     return RegressionResult(
         n_tasks=len(pairs),
         base_rate=base_rate,
@@ -356,6 +372,7 @@ def compare_variant(
         min_detectable_drop=_min_detectable_drop(design, alpha),
         method=method,
         alpha=alpha,
+        p_two_sided=p_two,
     )
 
 
@@ -417,6 +434,44 @@ def counts_from_outcomes(outcomes: Iterable[TrialOutcome]) -> dict[str, dict[str
     return {v: {t: TaskCounts(*c) for t, c in tasks.items()} for v, tasks in acc.items()}
 
 
+def gate_counts(counts: TaskCounts, errors: str = ERRORS_COUNT) -> tuple[int, int]:
+    """``(passes, trials)`` of one cell as a gate sees it: under ``count`` an error trial is a
+    trial that did not pass; under ``exclude`` only judged trials count."""
+    if errors == ERRORS_COUNT:
+        return counts.passed, counts.judged + counts.errors
+    return counts.passed, counts.judged
+
+
+def _check_policy(errors: str) -> None:
+    if errors not in ERROR_POLICIES:
+        raise ValueError(f"errors must be one of {', '.join(ERROR_POLICIES)}, got {errors!r}")
+
+
+#: What the regression gate and the comparisons of variants answer.
+QUESTION_THESE_TASKS = "these tasks"
+#: The family-wise rule of the regression gate.
+FAMILY_HOLM = "Holm"
+
+
+def retry_note(base_rerun_judged: int | None, cand_rerun_judged: int | None) -> str | None:
+    """A warning when one run retried judged trials (``--eval-retry failed,...``) and the other
+    did not: retrying failures raises a pass rate, so the comparison is biased (a drop can hide
+    behind the retried run's gain, or a false one appear)."""
+    if base_rerun_judged is None or cand_rerun_judged is None:
+        return None
+    if (base_rerun_judged > 0) == (cand_rerun_judged > 0):
+        return None
+    which, other = ("this run", "the baseline run")
+    if base_rerun_judged > 0:
+        which, other = other, which
+    n = max(base_rerun_judged, cand_rerun_judged)
+    return (
+        f"unfair comparison: {which} ran {n} judged trial(s) again (--eval-retry) and {other} "
+        "did not; retrying failures raises a pass rate, so a drop can hide behind the retries "
+        "(or a false one appear): compare runs with the same retry policy"
+    )
+
+
 def regression_section(
     base: RunCounts,
     cand: RunCounts,
@@ -425,24 +480,108 @@ def regression_section(
     alpha: float,
     variant_names: Mapping[str, str],
     errors: str = ERRORS_COUNT,
+    selected_tasks: Collection[str] | None = None,
+    base_rerun_judged: int | None = None,
+    cand_rerun_judged: int | None = None,
 ) -> dict[str, Any]:
     """The regression section of an experiment's summary: each variant of the candidate run
     against the same variant of the baseline run. Pure: both runs are given as counts.
-    ``variant_names``: slug -> display name, in report order."""
-    variants = []
+
+    ``variant_names``: slug -> display name, in report order. ``errors``: the error policy
+    (:mod:`.policy`): under ``count`` both runs' error trials count as trials that did not pass
+    (the null hypothesis stays symmetric) and a variant fails the gate when a task judged in
+    the baseline has no judged trial in this run ("dropped"); under ``exclude`` errors leave the
+    test and dropped tasks are only listed. ``selected_tasks``: the task slugs this run
+    selected (``-k``); baseline tasks outside it are listed as not selected, not dropped (None:
+    every task of the baseline is expected). ``base_rerun_judged`` / ``cand_rerun_judged``:
+    judged trials each run ran again with ``--eval-retry`` (a warning when one did and the
+    other did not; None: unknown).
+
+    Family-wise: the variants with a paired task are tested together; a variant is significantly
+    worse when its Holm-adjusted one-sided p-value is below ``alpha``, so with no real change
+    the gate fails in at most ``alpha`` of runs however many variants it tests.
+    """
+    _check_policy(errors)
+    rows: list[dict[str, Any]] = []
+    results: list[RegressionResult] = []
     for slug, name in variant_names.items():
         if slug not in cand and slug not in base:
             continue
-        b = {t: (c.passed, c.judged) for t, c in base.get(slug, {}).items() if c.judged}
-        c_ = {t: (c.passed, c.judged) for t, c in cand.get(slug, {}).items() if c.judged}
-        result = compare_variant(b, c_, alpha=alpha)
-        variants.append({"variant": name, "in_baseline": slug in base, **result.to_dict()})
+        base_v = base.get(slug, {})
+        cand_v = cand.get(slug, {})
+        b = {t: gate_counts(c, errors) for t, c in base_v.items()}
+        c_ = {t: gate_counts(c, errors) for t, c in cand_v.items()}
+        judged_before = [t for t, c in sorted(base_v.items()) if c.judged > 0]
+        not_selected = (
+            [t for t in judged_before if t not in selected_tasks]
+            if selected_tasks is not None
+            else []
+        )
+        dropped = [
+            t
+            for t in judged_before
+            if t not in not_selected and (t not in cand_v or cand_v[t].judged == 0)
+        ]
+        if selected_tasks is not None:
+            b = {t: v for t, v in b.items() if t in selected_tasks}
+        results.append(compare_variant(b, c_, alpha=alpha))
+        rows.append(
+            {
+                "variant": name,
+                "in_baseline": slug in base,
+                "tasks_dropped": dropped,
+                "tasks_not_selected": not_selected,
+                "errors": sum(c.errors for c in cand_v.values()),
+                "baseline_errors": sum(c.errors for c in base_v.values()),
+            }
+        )
+    tested = [i for i, r in enumerate(results) if r.p_value is not None]
+    adjusted = holm([results[i].p_value or 0.0 for i in tested])
+    p_adjusted: dict[int, float] = dict(zip(tested, adjusted, strict=True))
+    variants = []
+    for i, (row, result) in enumerate(zip(rows, results, strict=True)):
+        adj = p_adjusted.get(i)
+        significant = adj is not None and adj < alpha - _TIE_TOLERANCE
+        reasons = []
+        if significant:
+            reasons.append("significantly worse")
+        if row["tasks_dropped"] and errors == ERRORS_COUNT:
+            reasons.append(
+                f"{len(row['tasks_dropped'])} task(s) judged in the baseline have no judged "
+                "trial now"
+            )
+        variants.append(
+            {
+                **row,
+                **result.to_dict(),
+                "tasks_paired": result.n_tasks,
+                "p_adjusted": adj,
+                "significant": significant,
+                "regressed": bool(reasons),
+                "reasons": reasons,
+            }
+        )
     regressed = [v["variant"] for v in variants if v["regressed"]]
+    notes = []
+    if errors == ERRORS_EXCLUDE:
+        notes.append(
+            "errors excluded (--eval-errors exclude): error trials are left out of this test "
+            "and a task with only errors is not compared"
+        )
+    note = retry_note(base_rerun_judged, cand_rerun_judged)
+    if note:
+        notes.append(note)
     return {
         "baseline_run": baseline_run,
         "alpha": alpha,
         "errors": errors,
         "test": "one-sided test, paired by task",
+        "method": METHOD_EXACT,
+        "question": QUESTION_THESE_TASKS,
+        "family": FAMILY_HOLM,
+        "variants_tested": len(tested),
+        "retry_mismatch": note is not None,
+        "notes": notes,
         "variants": variants,
         "regressed": regressed,
         "passed": not regressed,

@@ -19,10 +19,25 @@ Gates:
 - ``--eval-min-pass-rate X`` applies to every variant x task of every experiment *in addition*:
   when both a file threshold and the CLI value apply, the cell must meet the stricter (the
   larger) of the two. The CLI option can therefore only tighten a file's gate, never loosen it.
-- A gated cell meets its gate when its pass rate >= threshold (with a 1e-12 tolerance for
-  floating point). A cell with no judged trial (only errors, or nothing run) does not meet it.
-- When any cell is gated, the verdict passes exactly when every gated cell meets its gate;
+- A gated cell is judged with its uncertainty: it fails when the exact (Clopper-Pearson)
+  one-sided upper confidence bound of its pass rate lies below its threshold, at level
+  ``1 - alpha / m`` for the experiment's ``m`` gated cells (Bonferroni), so that a run whose
+  every cell truly meets its gate fails in at most ``alpha`` of runs (default 0.05). Equivalently
+  the exact binomial test of "rate >= threshold" has ``p < alpha / m``. Under the error policy
+  ``count`` (the default) the cell's trials are its judged trials plus its errors, each error a
+  trial that did not pass; under ``exclude`` only judged trials. A gate of 1.0 fails on any
+  trial that did not pass. A cell with no judged trial (only errors, or nothing run) fails.
+- When any cell is gated (or a regression gate applies), the verdict passes exactly when every
+  gated cell meets its gate, no variant regressed and every variant has a judged trial;
   when nothing is gated, ``gated`` is False and ``passed`` is None.
+
+Statistics (docs/reports.md): each variant's pass rate has two labelled 95% intervals, one for
+*these tasks* (``ci_these_tasks``, Wilson over the trials; also kept as ``wilson``) and one for
+*tasks like these* (``ci_tasks_like_these``, clustered by task), both around ``pass_rate``.
+Variants are compared with the regression gate's test
+(:func:`.regression.compare_variant`: per-task rates weighted by trials, exact stratified
+permutation test, two-sided ``p_value`` plus the one-sided ``p_worse``), on the same counts the
+gates use (errors per the policy).
 
 Ordering is deterministic: experiments, variants and tasks in the order the metadata gives;
 names found only in outcomes come after, sorted.
@@ -36,7 +51,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..outcome import FAILED, PASSED, TIMEOUT, TrialOutcome
-from .stats import paired_comparison, pass_at_k, wilson_interval
+from .policy import ERROR_POLICIES, ERRORS_COUNT, ERRORS_EXCLUDE
+from .regression import QUESTION_THESE_TASKS, TaskCounts, compare_variant, gate_counts
+from .stats import binom_cdf, binom_upper_bound, clustered_interval, pass_at_k, wilson_interval
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -48,6 +65,13 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 _GATE_TOLERANCE = 1e-12
+#: Level of the reported intervals.
+CONFIDENCE = 0.95
+#: How a cell's gate is judged (summary.json ``gate_rule.rule``).
+GATE_RULE = (
+    "fails when the exact one-sided upper confidence bound of the cell's pass rate, at level "
+    "1 - alpha/m for the m gated cells (Bonferroni), lies below its minimum"
+)
 
 
 @dataclass(frozen=True)
@@ -214,6 +238,8 @@ def _build_experiment(
     cli_min_pass_rate: float | None,
     baseline: str | None,
     not_run: int,
+    errors: str = ERRORS_COUNT,
+    alpha: float = 0.05,
 ) -> dict[str, Any]:
     variants = _ordered(meta.variants, (o.variant for o in outcomes))
     tasks = _ordered(meta.tasks, (o.task for o in outcomes))
@@ -238,14 +264,16 @@ def _build_experiment(
     ]
 
     cells: dict[tuple[str, str], dict[str, Any]] = {}
+    gated_cells = sum(1 for t in tasks if thresholds[t][0] is not None) * len(variants)
     failures: list[dict[str, Any]] = []
     for v in variants:
         for t in tasks:
-            cell = _cell(v, t, cell_acc[(v, t)], ks, thresholds[t])
+            cell = _cell(
+                v, t, cell_acc[(v, t)], ks, thresholds[t], errors, alpha / max(1, gated_cells)
+            )
             cells[(v, t)] = cell
             if cell["gate"]["met"] is False:
                 failures.append(_gate_failure(name, cell))
-    gated_cells = sum(1 for c in cells.values() if c["gate"]["threshold"] is not None)
     variant_rows = [
         _variant_row(v, variant_acc[v], [cells[(v, t)] for t in tasks], ks, failures)
         for v in variants
@@ -258,9 +286,21 @@ def _build_experiment(
             "their last attempt: retrying failures biases pass rates upward",
         ]
     comparisons = [
-        _comparison(base, v, tasks, cells) for v in variants if base is not None and v != base
+        _comparison(base, v, tasks, cells, errors)
+        for v in variants
+        if base is not None and v != base
     ]
     gated = gated_cells > 0
+    if errors == ERRORS_EXCLUDE:
+        notes = [
+            *notes,
+            "errors excluded (--eval-errors exclude): error trials leave the gates as they leave "
+            "the pass rates",
+        ]
+    unjudged = [r["name"] for r in variant_rows if not r["n"]]
+    blind = _blind_gates(cells.values(), alpha / max(1, gated_cells), gated_cells)
+    if blind:
+        notes = [*notes, blind]
     return {
         "name": name,
         "run_id": meta.run_id,
@@ -279,11 +319,20 @@ def _build_experiment(
             if c["flaky"]
         ],
         "totals": _totals(total, not_run),
+        "errors_policy": errors,
+        "gate_rule": {
+            "rule": GATE_RULE,
+            "alpha": alpha,
+            "level": 1.0 - alpha / max(1, gated_cells),
+            "cells": gated_cells,
+            "errors": errors,
+        },
         "verdict": {
             "gated": gated,
-            "passed": (not failures) if gated else None,
+            "passed": (not failures and not unjudged) if gated else None,
             "gated_cells": gated_cells,
             "failures": failures,
+            "unjudged_variants": unjudged,
         },
         "notes": notes,
     }
@@ -295,19 +344,69 @@ def _cell(
     acc: _Acc,
     ks: Sequence[int],
     gate: tuple[float | None, str | None],
+    errors: str = ERRORS_COUNT,
+    cell_alpha: float = 0.05,
 ) -> dict[str, Any]:
-    """One variant x task: counts and rates, pass@k, flakiness and its gate."""
+    """One variant x task: counts and rates, pass@k, flakiness and its gate (judged at the
+    per-cell level ``cell_alpha``, see the module docstring)."""
     n = acc.judged
     cell: dict[str, Any] = {"variant": variant, "task": task, **acc.common()}
     cell["pass_at_k"] = {str(k): (pass_at_k(n, acc.passed, k) if n >= k else None) for k in ks}
     cell["flaky"] = 0 < acc.passed < n
     threshold, source = gate
     met: bool | None = None
+    passes, trials = gate_counts(TaskCounts(acc.passed, n, acc.errors), errors)
+    upper: float | None = None
+    p_value: float | None = None
     if threshold is not None:
-        rate = cell["pass_rate"]
-        met = rate is not None and rate >= threshold - _GATE_TOLERANCE
-    cell["gate"] = {"threshold": threshold, "source": source, "met": met}
+        if n:
+            # the exact one-sided test of "rate >= threshold"; a threshold a hair above a
+            # rate (floating point) is the rate
+            p_value = binom_cdf(passes, trials, max(0.0, threshold - _GATE_TOLERANCE))
+            upper = binom_upper_bound(passes, trials, cell_alpha)
+            met = not p_value < cell_alpha
+        else:
+            met = False
+    cell["gate"] = {
+        "threshold": threshold,
+        "source": source,
+        "met": met,
+        "rate": (passes / trials) if trials else None,
+        "passed": passes,
+        "trials": trials,
+        "upper": upper,
+        "level": 1.0 - cell_alpha,
+        "p_value": p_value,
+    }
     return cell
+
+
+def _blind_gates(cells: Iterable[Mapping[str, Any]], cell_alpha: float, m: int) -> str | None:
+    """A note when some gated cells cannot fail on their trials: even none passed would be
+    consistent with their minimum at the family's level (too few trials for the gate)."""
+    blind = []
+    for c in cells:
+        gate = c["gate"]
+        threshold, trials = gate["threshold"], gate["trials"]
+        if (
+            threshold is None
+            or not c["n"]
+            or threshold <= _GATE_TOLERANCE  # a gate of 0 fails only a cell with no judged trial
+            or threshold >= 1.0 - _GATE_TOLERANCE  # a gate of 1 fails on any trial not passed
+        ):
+            continue
+        if binom_cdf(0, trials, max(0.0, threshold - _GATE_TOLERANCE)) >= cell_alpha:
+            need = math.floor(math.log(cell_alpha) / math.log1p(-threshold)) + 1
+            blind.append((need, threshold))
+    if not blind:
+        return None
+    need, threshold = max(blind)
+    return (
+        f"{len(blind)} gated variant x task pair(s) cannot fail their minimum on their trials: "
+        f"with 95% confidence for the {m} gated pairs together, even 0 passed is consistent "
+        f"with it; a minimum of {threshold:g} needs at least {need} trials per pair to catch "
+        "a pair that never passes (docs/reports.md, Gates)"
+    )
 
 
 def _gate_failure(experiment: str, cell: Mapping[str, Any]) -> dict[str, Any]:
@@ -320,6 +419,11 @@ def _gate_failure(experiment: str, cell: Mapping[str, Any]) -> dict[str, Any]:
         "errors": cell["errors"],
         "threshold": cell["gate"]["threshold"],
         "source": cell["gate"]["source"],
+        "gate_rate": cell["gate"]["rate"],
+        "gate_passed": cell["gate"]["passed"],
+        "gate_trials": cell["gate"]["trials"],
+        "upper": cell["gate"]["upper"],
+        "level": cell["gate"]["level"],
     }
 
 
@@ -330,14 +434,24 @@ def _variant_row(
     ks: Sequence[int],
     failures: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """One variant over all its trials; its pass@k is the mean over its tasks that have one."""
+    """One variant over all its trials, with its two intervals; its pass@k is the mean over the
+    same tasks for every k (those with at least max(k) judged trials; with none, pass@1 over
+    every judged task and the larger k unknown), so pass@k is never below pass@1."""
     row: dict[str, Any] = {"name": variant, **acc.common()}
     # Renamed for the variant level: k of n passed.
     row["k"] = row["passed"]
+    row["ci_level"] = CONFIDENCE
+    row["ci_these_tasks"] = row["wilson"]
+    clustered = clustered_interval([(c["passed"], c["n"]) for c in cells], CONFIDENCE)
+    row["ci_tasks_like_these"] = list(clustered[1]) if clustered else None
+    row["tasks_judged"] = sum(1 for c in cells if c["n"])
     pak: dict[str, float | None] = {}
     pak_tasks: dict[str, int] = {}
+    k_max = max(ks)
+    same = [c for c in cells if c["n"] >= k_max]
     for k in ks:
-        values = [c["pass_at_k"][str(k)] for c in cells if c["pass_at_k"][str(k)] is not None]
+        group = same if same else [c for c in cells if c["n"] >= k and k == 1]
+        values = [c["pass_at_k"][str(k)] for c in group]
         pak[str(k)] = math.fsum(values) / len(values) if values else None
         pak_tasks[str(k)] = len(values)
     row["pass_at_k"] = pak
@@ -368,38 +482,46 @@ def _comparison(
     variant: str,
     tasks: Sequence[str],
     cells: Mapping[tuple[str, str], Mapping[str, Any]],
+    errors: str = ERRORS_COUNT,
 ) -> dict[str, Any]:
-    """``variant`` against ``base``, paired over the tasks judged in both."""
+    """``variant`` against ``base``, paired over the tasks with a trial in both (a judged one,
+    or under ``count`` an error, which counts as a trial that did not pass): the regression
+    gate's estimand and test (:func:`.regression.compare_variant`), two-sided."""
     excluded: list[str] = []
-    b_rates: list[float] = []
-    c_rates: list[float] = []
+    b_counts: dict[str, tuple[int, int]] = {}
+    c_counts: dict[str, tuple[int, int]] = {}
     for t in tasks:
-        rb = cells[(base, t)]["pass_rate"]
-        rc = cells[(variant, t)]["pass_rate"]
-        if rb is None or rc is None:
+        cb, cc = cells[(base, t)], cells[(variant, t)]
+        b = gate_counts(TaskCounts(cb["passed"], cb["n"], cb["errors"]), errors)
+        c = gate_counts(TaskCounts(cc["passed"], cc["n"], cc["errors"]), errors)
+        if not b[1] or not c[1]:
             excluded.append(t)
             continue
-        b_rates.append(rb)
-        c_rates.append(rc)
-    res = paired_comparison(b_rates, c_rates)
+        b_counts[t], c_counts[t] = b, c
+    res = compare_variant(b_counts, c_counts)
+    diffs = [c_counts[t][0] / c_counts[t][1] - b_counts[t][0] / b_counts[t][1] for t in b_counts]
+    wins = sum(1 for d in diffs if d > 1e-12)
+    losses = sum(1 for d in diffs if d < -1e-12)
     return {
         "baseline": base,
         "variant": variant,
-        "tasks_paired": res.n,
+        "tasks_paired": res.n_tasks,
         "tasks_excluded": excluded,
-        "baseline_pass_rate": res.mean_baseline,
-        "variant_pass_rate": res.mean_candidate,
-        "diff": res.mean_diff,
-        "ci": list(res.interval) if res.interval is not None else None,
-        "confidence": res.confidence,
-        "t": res.t,
-        "df": res.df,
-        "p_value": res.p_value,
-        "sign_test_p": res.sign_test_p,
-        "wins": res.wins,
-        "losses": res.losses,
-        "ties": res.ties,
-        "method": res.method,
+        "baseline_pass_rate": res.base_rate,
+        "variant_pass_rate": res.cand_rate,
+        "diff": res.diff,
+        "ci": [res.ci_low, res.ci_high] if res.ci_low is not None else None,
+        "confidence": CONFIDENCE,
+        "p_value": res.p_two_sided,
+        "p_worse": res.p_value,
+        "sided": "two-sided",
+        "wins": wins,
+        "losses": losses,
+        "ties": len(diffs) - wins - losses,
+        "method": res.method.replace("(one-sided)", "(two-sided)"),
+        "question": QUESTION_THESE_TASKS,
+        "errors": errors,
+        "weighting": "per-task rates weighted by trials (n_a n_b / (n_a + n_b))",
     }
 
 
@@ -439,8 +561,14 @@ def build_summary(
     cli_min_pass_rate: float | None,
     baseline: str | None,
     not_run: Mapping[str, int] | None = None,
+    errors: str = ERRORS_COUNT,
+    alpha: float = 0.05,
 ) -> dict[str, Any]:
     """Summarise a run: the content of summary.json (see the module docstring for the rules).
+
+    ``errors``: the error policy (``--eval-errors``: ``count`` or ``exclude``). ``alpha``: the
+    family-wise level at which the experiment's cell gates are judged together
+    (``--eval-alpha``).
 
     ``experiments_meta`` maps experiment name -> :class:`ExperimentMeta`, in display order.
     ``not_run`` maps experiment name -> number of trials that were selected but did not run
@@ -448,6 +576,10 @@ def build_summary(
     have fewer judged trials, and an empty cell fails its gate anyway).
     """
     _validate_rate(cli_min_pass_rate, "--eval-min-pass-rate")
+    if errors not in ERROR_POLICIES:
+        raise ValueError(f"errors must be one of {', '.join(ERROR_POLICIES)}, got {errors!r}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     for meta in experiments_meta.values():
         _validate_rate(meta.min_pass_rate, f"min_pass_rate of {meta.name!r}")
         for task, value in meta.task_min_pass_rate.items():
@@ -473,6 +605,8 @@ def build_summary(
                 cli_min_pass_rate,
                 baseline,
                 int(not_run.get(name, 0)),
+                errors,
+                alpha,
             )
         )
 
@@ -515,12 +649,19 @@ def _session(
     regressions = [
         f"{e['name']} / {v}" for e in experiments for v in e["verdict"].get("regressions", [])
     ]
+    unjudged = [
+        f"{e['name']} / {v}"
+        for e in experiments
+        if e["verdict"]["gated"]
+        for v in e["verdict"].get("unjudged_variants", [])
+    ]
     gated = any(e["verdict"]["gated"] for e in experiments)
     verdict: dict[str, Any] = {
         "gated": gated,
-        "passed": (not failures and not regressions) if gated else None,
+        "passed": (not failures and not regressions and not unjudged) if gated else None,
         "gated_cells": sum(e["verdict"]["gated_cells"] for e in experiments),
         "failures": failures,
+        "unjudged_variants": unjudged,
     }
     if any("regression" in e for e in experiments):
         verdict["regressions"] = regressions
@@ -543,6 +684,10 @@ def apply_regression(summary: Mapping[str, Any], regression: Mapping[str, Any]) 
     verdict = dict(exp["verdict"])
     verdict["gated"] = True
     verdict["regressions"] = list(regression["regressed"])
-    verdict["passed"] = not verdict["failures"] and not verdict["regressions"]
+    verdict["passed"] = (
+        not verdict["failures"]
+        and not verdict["regressions"]
+        and not verdict.get("unjudged_variants")
+    )
     exp["verdict"] = verdict
     return _session([exp], summary["cli_min_pass_rate"], summary["baseline"])

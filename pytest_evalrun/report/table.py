@@ -20,12 +20,17 @@ from .fmt import fmt_cost, fmt_duration, fmt_interval, fmt_p, fmt_pct, fmt_pp, f
 
 __all__ = [
     "EFFORT_KEYS",
+    "REGRESSION_ALIGN",
+    "REGRESSION_HEADER",
     "Column",
     "Grid",
     "TaskCell",
     "TaskRow",
     "TaskTable",
     "columns_grid",
+    "comparison_details",
+    "regression_rows",
+    "regression_title",
     "task_grid",
     "task_table",
     "variant_columns",
@@ -144,8 +149,9 @@ EFFORT_KEYS = ("agent_time", "tokens", "cost")
 def variant_columns(exp: Mapping[str, Any], *, text: Callable[[str], str]) -> list[Column]:
     """The variant table's columns, in display order.
 
-    ``variant``, ``pass_rate``, ``wilson``, ``kn``, ``timeouts``, ``errors``; ``resumed`` when a
-    trial was resumed; ``pass@<k>`` for each k when the experiment has k > 1; then
+    ``variant``, ``pass_rate``, ``wilson`` (the 95% interval for these tasks), ``clustered``
+    (for tasks like these), ``kn``, ``timeouts``, ``errors``; ``resumed`` when a trial was
+    resumed; ``pass@<k>`` for each k when the experiment has k > 1; then
     ``agent_time``, ``tokens`` and ``cost`` (always; see :attr:`Column.known`).
     """
     vs: Sequence[Mapping[str, Any]] = exp["variants"]
@@ -157,7 +163,18 @@ def variant_columns(exp: Mapping[str, Any], *, text: Callable[[str], str]) -> li
     cols = [
         Column("variant", "variant", "variant", tuple(text(v["name"]) for v in vs), "l"),
         col("pass_rate", "pass rate", "pass rate", [fmt_pct(v["pass_rate"], 1) for v in vs]),
-        col("wilson", "95% CI (Wilson)", "95% CI", [fmt_interval(v["wilson"], 1) for v in vs]),
+        col(
+            "wilson",
+            "95% CI, these tasks (Wilson)",
+            "95% CI these tasks",
+            [fmt_interval(v.get("ci_these_tasks", v.get("wilson")), 1) for v in vs],
+        ),
+        col(
+            "clustered",
+            "95% CI, tasks like these (clustered)",
+            "95% CI tasks like these",
+            [fmt_interval(v.get("ci_tasks_like_these"), 1) for v in vs],
+        ),
         col("kn", "passed/judged", "k/n", [f"{v['passed']}/{v['n']}" for v in vs]),
         col("timeouts", "timeouts", "timeouts", [str(v["timeout"]) for v in vs]),
         col("errors", "errors", "errors", [str(v["errors"]) for v in vs]),
@@ -199,9 +216,48 @@ REGRESSION_HEADER = (
     "this run",
     "difference [95% CI]",
     "p (one-sided)",
+    "p (Holm)",
+    "tasks paired/dropped",
+    "errors",
     "detectable drop",
     "verdict",
 )
+REGRESSION_ALIGN = "lrrrrrrrrl"
+
+
+def _regression_verdict(v: Mapping[str, Any], errors: str) -> str:
+    dropped = v.get("tasks_dropped") or []
+    if v["regressed"]:
+        parts = []
+        if v.get("significant", v["regressed"]):
+            parts.append("REGRESSED")
+        if dropped and errors == "count":
+            parts.append(f"FAILED: {len(dropped)} task(s) without a judged trial")
+        return "; ".join(parts) or "FAILED"
+    if v["n_tasks"] == 0:
+        return "no task to pair" if v.get("in_baseline") else "not in the baseline"
+    return "no regression detected"
+
+
+def regression_title(regression: Mapping[str, Any]) -> str:
+    """What the regression gate is, in one sentence (terminal, summary.md, HTML)."""
+    tested = regression.get("variants_tested")
+    family = (
+        f", Holm over {tested} variant{'s' if tested != 1 else ''}: family-wise false-alarm "
+        f"rate at most {regression['alpha']:g}"
+        if tested is not None
+        else ""
+    )
+    errors = regression.get("errors", "count")
+    errs = (
+        "errors count as trials that did not pass"
+        if errors == "count"
+        else "errors excluded from the test"
+    )
+    return (
+        f"{regression['test']} (exact stratified permutation test on these tasks), "
+        f"alpha {regression['alpha']:g}{family}; {errs}"
+    )
 
 
 def regression_rows(
@@ -210,17 +266,15 @@ def regression_rows(
     """Rows of the regression gate's table (for the terminal and summary.md alike).
     ``detectable drop``: the smallest drop this comparison detects with 80% power."""
     rows = []
+    errors = regression.get("errors", "count")
     for v in regression["variants"]:
-        if v["n_tasks"] == 0:
-            verdict = "no task to pair" if v.get("in_baseline") else "not in the baseline"
-        else:
-            verdict = "REGRESSED" if v["regressed"] else "no regression detected"
         ci = (
             f"{fmt_pp(v['diff'])} [{v['ci_low'] * 100:+.1f}, {v['ci_high'] * 100:+.1f}]"
             if v["diff"] is not None and v["ci_low"] is not None and v["ci_high"] is not None
             else fmt_pp(v["diff"])
         )
         drop = v["min_detectable_drop"]
+        dropped = v.get("tasks_dropped")
         rows.append(
             [
                 text(v["variant"]),
@@ -228,11 +282,22 @@ def regression_rows(
                 fmt_pct(v["cand_rate"], 1),
                 ci,
                 fmt_p(v["p_value"]),
+                fmt_p(v.get("p_adjusted")),
+                f"{v['n_tasks']}/{len(dropped)}" if dropped is not None else str(v["n_tasks"]),
+                str(v.get("errors", "-")),
                 f"{drop * 100:.1f} pp"
                 if drop is not None
                 # too few trials: not even a drop to 0% would be caught with 80% power
                 else ("-" if v["n_tasks"] == 0 else "none at 80% power"),
-                verdict,
+                _regression_verdict(v, errors),
             ]
         )
     return rows
+
+
+def comparison_details(c: Mapping[str, Any]) -> tuple[str, str]:
+    """The test and the question of a within-run comparison (``p (two-sided)`` header and a
+    label), for a summary of this version or an older one (paired t)."""
+    if "p_worse" in c:
+        return "p (two-sided)", "exact test weighted by trials, on these tasks"
+    return "p (paired t)", "paired t over task means (older summary)"

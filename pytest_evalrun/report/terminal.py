@@ -14,13 +14,17 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..safetext import escape
 from .fmt import fmt_p, fmt_pct, fmt_pp, plural, totals_text
 from .table import (
     EFFORT_KEYS,
+    REGRESSION_ALIGN,
     REGRESSION_HEADER,
     TaskCell,
     columns_grid,
+    comparison_details,
     regression_rows,
+    regression_title,
     task_grid,
     task_table,
     variant_columns,
@@ -35,8 +39,8 @@ MAX_FLAKY_SHOWN = 20
 
 
 def _clean(text: object) -> str:
-    """One line of text: control characters (which names may not have anyway) become spaces."""
-    return "".join(ch if ch.isprintable() else " " for ch in str(text))
+    """One line of text, control, bidi and invisible characters shown escaped."""
+    return escape(text)
 
 
 def _table(headers: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> list[str]:
@@ -78,7 +82,7 @@ def _experiment_lines(exp: Mapping[str, Any]) -> list[str]:
         lines.extend(_table(*task_grid(table, text=_clean, cell=_cell_text, min_header="min")))
         legend = ["k/n = passed/judged", "~ flaky", "+NE = N errors (not judged)"]
         if table.gated:
-            legend.insert(2, "! below min pass rate")
+            legend.insert(2, "! fails its min pass rate (upper bound below it)")
         lines.append("  " + ", ".join(legend))
 
     if exp["variants"]:
@@ -86,6 +90,11 @@ def _experiment_lines(exp: Mapping[str, Any]) -> list[str]:
         visible = [c for c in columns if c.key not in EFFORT_KEYS or c.known]
         lines.extend(_table(*columns_grid(visible, short=True)))
 
+    if exp["variants"] and exp["variants"][0].get("ci_tasks_like_these", "absent") != "absent":
+        lines.append(
+            "  95% CI these tasks: Wilson over the trials (the rate on this suite's tasks); "
+            "95% CI tasks like these: clustered by task (the rate on the tasks they stand for)"
+        )
     for c in exp["comparisons"]:
         lines.append(_comparison_line(c))
 
@@ -93,10 +102,12 @@ def _experiment_lines(exp: Mapping[str, Any]) -> list[str]:
     if regression:
         lines.append(
             f"regression gate against run {_clean(regression['baseline_run'])} "
-            f"({regression['test']}, alpha {regression['alpha']:g}):"
+            f"({_clean(regression_title(regression))}):"
         )
         rows = regression_rows(regression, text=_clean)
-        lines.extend(_table(REGRESSION_HEADER, "lrrrrrl", rows))
+        lines.extend(_table(REGRESSION_HEADER, REGRESSION_ALIGN, rows))
+        for note in regression.get("notes", []):
+            lines.append(f"note: {_clean(note)}")
 
     flaky = exp["flaky"]
     if flaky:
@@ -123,7 +134,8 @@ def _comparison_line(c: Mapping[str, Any]) -> str:
     if c["ci"] is not None:
         lo, hi = c["ci"]
         text += f" [{lo * 100:+.1f}, {hi * 100:+.1f}]"
-    details = [f"paired t p={fmt_p(c['p_value'])}", f"sign test p={fmt_p(c['sign_test_p'])}"]
+    label, what = comparison_details(c)
+    details = [f"{label.removeprefix('p (').removesuffix(')')} p={fmt_p(c['p_value'])}", what]
     details.append(
         f"{plural(c['tasks_paired'], 'task')}: {c['wins']} better, {c['losses']} worse, "
         f"{c['ties']} same"
@@ -136,10 +148,23 @@ def _comparison_line(c: Mapping[str, Any]) -> str:
 def _verdict_lines(verdict: Mapping[str, Any]) -> list[str]:
     if not verdict["gated"]:
         return []
+    unjudged = [
+        f"  {_clean(v)}: no judged trial (only errors or nothing run): the run fails"
+        for v in verdict.get("unjudged_variants", [])
+    ]
+    return _gate_lines(verdict) + unjudged
+
+
+def _gate_lines(verdict: Mapping[str, Any]) -> list[str]:
     failures = verdict["failures"]
     regressions = verdict.get("regressions")
     if regressions is not None:  # a regression gate (--eval-baseline-run) applies
         return _regression_verdict_lines(verdict)
+    if verdict.get("unjudged_variants") and not failures:
+        return [
+            f"gate: FAILED (all {verdict['gated_cells']} gated variant x task pairs meet their "
+            "min pass rate, but a variant has no judged trial)"
+        ]
     if verdict["passed"]:
         return [
             f"gate: PASSED (all {verdict['gated_cells']} gated variant x task pairs meet "
@@ -149,11 +174,7 @@ def _verdict_lines(verdict: Mapping[str, Any]) -> list[str]:
         f"gate: FAILED ({len(failures)} of {verdict['gated_cells']} gated variant x task "
         "pairs below their min pass rate)"
     ]
-    for f in failures[:MAX_GATE_FAILURES_SHOWN]:
-        rate = fmt_pct(f["pass_rate"], 1) if f["pass_rate"] is not None else "no judged trial"
-        lines.append(
-            f"  {_clean(f['variant'])} / {_clean(f['task'])}: {rate} < {fmt_pct(f['threshold'], 1)}"
-        )
+    lines.extend(_failure_line(f) for f in failures[:MAX_GATE_FAILURES_SHOWN])
     if len(failures) > MAX_GATE_FAILURES_SHOWN:
         lines.append(f"  ... and {len(failures) - MAX_GATE_FAILURES_SHOWN} more (see summary.md)")
     return lines
@@ -174,12 +195,23 @@ def _regression_verdict_lines(verdict: Mapping[str, Any]) -> list[str]:
     )
     word = "PASSED" if verdict["passed"] else "FAILED"
     lines = [f"gate: {word} ({'; '.join(reasons)})"]
-    for f in failures[:MAX_GATE_FAILURES_SHOWN]:
-        rate = fmt_pct(f["pass_rate"], 1) if f["pass_rate"] is not None else "no judged trial"
-        lines.append(
-            f"  {_clean(f['variant'])} / {_clean(f['task'])}: {rate} < {fmt_pct(f['threshold'], 1)}"
-        )
+    lines.extend(_failure_line(f) for f in failures[:MAX_GATE_FAILURES_SHOWN])
     return lines
+
+
+def _failure_line(f: Mapping[str, Any]) -> str:
+    """``a / t: 1/10 passed, upper bound 39.4% (99.75%) < 60.0%``: the gate's counts (errors
+    included under the count policy) and the bound that lies below the minimum."""
+    head = f"  {_clean(f['variant'])} / {_clean(f['task'])}: "
+    if f["pass_rate"] is None:
+        return head + f"no judged trial < {fmt_pct(f['threshold'], 1)}"
+    if f.get("upper") is None:  # a summary of an older version
+        return head + f"{fmt_pct(f['pass_rate'], 1)} < {fmt_pct(f['threshold'], 1)}"
+    return head + (
+        f"{f['gate_passed']}/{f['gate_trials']} passed, upper bound "
+        f"{fmt_pct(f['upper'], 1)} ({f['level'] * 100:.4g}% one-sided) < "
+        f"{fmt_pct(f['threshold'], 1)}"
+    )
 
 
 def render_terminal(summary: Mapping[str, Any]) -> list[str]:
@@ -193,17 +225,33 @@ def render_terminal(summary: Mapping[str, Any]) -> list[str]:
     verdict = summary["verdict"]
     if verdict["gated"] and len(experiments) > 1:
         lines.append("")
+        unjudged = verdict.get("unjudged_variants") or []
         if verdict["passed"]:
             lines.append("evalrun gates: PASSED")
-        elif verdict.get("regressions"):
-            lines.append(
-                f"evalrun gates: FAILED ({len(verdict['failures'])} of "
-                f"{verdict['gated_cells']} gated variant x task pairs below their min pass "
-                f"rate; regressed: {', '.join(_clean(r) for r in verdict['regressions'])})"
-            )
         else:
-            lines.append(
-                f"evalrun gates: FAILED ({len(verdict['failures'])} of "
-                f"{verdict['gated_cells']} gated variant x task pairs below their min pass rate)"
-            )
+            reasons = []
+            if verdict["failures"] or not (unjudged or verdict.get("regressions")):
+                reasons.append(
+                    f"{len(verdict['failures'])} of {verdict['gated_cells']} gated variant x "
+                    "task pairs below their min pass rate"
+                )
+            if verdict.get("regressions"):
+                reasons.append(
+                    f"regressed: {', '.join(_clean(r) for r in verdict['regressions'])}"
+                )
+            if unjudged:
+                reasons.append(f"no judged trial: {', '.join(_clean(v) for v in unjudged)}")
+            lines.append(f"evalrun gates: FAILED ({'; '.join(reasons)})")
     return lines
+
+
+def interrupted_lines(interrupted: int, not_run: int, command: str) -> list[str]:
+    """What an interrupted session says last: that it was interrupted, what it left undone,
+    and the command that finishes its runs."""
+    undone = [plural(interrupted, "trial") + " stopped while running (errors: interrupted)"]
+    if not_run:
+        undone.append(f"{not_run} not started")
+    return [
+        f"interrupted: {'; '.join(undone)}",
+        f"finish the run with: {_clean(command)}",
+    ]

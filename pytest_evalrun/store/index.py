@@ -20,7 +20,8 @@ from ..outcome import TrialOutcome
 from ..secrets import Redactor
 from ..spec.model import Task, Variant
 from . import runs
-from .index_schema import SCHEMA, SCHEMA_VERSION, migrate, refresh_run_variants
+from .index_schema import SCHEMA, SCHEMA_VERSION, load_pins, migrate, refresh_run_variants
+from .pins import Pin
 from .recorder import FinishedRun, Recorder, RunInfo
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "record_run",
     "record_trials",
     "run_row",
+    "sync_pins",
     "trial_row",
 ]
 
@@ -246,6 +248,13 @@ def delete_runs(db: Path, runs_: Iterable[tuple[str, str]]) -> None:
     with connect(db) as conn:
         for table in ("runs", "trials", "run_variants"):
             conn.executemany(f"DELETE FROM {table} WHERE experiment = ? AND run_id = ?", keys)
+
+
+def sync_pins(db: Path, pins: Iterable[Pin]) -> None:
+    """Make the index's ``baselines`` table hold exactly ``pins`` (results/baselines.json)."""
+    rows = [(p.experiment, p.name, p.run_id, p.pinned_at) for p in pins]
+    with connect(db) as conn:
+        load_pins(conn, rows)
 
 
 class IndexRecorder(Recorder):

@@ -9,6 +9,8 @@ Versions (``PRAGMA user_version``):
 - 2: more columns in ``runs`` (display name, verdict) and ``trials`` (names, message, step
   durations, cache tokens, Pier path), and the ``run_variants`` table (per run and variant
   counts, so a list of 10,000 runs with their pass rates is one small query).
+- 3: the ``baselines`` table: pinned baselines (``evalrun baseline set``), a mirror of
+  ``results/baselines.json`` (:mod:`.pins`); an older index gets it filled from that file.
 
 :func:`migrate` brings any older file up to :data:`SCHEMA_VERSION` in place: it adds the
 missing columns (NULL in old rows) and fills ``run_variants`` from ``trials``. The caller holds
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -89,6 +91,13 @@ CREATE TABLE IF NOT EXISTS run_variants (
     errors       INTEGER NOT NULL,
     PRIMARY KEY (experiment, run_id, variant)
 );
+CREATE TABLE IF NOT EXISTS baselines (
+    experiment   TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    run_id       TEXT NOT NULL,
+    pinned_at    TEXT,
+    PRIMARY KEY (experiment, name)
+);
 CREATE INDEX IF NOT EXISTS trials_by_task ON trials (experiment, task, variant);
 CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at);
 """
@@ -145,6 +154,35 @@ def refresh_run_variants(conn: sqlite3.Connection, experiment: str, run_id: str)
     )
 
 
+INSERT_PIN = (
+    "INSERT OR REPLACE INTO baselines (experiment, name, run_id, pinned_at) VALUES (?, ?, ?, ?)"
+)
+
+
+def load_pins(conn: sqlite3.Connection, pins: list[tuple[str, str, str, str]]) -> None:
+    """Make the ``baselines`` table hold exactly ``pins`` (experiment, name, run id, when)."""
+    conn.execute("DELETE FROM baselines")
+    conn.executemany(INSERT_PIN, pins)
+
+
+def _pins_file(conn: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
+    """The pins of the results directory this index file is in (``[]`` when none can be
+    read: a damaged pins file is named by ``evalrun baseline``, not here)."""
+    from pathlib import Path
+
+    from .pins import PinsError, read_pins
+
+    row = conn.execute("PRAGMA database_list").fetchone()
+    if not row or not row[2]:
+        return []
+    try:
+        return [
+            (p.experiment, p.name, p.run_id, p.pinned_at) for p in read_pins(Path(row[2]).parent)
+        ]
+    except PinsError:
+        return []
+
+
 def migrate(conn: sqlite3.Connection) -> bool:
     """Create or upgrade the schema in place (caller holds the write lock); True if it changed.
 
@@ -165,6 +203,8 @@ def migrate(conn: sqlite3.Connection) -> bool:
     if had_runs:  # an older index: its runs get their per-variant counts
         conn.execute("DELETE FROM run_variants")
         conn.execute(REFRESH_RUN_VARIANTS + " GROUP BY experiment, run_id, variant")
+    if version < 3:
+        load_pins(conn, _pins_file(conn))
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.commit()
     return True

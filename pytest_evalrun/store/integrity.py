@@ -13,11 +13,15 @@ Checked, for every run directory under ``results/``:
   config.json, result.json and agent/trajectory.json parse.
 
 Files the agent or verify wrote (``artifacts/``, ``verifier/``, ``workspace/``) are theirs and
-not checked.
+not checked. Nothing the agent can leave stalls or crashes the check: a file checked that is a
+FIFO, a socket or a device is named as such (never opened: a FIFO would block forever), a
+directory that cannot be read is named, and so is every file below it that could not be
+checked.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +31,16 @@ from typing import Any
 from .atomic import finite, read_json
 from .index_schema import SCHEMA_VERSION, migrate, user_version
 from .paths import index_db
-from .walk import RunDir, is_pier_job_of, iter_run_dirs, iter_trial_dirs, pier_job_dir
+from .walk import (
+    RunDir,
+    Unreadable,
+    is_pier_job_of,
+    iter_run_dirs,
+    iter_trial_dirs,
+    not_regular,
+    pier_job_dir,
+    subdirs,
+)
 
 #: meta.json fields compared with the trial's index row.
 TRIAL_FIELDS = ("status", "reward", "error_kind", "seed", "fingerprint", "started_at",
@@ -54,6 +67,10 @@ class Checked:
 def _load(path: Path, checked: Checked, problems: list[Problem]) -> dict[str, Any] | None:
     """The JSON object in ``path``; a problem (and None) when it is not one."""
     checked.files += 1
+    why = not_regular(path)
+    if why is not None:
+        problems.append(Problem(path, why))
+        return None
     try:
         data = read_json(path)
     except FileNotFoundError:
@@ -111,9 +128,12 @@ class _Index:
     def trials(self, key: tuple[str, str]) -> dict[tuple[str, str, int], dict[str, Any]]:
         if self.conn is None:
             return {}
-        rows = self.conn.execute(
-            "SELECT * FROM trials WHERE experiment = ? AND run_id = ?", key
-        ).fetchall()
+        try:
+            rows = self.conn.execute(
+                "SELECT * FROM trials WHERE experiment = ? AND run_id = ?", key
+            ).fetchall()
+        except UnicodeEncodeError:  # a directory name that is not UTF-8: never indexed
+            return {}
         return {(r["variant"], r["task"], r["trial"]): dict(r) for r in rows}
 
 
@@ -152,18 +172,19 @@ def _check_run(
     if (rd.path / "summary.json").exists():
         summary = _load(rd.path / "summary.json", checked, problems)
     variants = rd.path / "variants"
-    for vdir in sorted(p for p in variants.glob("*") if p.is_dir()) if variants.is_dir() else []:
-        if (vdir / "variant.json").exists():
+    for vdir in (variants / v for v in subdirs(variants)):
+        if os.path.lexists(vdir / "variant.json"):
             _load(vdir / "variant.json", checked, problems)
-        for tdir in sorted(p for p in (vdir / "tasks").glob("*") if p.is_dir()):
-            if (tdir / "task.json").exists():
+        for tdir in (vdir / "tasks" / t for t in subdirs(vdir / "tasks")):
+            if os.path.lexists(tdir / "task.json"):
                 _load(tdir / "task.json", checked, problems)
     indexed = index.trials(rd.key)
-    for tp in iter_trial_dirs(rd.path):
+    unreadable: Unreadable = []
+    for tp in iter_trial_dirs(rd.path, unreadable):
         checked.trials += 1
         meta = _load(tp.path / "meta.json", checked, problems)
         for name in TRIAL_FILES[1:]:
-            if (tp.path / name).exists():
+            if os.path.lexists(tp.path / name):
                 _load(tp.path / name, checked, problems)
         row = indexed.pop((tp.variant, tp.task, tp.trial), None)
         if meta is None or meta.get("status") == "running" or index.conn is None:
@@ -176,9 +197,14 @@ def _check_run(
             problems.append(
                 Problem(tp.path / "meta.json", f"differs from the index (hand-edited?): {diff}")
             )
+    problems.extend(Problem(Path(path), why) for path, why in unreadable)
+    hidden = tuple(path + os.sep for path, _ in unreadable)
     for v, t, n in sorted(indexed):
         path = rd.path / "variants" / v / "tasks" / t / "trials" / f"{n:03d}"
-        problems.append(Problem(path, "in the index, but not on disk"))
+        if str(path).startswith(hidden):
+            problems.append(Problem(path, "not checked: below an unreadable directory"))
+        else:
+            problems.append(Problem(path, "in the index, but not on disk"))
     job = jobs(rd, summary)
     if job is not None:
         _check_job(job, checked, problems)
@@ -186,12 +212,14 @@ def _check_run(
 
 def _check_job(job: Path, checked: Checked, problems: list[Problem]) -> None:
     for name in ("config.json", "result.json"):
-        if (job / name).exists():
+        if os.path.lexists(job / name):
             _load(job / name, checked, problems)
-    for trial in sorted(p for p in job.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    unreadable: Unreadable = []
+    for trial in (job / name for name in subdirs(job, unreadable)):
         for name in ("config.json", "result.json", "agent/trajectory.json"):
-            if (trial / name).exists():
+            if os.path.lexists(trial / name):
                 _load(trial / name, checked, problems)
+    problems.extend(Problem(Path(path), why) for path, why in unreadable)
 
 
 def default_jobs(results: Path, jobs: Path | None) -> Callable[[RunDir, Any], Path | None]:
@@ -223,10 +251,17 @@ def check_results(results: Path, jobs: Path | None = None) -> tuple[Checked, lis
     checked = Checked()
     index = _Index(index_db(results), problems)
     find_job = default_jobs(results, jobs)
-    for rd in iter_run_dirs(results):
+    unreadable: Unreadable = []
+    for rd in iter_run_dirs(results, unreadable):
         _check_run(rd, index, find_job, checked, problems)
+    problems.extend(Problem(Path(path), why) for path, why in unreadable)
+    hidden = tuple(path + os.sep for path, _ in unreadable)
     for (exp, rid), _row in sorted(index.runs.items()):
-        problems.append(Problem(results / exp / rid, "in the index, but not on disk"))
+        where = results / exp / rid
+        if str(where).startswith(hidden):
+            problems.append(Problem(where, "not checked: below an unreadable directory"))
+        else:
+            problems.append(Problem(where, "in the index, but not on disk"))
     if index.conn is not None:
         index.conn.close()
     return checked, problems

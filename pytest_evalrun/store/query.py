@@ -244,6 +244,16 @@ def find_runs(conn: sqlite3.Connection, ref: str, experiment: str | None = None)
     return _rows_of(conn, ids[0], experiment)
 
 
+def pins_by_run(conn: sqlite3.Connection) -> dict[tuple[str, str], list[str]]:
+    """The pinned baselines: ``{(experiment, run id): [pin names]}`` (``evalrun baseline``)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for exp, name, rid in conn.execute(
+        "SELECT experiment, name, run_id FROM baselines ORDER BY experiment, name"
+    ):
+        out.setdefault((exp, rid), []).append(name)
+    return out
+
+
 def with_counts(conn: sqlite3.Connection, rows: Sequence[RunRow]) -> list[RunRow]:
     counts = variant_counts(conn, rows)
     return [_with_variants(r, counts.get(r.key, [])) for r in rows]

@@ -2,8 +2,9 @@
 
 Every run directory with a readable run.json gets its ``runs`` row (with summary.json's verdict
 when that parses) and every finished trial whose meta.json parses gets its ``trials`` row;
-trials still ``running`` are left out, as the live index leaves them out. Files that cannot be
-read are skipped and named.
+trials still ``running`` are left out, as the live index leaves them out. The pinned baselines
+are loaded from ``results/baselines.json`` (:mod:`.pins`). Files that cannot be read are
+skipped and named.
 
 The index is emptied and refilled in one transaction under its write lock, so readers see the
 old index or the new one. An index that SQLite cannot open (a damaged file) is deleted and
@@ -24,8 +25,9 @@ from filelock import FileLock
 from ..outcome import TrialOutcome
 from .atomic import read_json
 from .index import INSERT_RUN, INSERT_TRIAL, forget, run_row, trial_row
-from .index_schema import migrate, refresh_run_variants
+from .index_schema import load_pins, migrate, refresh_run_variants
 from .paths import index_db
+from .pins import PinsError, pins_path, read_pins
 from .walk import iter_run_dirs, iter_trial_dirs
 
 
@@ -101,6 +103,14 @@ def rebuild_index(results: Path) -> Rebuilt:
             with conn:
                 for table in ("runs", "trials", "run_variants"):
                     conn.execute(f"DELETE FROM {table}")
+                try:
+                    pins = read_pins(results)
+                except PinsError as exc:
+                    pins = []
+                    result.skipped.append(
+                        (pins_path(results), str(exc).removeprefix(f"{pins_path(results)}: "))
+                    )
+                load_pins(conn, [(p.experiment, p.name, p.run_id, p.pinned_at) for p in pins])
                 for rd in iter_run_dirs(results):
                     run, problem = _read(rd.path / "run.json")
                     if problem is None and not isinstance(run, dict):

@@ -46,6 +46,8 @@ class RunInfo:
     #: The isolation this session gives each variant's steps (variant name -> the
     #: ``isolation`` record of its trials' meta.json); {} when unknown.
     isolation: Mapping[str, Any] = field(default_factory=dict)
+    #: --eval-retry of this session (the statuses that run again), () without.
+    retry: Sequence[str] = ()
 
 
 @dataclass

@@ -12,7 +12,7 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -120,13 +120,18 @@ def start_run(
     plan: dict[str, Any] | None = None,
     shard: str = "",
     isolation: Mapping[str, Any] | None = None,
+    selection: Mapping[str, Any] | None = None,
+    retry: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Create run.json, or mark an existing run running again for this session (idempotent).
 
     ``plan``: the experiment's variants, tasks and gates in file order (what a summary of the
     run needs besides its trials; ``evalrun merge`` reads it). ``shard``: --eval-shard.
     ``isolation``: what each variant's steps get in this session (also kept per session:
-    a resumed run may have run with another ``--eval-sandbox``)."""
+    a resumed run may have run with another ``--eval-sandbox``). ``selection``: how many of
+    the experiment's trials this session selected (``{"trials": n, "of": total}``, after
+    -k/-m/node ids/--lf and --eval-shard), kept in the session's entry; ``retry``: the
+    session's --eval-retry statuses (the baseline lookup reads both, store/baseline.py)."""
 
     def change(data: dict[str, Any] | None) -> dict[str, Any]:
         now = utc_now()
@@ -155,6 +160,9 @@ def start_run(
                 session["shard"] = shard
             if isolation is not None:
                 session["isolation"] = dict(isolation)
+            if selection is not None:
+                session["selection"] = dict(selection)
+            session["retry"] = list(retry)
             sessions.append(session)
             data["status"] = RUNNING
             data["finished_at"] = None

@@ -108,6 +108,8 @@ class StandardRecorder(Recorder):
             plan=experiment_plan(run.experiment),
             shard=run.shard,
             isolation=run.isolation or None,
+            selection={"trials": run.n_total_trials, "of": run.experiment.n_items},
+            retry=run.retry,
         )
 
     def begin_trial(

@@ -8,23 +8,67 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from .atomic import read_json
 from .pier.files import JOB_MARKER
 from .pier.names import safe_job_name
 
+#: Where a walk notes the directories it could not read: (path, reason).
+Unreadable = list[tuple[str, str]]
 
-def subdirs(path: Path | str) -> list[str]:
-    """The names of ``path``'s subdirectories (not hidden, no links), sorted; [] when none."""
+
+def subdirs(path: Path | str, unreadable: Unreadable | None = None) -> list[str]:
+    """The names of ``path``'s subdirectories (not hidden, no links), sorted; [] when none.
+
+    A directory that exists but cannot be read (permissions, a loop) gives [] too, and is
+    noted in ``unreadable`` when given, so a caller that must tell the truth can."""
     try:
         with os.scandir(path) as it:
             return sorted(
                 e.name for e in it if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")
             )
-    except OSError:
+    except FileNotFoundError:
         return []
+    except OSError as exc:
+        if unreadable is not None and os.path.lexists(path):
+            unreadable.append((str(path), f"unreadable directory: {exc.strerror or exc}"))
+        return []
+
+
+def not_regular(path: Path | str) -> str | None:
+    """Why ``path`` (followed, when a link) is not a regular file to read (a FIFO would block
+    the reader forever, a device never end); None when it is one or does not exist."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"{kind}, not a regular file"
+
+
+def read_regular_json(path: Path | str) -> Any:
+    """:func:`.atomic.read_json` of a regular file only: OSError for a FIFO, a socket, a
+    device or a directory (which would block or never end)."""
+    why = not_regular(path)
+    if why is not None:
+        raise OSError(why)
+    return read_json(path)
 
 
 @dataclass(frozen=True)
@@ -38,10 +82,10 @@ class RunDir:
         return (self.experiment, self.run_id)
 
 
-def iter_run_dirs(results: Path) -> Iterator[RunDir]:
+def iter_run_dirs(results: Path, unreadable: Unreadable | None = None) -> Iterator[RunDir]:
     """Every ``<results>/<experiment>/<run>/`` directory (hidden ones skipped), sorted."""
-    for exp in subdirs(results):
-        for run in subdirs(results / exp):
+    for exp in subdirs(results, unreadable):
+        for run in subdirs(results / exp, unreadable):
             yield RunDir(exp, run, results / exp / run)
 
 
@@ -53,21 +97,23 @@ class TrialPath:
     path: Path
 
 
-def iter_trial_dirs(run_dir: Path) -> Iterator[TrialPath]:
+def iter_trial_dirs(run_dir: Path, unreadable: Unreadable | None = None) -> Iterator[TrialPath]:
     """Every ``variants/<v>/tasks/<t>/trials/<NNN>/`` of a run, sorted."""
-    for v, t, n, rel in iter_trial_rels(run_dir):
+    for v, t, n, rel in iter_trial_rels(run_dir, unreadable):
         yield TrialPath(v, t, n, run_dir / rel)
 
 
-def iter_trial_rels(run_dir: Path) -> Iterator[tuple[str, str, int, str]]:
+def iter_trial_rels(
+    run_dir: Path, unreadable: Unreadable | None = None
+) -> Iterator[tuple[str, str, int, str]]:
     """(variant, task, trial number, path relative to the run) of every trial directory,
     sorted: :func:`iter_trial_dirs` without building a Path for each (a merge walks tens of
     thousands)."""
     base = str(run_dir)
-    for v in subdirs(f"{base}/variants"):
-        for t in subdirs(f"{base}/variants/{v}/tasks"):
+    for v in subdirs(f"{base}/variants", unreadable):
+        for t in subdirs(f"{base}/variants/{v}/tasks", unreadable):
             trials = f"variants/{v}/tasks/{t}/trials"
-            for n in subdirs(f"{base}/{trials}"):
+            for n in subdirs(f"{base}/{trials}", unreadable):
                 if n.isdigit():
                     yield v, t, int(n), f"{trials}/{n}"
 

@@ -16,6 +16,12 @@ A step gets, in this order (later wins):
 4. the declared ``env`` (variant, then task), as written;
 5. the ``EVALRUN_*`` variables given by the caller.
 
+Last, search paths are made safe (:func:`safe_search_path`): in ``PATH`` an empty or relative
+entry (``:$PATH``, ``node_modules/.bin:$PATH``: the working directory, i.e. the agent's
+workspace) is dropped, and an entry inside the workspace moves after every other one, so a
+program the agent left never shadows the system's; in ``PYTHONPATH`` an empty or relative
+entry is dropped.
+
 Never inherited, not even through ``env_passthrough``: ``PYTEST_*`` (``PYTEST_ADDOPTS``,
 ``PYTEST_CURRENT_TEST``, ``PYTEST_XDIST_WORKER``, ...), xdist's and execnet's own variables,
 ``PWD`` and ``OLDPWD`` (a CLI that trusts ``$PWD`` once wrote into the user's checkout).  A
@@ -40,6 +46,7 @@ __all__ = [
     "is_forbidden",
     "looks_secret",
     "passthrough",
+    "safe_search_path",
     "step_environment",
 ]
 
@@ -133,4 +140,28 @@ def step_environment(
         env.pop("TMPDIR", None)
     env.update(declared)
     env.update(evalrun)
+    if "PATH" in env:
+        env["PATH"] = safe_search_path(env["PATH"], cwd)
+    if "PYTHONPATH" in env:
+        python_path = safe_search_path(env["PYTHONPATH"], None)
+        if python_path:
+            env["PYTHONPATH"] = python_path
+        else:
+            del env["PYTHONPATH"]
     return env
+
+
+def safe_search_path(value: str, workspace: str | None) -> str:
+    """``value`` (a ``PATH``-like list) with only absolute entries, each once; entries inside
+    ``workspace`` (when given) after every other entry, in their order."""
+    root = workspace.rstrip("/") if workspace else None
+    first: list[str] = []
+    last: list[str] = []
+    for entry in value.split(":"):
+        if not entry.startswith("/"):
+            continue  # "" and relative entries name the working directory: the workspace
+        if root and (entry.rstrip("/") == root or entry.startswith(root + "/")):
+            last.append(entry)
+        else:
+            first.append(entry)
+    return ":".join(dict.fromkeys(first + last))

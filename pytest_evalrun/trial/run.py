@@ -38,15 +38,24 @@ from ..secrets import Redactor
 from ..spec.model import Experiment, Step, Task, Variant
 from ..store import trialdir
 from ..store.atomic import read_regular
+from ..store.linksafe import defuse_links
 from ..store.runs import utc_now
 from ..store.trialdir import TrialDir
 from . import metrics as metrics_mod
 from .environment import step_environment
-from .placeholders import render_command
+from .placeholders import pytest_words, render_command
 from .process import ProcessResult, kill_all_running
 from .sandbox import WORKSPACE_INSIDE, Isolation, Sandbox, SandboxError, SandboxPolicy, resolve
 from .steps import PYCALL_CRASHED, PYCALL_NOT_FOUND, StepContext, StepKinds, missing
-from .workspace import Snapshot, WorkspaceError, prepare_workspace, workspace_diff
+from .workspace import (
+    Snapshot,
+    WorkspaceError,
+    conftest_blobs,
+    prepare_workspace,
+    release_snapshot,
+    snapshot_after_setup,
+    workspace_diff,
+)
 
 TAIL_LINES = 30
 #: Files the agent may leave in EVALRUN_ARTIFACTS_DIR that the layout keeps at the trial root.
@@ -233,6 +242,11 @@ class _Trial:
             "model": s.variant.model or "",
             "run_id": s.run_id,
             "python": sys.executable,
+            "pytest": shlex.join(
+                pytest_words(
+                    sys.executable, self.inside(self.workspace), conftest_blobs(self.snapshot)
+                )
+            ),
         }
 
     def env(self) -> dict[str, str]:
@@ -389,6 +403,8 @@ class _Trial:
                 self.error("setup_failed", f"setup failed: {why}")
                 o.verify_tail = s.redactor.redact(tail(f.read_text(trialdir.SETUP_OUTPUT)))
                 return self.finish()
+            assert self.snapshot is not None
+            self.snapshot = snapshot_after_setup(self.workspace, self.snapshot)
         r = self.step("agent", s.variant.agent, env, s.task.timeout, f.file(trialdir.STDOUT))
         o.agent_exit, o.agent_duration = r.exit_code, r.duration
         self.collect_artifacts()
@@ -416,10 +432,12 @@ class _Trial:
     def collect_artifacts(self) -> None:
         f = self.files
         self.secure_artifacts()
+        defuse_links(f.artifacts, self.dir)
         try:
             diff = workspace_diff(self.workspace, self.snapshot, redactor=self.spec.redactor)
         except (WorkspaceError, OSError) as exc:
             diff = f"# workspace diff unavailable: {exc}\n"
+        release_snapshot(self.snapshot)
         f.write_text(trialdir.DIFF, diff)
         f.redact_tree(f.artifacts)
         # only regular files (never a FIFO, device or socket the agent left: reading one
@@ -598,6 +616,7 @@ class _Trial:
                 self.outcome.message = self.outcome.message or f"workspace not kept: {exc}"
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
+        defuse_links(self.dir, self.dir)  # the kept workspace, verifier/, artifacts/
         f.redact_all()
 
     def finish(self) -> TrialOutcome:

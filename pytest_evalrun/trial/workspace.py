@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import itertools
 import os
@@ -63,10 +64,13 @@ __all__ = [
     "DiffLimits",
     "Snapshot",
     "WorkspaceError",
+    "conftest_blobs",
     "prepare_workspace",
     "read_snapshot",
+    "release_snapshot",
     "remove_session_templates",
     "session_templates",
+    "snapshot_after_setup",
     "workspace_diff",
     "workspace_diff_bytes",
 ]
@@ -96,13 +100,17 @@ class WorkspaceError(Exception):
 class Snapshot:
     """The fixture snapshot of a workspace.
 
-    ``index`` is the workspace's index right after the copy and ``index_mtime_ns`` the time it
-    was written (git's "racy" timestamp); the diff starts from them.
+    ``sha`` is the snapshot commit (or, after :func:`snapshot_after_setup`, tree); ``index`` is
+    the index of the workspace as snapshotted and ``index_mtime_ns`` the time it was written
+    (git's "racy" timestamp); the diff starts from them.  ``objects``: object directories
+    outside the workspace that hold the snapshot (the fixture's template, the setup's
+    baseline), the only ones the diff reads: the agent cannot rewrite the "before".
     """
 
     sha: str
     index: bytes | None = None
     index_mtime_ns: int = 0
+    objects: tuple[str, ...] = ()
 
 
 # -- the per-process scratch directory -------------------------------------------------------
@@ -112,7 +120,12 @@ class Snapshot:
 class _Template:
     sha: str
     entries: list[IndexEntry]
-    packs: tuple[Path, ...]  # the snapshot's objects: pack-<sha>.idx and .pack
+    packs: tuple[Path, ...]  # the snapshot's objects: objects/pack/pack-<sha>.idx and .pack
+
+    @property
+    def objects(self) -> str:
+        """The template's object directory (outside every workspace)."""
+        return str(self.packs[0].parent.parent)
 
 
 class _Scratch:
@@ -140,10 +153,14 @@ class _Scratch:
         shadow = self.directory() / "diff.git"
         if not (shadow / "HEAD").is_file():
             g.write_empty_repo(shadow)
+            # Bytecode caches the fixture does not track are no part of the agent's change.
+            (shadow / "info").mkdir(exist_ok=True)
+            (shadow / "info" / "exclude").write_text("".join(f"{p}\n" for p in _BYTECODE))
         return shadow
 
 
 _PREFIX = "evalrun-git-"
+_BYTECODE = ("__pycache__/", "*.pyc", "*.pyo")
 
 
 def _remove_if_owner(path: str, pid: int) -> None:
@@ -264,7 +281,10 @@ def prepare_workspace(
         snapshot = _snapshot_with_git(git, workspace)
         with contextlib.suppress(OSError, ValueError):  # a template is only a shortcut
             _save_template(store, key, snapshot, git_dir)
-        return snapshot
+        template = _load_template(store, key)
+        if template is not None and template.sha == snapshot.sha:
+            return dataclasses.replace(snapshot, objects=(template.objects,))
+        return dataclasses.replace(snapshot, objects=(_private_objects(git_dir, snapshot.sha),))
     except OSError as exc:
         raise WorkspaceError(f"cannot write the snapshot repository in {workspace}: {exc}") from exc
 
@@ -287,6 +307,19 @@ def _snapshot_with_git(git: str, workspace: Path) -> Snapshot:
     return Snapshot(sha, index.read_bytes(), index.stat().st_mtime_ns)
 
 
+def _private_objects(git_dir: Path, sha: str) -> str:
+    """A copy of a fresh snapshot's objects outside the workspace (when no template holds
+    them), in this process's scratch directory."""
+    target = _SCRATCH.directory() / f"objects-{sha}"
+    if not target.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=".objects-", dir=_SCRATCH.directory()))
+        shutil.copytree(git_dir / "objects", tmp / "objects")
+        with contextlib.suppress(OSError):  # made meanwhile by another thread: the same
+            os.rename(tmp / "objects", target)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
 def _load_template(store: Path, key: str) -> _Template | None:
     """The template of fixture ``key`` in ``store``, if a process made one."""
     where = store / key
@@ -297,7 +330,8 @@ def _load_template(store: Path, key: str) -> _Template | None:
     try:
         entries = parse_index((where / "index").read_bytes())
         sha = (where / "sha").read_text().strip()
-        packs = tuple(sorted(p for p in where.iterdir() if p.name.startswith("pack-")))
+        pack_dir = where / "objects" / "pack"
+        packs = tuple(sorted(p for p in pack_dir.iterdir() if p.name.startswith("pack-")))
     except OSError:
         return None
     if entries is None or not g.is_sha(sha) or len(packs) != 2:
@@ -321,7 +355,8 @@ def _save_template(store: Path, key: str, snapshot: Snapshot, git_dir: Path) -> 
     store.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=store))
     try:
-        g.write_pack(objects, tmp)
+        (tmp / "objects" / "pack").mkdir(parents=True)
+        g.write_pack(objects, tmp / "objects" / "pack")
         (tmp / "index").write_bytes(snapshot.index)
         (tmp / "sha").write_text(snapshot.sha + "\n")
         os.rename(tmp, where)
@@ -355,12 +390,25 @@ def _from_template(
         os.chmod(target, 0o444)
     index = git_dir / "index"
     index.write_bytes(index_bytes)
-    return Snapshot(template.sha, index_bytes, index.stat().st_mtime_ns)
+    return Snapshot(template.sha, index_bytes, index.stat().st_mtime_ns, (template.objects,))
 
 
 def _failure(what: str, where: Path, code: int, stderr: bytes) -> str:
     detail = stderr.decode(errors="replace").strip()
     return f"{what} failed in {where} (exit {code}): {detail}"
+
+
+def conftest_blobs(snapshot: Snapshot | None) -> list[tuple[str, str]]:
+    """(path, blob sha) of every ``conftest.py`` of a snapshot: the conftest files the
+    ``{pytest}`` placeholder may load from the workspace (trial/pytest_guard.py)."""
+    if snapshot is None or snapshot.index is None:
+        return []
+    entries = parse_index(snapshot.index) or []
+    return [
+        (os.fsdecode(e.path), e.sha.hex())
+        for e in entries
+        if (e.path == b"conftest.py" or e.path.endswith(b"/conftest.py")) and e.mode != 0o120000
+    ]
 
 
 def read_snapshot(workspace: Path) -> str | None:
@@ -401,7 +449,8 @@ def workspace_diff_bytes(
         git_dir = workspace / ".git"
         if not workspace.is_dir():
             return _note(f"workspace {workspace} does not exist; no diff")
-        if not git_dir.is_dir():
+        if not (seed is not None and seed.objects) and not git_dir.is_dir():
+            # (a Snapshot that names its objects needs nothing of the workspace's .git)
             return _note("the workspace's .git directory is gone (removed by the agent?); no diff")
         if sha is not None and (not sha or sha.startswith("-")):
             return _note(f"invalid snapshot {sha!r}; no diff")
@@ -418,32 +467,185 @@ def workspace_diff_bytes(
         return _note(f"cannot diff the workspace: {type(exc).__name__}: {exc}")
 
 
-def _big_files(
-    git: str, workspace: Path, env: dict[str, str], limits: DiffLimits
-) -> list[tuple[bytes, int]]:
-    """New or changed files over ``limits.max_file_bytes``: (path relative to the workspace,
-    size).  Symlinks are not followed (git stores a link, not its target)."""
-    listed = g.run_git(
-        git,
-        ["ls-files", "-z", "--others", "--modified", "--exclude-standard"],
-        cwd=workspace,
-        env=env,
-        timeout=limits.timeout,
-    )
+@dataclass
+class _Scan:
+    """What one ``git status`` showed: files over the size limit (path, size), nested
+    repositories (``sub/``), names that are not UTF-8, and ignored paths (no bytecode)."""
+
+    big: list[tuple[bytes, int]] = dataclasses.field(default_factory=list)
+    nested: list[bytes] = dataclasses.field(default_factory=list)
+    odd_names: list[bytes] = dataclasses.field(default_factory=list)
+    ignored: list[bytes] = dataclasses.field(default_factory=list)
+
+
+_STATUS_ARGS = [
+    "status",
+    "--porcelain=v1",
+    "-z",
+    "--ignored=matching",
+    "--untracked-files=all",
+    "--no-renames",
+]
+
+
+def _scan(git: str, workspace: Path, env: dict[str, str], limits: DiffLimits) -> _Scan:
+    """One ``git status`` of the workspace against the seeded index: new or changed files
+    over ``limits.max_file_bytes``, nested repositories, names that are not UTF-8, ignored
+    paths.  Symlinks are not followed (git stores a link, not its target)."""
+    listed = g.run_git(git, _STATUS_ARGS, cwd=workspace, env=env, timeout=limits.timeout)
+    found = _Scan()
     if listed.returncode != 0:
-        return []
+        return found
     root = os.fsencode(os.path.abspath(workspace))
-    big: list[tuple[bytes, int]] = []
-    for rel in dict.fromkeys(listed.stdout.split(b"\0")):
+    for entry in listed.stdout.split(b"\0"):
+        code, rel = entry[:2], entry[3:]
         if not rel:
             continue
+        if code == b"!!":
+            name = rel.rstrip(b"/").rsplit(b"/", 1)[-1]
+            if name != b"__pycache__" and not name.endswith((b".pyc", b".pyo")):
+                found.ignored.append(rel)
+            continue
+        if code != b"??" and code[1:2] not in (b"M", b"T"):
+            continue  # unchanged in the work tree, or deleted
+        if rel.endswith(b"/"):  # a directory git will not enter: a nested repository
+            found.nested.append(rel)
+            continue
+        try:
+            rel.decode("utf-8")
+        except UnicodeDecodeError:
+            found.odd_names.append(rel)
         try:
             st = os.lstat(os.path.join(root, rel))
         except OSError:
             continue
         if stat.S_ISREG(st.st_mode) and st.st_size > limits.max_file_bytes:
-            big.append((rel, st.st_size))
-    return big
+            found.big.append((rel, st.st_size))
+    return found
+
+
+_NAMES_SHOWN = 50
+
+
+def _show(rel: bytes | str) -> str:
+    """A path for a note: escaped when not UTF-8, shortened when very long."""
+    text = rel if isinstance(rel, str) else rel.decode("utf-8", errors="backslashreplace")
+    return text if len(text) <= 300 else f"{text[:140]}...{text[-140:]} ({len(text)} characters)"
+
+
+def _names(items: list[str]) -> str:
+    shown = ", ".join(items[:_NAMES_SHOWN])
+    more = len(items) - _NAMES_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _nested_files(workspace: Path, rel: bytes, limit: int = 20) -> list[str]:
+    """Some files of a nested repository (its ``.git`` left out), for the note."""
+    root = os.fsencode(os.path.abspath(workspace))
+    top = os.path.join(root, rel.rstrip(b"/"))
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if d != b".git")
+        for name in sorted(filenames):
+            found.append(_show(os.path.relpath(os.path.join(dirpath, name), root)))
+            if len(found) >= limit:
+                return found
+    return found
+
+
+def _unreadable(workspace: Path, limit: int = 200) -> list[str]:
+    """Directories and files git could not read (permissions, paths too long), by a walk
+    that never follows links; only run when git complained."""
+    root = os.path.abspath(workspace)
+    found: list[str] = []
+
+    def failed(exc: OSError) -> None:
+        found.append(_show(os.path.relpath(os.fsdecode(exc.filename or root), root)))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=failed):
+        if dirpath == root:
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                found.append(_show(os.path.relpath(path, root)))
+                continue
+            if stat.S_ISREG(st.st_mode) and not os.access(path, os.R_OK):
+                found.append(_show(os.path.relpath(path, root)))
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _shadow_env(
+    shadow: Path, index: Path, objects: Path, alternates: tuple[str, ...], workspace: Path
+) -> dict[str, str]:
+    return g.git_env(
+        {
+            "GIT_DIR": str(shadow),
+            "GIT_WORK_TREE": os.path.abspath(workspace),
+            "GIT_INDEX_FILE": str(index),
+            "GIT_OBJECT_DIRECTORY": str(objects),
+            "GIT_ALTERNATE_OBJECT_DIRECTORIES": ":".join(alternates),
+        }
+    )
+
+
+def _alternates(workspace: Path, seed: Snapshot | None) -> tuple[str, ...]:
+    """The snapshot's objects: outside the workspace when the snapshot says where (every
+    snapshot :func:`prepare_workspace` makes); else the workspace's own (a bare sha)."""
+    if seed is not None and seed.objects:
+        return seed.objects
+    return (os.path.abspath(workspace / ".git" / "objects"),)
+
+
+def _seed_index(index: Path, seed: Snapshot | None) -> None:
+    if seed is not None and seed.index is not None:
+        # The index as it was after the snapshot, with its time: git re-reads a file whose
+        # stat data changed, and (racy git) any file modified since that time.
+        index.write_bytes(seed.index)
+        os.utime(index, ns=(seed.index_mtime_ns, seed.index_mtime_ns))
+
+
+def _add_all(
+    git: str,
+    workspace: Path,
+    env: dict[str, str],
+    limits: DiffLimits,
+    notes: list[bytes],
+) -> g.GitResult:
+    """``git add -A`` of the workspace, leaving out (and naming in ``notes``) what it cannot
+    or must not add: files over the size limit, nested repositories, unreadable paths."""
+    found = _scan(git, workspace, env, limits)
+    excluded = [rel for rel, _ in found.big] + [rel.rstrip(b"/") for rel in found.nested]
+    if found.big:
+        names = ", ".join(f"{_show(rel)} ({size} bytes)" for rel, size in sorted(found.big))
+        notes.append(_note(f"left out of this diff, over {limits.max_file_bytes} bytes: {names}"))
+    for rel in found.nested:
+        files = _nested_files(workspace, rel)
+        shown = f" (files: {_names(files)})" if files else ""
+        notes.append(
+            _note(f"not in this diff, a nested git repository: {_show(rel)}{shown}")
+        )
+    if found.odd_names:
+        names = _names([_show(rel) for rel in found.odd_names])
+        notes.append(_note(f"names that are not UTF-8 (shown escaped here): {names}"))
+    if found.ignored:
+        names = _names([_show(rel) for rel in found.ignored])
+        notes.append(_note(f"not in this diff, ignored by a .gitignore: {names}"))
+    add_args = ["add", "-A", "--ignore-errors"]
+    pathspecs: bytes | None = None
+    if excluded:
+        add_args += ["--pathspec-from-file=-", "--pathspec-file-nul"]
+        pathspecs = b"\0".join([b".", *(b":(exclude,literal)" + rel for rel in excluded)])
+    add = g.run_git(git, add_args, cwd=workspace, env=env, input=pathspecs, timeout=limits.timeout)
+    if add.returncode in (0, 1) and add.stderr.strip():
+        unreadable = _unreadable(workspace)
+        if unreadable:
+            notes.append(_note(f"not in this diff, unreadable: {_names(unreadable)}"))
+    return add
 
 
 def _diff(
@@ -459,34 +661,10 @@ def _diff(
     objects = shadow / "objects"
     notes: list[bytes] = []
     try:
-        if seed is not None and seed.index is not None:
-            # The index as it was after the copy, with its time: git re-reads a file whose
-            # stat data changed, and (racy git) any file modified since that time.
-            index.write_bytes(seed.index)
-            os.utime(index, ns=(seed.index_mtime_ns, seed.index_mtime_ns))
-        env = g.git_env(
-            {
-                "GIT_DIR": str(shadow),
-                "GIT_WORK_TREE": os.path.abspath(workspace),
-                "GIT_INDEX_FILE": str(index),
-                "GIT_OBJECT_DIRECTORY": str(objects),
-                "GIT_ALTERNATE_OBJECT_DIRECTORIES": os.path.abspath(workspace / ".git" / "objects"),
-            }
-        )
-        add_args = ["add", "-A"]
-        pathspecs: bytes | None = None
-        big = _big_files(git, workspace, env, limits)
-        if big:
-            add_args += ["--pathspec-from-file=-", "--pathspec-file-nul"]
-            pathspecs = b"\0".join([b".", *(b":(exclude,literal)" + rel for rel, _ in big)])
-            names = ", ".join(f"{os.fsdecode(rel)} ({size} bytes)" for rel, size in sorted(big))
-            notes.append(
-                _note(f"left out of this diff, over {limits.max_file_bytes} bytes: {names}")
-            )
-        add = g.run_git(
-            git, add_args, cwd=workspace, env=env, input=pathspecs, timeout=limits.timeout
-        )
-        if add.returncode != 0:
+        _seed_index(index, seed)
+        env = _shadow_env(shadow, index, objects, _alternates(workspace, seed), workspace)
+        add = _add_all(git, workspace, env, limits, notes)
+        if add.returncode not in (0, 1):
             detail = add.stderr.decode(errors="replace").strip()
             return _note(f"git add failed (exit {add.returncode}); no diff: {detail}")
         diff = g.run_git(
@@ -510,13 +688,62 @@ def _diff(
             out += f"\n[... {diff.stdout_cut} bytes left out ...]\n".encode()
         return b"".join(notes) + out
     finally:
-        # Nothing of this diff is left for the next: its index and the objects it wrote.
-        for leftover in (index, shadow / "index.lock"):
-            leftover.unlink(missing_ok=True)
-        with os.scandir(objects) as it:
-            written = [e.path for e in it if e.name not in ("info", "pack")]
-        for path in written:
-            shutil.rmtree(path, ignore_errors=True)
+        _clean_shadow(shadow)
+
+
+def _clean_shadow(shadow: Path) -> None:
+    """Nothing of one diff is left for the next: its index and the objects it wrote."""
+    for leftover in (shadow / "index", shadow / "index.lock"):
+        leftover.unlink(missing_ok=True)
+    with os.scandir(shadow / "objects") as it:
+        written = [e.path for e in it if e.name not in ("info", "pack")]
+    for path in written:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def snapshot_after_setup(
+    workspace: Path, snapshot: Snapshot, *, limits: DiffLimits = DEFAULT_DIFF_LIMITS
+) -> Snapshot:
+    """The workspace as the setup step left it, snapshotted like the fixture (its new
+    objects kept outside the workspace): the diff taken against it is the agent's change
+    alone.  Returns ``snapshot`` itself when git cannot make it (the diff then also shows
+    the setup's changes)."""
+    git = shutil.which("git")
+    if git is None or snapshot.index is None:
+        return snapshot
+    with _SCRATCH.lock:
+        shadow = _SCRATCH.diff_git_dir()
+        index = shadow / "index"
+        kept = Path(tempfile.mkdtemp(prefix="baseline-", dir=_SCRATCH.directory())) / "objects"
+        kept.mkdir()
+        try:
+            _seed_index(index, snapshot)
+            env = _shadow_env(shadow, index, kept, _alternates(workspace, snapshot), workspace)
+            notes: list[bytes] = []
+            add = _add_all(git, workspace, env, limits, notes)
+            tree = g.run_git(git, ["write-tree"], cwd=workspace, env=env, timeout=limits.timeout)
+            tree_sha = tree.stdout.decode(errors="replace").strip()
+            if add.returncode not in (0, 1) or tree.returncode != 0 or not g.is_sha(tree_sha):
+                shutil.rmtree(kept.parent, ignore_errors=True)
+                return snapshot
+            data, mtime = index.read_bytes(), index.stat().st_mtime_ns
+            return Snapshot(tree_sha, data, mtime, (*snapshot.objects, str(kept)))
+        except OSError:
+            shutil.rmtree(kept.parent, ignore_errors=True)
+            return snapshot
+        finally:
+            _clean_shadow(shadow)
+
+
+def release_snapshot(snapshot: Snapshot | None) -> None:
+    """Remove the objects :func:`snapshot_after_setup` kept (once the diff is taken)."""
+    if snapshot is None:
+        return
+    scratch = str(_SCRATCH.directory())
+    for objects in snapshot.objects:
+        parent = os.path.dirname(objects)
+        if os.path.basename(parent).startswith("baseline-") and parent.startswith(scratch):
+            shutil.rmtree(parent, ignore_errors=True)
 
 
 _FILE_HEADER = re.compile(rb"^diff --git ", re.MULTILINE)

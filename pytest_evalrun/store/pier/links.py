@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
+from ..linksafe import defuse_link
+
 LinkMode = Literal["auto", "hardlink", "symlink", "copy"]
 
 
@@ -54,7 +56,9 @@ def mirror_tree(src: Path, dst: Path, mode: LinkMode, skip: frozenset[str] = fro
     """Link every regular file of ``src`` into ``dst`` (same relative paths).
 
     Symlinks the agent left are recreated as symlinks with the same target (never followed,
-    so nothing outside the trial is pulled in); names in ``skip`` (top level only) are left out.
+    so nothing outside the trial is pulled in) when they resolve inside ``dst``'s parent (the
+    trial's directory), else replaced by a text file naming the target
+    (:mod:`pytest_evalrun.store.linksafe`); names in ``skip`` (top level only) are left out.
     A ``src`` that is itself a symlink is not mirrored at all.
     """
     if src.is_symlink():
@@ -78,6 +82,7 @@ def mirror_tree(src: Path, dst: Path, mode: LinkMode, skip: frozenset[str] = fro
                     if target.is_symlink() or target.exists():
                         target.unlink()
                     os.symlink(os.readlink(source), target)
+                    defuse_link(target, dst.parent)
                 continue
             if source.is_file():
                 link_file(source, target, mode)
