@@ -183,10 +183,10 @@ def test_a_run_on_disk_with_nan_is_read_and_checked_without_a_crash(suite: Suite
 
 def test_an_agent_cannot_choose_which_of_its_trials_count(suite: Suite) -> None:
     """Issue 18's replay: on the trials it fails the agent writes ``{"input_tokens": 1e309}``
-    (0.2.0 made them ``internal`` errors: 2/4 honest became 2/2, and 4/4 with retries)."""
+    (0.2.0 made them ``internal`` errors: 2/8 honest became 2/2, a gate of 0.9 met)."""
     suite.write("chooser.py", """
         import os, pathlib
-        good = os.environ["EVALRUN_TRIAL"] in ("1", "2")
+        good = int(os.environ["EVALRUN_TRIAL"]) <= 2
         pathlib.Path("answer.txt").write_text("ok\\n" if good else "nope\\n")
         if not good:
             art = pathlib.Path(os.environ["EVALRUN_ARTIFACTS_DIR"])
@@ -197,16 +197,16 @@ def test_an_agent_cannot_choose_which_of_its_trials_count(suite: Suite) -> None:
         variants={"chooser": {"agent": {"command": [sys.executable,
                                                     str(suite.root / "chooser.py")]}}},
         tasks=[{"name": "t", "prompt": "x", "fixture": "fixtures/basic", "verify": VERIFY,
-                "trials": 4}],
+                "trials": 8}],
     )
     result = suite.pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2",
-                                                 "--eval-min-pass-rate=0.75", timeout=300)
-    result.assert_outcomes(passed=2, failed=2)
-    assert result.ret == 1  # the gate sees 2/4
+                                                 "--eval-min-pass-rate=0.9", timeout=300)
+    result.assert_outcomes(passed=2, failed=6)
+    assert result.ret == 1  # the gate sees 2/8 (2/2 would meet it)
     summary = json.loads((suite.run_dirs()[-1] / "summary.json").read_text())
     variant = summary["experiments"][0]["variants"][0]
-    assert (variant["passed"], variant["n"], variant["errors"]) == (2, 4, 0)
-    for n in (3, 4):
+    assert (variant["passed"], variant["n"], variant["errors"]) == (2, 8, 0)
+    for n in range(3, 9):
         meta = suite.meta("chooser", "t", n)
         assert meta["status"] == "failed" and meta["attempt"] == 1
         assert meta["metrics"]["input_tokens"] is None and meta["metrics"]["notes"]
