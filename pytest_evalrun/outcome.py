@@ -33,6 +33,9 @@ class Metrics:
     model: str | None = None
     #: Where the numbers came from: "otel", "agent-metrics", or None.
     source: str | None = None
+    #: Values the agent's records gave that could not be used (not a finite, non-negative
+    #: number, or a file that is not a regular file, or too large): each left out, said here.
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -53,10 +56,21 @@ class TrialOutcome:
     pass_threshold: float = 1.0
     #: One line a person reads first: why it failed or errored.
     message: str = ""
-    #: Short machine tag for errors: setup_failed, agent_missing, verify_crashed,
-    #: verify_timeout, worker_crashed, workspace (the fixture could not be copied or
-    #: snapshotted), interrupted (Ctrl-C / SIGTERM while it ran), internal (our own bug).
+    #: Short machine tag for errors (the harness or the infrastructure failed before the
+    #: agent's work could be judged): setup_failed, agent_missing, verify_missing (the verify
+    #: program is not in the experiment), sandbox, no_model_call (a preset's CLI never got an
+    #: answer from its model API: unreachable, refusing the credentials, not logged in),
+    #: worker_crashed, workspace (the fixture could not be copied or snapshotted), interrupted
+    #: (Ctrl-C / SIGTERM while it ran), internal (our own bug).  0.2.0 also wrote
+    #: verify_crashed and verify_timeout here; those are judged failures now
+    #: (:attr:`failure_kind`).
     error_kind: str | None = None
+    #: Why a ``failed`` trial failed: verify_rejected (verify exited non-zero), below_threshold
+    #: (its reward was below the pass threshold), verify_timeout, verify_crashed (killed by a
+    #: signal, or a ``python:`` verifier raised), verify_bad_reward (a reward that is not a
+    #: finite number), verify_missing (the program verify starts was in the workspace and the
+    #: agent removed it). None for other statuses.
+    failure_kind: str | None = None
     verify_tail: str = ""
     trial_dir: str = ""
     pier_trial_dir: str | None = None
@@ -116,6 +130,7 @@ class TrialOutcome:
         data["isolation"] = dict(self.isolation)
         data["attempts"] = [dict(a) for a in self.attempts]
         data["metrics"] = {name: getattr(self.metrics, name) for name in _METRIC_FIELDS}
+        data["metrics"]["notes"] = list(self.metrics.notes)
         return data
 
     @classmethod

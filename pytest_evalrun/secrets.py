@@ -280,7 +280,10 @@ _NONE = Redactor(())
 
 
 def _open_nofollow(path: str) -> int:
-    return os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    """Open for reading, never through a symlink and never blocking (a FIFO the agent left
+    opens at once; the caller refuses what fstat says is not a regular file)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    return os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
 
 
 def _replace_content(path: Path, data: bytes) -> None:
@@ -316,7 +319,7 @@ def _mask_json(data: bytes, redactor: Redactor, lines: bool) -> bytes | None:
             changed = changed or masked != value
             out.append(json.dumps(masked) if masked != value else line)
         return ("\n".join(out) + "\n").encode() if changed else data
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to mask value by value
         return None
 
 
@@ -414,40 +417,59 @@ def redact_tree(
     """Mask the secrets in every file under ``root``: contents (:func:`redact_file`), file
     and directory names (renamed), symlink targets (the link is re-made, never followed).
     ``root`` itself must be a real directory (a symlink is refused).  Names in ``skip`` (in
-    ``root`` itself) are left alone.  Returns how many entries changed."""
+    ``root`` itself) are left alone.  Returns how many entries changed.  The walk is
+    iterative: a tree thousands of levels deep is masked like any other."""
     if not redactor:
         return 0
     changed = 0
     try:
         if not stat.S_ISDIR(os.lstat(root).st_mode):
             return 0
-        entries = list(os.scandir(root))
     except OSError:
         return 0
-    for entry in entries:
-        if entry.name in skip:
+    # (directory, names to skip in it); a directory's entries are masked before its name
+    stack: list[tuple[Path, Collection[str], bool]] = [(root, skip, False)]
+    while stack:
+        directory, skipped, renamed_after = stack.pop()
+        if renamed_after:
+            changed += _rename_masked(directory, redactor)
             continue
-        path = Path(entry.path)
         try:
-            st = entry.stat(follow_symlinks=False)
+            entries = list(os.scandir(directory))
         except OSError:
             continue
-        if stat.S_ISLNK(st.st_mode):
-            with contextlib.suppress(OSError):
-                target = os.readlink(path)
-                masked = redactor.redact(target)
-                if masked != target:
-                    path.unlink()
-                    os.symlink(masked, path)
-                    changed += 1
-        elif stat.S_ISDIR(st.st_mode):
-            changed += redact_tree(path, redactor, max_bytes=max_bytes)
-        elif stat.S_ISREG(st.st_mode):
-            with contextlib.suppress(OSError):
-                changed += redact_file(path, redactor, max_bytes=max_bytes)
-        name = redactor.redact_name(entry.name)
-        if name != entry.name:
-            with contextlib.suppress(OSError):
-                os.rename(path, _free_name(path.parent, name))
-                changed += 1
+        for entry in entries:
+            if entry.name in skipped:
+                continue
+            path = Path(entry.path)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((path, (), True))  # its name, once its entries are done
+                stack.append((path, (), False))
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(path)
+                    masked = redactor.redact(target)
+                    if masked != target:
+                        path.unlink()
+                        os.symlink(masked, path)
+                        changed += 1
+            elif stat.S_ISREG(st.st_mode):
+                with contextlib.suppress(OSError):
+                    changed += redact_file(path, redactor, max_bytes=max_bytes)
+            changed += _rename_masked(path, redactor)
     return changed
+
+
+def _rename_masked(path: Path, redactor: Redactor) -> int:
+    name = redactor.redact_name(path.name)
+    if name == path.name:
+        return 0
+    with contextlib.suppress(OSError):
+        os.rename(path, _free_name(path.parent, name))
+        return 1
+    return 0

@@ -120,19 +120,21 @@ PYCALL_ATTACKS: dict[str, str] = {
         "(v / 'reward.txt').write_text('1.0')\n"
     ),
 }
-#: What the user must see for each attack: never ``passed``.
+#: What the user must see for each attack: never ``passed``, and never unjudged: a verifier
+#: the agent's module ended is a judged failure (``verify_crashed``, reward 0; contract
+#: section 11).
 PYCALL_EXPECTED: dict[str, set[str]] = {
-    "os-exit-0": {"error"},
-    "system-exit-0": {"error"},
-    "sys-exit-none": {"error"},
-    "kill-self": {"error"},
-    "kill-parent": {"error"},
-    "kill-parent-planted": {"error"},
+    "os-exit-0": {"failed"},
+    "system-exit-0": {"failed"},
+    "sys-exit-none": {"failed"},
+    "kill-self": {"failed"},
+    "kill-parent": {"failed"},
+    "kill-parent-planted": {"failed"},
     "patch-harness": {"failed"},
     "link-in-verifier-dir": {"failed"},
-    "fake-result-line": {"error"},
-    "fd-spray": {"error"},
-    "thread-exit-0": {"failed", "error"},  # error if the thread wins on a loaded machine
+    "fake-result-line": {"failed"},
+    "fd-spray": {"failed"},
+    "thread-exit-0": {"failed"},
     "atexit-exit-0": {"failed"},
     "plant-reward": {"failed"},
 }
@@ -189,7 +191,8 @@ def test_a_python_verifier_is_not_ended_or_steered_by_the_agents_module(
     linked = suite.trial_dir("base", "link-in-verifier-dir", 1) / "verifier" / "passwd"
     assert linked.is_file() and not linked.is_symlink() and "/etc/passwd" in linked.read_text()
     crashed = suite.meta("base", "os-exit-0")
-    assert crashed["error_kind"] == "verify_crashed"
+    assert crashed["failure_kind"] == "verify_crashed" and crashed["error_kind"] is None
+    assert crashed["reward"] == 0.0
     assert "did not return" in crashed["verify_tail"]
 
 

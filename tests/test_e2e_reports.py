@@ -18,8 +18,9 @@ from junit_xsd import load_junit_schema
 
 #: Passes on trial 1, fails on every other trial: a 50% task with 2 trials.
 FLIP = 'test "$EVALRUN_TRIAL" -eq 1'
-#: Writes a reward verify cannot parse: the trial errors (verify_crashed).
-GARBAGE = "echo not-a-number > \"$EVALRUN_VERIFIER_DIR/reward.txt\""
+#: A verify program missing from the experiment: the trial errors (verify_missing), unjudged.
+#: (A reward verify cannot parse is a judged failure: tests/test_trial_verdicts.py.)
+GARBAGE = ["no-such-verifier-xyz"]
 MISSING_AGENT = {"agent": {"command": ["no-such-agent-xyz"]}}
 
 #: The agent of test_e2e_runs.py: SIGKILLs its worker the first time it runs, then behaves.
@@ -224,7 +225,7 @@ def test_serial_junit_summaries_and_terminal(suite: Suite) -> None:
     base = next(v for v in exp["variants"] if v["name"] == "base")
     assert (base["passed"], base["n"], base["errors"]) == (3, 4, 1)
     assert base["wilson"] == pytest.approx(wilson(3, 4), abs=1e-9)
-    assert base["error_kinds"] == {"verify_crashed": 1}
+    assert base["error_kinds"] == {"verify_missing": 1}
     no_agent = next(v for v in exp["variants"] if v["name"] == "no-agent")
     assert no_agent["pass_rate"] is None and no_agent["errors"] == 5
 

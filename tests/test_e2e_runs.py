@@ -120,7 +120,8 @@ def test_resume_reruns_errors_and_exactly_the_changed_task(
             "name": "flaky-infra",
             "prompt": "WRITE answer.txt ok",
             "fixture": "fixtures/basic",
-            "verify": f"test -f {suite.shared}/infra-ok || exit 127; " + VERIFY,
+            # the experiment's verify program, missing at first (an error, not judged)
+            "verify": [str(suite.shared / "infra-check.sh")],
         },
         {
             "name": "edited",
@@ -129,13 +130,13 @@ def test_resume_reruns_errors_and_exactly_the_changed_task(
             "verify": VERIFY,
         },
     ]
-    # the verify of flaky-infra looks for a flag beside results/ (7 levels up from workspace)
     suite.experiment(trials=2, tasks=tasks)
     suite.pytester.runpytest_subprocess("-n", "2").assert_outcomes(passed=4, errors=2)
-    assert suite.meta("base", "flaky-infra")["error_kind"] == "verify_crashed"
+    assert suite.meta("base", "flaky-infra")["error_kind"] == "verify_missing"
     tasks[2]["prompt"] = "WRITE answer.txt ok\nSAY edited"
     suite.experiment(trials=2, tasks=tasks)
-    (suite.shared / "infra-ok").write_text("")
+    (suite.shared / "infra-check.sh").write_text("#!/bin/sh\n" + VERIFY + "\n")
+    (suite.shared / "infra-check.sh").chmod(0o755)
     counter.unlink()
     r = suite.pytester.runpytest_subprocess("-n", "2", "--eval-resume")
     r.assert_outcomes(passed=6)
@@ -294,7 +295,8 @@ def test_ctrl_c_leaves_interrupted_run_that_resume_completes(suite: Suite) -> No
 def test_two_concurrent_resumes_run_each_trial_once(suite: Suite) -> None:
     counter = suite.shared / "starts.txt"
     env = {**os.environ, "AGENT_COUNTER": str(counter)}
-    flag_verify = f"test -f {suite.shared}/go || exit 127; " + VERIFY
+    # the experiment's verify program, missing at first: every trial an error, run on resume
+    flag_verify = [str(suite.shared / "go")]
     tasks = [
         {
             "name": f"t{i}",
@@ -312,7 +314,8 @@ def test_two_concurrent_resumes_run_each_trial_once(suite: Suite) -> None:
     assert first.returncode == 1
     assert len(counter_lines(counter)) == 12
     counter.unlink()
-    (suite.shared / "go").write_text("")
+    (suite.shared / "go").write_text("#!/bin/sh\n" + VERIFY + "\n")
+    (suite.shared / "go").chmod(0o755)
     procs = [
         subprocess.Popen(
             pytest_cmd("-n", "2", "--eval-resume"),

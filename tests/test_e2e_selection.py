@@ -99,7 +99,8 @@ def test_last_failed_with_resume_reruns_only_the_errors(
     # docs/running.md: resume keeps judged outcomes, so --lf --eval-resume runs only errors.
     counter = suite.shared / "starts.txt"  # shared/: writable in the sandbox
     monkeypatch.setenv("AGENT_COUNTER", str(counter))
-    fixable = 'test -f "$EVALRUN_EXPERIMENT_DIR/fixed" || exit 127; ' + VERIFY  # 127: an error
+    # the experiment's verify program, missing at first: an error (not judged)
+    fixable = [str(suite.root / "fixed")]
     suite.experiment(
         tasks=[
             {"name": n, "prompt": p, "fixture": "fixtures/basic", "verify": v}
@@ -111,9 +112,10 @@ def test_last_failed_with_resume_reruns_only_the_errors(
         ]
     )
     suite.pytester.runpytest().assert_outcomes(passed=1, failed=1, errors=1)
-    assert suite.meta("base", "err")["error_kind"] == "verify_crashed"
+    assert suite.meta("base", "err")["error_kind"] == "verify_missing"
     counter.unlink()
-    (suite.root / "fixed").write_text("")
+    (suite.root / "fixed").write_text("#!/bin/sh\n" + VERIFY + "\n")
+    (suite.root / "fixed").chmod(0o755)
 
     r = suite.pytester.runpytest("--lf", "--eval-resume", "-v")
     r.assert_outcomes(passed=1, failed=1, deselected=1)

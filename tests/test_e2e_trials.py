@@ -108,13 +108,15 @@ def test_rewards_and_pass_threshold(suite: Suite) -> None:
         ]
     )
     result = suite.pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, failed=1, errors=1)
+    result.assert_outcomes(passed=2, failed=2)
     assert suite.meta("base", "half-ok")["reward"] == 0.5
     low = suite.meta("base", "half-low")
     assert low["status"] == "failed" and "below the pass threshold" in low["message"]
     js = suite.meta("base", "json")
     assert js["rewards"] == {"reward": 0.75, "style": 0.5} and js["status"] == "passed"
-    assert suite.meta("base", "garbage")["error_kind"] == "verify_crashed"
+    garbage = suite.meta("base", "garbage")  # a bad reward is judged: a failure, reward 0
+    assert garbage["status"] == "failed" and garbage["reward"] == 0.0
+    assert garbage["failure_kind"] == "verify_bad_reward" and garbage["error_kind"] is None
 
 
 def test_error_statuses(suite: Suite) -> None:
@@ -271,10 +273,12 @@ def test_python_callable_agent_and_verifier(suite: Suite) -> None:
         ],
     )
     result = suite.pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1, failed=1, errors=1)
+    result.assert_outcomes(passed=1, failed=2)
     assert suite.meta("base", "t1")["reward"] == 0.9
     assert suite.meta("base", "t2")["reward"] == 0.2
-    assert suite.meta("base", "t3")["error_kind"] == "verify_crashed"
+    crashed = suite.meta("base", "t3")  # a verifier that raises on the agent's work: judged
+    assert crashed["status"] == "failed" and crashed["reward"] == 0.0
+    assert crashed["failure_kind"] == "verify_crashed" and crashed["error_kind"] is None
 
 
 def test_secrets_never_written_or_printed(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -97,7 +97,8 @@ rewards = {k: float(v) for k, v in checks.items()}
 out = Path(os.environ["EVALRUN_VERIFIER_DIR"]) / "reward.json"
 out.write_text(json.dumps({"reward": sum(rewards.values()) / 2, **rewards}))
 """
-#: Numbers but no main reward: the trial errors.
+#: Numbers but no main reward: a bad reward, judged a failure (reward 0, Harbor's
+#: VerifierOutputParseError).
 NO_MAIN = """\
 import json, os
 from pathlib import Path
@@ -148,7 +149,9 @@ def test_harbor_accepts_a_real_run(pytester: pytest.Pytester, harbor_python: Pat
     assert any(len(r) > 1 for r in with_rewards), "no trial wrote several reward keys"
     no_main = [t for t in trials if t["task_name"] == "no-main-reward"
                and t["agent_info"]["name"] == "demo"]
-    assert no_main and all(t["verifier_result"] is None for t in no_main)
+    assert no_main and all(t["verifier_result"] == {"rewards": {"reward": 0.0}}
+                           and t["exception_info"]["exception_type"] == "VerifierOutputParseError"
+                           for t in no_main)
 
     report = run_harbor_check(harbor_python, jobs)
     assert report["problems"] == [], "\n".join(report["problems"])

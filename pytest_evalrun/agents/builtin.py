@@ -12,15 +12,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..store.atomic import read_regular
 from . import load
 from .otlp import otlp_lines_from_pretty_json
 from .preset import Launch, Preset, PresetTrial, Records, newest
 
+#: Largest CLI record read (bytes): a transcript beyond is not read.
+MAX_RECORD_BYTES = 256 * 1024 * 1024
+
 
 def _read(path: Path | None) -> str | None:
-    if path is None or not path.is_file():
+    """A CLI record in the trial's agent home (which the model's tools can write): a regular
+    file only (never a FIFO, device or link the agent put there), at most
+    :data:`MAX_RECORD_BYTES`; None otherwise."""
+    if path is None:
         return None
-    return path.read_text(encoding="utf-8", errors="replace")
+    try:
+        return read_regular(path, MAX_RECORD_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def _session_id(stdout: str, *keys: str) -> str | None:
@@ -68,6 +78,9 @@ class ClaudeCode(Preset):
         if trial.model:
             argv += ["--model", trial.model]
         return Launch(argv + list(trial.args), env)
+
+    def endpoint(self, trial: PresetTrial) -> str | None:
+        return trial.env.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
 
     def collect(self, trial: PresetTrial, stdout: str) -> Records:
         session = _session_id(stdout, "session_id")
@@ -130,6 +143,9 @@ class Codex(Preset):
                 *trial.args, trial.prompt]
         return Launch(argv, env)
 
+    def endpoint(self, trial: PresetTrial) -> str | None:
+        return trial.env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+
     def collect(self, trial: PresetTrial, stdout: str) -> Records:
         thread = _session_id(stdout, "thread_id")
         sessions = trial.home / ".codex" / "sessions"
@@ -164,6 +180,9 @@ class CopilotCli(Preset):
                 "--output-format", "json", f"--share={trial.artifacts / 'session.md'}",
                 *trial.args]
         return Launch(argv, env)
+
+    def endpoint(self, trial: PresetTrial) -> str | None:
+        return trial.env.get("COPILOT_PROVIDER_BASE_URL") or None
 
     def collect(self, trial: PresetTrial, stdout: str) -> Records:
         session = _session_id(stdout, "sessionId")
@@ -204,6 +223,10 @@ class GeminiCli(Preset):
         if trial.model:
             argv += ["-m", trial.model]
         return Launch(argv + list(trial.args), env)
+
+    def endpoint(self, trial: PresetTrial) -> str | None:
+        return (trial.env.get("GOOGLE_GEMINI_BASE_URL")
+                or "https://generativelanguage.googleapis.com")
 
     def collect(self, trial: PresetTrial, stdout: str) -> Records:
         session = _session_id(stdout, "session_id")
@@ -259,6 +282,9 @@ class Opencode(Preset):
                         "OPENCODE_DISABLE_DEFAULT_PLUGINS": "1", "OPENCODE_DISABLE_SHARE": "1"})
         return Launch([trial.executable, "run", "--format", "json", *trial.args, trial.prompt],
                       env)
+
+    def endpoint(self, trial: PresetTrial) -> str | None:
+        return trial.env.get("OPENAI_BASE_URL") or None
 
     def followups(self, trial: PresetTrial, stdout: str) -> list[tuple[list[str], Path]]:
         """``opencode export <session>`` into a file (through a pipe its output stops at

@@ -14,10 +14,13 @@ one, only money the CLI reported itself is kept (Claude Code's, opencode's).
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..store.atomic import strict_dumps, write_text_atomic
 from .atif import trajectory
 from .common import AgentRun, ModelCall, Step
 from .preset import Records
@@ -61,6 +64,13 @@ def metrics_doc(run: AgentRun, preset: str, cost_source: str | None) -> dict[str
         if key in run.extra:
             doc.setdefault("extra", {})[key] = run.extra[key]
     return doc
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _fence(text: str) -> str:
@@ -114,7 +124,13 @@ def render_session(run: AgentRun) -> str:
 
 
 def _dump(path: Path, doc: Any) -> None:
-    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _write(path, strict_dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace ``path`` (atomically): whatever the agent left there (a FIFO, which a plain
+    write would block on, or a link outside) is replaced, never written through."""
+    write_text_atomic(path, text)
 
 
 def write_evidence(artifacts: Path, records: Records, *, preset: str, otel_name: str = "",
@@ -125,12 +141,12 @@ def write_evidence(artifacts: Path, records: Records, *, preset: str, otel_name:
     run = records.run
     cost_source = apply_pricing(run, pricing)
     if records.events is not None:
-        (artifacts / "events.jsonl").write_text(records.events, encoding="utf-8")
+        _write(artifacts / "events.jsonl", records.events)
     session = artifacts / "session.md"
-    if records.session_md is None or not session.is_file():
-        session.write_text(render_session(run), encoding="utf-8")
+    if records.session_md is None or not _regular(session):
+        _write(session, render_session(run))
     if records.otel and otel_name:
-        (artifacts / otel_name).write_text(records.otel, encoding="utf-8")
+        _write(artifacts / otel_name, records.otel)
     metrics = metrics_doc(run, preset, cost_source)
     _dump(artifacts / "metrics.json", metrics)
     _dump(artifacts / "analysis.json", run.analysis())

@@ -110,7 +110,10 @@ def parse(stdout: list[Record] | None = None, chat: list[Record] | None = None) 
                 run.errors.append(f"result: {event.get('status')}: "
                                   f"{error.get('message') if isinstance(error, dict) else error}")
             stats = event.get("stats") or {}
-            if not chat and stats:
+            # one total call from the stats, when the model did answer (a run that never
+            # reached its model reports zeros: no call)
+            if not chat and stats and (as_int(stats.get("input_tokens"))
+                                       or as_int(stats.get("output_tokens"))):
                 run.calls.append(ModelCall(Usage(input=as_int(stats.get("input_tokens")),
                                                  cache_read=as_int(stats.get("cached")),
                                                  output=as_int(stats.get("output_tokens")))))

@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import stat
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from ..store.atomic import strict_dumps
 
 #: Largest OTLP request body accepted (bytes).
 MAX_BODY = 32 * 1024 * 1024
@@ -47,7 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             record = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             self._reply(400)
             return
         self.server.append(record)
@@ -72,10 +76,22 @@ class _Server(ThreadingHTTPServer):
         self.count = 0
 
     def append(self, record: Any) -> None:
-        line = json.dumps(record, separators=(",", ":")) + "\n"
-        with self.lock, self.out.open("a", encoding="utf-8") as fh:
-            fh.write(line)
-            self.count += 1
+        """Append one record (strict JSON: a NaN becomes null) to the file, never through a
+        link or into a FIFO the agent may have put in its place (then the record is dropped:
+        a blocked write would stall the trial)."""
+        line = strict_dumps(record, separators=(",", ":")) + "\n"
+        flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+                 | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+        with self.lock:
+            try:
+                fd = os.open(self.out, flags, 0o644)
+            except OSError:
+                return
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    return
+                fh.write(line)
+                self.count += 1
 
 
 class OtlpReceiver:

@@ -133,6 +133,12 @@ class Preset:
     def collect(self, trial: PresetTrial, stdout: str) -> Records:
         raise NotImplementedError
 
+    def endpoint(self, trial: PresetTrial) -> str | None:
+        """The model API's base URL the CLI talks to (None: not known). When the CLI made no
+        model call, the runner tries to connect to it to tell ``model_unreachable`` from
+        ``no_model_call``."""
+        return None
+
     def needs(self, trial: PresetTrial) -> SandboxNeeds:
         """Network on; the program's install directory readable; the config home writable."""
         program = Path(os.path.realpath(trial.executable))
@@ -146,4 +152,4 @@ class Preset:
 
 def newest(paths: list[Path]) -> Path | None:
     """The most recently modified of ``paths`` (None when empty)."""
-    return max(paths, key=lambda p: p.stat().st_mtime_ns, default=None)
+    return max(paths, key=lambda p: p.lstat().st_mtime_ns, default=None)

@@ -7,23 +7,37 @@ the workspace, with the trial's own config home ``<trial>/agent-home/``. Afterwa
 reads the CLI's records and :mod:`.evidence` writes the files into the artifacts dir. A preset
 that cannot read its records never fails the trial: the problem is written to
 ``artifacts/preset-error.txt`` and the trial is judged by its verify step as usual.
+
+A CLI that made no model call is not judged (contract section 11): its tools only run because
+a model answered, so with no answer nothing was under the model's control, and the trial is an
+``error``: ``model_unreachable`` when the model endpoint does not accept a connection,
+``no_model_call`` otherwise (credentials missing or refused, the model API failing), with the
+CLI's own last words in the message. "No model call" needs every record to agree: the CLI's
+transcript, its stdout (which the model's tools cannot rewrite; they can only add to it), no tool
+call anywhere. A CLI that made calls and then failed stays judged.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
+import socket
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..spec.model import Step
+from ..store.atomic import write_text_atomic
 from ..trial.process import ProcessResult, run_step
 from ..trial.sandbox import Sandbox
 from ..trial.steps import StepContext
+from . import PARSERS, load
+from .common import AgentRun
 from .evidence import write_evidence
 from .otlp import OtlpReceiver
 from .preset import Preset, PresetTrial
@@ -107,8 +121,79 @@ def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
         for followup, out in preset.followups(trial, stdout):
             argv, cwd = box.wrap(followup, ctx.cwd) if box else (list(followup), ctx.cwd)
             run_step(argv, cwd=cwd, env=launch.env, timeout=FOLLOWUP_TIMEOUT, output=out)
-    collect_evidence(preset, trial, stdout, ctx.pricing)
+    run = _collect(preset, trial, stdout, ctx.pricing)
+    if run is not None and result.start_error is None and not _model_answered(preset, run,
+                                                                              stdout):
+        result = dataclasses.replace(result, infra_error=_no_model_call(preset, trial, run,
+                                                                         stdout))
     return result
+
+
+def _model_answered(preset: Preset, run: AgentRun, stdout: str) -> bool:
+    """Did any record show a model answer: a model call or a tool call, in the transcript or
+    in the CLI's stdout alone (a transcript the model's tools emptied does not hide it)?
+    True (judged) for a preset whose records no built-in parser reads: not known."""
+    if run.calls or run.tool_calls or preset.cli not in PARSERS:
+        return True
+    try:
+        alone = load(preset.cli, stdout)
+    except Exception:
+        return True  # not known: judged
+    return bool(alone.calls or alone.tool_calls)
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Does ``url``'s host accept a TCP connection?"""
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return True
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+#: Characters of the CLI's own message kept in the trial's message.
+MESSAGE_TAIL = 600
+
+
+def _no_model_call(preset: Preset, trial: PresetTrial, run: AgentRun,
+                   stdout: str) -> tuple[str, str]:
+    """``(error_kind, message)`` of a CLI that made no model call."""
+    endpoint = preset.endpoint(trial)
+    said = "; ".join(e.strip() for e in run.errors if e and e.strip())
+    if not said:
+        said = "\n".join(stdout.strip().splitlines()[-5:])
+    said = said[-MESSAGE_TAIL:] if said else "(it printed nothing)"
+    if endpoint is not None and not _reachable(endpoint):
+        return ("model_unreachable",
+                f"preset {preset.name}: the CLI made no model call: the model endpoint "
+                f"{endpoint} does not accept connections (not judged). The CLI said: {said}")
+    where = f" at {endpoint}" if endpoint else ""
+    return ("no_model_call",
+            f"preset {preset.name}: the CLI made no model call: the model API{where} never "
+            f"answered it (credentials missing or refused, not logged in, or the API failing; "
+            f"not judged). The CLI said: {said}")
+
+
+def _collect(preset: Preset, trial: PresetTrial, stdout: str,
+             pricing: Mapping[str, float] | None) -> AgentRun | None:
+    """Read the CLI's records and write the evidence; the parsed run (None when the records
+    could not be read: written to ``preset-error.txt``)."""
+    try:
+        records = preset.collect(trial, stdout)
+        write_evidence(trial.artifacts, records, preset=preset.name, otel_name=preset.otel_name,
+                       pricing=pricing)
+        return records.run
+    except Exception:  # a record we cannot read must not cost the trial its verdict
+        with contextlib.suppress(OSError):
+            write_text_atomic(
+                trial.artifacts / "preset-error.txt",
+                f"preset {preset.name} could not read the CLI's records:\n"
+                f"{traceback.format_exc()}")
+    return None
 
 
 def collect_evidence(preset: Preset, trial: PresetTrial, stdout: str,
@@ -116,14 +201,7 @@ def collect_evidence(preset: Preset, trial: PresetTrial, stdout: str,
                      clock: Callable[[], float] = time.perf_counter) -> float:
     """Read the CLI's records and write the evidence; return the seconds it took."""
     started = clock()
-    try:
-        records = preset.collect(trial, stdout)
-        write_evidence(trial.artifacts, records, preset=preset.name, otel_name=preset.otel_name,
-                       pricing=pricing)
-    except Exception:  # a record we cannot read must not cost the trial its verdict
-        (trial.artifacts / "preset-error.txt").write_text(
-            f"preset {preset.name} could not read the CLI's records:\n{traceback.format_exc()}",
-            encoding="utf-8")
+    _collect(preset, trial, stdout, pricing)
     return clock() - started
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import read_json
+from .atomic import finite, read_json
 from .index_schema import SCHEMA_VERSION, migrate, user_version
 from .paths import index_db
 from .walk import (
@@ -79,6 +79,9 @@ def _load(path: Path, checked: Checked, problems: list[Problem]) -> dict[str, An
     except ValueError as exc:
         problems.append(Problem(path, f"not valid JSON (truncated or hand-edited?): {exc}"))
         return None
+    except RecursionError:
+        problems.append(Problem(path, "JSON nested too deep to read (hand-edited?)"))
+        return None
     except OSError as exc:
         problems.append(Problem(path, f"unreadable: {exc}"))
         return None
@@ -89,10 +92,12 @@ def _load(path: Path, checked: Checked, problems: list[Problem]) -> dict[str, An
 
 
 def _differences(file: dict[str, Any], index: dict[str, Any], fields: tuple[str, ...]) -> str:
+    """The fields that differ. A NaN or infinity an older version wrote (SQLite stores NaN as
+    NULL) counts as no value on both sides: an untouched trial is never called hand-edited."""
     diffs = [
         f"{name}: file {file.get(name)!r}, index {index.get(name)!r}"
         for name in fields
-        if file.get(name) != index.get(name)
+        if finite(file.get(name)) != finite(index.get(name))
     ]
     return "; ".join(diffs)
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import finite
 from .paths import RunPaths
 from .trialdir import DIFF, META, METRICS, STDOUT, VERIFY, TrialDir
 
@@ -200,8 +201,8 @@ def _json_obj(path: Path) -> dict[str, Any]:
         return {}
     try:
         with open(fd, "rb") as fh:
-            data = json.loads(fh.read())
-    except (OSError, ValueError):
+            data = finite(json.loads(fh.read()))  # a NaN an old run wrote shows as none
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 

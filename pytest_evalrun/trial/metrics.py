@@ -9,16 +9,35 @@ wrote itself (``input_tokens``, ``output_tokens``, ``cache_tokens`` or ``cache_r
 ``cost_usd``, ``model``). A metrics.json with per-call numbers (``calls``: a preset's, written
 from the CLI's own records) is taken as it is: OpenTelemetry often states the same tokens more
 than once (per call and per session), so it only fills gaps there.
+
+These files are the agent's: whatever they hold never stops or fails the trial. A file that is not
+a regular file (a FIFO, device, socket, symlink) or is too large is not read; a value that is not
+a finite, non-negative number (NaN, 1e309, a 400-digit integer, a negative token count or cost, a
+boolean) or JSON nested too deep to parse is left out. Each is said in :attr:`Metrics.notes`.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..outcome import Metrics
+from ..store.atomic import read_regular
+
+#: Largest metrics.json read (bytes).
+MAX_METRICS_BYTES = 4 * 1024 * 1024
+#: Largest OpenTelemetry JSONL file read (bytes), and most files read.
+MAX_OTEL_BYTES = 64 * 1024 * 1024
+MAX_OTEL_FILES = 32
+#: Largest token count or cost kept: beyond, the value is absurd and left out.
+MAX_TOKENS = 10**15
+MAX_COST_USD = 1e9
+#: Most notes kept per trial.
+MAX_NOTES = 20
 
 INPUT = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
 OUTPUT = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
@@ -56,31 +75,88 @@ def _attribute_sets(obj: Any) -> Iterator[dict[str, Any]]:
 
 
 def _num(value: Any) -> float | None:
+    """A number from a JSON value or a numeric string; None when there is none (or NaN)."""
+    if isinstance(value, bool):
+        return None
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        n = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return None if math.isnan(n) else n
+
+
+class Notes:
+    """What was left out, said once each, at most :data:`MAX_NOTES`."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, text: str) -> None:
+        if text not in self.items and len(self.items) < MAX_NOTES:
+            self.items.append(text)
+
+
+def _usable(value: Any, key: str, where: str, notes: Notes, limit: float) -> float | None:
+    """``value`` as a finite number in [0, limit]; None, with a note, when it is another
+    number (or a string, a boolean, a list...); None without one when it is missing."""
+    if value is None:
+        return None
+    n = _num(value)
+    if n is None or not math.isfinite(n) or n < 0 or n > limit:
+        shown = repr(value) if not isinstance(value, (list, dict)) else type(value).__name__
+        if len(shown) > 40:
+            shown = shown[:37] + "..."
+        notes.add(f"{where}: {key} = {shown} left out (not a number from 0 to {limit:g})")
+        return None
+    return n
+
+
+def _load_json(data: bytes, where: str, notes: Notes) -> Any:
+    """The JSON value of ``data`` (NaN and Infinity read as such, checked later); None with a
+    note when it is not UTF-8 JSON or nests too deep."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        notes.add(f"{where}: not UTF-8, not read")
+    except RecursionError:
+        notes.add(f"{where}: JSON nested too deep, not read")
+    except ValueError:
+        notes.add(f"{where}: not valid JSON, not read")
+    return None
+
+
+def _read(path: Path, limit: int, notes: Notes) -> bytes | None:
+    try:
+        return read_regular(path, limit)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        notes.add(f"{path.name}: not read: {exc.strerror or exc}".replace(str(path), path.name))
         return None
 
 
-def from_otel(files: list[Path]) -> Metrics | None:
+def from_otel(files: list[Path], notes: Notes | None = None) -> Metrics | None:
+    notes = notes if notes is not None else Notes()
     tin = tout = tcache = 0
     cost = 0.0
     seen = seen_cost = False
     model: str | None = None
-    for path in files:
-        try:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
+    for path in files[:MAX_OTEL_FILES]:
+        data = _read(path, MAX_OTEL_BYTES, notes)
+        if data is None:
             continue
-        for line in lines:
+        for line in data.decode("utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
+            except RecursionError:
+                notes.add(f"{path.name}: a line nested too deep, skipped")
+                continue
             except ValueError:
                 continue
             for attrs in _attribute_sets(record):
                 for keys, kind in ((INPUT, "in"), (OUTPUT, "out"), (CACHE, "cache")):
                     for key in keys:
-                        n = _num(attrs.get(key))
+                        n = _usable(attrs.get(key), key, path.name, notes, MAX_TOKENS)
                         if n is not None:
                             seen = True
                             if kind == "in":
@@ -91,7 +167,7 @@ def from_otel(files: list[Path]) -> Metrics | None:
                                 tcache += int(n)
                             break
                 for key in COST:
-                    c = _num(attrs.get(key))
+                    c = _usable(attrs.get(key), key, path.name, notes, MAX_COST_USD)
                     if c is not None:
                         cost += c
                         seen_cost = True
@@ -103,77 +179,88 @@ def from_otel(files: list[Path]) -> Metrics | None:
     if not seen and model is None:
         return None
     return Metrics(
-        input_tokens=tin if seen else None,
-        output_tokens=tout if seen else None,
-        cache_tokens=tcache if seen else None,
-        cost_usd=cost if seen_cost else None,
+        input_tokens=tin if seen and tin <= MAX_TOKENS else None,
+        output_tokens=tout if seen and tout <= MAX_TOKENS else None,
+        cache_tokens=tcache if seen and tcache <= MAX_TOKENS else None,
+        cost_usd=cost if seen_cost and cost <= MAX_COST_USD else None,
         model=model,
         source="otel",
     )
 
 
-def from_agent_metrics(path: Path) -> Metrics | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+def _metrics_doc(path: Path, notes: Notes) -> dict[str, Any] | None:
+    """The agent's metrics.json as an object (None, with a note when it exists but cannot be
+    used)."""
+    data = _read(path, MAX_METRICS_BYTES, notes)
+    if data is None:
         return None
-    if not isinstance(data, dict):
+    doc = _load_json(data, path.name, notes)
+    if doc is not None and not isinstance(doc, dict):
+        notes.add(f"{path.name}: not a JSON object, not read")
+        return None
+    return doc
+
+
+def from_agent_metrics(path: Path, notes: Notes | None = None,
+                       doc: dict[str, Any] | None = None) -> Metrics | None:
+    notes = notes if notes is not None else Notes()
+    data = doc if doc is not None else _metrics_doc(path, notes)
+    if data is None:
         return None
 
     def integer(key: str) -> int | None:
-        n = _num(data.get(key))
+        n = _usable(data.get(key), key, path.name, notes, MAX_TOKENS)
         return None if n is None else int(n)
 
     model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        notes.add(f"{path.name}: model is not a string, left out")
     cache = integer("cache_tokens")
     return Metrics(
         input_tokens=integer("input_tokens"),
         output_tokens=integer("output_tokens"),
         cache_tokens=cache if cache is not None else integer("cache_read_tokens"),
-        cost_usd=_num(data.get("cost_usd")),
-        model=model if isinstance(model, str) else None,
+        cost_usd=_usable(data.get("cost_usd"), "cost_usd", path.name, notes, MAX_COST_USD),
+        model=model[:200] if isinstance(model, str) else None,
         source="agent-metrics",
     )
 
 
 def otel_files(artifacts: Path) -> list[Path]:
-    if not artifacts.is_dir():
+    """The OpenTelemetry JSONL files in ``artifacts`` (by name; not checked to be regular
+    files here: the readers refuse what is not)."""
+    try:
+        names = sorted(os.listdir(artifacts)) if artifacts.is_dir() else []
+    except OSError:
         return []
-    return sorted(
-        p
-        for p in artifacts.iterdir()
-        if p.is_file() and "otel" in p.name and p.name.endswith(".jsonl")
-    )
+    return [artifacts / n for n in names if "otel" in n and n.endswith(".jsonl")]
 
 
 def session_id(artifacts: Path) -> str | None:
     """The agent's session id from its metrics.json (``session_id``), else None."""
-    try:
-        data = json.loads((artifacts / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = data.get("session_id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) and value else None
-
-
-def _per_call(path: Path) -> bool:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("calls"), list)
+    data = _metrics_doc(artifacts / "metrics.json", Notes())
+    value = data.get("session_id") if data is not None else None
+    return value[:200] if isinstance(value, str) and value else None
 
 
 def collect(artifacts: Path) -> Metrics:
-    """Tokens, cost and model the agent reported; empty Metrics when it reported nothing."""
-    agent = from_agent_metrics(artifacts / "metrics.json")
-    if agent is not None and _per_call(artifacts / "metrics.json"):
+    """Tokens, cost and model the agent reported; empty Metrics when it reported nothing.
+    What was left out is in the result's ``notes``."""
+    notes = Notes()
+    path = artifacts / "metrics.json"
+    doc = _metrics_doc(path, notes)
+    agent = from_agent_metrics(path, notes, doc) if doc is not None else None
+    if agent is not None and doc is not None and isinstance(doc.get("calls"), list):
+        agent.notes = notes.items
         return agent
-    otel = from_otel(otel_files(artifacts))
+    otel = from_otel(otel_files(artifacts), notes)
     if otel is None:
-        return agent or Metrics()
+        result = agent or Metrics()
+        result.notes = notes.items
+        return result
     if agent is not None:  # fill gaps in the OTel numbers from the agent's own file
         for field in ("input_tokens", "output_tokens", "cache_tokens", "cost_usd", "model"):
             if getattr(otel, field) is None:
                 setattr(otel, field, getattr(agent, field))
+    otel.notes = notes.items
     return otel

@@ -141,6 +141,10 @@ class ProcessResult:
     killed_leftovers: int = 0
     #: bytes of output cut by the ``max_output`` cap (0: all kept)
     output_cut: int = 0
+    #: ``(error_kind, message)`` when the step's runner knows the infrastructure failed, not
+    #: the agent (a preset's CLI that never got an answer from its model API): the trial is
+    #: an ``error`` of that kind, not judged.
+    infra_error: tuple[str, str] | None = None
 
     @property
     def ok(self) -> bool:

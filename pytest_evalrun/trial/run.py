@@ -16,15 +16,19 @@ After the trial every file of the trial directory is masked (also after Ctrl-C o
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import json
+import math
 import os
 import shlex
 import shutil
+import signal
+import stat
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,15 +37,16 @@ from ..outcome import ERROR, FAILED, PASSED, TIMEOUT, TrialOutcome
 from ..secrets import Redactor
 from ..spec.model import Experiment, Step, Task, Variant
 from ..store import trialdir
+from ..store.atomic import read_regular
 from ..store.linksafe import defuse_links
 from ..store.runs import utc_now
 from ..store.trialdir import TrialDir
 from . import metrics as metrics_mod
 from .environment import step_environment
-from .placeholders import pytest_words
+from .placeholders import pytest_words, render_command
 from .process import ProcessResult, kill_all_running
 from .sandbox import WORKSPACE_INSIDE, Isolation, Sandbox, SandboxError, SandboxPolicy, resolve
-from .steps import PYCALL_CRASHED, StepContext, StepKinds, missing
+from .steps import PYCALL_CRASHED, PYCALL_NOT_FOUND, StepContext, StepKinds, missing
 from .workspace import (
     Snapshot,
     WorkspaceError,
@@ -97,33 +102,74 @@ def tail(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.rstrip("\n").splitlines()[-lines:])
 
 
+#: Largest reward file read (bytes): a reward is a number, or a flat object of them.
+MAX_REWARD_BYTES = 1024 * 1024
+
+
+def _finite(value: Any) -> float | None:
+    """A finite number as float (never a bool); None for anything else (NaN, 1e309, a
+    400-digit integer, a string)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
 def read_reward(verifier_dir: Path) -> tuple[float | None, dict[str, float], str | None]:
-    """``(reward, rewards, problem)`` from ``reward.json`` or ``reward.txt`` in verifier_dir."""
+    """``(reward, rewards, problem)`` from ``reward.json`` or ``reward.txt`` in verifier_dir.
+
+    Rewards are finite numbers (as Harbor requires): ``NaN``, ``Infinity``, ``1e309``, a
+    400-digit integer, JSON nested too deep, text that is not UTF-8, or a reward file that is
+    not a regular file give ``problem`` (and no reward), never an exception."""
     rj, rt = verifier_dir / "reward.json", verifier_dir / "reward.txt"
-    if rj.is_file():
+    if os.path.lexists(rj):
         try:
-            data = json.loads(rj.read_text(encoding="utf-8"))
+            raw = read_regular(rj, MAX_REWARD_BYTES)
+            data = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+        except UnicodeDecodeError:
+            return None, {}, "reward.json is not UTF-8"
+        except RecursionError:
+            return None, {}, "reward.json is nested too deep"
         except ValueError as exc:
             return None, {}, f"reward.json is not valid JSON: {exc}"
+        except OSError as exc:
+            return None, {}, f"reward.json cannot be read: {exc.strerror or exc}"
         if not isinstance(data, dict) or not data:
             return None, {}, "reward.json must be a non-empty flat object of numbers"
         rewards: dict[str, float] = {}
         for key, value in data.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return None, {}, f"reward.json: {key!r} is not a number"
-            rewards[str(key)] = float(value)
+            number = _finite(value)
+            if number is None:
+                shown = repr(value) if isinstance(value, (int, float, str)) else "not a number"
+                return None, {}, (f"reward.json: {str(key)[:40]!r} is not a finite number "
+                                  f"({shown[:40]})")
+            rewards[str(key)] = number
         main = rewards.get("reward")
         if main is None:
             if len(rewards) != 1:
                 return None, rewards, "reward.json has several numbers but no 'reward' key"
             main = next(iter(rewards.values()))
         return main, rewards, None
-    if rt.is_file():
-        text = rt.read_text(encoding="utf-8").strip()
+    if os.path.lexists(rt):
         try:
-            value = float(text)
-        except ValueError:
-            return None, {}, f"reward.txt must hold one number, found {text[:40]!r}"
+            text = read_regular(rt, MAX_REWARD_BYTES).decode("utf-8").strip()
+        except UnicodeDecodeError:
+            return None, {}, "reward.txt is not UTF-8"
+        except OSError as exc:
+            return None, {}, f"reward.txt cannot be read: {exc.strerror or exc}"
+        try:
+            value = _finite(float(text))
+        except (ValueError, OverflowError):
+            value = None
+        if value is None:
+            return None, {}, f"reward.txt must hold one finite number, found {text[:40]!r}"
         return value, {"reward": value}, None
     return None, {}, None
 
@@ -142,6 +188,9 @@ class _Trial:
         self.trial_env: dict[str, str] = {}
         self.snapshot: Snapshot | None = None
         self.steps: dict[str, dict[str, Any]] = {}
+        #: Each step's environment, as it got it (the verify step's PATH decides whether its
+        #: program is missing).
+        self.step_env: dict[str, Mapping[str, str]] = {}
         self.started = time.monotonic()
         e, v, t = spec.experiment, spec.variant, spec.task
         self.outcome = TrialOutcome(
@@ -262,12 +311,14 @@ class _Trial:
         writable: tuple[Path, ...] = (),
     ) -> ProcessResult:
         s = self.spec
+        isolation_failed = False
         try:
             box = self.sandbox(role, (self.files.artifacts, *writable))
         except (SandboxError, OSError) as exc:
             message = f"cannot isolate the {role} step: {exc}"
             self.files.write_text(output.relative_to(self.dir).as_posix(), f"evalrun: {message}\n")
             result = ProcessResult(None, False, 0.0, start_error=message)
+            isolation_failed = True
         else:
             step_env = step_environment(
                 inherited=s.base_env,
@@ -277,6 +328,7 @@ class _Trial:
                 cwd=self.inside(self.workspace),
                 tmpdir=box.tmp,
             )
+            self.step_env[role] = step_env
             ctx = StepContext(
                 role=role,
                 cwd=self.workspace,
@@ -298,6 +350,10 @@ class _Trial:
             "start_error": result.start_error,
             "timeout": timeout,
         }
+        if isolation_failed:
+            self.steps[role]["isolation_failed"] = True
+        if result.infra_error is not None:
+            self.steps[role]["infra_error"] = result.infra_error[0]
         self.files.redact_file(output)
         return result
 
@@ -355,8 +411,15 @@ class _Trial:
         if r.start_error:
             self.error("agent_missing", f"the agent could not start: {r.start_error}")
             return self.finish()
-        if missing(s.variant.agent, r.exit_code):
-            self.error("agent_missing", f"the agent was not found (exit status {r.exit_code})")
+        absent = (self.program_absent("agent", s.variant.agent, r)
+                  if missing(s.variant.agent, r.exit_code) else None)
+        if absent is not None:
+            self.error("agent_missing",
+                       f"the agent was not found (exit status {r.exit_code}): {absent[0]}")
+            o.verify_tail = s.redactor.redact(tail(f.read_text(trialdir.STDOUT)))
+            return self.finish()
+        if r.infra_error is not None:
+            self.error(*r.infra_error)
             o.verify_tail = s.redactor.redact(tail(f.read_text(trialdir.STDOUT)))
             return self.finish()
         if r.timed_out:
@@ -377,12 +440,11 @@ class _Trial:
         release_snapshot(self.snapshot)
         f.write_text(trialdir.DIFF, diff)
         f.redact_tree(f.artifacts)
-        for name in PROMOTED:
-            src = f.artifacts / name
-            if src.is_file() and not src.is_symlink():
-                _link_or_copy(src, f.file(name))
-        for src in metrics_mod.otel_files(f.artifacts):
-            _link_or_copy(src, f.file(src.name))
+        # only regular files (never a FIFO, device or socket the agent left: reading one
+        # later would block or never end), never through a link
+        for src in [*(f.artifacts / n for n in PROMOTED), *metrics_mod.otel_files(f.artifacts)]:
+            if _regular(src):
+                _link_or_copy(src, f.file(src.name))
         self.outcome.metrics = metrics_mod.collect(f.artifacts)
         self.outcome.session_id = metrics_mod.session_id(f.artifacts)
         if self.outcome.metrics.model is None and self.spec.variant.model:
@@ -403,7 +465,22 @@ class _Trial:
             "its content was not kept\n"
         )
 
+    def fail(self, kind: str, message: str, reward: float = 0.0) -> None:
+        """A judged failure (``failed``): ``kind`` says why (:attr:`TrialOutcome.failure_kind`)."""
+        self.outcome.status, self.outcome.reward = FAILED, reward
+        self.outcome.failure_kind = kind
+        self.outcome.message = self.spec.redactor.redact(message)
+
     def verify(self, env: Mapping[str, str]) -> None:
+        """Run verify and judge the agent's work (contract sections 3 and 11).
+
+        What verify does on the workspace the agent left is the agent's doing, so it is judged:
+        a verify that times out, dies of a signal (or a ``python:`` verifier that raises), or
+        writes a reward that is not a finite number is a ``failed`` trial with reward 0 and the
+        cause in the message and in verify.json's ``verify_problem``. Only a verify that could
+        not be judged at all through no doing of the agent's is an ``error``: its program is
+        missing from the experiment (not on the PATH, a path outside the workspace that does
+        not exist, a ``python:`` callable that is not defined), or its sandbox failed."""
         s, o, f = self.spec, self.outcome, self.files
         venv = dict(env)
         verifier = f.fresh_verifier()
@@ -416,32 +493,41 @@ class _Trial:
         o.verify_exit, o.verify_duration = r.exit_code, r.duration
         o.verify_tail = tail(f.read_text(f"verifier/{trialdir.VERIFY_OUTPUT}"))
         reward, rewards, problem = read_reward(verifier)
-        o.rewards = rewards
-        crashed = (
-            (r.exit_code is not None and r.exit_code < 0)
-            or (s.task.verify.kind == "python" and r.exit_code == PYCALL_CRASHED)
-            or missing(s.task.verify, r.exit_code)
-        )
-        if r.start_error:
-            self.error("verify_crashed", f"verify could not start: {r.start_error}")
+        o.rewards = rewards if problem is None else {}
+        verify_problem: str | None = None
+        kind = s.task.verify.kind
+        absent = self.verify_absent(r)
+        if r.start_error and self.steps["verify"].get("isolation_failed"):
+            self.error("sandbox", f"verify could not start: {r.start_error}")
+        elif absent is not None and absent[1]:
+            self.error("verify_missing", f"verify could not start: {absent[0]}")
+        elif r.start_error and absent is None:
+            self.error("verify_missing", f"verify could not start: {r.start_error}")
         elif r.timed_out:
-            self.error("verify_timeout", f"verify timed out after {s.task.verify_timeout:g}s")
-        elif crashed:
-            self.error("verify_crashed", f"verify crashed (exit status {r.exit_code})")
+            verify_problem = "timeout"
+            self.fail("verify_timeout", f"verify timed out after {s.task.verify_timeout:g}s "
+                      "on the agent's work (judged a failure, reward 0)")
+        elif absent is not None:
+            verify_problem = "missing"
+            self.fail("verify_missing", f"verify could not run on the agent's work: {absent[0]}")
+        elif (crash := _crash(kind, r.exit_code)) is not None:
+            verify_problem = "crashed"
+            self.fail("verify_crashed", f"verify crashed on the agent's work: {crash} "
+                      "(judged a failure, reward 0)")
         elif problem is not None:
-            self.error("verify_crashed", f"verify wrote a bad reward: {problem}")
+            verify_problem = "bad_reward"
+            self.fail("verify_bad_reward", f"verify wrote a bad reward: {problem} "
+                      "(judged a failure, reward 0)")
         elif r.exit_code != 0:
-            o.status, o.reward = FAILED, reward if reward is not None else 0.0
-            o.message = f"verify rejected the result (exit status {r.exit_code})"
+            self.fail("verify_rejected", f"verify rejected the result (exit status {r.exit_code})",
+                      reward if reward is not None else 0.0)
         else:
             o.reward = reward if reward is not None else 1.0
             if o.reward >= s.task.pass_threshold:
                 o.status = PASSED
             else:
-                o.status = FAILED
-                o.message = (
-                    f"reward {o.reward:g} is below the pass threshold {s.task.pass_threshold:g}"
-                )
+                self.fail("below_threshold", f"reward {o.reward:g} is below the pass threshold "
+                          f"{s.task.pass_threshold:g}", o.reward)
         f.write_json(
             trialdir.VERIFY,
             {
@@ -450,14 +536,70 @@ class _Trial:
                 "timed_out": r.timed_out,
                 "duration": round(r.duration, 4),
                 "reward": o.reward,
-                "rewards": rewards,
+                "rewards": o.rewards,
                 "pass_threshold": s.task.pass_threshold,
                 "passed": o.status == PASSED,
                 "command": s.task.verify.describe(),
                 "stdout_tail": o.verify_tail,
+                "verify_problem": verify_problem,
+                "failure_kind": o.failure_kind,
+                "message": o.message or None,
                 "error": o.message if o.status == ERROR else None,
             },
         )
+
+    def verify_absent(self, r: ProcessResult) -> tuple[str, bool] | None:
+        """When verify's own program was not found: ``(why, the experiment's fault)``; None
+        when it was found (or it is not known which program is missing).
+
+        The experiment's fault: a program not on the PATH, a path outside the workspace that
+        does not exist, a ``python:`` module or callable not defined in the experiment (or
+        installed). The agent's: a program (or module) inside the workspace, which the agent
+        removed or broke, or that the fixture has and the workspace no longer does."""
+        return self.program_absent("verify", self.spec.task.verify, r)
+
+    def program_absent(self, role: str, step: Step, r: ProcessResult) -> tuple[str, bool] | None:
+        """:meth:`verify_absent` for the ``role`` step ``step`` (for the agent step, whatever
+        is absent is the experiment's fault: the agent had not run yet). A step that exits
+        126/127 (a shell string) or 71 (``python:``) while its program is there is not
+        missing: that exit status is its own (an agent cannot make its trial unjudged by
+        choosing it)."""
+        s = self.spec
+        if step.kind == "python":
+            if r.exit_code != PYCALL_NOT_FOUND or r.timed_out:
+                return None
+            found = _callable_absent(str(step.value), s.experiment.directory, s.task.fixture,
+                                     self.workspace, self.step_env.get(role, {}))
+            return found if found is None or role == "verify" else (found[0], True)
+        if step.kind != "command" or not (r.start_error or missing(step, r.exit_code)):
+            return None
+        program = _program(step.value, self.values())
+        if program is None:
+            return None
+        path_env = self.step_env.get(role, {}).get("PATH", os.defpath)
+        if "/" not in program:
+            if shutil.which(program, path=path_env) is None:
+                return f"{program!r} is not on the PATH", True
+            return None
+        inside = program
+        if self.sandboxed and (program == WORKSPACE_INSIDE
+                               or program.startswith(WORKSPACE_INSIDE + "/")):
+            inside = str(self.workspace) + program[len(WORKSPACE_INSIDE):]
+        host = os.path.normpath(os.path.join(self.workspace, inside))
+        root = os.path.abspath(self.workspace)
+        runnable = os.path.isfile(host) and os.access(host, os.X_OK)
+        if host == root or host.startswith(root + os.sep):
+            if runnable:
+                return None
+            if role != "verify":
+                return f"{program!r} is not an executable file of the workspace", True
+            why = (f"{program!r} is not an executable file in the workspace the agent left"
+                   if os.path.lexists(host) else
+                   f"{program!r} is not in the workspace the agent left")
+            return why, False
+        if not runnable:
+            return f"{program!r} does not exist or is not executable", True
+        return None
 
     def settle(self) -> None:
         """Unsandboxed: move the workspace into the trial directory and remove the temporary
@@ -496,6 +638,7 @@ class _Trial:
                 "cost_usd": m.cost_usd,
                 "model": m.model or self.spec.variant.model,
                 "source": m.source,
+                "notes": m.notes,
             },
         )
         f.ensure_files(
@@ -513,6 +656,131 @@ class _Trial:
         )
         f.write_meta(o, self.steps)
         return o
+
+
+#: Shell words after which the program is not known from the first word.
+_SHELL_WORDS = frozenset((
+    "!", "{", "}", "(", ")", ".", ":", "[", "[[", "alias", "bg", "break", "builtin", "case",
+    "cd", "command", "continue", "declare", "eval", "exec", "exit", "export", "false", "fg",
+    "for", "function", "getopts", "hash", "if", "jobs", "kill", "let", "local", "printf", "pwd",
+    "read", "readonly", "return", "set", "shift", "source", "test", "time", "times", "trap",
+    "true", "type", "typeset", "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+    "echo",
+))
+
+
+def _program(command: Sequence[str] | str, values: Mapping[str, str]) -> str | None:
+    """The program a ``command`` step starts: argv[0], or a shell string's first word after
+    ``NAME=value`` assignments (None when that is a shell keyword or builtin, or the string
+    cannot be split)."""
+    rendered = render_command(command, values)
+    if not isinstance(rendered, str):
+        return rendered[0] if rendered else None
+    try:
+        words = shlex.split(rendered, comments=True)
+    except ValueError:
+        return None
+    while words and "=" in words[0] and words[0].split("=", 1)[0].isidentifier():
+        words.pop(0)
+    if not words or words[0] in _SHELL_WORDS or any(c in words[0] for c in "|&;<>()$`*?"):
+        return None
+    return words[0]
+
+
+def _crash(kind: str, exit_code: int | None) -> str | None:
+    """How verify crashed (killed by a signal, or a ``python:`` verifier raised), else None.
+    A sandboxed step, or a shell, reports a signal as 128 + its number."""
+    if exit_code is None:
+        return None
+    number = -exit_code if exit_code < 0 else exit_code - 128 if 128 < exit_code <= 192 else 0
+    if number:
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        return f"killed by {name} (signal {number}, exit status {exit_code})"
+    if kind == "python" and exit_code == PYCALL_CRASHED:
+        return f"the python verifier raised an exception (exit status {exit_code})"
+    if kind == "python" and exit_code == PYCALL_NOT_FOUND:
+        return f"importing the python verifier raised an exception (exit status {exit_code})"
+    return None
+
+
+def _module_file(module: str, bases: Sequence[Path]) -> Path | None:
+    """The source file of ``module`` (dotted) under one of ``bases``, else None."""
+    parts = module.split(".")
+    for base in bases:
+        where = base.joinpath(*parts)
+        for candidate in (where.with_suffix(".py"), where / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+        if where.is_dir():  # a namespace package
+            return where
+    return None
+
+
+def _top_level_names(source: Path) -> set[str] | None:
+    """Names a module binds (at any level: over-counting only leans to judging), None when
+    not known (it does ``import *`` or sets names dynamically); :class:`SyntaxError` when it
+    does not parse."""
+    try:
+        tree = ast.parse(source.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise SyntaxError(str(exc)) from exc
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name == "*":
+                    return None
+                names.add(alias.asname or alias.name.split(".")[0])
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("setattr",
+                                                                             "globals"):
+            return None
+    return names
+
+
+def _callable_absent(
+    target: str, experiment_dir: Path, fixture: Path | None, workspace: Path,
+    env: Mapping[str, str],
+) -> tuple[str, bool] | None:
+    """Why a ``python:`` verifier could not be imported (pycall's exit 71), and whether that is
+    the experiment's fault: its module is not in the experiment directory, ``PYTHONPATH`` or
+    the installed packages, or does not define the callable (or does not parse). When the
+    module and the callable are there, importing it failed on what the agent left (a module of
+    the workspace it imports): None, judged as a crash."""
+    module, _, attr = target.partition(":")
+    python_path = [Path(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    installed = [Path(p) for p in sys.path if p and os.path.isdir(p)]
+    source = _module_file(module, [experiment_dir, *python_path, *installed])
+    if source is None:
+        if _module_file(module, [workspace]) is not None:
+            return None  # the workspace's own module: importing it failed on the agent's work
+        if fixture is not None and _module_file(module, [fixture]) is not None:
+            return f"module {module!r} of the fixture is gone from the workspace", False
+        return f"python verifier {target!r}: module {module!r} not found", True
+    if source.is_dir() or source.suffix != ".py":
+        return None
+    try:
+        names = _top_level_names(source)
+    except SyntaxError:
+        return f"python verifier {target!r}: {source.name} cannot be parsed", True
+    first = attr.split(".")[0]
+    if names is not None and first and first not in names:
+        return f"python verifier {target!r}: {source.name} defines no {first!r}", True
+    return None
+
+
+def _regular(path: Path) -> bool:
+    """Is ``path`` a regular file (not a symlink, FIFO, device or socket)?"""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

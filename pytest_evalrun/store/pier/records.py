@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_evalrun import __version__
-from pytest_evalrun.outcome import ERROR, TIMEOUT, TrialOutcome
+from pytest_evalrun.outcome import ERROR, FAILED, TIMEOUT, TrialOutcome
 from pytest_evalrun.secrets import Redactor
 from pytest_evalrun.spec.model import Experiment, Task, Variant
 from pytest_evalrun.store.pier.config import agent_config
@@ -34,11 +34,21 @@ from pytest_evalrun.store.pier.values import (
 _EXCEPTION_TYPES = {
     "setup_failed": "SetupFailedError",
     "agent_missing": "AgentNotFoundError",
-    "verify_crashed": "VerifierCrashedError",
+    "verify_missing": "VerifierNotFoundError",
+    "verify_crashed": "VerifierCrashedError",  # 0.2.0's errors, and judged failures now
     "verify_timeout": "VerifierTimeoutError",
+    "verify_bad_reward": "VerifierOutputParseError",
+    "no_model_call": "ApiError",
+    "model_unreachable": "NetworkConnectionError",
+    "model_auth": "AgentAuthenticationError",
+    "sandbox": "EnvironmentStartError",
     "worker_crashed": "WorkerCrashedError",
     "internal": "InternalError",
 }
+#: Judged failures Harbor records with an exception as well (its reward stays 0, as Harbor
+#: scores a trial whose verifier timed out or could not be parsed).
+_VERIFY_PROBLEMS = frozenset({"verify_timeout", "verify_crashed", "verify_bad_reward",
+                              "verify_missing"})
 _NAMESPACE = uuid.UUID("6f1d3c0e-8a52-4c7b-9a55-3e0f6b1d2c4a")
 _PHASES = ("environment_setup", "agent_setup", "agent_execution", "verifier")
 
@@ -67,9 +77,12 @@ def task_path(experiment_path: str, task_slug: str) -> str:
 
 
 def exception_type(outcome: TrialOutcome) -> str | None:
-    """Harbor's exception type of a trial: a timeout is ``AgentTimeoutError``, as in Harbor."""
+    """Harbor's exception type of a trial: a timeout is ``AgentTimeoutError``, as in Harbor; a
+    judged failure of verify (timed out, crashed, a bad reward) Harbor's verifier exception."""
     if outcome.status == TIMEOUT:
         return "AgentTimeoutError"
+    if outcome.status == FAILED and outcome.failure_kind in _VERIFY_PROBLEMS:
+        return _EXCEPTION_TYPES[outcome.failure_kind]
     if outcome.status != ERROR:
         return None
     kind = outcome.error_kind or ""
@@ -149,6 +162,7 @@ def _agent_result(ctx: TrialContext, outcome: TrialOutcome) -> dict[str, Any]:
         "pass_threshold": outcome.pass_threshold,
         "message": outcome.message,
         "error_kind": outcome.error_kind,
+        "failure_kind": outcome.failure_kind,
         "seed": outcome.seed,
         "nodeid": outcome.nodeid,
         "duration": outcome.duration,
@@ -192,7 +206,7 @@ def _exception_info(
                 parts.append(text.rstrip())
                 break
     tail = verify_json.get("stdout_tail") or outcome.verify_tail
-    if isinstance(tail, str) and tail.strip() and outcome.status == ERROR:
+    if isinstance(tail, str) and tail.strip() and outcome.status in (ERROR, FAILED):
         parts.append("verify output (tail):\n" + tail.rstrip())
     occurred = finished or parse_time(outcome.started_at) or now()
     return {

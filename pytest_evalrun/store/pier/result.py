@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pytest_evalrun.store.atomic import write_json_atomic
+from pytest_evalrun.store.atomic import strict_dumps, write_json_atomic
 from pytest_evalrun.store.pier.files import JobFiles, norm_time, now, read_json
 from pytest_evalrun.store.pier.stats import (
     apply_entry,
@@ -141,7 +141,7 @@ class JobResultFile:
 
     def queue_locked(self, entry: dict[str, Any], previous: dict[str, Any] | None) -> None:
         """Queue a trial's stats delta (replacing ``previous``); fold the queue when due."""
-        line = json.dumps({"add": entry, "remove": previous}, ensure_ascii=False) + "\n"
+        line = strict_dumps({"add": entry, "remove": previous}, ensure_ascii=False) + "\n"
         with open(self.files.pending_path, "a", encoding="utf-8") as fh:
             fh.write(line)
         self.fold_locked(force=False)

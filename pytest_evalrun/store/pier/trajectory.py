@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_evalrun.store.atomic import read_regular
 from pytest_evalrun.store.pier.values import float_or_none, fmt_time, int_or_none, parse_time
 
 #: The ATIF version of the trajectories written.
@@ -172,10 +173,15 @@ def events_to_trajectory(
     return trajectory
 
 
+#: Largest events.jsonl converted to a trajectory (bytes).
+MAX_EVENTS_BYTES = 256 * 1024 * 1024
+
+
 def read_events(path: Path) -> list[dict[str, Any]] | None:
-    """The events of an ``events.jsonl``; None when absent or not JSON objects line by line."""
+    """The events of an ``events.jsonl``; None when absent, not a regular file, too large, or
+    not JSON objects line by line (also when a line nests too deep: the agent's file)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = read_regular(path, MAX_EVENTS_BYTES).decode("utf-8", errors="replace")
     except OSError:
         return None
     events = []
@@ -184,7 +190,7 @@ def read_events(path: Path) -> list[dict[str, Any]] | None:
             continue
         try:
             event = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         if not isinstance(event, dict):
             return None
