@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..spec.model import Step
+from ..trial.phases import safe_reads
 from ..trial.process import ProcessResult, run_step
 from ..trial.sandbox import Sandbox
 from ..trial.steps import StepContext
@@ -78,7 +79,9 @@ def _sandbox(preset: Preset, trial: PresetTrial, ctx: StepContext) -> Sandbox | 
     if ctx.sandbox is None:
         return None
     needs = preset.needs(trial)
-    return ctx.sandbox.extended(read=needs.read_paths, write=needs.write_paths)
+    protect = ctx.sandbox.policy.protect
+    box = ctx.own_program([trial.executable], *safe_reads(needs.read_paths, protect))
+    return box.extended(write=needs.write_paths)
 
 
 def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:

@@ -36,12 +36,19 @@ from ..store.runs import utc_now
 from ..store.trialdir import TrialDir
 from . import metrics as metrics_mod
 from .environment import step_environment
+from .phases import phase_view
 from .process import ProcessResult, kill_all_running
 from .sandbox import WORKSPACE_INSIDE, Isolation, Sandbox, SandboxError, SandboxPolicy, resolve
 from .steps import PYCALL_CRASHED, StepContext, StepKinds, missing
 from .workspace import Snapshot, WorkspaceError, prepare_workspace, workspace_diff
 
 TAIL_LINES = 30
+#: Appended to "the agent was not found" in a sandbox: how to make a program visible.
+NOT_VISIBLE = (
+    "; in its sandbox the agent sees the system's directories, its own program and the paths "
+    "listed under 'sandbox: read:' (docs/isolation.md): if the program (or one it runs) is "
+    "installed elsewhere, list its directory under 'sandbox: read:' in {file}"
+)
 #: Files the agent may leave in EVALRUN_ARTIFACTS_DIR that the layout keeps at the trial root.
 PROMOTED = ("events.jsonl", "session.md", "analysis.json")
 
@@ -221,14 +228,24 @@ class _Trial:
         s = self.spec
         assert self.isolation is not None
         user = s.variant.sandbox
+        view = phase_view(
+            role,
+            trial_dir=self.dir,
+            prompt_file=self.files.prompt,
+            artifacts=self.files.artifacts,
+            experiment_dir=s.experiment.directory,
+            rootdirs=s.read,
+            hide=s.hide,
+        )
         policy = SandboxPolicy(
             mode=self.isolation.requested,
             workspace=self.workspace,
-            writable=writable,
-            read=(self.dir, s.experiment.directory, *s.read, *user.read),
+            writable=tuple(dict.fromkeys((*view.writable, *writable))),
+            read=(*view.read, *user.read),
             write=user.write,
-            hide=s.hide,
+            hide=view.hide,
             network=s.variant.network,
+            protect=(s.experiment.directory, *s.read),
         )
         private = self.scratch / "steps" / role if self.scratch is not None else None
         if private is not None and private.exists():
@@ -338,7 +355,10 @@ class _Trial:
             self.error("agent_missing", f"the agent could not start: {r.start_error}")
             return self.finish()
         if missing(s.variant.agent, r.exit_code):
-            self.error("agent_missing", f"the agent was not found (exit status {r.exit_code})")
+            hint = NOT_VISIBLE.format(file=s.experiment.path) if self.sandboxed else ""
+            self.error(
+                "agent_missing", f"the agent was not found (exit status {r.exit_code}){hint}"
+            )
             o.verify_tail = s.redactor.redact(tail(f.read_text(trialdir.STDOUT)))
             return self.finish()
         if r.timed_out:
