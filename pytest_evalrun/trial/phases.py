@@ -138,7 +138,8 @@ def _inside_protected(path: str, protect: Sequence[Path | str]) -> bool:
 
 def _install(found: str, protect: Sequence[Path | str]) -> list[str]:
     """What to make visible for the program at ``found``: its install prefix
-    (``<prefix>/bin/<program>``: ``<prefix>``; else its directory) when that may be shown
+    (``.../node_modules/<package>/...``: that ``node_modules``; ``<prefix>/bin/<program>``:
+    ``<prefix>``; else its directory) when that may be shown
     whole and is no part of the experiment directory or rootdir (but for a venv), else the
     program alone; and ``found`` itself when it is a link (e.g. ``~/.local/bin/claude``)."""
     real = os.path.realpath(found)
@@ -147,6 +148,9 @@ def _install(found: str, protect: Sequence[Path | str]) -> list[str]:
     candidates = [directory]
     if os.path.basename(directory) in _BIN_DIRS:
         candidates.insert(0, os.path.dirname(directory))
+    parts = real.split("/")
+    if "node_modules" in parts:  # an npm package needs its neighbours (its dependencies)
+        candidates.insert(0, "/".join(parts[: parts.index("node_modules") + 1]))
     for prefix in candidates:
         venv = os.path.isfile(os.path.join(prefix, "pyvenv.cfg"))
         if exposable(prefix, protect) and (venv or not _inside_protected(prefix, protect)):

@@ -545,8 +545,8 @@ class Sandbox:
             parent = _real(os.path.dirname(a))
             if any(_under(parent, v) for v in visible) or any(_under(x, a) for x in reserved):
                 continue
-                mounts.append(_Mount(_depth(a), _RO, a, a))
-                visible.append(a)
+            mounts.append(_Mount(_depth(a), _LINK, a, _real(a)))  # kept a link (node
+            visible.append(a)  # resolves its modules from the real path)
         for what, paths in (("writable directory", p.writable), ("sandbox write path", p.write)):
             for w in paths:
                 src = _trusted_dir(w, what)
