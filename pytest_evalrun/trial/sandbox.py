@@ -17,24 +17,26 @@ process) with the options a step uses, and reports why none works: not Linux (ma
 unprivileged_userns_clone=0``, ``user.max_user_namespaces=0``, AppArmor's
 ``kernel.apparmor_restrict_unprivileged_userns=1``).
 
-What a step sees inside (:meth:`Sandbox.wrap`)::
+What a step sees inside (:meth:`Sandbox.wrap`), an allowlist on an empty read-only root::
 
-    --ro-bind / /                      the host, read-only (experiment dir, rootdir, programs)
+    --ro-bind <d> <d> / --symlink      the system: SYSTEM_DIRS (/usr, /etc, /opt, /lib...)
     --dev /dev --proc /proc            a minimal /dev, the sandbox's own /proc
     --tmpfs /tmp                       a private, empty /tmp ...
     --dir /tmp/home                    ... holding the private, empty HOME (HOME=/tmp/home)
     --bind <workspace> /tmp/workspace  the workspace, writable, at a neutral path
     --bind <path> <path>               artifacts (and verifier) dir, sandbox.write paths
+    --ro-bind <path> <path>            read paths: the phase's (trial/phases.py), the step's own
+                                       program, the Python running pytest, this package
     --tmpfs <dir> / --ro-bind <empty> <file>
-                                       hidden: results/ and jobs/ roots, credential stores,
-                                       $XDG_RUNTIME_DIR (ssh/gpg agent and D-Bus sockets)
-    --ro-bind <path> <path>            read paths (the trial's own dir, the experiment dir...)
-                                       that a hidden or private area would otherwise cover
-    --unshare-pid --die-with-parent --new-session [--unshare-net] --chdir <cwd inside>
+                                       hidden inside what is visible: results/ and jobs/ roots,
+                                       credential stores, /etc/shadow, .env files
+    --remount-ro / (and each skeleton tmpfs under /tmp)
+    --unshare-pid --die-with-parent --new-session --cap-drop ALL [--unshare-net]
 
 Mounts are ordered by path depth, so the most specific rule wins: a results root is hidden
-but the trial's own directory inside it is bound again; ``/tmp`` is private but an experiment
-directory under ``/tmp`` is bound again, read-only.  For one path, a bind wins over hiding.
+but the trial's own directory inside it is bound again.  For one path, a bind wins over
+hiding.  ``--cap-drop ALL`` applies to every step: as uid 0 bubblewrap would otherwise leave
+the step every capability (it could remount ``/`` read-write).
 
 The workspace is at ``/tmp/workspace`` inside: a tool that walks up from it (pytest's ini files
 and ``conftest.py``, ``pyproject.toml``, ``.git``, ``Cargo.toml``...) finds only the private,
