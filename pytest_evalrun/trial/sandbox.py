@@ -525,17 +525,17 @@ class Sandbox:
         if p.hide_credentials:
             home = str(p.user_home) if p.user_home is not None else os.path.expanduser("~")
             hidden += credential_paths(_real(home), os.environ.get("XDG_RUNTIME_DIR"))
-        hidden += [f for f in SYSTEM_SECRETS if os.path.isfile(f)]
+        hidden += [f for f in SYSTEM_SECRETS if os.access(f, os.R_OK)]  # as uid 0, say
         hidden = list(dict.fromkeys(hidden))
         visible = list(system)
         read: list[Path | str] = [*p.read, *_python_paths()]
         if p.network:
             read.append("/etc/resolv.conf")  # a link into /run on systemd-resolved hosts
-        for r in dict.fromkeys(_real(x) for x in read):
-            if not os.path.exists(r):
-                continue
-            if any(_under(r, v) for v in system) and not any(_under(r, h) for h in hidden):
-                continue  # already visible
+        reals = [r for r in dict.fromkeys(_real(x) for x in read) if os.path.exists(r)]
+        for r in reals:
+            covered = [*system, *(x for x in reals if x != r)]
+            if any(_under(r, v) for v in covered) and not any(_under(r, h) for h in hidden):
+                continue  # already visible (the system, or a read path holding it)
             if any(_under(x, r) for x in reserved) or r == "/":
                 raise SandboxError(f"sandbox read path {r} would cover {HOME_INSIDE}")
             mounts.append(_Mount(_depth(r), _RO, r, r))
