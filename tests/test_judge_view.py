@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import sys
 import uuid
@@ -154,10 +155,12 @@ class Grader:
         for rel in HOME_CREDENTIALS:
             self.secret("home:" + rel, self.home / rel)
         monkeypatch.setenv("HOME", str(self.home))
-        # the evaluator's real home (listing it is already a leak)
-        real_home = os.path.expanduser(f"~{os.environ.get('USER') or ''}")
-        if os.path.isdir(real_home) and real_home != "/":
-            self.targets["real_home"] = real_home
+        # a file in the evaluator's real home (its shell's rc file, say)
+        real_home = Path(pwd.getpwuid(os.geteuid()).pw_dir)
+        for name in (".bashrc", ".profile", ".zshrc", ".gitconfig", ".bash_logout"):
+            if (real_home / name).is_file() and os.access(real_home / name, os.R_OK):
+                self.targets["real_home_file"] = str(real_home / name)
+                break
 
     def write(self, path: Path, text: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -305,3 +308,46 @@ def test_a_program_the_agent_cannot_see_is_an_error_naming_the_fix(
     )
     r = suite.pytester.runpytest("-p", "no:cacheprovider", "--eval-sandbox=bwrap")
     assert suite.meta("base", "t")["status"] == "passed", r.stdout.str()
+
+
+def test_a_python_agent_sees_its_own_package_and_nothing_else_beside_the_yaml(
+    grader: Grader,
+) -> None:
+    """A ``python:`` agent imports its package beside the YAML (and the package's other
+    modules) but cannot read the grader next to it."""
+    pkg = grader.exp / "myagent"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helpers.py").write_text("GREETING = 'from a sibling module'\n")
+    targets = {k: v for k, v in grader.targets.items() if not k.startswith("home:")}
+    (pkg / "run.py").write_text(
+        "import json, os\n"
+        "from myagent.helpers import GREETING\n"
+        "def agent(ctx):\n"
+        f"    targets = {targets!r}\n"
+        "    loot = {}\n"
+        "    for name, path in targets.items():\n"
+        "        try:\n"
+        "            open(path).read() if os.path.isfile(path) else os.listdir(path)[0]\n"
+        "            loot[name] = 'READ'\n"
+        "        except (OSError, IndexError) as exc:\n"
+        "            loot[name] = 'DENIED'\n"
+        "    (ctx.artifacts_dir / 'loot.json').write_text(json.dumps(loot))\n"
+        "    (ctx.workspace / 'answer.txt').write_text(GREETING + '\\n')\n"
+        "    (ctx.workspace / 'seed.txt').write_text('x')\n"
+    )
+    grader.experiment(
+        defaults={"agent": {"python": "myagent.run:agent"}},
+        variants={"base": {}},
+        tasks=[{"name": "impossible", "prompt": "x", "fixture": "fixtures/basic",
+                "verify": "sh {experiment_dir}/verify.sh"}],
+    )  # fmt: skip
+    grader.run("-p", "no:xdist")
+    trial = grader.suite.trial_dir("base", "impossible", 1)
+    meta = grader.suite.meta("base", "impossible")
+    assert meta["status"] == "failed", meta
+    answer = (trial / "workspace" / "answer.txt").read_text()
+    assert answer == "from a sibling module\n"
+    loot = json.loads((trial / "artifacts" / "loot.json").read_text())
+    assert set(loot) == set(targets)
+    assert [k for k, v in loot.items() if v == "READ"] == []
