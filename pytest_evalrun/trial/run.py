@@ -85,7 +85,8 @@ class TrialSpec:
     #: Directories no sandboxed step may see (the results and jobs roots), but for the
     #: trial's own directory.
     hide: tuple[Path, ...] = ()
-    #: Directories a sandboxed step may read although hidden or private (pytest's rootdir).
+    #: Directories setup may read besides the experiment directory (pytest's rootdir); the
+    #: agent and verify do not see them (trial/phases.py).
     read: tuple[Path, ...] = ()
 
 
