@@ -351,3 +351,32 @@ def test_a_python_agent_sees_its_own_package_and_nothing_else_beside_the_yaml(
     loot = json.loads((trial / "artifacts" / "loot.json").read_text())
     assert set(loot) == set(targets)
     assert [k for k, v in loot.items() if v == "READ"] == []
+
+
+def test_naming_a_credential_in_the_command_does_not_make_it_visible(grader: Grader) -> None:
+    """Files a command names are made visible (the agent's own program), but never a
+    credential store nor another trial's files."""
+    key = grader.secret("ssh_key", grader.home / ".ssh" / "id_ed25519")
+    reader = grader.exp / "reader.py"
+    reader.write_text(
+        "import sys\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        print('READ', path, open(path).read())\n"
+        "    except OSError as exc:\n"
+        "        print('DENIED', path, exc.errno)\n"
+        "open('answer.txt', 'w').write('a guess')\n"
+    )
+    grader.experiment(
+        defaults={"agent": {"command": [
+            sys.executable, str(reader), str(grader.home / ".ssh" / "id_ed25519"),
+            str(grader.home / ".pgpass"),
+        ]}},
+        variants={"base": {}},
+        tasks=[{"name": "impossible", "prompt": "x", "fixture": "fixtures/basic",
+                "verify": "sh {experiment_dir}/verify.sh"}],
+    )  # fmt: skip
+    grader.run("-p", "no:xdist")
+    out = (grader.suite.trial_dir("base", "impossible", 1) / "stdout.txt").read_text()
+    assert "READ" not in out and out.count("DENIED") == 2, out
+    assert leaked(grader.suite, {"ssh_key": key, "pgpass": grader.tokens["home:.pgpass"]}) == {}

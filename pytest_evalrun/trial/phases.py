@@ -174,11 +174,17 @@ def _words(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def program_paths(
-    argv: Sequence[str], *, path: str | None, cwd: Path | str, protect: Sequence[Path | str] = ()
+    argv: Sequence[str],
+    *,
+    path: str | None,
+    cwd: Path | str,
+    protect: Sequence[Path | str] = (),
+    deny: Sequence[Path | str] = (),
 ) -> tuple[Path, ...]:
     """What a step's own program needs visible: its executable (found on ``path``) with its
     install prefix, and every existing file or directory its command names by absolute path
-    (e.g. a script beside the YAML: the file itself, never the whole experiment directory)."""
+    (e.g. a script beside the YAML: the file itself, never the whole experiment directory);
+    nothing inside ``deny`` (credential stores, the results and jobs roots)."""
     programs, words = _words(argv)
     found: list[str] = []
     for program in programs:
@@ -192,7 +198,12 @@ def program_paths(
             if os.path.isdir(word) and not exposable(word, protect):
                 continue
             found.append(word)
-    return tuple(Path(p) for p in dict.fromkeys(found))
+    denied = [os.path.realpath(d) for d in deny]
+    return tuple(
+        Path(p)
+        for p in dict.fromkeys(found)
+        if not any(_under(os.path.realpath(p), d) for d in denied)
+    )
 
 
 def module_paths(value: str, search: Path) -> tuple[Path, ...]:

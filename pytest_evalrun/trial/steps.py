@@ -24,7 +24,7 @@ from ..spec.model import Step
 from .phases import module_paths, program_paths
 from .placeholders import render_command
 from .process import ProcessResult, run_step
-from .sandbox import Sandbox
+from .sandbox import Sandbox, credential_paths
 
 #: Exit status of :mod:`pycall` when the callable itself crashed (not a verdict).
 PYCALL_CRASHED = 70
@@ -88,11 +88,14 @@ class StepContext:
         assert self.sandbox is not None
         if not self.sandbox.sandboxed:
             return self.sandbox
+        policy = self.sandbox.policy
+        home = str(policy.user_home) if policy.user_home else os.path.expanduser("~")
         found = program_paths(
             argv,
             path=self.env.get("PATH", os.defpath),
             cwd=self.cwd,
-            protect=self.sandbox.policy.protect,
+            protect=policy.protect,
+            deny=(*policy.hide, *credential_paths(os.path.realpath(home))),
         )
         return self.sandbox.extended(read=(*found, *more))
 
