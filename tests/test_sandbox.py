@@ -312,3 +312,70 @@ def test_probe_reports_why_bwrap_cannot_run(monkeypatch: pytest.MonkeyPatch) -> 
             sb.resolve("docker")
     finally:
         sb.probe.cache_clear()
+
+
+@needs_bwrap
+def test_a_step_sees_the_system_and_nothing_else_of_the_host(trial: Trial) -> None:
+    """An allowlist: programs, libraries and /etc are there; homes, /run (runtime sockets),
+    /var/tmp, /srv, /mnt and the host's /tmp are not; the skeleton leading to a bound path is
+    read-only."""
+    fd, marker = tempfile.mkstemp(prefix="evalrun-vartmp-", dir="/var/tmp")
+    os.close(fd)
+    try:
+        script = (
+            "import os, sys\n"
+            "for p in ['/usr/bin', '/etc/passwd', '/run', '/var/tmp', '/var', '/srv', '/mnt',\n"
+            "          '/home', sys.argv[2]]:\n"
+            "    print('SEEN' if os.path.exists(p) else 'GONE', p)\n"
+            "home = os.path.expanduser('~' + sys.argv[1])\n"
+            "print('HOME', sorted(os.listdir(home)) if os.path.isdir(home) else [])\n"
+            "for p in ['/planted', sys.argv[3] + '/planted']:\n"
+            "    try:\n"
+            "        open(p, 'w').write('x'); print('WROTE', p)\n"
+            "    except OSError as e:\n"
+            "        print('DENIED', p, e.errno)\n"
+        )
+        user = os.environ.get("USER", "root")
+        argv = f"import sys; sys.argv[1:] = {[user, marker, str(trial.suite)]!r}\n" + script
+        done = trial.run(argv, read=(trial.trial,))
+        assert done.returncode == 0, done.stderr
+        seen = {line.split(" ", 1)[1] for line in done.stdout.splitlines() if line[:4] == "SEEN"}
+        assert seen == {"/usr/bin", "/etc/passwd"}, done.stdout
+        # of the evaluator's home, only the way to the Python running pytest (if it is there)
+        home = os.path.realpath(os.path.expanduser("~" + user))
+        way = {
+            os.path.relpath(os.path.realpath(p), home).split(os.sep)[0]
+            for p in (sys.prefix, sys.base_prefix, sb.__file__)
+            if os.path.realpath(p).startswith(home + os.sep)
+        }
+        listed = next(line for line in done.stdout.splitlines() if line.startswith("HOME "))
+        assert set(eval(listed[5:])) <= way, (listed, way)
+        assert "WROTE" not in done.stdout
+    finally:
+        os.unlink(marker)
+
+
+@needs_bwrap
+def test_no_step_keeps_a_capability(trial: Trial) -> None:
+    """As root or not, a step has no capability (bwrap --cap-drop ALL) and cannot regain one:
+    remounting fails, and so does a remount from a new user namespace."""
+    script = (
+        "import subprocess\n"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('Cap')])\n"
+        "for cmd in ('mount -o remount,bind,rw /', 'mount -o remount,bind,rw /usr',\n"
+        "            'unshare -Um mount -o remount,bind,rw /usr', 'umount /tmp/workspace'):\n"
+        "    print(cmd, subprocess.run(['sh', '-c', cmd], capture_output=True).returncode)\n"
+        "import os\n"
+        "try:\n"
+        "    open('/usr/evalrun-planted', 'w').write('x'); print('WROTE')\n"
+        "except OSError as e:\n"
+        "    print('DENIED', e.errno)\n"
+    )
+    done = trial.run(script)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    caps = eval(lines[0])  # CapInh, CapPrm, CapEff, CapBnd, CapAmb
+    assert caps[0] == caps[1] == caps[2] == caps[4] == "0000000000000000", done.stdout
+    for line in lines[1:5]:
+        assert not line.endswith(" 0"), done.stdout
+    assert lines[5].startswith("DENIED") and not os.path.exists("/usr/evalrun-planted")

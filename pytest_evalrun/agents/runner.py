@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from ..spec.model import Step
 from ..store.atomic import write_text_atomic
+from ..trial.phases import safe_reads
 from ..trial.process import ProcessResult, run_step
 from ..trial.sandbox import Sandbox
 from ..trial.steps import StepContext
@@ -92,7 +93,9 @@ def _sandbox(preset: Preset, trial: PresetTrial, ctx: StepContext) -> Sandbox | 
     if ctx.sandbox is None:
         return None
     needs = preset.needs(trial)
-    return ctx.sandbox.extended(read=needs.read_paths, write=needs.write_paths)
+    protect = ctx.sandbox.policy.protect
+    box = ctx.own_program([trial.executable], *safe_reads(needs.read_paths, protect))
+    return box.extended(write=needs.write_paths)
 
 
 def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:

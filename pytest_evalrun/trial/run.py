@@ -43,6 +43,7 @@ from ..store.runs import utc_now
 from ..store.trialdir import TrialDir
 from . import metrics as metrics_mod
 from .environment import step_environment
+from .phases import phase_view
 from .placeholders import pytest_words, render_command
 from .process import ProcessResult, kill_all_running
 from .sandbox import WORKSPACE_INSIDE, Isolation, Sandbox, SandboxError, SandboxPolicy, resolve
@@ -58,6 +59,12 @@ from .workspace import (
 )
 
 TAIL_LINES = 30
+#: Appended to "the agent was not found" in a sandbox: how to make a program visible.
+NOT_VISIBLE = (
+    "; in its sandbox the agent sees the system's directories, its own program and the paths "
+    "listed under 'sandbox: read:' (docs/isolation.md): if the program (or one it runs) is "
+    "installed elsewhere, list its directory under 'sandbox: read:' in {file}"
+)
 #: Files the agent may leave in EVALRUN_ARTIFACTS_DIR that the layout keeps at the trial root.
 PROMOTED = ("events.jsonl", "session.md", "analysis.json")
 
@@ -94,7 +101,8 @@ class TrialSpec:
     #: Directories no sandboxed step may see (the results and jobs roots), but for the
     #: trial's own directory.
     hide: tuple[Path, ...] = ()
-    #: Directories a sandboxed step may read although hidden or private (pytest's rootdir).
+    #: Directories setup may read besides the experiment directory (pytest's rootdir); the
+    #: agent and verify do not see them (trial/phases.py).
     read: tuple[Path, ...] = ()
 
 
@@ -286,14 +294,24 @@ class _Trial:
         s = self.spec
         assert self.isolation is not None
         user = s.variant.sandbox
+        view = phase_view(
+            role,
+            trial_dir=self.dir,
+            prompt_file=self.files.prompt,
+            artifacts=self.files.artifacts,
+            experiment_dir=s.experiment.directory,
+            rootdirs=s.read,
+            hide=s.hide,
+        )
         policy = SandboxPolicy(
             mode=self.isolation.requested,
             workspace=self.workspace,
-            writable=writable,
-            read=(self.dir, s.experiment.directory, *s.read, *user.read),
+            writable=tuple(dict.fromkeys((*view.writable, *writable))),
+            read=(*view.read, *user.read),
             write=user.write,
-            hide=s.hide,
+            hide=view.hide,
             network=s.variant.network,
+            protect=(s.experiment.directory, *s.read),
         )
         private = self.scratch / "steps" / role if self.scratch is not None else None
         if private is not None and private.exists():
@@ -414,8 +432,9 @@ class _Trial:
         absent = (self.program_absent("agent", s.variant.agent, r)
                   if missing(s.variant.agent, r.exit_code) else None)
         if absent is not None:
+            hint = NOT_VISIBLE.format(file=s.experiment.path) if self.sandboxed else ""
             self.error("agent_missing",
-                       f"the agent was not found (exit status {r.exit_code}): {absent[0]}")
+                       f"the agent was not found (exit status {r.exit_code}): {absent[0]}{hint}")
             o.verify_tail = s.redactor.redact(tail(f.read_text(trialdir.STDOUT)))
             return self.finish()
         if r.infra_error is not None:
@@ -427,6 +446,11 @@ class _Trial:
             o.message = f"the agent ran out of time ({s.task.timeout:g}s)"
             return self.finish()
         self.verify(env)
+        if o.status == FAILED and self.sandboxed and r.exit_code in (126, 127):
+            # judged (the agent may exit 127 on purpose), but say what usually causes it
+            o.message += f" (the agent exited {r.exit_code}: a program it runs was not found" + (
+                NOT_VISIBLE.format(file=s.experiment.path) + ")"
+            )
         return self.finish()
 
     def collect_artifacts(self) -> None:

@@ -17,24 +17,26 @@ process) with the options a step uses, and reports why none works: not Linux (ma
 unprivileged_userns_clone=0``, ``user.max_user_namespaces=0``, AppArmor's
 ``kernel.apparmor_restrict_unprivileged_userns=1``).
 
-What a step sees inside (:meth:`Sandbox.wrap`)::
+What a step sees inside (:meth:`Sandbox.wrap`), an allowlist on an empty read-only root::
 
-    --ro-bind / /                      the host, read-only (experiment dir, rootdir, programs)
+    --ro-bind <d> <d> / --symlink      the system: SYSTEM_DIRS (/usr, /etc, /opt, /lib...)
     --dev /dev --proc /proc            a minimal /dev, the sandbox's own /proc
     --tmpfs /tmp                       a private, empty /tmp ...
     --dir /tmp/home                    ... holding the private, empty HOME (HOME=/tmp/home)
     --bind <workspace> /tmp/workspace  the workspace, writable, at a neutral path
     --bind <path> <path>               artifacts (and verifier) dir, sandbox.write paths
+    --ro-bind <path> <path>            read paths: the phase's (trial/phases.py), the step's own
+                                       program, the Python running pytest, this package
     --tmpfs <dir> / --ro-bind <empty> <file>
-                                       hidden: results/ and jobs/ roots, credential stores,
-                                       $XDG_RUNTIME_DIR (ssh/gpg agent and D-Bus sockets)
-    --ro-bind <path> <path>            read paths (the trial's own dir, the experiment dir...)
-                                       that a hidden or private area would otherwise cover
-    --unshare-pid --die-with-parent --new-session [--unshare-net] --chdir <cwd inside>
+                                       hidden inside what is visible: results/ and jobs/ roots,
+                                       credential stores, /etc/shadow, .env files
+    --remount-ro / (and each skeleton tmpfs under /tmp)
+    --unshare-pid --die-with-parent --new-session --cap-drop ALL [--unshare-net]
 
 Mounts are ordered by path depth, so the most specific rule wins: a results root is hidden
-but the trial's own directory inside it is bound again; ``/tmp`` is private but an experiment
-directory under ``/tmp`` is bound again, read-only.  For one path, a bind wins over hiding.
+but the trial's own directory inside it is bound again.  For one path, a bind wins over
+hiding.  ``--cap-drop ALL`` applies to every step: as uid 0 bubblewrap would otherwise leave
+the step every capability (it could remount ``/`` read-write).
 
 The workspace is at ``/tmp/workspace`` inside: a tool that walks up from it (pytest's ini files
 and ``conftest.py``, ``pyproject.toml``, ``.git``, ``Cargo.toml``...) finds only the private,
@@ -75,6 +77,7 @@ __all__ = [
     "CREDENTIAL_STORES",
     "HOME_INSIDE",
     "MODES",
+    "SYSTEM_DIRS",
     "TMP_INSIDE",
     "WORKSPACE_INSIDE",
     "Isolation",
@@ -130,7 +133,36 @@ CREDENTIAL_STORES: tuple[str, ...] = (
     ".config/github-copilot",
     ".config/gh-copilot",
     ".config/Code/User/globalStorage",
+    ".local/share/opencode",
+    ".config/opencode",
+    ".config/rclone",
+    ".pgpass",
+    ".s3cfg",
+    ".boto",
+    ".bash_history",
+    ".zsh_history",
+    ".python_history",
+    ".node_repl_history",
+    ".psql_history",
+    ".mysql_history",
+    ".lesshst",
+    ".viminfo",
+    ".env",
+    ".local/share/fish",
 )
+
+#: What every sandboxed step sees of the host, read-only: the system's programs, libraries
+#: and configuration (links such as ``/bin -> usr/bin`` are kept as links).  Nothing else of
+#: the host is there: no home, no ``/tmp`` (a private one), ``/var``, ``/run``, ``/srv``,
+#: ``/mnt`` or the suite; a step's own paths are added by its :class:`SandboxPolicy`.
+SYSTEM_DIRS: tuple[str, ...] = (
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/nix",
+    "/sys",
+)  # fmt: skip
+
+#: Files of :data:`SYSTEM_DIRS` no step sees (an empty file is bound over them): as uid 0
+#: without capabilities a step is still their owner.
+SYSTEM_SECRETS: tuple[str, ...] = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
 
 _PROBE_TIMEOUT = 15.0
 
@@ -181,6 +213,7 @@ _PROBE_ARGS = (
     "--unshare-pid",
     "--die-with-parent",
     "--new-session",
+    "--cap-drop", "ALL",
 )  # fmt: skip
 
 
@@ -321,6 +354,10 @@ class SandboxPolicy:
     network: bool = True
     hide_credentials: bool = True
     user_home: Path | None = None
+    #: Directories a program's install prefix must never expose whole when the step's own
+    #: program is made visible (:func:`~.phases.program_paths`): the experiment directory,
+    #: pytest's rootdir.
+    protect: tuple[Path, ...] = ()
 
 
 @functools.lru_cache(maxsize=8)
@@ -336,7 +373,7 @@ def credential_paths(home: str, runtime_dir: str | None = None) -> tuple[str, ..
 
 
 # Mount kinds, in the order they apply to one path: hide, then read-only, then writable.
-_HIDE, _HIDE_FILE, _DIR, _RO, _RW = 0, 1, 2, 3, 4
+_HIDE, _HIDE_FILE, _DIR, _LINK, _RO, _RW = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True, order=True)
@@ -353,6 +390,8 @@ class _Mount:
             return ["--ro-bind", empty, self.dest]
         if self.kind == _DIR:
             return ["--dir", self.dest]
+        if self.kind == _LINK:
+            return ["--symlink", self.src, self.dest]
         if self.kind == _RO:
             return ["--ro-bind", self.src, self.dest]
         return ["--bind", self.src, self.dest]
@@ -465,54 +504,104 @@ class Sandbox:
         return [*self._prefix, "--chdir", self.inside(cwd), "--", *argv], Path(cwd)
 
     def _bwrap_prefix(self) -> list[str]:
+        """bwrap's options: an allowlist.  The root is an empty read-only tmpfs holding the
+        :data:`SYSTEM_DIRS`, a private ``/tmp`` with the workspace and ``HOME``, and the
+        policy's own paths; inside what is visible, hidden paths are covered."""
         p = self.policy
         assert self.isolation.bwrap is not None
         mounts: list[_Mount] = [
             _Mount(1, _HIDE, TMP_INSIDE),
             _Mount(_depth(HOME_INSIDE), _DIR, HOME_INSIDE),
         ]
+        system: list[str] = []
+        for d in SYSTEM_DIRS:
+            if os.path.islink(d):
+                mounts.append(_Mount(1, _LINK, d, os.readlink(d)))
+            elif os.path.isdir(d):
+                mounts.append(_Mount(1, _RO, d, d))
+                system.append(d)
         reserved = (HOME_INSIDE, WORKSPACE_INSIDE)
-        masked: list[str] = [TMP_INSIDE]
         hidden: list[str] = [_real(h) for h in p.hide if os.path.lexists(h)]
         if p.hide_credentials:
             home = str(p.user_home) if p.user_home is not None else os.path.expanduser("~")
             hidden += credential_paths(_real(home), os.environ.get("XDG_RUNTIME_DIR"))
-        for h in dict.fromkeys(hidden):
-            if h in ("/", TMP_INSIDE) or _under(h, "/proc") or _under(h, "/dev"):
-                continue
-            kind = _HIDE if os.path.isdir(h) else _HIDE_FILE
-            mounts.append(_Mount(_depth(h), kind, h, h))
-            masked.append(h)
+        hidden += [f for f in SYSTEM_SECRETS if os.access(f, os.R_OK)]  # as uid 0, say
+        hidden = list(dict.fromkeys(hidden))
+        visible = list(system)
         read: list[Path | str] = [*p.read, *_python_paths()]
-        for r in dict.fromkeys(_real(x) for x in read):
-            if not os.path.exists(r) or not any(_under(r, m) for m in masked):
-                continue  # already visible through --ro-bind / /
-            if any(_under(x, r) for x in reserved):
+        if p.network:
+            read.append("/etc/resolv.conf")  # a link into /run on systemd-resolved hosts
+        reals = [r for r in dict.fromkeys(_real(x) for x in read) if os.path.exists(r)]
+        for r in reals:
+            covered = [*system, *(x for x in reals if x != r)]
+            if any(_under(r, v) for v in covered) and not any(_under(r, h) for h in hidden):
+                continue  # already visible (the system, or a read path holding it)
+            if any(_under(x, r) for x in reserved) or r == "/":
                 raise SandboxError(f"sandbox read path {r} would cover {HOME_INSIDE}")
             mounts.append(_Mount(_depth(r), _RO, r, r))
+            visible.append(r)
+        # a program found through a link (``~/.local/bin/claude``): the link's path too
+        for a in dict.fromkeys(os.path.abspath(x) for x in read):
+            if not os.path.islink(a) or not os.path.exists(a):
+                continue
+            parent = _real(os.path.dirname(a))
+            if any(_under(parent, v) for v in visible) or any(_under(x, a) for x in reserved):
+                continue
+            mounts.append(_Mount(_depth(a), _LINK, a, _real(a)))  # kept a link (node
+            visible.append(a)  # resolves its modules from the real path)
         for what, paths in (("writable directory", p.writable), ("sandbox write path", p.write)):
             for w in paths:
                 src = _trusted_dir(w, what)
                 if any(_under(x, src) for x in reserved) or src == "/":
                     raise SandboxError(f"{what} {src} would cover {HOME_INSIDE}")
                 mounts.append(_Mount(_depth(src), _RW, src, src))
+                visible.append(src)
+        for h in hidden:
+            if h in ("/", TMP_INSIDE) or _under(h, "/proc") or _under(h, "/dev"):
+                continue
+            if not any(_under(h, v) for v in visible):
+                continue  # not visible anyway
+            kind = _HIDE if os.path.isdir(h) else _HIDE_FILE
+            mounts.append(_Mount(_depth(h), kind, h, h))
         if self._workspace is not None:
             src = _trusted_dir(self.policy.workspace or "", "workspace")
             mounts.append(_Mount(_depth(WORKSPACE_INSIDE), _RW, WORKSPACE_INSIDE, src))
-        argv = [self.isolation.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        # The directories bwrap creates to reach a bind are read-only: in the root, and under
+        # /tmp in a read-only tmpfs per first component (e.g. /tmp/pytest-of-root)
+        skeletons = sorted(
+            {
+                "/".join(m.dest.split("/")[:3])
+                for m in mounts
+                if m.kind in (_RO, _RW) and _depth(m.dest) > 2 and _under(m.dest, TMP_INSIDE)
+            }
+            - {m.dest for m in mounts}
+            - set(reserved)
+        )
+        mounts += [_Mount(2, _HIDE, d) for d in skeletons]
+        argv = [self.isolation.bwrap, "--dev", "/dev", "--proc", "/proc"]
         empty = _empty_file()
-        for m in sorted(mounts):
+        for m in sorted(set(mounts)):
             argv += m.args(empty)
-        argv += ["--unshare-pid", "--die-with-parent", "--new-session"]
+        # no capability, also as uid 0 (no remount, no unmount, no raw network, no ptrace)
+        for d in ("/", *skeletons):
+            argv += ["--remount-ro", d]
+        argv += ["--unshare-pid", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
         if not p.network:
             argv.append("--unshare-net")
         return argv
 
 
 def _python_paths() -> Iterable[str]:
-    """This interpreter and its prefixes: ``python:`` steps and ``{python}`` must run even
-    when the venv lives under ``/tmp`` or in a hidden directory."""
-    return (sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)))
+    """This interpreter, its prefixes and this plugin's own package: ``python:`` steps and
+    ``{python}`` must run wherever they are installed (a venv or an editable checkout under
+    ``/tmp`` or in a home)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # pytest_evalrun/
+    return (
+        sys.prefix,
+        sys.base_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+        package,
+    )
 
 
 class _Empty:

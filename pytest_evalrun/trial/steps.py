@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Protocol
 
 from ..spec.model import Step
+from .phases import module_paths, program_paths
 from .placeholders import render_command
 from .process import ProcessResult, run_step
-from .sandbox import Sandbox
+from .sandbox import Sandbox, credential_paths
 
 #: Exit status of :mod:`pycall` when the callable itself crashed (not a verdict).
 PYCALL_CRASHED = 70
@@ -79,7 +80,24 @@ class StepContext:
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         if self.sandbox is None:
             return argv, self.cwd
-        return self.sandbox.wrap(argv, self.cwd)
+        return self.own_program(argv).wrap(argv, self.cwd)
+
+    def own_program(self, argv: Sequence[str], *more: Path) -> Sandbox:
+        """The step's sandbox with its own program visible (its executable's install prefix,
+        the files its command names: :func:`~.phases.program_paths`) and ``more``."""
+        assert self.sandbox is not None
+        if not self.sandbox.sandboxed:
+            return self.sandbox
+        policy = self.sandbox.policy
+        home = str(policy.user_home) if policy.user_home else os.path.expanduser("~")
+        found = program_paths(
+            argv,
+            path=self.env.get("PATH", os.defpath),
+            cwd=self.cwd,
+            protect=policy.protect,
+            deny=(*policy.hide, *credential_paths(os.path.realpath(home))),
+        )
+        return self.sandbox.extended(read=(*found, *more))
 
 
 class StepRunner(Protocol):
@@ -104,7 +122,11 @@ def run_python(step: Step, ctx: StepContext) -> ProcessResult:
     command = [sys.executable, "-I", "-m", "pytest_evalrun.trial.pycall", ctx.role, str(step.value)]
     env = dict(ctx.env)
     env["EVALRUN_PYCALL_PATH"] = str(ctx.experiment_dir)
-    argv, cwd = ctx.wrap(command)
+    if ctx.sandbox is not None:  # its module, when it lives beside the YAML
+        own = module_paths(str(step.value), ctx.experiment_dir)
+        argv, cwd = ctx.own_program(command, *own).wrap(command, ctx.cwd)
+    else:
+        argv, cwd = command, ctx.cwd
     return run_step(argv, cwd=cwd, env=env, timeout=ctx.timeout, output=ctx.output)
 
 
