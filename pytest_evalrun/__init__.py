@@ -1,3 +1,3 @@
 """pytest-evalrun: agent-evaluation trials as pytest items."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -200,10 +200,12 @@ def test_a_run_is_listed_as_running_from_its_first_trial(suite: Suite) -> None:
     import sys
     import time
 
-    flag = suite.root / "go"
+    flags = suite.root / "flags"  # the agent sees only what is listed under sandbox: read:
+    flags.mkdir()
+    flag = flags / "go"
     wait = f"import pathlib, time\nwhile not pathlib.Path({str(flag)!r}).exists(): time.sleep(0.05)"
     waiting = {"agent": {"command": [sys.executable, "-c", wait]}}
-    suite.experiment(variants={"base": waiting}, trials=1)
+    suite.experiment(variants={"base": waiting}, trials=1, sandbox={"read": [str(flags)]})
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--eval-run-id", "live"],
         cwd=suite.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -444,7 +444,9 @@ def test_trial_directory_contents(tmp_path: Path) -> None:
     assert (passed / "verifier" / "verify.json").is_file()
     assert (passed / "artifacts" / "workspace.diff").is_file()
     assert (passed / "artifacts" / "notes" / "left.txt").is_file()
-    assert (passed / "artifacts" / "dangling-link").is_symlink()
+    # a link out of the trial is replaced by a text file naming its target (issue 19)
+    link = passed / "artifacts" / "dangling-link"
+    assert not link.is_symlink() and "/etc/hostname" in link.read_text()
     assert not (passed / "artifacts" / "events.jsonl").exists()  # in agent/, not twice
     assert not (passed / "workspace").exists()
     # Hard links: the same inode as the standard layout's file.
