@@ -107,7 +107,8 @@ def _interval_svg(
     )
     return (
         f'<svg class=ci width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
-        f'aria-label="{label}"><title>{label}</title><line x1="{pad}" x2="{w - pad}" y1="{h / 2}" y2="{h / 2}" stroke="#d1d9e0"/>{zero}'
+        f'aria-label="{label}"><title>{label}</title>'
+        f'<line x1="{pad}" x2="{w - pad}" y1="{h / 2}" y2="{h / 2}" stroke="#d1d9e0"/>{zero}'
         f'<line x1="{x(lo)}" x2="{x(hi)}" y1="{h / 2}" y2="{h / 2}" stroke="{colour}" '
         f'stroke-width="3" stroke-linecap="round"/>'
         f'<circle cx="{x(mid)}" cy="{h / 2}" r="4" fill="{colour}"/></svg>'

@@ -126,6 +126,7 @@ tr.detail>td{background:#fbfcfd;text-align:left;white-space:normal;padding:10px 
 .detail h4 .muted{font-weight:400}
 .detail pre{margin:0;padding:8px 10px;background:var(--soft);border:1px solid var(--line);
 border-radius:6px;max-height:420px;overflow:auto;white-space:pre-wrap;overflow-wrap:anywhere}
+.detail pre:focus-visible{outline:2px solid var(--accent)}
 .detail pre.empty{color:var(--muted);font-style:italic}
 .cut{color:var(--timeout);font-size:12px}
 .d-add{color:#116329;background:#dafbe1;display:block}
@@ -294,6 +295,7 @@ JS = r"""
     }
     var pre = box.appendChild(el("pre"));
     if (!t.text) { pre.className = "empty"; pre.textContent = empty; return pre; }
+    pre.tabIndex = 0;  // it scrolls: keys can scroll it
     pre.textContent = clean(t.text);
     return pre;
   }
