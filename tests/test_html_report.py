@@ -12,10 +12,13 @@ from typing import Any
 
 import headless
 import pytest
+import yaml
 from cdp import AXE_JS, AXE_SKIP_REASON, Browser
 from conftest import VERIFY, Suite
 from headless import CHROMIUM, SKIP_REASON
+from mockllm import MockLLM
 from synthetic_run import write_run
+from test_presets import edit_script, experiment, refuse_script, require_cli
 
 from pytest_evalrun.report.fmt import fmt_pct
 from pytest_evalrun.report.html import json_for_script, render_html
@@ -495,3 +498,36 @@ def test_regression_banner_and_detectable_drop_read_plainly() -> None:
     banner = page.split("id=verdict>", 1)[1].split("</div>", 1)[0]
     assert "gate passed" in banner and "gate failed" not in banner and "all 0" not in banner
     assert "too few tasks for 80% power" in page
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_a_real_claude_code_trial_shows_its_session_md(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    """The claude-code preset, the real CLI against the mock model: the report's transcript is
+    the trial's session.md, not the CLI's stream-json (stdout.txt)."""
+    exe = require_cli("claude")
+    with MockLLM(edit_script("claude"), log_path=tmp_path / "e.jsonl") as m1, \
+            MockLLM(refuse_script(), log_path=tmp_path / "r.jsonl") as m2:
+        (pytester.path / "claude.eval.yaml").write_text(
+            yaml.safe_dump(experiment("claude", exe, m1, m2)))
+        pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    (run_dir,) = pytester.path.glob("results/presets-claude/*")
+    view = load_run(run_dir)
+    edit = next(i for i, r in enumerate(view.rows) if view.tasks[r[1]] == "edit")
+    trial = Path(view.details[edit]["dir"])
+    session = (trial / "session.md").read_text(encoding="utf-8")
+    stream = (trial / STDOUT).read_text(encoding="utf-8")
+    assert session.strip() and stream.lstrip().startswith("{")
+    out = tmp_path / "report.html"
+    write_report(run_dir, out)
+    with Browser() as b:
+        b.open(f"{out.as_uri()}#trial-{edit}")
+        shown = b.wait_for(f"document.querySelector('#detail-{edit} pre:nth-of-type(2)')"
+                           "?.textContent")
+        heads = b.js(f"[...document.querySelectorAll('#detail-{edit} h4')].map(h => h.innerText)")
+    assert any(h.startswith("Agent transcript (session.md)") for h in heads), heads
+    last = [ln for ln in session.splitlines() if ln.strip()][-1]
+    assert last.strip() in shown
+    assert '"type":' not in shown
