@@ -515,7 +515,8 @@ def _trials(data: Mapping[str, Any]) -> str:
             f"<th{' class=l' if k == 'status' else ''} data-sort={k}>"
             f"<button type=button class=sortbtn>{label}</button></th>"
             for k, label in (
-                ("trial", "#<span class=vh> trial</span>"), ("status", "status"), ("reward", "reward"),
+                ("trial", "#<span class=vh> trial</span>"), ("status", "status"),
+                ("reward", "reward"),
                 ("duration", "duration"), ("input_tokens", "tokens in / out"),
                 ("cost_usd", "cost"),
             )
