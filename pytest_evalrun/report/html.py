@@ -488,7 +488,8 @@ def _trials(data: Mapping[str, Any]) -> str:
 
     return (
         "<h2 id=trials-title>Trials</h2>"
-        f"<p class='muted small'>Click a row for the trial's prompt, the agent's output, its diff "
+        f"<p class='muted small'>Click a row (or press Enter on its first cell) for the trial's "
+        "prompt, the agent's output, its diff "
         f"and verify's output. Texts are cut to keep this file small ({n:,} trials): the prompt "
         f"and the diff keep their first {kib('prompt')} and {kib('diff')}, the agent's output "
         f"and verify's output their last {kib('output')} and {kib('verify')}; a cut text says "
