@@ -395,6 +395,13 @@ def test_keyboard_sorts_opens_rows_and_names_heat_cells(suite: Suite) -> None:
         for c in summary["experiments"][0]["cells"]:
             want = f"{c['variant']} / {c['task']}: {fmt_pct(c['pass_rate'])}"
             assert any(n.startswith(want) for n in names), (want, names)
+        # Enter on a heat-map cell lists its trials and the focus follows to the first one
+        b.js("document.querySelector('#heatmap button[data-v=strong][data-t=picky]').focus()")
+        b.press("Enter")
+        b.wait_for("document.activeElement.matches('#trial-rows button.open')")
+        listed = b.js("[...document.querySelectorAll('#trial-rows tr.row')].map(tr => "
+                      "tr.cells[0].textContent + '/' + tr.cells[1].textContent)")
+        assert listed == ["strong/picky", "strong/picky"], listed
 
 
 @needs_chromium

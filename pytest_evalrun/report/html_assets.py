@@ -424,6 +424,9 @@ JS = r"""
       $("f-task").value = S.task;
       $("f-status").value = "";
       filter();
+      // the focus follows to the listed trials (the first one's button)
+      var first = document.querySelector("#trial-rows button.open");
+      if (first) first.focus();
       $("trials").scrollIntoView();
     });
   });
