@@ -64,8 +64,11 @@ def _heat(rate: float | None) -> str:
     return "none" if rate is None else f"h{round(max(0.0, min(1.0, rate)) * 10)}"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1) -> str:
-    """A table of already-escaped cells; the first ``left`` columns align left."""
+def _table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1, *, label: str = ""
+) -> str:
+    """A table of already-escaped cells; the first ``left`` columns align left. ``label``
+    names its scroll region (the page's script makes the region focusable when it scrolls)."""
     head = "".join(f'<th{" class=l" if i < left else ""}>{h}</th>' for i, h in enumerate(header))
     body = "".join(
         "<tr>"
@@ -73,12 +76,23 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1) 
         + "</tr>"
         for row in rows
     )
-    return f'<div class=scroll><table class=tbl><tr>{head}</tr>{body}</table></div>'
+    return (
+        f'<div class=scroll role=region aria-label="{esc(label or "table")}">'
+        f"<table class=tbl><tr>{head}</tr>{body}</table></div>"
+    )
 
 
-def _interval_svg(lo: float, hi: float, mid: float, *, lo_axis: float, hi_axis: float) -> str:
-    """A small interval plot: the axis, zero (when on it), the interval and the estimate."""
-    w, h, pad = 110, 16, 4
+def _wraps(text: str) -> str:
+    """Text (already escaped) that may wrap at its spaces in a narrow window."""
+    return f"<span class=wrap>{text}</span>"
+
+
+def _interval_svg(
+    lo: float, hi: float, mid: float, *, lo_axis: float, hi_axis: float, label: str
+) -> str:
+    """A small interval plot: the axis, zero (when on it), the interval and the estimate;
+    ``label`` (already escaped) is its text alternative."""
+    w, h, pad = 90, 16, 4
 
     def x(v: float) -> float:
         v = max(lo_axis, min(hi_axis, v))
@@ -92,7 +106,8 @@ def _interval_svg(lo: float, hi: float, mid: float, *, lo_axis: float, hi_axis: 
         else ""
     )
     return (
-        f'<svg class=ci width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img">'
+        f'<svg class=ci width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
+        f'aria-label="{label}"><title>{label}</title>'
         f'<line x1="{pad}" x2="{w - pad}" y1="{h / 2}" y2="{h / 2}" stroke="#d1d9e0"/>{zero}'
         f'<line x1="{x(lo)}" x2="{x(hi)}" y1="{h / 2}" y2="{h / 2}" stroke="{colour}" '
         f'stroke-width="3" stroke-linecap="round"/>'
@@ -161,8 +176,8 @@ def _verdict(exp: Mapping[str, Any], regression: Any) -> str:
     failures = verdict.get("failures") or []
     ok = verdict.get("passed") is not False and not reg_failed
     parts = []
-    if verdict.get("gated"):
-        n = verdict.get("gated_cells", 0)
+    n = verdict.get("gated_cells", 0)
+    if verdict.get("gated") and (n or failures):  # a regression gate alone gates no cell
         parts.append(
             f"all {n} gated variant \u00d7 task pairs meet their minimum pass rate"
             if not failures
@@ -180,6 +195,8 @@ def _verdict(exp: Mapping[str, Any], regression: Any) -> str:
         parts.append(
             "no judged trial (the run fails): " + ", ".join(str(v) for v in unjudged)
         )
+    if not ok and not failures and not reg_failed and not (verdict.get("gated") and unjudged):
+        parts.append("the run's verdict in summary.json is failed")
     text = "; ".join(parts)
     html_ = (
         f'<div class="verdict {"ok" if ok else "bad"}" id=verdict>'
@@ -204,7 +221,7 @@ def _verdict(exp: Mapping[str, Any], regression: Any) -> str:
         ]
         header = ["variant", "task", "pass rate", "gate's passed/trials", "upper bound",
                   "minimum"]  # fmt: skip
-        html_ += _table(header, rows, left=2) + (
+        html_ += _table(header, rows, left=2, label="pairs below their minimum") + (
             "<p class='muted small'>A cell fails when the exact one-sided upper bound of its "
             "pass rate (at the level shown: 95% for all the gated cells together) lies below "
             "its minimum; errors count as trials that did not pass unless excluded.</p>"
@@ -249,7 +266,10 @@ def _heatmap(data: Mapping[str, Any], exp: Mapping[str, Any]) -> str:
             if vr
             else ""
         )
-        head.append(f'<th><button class=btn data-v="{esc(v)}">{esc(v)}</button>{sub}</th>')
+        head.append(
+            f'<th><button class=btn type=button data-v="{esc(v)}" '
+            f'aria-label="list the trials of variant {esc(v)}">{esc(v)}</button>{sub}</th>'
+        )
     if gated:
         head.append("<th>min</th>")
     body = []
@@ -261,8 +281,9 @@ def _heatmap(data: Mapping[str, Any], exp: Mapping[str, Any]) -> str:
                 errs = (c or {}).get("errors", 0)
                 label = f"{errs} error{'s' if errs != 1 else ''}" if errs else "not run"
                 row.append(
-                    f'<td class=none><button data-v="{esc(v)}" data-t="{esc(t)}" '
-                    f'title="{esc(v)} / {esc(t)}"><b>-</b><small>{label}</small></button></td>'
+                    f'<td class=none><button type=button data-v="{esc(v)}" data-t="{esc(t)}" '
+                    f'title="{esc(v)} / {esc(t)}"><span class=vh>{esc(v)} / {esc(t)}: </span>'
+                    f"<b>-</b><small>{label}</small></button></td>"
                 )
                 continue
             marks = ""
@@ -273,19 +294,31 @@ def _heatmap(data: Mapping[str, Any], exp: Mapping[str, Any]) -> str:
             below = (c.get("gate") or {}).get("met") is False
             cls = _heat(c.get("pass_rate")) + (" below" if below else "")
             tip = f"{v} / {t}: {c['passed']} of {c['n']} judged trials passed"
+            # the button's name (hidden text around the visible one): variant, task, counts
+            name = head_name = f"{v} / {t}: {fmt_pct(c.get('pass_rate'))}"
+            name += f", {c['passed']} of {c['n']} passed"
+            if c.get("flaky"):
+                name += ", flaky"
+            if c.get("errors"):
+                name += f", {c['errors']} error{'s' if c['errors'] != 1 else ''}"
+            if below:
+                name += ", below its minimum"
             if c.get("wilson"):
                 tip += f", 95% CI of these trials (Wilson) {fmt_interval(c['wilson'])}"
             row.append(
-                f'<td class="{cls}"><button data-v="{esc(v)}" data-t="{esc(t)}" '
-                f'title="{esc(tip)}"><b>{fmt_pct(c.get("pass_rate"))}</b>'
-                f"<small>{c['passed']}/{c['n']}{esc(marks)}</small></button></td>"
+                f'<td class="{cls}"><button type=button data-v="{esc(v)}" data-t="{esc(t)}" '
+                f'title="{esc(tip)}"><span class=vh>{esc(v)} / {esc(t)}: </span>'
+                f'<b>{fmt_pct(c.get("pass_rate"))}</b>'
+                f"<small>{c['passed']}/{c['n']}{esc(marks)}</small>"
+                f"<span class=vh>{esc(name[len(head_name):])}</span></button></td>"
             )
         if gated:
             row.append(f"<td class=min>{fmt_pct((tinfo.get(t) or {}).get('min_pass_rate'))}</td>")
         body.append("<tr>" + "".join(row) + "</tr>")
     legend = "".join(f'<i class="h{i}"></i>' for i in range(11))
     return (
-        f'<div class=scroll><table class=heat id=heatmap><tr>{"".join(head)}</tr>'
+        '<div class=scroll role=region aria-label="pass rate by variant and task">'
+        f'<table class=heat id=heatmap><tr>{"".join(head)}</tr>'
         f'{"".join(body)}</table></div>'
         f"<div class=legend>0% {legend} 100%<span class=gap></span>"
         "cell: pass rate, passed/judged (errors are not judged) \u00b7 ~ flaky \u00b7 "
@@ -301,7 +334,7 @@ def _variants(exp: Mapping[str, Any], info: Mapping[str, Any]) -> str:
         return ""
     ks = [str(k) for k in exp.get("pass_at_k_ks") or []]
     header = ["variant", "model", "pass rate", "95% CI, these tasks (Wilson)", "0 \u2026 100%",
-              "95% CI, tasks like these (clustered)", "passed/judged", "timeouts", "errors"]
+              "95% CI, tasks like these (clustered)", "passed / judged", "timeouts", "errors"]
     header += [f"pass@{k}" for k in ks if len(ks) > 1]
     header += ["mean agent time", "tokens in/out", "cost"]
     rows = []
@@ -312,11 +345,12 @@ def _variants(exp: Mapping[str, Any], info: Mapping[str, Any]) -> str:
             esc(v.get("name")),
             esc((info.get(v.get("name")) or {}).get("model") or "-"),
             f"<b>{fmt_pct(rate, 1)}</b>",
-            fmt_interval(ci, 1),
-            _interval_svg(ci[0], ci[1], rate, lo_axis=0.0, hi_axis=1.0)
+            _wraps(fmt_interval(ci, 1)),
+            _interval_svg(ci[0], ci[1], rate, lo_axis=0.0, hi_axis=1.0,
+                          label=f"pass rate {fmt_pct(rate, 1)}, 95% CI {fmt_interval(ci, 1)}")
             if ci and rate is not None
             else "",
-            fmt_interval(v.get("ci_tasks_like_these"), 1),
+            _wraps(fmt_interval(v.get("ci_tasks_like_these"), 1)),
             f"{v.get('passed', 0)}/{v.get('n', 0)}",
             str(v.get("timeout", 0)),
             str(v.get("errors", 0)),
@@ -331,7 +365,7 @@ def _variants(exp: Mapping[str, Any], info: Mapping[str, Any]) -> str:
         rows.append(row)
     return (
         "<h2>Variants</h2>"
-        + _table(header, rows, left=2)
+        + _table(header, rows, left=2, label="variants")
         + "<p class='muted small'>Two 95% intervals, two questions: <i>these tasks</i> (Wilson "
         "over the trials: the pass rate on this suite's own tasks) and <i>tasks like these</i> "
         "(clustered by task: the mean pass rate over the tasks the suite stands for).</p>"
@@ -351,8 +385,12 @@ def _comparisons(exp: Mapping[str, Any]) -> str:
                 fmt_pct(c.get("baseline_pass_rate"), 1) + " \u2192 "
                 + fmt_pct(c.get("variant_pass_rate"), 1),
                 f"<b>{fmt_pp(c.get('diff'))}</b>",
-                fmt_interval(ci, 1).replace("%", " pp") if ci else "-",
-                _interval_svg(ci[0], ci[1], c["diff"], lo_axis=-1.0, hi_axis=1.0)
+                _wraps(fmt_interval(ci, 1).replace("%", " pp")) if ci else "-",
+                _interval_svg(
+                    ci[0], ci[1], c["diff"], lo_axis=-1.0, hi_axis=1.0,
+                    label=esc(f"difference {fmt_pp(c.get('diff'))}, 95% CI "
+                              + fmt_interval(ci, 1).replace("%", " pp")),
+                )
                 if ci and c.get("diff") is not None
                 else "",
                 fmt_p(c.get("p_value")),
@@ -365,7 +403,7 @@ def _comparisons(exp: Mapping[str, Any]) -> str:
               label, "better/worse/same", "tasks"]
     return (
         f"<h2>Compared with <code>{esc(exp.get('baseline'))}</code></h2>"
-        + _table(header, rows)
+        + _table(header, rows, label="comparisons")
         + f"<p class='muted small'>Paired by task ({esc(what)}): the same estimand and test as "
         "the regression gate and <code>evalrun compare</code>, two-sided here; it answers "
         "<i>these tasks</i>. Tasks without a judged trial in both variants are left out. "
@@ -396,13 +434,22 @@ def _regression(regression: Any) -> str:
     if not isinstance(regression, Mapping) or not isinstance(regression.get("variants"), list):
         return ""
     rows = regression_rows(regression, text=esc)
+    drop_col = REGRESSION_HEADER.index("detectable drop")
+    for row, v in zip(rows, regression["variants"], strict=False):
+        if isinstance(v, Mapping) and v.get("min_detectable_drop") is None and v.get("n_tasks"):
+            # too few tasks for 80% power against any drop: a regression found anyway is real
+            row[drop_col] = (
+                "under 80% power for any drop (this drop was still found)"
+                if v.get("regressed")
+                else "none: too few tasks for 80% power against any drop"
+            )
     return (
         f"<h2 id=regression>Regression gate against run {esc(regression.get('baseline_run'))}"
         f"</h2><p>Per variant, against the same variant of the baseline run: a "
         f"{esc(_title(regression))}. <i>Dropped</i>: tasks judged in the baseline with no "
         "judged trial now. <i>Detectable drop</i>: the smallest drop this comparison detects "
         "with 80% power; a smaller one can hide behind \u201cno regression detected\u201d.</p>"
-        + _table([esc(h) for h in REGRESSION_HEADER], rows)
+        + _table([esc(h) for h in REGRESSION_HEADER], rows, label="regression gate")
         + "".join(f"<div class=note>{esc(n)}</div>" for n in regression.get("notes") or [])
     )
 
@@ -441,7 +488,8 @@ def _trials(data: Mapping[str, Any]) -> str:
 
     return (
         "<h2 id=trials-title>Trials</h2>"
-        f"<p class='muted small'>Click a row for the trial's prompt, the agent's output, its diff "
+        f"<p class='muted small'>Click a row (or press Enter on its first cell) for the trial's "
+        "prompt, the agent's output, its diff "
         f"and verify's output. Texts are cut to keep this file small ({n:,} trials): the prompt "
         f"and the diff keep their first {kib('prompt')} and {kib('diff')}, the agent's output "
         f"and verify's output their last {kib('output')} and {kib('verify')}; a cut text says "
@@ -452,14 +500,29 @@ def _trials(data: Mapping[str, Any]) -> str:
         "<label>status <select id=f-status></select></label>"
         "<label>message <input id=f-q type=search placeholder=contains></label>"
         "<button class=btn id=f-reset type=button>reset</button>"
-        "<span class=pager><span id=count class='muted small'></span>"
-        "<button class=btn id=prev type=button>\u2039 prev</button>"
-        "<button class=btn id=next type=button>next \u203a</button></span></div>"
-        "<div class=scroll><table class=tbl id=trials><thead><tr>"
-        "<th class=l>variant</th><th class=l>task</th><th data-sort=trial>#</th>"
-        "<th class=l data-sort=status>status</th><th data-sort=reward>reward</th>"
-        "<th data-sort=duration>duration</th><th data-sort=input_tokens>tokens in / out</th>"
-        "<th data-sort=cost_usd>cost</th><th class=l>message</th></tr></thead>"
+        "<nav class=pager aria-label='trial pages'>"
+        "<span id=count class='muted small' role=status></span>"
+        "<button class=btn id=first type=button aria-label='first page'>\u00ab</button>"
+        "<button class=btn id=prev type=button aria-label='previous page'>\u2039</button>"
+        "<label>page <input id=page type=number min=1 value=1 inputmode=numeric> "
+        "<span id=pages>of 1</span></label>"
+        "<button class=btn id=next type=button aria-label='next page'>\u203a</button>"
+        "<button class=btn id=last type=button aria-label='last page'>\u00bb</button>"
+        "</nav></div>"
+        "<div class=scroll role=region aria-labelledby=trials-title>"
+        "<table class=tbl id=trials><thead><tr>"
+        "<th class=l>variant</th><th class=l>task</th>"
+        + "".join(
+            f"<th{' class=l' if k == 'status' else ''} data-sort={k}>"
+            f"<button type=button class=sortbtn>{label}</button></th>"
+            for k, label in (
+                ("trial", "#<span class=vh> trial</span>"), ("status", "status"),
+                ("reward", "reward"),
+                ("duration", "duration"), ("input_tokens", "tokens in / out"),
+                ("cost_usd", "cost"),
+            )
+        )
+        + "<th class=l>message</th></tr></thead>"
         "<tbody id=trial-rows></tbody></table></div>"
         "<noscript><div>The trial table needs JavaScript.</div></noscript>"
     )

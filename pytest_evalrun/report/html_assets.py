@@ -36,6 +36,8 @@ p{margin:6px 0}
 code,pre,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace;
 font-size:12.5px}
 .muted{color:var(--muted)}
+.vh{position:absolute;width:1px;height:1px;margin:-1px;padding:0;overflow:hidden;
+clip:rect(0 0 0 0);white-space:nowrap;border:0}
 .small{font-size:12px}
 .meta{color:var(--muted);margin:2px 0}
 .meta span+span:before{content:"\\00b7";color:var(--muted);padding:0 8px}
@@ -57,9 +59,12 @@ border:1px solid var(--line);background:var(--soft);margin:14px 0}
 .verdict b{font-size:15px}
 table{border-collapse:collapse}
 .tbl{width:100%;margin:4px 0}
-.tbl th,.tbl td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:right;
+.tbl th,.tbl td{padding:5px 6px;border-bottom:1px solid var(--line);text-align:right;
 white-space:nowrap}
-.tbl th{font-weight:600;color:var(--muted);font-size:12px;background:var(--soft)}
+.tbl td{font-size:13px}
+.tbl td .wrap{white-space:normal}
+.tbl th{font-weight:600;color:var(--muted);font-size:12px;background:var(--soft);
+white-space:normal;vertical-align:bottom;min-width:3em}
 .tbl th:first-child,.tbl td:first-child{text-align:left}
 .tbl td.l,.tbl th.l{text-align:left}
 .scroll{overflow-x:auto}
@@ -100,14 +105,20 @@ button.btn{cursor:pointer;padding:3px 10px}
 button.btn:disabled{opacity:.45;cursor:default}
 .pager{display:flex;gap:8px;align-items:center;margin-left:auto}
 #trials tbody tr.row{cursor:pointer}
+#trials button.open{all:unset;cursor:pointer}
+#trials button.open:focus-visible{outline:2px solid var(--accent);outline-offset:2px}
+#trials th button.sortbtn{all:unset;cursor:pointer}
+#trials th button.sortbtn:focus-visible{outline:2px solid var(--accent);outline-offset:2px}
+.pager input{width:5em}
+.scroll:focus-visible{outline:2px solid var(--accent)}
 #trials tbody tr.row:hover{background:#f3f6fa}
 #trials tbody tr.row.open{background:#eef4ff}
 #trials td.msg{text-align:left;white-space:normal;max-width:420px;color:var(--muted);
 overflow-wrap:anywhere}
 #trials th.sort{cursor:pointer}
-#trials th.sort:after{content:" \\2195";color:#aab3bd}
-#trials th.asc:after{content:" \\2191";color:var(--fg)}
-#trials th.desc:after{content:" \\2193";color:var(--fg)}
+#trials th.sort button:after{content:" \\2195";color:#aab3bd}
+#trials th.asc button:after{content:" \\2191";color:var(--fg)}
+#trials th.desc button:after{content:" \\2193";color:var(--fg)}
 #trials td.tri:before{content:"\\25b8 ";color:var(--muted)}
 #trials tr.open td.tri:before{content:"\\25be "}
 tr.detail>td{background:#fbfcfd;text-align:left;white-space:normal;padding:10px 14px 16px}
@@ -115,6 +126,7 @@ tr.detail>td{background:#fbfcfd;text-align:left;white-space:normal;padding:10px 
 .detail h4 .muted{font-weight:400}
 .detail pre{margin:0;padding:8px 10px;background:var(--soft);border:1px solid var(--line);
 border-radius:6px;max-height:420px;overflow:auto;white-space:pre-wrap;overflow-wrap:anywhere}
+.detail pre:focus-visible{outline:2px solid var(--accent)}
 .detail pre.empty{color:var(--muted);font-style:italic}
 .cut{color:var(--timeout);font-size:12px}
 .d-add{color:#116329;background:#dafbe1;display:block}
@@ -123,6 +135,7 @@ border-radius:6px;max-height:420px;overflow:auto;white-space:pre-wrap;overflow-w
 .d-file{color:var(--fg);font-weight:600;display:block}
 .cols2{display:grid;grid-template-columns:1fr 1fr;gap:0 18px}
 @media (max-width:900px){.cols2{grid-template-columns:1fr}}
+@media (max-width:1100px){main{padding:16px 12px 40px}}
 footer{margin-top:36px;color:var(--muted);font-size:12px}
 noscript div{padding:8px;background:#fff8c5}
 """
@@ -231,10 +244,13 @@ JS = r"""
     for (var j = start; j < end; j++) {
       var i = shown[j], r = D.rows[i];
       var tr = el("tr", "row" + (S.open[i] ? " open" : ""));
-      tr.tabIndex = 0;
       tr.setAttribute("data-i", String(i));
-      tr.setAttribute("aria-expanded", S.open[i] ? "true" : "false");
-      cell(tr, D.variants[r[C.variant]], "l tri");
+      // the row opens by its first cell's button (Enter, Space or a click anywhere on it)
+      var b = cell(tr, null, "l tri").appendChild(el("button", "open", D.variants[r[C.variant]]));
+      b.type = "button";
+      b.id = "open-" + i;
+      b.setAttribute("aria-expanded", S.open[i] ? "true" : "false");
+      if (S.open[i]) b.setAttribute("aria-controls", "detail-" + i);
       cell(tr, D.tasks[r[C.task]], "l");
       cell(tr, r[C.trial]);
       cell(tr, r[C.status], "l st-" + r[C.status]);
@@ -251,9 +267,25 @@ JS = r"""
       "trials " + (start + 1).toLocaleString("en-US") + "\u2013" + end.toLocaleString("en-US") +
       " of " + shown.length.toLocaleString("en-US") +
       (shown.length < total ? " (of " + total.toLocaleString("en-US") + ")" : "");
-    $("prev").disabled = S.page === 0;
-    $("next").disabled = S.page >= pages - 1;
+    $("first").disabled = $("prev").disabled = S.page === 0;
+    $("last").disabled = $("next").disabled = S.page >= pages - 1;
+    $("page").max = String(pages);
+    $("page").value = String(S.page + 1);
+    $("pages").textContent = "of " + pages.toLocaleString("en-US");
+    scrollRegions();
   }
+  function goPage(p) {
+    var pages = Math.max(1, Math.ceil(shown.length / PAGE));
+    S.page = Math.max(0, Math.min(pages - 1, p));
+    render();
+  }
+  // a region that scrolls sideways is focusable, so that keys can scroll it
+  function scrollRegions() {
+    Array.prototype.forEach.call(document.querySelectorAll(".scroll"), function (d) {
+      if (d.scrollWidth > d.clientWidth + 1) d.tabIndex = 0; else d.removeAttribute("tabindex");
+    });
+  }
+  window.addEventListener("resize", scrollRegions);
 
   function textBlock(box, title, t, empty) {
     var h = box.appendChild(el("h4", null, title + " "));
@@ -263,6 +295,7 @@ JS = r"""
     }
     var pre = box.appendChild(el("pre"));
     if (!t.text) { pre.className = "empty"; pre.textContent = empty; return pre; }
+    pre.tabIndex = 0;  // it scrolls: keys can scroll it
     pre.textContent = clean(t.text);
     return pre;
   }
@@ -286,12 +319,23 @@ JS = r"""
     pairs.forEach(function (p) {
       if (p[1] === undefined || p[1] === null || p[1] === "") return;
       dl.appendChild(el("dt", null, p[0]));
+      if (typeof p[1] === "object" && !Object.keys(p[1]).length) return;
       var v = typeof p[1] === "object" ? JSON.stringify(p[1]) : p[1];
       dl.appendChild(el("dd", p[2] || null, v));
     });
   }
+  function attempts(a) {
+    if (!Array.isArray(a) || !a.length) return null;
+    return a.map(function (x) {
+      x = x || {};
+      return "#" + orDash(x.attempt) + " " + orDash(x.status) +
+        (x.message ? ": " + x.message : "") +
+        (x.rerun_reason ? " (run again: " + x.rerun_reason + ")" : "");
+    }).join("; ");
+  }
   function detailRow(i) {
     var tr = el("tr", "detail"), td = el("td");
+    tr.id = "detail-" + i;
     td.colSpan = 9;
     tr.appendChild(td);
     var box = td.appendChild(el("div", "detail"));
@@ -308,7 +352,7 @@ JS = r"""
         dur(m.setup_duration) + ", agent " + dur(m.agent_duration) + ", verify " +
         dur(m.verify_duration) + ")"],
       ["exit statuses", "agent " + orDash(m.agent_exit) + ", verify " + orDash(m.verify_exit)],
-      ["attempts", m.attempts], ["attempt", m.attempt],
+      ["attempt", m.attempt], ["earlier attempts", attempts(m.attempts)],
       ["resumed", m.resumed ? "yes (outcome from an earlier session)" : null],
       ["crashed", m.crashed ? "yes (its worker died)" : null]
     ]);
@@ -321,7 +365,8 @@ JS = r"""
       ["trial directory", d.dir, "mono"], ["jobs/ trial", m.pier_trial_dir, "mono"]
     ]);
     textBlock(box, "Prompt", D.prompts[d.prompt] || { text: "" }, "no prompt.md");
-    textBlock(box, "Agent output", d.output, "no output");
+    textBlock(box, d.output_file === "session.md" ? "Agent transcript (session.md)" :
+      "Agent output", d.output, "no output");
     diffBlock(box, d.diff);
     var vexit = orDash(d.verify_exit);
     textBlock(box, "Verify output" + (vexit === "-" ? "" : " (exit " + vexit + ")"), d.verify,
@@ -331,23 +376,26 @@ JS = r"""
 
   $("trial-rows").addEventListener("click", function (ev) {
     var tr = ev.target.closest("tr.row");
-    if (!tr || (window.getSelection && String(window.getSelection()))) return;
+    if (!tr) return;
+    var onButton = ev.target.closest("button.open");
+    if (!onButton && window.getSelection && String(window.getSelection())) return;
     var i = +tr.getAttribute("data-i");
     if (S.open[i]) delete S.open[i]; else S.open[i] = true;
     render();
-  });
-  $("trial-rows").addEventListener("keydown", function (ev) {
-    if ((ev.key === "Enter" || ev.key === " ") && ev.target.matches("tr.row")) {
-      ev.preventDefault();
-      ev.target.click();
-    }
+    $("open-" + i).focus();  // the table is rebuilt: focus stays on this trial's button
   });
   [["f-variant", "variant"], ["f-task", "task"], ["f-status", "status"]].forEach(function (p) {
     $(p[0]).addEventListener("change", function () { S[p[1]] = this.value; filter(); });
   });
   $("f-q").addEventListener("input", function () { S.q = this.value.toLowerCase(); filter(); });
-  $("prev").addEventListener("click", function () { S.page--; render(); });
-  $("next").addEventListener("click", function () { S.page++; render(); });
+  $("first").addEventListener("click", function () { goPage(0); });
+  $("prev").addEventListener("click", function () { goPage(S.page - 1); });
+  $("next").addEventListener("click", function () { goPage(S.page + 1); });
+  $("last").addEventListener("click", function () { goPage(Infinity); });
+  $("page").addEventListener("change", function () {
+    var p = parseInt(this.value, 10);
+    if (p > 0) goPage(p - 1); else render();
+  });
   $("f-reset").addEventListener("click", function () {
     S.variant = S.task = S.status = S.q = "";
     ["f-variant", "f-task", "f-status", "f-q"].forEach(function (id) { $(id).value = ""; });
@@ -355,13 +403,15 @@ JS = r"""
   });
   Array.prototype.forEach.call(document.querySelectorAll("#trials th[data-sort]"), function (th) {
     th.classList.add("sort");
-    th.addEventListener("click", function () {
+    th.querySelector("button").addEventListener("click", function () {
       var k = th.getAttribute("data-sort");
       if (S.sort === k) S.dir = -S.dir; else { S.sort = k; S.dir = 1; }
       Array.prototype.forEach.call(document.querySelectorAll("#trials th"), function (h) {
         h.classList.remove("asc", "desc");
+        h.removeAttribute("aria-sort");
       });
       th.classList.add(S.dir > 0 ? "asc" : "desc");
+      th.setAttribute("aria-sort", S.dir > 0 ? "ascending" : "descending");
       filter();
     });
   });
@@ -374,22 +424,32 @@ JS = r"""
       $("f-task").value = S.task;
       $("f-status").value = "";
       filter();
+      // the focus follows to the listed trials (the first one's button)
+      var first = document.querySelector("#trial-rows button.open");
+      if (first) first.focus();
       $("trials").scrollIntoView();
     });
   });
   filter();
-  // report.html#trial-12 opens trial 12 (rows are numbered from 0 in the file's order)
-  var m = /^#trial-(\d+)$/.exec(location.hash);
-  if (m && +m[1] < D.rows.length) {
-    var r = D.rows[+m[1]];
+  // report.html#trial-12 opens trial 12 (rows are numbered from 0 in the file's order), on
+  // load and whenever the hash changes
+  function openHash() {
+    var m = /^#trial-(\d+)$/.exec(location.hash);
+    if (!m || +m[1] >= D.rows.length) return;
+    var i = +m[1], r = D.rows[i];
     S.variant = $("f-variant").value = D.variants[r[C.variant]];
     S.task = $("f-task").value = D.tasks[r[C.task]];
+    S.status = $("f-status").value = "";
+    S.q = $("f-q").value = "";
     filter();
-    S.page = Math.floor(shown.indexOf(+m[1]) / PAGE);
-    S.open[+m[1]] = true;
+    S.page = Math.floor(shown.indexOf(i) / PAGE);
+    S.open[i] = true;
     render();
-    $("trials").scrollIntoView();
+    $("open-" + i).focus();
+    $("open-" + i).scrollIntoView();
   }
+  window.addEventListener("hashchange", openHash);
+  openHash();
   // when the page became usable, in ms since navigation started (bench/bench_html.py reads it)
   document.documentElement.setAttribute("data-ready-ms", String(Math.round(performance.now())));
 })();

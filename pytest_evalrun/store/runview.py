@@ -350,10 +350,17 @@ def _add_trial(
     tail = verify.get("stdout_tail")
     if not isinstance(tail, str):
         tail = meta.get("verify_tail") if isinstance(meta.get("verify_tail"), str) else ""
+    # a preset's transcript (session.md, promoted to the trial root) reads better than the
+    # CLI's raw stream (stdout.txt, still in the trial directory)
+    output = read_part(trial.file(SESSION_MD), limits.output, "tail")
+    output_file = SESSION_MD
+    if not output.text:
+        output, output_file = read_part(trial.file(STDOUT), limits.output, "tail"), STDOUT
     view.details.append(
         {
             "prompt": prompt_ids[key],
-            "output": read_part(trial.file(STDOUT), limits.output, "tail").to_json(),
+            "output": output.to_json(),
+            "output_file": output_file,
             "diff": read_part(trial.file(DIFF), limits.diff, "head").to_json(),
             "verify": _cut_text(str(tail), limits.verify, "tail").to_json(),
             "verify_exit": verify.get("exit_code"),
@@ -366,6 +373,10 @@ def _add_trial(
             "dir": str(trial.path),  # where it was read (meta.json's trial_dir may be older)
         }
     )
+
+
+#: The agent's transcript a preset writes (agents/evidence.py), shown instead of stdout.txt.
+SESSION_MD = "session.md"
 
 
 def _shown_meta(meta: dict[str, Any]) -> dict[str, Any]:
