@@ -43,7 +43,7 @@ from .paths import RunPaths, index_db
 from .pier.job import PierJob
 from .pier.names import safe_job_name
 from .pier.recorder import pier_job_id
-from .pier.relocate import Relocation, relocate_job_config, relocate_trial
+from .pier.relocate import Relocation, relocate_job_config, relocate_trials
 from .standard import write_summaries
 from .trialdir import META
 from .walk import iter_trial_rels
@@ -528,9 +528,8 @@ def _merge_run(
         if pier_new:
             _place(src_job, pier_new, job_dir, keep)
             pier_added += len(pier_new)
-            move = _relocation(shard, job_dir, paths.run_dir)
-            for name in pier_new:  # their records name where they are now, not the shard
-                relocate_trial(job_dir / name, [move])
+            # their records name where they are now, not the shard
+            relocate_trials(job_dir, pier_new, [_relocation(shard, job_dir, paths.run_dir)])
     old = _read_dict(paths.run_json)
     old.pop("updated_at", None)
     merged_from = _merged_from(shards, old)

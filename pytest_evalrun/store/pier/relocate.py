@@ -17,16 +17,22 @@ verifier printed them.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pytest_evalrun.store.atomic import write_json_atomic, write_text_atomic
-from pytest_evalrun.store.pier.files import read_json
+from pytest_evalrun.store.atomic import write_text_atomic
 
-__all__ = ["Relocation", "relocate_job_config", "relocate_trial"]
+__all__ = ["Relocation", "relocate_job_config", "relocate_trial", "relocate_trials"]
+
+#: Threads rewriting trial records at once: the work is file creation and renames, which
+#: overlap in the kernel.
+_THREADS = 8
 
 #: The trial records that hold paths (ours, not the agent's or the verifier's).
 _JSON_RECORDS = ("config.json", "result.json")
@@ -55,7 +61,7 @@ class Relocation:
             (self.old_job_dir, self.new_job_dir),
             (self.old_run_dir, self.new_run_dir),
             (self.old_job_dir.parent, self.new_job_dir.parent),
-            (self.old_run_dir.parent.parent.parent, self.new_run_dir.parent.parent.parent),
+            (self.old_run_dir.parent.parent, self.new_run_dir.parent.parent),
             (self.shard_root, None),
         ):
             for variant in _spellings(old):
@@ -74,76 +80,91 @@ def _spellings(path: Path) -> list[str]:
     return seen
 
 
-def _rewrite(text: str, pairs: Sequence[tuple[str, str]]) -> str:
-    for old, new in pairs:
-        if text == old:
-            return new or "."
-        if old + "/" in text:
-            text = text.replace(old + "/", new + "/" if new else "")
-        if text.endswith(old) and (len(text) == len(old) or not text[-len(old) - 1].isalnum()):
-            text = text[: -len(old)] + (new or ".")
-    return text
+def _escaped(text: str) -> str:
+    """``text`` as it appears inside a JSON string."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
-def _rewrite_obj(obj: Any, pairs: Sequence[tuple[str, str]]) -> Any:
-    if isinstance(obj, str):
-        return _rewrite(obj, pairs)
-    if isinstance(obj, list):
-        return [_rewrite_obj(v, pairs) for v in obj]
-    if isinstance(obj, Mapping):
-        return {k: _rewrite_obj(v, pairs) for k, v in obj.items()}
-    return obj
+class _Rewriter:
+    """Every old prefix replaced in one pass (so a new path that lies under an old one is never
+    replaced twice), in JSON text (escaped forms) or plain text. ``file://`` URIs of the old
+    directories become the new ones' URIs (percent-encoded as :meth:`Path.as_uri` does)."""
+
+    def __init__(self, moves: Sequence[Relocation], *, json_text: bool) -> None:
+        def form(text: str) -> str:
+            return _escaped(text) if json_text else text
+
+        table: dict[str, str] = {}
+        for move in moves:
+            for old, new in move.pairs():
+                table.setdefault(form(old), form(new))
+                if new:
+                    table.setdefault(form(Path(old).as_uri()), form(Path(new).resolve().as_uri()))
+        self.table = table
+        alternatives = "|".join(re.escape(k) for k in sorted(table, key=len, reverse=True))
+        # a whole path, or a path's leading directories (then its separator), not part of
+        # another name
+        self.pattern = re.compile(rf"(?<![\w.~-])({alternatives})(?:(/)|(?=[\"\s]|$))")
+
+    def __call__(self, text: str) -> str:
+        if not self.table:
+            return text
+
+        def replace(m: re.Match[str]) -> str:
+            new, sep = self.table[m.group(1)], m.group(2) or ""
+            if new:
+                return new + sep
+            return "" if sep else "."  # under the shard, elsewhere: relative to it
+
+        return self.pattern.sub(replace, text)
+
+
+@functools.lru_cache(maxsize=64)
+def _rewriter(moves: tuple[Relocation, ...], json_text: bool) -> _Rewriter:
+    return _Rewriter(moves, json_text=json_text)
+
+
+def _rewrite_file(path: Path, rewrite: _Rewriter, json_text: bool) -> bool:
+    """Replace ``path`` (not written through: a hard link stays as it was) when a path in it
+    changes; True then."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return False
+    new = rewrite(text)
+    if new == text:
+        return False
+    if json_text:
+        try:
+            json.loads(new)
+        except ValueError:  # never write a record Harbor cannot read
+            return False
+    write_text_atomic(path, new)
+    return True
 
 
 def relocate_trial(trial_dir: Path, moves: Sequence[Relocation]) -> bool:
     """Rewrite the trial's records (now in ``trial_dir``) to name where it is now; True when
-    a file changed. ``trial_uri`` and ``trials_dir`` are set from ``trial_dir`` itself."""
-    pairs = [p for m in moves for p in m.pairs()]
+    a file changed."""
+    key = tuple(moves)
     changed = False
     for name in _JSON_RECORDS:
-        path = trial_dir / name
-        try:
-            data = read_json(path)
-        except (OSError, ValueError):
-            continue
-        if not isinstance(data, dict):
-            continue
-        new = _rewrite_obj(data, pairs)
-        if name == "result.json" and "trial_uri" in new:
-            new["trial_uri"] = trial_dir.resolve().as_uri()
-        config = new.get("config") if name == "result.json" else new
-        if isinstance(config, dict) and "trials_dir" in config:
-            config["trials_dir"] = str(trial_dir.parent)
-        if new != data:
-            write_json_atomic(path, new)
-            changed = True
+        changed |= _rewrite_file(trial_dir / name, _rewriter(key, True), True)
     for name in _TEXT_RECORDS:
-        path = trial_dir / name
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, ValueError):
-            continue
-        new_text = _rewrite(text, pairs)
-        if new_text != text:
-            write_text_atomic(path, new_text)
-            changed = True
+        changed |= _rewrite_file(trial_dir / name, _rewriter(key, False), False)
     return changed
 
 
+def relocate_trials(job_dir: Path, names: Sequence[str], moves: Sequence[Relocation]) -> int:
+    """:func:`relocate_trial` for the trial directories ``names`` of ``job_dir``, several at
+    once; the number of trials whose records changed."""
+    if len(names) < 2 * _THREADS:
+        return sum(relocate_trial(job_dir / name, moves) for name in names)
+    with ThreadPoolExecutor(max_workers=_THREADS) as pool:
+        return sum(pool.map(lambda name: relocate_trial(job_dir / name, moves), names))
+
+
 def relocate_job_config(job_dir: Path, moves: Sequence[Relocation]) -> bool:
-    """The job's ``config.json``: ``jobs_dir`` is the merged jobs directory, and no other
-    value names a shard's directory. True when it changed."""
-    path = job_dir / "config.json"
-    try:
-        data = read_json(path)
-    except (OSError, ValueError):
-        return False
-    if not isinstance(data, dict):
-        return False
-    new = _rewrite_obj(data, [p for m in moves for p in m.pairs()])
-    if "jobs_dir" in new:
-        new["jobs_dir"] = str(job_dir.parent)
-    if new == data:
-        return False
-    write_json_atomic(path, new)
-    return True
+    """The job's ``config.json``: ``jobs_dir`` and every other path under a shard's directory
+    name the merged job. True when it changed."""
+    return _rewrite_file(job_dir / "config.json", _rewriter(tuple(moves), True), True)
