@@ -12,6 +12,7 @@ Skipped, with the reason, where no Python 3.12 or no built Harbor venv is found.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -222,6 +223,28 @@ def test_harbor_accepts_a_merged_run(tmp_path: Path, harbor_python: Path) -> Non
     assert merged.returncode == 0, merged.stderr
     n_items = len(SPEC["variants"]) * len(SPEC["tasks"]) * SPEC["trials"]
     assert f"{n_items} trials from 3 shard(s)" in merged.stdout
+    # Harbor's viewer shows where a merged trial is now: no record of the merged jobs/ names a
+    # shard's directory (job and trial config/result paths, trial_uri, trial.log); only what
+    # the verifier printed may (here a traceback through the shard's check script), kept byte
+    # for byte as the standard layout recorded it
+    named = {
+        path.relative_to(into / "jobs"): count
+        for path in sorted((into / "jobs").rglob("*"))
+        if path.is_file() and not path.is_symlink()
+        and (count := sum(path.read_bytes().count(str(s).encode()) for s in shards))
+    }
+    evidence = {"agent", "verifier", "artifacts"}
+    records = {p: n for p, n in named.items() if not evidence & set(p.parts)}
+    assert records == {}, f"{sum(records.values())} shard paths in {len(records)} files: {records}"
+    recorded = {hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in (into / "results").rglob("*") if p.is_file()}
+    assert all(hashlib.sha256((into / "jobs" / p).read_bytes()).hexdigest() in recorded
+               for p in named), named
+    for path in (into / "jobs").rglob("*/result.json"):
+        result = json.loads(path.read_text())
+        if "trial_uri" in result:
+            assert result["trial_uri"] == path.parent.resolve().as_uri()
+            assert result["config"]["trials_dir"] == str(path.parent.parent.resolve())
     report = run_harbor_check(harbor_python, into / "jobs")
     assert report["problems"] == [], "\n".join(report["problems"])
     counts = report["counts"]

@@ -319,6 +319,11 @@ def test_keep_leaves_the_shards_as_they_were(
     assert first.returncode == 0, first.stderr
     assert "(16 added)" in first.stdout
     assert [_tree_digest(s) for s in shards] == before  # untouched
+    # the merged Harbor records name where the trials are now; the shards keep their own
+    merged_records = [*(into / "jobs").glob("*/config.json"), *(into / "jobs").glob("*/*/*.json")]
+    assert len(merged_records) > 16
+    for path in merged_records:
+        assert not any(str(s) in path.read_text() for s in shards), path
     assert not list(tmp_path.glob("shard-*/results/exp/*/merged-into.json"))
     kept, moved = _trials(into), _trials(moved_into)
     assert sorted(kept) == sorted(moved) and len(kept) == 16

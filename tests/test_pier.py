@@ -22,6 +22,7 @@ from pytest_evalrun.outcome import ERROR, FAILED, PASSED, TIMEOUT, Metrics, Tria
 from pytest_evalrun.spec.model import Experiment, Step, Task, Variant
 from pytest_evalrun.store.pier import PierJob, link_file, split_model
 from pytest_evalrun.store.pier import names as pier_names
+from pytest_evalrun.store.pier.config import agent_version
 from pytest_evalrun.store.pier.names import safe_job_name, trial_name_for
 from pytest_evalrun.store.pier.stats import compute_job_stats
 from pytest_evalrun.store.pier.trajectory import events_to_trajectory
@@ -893,3 +894,32 @@ def test_every_rewarded_trial_carries_the_main_reward(tmp_path: Path) -> None:
         assert result["verifier_result"] == expected
         if expected is not None:
             assert next(iter(result["verifier_result"]["rewards"])) == "reward"
+
+
+def test_agent_version_is_the_preset_clis_own(tmp_path: Path) -> None:
+    """A preset trial's agent_info.version is the CLI's version its records reported (the
+    trajectory the preset wrote), not the plugin's; a plain agent cannot claim one by writing
+    that file, and a variant's ``version:`` key wins."""
+    exp = make_experiment(tmp_path)
+    preset = Variant(name="claude", slug="claude", agent=Step("preset", {"preset": "claude-code"}))
+    plain = exp.variants[0]
+    job = PierJob(tmp_path / "jobs", "versions")
+    seen = {}
+    for n, (variant, claimed) in enumerate(
+        [(preset, "2.1.328"), (plain, "9.9.9"), (preset, "unknown"), (preset, "1.0\n\x1b[2J")],
+        start=1,
+    ):
+        std = make_std_trial(tmp_path / f"t{n}", variant.name, MR, n)
+        (std / "artifacts").mkdir(exist_ok=True)
+        (std / "artifacts" / "trajectory.json").write_text(
+            json.dumps({"agent": {"name": "claude-code", "version": claimed}})
+        )
+        path = job.write_trial(
+            outcome(variant.name, MR, n, PASSED, reward=1.0), trial_dir=std,
+            experiment=exp, variant=variant,
+        )  # fmt: skip
+        seen[n] = json.loads((path / "result.json").read_text())["agent_info"]["version"]
+    plugin = evalrun_version
+    assert seen == {1: "2.1.328", 2: plugin, 3: plugin, 4: plugin}
+    with_key = Variant(name="k", slug="k", agent=preset.agent, raw={"version": "3.0"})
+    assert agent_version(with_key, "2.1.328") == "3.0"

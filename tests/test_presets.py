@@ -25,12 +25,18 @@ from typing import Any
 import pytest
 import yaml
 from agentcli_env import DEFAULT_MODELS
+from agentcli_pins import CLIS as CLI_PACKAGES
+from agentcli_pins import PINS
 from atif_rules import rule_errors, step_totals
 from harbor_schemas import find_reference, schema_errors
 from mockllm import MockLLM, Script, Usage, say
 from test_agent_clis_mock import WRITE, edit_script, require_cli
 
+from pytest_evalrun import __version__ as evalrun_version
+
 TESTS = Path(__file__).resolve().parent
+#: The CLIs whose records carry their version (the others' trials show the plugin's).
+REPORTS_VERSION = ("claude", "codex", "copilot", "opencode")
 PRESETS = {"claude": "claude-code", "codex": "codex", "copilot": "copilot-cli",
            "gemini": "gemini-cli", "opencode": "opencode"}
 #: The OpenTelemetry file each preset leaves (opencode emits none).
@@ -226,6 +232,13 @@ def check_trial(cli: str, trial: Path, mock: MockLLM, script: Script, harbor: Pa
     assert final["total_cost_usd"] == pytest.approx(metrics["cost_usd"])
     assert step_totals(doc) == (total.input, total.cache_read, total.output)
     assert validate_trajectory(doc, harbor, tmp) == []
+    # Harbor's viewer shows agent_info as name@version: the CLI's real version, from its records
+    agent_info = json.loads((pier / "result.json").read_text())["agent_info"]
+    if cli in REPORTS_VERSION:
+        assert doc["agent"]["version"] == PINS[CLI_PACKAGES[cli][0]]
+        assert agent_info["version"] == PINS[CLI_PACKAGES[cli][0]]
+    else:
+        assert agent_info["version"] == evalrun_version
     for path in trial.rglob("*"):  # the CLI's own home included
         if path.is_file() and not path.is_symlink():
             assert SECRET.encode() not in path.read_bytes(), f"secret in {path}"

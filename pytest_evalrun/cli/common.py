@@ -19,6 +19,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..report.table import column_groups as column_groups  # split wide tables (show)
 from ..safetext import escape, json_inert
 from ..store.query import IndexMissing, RunNotFound, RunRow, find_runs, open_index, with_counts
 
@@ -230,20 +231,6 @@ def table(
         lines = _render(cut_rows, cut_headers, align)
         over = max(len(line) for line in lines) - width
     return lines
-
-
-def column_groups(widths: Sequence[int], fixed: int, width: int) -> list[list[int]]:
-    """Split columns (their widths, two spaces apart) into groups that fit beside ``fixed``
-    characters of leading columns: wide tables are printed as several narrower ones."""
-    groups: list[list[int]] = [[]]
-    used = fixed
-    for i, w in enumerate(widths):
-        if groups[-1] and used + 2 + w > width:
-            groups.append([])
-            used = fixed
-        groups[-1].append(i)
-        used += 2 + w
-    return groups
 
 
 def print_json(data: Any) -> None:

@@ -6,7 +6,10 @@ returns (so it also works on a summary.json read back from disk).
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
+from pathlib import PurePath
 from typing import Any
 
 from .fmt import fmt_interval, fmt_p, fmt_pct, fmt_pp, plural, totals_text
@@ -15,6 +18,7 @@ from .table import (
     REGRESSION_ALIGN,
     REGRESSION_HEADER,
     TaskCell,
+    column_groups,
     columns_grid,
     comparison_details,
     regression_rows,
@@ -24,7 +28,18 @@ from .table import (
     variant_columns,
 )
 
-__all__ = ["MARKDOWN_LIMIT_BYTES", "render_markdown"]
+__all__ = ["MARKDOWN_LIMIT_BYTES", "STEP_SUMMARY_WIDTH_PX", "render_markdown", "shown_path"]
+
+#: The width of GitHub's step-summary column: every table of summary.md is split into tables
+#: that fit it (as the terminal splits wide tables), each repeating the leading column(s).
+STEP_SUMMARY_WIDTH_PX = 880
+#: A table cell's horizontal padding and border in GitHub's stylesheet (6px 13px, 1px).
+_CELL_PAD_PX = 27
+#: Estimated advance of one character of GitHub's 14 px system font, generously (bold
+#: headers, wide fonts such as DejaVu Sans): an estimate that errs towards narrower tables.
+_CHAR_PX = 7.5
+_WIDE_CHAR_PX = 16.0
+_UNESCAPE = re.compile(r"\\(.)")
 
 #: summary.md is cut (task rows first) to stay under this many bytes; GitHub's step summary
 #: limit is 1 MiB.
@@ -49,10 +64,82 @@ def _md_code(text: object) -> str:
     return f"{fence}{pad}{s}{pad}{fence}"
 
 
-def _md_table(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> list[str]:
+def shown_path(path: str, depth: int = 1) -> str:
+    """A path as summary.md shows it: a relative path as it is; an absolute one from its last
+    ``depth`` parts (``results/exp/run`` for a run directory ``/runner/work/results/exp/run``,
+    depth 3), never absolute: the step summary is read away from the runner, where its
+    absolute paths mean nothing."""
+    pure = PurePath(path)
+    if not pure.is_absolute():
+        return path
+    parts = pure.parts[1:]
+    return "/".join(parts[-depth:]) if parts else "."
+
+
+def _text_px(cell: str) -> float:
+    """Estimated rendered width of a cell's markdown text, in pixels."""
+    text = _UNESCAPE.sub(r"\1", cell)
+    wide = sum(
+        1
+        for ch in text
+        if unicodedata.east_asian_width(ch) in "WF" or ord(ch) >= 0x2600
+    )
+    return (len(text) - wide) * _CHAR_PX + wide * _WIDE_CHAR_PX
+
+
+def _header_px(text: str) -> float:
+    """Width of a text that may wrap to two lines (at its spaces), no more: a header."""
+    longest = max((_text_px(w) for w in text.split()), default=0.0)
+    return max(longest, _text_px(text) * 0.6)
+
+
+def _md_table_text(
+    header: Sequence[str], align: str, rows: Sequence[Sequence[str]]
+) -> list[str]:
     sep = ["---:" if a == "r" else "---" for a in align]
     out = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
     out.extend("| " + " | ".join(r) + " |" for r in rows)
+    return out
+
+
+def _md_table(
+    header: Sequence[str],
+    align: str,
+    rows: Sequence[Sequence[str]],
+    *,
+    lead: int = 1,
+    trail: int = 0,
+    width: float = STEP_SUMMARY_WIDTH_PX,
+) -> list[str]:
+    """A markdown table, split into several (a blank line apart) when it would be wider than
+    ``width`` pixels: the first ``lead`` and last ``trail`` columns are repeated in each, the
+    others grouped as the terminal groups them (:func:`.table.column_groups`)."""
+    n = len(header)
+    # a text column (left-aligned, not repeated) may wrap to two lines, as headers may
+    body = [_header_px if align[i] == "l" and i >= lead else _text_px for i in range(n)]
+    px = [
+        max([_header_px(header[i]), *(body[i](r[i]) for r in rows)]) + _CELL_PAD_PX
+        for i in range(n)
+    ]
+    if n <= lead + trail or sum(px) <= width:
+        return _md_table_text(header, align, rows)
+    fixed_cols = [*range(lead), *range(n - trail, n)]
+    middle = list(range(lead, n - trail))
+    groups = column_groups(
+        [px[i] for i in middle], sum(px[i] for i in fixed_cols), width, gap=0
+    )
+    out: list[str] = []
+    for group in groups:
+        cols = [*range(lead), *(middle[g] for g in group), *range(n - trail, n)]
+        if out:
+            out.append("")
+        out.extend(
+            _md_table_text(
+                [header[i] for i in cols],
+                "".join(align[i] for i in cols),
+                [[r[i] for i in cols] for r in rows],
+            )
+        )
     return out
 
 
@@ -79,24 +166,27 @@ class _TaskLines:
 
     def __init__(self, exp: Mapping[str, Any]) -> None:
         table = task_table(exp)
-        self.head: list[str] = []
-        self.rows: list[str] = []
+        self.header: list[str] = []
+        self.align = ""
+        self.rows: list[list[str]] = []
+        self.trail = 0
         self.legend: list[str] = []
         if table is None:
             return
-        header, align, rows = task_grid(table, text=_md, cell=_md_cell, min_header="min pass rate")
-        full = _md_table(header, align, rows)
-        self.head, self.rows = full[:2], full[2:]
+        self.header, self.align, self.rows = task_grid(
+            table, text=_md, cell=_md_cell, min_header="min pass rate"
+        )
+        self.trail = 1 if table.gated else 0
         legend = ["k/n = passed/judged; errors are not judged", "⚠️ flaky (trials disagree)"]
         if table.gated:
             legend.append("❌ fails its minimum pass rate (upper bound below it)")
         self.legend = ["", " · ".join(legend), ""]
 
     def lines(self, max_rows: int | None) -> list[str]:
-        if not self.head:
+        if not self.header:
             return []
         shown = self.rows if max_rows is None else self.rows[:max_rows]
-        lines = [*self.head, *shown]
+        lines = _md_table(self.header, self.align, shown, trail=self.trail)
         if len(shown) < len(self.rows):
             lines.extend(
                 [
@@ -114,9 +204,9 @@ def _md_experiment(exp: Mapping[str, Any], tasks: _TaskLines, max_rows: int | No
     if exp.get("run_id"):
         where.append(f"run {_md_code(exp['run_id'])}")
     if exp.get("results_dir"):
-        where.append(f"results {_md_code(exp['results_dir'])}")
+        where.append(f"results {_md_code(shown_path(exp['results_dir'], 3))}")
     if exp.get("jobs_dir"):
-        where.append(f"jobs {_md_code(exp['jobs_dir'])}")
+        where.append(f"jobs {_md_code(shown_path(exp['jobs_dir']))}")
     counts = totals_text(exp["totals"], sep=", ", plural_trials=False)
     lines.append(" · ".join([*where, counts]))
     lines.append("")
@@ -312,7 +402,7 @@ def _md_gate_failures(failures: Sequence[Mapping[str, Any]], max_rows: int | Non
     if rows:
         header = ["variant", "task", "pass rate", "gate's passed/trials", "upper bound",
                   "minimum"]  # fmt: skip
-        lines.extend(_md_table(header, "llrrrr", rows))
+        lines.extend(_md_table(header, "llrrrr", rows, lead=2))
         lines.extend(
             [
                 "",

@@ -27,6 +27,7 @@ __all__ = [
     "TaskCell",
     "TaskRow",
     "TaskTable",
+    "column_groups",
     "columns_grid",
     "comparison_details",
     "regression_rows",
@@ -199,6 +200,25 @@ def variant_columns(exp: Mapping[str, Any], *, text: Callable[[str], str]) -> li
         ]
     )
     return cols
+
+
+def column_groups(
+    widths: Sequence[float], fixed: float, width: float, *, gap: float = 2
+) -> list[list[int]]:
+    """Split columns (their widths, ``gap`` apart) into groups that fit beside ``fixed`` of
+    leading (and trailing) columns within ``width``: wide tables are printed as several
+    narrower ones, each repeating the fixed columns. A column wider than ``width`` on its own
+    gets a group of its own. Units are the caller's: characters (terminal) or pixels
+    (summary.md)."""
+    groups: list[list[int]] = [[]]
+    used = fixed
+    for i, w in enumerate(widths):
+        if groups[-1] and used + gap + w > width:
+            groups.append([])
+            used = fixed
+        groups[-1].append(i)
+        used += gap + w
+    return groups
 
 
 def columns_grid(columns: Sequence[Column], *, short: bool = False) -> Grid:

@@ -9,6 +9,7 @@ are. Pure: :func:`render_terminal` returns lines; the plugin writes them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -121,12 +122,25 @@ def _experiment_lines(exp: Mapping[str, Any]) -> list[str]:
         lines.append(f"flaky: {shown}{more}")
 
     lines.extend(_verdict_lines(exp["verdict"]))
-    where = f"results: {_clean(exp['results_dir'])}" if exp.get("results_dir") else ""
+    where = f"results: {_clean(_here(exp['results_dir']))}" if exp.get("results_dir") else ""
     if exp.get("jobs_dir"):
-        where += ("; " if where else "") + f"jobs: {_clean(exp['jobs_dir'])}"
+        where += ("; " if where else "") + f"jobs: {_clean(_here(exp['jobs_dir']))}"
     if where:
         lines.append(where)
     return lines
+
+
+def _here(path: str) -> str:
+    """A path relative to the current directory (pytest's rootdir, as a rule) when it lies
+    inside it, so a CI log does not carry the runner's absolute paths; else as it is (the
+    user's own ``--eval-results`` outside the project)."""
+    try:
+        cwd = os.getcwd()
+        if os.path.isabs(path) and os.path.commonpath([cwd, path]) == cwd:
+            return os.path.relpath(path, cwd)
+    except (OSError, ValueError):
+        pass
+    return path
 
 
 def _comparison_line(c: Mapping[str, Any]) -> str:

@@ -55,6 +55,7 @@ from .paths import RunPaths, index_db
 from .pier.job import PierJob
 from .pier.names import safe_job_name
 from .pier.recorder import pier_job_id
+from .pier.relocate import Relocation, relocate_job_config, relocate_trials
 from .standard import write_summaries
 from .trialdir import META
 from .walk import iter_trial_rels
@@ -687,6 +688,8 @@ def _merge_run(
         if pier_new:
             _place(src_job, pier_new, job_dir, keep)
             pier_added += len(pier_new)
+            # their records name where they are now, not the shard
+            relocate_trials(job_dir, pier_new, [_relocation(shard, job_dir, paths.run_dir)])
     old = _read_dict(paths.run_json)
     old.pop("updated_at", None)
     merged_from = _merged_from(shards, old)
@@ -735,6 +738,7 @@ def _merge_run(
     if job_dir.is_dir():
         task_names = [str(t["name"]) for t in summary["experiments"][0]["tasks"]]
         _merge_pier_job(shards, job_name, job_dir, done.counts["total"], run_json, task_names)
+        relocate_job_config(job_dir, [_relocation(s, job_dir, paths.run_dir) for s in shards])
     # last: a merge interrupted before this point leaves run.json as it was, so running it
     # again recomputes everything above
     write_json_atomic(paths.run_json, run_json, fsync=True)
@@ -787,6 +791,12 @@ def _verdict(summary: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(verdict, dict):
             return dict(verdict)
     return {}
+
+
+def _relocation(shard: _Shard, job_dir: Path, run_dir: Path) -> Relocation:
+    """Where the shard's job and run directories were, and where they are merged."""
+    old_job = shard.root / "jobs" / job_dir.name
+    return Relocation(shard.root, old_job, job_dir, shard.run_dir, run_dir)
 
 
 def _mark_moved(shard: _Shard, into: Path) -> None:

@@ -18,7 +18,8 @@ Modules: :mod:`.job` (:class:`PierJob`, what the recorder calls), :mod:`.trial` 
 directory), :mod:`.records` (TrialConfig/TrialResult dicts), :mod:`.result` (the job's
 result.json), :mod:`.config` (JobConfig), :mod:`.claims` and :mod:`.names` (trial names),
 :mod:`.stats` (JobStats), :mod:`.trajectory` (ATIF), :mod:`.links` (hard links, symlinks,
-copies), :mod:`.files` (paths, lock, log), :mod:`.values` (timestamps, numbers).
+copies), :mod:`.files` (paths, lock, log), :mod:`.values` (timestamps, numbers),
+:mod:`.relocate` (a merged trial's records rewritten to where it is now).
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ agree.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,25 @@ def split_model(model: str | None) -> dict[str, Any] | None:
     return {"name": model, "provider": None}
 
 
-def agent_version(variant: Variant | None) -> str:
-    """The variant's ``version:`` key when it has one, else the plugin's version."""
+#: A version string as CLIs print them (``2.1.328``, ``0.171.0-alpha.1``, ``1.0.0+build``).
+_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_~-]{0,63}")
+
+
+def agent_version(variant: Variant | None, cli_version: str | None = None) -> str:
+    """Harbor's ``agent_info.version``: the variant's ``version:`` key when it has one; else,
+    for a preset agent, the version of the agent CLI its records reported (``cli_version``,
+    e.g. Claude Code's ``2.1.328``); else the plugin's version."""
     if variant is not None:
         raw = variant.raw.get("version") if isinstance(variant.raw, Mapping) else None
         if isinstance(raw, (str, int, float)) and not isinstance(raw, bool):
             return str(raw)
+        if (
+            variant.agent.kind == "preset"
+            and isinstance(cli_version, str)
+            and _VERSION.fullmatch(cli_version)
+            and cli_version != "unknown"
+        ):
+            return cli_version
     return __version__
 
 

@@ -68,7 +68,7 @@ def write_trial_dir(
         task=task,
         src=src,
         redactor=Redactor([*secrets, *(experiment.secret_values if experiment else ())]),
-        version=agent_version(variant),
+        version=agent_version(variant, _cli_version(variant, src)),
         model_info=split_model((variant.model if variant else None) or outcome.model),
     )
     # A re-write starts from a clean directory (result/config/marker stay until replaced).
@@ -93,6 +93,21 @@ def write_trial_dir(
     write_text_atomic(path / "trial.log", trial_log(ctx, outcome, result))
     write_json_atomic(path / "config.json", config)
     return result
+
+
+def _cli_version(variant: Variant | None, src: Path | None) -> str | None:
+    """The agent CLI's version a preset read from the CLI's own records: the ``agent.version``
+    of the trajectory it wrote (``artifacts/trajectory.json``); read for preset variants only,
+    a plain agent may write that file itself."""
+    if src is None or variant is None or variant.agent.kind != "preset":
+        return None
+    path = src / "artifacts" / TRAJECTORY_NAME
+    if path.is_symlink():
+        return None
+    doc = read_json(path)
+    agent = doc.get("agent") if isinstance(doc, dict) else None
+    version = agent.get("version") if isinstance(agent, dict) else None
+    return version if isinstance(version, str) else None
 
 
 def _command_text(variant: Variant) -> str:
