@@ -32,7 +32,7 @@ from .shared import WORKERINPUT_KEY
 from .spec.errors import SpecError
 from .spec.model import Experiment
 from .store import runs
-from .store.atomic import read_json, write_text_atomic
+from .store.atomic import write_text_atomic
 from .store.baseline import (
     JUDGED_RETRY,
     BaselineError,
@@ -40,6 +40,7 @@ from .store.baseline import (
     Candidate,
     baseline_counts,
     find_baseline,
+    rerun_judged,
     retry_policy,
 )
 from .store.paths import RunPaths
@@ -367,7 +368,11 @@ class ControllerPlugin:
                 counts=baseline_counts(results, exp.slug, run_id) if run_id else {},
                 note=self.no_baseline.get(exp.slug),
                 notes=tuple(self.baseline_notes.get(exp.slug, ())),
-                rerun_judged=_rerun_judged(RunPaths(results, exp.slug, run_id)) if run_id else None,
+                rerun_judged=(
+                    rerun_judged(RunPaths(results, exp.slug, run_id).summary_json)
+                    if run_id
+                    else None
+                ),
             )
         return Gates(
             min_pass_rate=self.config.getoption("eval_min_pass_rate"),
@@ -501,17 +506,6 @@ class ControllerPlugin:
                 if not nodeid or (not is_trial_nodeid(nodeid) and nodeid not in self.spec_errors):
                     return True
         return False
-
-
-def _rerun_judged(paths: RunPaths) -> int | None:
-    """Judged trials a stored run ran again (``--eval-retry``), from its summary.json's
-    totals; None when unknown."""
-    try:
-        totals = read_json(paths.summary_json).get("totals", {})
-    except (OSError, ValueError, AttributeError):
-        return None
-    value = totals.get("rerun_judged") if isinstance(totals, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _dist_given(config: pytest.Config) -> bool:

@@ -375,7 +375,7 @@ def finish_run(
             errors=gates.errors,
             selected_tasks=_selected(outcomes, task_slugs),
             base_rerun_judged=regression.rerun_judged,
-            cand_rerun_judged=sum(1 for o in outcomes if o.attempt > 1 and o.rerun_judged),
+            cand_rerun_judged=summary["experiments"][0]["totals"]["rerun_judged"],
         )
         summary = apply_regression(summary, section)
         notes = summary["experiments"][0]["notes"]

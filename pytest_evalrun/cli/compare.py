@@ -16,7 +16,6 @@ in --json).
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,6 +25,7 @@ from ..report.fmt import fmt_p
 from ..report.policy import ERROR_POLICIES, ERRORS_COUNT
 from ..report.regression import TaskCounts, gate_counts, regression_section
 from ..report.table import regression_title
+from ..store.baseline import rerun_judged
 from ..store.paths import RunPaths
 from ..store.query import RunRow, task_counts
 from .common import (
@@ -123,17 +123,11 @@ def _rerun_judged(run: RunRow, results: Path | None) -> int | None:
     """Judged trials the run ran again (``--eval-retry``), from its summary.json (under
     ``results`` when given: the index's run_dir may name where the run was written); None
     when unknown."""
-    path = (
+    return rerun_judged(
         RunPaths(results, run.experiment, run.run_id).summary_json
         if results is not None
         else Path(run.run_dir) / "summary.json"
     )
-    try:
-        totals = json.loads(path.read_text("utf-8"))["totals"]
-        value = totals.get("rerun_judged")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return value if isinstance(value, int) else None
 
 
 def compare_runs(

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..outcome import TrialOutcome
-from ..report.policy import ERRORS_COUNT
-from ..report.regression import TaskCounts, counts_from_outcomes, regression_section
+from ..report.regression import TaskCounts
 from . import runs
 from .atomic import read_json
 from .paths import RunPaths, index_db
@@ -420,44 +418,15 @@ def resolve_baseline(results: Path, ref: str, experiment: str, current_run: str)
     return find_baseline(results, ref, experiment, Candidate(current_run)).run_id
 
 
-def regression(
-    results: Path,
-    experiment: str,
-    baseline_run: str,
-    outcomes: Sequence[TrialOutcome],
-    *,
-    alpha: float,
-    variant_names: Mapping[str, str],
-    errors: str = ERRORS_COUNT,
-) -> dict[str, Any]:
-    """The regression section of an experiment's summary: each variant of this run against
-    the same variant of ``baseline_run`` (read from the index). ``variant_names``: slug ->
-    name, in report order. The judged trials each run ran again (``--eval-retry``) come from
-    the outcomes and the baseline's summary.json: the section warns when one run retried and
-    the other did not."""
-    import json
-
-    from .paths import RunPaths
-
-    base_rerun: int | None = None
+def rerun_judged(summary_json: Path) -> int | None:
+    """Judged trials a stored run ran again (``--eval-retry``), from its summary.json's
+    totals; None when unknown (no summary, or not a count)."""
     try:
-        totals = json.loads(
-            RunPaths(results, experiment, baseline_run).summary_json.read_text("utf-8")
-        ).get("totals", {})
-        if isinstance(totals.get("rerun_judged"), int):
-            base_rerun = totals["rerun_judged"]
+        totals = read_json(summary_json).get("totals", {})
     except (OSError, ValueError, AttributeError):
-        base_rerun = None  # no summary: unknown, no warning either way
-    return regression_section(
-        baseline_counts(results, experiment, baseline_run),
-        counts_from_outcomes(outcomes),
-        baseline_run=baseline_run,
-        alpha=alpha,
-        variant_names=variant_names,
-        errors=errors,
-        base_rerun_judged=base_rerun,
-        cand_rerun_judged=sum(1 for o in outcomes if o.attempt > 1 and o.rerun_judged),
-    )
+        return None
+    value = totals.get("rerun_judged") if isinstance(totals, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def baseline_counts(
