@@ -379,3 +379,14 @@ def test_no_step_keeps_a_capability(trial: Trial) -> None:
     for line in lines[1:5]:
         assert not line.endswith(" 0"), done.stdout
     assert lines[5].startswith("DENIED") and not os.path.exists("/usr/evalrun-planted")
+
+
+@needs_bwrap
+def test_a_read_path_under_dev_or_proc_keeps_the_sandboxs_own(trial: Trial) -> None:
+    """/dev and /proc are the sandbox's own: a read path there (``{pytest}`` names
+    ``-c /dev/null``) is not bound from the host, where it would be a device on a nodev
+    mount that nothing can open."""
+    script = "open('/dev/null').read(); open('/dev/null', 'w').write('x'); print('OPENED')"
+    done = trial.run(script, read=(trial.suite, "/dev/null", "/dev/zero", "/proc/self"))
+    assert done.returncode == 0, done.stderr
+    assert "OPENED" in done.stdout

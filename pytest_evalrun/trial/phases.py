@@ -173,10 +173,6 @@ def _words(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return programs, words
 
 
-#: Directories every sandbox mounts itself (bwrap ``--dev``, ``--proc``, ``/sys`` read-only).
-_OWN_MOUNTS = ("/dev", "/proc", "/sys")
-
-
 def program_paths(
     argv: Sequence[str],
     *,
@@ -198,14 +194,7 @@ def program_paths(
         if where and os.path.isfile(where):
             found += _install(os.path.abspath(where), protect)
     for word in words:
-        if (
-            os.path.isabs(word)
-            and os.path.lexists(word)
-            and not _under(word, "/tmp/workspace")
-            # the sandbox has its own /dev, /proc and /sys: a bind of /dev/null (named by
-            # {pytest}'s ``-c /dev/null``) would be a device on a nodev mount, unopenable
-            and not any(_under(word, d) for d in _OWN_MOUNTS)
-        ):
+        if os.path.isabs(word) and os.path.lexists(word) and not _under(word, "/tmp/workspace"):
             if os.path.isdir(word) and not exposable(word, protect):
                 continue
             found.append(word)

@@ -397,6 +397,16 @@ class _Mount:
         return ["--bind", self.src, self.dest]
 
 
+#: What every sandbox mounts itself (``--dev``, ``--proc``): nothing of the host is bound,
+#: hidden or linked there (a bind of the host's /dev/null, e.g. named by ``{pytest}``'s
+#: ``-c /dev/null``, would be a device on a nodev mount: unopenable).
+OWN_MOUNTS = ("/dev", "/proc")
+
+
+def _own_mount(path: str) -> bool:
+    return any(_under(path, d) for d in OWN_MOUNTS)
+
+
 def _depth(path: str) -> int:
     return 0 if path == "/" else path.count("/")
 
@@ -531,7 +541,11 @@ class Sandbox:
         read: list[Path | str] = [*p.read, *_python_paths()]
         if p.network:
             read.append("/etc/resolv.conf")  # a link into /run on systemd-resolved hosts
-        reals = [r for r in dict.fromkeys(_real(x) for x in read) if os.path.exists(r)]
+        reals = [
+            r
+            for r in dict.fromkeys(_real(x) for x in read)
+            if os.path.exists(r) and not _own_mount(r)
+        ]
         for r in reals:
             covered = [*system, *(x for x in reals if x != r)]
             if any(_under(r, v) for v in covered) and not any(_under(r, h) for h in hidden):
@@ -542,7 +556,7 @@ class Sandbox:
             visible.append(r)
         # a program found through a link (``~/.local/bin/claude``): the link's path too
         for a in dict.fromkeys(os.path.abspath(x) for x in read):
-            if not os.path.islink(a) or not os.path.exists(a):
+            if not os.path.islink(a) or not os.path.exists(a) or _own_mount(a):
                 continue
             parent = _real(os.path.dirname(a))
             if any(_under(parent, v) for v in visible) or any(_under(x, a) for x in reserved):
@@ -557,7 +571,7 @@ class Sandbox:
                 mounts.append(_Mount(_depth(src), _RW, src, src))
                 visible.append(src)
         for h in hidden:
-            if h in ("/", TMP_INSIDE) or _under(h, "/proc") or _under(h, "/dev"):
+            if h in ("/", TMP_INSIDE) or _own_mount(h):
                 continue
             if not any(_under(h, v) for v in visible):
                 continue  # not visible anyway
