@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c
 
+from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.load import load_experiment
 from pytest_evalrun.secrets import Redactor
-from pytest_evalrun.spec.errors import SpecError
-from pytest_evalrun.spec.load import load_experiment
 
 MINIMAL = "variants:\n  a: {agent: [my-agent]}\ntasks:\n  - name: t\n    prompt: p\n    verify: v\n"
 

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .context import context_of
+from .experiment.errors import SpecError
+from .experiment.model import Experiment, Task, Variant
 from .outcome import USER_PROPERTY, TrialOutcome
 from .safetext import bounded, escape
-from .spec.errors import SpecError
-from .spec.model import Experiment, Task, Variant
 from .store.paths import trial_number
 
 if TYPE_CHECKING:

@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pytest
 
 from .discovery import DEFAULT_PATTERNS, Discovery
+from .experiment.model import Experiment
 from .secrets import Redactor
 from .shared import Shared
-from .spec.model import Experiment
 from .store.paths import RunPaths
 from .store.recorder import Recorders, RunInfo
 from .trial.sandbox import SandboxError, resolve
 from .trial.steps import StepKinds
 
 if TYPE_CHECKING:
+    from .experiment.model import Task, Variant
     from .outcome import TrialOutcome
-    from .spec.model import Task, Variant
 
 
 class TrialRunner(Protocol):

@@ -19,6 +19,8 @@ import pytest
 
 from .collect import SPEC_ERROR_PROPERTY, TrialId, is_trial_nodeid
 from .context import EvalContext
+from .experiment.errors import SpecError
+from .experiment.model import Experiment
 from .finish import Gates, Plan, RegressionGate, finish_run
 from .outcome import ERROR, USER_PROPERTY, TrialOutcome
 from .report import junit
@@ -29,8 +31,6 @@ from .report.policy import ERROR_POLICIES
 from .report.summary import combine_summaries
 from .safetext import bounded
 from .shared import WORKERINPUT_KEY
-from .spec.errors import SpecError
-from .spec.model import Experiment
 from .store import runs
 from .store.atomic import write_text_atomic
 from .store.baseline import (

@@ -14,9 +14,9 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .spec.errors import SpecError
-from .spec.load import load_experiment
-from .spec.model import Experiment
+from .experiment.errors import SpecError
+from .experiment.load import load_experiment
+from .experiment.model import Experiment
 
 DEFAULT_PATTERNS = ("*.eval.yaml", "*.eval.yml")
 _ALWAYS_SKIP = frozenset(

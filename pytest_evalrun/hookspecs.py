@@ -23,7 +23,7 @@ def pytest_evalrun_agent_kinds() -> Mapping[str, StepRunner]:  # type: ignore[em
     """Return ``{kind: runner}`` for agent (and setup) step kinds this plugin adds.
 
     An experiment file then writes ``agent: {<kind>: <anything>}``. ``runner(step, ctx)`` gets
-    the :class:`~pytest_evalrun.spec.model.Step` and a
+    the :class:`~pytest_evalrun.experiment.model.Step` and a
     :class:`~pytest_evalrun.trial.steps.StepContext`, and returns a
     :class:`~pytest_evalrun.trial.process.ProcessResult`. Called once per process.
     """

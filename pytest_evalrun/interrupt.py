@@ -14,8 +14,8 @@ import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .collect import TrialId
+from .experiment.model import Experiment
 from .outcome import ERROR, TrialOutcome
-from .spec.model import Experiment
 from .store.paths import RunPaths
 from .store.trialdir import TrialDir
 

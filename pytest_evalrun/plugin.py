@@ -21,9 +21,9 @@ from .collect import ExperimentFile
 from .context import EvalContext, context_key, make_discovery, scan_args
 from .controller import ControllerPlugin
 from .discovery import Discovery
+from .experiment.model import Experiment
 from .options import add_options
 from .shared import Shared, decide, reserve
-from .spec.model import Experiment
 from .store.index import IndexRecorder
 from .store.paths import step_records
 from .store.pier.recorder import PierRecorder

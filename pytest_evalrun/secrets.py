@@ -1,7 +1,7 @@
 """Which values are secret, and masking them in everything we write or print.
 
 A name (environment variable, ``env`` key) is secret-looking when it contains TOKEN, KEY,
-SECRET, PASSWORD, CREDENTIAL or AUTH, ignoring case. ``spec/load.py`` decides which values
+SECRET, PASSWORD, CREDENTIAL or AUTH, ignoring case. ``experiment/load.py`` decides which values
 are secret and records them in ``Experiment.secret_values``; a :class:`Redactor` masks them.
 
 Forms matched: the value itself (longest first, so a secret that contains another is masked

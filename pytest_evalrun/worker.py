@@ -21,10 +21,10 @@ from filelock import FileLock
 
 from .collect import SpecErrorItem, SpecProblem, TrialItem, TrialProblem
 from .context import EvalContext
+from .experiment.identity import fingerprint, seed
+from .experiment.model import Experiment, Task, Variant
 from .outcome import TrialOutcome
 from .shard import Key, parse_shard, select
-from .spec.identity import fingerprint, seed
-from .spec.model import Experiment, Task, Variant
 from .store.paths import RunPaths, step_records
 from .store.recorder import RunInfo
 from .store.trialdir import TrialDir

@@ -32,7 +32,7 @@ LAYERS: dict[str, tuple[int, int]] = {
     "pytest_evalrun.report": (2, 0),
     "pytest_evalrun.outcome": (1, 0),
     "pytest_evalrun.secrets": (1, 0),
-    "pytest_evalrun.spec": (1, 0),
+    "pytest_evalrun.experiment": (1, 0),
     "pytest_evalrun.demo_agent": (1, 0),
     "pytest_evalrun.safetext": (1, 0),
     "pytest_evalrun": (0, 0),

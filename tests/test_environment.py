@@ -1,4 +1,4 @@
-"""The clean step environment (pytest_evalrun.trial.environment)."""
+"""The clean step environment (pytest_evalrun.trial.stepenv)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pytest_evalrun.trial.environment import (
+from pytest_evalrun.trial.stepenv import (
     inherited_secrets,
     is_forbidden,
     looks_secret,

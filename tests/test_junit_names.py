@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 
+from pytest_evalrun.experiment.names import slugify
 from pytest_evalrun.outcome import TrialOutcome
 from pytest_evalrun.report import junit
-from pytest_evalrun.spec.names import slugify
 
 
 def outcome(experiment: str, variant: str, task: str, trial: int) -> TrialOutcome:

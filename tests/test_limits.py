@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from pytest_evalrun.experiment.promptfile import PromptFileError, read_prompt_file
 from pytest_evalrun.secrets import Redactor
-from pytest_evalrun.spec.promptfile import PromptFileError, read_prompt_file
 from pytest_evalrun.trial import git as gitmod
 from pytest_evalrun.trial.process import cap_output, find_cookie_processes, run_step
 from pytest_evalrun.trial.workspace import DiffLimits, prepare_workspace, workspace_diff

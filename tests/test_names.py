@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pytest_evalrun.spec.names import slugify, validate_name
+from pytest_evalrun.experiment.names import slugify, validate_name
 
 
 @pytest.mark.parametrize("name", ["fix-build", "Fix build: step 1", "café ☕", "a.b", "x" * 500])

@@ -18,8 +18,8 @@ from harbor_schemas import find_reference
 from harbor_schemas import validate as validate_schema
 
 from pytest_evalrun import __version__ as evalrun_version
+from pytest_evalrun.experiment.model import Experiment, Step, Task, Variant
 from pytest_evalrun.outcome import ERROR, FAILED, PASSED, TIMEOUT, Metrics, TrialOutcome
-from pytest_evalrun.spec.model import Experiment, Step, Task, Variant
 from pytest_evalrun.store.pier import PierJob, link_file, split_model
 from pytest_evalrun.store.pier import names as pier_names
 from pytest_evalrun.store.pier.config import agent_version

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pytest_evalrun.agents.builtin import BUILTIN
-from pytest_evalrun.spec.errors import SpecError, SpecErrors
-from pytest_evalrun.spec.load import load_experiment_text
+from pytest_evalrun.experiment.errors import SpecError, SpecErrors
+from pytest_evalrun.experiment.load import load_experiment_text
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "agents.md"
 

@@ -18,8 +18,8 @@ from conftest import Suite
 from pytest_evalrun.collect import SPEC_ERROR_PROPERTY, TrialId, is_trial_nodeid
 from pytest_evalrun.context import EvalContext, context_key
 from pytest_evalrun.controller import ControllerPlugin
+from pytest_evalrun.experiment.model import Task, Variant
 from pytest_evalrun.outcome import USER_PROPERTY, TrialOutcome
-from pytest_evalrun.spec.model import Task, Variant
 from pytest_evalrun.store.index import connect
 from pytest_evalrun.store.recorder import FinishedRun, Recorder, Recorders, RunInfo
 from pytest_evalrun.worker import WorkerPlugin

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from pytest_evalrun.trial import sandbox as sb
-from pytest_evalrun.trial.environment import step_environment
 from pytest_evalrun.trial.process import find_cookie_processes, kill_cookie_processes
 from pytest_evalrun.trial.sandbox import (
     HOME_INSIDE,
@@ -24,6 +23,7 @@ from pytest_evalrun.trial.sandbox import (
     SandboxError,
     SandboxPolicy,
 )
+from pytest_evalrun.trial.stepenv import step_environment
 
 PROBE = sb.probe()
 needs_bwrap = pytest.mark.skipif(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from ..spec.model import Step
+from ..experiment.model import Step
 from ..trial.process import ProcessResult
 from ..trial.steps import StepContext, StepRunner
 from .builtin import BUILTIN

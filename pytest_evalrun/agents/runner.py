@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..spec.model import Step
+from ..experiment.model import Step
 from ..store.atomic import write_text_atomic
 from ..trial.phases import safe_reads
 from ..trial.process import ProcessResult, run_step

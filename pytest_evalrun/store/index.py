@@ -16,9 +16,9 @@ from typing import Any
 
 from filelock import FileLock
 
+from ..experiment.model import Task, Variant
 from ..outcome import TrialOutcome
 from ..secrets import Redactor
-from ..spec.model import Task, Variant
 from . import runs
 from .index_schema import SCHEMA, SCHEMA_VERSION, load_pins, migrate, refresh_run_variants
 from .pins import Pin

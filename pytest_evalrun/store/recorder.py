@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..experiment.model import Experiment, Task, Variant
 from ..outcome import TrialOutcome
 from ..secrets import Redactor
-from ..spec.model import Experiment, Task, Variant
 from .paths import RunPaths
 
 

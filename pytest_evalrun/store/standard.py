@@ -13,12 +13,12 @@ from typing import Any
 
 from filelock import FileLock
 
+from ..experiment.identity import definition_digest
+from ..experiment.model import Experiment, Task, Variant
 from ..outcome import TrialOutcome
 from ..report.markdown import render_markdown
 from ..report.openmetrics import render_openmetrics
 from ..secrets import Redactor
-from ..spec.identity import definition_digest
-from ..spec.model import Experiment, Task, Variant
 from . import runs
 from .atomic import dumps, write_bytes_if_changed, write_json_atomic
 from .paths import RunPaths

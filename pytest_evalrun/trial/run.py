@@ -33,20 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..experiment.model import Experiment, Step, Task, Variant
 from ..outcome import ERROR, FAILED, PASSED, TIMEOUT, TrialOutcome
 from ..secrets import Redactor
-from ..spec.model import Experiment, Step, Task, Variant
 from ..store import trialdir
 from ..store.atomic import read_regular
 from ..store.linksafe import defuse_links
 from ..store.runs import utc_now
 from ..store.trialdir import TrialDir
 from . import metrics as metrics_mod
-from .environment import step_environment
 from .phases import phase_view
 from .placeholders import pytest_words, render_command
 from .process import ProcessResult, kill_all_running
 from .sandbox import WORKSPACE_INSIDE, Isolation, Sandbox, SandboxError, SandboxPolicy, resolve
+from .stepenv import step_environment
 from .steps import PYCALL_CRASHED, PYCALL_NOT_FOUND, StepContext, StepKinds, missing
 from .workspace import (
     Snapshot,

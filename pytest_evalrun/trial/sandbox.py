@@ -51,7 +51,7 @@ keeps a step off the terminal (no ``TIOCSTI`` injection).
 Unsandboxed (``none``, or ``auto`` without bubblewrap: macOS, a kernel without user
 namespaces): the step runs directly, in its real workspace, with ``HOME`` and ``TMPDIR`` set to
 private directories of the step (given by the caller), and the clean environment of
-:mod:`pytest_evalrun.trial.environment`; nothing of the host is hidden or read-only.
+:mod:`pytest_evalrun.trial.stepenv`; nothing of the host is hidden or read-only.
 
 Cost: bwrap adds a fork/exec, namespace setup and a few mounts: on the 2-core development
 machine ``true`` takes ~1.1 ms directly and ~7-9 ms inside this sandbox (see

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..spec.model import Step
+from ..experiment.model import Step
 from .phases import module_paths, program_paths
 from .placeholders import render_command
 from .process import ProcessResult, run_step

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_evalrun import __version__
+from pytest_evalrun.experiment.model import Experiment, Task, Variant
 from pytest_evalrun.secrets import Redactor, is_secret_name
-from pytest_evalrun.spec.model import Experiment, Task, Variant
 
 
 def split_model(model: str | None) -> dict[str, Any] | None:

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pytest_evalrun.experiment.model import Experiment, Task, Variant
 from pytest_evalrun.outcome import TrialOutcome
-from pytest_evalrun.spec.model import Experiment, Task, Variant
 from pytest_evalrun.store.atomic import write_json_atomic
 from pytest_evalrun.store.pier.claims import TrialClaims
 from pytest_evalrun.store.pier.config import job_config, merge_config

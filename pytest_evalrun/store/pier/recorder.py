@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ...experiment.model import Task, Variant
 from ...outcome import TrialOutcome
-from ...spec.model import Task, Variant
 from ..paths import RunPaths
 from ..recorder import FinishedRun, Recorder, RunInfo
 from ..runs import utc_now

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_evalrun import __version__
+from pytest_evalrun.experiment.model import Experiment, Task, Variant
 from pytest_evalrun.outcome import ERROR, FAILED, TIMEOUT, TrialOutcome
 from pytest_evalrun.secrets import Redactor
-from pytest_evalrun.spec.model import Experiment, Task, Variant
 from pytest_evalrun.store.pier.config import agent_config
 from pytest_evalrun.store.pier.files import now, read_text
 from pytest_evalrun.store.pier.values import (

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_evalrun.experiment.model import Experiment, Task, Variant
 from pytest_evalrun.outcome import TrialOutcome
 from pytest_evalrun.secrets import Redactor
-from pytest_evalrun.spec.model import Experiment, Task, Variant
 from pytest_evalrun.store.atomic import write_json_atomic, write_text_atomic
 from pytest_evalrun.store.pier.config import agent_version, split_model
 from pytest_evalrun.store.pier.files import read_json

@@ -10,7 +10,7 @@ Two steps, each linear in the size of the text:
    never constructed), and bounds alias expansion and nesting (billion laughs, deep files).
 
 Nothing here knows the experiment schema: which keys hold environments or named entries is
-the caller's to say (see :class:`Walker`); ``spec/load.py`` checks the values and builds the
+the caller's to say (see :class:`Walker`); ``experiment/load.py`` checks the values and builds the
 model.
 """
 
@@ -25,9 +25,9 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
+from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.interpolate import InterpolationError, interpolate
 from pytest_evalrun.secrets import is_secret_name
-from pytest_evalrun.spec.errors import SpecError
-from pytest_evalrun.spec.interpolate import InterpolationError, interpolate
 
 __all__ = ["MAX_ALIAS_VISITS", "MAX_DEPTH", "Walker", "YList", "YMap", "compose", "plain"]
 

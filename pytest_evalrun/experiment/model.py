@@ -1,6 +1,6 @@
 """The typed experiment model: what an experiment file means once it is loaded and checked.
 
-Everything here is immutable and free of pytest. ``spec/load.py`` builds it from YAML; the
+Everything here is immutable and free of pytest. ``experiment/load.py`` builds it from YAML; the
 collector turns it into items; the trial runner reads it. Paths are absolute.
 """
 

@@ -1,4 +1,4 @@
-"""Load an experiment file: YAML text -> checked :class:`~pytest_evalrun.spec.model.Experiment`.
+"""Load an experiment file: YAML text -> a checked :class:`~.model.Experiment`.
 
 Three stages, each linear in the size of the file:
 
@@ -28,15 +28,15 @@ from typing import Any
 
 from yaml.nodes import MappingNode, ScalarNode
 
+from pytest_evalrun.experiment.checker import INVALID, TOP_KEYS, Checker
+from pytest_evalrun.experiment.entries import Entries, Top
+from pytest_evalrun.experiment.errors import SpecError, SpecErrors
+from pytest_evalrun.experiment.model import BUILTIN_KINDS, MAX_ITEMS_PER_FILE, Experiment, Task
+from pytest_evalrun.experiment.names import slugify, validate_name
+from pytest_evalrun.experiment.steps import Steps
+from pytest_evalrun.experiment.values import Values
+from pytest_evalrun.experiment.yamltree import Walker, YList, YMap, compose, plain
 from pytest_evalrun.secrets import inherited_secrets, weak_secret_names
-from pytest_evalrun.spec.checker import INVALID, TOP_KEYS, Checker
-from pytest_evalrun.spec.entries import Entries, Top
-from pytest_evalrun.spec.errors import SpecError, SpecErrors
-from pytest_evalrun.spec.model import BUILTIN_KINDS, MAX_ITEMS_PER_FILE, Experiment, Task
-from pytest_evalrun.spec.names import slugify, validate_name
-from pytest_evalrun.spec.steps import Steps
-from pytest_evalrun.spec.values import Values
-from pytest_evalrun.spec.yamltree import Walker, YList, YMap, compose, plain
 
 __all__ = ["load_experiment", "load_experiment_text"]
 

@@ -1,7 +1,7 @@
 """Variants and tasks: each entry of ``variants:`` and ``tasks:`` checked on its own, then
 ``extends`` chains resolved (unknown targets and cycles reported) and ``defaults:`` and the
-experiment-wide values applied, giving :class:`~pytest_evalrun.spec.model.Variant` and
-:class:`~pytest_evalrun.spec.model.Task` objects."""
+experiment-wide values applied, giving :class:`~pytest_evalrun.experiment.model.Variant` and
+:class:`~pytest_evalrun.experiment.model.Task` objects."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_evalrun.spec.checker import (
+from pytest_evalrun.experiment.checker import (
     DEFAULTS_KEYS,
     INVALID,
     TASK_KEYS,
@@ -18,8 +18,8 @@ from pytest_evalrun.spec.checker import (
     describe,
     did_you_mean,
 )
-from pytest_evalrun.spec.errors import SpecError
-from pytest_evalrun.spec.model import (
+from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.model import (
     DEFAULT_PASS_THRESHOLD,
     DEFAULT_SETUP_TIMEOUT,
     DEFAULT_TIMEOUT,
@@ -29,10 +29,10 @@ from pytest_evalrun.spec.model import (
     Task,
     Variant,
 )
-from pytest_evalrun.spec.names import slugify, validate_name
-from pytest_evalrun.spec.steps import Steps
-from pytest_evalrun.spec.values import Values
-from pytest_evalrun.spec.yamltree import YList, YMap, plain
+from pytest_evalrun.experiment.names import slugify, validate_name
+from pytest_evalrun.experiment.steps import Steps
+from pytest_evalrun.experiment.values import Values
+from pytest_evalrun.experiment.yamltree import YList, YMap, plain
 
 __all__ = ["Entries", "Top"]
 

@@ -1,4 +1,4 @@
-"""Unit tests of spec/load.py, spec/interpolate.py and spec/errors.py (no pytester)."""
+"""Unit tests of experiment/load.py, interpolate.py and errors.py (no pytester)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_evalrun.spec.errors import SpecError, SpecErrors
-from pytest_evalrun.spec.interpolate import InterpolationError, Substitution, interpolate
-from pytest_evalrun.spec.load import load_experiment, load_experiment_text
-from pytest_evalrun.spec.model import Experiment, Step
+from pytest_evalrun.experiment.errors import SpecError, SpecErrors
+from pytest_evalrun.experiment.interpolate import InterpolationError, Substitution, interpolate
+from pytest_evalrun.experiment.load import load_experiment, load_experiment_text
+from pytest_evalrun.experiment.model import Experiment, Step
 
 CONTRACT_EXAMPLE = """\
 experiment: fix-build            # slug; default: file name without .eval.yaml
@@ -896,7 +896,7 @@ tasks:
 
 
 def test_isolation_keys_resolve_per_variant(tmp_path: Path) -> None:
-    from pytest_evalrun.spec.identity import fingerprint
+    from pytest_evalrun.experiment.identity import fingerprint
 
     exp = load(tmp_path, ISOLATION)
     base, open_ = exp.variants

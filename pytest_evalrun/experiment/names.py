@@ -9,7 +9,7 @@ characters becomes its first 91 characters, ``-`` and 8 hex digits of sha1(name)
 is a Windows device name (``CON``, ``nul.txt``...) gets a ``_`` appended.
 
 Two names whose slugs are equal ignoring case are a collision (case-insensitive file
-systems); ``spec/load.py`` reports it.
+systems); ``experiment/load.py`` reports it.
 """
 
 from __future__ import annotations

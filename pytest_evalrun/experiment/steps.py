@@ -1,17 +1,17 @@
 """The checker of steps: ``agent``, ``setup`` and ``verify`` as a command (a string or a
 list), a ``{kind: value}`` mapping (``command``, ``python`` or a plugin's kind) or an agent
 preset (``{preset: NAME, executable: PROGRAM, args: [...]}``), each made a
-:class:`~pytest_evalrun.spec.model.Step`."""
+:class:`~pytest_evalrun.experiment.model.Step`."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Collection
 
-from pytest_evalrun.spec.checker import PRESET_KEYS, Checker, describe, did_you_mean
-from pytest_evalrun.spec.errors import SpecError
-from pytest_evalrun.spec.model import Step
-from pytest_evalrun.spec.yamltree import YList, YMap, plain
+from pytest_evalrun.experiment.checker import PRESET_KEYS, Checker, describe, did_you_mean
+from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.model import Step
+from pytest_evalrun.experiment.yamltree import YList, YMap, plain
 
 __all__ = ["Steps"]
 

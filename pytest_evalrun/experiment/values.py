@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_evalrun.spec.checker import (
+from pytest_evalrun.experiment.checker import (
     INVALID,
     PRICING_KEYS,
     SANDBOX_KEYS,
@@ -18,10 +18,10 @@ from pytest_evalrun.spec.checker import (
     describe,
     did_you_mean,
 )
-from pytest_evalrun.spec.errors import SpecError
-from pytest_evalrun.spec.model import MAX_TRIALS, SANDBOX_MODES, SandboxSpec
-from pytest_evalrun.spec.promptfile import PromptFileError, read_prompt_file
-from pytest_evalrun.spec.yamltree import YList, YMap
+from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.model import MAX_TRIALS, SANDBOX_MODES, SandboxSpec
+from pytest_evalrun.experiment.promptfile import PromptFileError, read_prompt_file
+from pytest_evalrun.experiment.yamltree import YList, YMap
 
 __all__ = ["MAX_RETRIES", "MAX_TIMEOUT", "RESERVED_TAGS", "Values"]
 

@@ -8,8 +8,8 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
-from pytest_evalrun.spec.errors import SpecError
-from pytest_evalrun.spec.yamltree import YMap
+from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.yamltree import YMap
 
 __all__ = [
     "DEFAULTS_KEYS",
