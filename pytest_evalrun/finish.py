@@ -217,7 +217,19 @@ GATE_OPTIONS = {
 def gates_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """The options whose recorded inputs differ between two runs' ``gates`` (as recorded:
     for the baseline run, its reference, the run it resolved to and that run's counts)."""
-    return [flag for key, flag in GATE_OPTIONS.items() if a.get(key) != b.get(key)]
+    return [
+        flag
+        for key, flag in GATE_OPTIONS.items()
+        if _compared(key, a.get(key)) != _compared(key, b.get(key))
+    ]
+
+
+def _compared(key: str, value: Any) -> Any:
+    """A recorded input as compared between shards: the baseline run's notes say where each
+    machine looked (its own paths), so they are left out."""
+    if key == "baseline_run" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k not in ("note", "notes")}
+    return value
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,11 @@ def _commands(recipe: dict[str, Any]) -> list[str]:
 def _words(command: str) -> list[str]:
     """The command's words with CI expressions and variables made concrete."""
     command = re.sub(r"\$\{\{[^}]*matrix\.shard[^}]*\}\}", "2", command)
+    command = re.sub(r"\$\{\{[^}]*inputs\.[^}]*\}\}", "", command)
     command = re.sub(r"\$\{\{[^}]*\}\}", "42", command)
     command = command.replace("$CI_NODE_INDEX", "2").replace("$CI_NODE_TOTAL", "3")
     command = command.replace("$CI_PIPELINE_ID", "42").replace("$GITHUB_STEP_SUMMARY", "out.md")
+    command = command.replace("$EVALRUN_FIRST_BASELINE", "")
     command = command.split(">")[0].split("#")[0]
     return shlex.split(command)
 
@@ -68,17 +71,26 @@ def test_github_recipe() -> None:
     commands = _commands(jobs)
     assert any("--eval-shard ${{ matrix.shard }}/3" in c for c in commands)
     assert any(c.startswith("evalrun merge shards/shard-* --into merged") for c in commands)
+    assert any("--eval-baseline-run baseline" in c for c in commands)
+    # the baseline moves only on main, only after the merge job (the gate) passed
+    assert jobs["pin"]["needs"] == "merge" and "refs/heads/main" in jobs["pin"]["if"]
+    assert "always" not in jobs["pin"]["if"] and "cancelled" not in jobs["pin"]["if"]
 
 
 def test_gitlab_recipe() -> None:
     recipe = yaml.safe_load(RECIPES["gitlab"].read_text())
-    assert recipe["stages"] == ["eval", "merge"]
+    assert recipe["stages"] == ["eval", "merge", "pin"]
     shard, merge = recipe["eval-shard"], recipe["eval-merge"]
     assert shard["parallel"] == 3 and shard["stage"] == "eval" and merge["stage"] == "merge"
     assert merge["needs"] == [{"job": "eval-shard", "artifacts": True}]
     commands = _commands(recipe)
     assert any('--eval-shard "$CI_NODE_INDEX/$CI_NODE_TOTAL"' in c for c in commands)
     assert any(c.startswith("evalrun merge shard-* --into merged") for c in commands)
+    assert any("--eval-baseline-run baseline" in c for c in commands)
+    pin = recipe["eval-pin"]
+    assert pin["needs"] == [{"job": "eval-merge", "artifacts": True}] and "when" not in pin
+    assert pin["cache"]["policy"] == "push" and shard["cache"]["policy"] == "pull"
+    assert pin["cache"]["key"] == shard["cache"]["key"]
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -122,7 +134,9 @@ def _env(**ci: str) -> dict[str, str]:
     return {**env, **ci}
 
 
-def _play(lines: list[str], cwd: Path, env: dict[str, str]) -> list[int]:
+def _play(
+    lines: list[str], cwd: Path, env: dict[str, str], ok: tuple[int, ...] = (0, 1)
+) -> list[int]:
     """Run a job's shell lines (not `pip install`) as the CI would: bash, -e, pipefail."""
     codes = []
     for line in lines:
@@ -133,7 +147,7 @@ def _play(lines: list[str], cwd: Path, env: dict[str, str]) -> list[int]:
             text=True, timeout=300,
         )
         codes.append(done.returncode)
-        assert done.returncode in (0, 1), f"{line}\n{done.stdout}\n{done.stderr}"
+        assert done.returncode in ok, f"{line}\n{done.stdout}\n{done.stderr}"
     return codes
 
 
@@ -144,8 +158,8 @@ def _machine(base: Path, name: str) -> Path:
     return root
 
 
-def _check_merged(merged: Path, gate_status: int) -> None:
-    [summary_file] = list(merged.glob("results/*/*/summary.json"))
+def _check_merged(merged: Path, gate_status: int, run_id: str) -> None:
+    [summary_file] = list(merged.glob(f"results/*/{run_id}/summary.json"))
     summary = json.loads(summary_file.read_text())
     totals = summary["experiments"][0]["totals"]
     assert totals["trials"] == 24, totals  # every trial of the 3 shards
@@ -156,8 +170,12 @@ def _check_merged(merged: Path, gate_status: int) -> None:
     assert gate_status == (0 if summary["verdict"]["passed"] else 1)
 
 
-def _gh(command: str, shard: int) -> str:
+def _gh(command: str, shard: int, run_id: str = "42", first: bool = False) -> str:
+    """A GitHub ``run:`` line with its expressions as the runner would make them."""
     command = re.sub(r"\$\{\{\s*matrix\.shard\s*\}\}", str(shard), command)
+    optional = "--eval-baseline-optional" if first else ""
+    command = re.sub(r"\$\{\{\s*inputs\.first-baseline[^}]*\}\}", optional, command)
+    command = re.sub(r"\$\{\{\s*github\.run_id\s*\}\}", run_id, command)
     return re.sub(r"\$\{\{[^}]*\}\}", "42", command)
 
 
@@ -184,56 +202,180 @@ def _check_steps(steps: list[dict[str, Any]], cwd: Path, gate_status: int) -> di
     return {"check": run, "annotations": info.error_annotations, "outputs": check.outputs}
 
 
-def _not_passed(merged_results: Path) -> int:
+def _not_passed(merged_results: Path, run_id: str = "*") -> int:
     [summary_file] = [
-        p for p in merged_results.glob("*/*/summary.json") if "base" not in p.parent.name
+        p for p in merged_results.glob(f"*/{run_id}/summary.json") if "base" not in p.parent.name
     ]
     totals = json.loads(summary_file.read_text())["totals"]
     return int(totals["failed"] + totals["timeout"] + totals["errors"])
 
 
-def test_github_recipe_end_to_end(tmp_path: Path) -> None:
-    jobs = yaml.safe_load(RECIPES["github"].read_text())["jobs"]
-    runner = tmp_path / "merge-runner"
+def _regress(experiments: Path) -> None:
+    """An agent update that breaks the with-skills variant (it fixes nothing any more)."""
+    spec = experiments / "demo.eval.yaml"
+    text = spec.read_text()
+    assert 'DEMO_AGENT_SKILL: "0.95"' in text
+    spec.write_text(text.replace('DEMO_AGENT_SKILL: "0.95"', 'DEMO_AGENT_SKILL: "0.0"'))
+
+
+def _merged_gates(merged: Path, run_id: str) -> dict[str, Any]:
+    [run_file] = list(merged.glob(f"results/*/{run_id}/run.json"))
+    gates: dict[str, Any] = json.loads(run_file.read_text())["gates"]
+    return gates
+
+
+@dataclass
+class _Night:
+    """One workflow run of the GitHub recipe: the shard jobs on 3 machines, the merge job,
+    and on main the pin job, with actions/cache played by copying ``cache``."""
+
+    codes: list[int]
+    runner: Path
+    shard_codes: list[int]
+
+
+def _github_night(
+    base: Path, jobs: dict[str, Any], cache: Path, run_id: str, *, main: bool,
+    first: bool = False, regress: bool = False,
+) -> _Night:
+    runner = base / "merge-runner"
+    shard_codes: list[int] = []
     for k in (1, 2, 3):
-        machine = _machine(tmp_path, f"runner-{k}")
-        steps = [_gh(s["run"], k) for s in jobs["shard"]["steps"] if "run" in s]
-        _play(steps, machine, _env())
+        machine = _machine(base, f"runner-{k}")
+        if regress:
+            _regress(machine / "experiments")
+        for step in jobs["shard"]["steps"]:
+            uses = str(step.get("uses", ""))
+            if uses.startswith("actions/cache/restore") and cache.is_dir():
+                shutil.copytree(cache, machine / step["with"]["path"], symlinks=True)
+            elif "run" in step:
+                # continue-on-error: true: the merged run decides
+                shard_codes += _play([_gh(step["run"], k, run_id, first)], machine, _env(),
+                                     ok=(0, 1, 4))
         upload = next(s for s in jobs["shard"]["steps"] if "upload-artifact" in s.get("uses", ""))
         artifact = runner / "shards" / _gh(upload["with"]["name"], k)  # download-artifact
         for path in upload["with"]["path"].split():
-            shutil.copytree(machine / path, artifact / path, symlinks=True)
+            if (machine / path).exists():
+                shutil.copytree(machine / path, artifact / path, symlinks=True)
     summary = runner / "step-summary.md"
-    steps = [_gh(s["run"], 0) for s in jobs["merge"]["steps"] if "run" in s]
-    codes = _play(steps, runner, _env(GITHUB_STEP_SUMMARY=str(summary)))
-    assert codes[:-1] == [0] * (len(codes) - 1)
+    steps = [_gh(s["run"], 0, run_id) for s in jobs["merge"]["steps"] if "run" in s]
+    steps = [line for line in steps if not line.startswith("pip install")]
+    runner.mkdir(parents=True, exist_ok=True)
+    codes = []
+    for line in steps:  # bash -e: the job stops at its first failing step
+        codes += _play([line], runner, _env(GITHUB_STEP_SUMMARY=str(summary)), ok=(0, 1))
+        if codes[-1]:
+            break
+    if main and codes[-1] == 0 and len(codes) == len(steps):  # pin: needs merge, on main
+        pinner = base / "pin-runner"
+        shutil.copytree(runner / "merged", pinner / "merged", symlinks=True)  # eval-merged
+        for step in jobs["pin"]["steps"]:
+            uses = str(step.get("uses", ""))
+            if "run" in step:
+                _play([_gh(step["run"], 0, run_id)], pinner, _env(), ok=(0,))
+            elif uses.startswith("actions/cache/save"):
+                shutil.rmtree(cache, ignore_errors=True)
+                shutil.copytree(pinner / step["with"]["path"], cache, symlinks=True)
+    return _Night(codes, runner, shard_codes)
+
+
+def test_github_recipe_end_to_end(tmp_path: Path) -> None:
+    """Four workflow runs: the first baseline pinned on main, a pull request gated against it
+    (green), an agent update that regressed (red), and a lost cache (red, no trial run)."""
+    jobs = yaml.safe_load(RECIPES["github"].read_text())["jobs"]
+    cache = tmp_path / "actions-cache"
+    # 1. main, run by hand with first-baseline: ungated on regression, then pinned
+    first = _github_night(tmp_path / "n1", jobs, cache, "1", main=True, first=True)
+    assert first.codes == [0] * len(first.codes) and first.shard_codes == [0, 0, 0]
+    pins = json.loads((cache / "baselines.json").read_text())["pins"]
+    assert [(p["name"], p["run_id"]) for p in pins] == [("baseline", "gh-1-42")]
+    assert [p.parent.name for p in cache.glob("*/*/run.json")] == ["gh-1-42"]
+    # 2. a pull request, nothing changed: gated against the pin, green
+    night = _github_night(tmp_path / "n2", jobs, cache, "2", main=False)
+    runner = night.runner
+    assert night.codes == [0] * len(night.codes)
+    summary = runner / "step-summary.md"
     assert "fix-small-bugs" in summary.read_text()
-    _check_merged(runner / "merged", codes[-1])
+    _check_merged(runner / "merged", night.codes[-1], "gh-2-42")
+    gates = _merged_gates(runner / "merged", "gh-2-42")
+    assert gates["baseline_run"]["ref"] == "baseline", gates
+    assert gates["baseline_run"]["run_id"] == "gh-1-42", gates
+    # the baseline run was in every shard: placed once into merged/, its pin carried
+    assert (runner / "merged" / "results" / "fix-small-bugs" / "gh-1-42" / "run.json").is_file()
+    carried = json.loads((runner / "merged" / "results" / "baselines.json").read_text())["pins"]
+    assert [p["run_id"] for p in carried] == ["gh-1-42"]
+    assert json.loads(cache.joinpath("baselines.json").read_text())["pins"] == pins  # not main
     # the example suite: trials failed, the gate passed: the "evals" check is green, the
     # failed trials are annotations (issue 18, case 7: the check was red)
-    shown = _check_steps(jobs["merge"]["steps"], runner, codes[-1])
-    not_passed = _not_passed(runner / "merged" / "results")
-    assert codes[-1] == 0 and not_passed > 0
+    shown = _check_steps(jobs["merge"]["steps"], runner, night.codes[-1])
+    not_passed = _not_passed(runner / "merged" / "results", "gh-2-42")
+    assert night.codes[-1] == 0 and not_passed > 0
     assert len(shown["annotations"]) == not_passed
+    # 3. an agent update that breaks with-skills: every shard and the merged run fail the
+    # regression gate; the check is red; on main it would not be pinned
+    bad = _github_night(tmp_path / "n3", jobs, cache, "3", main=True, regress=True)
+    assert bad.shard_codes == [1, 1, 1] and bad.codes[-1] == 1
+    verdict = json.loads(next(bad.runner.glob("merged/results/*/gh-3-42/summary.json"))
+                         .read_text())["verdict"]
+    assert verdict["passed"] is False and "with-skills" in json.dumps(verdict)
+    _check_steps(jobs["merge"]["steps"], bad.runner, 1)
+    assert [p["run_id"] for p in json.loads((cache / "baselines.json").read_text())["pins"]] == [
+        "gh-1-42"
+    ]
+    # 4. the cache is gone: every shard stops before any trial (exit 4), the merge job fails
+    shutil.rmtree(cache)
+    lost = _github_night(tmp_path / "n4", jobs, cache, "4", main=False)
+    assert lost.shard_codes == [4, 4, 4] and lost.codes == [1]
+    assert not list((tmp_path / "n4").glob("runner-*/results/*/gh-4-42/*/*/*/trials"))
 
 
 def test_gitlab_recipe_end_to_end(tmp_path: Path) -> None:
+    """Two pipelines: the first baseline on the default branch (pinned by eval-pin), then a
+    branch whose agent regressed, red against it."""
     recipe = yaml.safe_load(RECIPES["gitlab"].read_text())
-    runner = tmp_path / "merge-runner"
-    runner.mkdir()
-    for k in (1, 2, 3):
-        machine = _machine(tmp_path, f"runner-{k}")
-        ci = _env(CI_NODE_INDEX=str(k), CI_NODE_TOTAL="3", CI_PIPELINE_ID="42")
-        _play(recipe["eval-shard"]["script"], machine, ci)
-        assert (machine / f"shard-{k}.xml").is_file()
-        for pattern in recipe["eval-shard"]["artifacts"]["paths"]:  # artifacts: shard-*/
-            for found in machine.glob(pattern.rstrip("/")):
-                if found.is_dir():  # a trailing / matches directories only
-                    shutil.copytree(found, runner / found.name, symlinks=True)
-    codes = _play(recipe["eval-merge"]["script"], runner, _env(CI_PIPELINE_ID="42"))
+    cache = tmp_path / "gitlab-cache"
+
+    def pipeline(base: Path, pipeline_id: str, first: bool, regress: bool,
+                 branch: str) -> tuple[list[int], Path]:
+        runner = base / "merge-runner"
+        runner.mkdir(parents=True)
+        for k in (1, 2, 3):
+            machine = _machine(base, f"runner-{k}")
+            if regress:
+                _regress(machine / "experiments")
+            if cache.is_dir():  # cache: policy: pull
+                shutil.copytree(cache, machine / "results", symlinks=True)
+            ci = _env(CI_NODE_INDEX=str(k), CI_NODE_TOTAL="3", CI_PIPELINE_ID=pipeline_id,
+                      EVALRUN_FIRST_BASELINE="--eval-baseline-optional" if first else "")
+            _play(recipe["eval-shard"]["script"], machine, ci)
+            assert (machine / f"shard-{k}.xml").is_file()
+            for pattern in recipe["eval-shard"]["artifacts"]["paths"]:  # artifacts: shard-*/
+                for found in machine.glob(pattern.rstrip("/")):
+                    if found.is_dir():  # a trailing / matches directories only
+                        shutil.copytree(found, runner / found.name, symlinks=True)
+        codes = _play(recipe["eval-merge"]["script"], runner, _env(CI_PIPELINE_ID=pipeline_id))
+        rule = recipe["eval-pin"]["rules"][0]["if"]
+        assert rule == "$CI_COMMIT_BRANCH == $CI_DEFAULT_BRANCH"
+        if codes[-1] == 0 and branch == "main":  # eval-pin: on_success, default branch only
+            pinner = base / "pin-runner"
+            shutil.copytree(runner / "merged", pinner / "merged", symlinks=True)
+            _play(recipe["eval-pin"]["script"], pinner, _env(CI_PIPELINE_ID=pipeline_id),
+                  ok=(0,))
+            shutil.rmtree(cache, ignore_errors=True)  # cache: policy: push
+            shutil.copytree(pinner / "results", cache, symlinks=True)
+        return codes, runner
+
+    codes, runner = pipeline(tmp_path / "p1", "41", first=True, regress=False, branch="main")
     assert codes[:-1] == [0] * (len(codes) - 1)
     assert "evalrun_variant_pass_rate{" in (runner / "metrics.txt").read_text()
-    _check_merged(runner / "merged", codes[-1])
+    _check_merged(runner / "merged", codes[-1], "gl-41")
+    assert codes[-1] == 0
+    pins = json.loads((cache / "baselines.json").read_text())["pins"]
+    assert [(p["name"], p["run_id"]) for p in pins] == [("baseline", "gl-41")]
+
+    codes, runner = pipeline(tmp_path / "p2", "42", first=False, regress=True, branch="fix")
+    assert codes[:-1] == [0] * (len(codes) - 1) and codes[-1] == 1
+    assert _merged_gates(runner / "merged", "gl-42")["baseline_run"]["run_id"] == "gl-41"
     # the merge job's junit report: the gates, the overall one failing exactly when the
     # job's last line (the gate) exits 1
     junitparser = pytest.importorskip("junitparser", reason="junitparser is not installed")
@@ -241,6 +383,8 @@ def test_gitlab_recipe_end_to_end(tmp_path: Path) -> None:
     xml = junitparser.JUnitXml.fromfile(str(runner / report))
     overall = [c for suite in xml for c in suite if ": gate " in c.name]
     assert len(overall) == 1 and bool(overall[0].result) == (codes[-1] == 1)
+    regressed = [c for suite in xml for c in suite if "with-skills" in c.name and c.result]
+    assert regressed, [c.name for suite in xml for c in suite]
 
 
 # --- docs/reports.md's single-machine GitHub recipe, with a gate that passes and one that fails

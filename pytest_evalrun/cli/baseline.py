@@ -19,7 +19,7 @@ from .common import (
     connect,
     print_json,
     print_lines,
-    resolve_one,
+    resolve,
     results_dir,
     table,
 )
@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _set(args: argparse.Namespace, results: Path) -> int:
+    """Pin RUN.  A run id shared by several experiments (one session over several experiment
+    files, the usual CI run) pins each of them, unless ``--experiment`` names one."""
     from ..store.baseline import run_facts
     from ..store.pins import Pin, set_pin
     from ..store.runs import utc_now
@@ -97,22 +99,32 @@ def _set(args: argparse.Namespace, results: Path) -> int:
     name = _name(args)
     conn = connect(results)
     try:
-        row = resolve_one(conn, args.run, args.experiment)
+        rows = resolve(conn, args.run, args.experiment)
     finally:
         conn.close()
-    facts = run_facts(results, row.experiment, row.run_id)
-    if facts is None:
-        raise CliError(f"run {row.experiment}/{row.run_id} has no readable run.json in {results}")
-    if facts.status == "running":
-        raise CliError(
-            f"run {row.experiment}/{row.run_id} is still running: pin it once it has finished"
-        )
+    if len({r.run_id for r in rows}) > 1:  # e.g. "latest" of several experiments
+        names = ", ".join(f"{r.experiment}/{r.run_id}" for r in rows)
+        raise CliError(f"{args.run} names different runs ({names}): add --experiment X")
+    checked = []
+    for row in rows:
+        facts = run_facts(results, row.experiment, row.run_id)
+        if facts is None:
+            raise CliError(
+                f"run {row.experiment}/{row.run_id} has no readable run.json in {results}"
+            )
+        if facts.status == "running":
+            raise CliError(
+                f"run {row.experiment}/{row.run_id} is still running: pin it once it has finished"
+            )
+        checked.append((row, facts.incomplete_reason))
     _pins(results)  # a damaged pins file is named, never overwritten
-    pins, old = set_pin(results, Pin(row.experiment, name, row.run_id, utc_now()))
-    _sync(results, pins)
-    warning = facts.incomplete_reason
-    if args.json:
-        print_json(
+    done: list[dict[str, Any]] = []
+    lines: list[str] = []
+    ref = "baseline" if args.name is None else f"baseline:{name}"
+    for row, warning in checked:
+        pins, old = set_pin(results, Pin(row.experiment, name, row.run_id, utc_now()))
+        _sync(results, pins)
+        done.append(
             {
                 "experiment": row.experiment,
                 "name": name,
@@ -121,16 +133,17 @@ def _set(args: argparse.Namespace, results: Path) -> int:
                 "warning": warning or None,
             }
         )
+        line = f"pinned {row.experiment}/{row.run_id} as {name!r}"
+        if old is not None and old.run_id != row.run_id:
+            line += f" (was {old.run_id})"
+        lines.append(line + f": --eval-baseline-run {ref} compares with it")
+        if warning:
+            lines.append(
+                f"warning: {warning}: a session that runs every trial refuses it as its baseline"
+            )
+    if args.json:
+        print_json(done[0] if len(done) == 1 else done)
         return 0
-    line = f"pinned {row.experiment}/{row.run_id} as {name!r}"
-    if old is not None and old.run_id != row.run_id:
-        line += f" (was {old.run_id})"
-    ref = "baseline" if args.name is None else f"baseline:{name}"
-    lines = [line + f": --eval-baseline-run {ref} compares with it"]
-    if warning:
-        lines.append(
-            f"warning: {warning}: a session that runs every trial refuses it as its baseline"
-        )
     print_lines(lines)
     return 0
 

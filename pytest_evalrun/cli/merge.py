@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"evalrun merge: conflict: {problem}", file=sys.stderr)
         return 1
+    pin_notes = _carry_pins(shards, Path(args.into))
     if args.junit_verdict:
         experiments = [e for m in merged if not m.copy for e in m.summary.get("experiments") or []]
         write_text_atomic(Path(args.junit_verdict).resolve(), render_verdict({}, experiments))
@@ -110,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
                 for m in merged
             ]
         )
+        for note in pin_notes:
+            print(f"evalrun merge: note: {clean(note)}", file=sys.stderr)
         return status
     for m in merged:
         if m.copy:
@@ -125,4 +128,20 @@ def run(args: argparse.Namespace) -> int:
             f"({what}) -> {m.run_dir}"
         )
         print(f"  {gate_line(m.verdict)}")
+    for note in pin_notes:
+        print(f"note: {clean(note)}")
     return status
+
+
+def _carry_pins(shards: list[Path], into: Path) -> list[str]:
+    """The shards' pinned baselines (results/baselines.json) carried into DIR, so that DIR
+    can be kept as the next runs' results/ (the CI recipes do)."""
+    from ..store.index import sync_pins
+    from ..store.paths import index_db
+    from ..store.pins import carry_pins
+
+    results = into.resolve() / "results"
+    pins, notes = carry_pins(results, [s / "results" for s in shards])
+    if pins and index_db(results).is_file():
+        sync_pins(index_db(results), pins)
+    return notes

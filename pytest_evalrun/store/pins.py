@@ -11,6 +11,7 @@ directory, so that a CI artifact of ``results/`` carries it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -126,3 +127,49 @@ def unset_pin(results: Path, experiment: str, name: str) -> tuple[list[Pin], Pin
         pins = [p for p in pins if p is not old]
         _write(results, pins)
     return pins, old
+
+
+def carry_pins(results: Path, sources: Sequence[Path]) -> tuple[list[Pin], list[str]]:
+    """Bring the pins of ``sources`` (shards' results directories) into ``results`` (a merge's
+    DIR/results): a pin whose run is in ``results`` and that every source holding it agrees on.
+    A pin ``results`` already has is kept as it is; shards that disagree on a pin are named in
+    a note and that pin is not carried.  Returns every pin of ``results`` and the notes."""
+    offered: dict[tuple[str, str], set[Pin]] = {}
+    notes: list[str] = []
+    for source in sources:
+        try:
+            found = read_pins(source)
+        except PinsError as exc:
+            notes.append(f"pins not carried: {exc}")
+            continue
+        for pin in found:
+            offered.setdefault((pin.experiment, pin.name), set()).add(pin)
+    if not offered:
+        return read_pins(results), notes
+    with _lock(results):
+        pins = read_pins(results)
+        have = {(p.experiment, p.name) for p in pins}
+        added = False
+        for (experiment, name), candidates in sorted(offered.items()):
+            if (experiment, name) in have:
+                continue
+            run_ids = sorted({p.run_id for p in candidates})
+            if len(run_ids) > 1:
+                notes.append(
+                    f"pin {experiment}/{name!r} not carried: the shards pin different runs "
+                    f"({', '.join(run_ids)})"
+                )
+                continue
+            pin = min(candidates, key=lambda p: p.pinned_at)
+            if not (results / experiment / pin.run_id / "run.json").is_file():
+                notes.append(
+                    f"pin {experiment}/{name!r} not carried: its run {pin.run_id} is not in "
+                    f"{results}"
+                )
+                continue
+            pins.append(pin)
+            added = True
+        if added:
+            pins.sort(key=lambda p: (p.experiment, p.name))
+            _write(results, pins)
+    return pins, notes
