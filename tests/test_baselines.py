@@ -429,3 +429,30 @@ def test_why_another_retry_policy_is_refused_seeded_simulation() -> None:
     # the same policy on both sides is a fair comparison: false alarms <= alpha, power >= 80%
     assert _simulated_alarms(13, base_retry=True, cand_retry=True, drop=0.0) <= 0.05
     assert _simulated_alarms(14, base_retry=True, cand_retry=True, drop=0.3) >= 0.8
+
+
+def test_merge_carries_the_pins_the_shards_agree_on(tmp_path: Path) -> None:
+    """evalrun merge's pins: a pin whose run is in DIR and that every shard holding it agrees
+    on is carried; shards pinning different runs, or a pin whose run is not in DIR, are named
+    in a note and not carried; a pin DIR already has is kept."""
+    from pytest_evalrun.store.pins import Pin, carry_pins, read_pins, set_pin
+
+    into = tmp_path / "merged" / "results"
+    for run in ("r1", "r2"):
+        (into / "exp" / run).mkdir(parents=True)
+        (into / "exp" / run / "run.json").write_text("{}")
+    a, b = tmp_path / "a", tmp_path / "b"
+    for shard in (a, b):
+        set_pin(shard, Pin("exp", "baseline", "r1", "2026-12-01T00:00:00Z"))
+        set_pin(shard, Pin("exp", "gone", "r9", "2026-12-01T00:00:00Z"))
+    set_pin(a, Pin("exp", "nightly", "r1", "2026-12-01T00:00:00Z"))
+    set_pin(b, Pin("exp", "nightly", "r2", "2026-12-01T00:00:00Z"))
+    set_pin(into, Pin("exp", "release", "r2", "2026-12-02T00:00:00Z"))
+    pins, notes = carry_pins(into, [a, b])
+    assert [(p.name, p.run_id) for p in pins] == [("baseline", "r1"), ("release", "r2")]
+    assert read_pins(into) == pins
+    assert len(notes) == 2
+    assert any("nightly" in n and "r1" in n and "r2" in n for n in notes)
+    assert any("gone" in n and "r9" in n for n in notes)
+    # again: nothing changes
+    assert carry_pins(into, [a, b])[0] == pins
