@@ -20,6 +20,67 @@ import time
 
 _BUFFER = 65536
 
+# seccomp: the command (not the relay) may not create AF_UNIX sockets with socket(2): a socket
+# file of the host that is visible in the sandbox (a directory listed under ``sandbox: read:``
+# or ``write:``) does not answer.  ``socketpair(2)`` (pipes between its own processes) works.
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_SOCKET_NR = {"x86_64": (41, 0x40000000 + 41), "aarch64": (198,)}
+_AUDIT_ARCH_I386, _I386_SOCKET, _I386_SOCKETCALL = 0x40000003, 359, 102
+_LD, _JEQ, _RET = 0x20, 0x15, 0x06
+_ALLOW, _DENY = 0x7FFF0000, 0x00050000 | 13  # SECCOMP_RET_ERRNO | EACCES
+
+
+def unix_socket_filter(machine: str) -> bytes | None:
+    """The classic BPF program (``struct sock_filter[]``) that makes ``socket(AF_UNIX, ...)``
+    fail with EACCES (and, for 32-bit x86 programs, every ``socketcall``); None on a machine
+    it does not know."""
+    import struct
+
+    if machine not in _AUDIT_ARCH:
+        return None
+    # (code, jump if true, jump if false, k); a str names a label, a 1-tuple marks one
+    code: list[tuple[object, ...]] = [(_LD, 0, 0, 4), (_JEQ, "native", 0, _AUDIT_ARCH[machine])]
+    if machine == "x86_64":
+        code += [(_JEQ, "i386", "allow", _AUDIT_ARCH_I386)]
+    code += [(_RET, 0, 0, _ALLOW), ("native",), (_LD, 0, 0, 0)]
+    code += [(_JEQ, "af", 0, nr) for nr in _SOCKET_NR[machine]]
+    code += [(_RET, 0, 0, _ALLOW)]
+    if machine == "x86_64":
+        code += [("i386",), (_LD, 0, 0, 0), (_JEQ, "deny", 0, _I386_SOCKETCALL),
+                 (_JEQ, "af", "allow", _I386_SOCKET)]  # fmt: skip
+    code += [("af",), (_LD, 0, 0, 16), (_JEQ, "deny", "allow", 1)]  # args[0] == AF_UNIX
+    code += [("deny",), (_RET, 0, 0, _DENY), ("allow",), (_RET, 0, 0, _ALLOW)]
+    labels: dict[object, int] = {}
+    for op in code:
+        if len(op) == 1:
+            labels[op[0]] = sum(len(o) > 1 for o in code[: code.index(op)])
+    out: list[bytes] = []
+    for op in (o for o in code if len(o) > 1):
+        here = len(out)
+        jt, jf = (labels[j] - here - 1 if isinstance(j, str) else j for j in op[1:3])
+        out.append(struct.pack("=HBBI", op[0], jt, jf, op[3]))
+    return b"".join(out)
+
+
+def _no_unix_sockets() -> None:
+    """Install :func:`unix_socket_filter` for this process and what it execs."""
+    import ctypes
+
+    program = unix_socket_filter(os.uname().machine)
+    if program is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(program, len(program))
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = Prog(len(program) // 8, ctypes.addressof(buf))
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, FILTER
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
     try:
@@ -109,17 +170,23 @@ def main(argv: list[str]) -> None:
     for spec in specs:
         port, _, path = spec.partition("=")
         listeners += [(sock, path) for sock in _listen(int(port))]
-    child = os.fork()
-    if child == 0:
-        if os.fork() == 0:
-            try:
-                _serve(listeners)
-            finally:
-                os._exit(0)
-        os._exit(0)
-    os.waitpid(child, 0)
-    for sock, _ in listeners:
-        sock.close()
+    if listeners:
+        child = os.fork()
+        if child == 0:
+            if os.fork() == 0:
+                try:
+                    _serve(listeners)
+                finally:
+                    os._exit(0)
+            os._exit(0)
+        os.waitpid(child, 0)
+        for sock, _ in listeners:
+            sock.close()
+    try:
+        _no_unix_sockets()
+    except OSError as exc:
+        sys.stderr.write(f"evalrun relay: cannot restrict Unix sockets: {exc}\n")
+        os._exit(1)
     try:
         os.execvp(command[0], command)
     except OSError as exc:

@@ -533,7 +533,7 @@ class Sandbox:
         if not self.sandboxed:
             return list(argv), Path(cwd)
         relay: list[str] = []
-        if self.policy.forwards:
+        if self.isolation.network_isolation:  # forwards, and no socket(AF_UNIX) for the step
             relay = [sys.executable, "-I", "-S", _RELAY]
             relay += [f"{f.port}={_forward_inside(f)}" for f in self.policy.forwards]
             relay.append("--")
