@@ -25,7 +25,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import Suite
+from mockllm import MockLLM
+from test_agent_clis_mock import edit_script
+from test_presets import PRESETS, experiment, refuse_script, require_cli
 
 from pytest_evalrun.trial.sandbox import probe
 
@@ -221,10 +225,6 @@ def test_a_real_cli_reaches_its_mock_model_through_the_allowed_port(
     """claude-code (the real CLI) in a sandboxed trial whose allow list names only the mock
     model server on the host's 127.0.0.1: the CLI edits the file through the model, every
     model call goes through the trial's forward (logged), and nothing else gets out."""
-    import yaml
-    from mockllm import MockLLM
-    from test_agent_clis_mock import edit_script
-    from test_presets import PRESETS, experiment, refuse_script, require_cli
 
     exe = require_cli("claude")
     with MockLLM(edit_script("claude"), log_path=tmp_path / "e.jsonl") as m1, \
@@ -233,7 +233,7 @@ def test_a_real_cli_reaches_its_mock_model_through_the_allowed_port(
         spec["network"] = {"allow": [f"127.0.0.1:{m1.port}", f"127.0.0.1:{m2.port}"]}
         (pytester.path / "claude.eval.yaml").write_text(yaml.safe_dump(spec))
         run = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--eval-sandbox=bwrap")
-        served = len(m1.served)
+        served, port = len(m1.served), m1.port
         outside = list(m1.outside) + list(m2.outside)
     outcomes = run.parseoutcomes()
     assert (outcomes.get("passed"), outcomes.get("failed")) == (1, 1), run.stdout.str()[-4000:]
@@ -244,7 +244,7 @@ def test_a_real_cli_reaches_its_mock_model_through_the_allowed_port(
     trial = meta.parent
     assert (trial / "workspace" / "hello.txt").read_text().strip() == "hi"
     log = [json.loads(line) for line in (trial / "network.log").read_text().splitlines()]
-    model = [e for e in log if e["via"] == "forward" and e["port"] == m1.port]
+    model = [e for e in log if e["via"] == "forward" and e["port"] == port]
     assert model and all(e["allowed"] and e["step"] == "agent" for e in model)
     assert sum(e["received"] for e in model) > 0
     assert all(e["allowed"] is False for e in log if e["via"] == "proxy")
