@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from ..experiment.model import Step
 from ..store.atomic import write_text_atomic
+from ..trial.egress import loopback_forwards
 from ..trial.phases import safe_reads
 from ..trial.process import ProcessResult, run_step
 from ..trial.sandbox import Sandbox
@@ -98,6 +99,20 @@ def _sandbox(preset: Preset, trial: PresetTrial, ctx: StepContext) -> Sandbox | 
     return box.extended(write=needs.write_paths)
 
 
+@contextlib.contextmanager
+def _host_endpoints(preset: Preset, trial: PresetTrial, receiver: OtlpReceiver | None,
+                    box: Sandbox | None) -> Iterator[Sandbox | None]:
+    """``box`` with the preset's model endpoint and OpenTelemetry receiver forwarded when
+    they are on the host's loopback (the step's network is its own: docs/isolation.md);
+    ``network: false`` forwards nothing."""
+    if box is None or not box.policy.network:
+        yield box
+        return
+    urls = [preset.endpoint(trial), receiver.endpoint if receiver is not None else None]
+    with loopback_forwards(urls) as forwards:
+        yield box.extended(forwards=forwards) if forwards else box
+
+
 def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
     """Run ``preset``'s CLI as the trial's agent step, then collect its evidence."""
     value: Mapping[str, Any] = step.value if isinstance(step.value, Mapping) else {}
@@ -118,12 +133,14 @@ def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
                            receiver.endpoint if receiver is not None else None)
         launch = preset.launch(trial)
         box = _sandbox(preset, trial, ctx)
-        argv, cwd = box.wrap(launch.argv, ctx.cwd) if box else (list(launch.argv), ctx.cwd)
-        result = run_step(argv, cwd=cwd, env=launch.env, timeout=ctx.timeout, output=ctx.output)
-        stdout = _read(ctx.output)
-        for followup, out in preset.followups(trial, stdout):
-            argv, cwd = box.wrap(followup, ctx.cwd) if box else (list(followup), ctx.cwd)
-            run_step(argv, cwd=cwd, env=launch.env, timeout=FOLLOWUP_TIMEOUT, output=out)
+        with _host_endpoints(preset, trial, receiver, box) as box:
+            argv, cwd = box.wrap(launch.argv, ctx.cwd) if box else (list(launch.argv), ctx.cwd)
+            result = run_step(argv, cwd=cwd, env=launch.env, timeout=ctx.timeout,
+                              output=ctx.output)
+            stdout = _read(ctx.output)
+            for followup, out in preset.followups(trial, stdout):
+                argv, cwd = box.wrap(followup, ctx.cwd) if box else (list(followup), ctx.cwd)
+                run_step(argv, cwd=cwd, env=launch.env, timeout=FOLLOWUP_TIMEOUT, output=out)
     run = _collect(preset, trial, stdout, ctx.pricing)
     if run is not None and result.start_error is None and not _model_answered(preset, run,
                                                                               stdout):
