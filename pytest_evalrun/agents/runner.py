@@ -1,9 +1,10 @@
 """The ``preset`` agent kind: run a preset's CLI for one trial and write its evidence.
 
-``agent: {preset: NAME, executable: PROGRAM, args: [...]}``. The CLI is started with the
-same process function the ``command`` kind uses (:func:`~pytest_evalrun.trial.process.run_step`:
-timeout, output capture, process-tree kill, and whatever isolation that function applies), in
-the workspace, with the trial's own config home ``<trial>/agent-home/``. Afterwards the preset
+``agent: {preset: NAME, executable: PROGRAM, args: [...]}``. The CLI is started like every
+step's process, through the trial's environment (``StepContext.run``:
+the agent phase's view, timeout, output capture, process-tree kill), in the workspace, with the
+trial's own config home ``<trial>/agent-home/`` (made writable) and its install directory (and
+node's) made visible. Afterwards the preset
 reads the CLI's records and :mod:`.evidence` writes the files into the artifacts dir. A preset
 that cannot read its records never fails the trial: the problem is written to
 ``artifacts/preset-error.txt`` and the trial is judged by its verify step as usual.
@@ -33,10 +34,7 @@ from urllib.parse import urlsplit
 
 from ..experiment.model import Step
 from ..store.atomic import write_text_atomic
-from ..trial.egress import loopback_forwards
-from ..trial.phases import safe_reads
-from ..trial.process import ProcessResult, run_step
-from ..trial.sandbox import Sandbox
+from ..trial.process import ProcessResult
 from ..trial.steps import StepContext
 from . import PARSERS, load
 from .common import AgentRun
@@ -70,7 +68,7 @@ def make_trial(preset: Preset, step: Step, ctx: StepContext, executable: str,
         prompt=ctx.values.get("prompt", ""),
         model=ctx.values.get("model") or None,
         # as the CLI sees it: /tmp/workspace in the sandbox
-        workspace=Path(ctx.sandbox.inside(ctx.cwd)) if ctx.sandbox is not None else ctx.cwd,
+        workspace=Path(ctx.inside(ctx.cwd)),
         home=trial_dir / HOME_DIR,
         artifacts=Path(ctx.values.get("artifacts_dir") or trial_dir / "artifacts"),
         env=ctx.env,
@@ -85,32 +83,6 @@ def _receiver(preset: Preset, artifacts: Path) -> Iterator[OtlpReceiver | None]:
         return
     with OtlpReceiver(artifacts / preset.otel_name) as receiver:
         yield receiver
-
-
-def _sandbox(preset: Preset, trial: PresetTrial, ctx: StepContext) -> Sandbox | None:
-    """The step's sandbox with what the CLI needs: its program (and node) readable, its
-    config home writable. The network is the variant's (``network: false`` cuts the CLI off
-    from its model API, as asked); the CLI's HOME is its config home, at the same path."""
-    if ctx.sandbox is None:
-        return None
-    needs = preset.needs(trial)
-    protect = ctx.sandbox.policy.protect
-    box = ctx.own_program([trial.executable], *safe_reads(needs.read_paths, protect))
-    return box.extended(write=needs.write_paths)
-
-
-@contextlib.contextmanager
-def _host_endpoints(preset: Preset, trial: PresetTrial, receiver: OtlpReceiver | None,
-                    box: Sandbox | None) -> Iterator[Sandbox | None]:
-    """``box`` with the preset's model endpoint and OpenTelemetry receiver forwarded when
-    they are on the host's loopback (the step's network is its own: docs/isolation.md);
-    ``network: false`` forwards nothing."""
-    if box is None or not box.policy.network:
-        yield box
-        return
-    urls = [preset.endpoint(trial), receiver.endpoint if receiver is not None else None]
-    with loopback_forwards(urls) as forwards:
-        yield box.extended(forwards=forwards) if forwards else box
 
 
 def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
@@ -132,15 +104,18 @@ def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
         trial = make_trial(preset, step, ctx, executable,
                            receiver.endpoint if receiver is not None else None)
         launch = preset.launch(trial)
-        box = _sandbox(preset, trial, ctx)
-        with _host_endpoints(preset, trial, receiver, box) as box:
-            argv, cwd = box.wrap(launch.argv, ctx.cwd) if box else (list(launch.argv), ctx.cwd)
-            result = run_step(argv, cwd=cwd, env=launch.env, timeout=ctx.timeout,
-                              output=ctx.output)
-            stdout = _read(ctx.output)
-            for followup, out in preset.followups(trial, stdout):
-                argv, cwd = box.wrap(followup, ctx.cwd) if box else (list(followup), ctx.cwd)
-                run_step(argv, cwd=cwd, env=launch.env, timeout=FOLLOWUP_TIMEOUT, output=out)
+        # what the CLI needs besides the agent's view: its program (and node) readable, its
+        # config home writable; the network is the variant's
+        needs = preset.needs(trial)
+        endpoints = [u for u in (preset.endpoint(trial), trial.otlp_endpoint) if u]
+        result = ctx.run(launch.argv, env=launch.env, read=needs.read_paths,
+                         write=needs.write_paths, program=[trial.executable],
+                         endpoints=endpoints)
+        stdout = _read(ctx.output)
+        for followup, out in preset.followups(trial, stdout):
+            ctx.run(followup, env=launch.env, timeout=FOLLOWUP_TIMEOUT, output=out,
+                    read=needs.read_paths, write=needs.write_paths, program=[trial.executable],
+                    endpoints=endpoints)
     run = _collect(preset, trial, stdout, ctx.pricing)
     if run is not None and result.start_error is None and not _model_answered(preset, run,
                                                                               stdout):

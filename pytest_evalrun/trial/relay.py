@@ -166,6 +166,10 @@ def main(argv: list[str]) -> None:
     specs, command = argv[:cut], argv[cut + 1 :]
     if not command:
         raise SystemExit("evalrun relay: no command")
+    status_fd = -1  # written to only when the command cannot be exec'd (closed on exec)
+    if specs and specs[0].startswith("--exec-status-fd="):
+        status_fd = int(specs.pop(0).partition("=")[2])
+        os.set_inheritable(status_fd, False)
     listeners: list[tuple[socket.socket, str]] = []
     for spec in specs:
         port, _, path = spec.partition("=")
@@ -173,6 +177,8 @@ def main(argv: list[str]) -> None:
     if listeners:
         child = os.fork()
         if child == 0:
+            if status_fd >= 0:
+                os.close(status_fd)
             if os.fork() == 0:
                 try:
                     _serve(listeners)
@@ -192,6 +198,9 @@ def main(argv: list[str]) -> None:
     except OSError as exc:
         sys.stderr.write(f"bwrap: execvp {command[0]}: {exc.strerror}\n")
         sys.stderr.flush()
+        if status_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(status_fd, f"execvp {command[0]}: {exc.strerror}".encode()[:4000])
         os._exit(1)
 
 

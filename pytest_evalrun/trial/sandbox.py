@@ -527,14 +527,20 @@ class Sandbox:
         return {self._workspace: WORKSPACE_INSIDE}
 
     # -- argv --------------------------------------------------------------------------
-    def wrap(self, argv: Sequence[str], cwd: Path | str) -> tuple[list[str], Path]:
+    def wrap(
+        self, argv: Sequence[str], cwd: Path | str, *, exec_status_fd: int | None = None
+    ) -> tuple[list[str], Path]:
         """``(argv, cwd)`` to start the step with: ``cwd`` is the step's working directory
-        outside (for ``Popen``); inside, the step starts in :meth:`inside` of it."""
+        outside (for ``Popen``); inside, the step starts in :meth:`inside` of it.
+        ``exec_status_fd``: a pipe (passed to the process) on which the relay in front of the
+        command writes why it could not exec the command (nothing: it was exec'd)."""
         if not self.sandboxed:
             return list(argv), Path(cwd)
         relay: list[str] = []
         if self.isolation.network_isolation:  # forwards, and no socket(AF_UNIX) for the step
             relay = [sys.executable, "-I", "-S", _RELAY]
+            if exec_status_fd is not None:
+                relay.append(f"--exec-status-fd={exec_status_fd}")
             relay += [f"{f.port}={_forward_inside(f)}" for f in self.policy.forwards]
             relay.append("--")
         return [*self._prefix, "--chdir", self.inside(cwd), "--", *relay, *argv], Path(cwd)
