@@ -54,6 +54,9 @@ class StepContext:
     pricing: Mapping[str, float] | None = None
     #: The step's isolation (None: run as is, e.g. in unit tests).
     sandbox: Sandbox | None = None
+    #: The model gateway's settings for kinds that route model calls through it (presets):
+    #: ``budget`` (the trial's limits), ``record_dir`` / ``replay_dir``, ``name``.
+    gateway: Mapping[str, object] | None = None
 
     def missing_program(self, argv: Sequence[str]) -> str | None:
         """Why ``argv[0]`` cannot be started ("command not found: X"), checked before the
