@@ -10,6 +10,7 @@ One short session per CLI (one trial); run with ``-n 2``. Skips as in ``test_pre
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from pathlib import Path
@@ -32,13 +33,18 @@ FORGE = ("find \"$HOME\" -type f \\( -name '*.jsonl' -o -name '*.json' \\) -exec
 
 def search(pattern: str) -> str:
     """A shell command that looks for ``pattern`` (a regex that matches the key without
-    containing it) where the agent could read it, writing what it saw into the workspace."""
-    return (f"P='{pattern}'; {{ env; for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; "
-            "do tr '\\000' '\\n' < \"$f\"; echo; done; } > probe-env.txt 2>/dev/null; "
-            "timeout 100 grep -rIlE \"$P\" / --exclude-dir=proc --exclude-dir=sys "
-            "--exclude-dir=dev --exclude-dir=usr > probe-files.txt 2>/dev/null; "
-            "grep -cE \"$P\" probe-env.txt > probe-count.txt; ls /proc | grep -c '^[0-9]' "
-            "> probe-procs.txt; echo searched")
+    containing it) where the agent could read it, writing what it saw into the workspace:
+    its environment, every process's environ and cmdline, every file but the system's
+    (/usr, /proc, /sys, /dev) and the CLIs' node_modules. Base64-encoded: Copilot CLI asks for
+    an approval, which nobody gives, for a command naming paths outside the workspace."""
+    script = (f"P='{pattern}'; {{ env; for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; "
+              "do tr '\\000' '\\n' < \"$f\"; echo; done; } > probe-env.txt 2>/dev/null; "
+              "grep -rIlE \"$P\" / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev "
+              "--exclude-dir=usr --exclude-dir=node_modules > probe-files.txt 2>/dev/null; "
+              "echo $? > probe-grep-status.txt; "
+              "grep -cE \"$P\" probe-env.txt > probe-count.txt; ls /proc | grep -c '^[0-9]' "
+              "> probe-procs.txt; echo searched")
+    return f"echo {base64.b64encode(script.encode()).decode()} | base64 -d | sh"
 
 
 def script(cli: str, pattern: str) -> Script:
@@ -89,6 +95,8 @@ def test_a_cli_through_the_gateway(cli: str, pytester: pytest.Pytester, tmp_path
     assert "evalrun-" in env_seen  # the stand-in is in its environment
     assert int((work / "probe-procs.txt").read_text()) >= 2
     assert (work / "probe-count.txt").read_text().strip() == "0"
+    # grep ran to its end (1: no match; 2: no match, some unreadable file)
+    assert (work / "probe-grep-status.txt").read_text().strip() in ("1", "2")
     assert (work / "probe-files.txt").read_text() == "", "the key is in a file the agent reads"
     assert all(real not in json.dumps(r["headers"]) for r in mock.requests)  # redacted anyway
     for path in trial.rglob("*"):

@@ -176,7 +176,8 @@ def gateway_failure(preset: Preset, routed: Routed, run: AgentRun | None,
     if last.refused == "unreachable":
         return ("model_unreachable",
                 f"preset {preset.name}: the CLI made no model call: the model endpoint "
-                f"{upstream} does not accept connections (not judged). {last.error}")
+                f"{upstream} does not accept connections (not judged; {last.error}). "
+                f"The CLI said: {said}")
     if last.refused == "budget":
         return None  # judged on what the agent did
     upstream_said = last.error or f"HTTP {last.status}"
