@@ -539,16 +539,20 @@ def test_network_false_cuts_the_network(suite: Suite) -> None:
     )
     suite.experiment(
         defaults={"agent": {"command": [*agent, str(port)]}},
-        variants={"offline": {"network": False}, "online": {}},
+        variants={"offline": {"network": False}, "default": {},
+                  "online": {"network": {"allow": [f"127.0.0.1:{port}"]}}},
         tasks=[task()],
-    )
+    )  # fmt: skip
     try:
-        run(suite).assert_outcomes(passed=2)
+        run(suite).assert_outcomes(passed=3)
     finally:
         server.close()
-    offline = (suite.trial_dir("offline", "t", 1) / "stdout.txt").read_text()
-    online = (suite.trial_dir("online", "t", 1) / "stdout.txt").read_text()
-    assert "NO NETWORK" in offline and "CONNECTED" in online
+    out = {v: (suite.trial_dir(v, "t", 1) / "stdout.txt").read_text()
+           for v in ("offline", "default", "online")}  # fmt: skip
+    # the host's loopback: not with network: false, not by default (a network of its own),
+    # only where the experiment allows that host:port
+    assert "NO NETWORK" in out["offline"] and "NO NETWORK" in out["default"]
+    assert "CONNECTED" in out["online"]
     assert suite.meta("offline", "t")["isolation"]["network"] is False
 
 

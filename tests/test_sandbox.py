@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from pytest_evalrun.trial import sandbox as sb
+from pytest_evalrun.trial.egress import TcpForward
+from pytest_evalrun.trial.network import Forward
 from pytest_evalrun.trial.process import find_cookie_processes, kill_cookie_processes
 from pytest_evalrun.trial.sandbox import (
     HOME_INSIDE,
@@ -247,7 +249,7 @@ def test_background_process_dies_with_the_step(
 
 
 @needs_bwrap
-def test_network_off_blocks_loopback(trial: Trial) -> None:
+def test_the_host_loopback_is_reached_only_through_a_forward(trial: Trial) -> None:
     if not PROBE.network_isolation:
         pytest.skip("bwrap --unshare-net does not work here")
     server = socket.socket()
@@ -262,13 +264,22 @@ def test_network_off_blocks_loopback(trial: Trial) -> None:
         "except OSError as e:\n"
         "    print('BLOCKED', e)\n"
     )
+    sockets = Path(tempfile.mkdtemp(prefix="evalrun-test-"))
+    forward = TcpForward(sockets / "f.sock", "127.0.0.1", port)
     try:
         off = trial.run(script, network=False)
-        on = trial.run(script, network=True)
+        own = trial.run(script, network=True)
+        forwarded = trial.run(
+            script, network=True, forwards=(Forward(port, forward.path, "test"),)
+        )
     finally:
+        forward.close()
         server.close()
+    # the step's network is its own: the host's loopback is not there, with or without network
     assert "BLOCKED" in off.stdout, off.stdout + off.stderr
-    assert "CONNECTED" in on.stdout, on.stdout + on.stderr
+    assert "BLOCKED" in own.stdout, own.stdout + own.stderr
+    # a forward: the same port inside reaches the host's
+    assert "CONNECTED" in forwarded.stdout, forwarded.stdout + forwarded.stderr
 
 
 @needs_bwrap

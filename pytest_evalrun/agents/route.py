@@ -12,6 +12,9 @@ tokens and cost (:func:`merge_usage`), the CLI's own figures kept beside.
 from __future__ import annotations
 
 import contextlib
+import shutil
+import socket
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 
 from ..gateway import Budget, CallRecord, Gateway
 from ..gateway.recording import Recording
+from ..trial.network import Forward
 from .common import AgentRun, ModelCall, Step, Usage
 
 
@@ -54,6 +58,21 @@ class Routed:
     gateway: Gateway
     env: dict[str, str]
     recording: Recording | None
+    #: With a Unix socket: the forward that makes it ``127.0.0.1:PORT`` inside the sandbox.
+    forward: Forward | None = None
+
+
+#: Directory of the gateways' Unix sockets (short: a socket path must be < 108 bytes).
+SOCKET_DIR = "/tmp"
+
+
+def _inside_port() -> int:
+    """A port for the gateway inside the sandbox's own network: one the host's kernel hands
+    out (so it differs from the OpenTelemetry receiver's, forwarded at its own port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
 
 
 def _base_url(route: ModelRoute, env: Mapping[str, str]) -> str | None:
@@ -64,8 +83,10 @@ def _base_url(route: ModelRoute, env: Mapping[str, str]) -> str | None:
 @contextlib.contextmanager
 def open_route(route: ModelRoute | None, env: Mapping[str, str],
                pricing: Mapping[str, Any] | None,
-               options: GatewayOptions) -> Iterator[Routed | None]:
-    """A gateway for ``route`` (None when there is no route or it is turned off)."""
+               options: GatewayOptions, unix: bool = False) -> Iterator[Routed | None]:
+    """A gateway for ``route`` (None when there is no route or it is turned off); ``unix``:
+    on a Unix socket, for a sandbox with a network of its own (:attr:`Routed.forward`), else
+    on a TCP port of the host's 127.0.0.1."""
     base = _base_url(route, env) if route is not None and not options.off else None
     if route is None or base is None:
         yield None
@@ -75,10 +96,22 @@ def open_route(route: ModelRoute | None, env: Mapping[str, str],
     if options.replay_dir is not None or options.record_dir is not None:
         recording = Recording(options.replay_dir or options.record_dir,  # type: ignore[arg-type]
                               options.name, replay=options.replay_dir is not None)
+    sockdir = Path(tempfile.mkdtemp(prefix="evalrun-gw-", dir=SOCKET_DIR)) if unix else None
     gateway = Gateway(base, key, pricing=pricing, budget=Budget.of(options.budget),
+                      unix=sockdir / "gw.sock" if sockdir is not None else None,
                       recorder=recording.record if recording and not recording.replay else None,
                       replayer=recording.answer if recording and recording.replay else None)
-    with gateway:
+    forward = None
+    with contextlib.ExitStack() as stack:
+        if sockdir is not None:
+            stack.callback(shutil.rmtree, sockdir, True)
+        stack.enter_context(gateway)
+        if gateway.unix is not None:
+            port = _inside_port()
+            forward = Forward(port, gateway.unix, "model gateway")
+            url = f"http://127.0.0.1:{port}{gateway.base_path}"
+        else:
+            url = gateway.url
         cli_env = dict(env)
         if key:
             for name, value in env.items():
@@ -87,9 +120,9 @@ def open_route(route: ModelRoute | None, env: Mapping[str, str],
         for name in route.key_env:
             if env.get(name):
                 cli_env[name] = gateway.stand_in
-        cli_env[route.base_url_env] = gateway.url
+        cli_env[route.base_url_env] = url
         try:
-            yield Routed(gateway, cli_env, recording)
+            yield Routed(gateway, cli_env, recording, forward)
         finally:
             if recording is not None:
                 recording.close()

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from ..experiment.model import Step
 from ..store.atomic import write_text_atomic
+from ..trial.egress import loopback_forwards
 from ..trial.phases import safe_reads
 from ..trial.process import ProcessResult, run_step
 from ..trial.sandbox import Sandbox
@@ -100,6 +101,28 @@ def _sandbox(preset: Preset, trial: PresetTrial, ctx: StepContext) -> Sandbox | 
     return box.extended(write=needs.write_paths)
 
 
+@contextlib.contextmanager
+def _host_endpoints(preset: Preset, trial: PresetTrial, receiver: OtlpReceiver | None,
+                    box: Sandbox | None) -> Iterator[Sandbox | None]:
+    """``box`` with the preset's model endpoint and OpenTelemetry receiver forwarded when
+    they are on the host's loopback (the step's network is its own: docs/isolation.md);
+    ``network: false`` forwards nothing."""
+    if box is None or not box.policy.network:
+        yield box
+        return
+    urls = [preset.endpoint(trial), receiver.endpoint if receiver is not None else None]
+    with loopback_forwards(urls) as forwards:
+        yield box.extended(forwards=forwards) if forwards else box
+
+
+def _own_network(box: Sandbox | None) -> bool:
+    """Does the step run in a network namespace of its own that may reach the host through
+    forwards? Then the gateway listens on a Unix socket forwarded inside (no TCP port on the
+    host); otherwise on the host's 127.0.0.1, which the step shares."""
+    return (box is not None and box.sandboxed and box.isolation.network_isolation
+            and box.policy.network)
+
+
 def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
     """Run ``preset``'s CLI as the trial's agent step, then collect its evidence."""
     value: Mapping[str, Any] = step.value if isinstance(step.value, Mapping) else {}
@@ -116,19 +139,25 @@ def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
     probe.home.mkdir(parents=True, exist_ok=True)
     probe.artifacts.mkdir(parents=True, exist_ok=True)
     settings = gateway_options(ctx)
+    unix = _own_network(_sandbox(preset, probe, ctx))
     with _receiver(preset, probe.artifacts) as receiver, \
-            open_route(preset.model_route(probe), ctx.env, ctx.pricing, settings) as routed:
+            open_route(preset.model_route(probe), ctx.env, ctx.pricing, settings,
+                       unix=unix) as routed:
         trial = make_trial(preset, step, ctx, executable,
                            receiver.endpoint if receiver is not None else None,
                            routed.env if routed is not None else None)
         launch = preset.launch(trial)
         box = _sandbox(preset, trial, ctx)
-        argv, cwd = box.wrap(launch.argv, ctx.cwd) if box else (list(launch.argv), ctx.cwd)
-        result = run_step(argv, cwd=cwd, env=launch.env, timeout=ctx.timeout, output=ctx.output)
-        stdout = _read(ctx.output)
-        for followup, out in preset.followups(trial, stdout):
-            argv, cwd = box.wrap(followup, ctx.cwd) if box else (list(followup), ctx.cwd)
-            run_step(argv, cwd=cwd, env=launch.env, timeout=FOLLOWUP_TIMEOUT, output=out)
+        if box is not None and routed is not None and routed.forward is not None:
+            box = box.extended(forwards=[routed.forward])
+        with _host_endpoints(preset, trial, receiver, box) as box:
+            argv, cwd = box.wrap(launch.argv, ctx.cwd) if box else (list(launch.argv), ctx.cwd)
+            result = run_step(argv, cwd=cwd, env=launch.env, timeout=ctx.timeout,
+                              output=ctx.output)
+            stdout = _read(ctx.output)
+            for followup, out in preset.followups(trial, stdout):
+                argv, cwd = box.wrap(followup, ctx.cwd) if box else (list(followup), ctx.cwd)
+                run_step(argv, cwd=cwd, env=launch.env, timeout=FOLLOWUP_TIMEOUT, output=out)
     run = _collect(preset, trial, stdout, ctx.pricing, routed)
     if result.start_error is not None:
         return result

@@ -196,6 +196,7 @@ class Entries(Checker):
         if e.broken or INVALID in f.values() or INVALID in top.isolation.values():
             return None
         iso = top.isolation
+        network = f.get("network", iso.get("network", True))
         passthrough = (*iso.get("env_passthrough", ()), *f.get("env_passthrough", ()))
         return Variant(
             name=e.name,
@@ -211,7 +212,8 @@ class Entries(Checker):
             pricing=f.get("pricing"),
             budget={**top.budget, **f.get("budget", {})} or None,
             sandbox=f.get("sandbox", iso.get("sandbox", SandboxSpec())),
-            network=f.get("network", iso.get("network", True)),
+            network=network is not False,
+            network_allow=network if isinstance(network, tuple) else None,
             env_passthrough=tuple(dict.fromkeys(passthrough)),
         )
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_evalrun.experiment.network import Allow
+
 #: Built-in step kinds. ``command``: a list (argv) or a string (run by the shell).
 #: ``python``: ``"pkg.mod:func"``, called in-process. Plugins add more through hooks.
 BUILTIN_KINDS = ("command", "python")
@@ -81,8 +83,10 @@ class Variant:
     budget: Mapping[str, float] | None = None
     #: The isolation of its steps (``sandbox:`` of the variant, else the top level's).
     sandbox: SandboxSpec = field(default_factory=SandboxSpec)
-    #: ``network:`` of the variant, else the top level's (True: network on).
+    #: ``network:`` of the variant, else the top level's (True: network on; False: none).
     network: bool = True
+    #: ``network: {allow: [...]}``: the only hosts its steps reach (None: any public host).
+    network_allow: tuple[Allow, ...] | None = None
     #: Inherited variables its steps get (``env_passthrough:`` names or globs: the top
     #: level's and the variant's own, from ``defaults``/``extends`` when it gives none).
     env_passthrough: tuple[str, ...] = ()

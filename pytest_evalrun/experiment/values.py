@@ -21,6 +21,7 @@ from pytest_evalrun.experiment.checker import (
 )
 from pytest_evalrun.experiment.errors import SpecError
 from pytest_evalrun.experiment.model import MAX_TRIALS, SANDBOX_MODES, SandboxSpec
+from pytest_evalrun.experiment.network import Allow, parse_allow
 from pytest_evalrun.experiment.promptfile import PromptFileError, read_prompt_file
 from pytest_evalrun.experiment.yamltree import YList, YMap
 
@@ -131,18 +132,53 @@ class Values(Checker):
         if "env_passthrough" in m:
             out["env_passthrough"] = self._names(m, "env_passthrough", ctx)
         if "network" in m:
-            value = m["network"]
-            if isinstance(value, bool):
-                out["network"] = value
-            else:
-                self.error(
-                    m.lines["network"],
-                    f"'network'{ctx} must be true or false, got "
-                    f"{describe(value, m.src.get('network'))}",
-                )
-                out["network"] = INVALID
+            out["network"] = self._network(m, ctx)
         if "sandbox" in m:
             out["sandbox"] = self._sandbox(m, ctx)
+
+    def _network(self, m: YMap, ctx: str) -> Any:
+        """``network:``: true (the default: outbound through the egress proxy), false (none
+        at all) or ``{allow: [host, host:port, *.domain, ...]}`` (only those hosts): True,
+        False or the tuple of :class:`~.network.Allow` entries."""
+        value, line = m["network"], m.lines["network"]
+        if isinstance(value, bool):
+            return value
+        if not isinstance(value, YMap):
+            self.error(
+                line,
+                f"'network'{ctx} must be true, false or a mapping {{allow: [host, "
+                f"'host:port', ...]}}, got {describe(value, m.src.get('network'))}",
+            )
+            return INVALID
+        where = f" in 'network'{ctx}"
+        self.check_keys(value, ("allow",), where)
+        if any(k != "allow" for k in value):
+            return INVALID
+        items = value.get("allow")
+        if isinstance(items, str):
+            items = [items]
+        if not isinstance(items, (YList, list)):
+            self.error(
+                value.lines.get("allow", line),
+                f"'allow'{where} must be a list of hosts ('api.example.com', "
+                f"'127.0.0.1:8080', '*.example.com'), got "
+                f"{describe(items, value.src.get('allow'))}",
+            )
+            return INVALID
+        lines = items.lines if isinstance(items, YList) else [value.lines.get("allow", line)]
+        entries: list[Allow] = []
+        ok = True
+        for item, item_line in zip(items, lines, strict=False):
+            if not isinstance(item, (str, int)) or isinstance(item, bool):
+                self.error(item_line, f"'allow'{where}: {item!r} is not a host or host:port")
+                ok = False
+                continue
+            try:
+                entries.append(parse_allow(str(item)))
+            except ValueError as exc:
+                self.error(item_line, f"'allow'{where}: {exc}")
+                ok = False
+        return tuple(dict.fromkeys(entries)) if ok else INVALID
 
     def _names(self, m: YMap, key: str, ctx: str) -> Any:
         value = m[key]

@@ -42,6 +42,8 @@ from ..store.linksafe import defuse_links
 from ..store.runs import utc_now
 from ..store.trialdir import TrialDir
 from . import metrics as metrics_mod
+from .egress import Egress
+from .network import LOG_FILE, NetLog
 from .phases import phase_view
 from .placeholders import pytest_words, render_command
 from .process import ProcessResult, kill_all_running
@@ -196,6 +198,8 @@ class _Trial:
         #: Unsandboxed: a temporary directory outside the suite (workspace, private homes).
         self.scratch: Path | None = None
         self.isolation: Isolation | None = None
+        #: The trial's egress proxy (sandboxed, network on): its steps' way out.
+        self.egress: Egress | None = None
         self.trial_env: dict[str, str] = {}
         self.snapshot: Snapshot | None = None
         self.steps: dict[str, dict[str, Any]] = {}
@@ -314,6 +318,7 @@ class _Trial:
             write=user.write,
             hide=view.hide,
             network=s.variant.network,
+            forwards=self.egress.forwards if self.egress is not None else (),
             protect=(s.experiment.directory, *s.read),
         )
         private = self.scratch / "steps" / role if self.scratch is not None else None
@@ -349,6 +354,9 @@ class _Trial:
                 cwd=self.inside(self.workspace),
                 tmpdir=box.tmp,
             )
+            if self.egress is not None:  # HTTP(S)_PROXY for the egress proxy
+                step_env = {**step_env, **self.egress.env}
+                self.egress.log.step = role
             self.step_env[role] = step_env
             ctx = StepContext(
                 role=role,
@@ -397,10 +405,45 @@ class _Trial:
             self.error("sandbox", str(exc))
             return False
         o.isolation = {**self.isolation.to_dict(), "network": s.variant.network}
+        if not self.start_network():
+            return False
         if not self.sandboxed:
             self.scratch = Path(tempfile.mkdtemp(prefix="evalrun-trial-"))
             self.workspace = self.scratch / "workspace"
         return True
+
+    def start_network(self) -> bool:
+        """Sandboxed with ``network`` on: start the trial's egress proxy (docs/isolation.md);
+        record in meta.json's isolation whether the network is the trial's own."""
+        s, o = self.spec, self.outcome
+        assert self.isolation is not None
+        own = self.sandboxed and self.isolation.network_isolation
+        o.isolation["network_isolated"] = own
+        if not own:
+            why = "unsandboxed" if not self.sandboxed else "bwrap --unshare-net does not work"
+            o.isolation["network_note"] = f"{why}: steps share the host's network"
+            return True
+        allow = s.variant.network_allow
+        if not s.variant.network:
+            o.isolation["egress"] = None
+            return True
+        try:
+            self.egress = Egress(allow, NetLog(self.dir / LOG_FILE))
+        except OSError as exc:
+            self.error("sandbox", f"cannot start the egress proxy: {exc}")
+            return False
+        o.isolation["egress"] = {
+            "allow": [str(a) for a in allow] if allow is not None else None,
+            "log": LOG_FILE,
+        }
+        return True
+
+    def stop_network(self) -> None:
+        if self.egress is not None:
+            egress, self.egress = self.egress, None
+            egress.close()
+            if isinstance(self.outcome.isolation.get("egress"), dict):
+                self.outcome.isolation["egress"].update(egress.log.summary())
 
     def run(self) -> TrialOutcome:
         s, o, f = self.spec, self.outcome, self.files
@@ -651,6 +694,7 @@ class _Trial:
 
     def finish(self) -> TrialOutcome:
         o, f = self.outcome, self.files
+        self.stop_network()
         self.settle()
         o.finished_at = utc_now()
         o.duration = round(time.monotonic() - self.started, 4)

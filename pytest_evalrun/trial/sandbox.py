@@ -73,6 +73,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .network import FORWARD_DIR_INSIDE, Forward
+
 __all__ = [
     "CREDENTIAL_STORES",
     "HOME_INSIDE",
@@ -354,6 +356,10 @@ class SandboxPolicy:
     network: bool = True
     hide_credentials: bool = True
     user_home: Path | None = None
+    #: Inside the sandbox's own network, TCP ``127.0.0.1:port`` relays to a host Unix socket
+    #: (:class:`~.network.Forward`): the egress proxy, an allowed loopback port, the model
+    #: gateway.  Honoured whatever ``network`` says (``network: false`` gives none).
+    forwards: tuple[Forward, ...] = ()
     #: Directories a program's install prefix must never expose whole when the step's own
     #: program is made visible (:func:`~.phases.program_paths`): the experiment directory,
     #: pytest's rootdir.
@@ -457,6 +463,14 @@ class Sandbox:
         if self.sandboxed:
             if not policy.network and not self.isolation.network_isolation:
                 raise SandboxError("network: false, but bwrap --unshare-net does not work here")
+            if not self.isolation.network_isolation:  # the host's network reaches them as is
+                self.policy = policy = dataclasses.replace(policy, forwards=())
+            ports = [f.port for f in policy.forwards]
+            for f in policy.forwards:
+                if ports.count(f.port) > 1 or not 0 < f.port < 65536:
+                    raise SandboxError(f"forward {f.name or f.socket}: port {f.port} taken or bad")
+                if not os.path.exists(f.socket):
+                    raise SandboxError(f"forward {f.name or f.port}: no socket at {f.socket}")
             self.home, self.tmp = HOME_INSIDE, TMP_INSIDE
             self._prefix = self._bwrap_prefix()
         else:
@@ -469,14 +483,21 @@ class Sandbox:
             self._prefix = []
 
     def extended(
-        self, *, read: Sequence[Path] = (), write: Sequence[Path] = ()
+        self,
+        *,
+        read: Sequence[Path] = (),
+        write: Sequence[Path] = (),
+        forwards: Sequence[Forward] = (),
     ) -> Sandbox:
         """The same isolation with more paths: ``read`` visible read-only, ``write`` writable
-        at their own path (e.g. a step kind's own config home inside the trial directory)."""
+        at their own path (e.g. a step kind's own config home inside the trial directory),
+        and more ``forwards`` (a port already forwarded keeps its first forward)."""
+        taken = {f.port for f in self.policy.forwards}
         policy = dataclasses.replace(
             self.policy,
             read=(*self.policy.read, *read),
             write=(*self.policy.write, *write),
+            forwards=(*self.policy.forwards, *(f for f in forwards if f.port not in taken)),
         )
         return Sandbox(policy, private=self._private, isolation=self.isolation)
 
@@ -511,7 +532,21 @@ class Sandbox:
         outside (for ``Popen``); inside, the step starts in :meth:`inside` of it."""
         if not self.sandboxed:
             return list(argv), Path(cwd)
-        return [*self._prefix, "--chdir", self.inside(cwd), "--", *argv], Path(cwd)
+        relay: list[str] = []
+        if self.isolation.network_isolation:  # forwards, and no socket(AF_UNIX) for the step
+            relay = [sys.executable, "-I", "-S", _RELAY]
+            relay += [f"{f.port}={_forward_inside(f)}" for f in self.policy.forwards]
+            relay.append("--")
+        return [*self._prefix, "--chdir", self.inside(cwd), "--", *relay, *argv], Path(cwd)
+
+    @property
+    def network(self) -> str:
+        """The step's network, for meta.json: ``own`` (a namespace of its own, reached from
+        outside only through its forwards), ``none`` (its own, no forward) or ``host``
+        (unsandboxed, or bubblewrap without ``--unshare-net``: the host's)."""
+        if not self.sandboxed or not self.isolation.network_isolation:
+            return "host"
+        return "own" if self.policy.forwards else "none"
 
     def _bwrap_prefix(self) -> list[str]:
         """bwrap's options: an allowlist.  The root is an empty read-only tmpfs holding the
@@ -577,6 +612,9 @@ class Sandbox:
                 continue  # not visible anyway
             kind = _HIDE if os.path.isdir(h) else _HIDE_FILE
             mounts.append(_Mount(_depth(h), kind, h, h))
+        for f in p.forwards:
+            inside = _forward_inside(f)
+            mounts.append(_Mount(_depth(inside), _RO, inside, os.path.abspath(f.socket)))
         if self._workspace is not None:
             src = _trusted_dir(self.policy.workspace or "", "workspace")
             mounts.append(_Mount(_depth(WORKSPACE_INSIDE), _RW, WORKSPACE_INSIDE, src))
@@ -600,9 +638,16 @@ class Sandbox:
         for d in ("/", *skeletons):
             argv += ["--remount-ro", d]
         argv += ["--unshare-pid", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
-        if not p.network:
-            argv.append("--unshare-net")
+        if self.isolation.network_isolation:
+            argv.append("--unshare-net")  # its own network: only ``lo`` and the forwards
         return argv
+
+
+_RELAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay.py")
+
+
+def _forward_inside(forward: Forward) -> str:
+    return f"{FORWARD_DIR_INSIDE}/{forward.port}.sock"
 
 
 def _python_paths() -> Iterable[str]:

@@ -1,0 +1,199 @@
+"""The relay a sandboxed step starts in front of its command (run as a file, ``python -I -S
+relay.py PORT=SOCKET ... -- COMMAND ...``; the standard library only, nothing of this package).
+
+It binds ``127.0.0.1:PORT`` (and ``[::1]:PORT`` where IPv6 is up) in the sandbox's own network
+namespace for each forward, detaches a relay process (a grandchild, so it is no child of the
+command: a shell's ``wait`` never waits for it) that copies each accepted connection to and
+from ``SOCKET`` (a host Unix socket bound into the sandbox), and execs the command: the command
+is the process bubblewrap waits for, and when it exits the PID namespace ends, relay included.
+The ports are listening before the command starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import threading
+import time
+
+_BUFFER = 65536
+
+# seccomp: the command (not the relay) may not create AF_UNIX sockets with socket(2): a socket
+# file of the host that is visible in the sandbox (a directory listed under ``sandbox: read:``
+# or ``write:``) does not answer.  ``socketpair(2)`` (pipes between its own processes) works.
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_SOCKET_NR = {"x86_64": (41, 0x40000000 + 41), "aarch64": (198,)}
+_AUDIT_ARCH_I386, _I386_SOCKET, _I386_SOCKETCALL = 0x40000003, 359, 102
+_LD, _JEQ, _RET = 0x20, 0x15, 0x06
+_ALLOW, _DENY = 0x7FFF0000, 0x00050000 | 13  # SECCOMP_RET_ERRNO | EACCES
+
+
+def unix_socket_filter(machine: str) -> bytes | None:
+    """The classic BPF program (``struct sock_filter[]``) that makes ``socket(AF_UNIX, ...)``
+    fail with EACCES (and, for 32-bit x86 programs, every ``socketcall``); None on a machine
+    it does not know."""
+    import struct
+
+    if machine not in _AUDIT_ARCH:
+        return None
+    # (code, jump if true, jump if false, k); a str names a label, a 1-tuple marks one
+    code: list[tuple[object, ...]] = [(_LD, 0, 0, 4), (_JEQ, "native", 0, _AUDIT_ARCH[machine])]
+    if machine == "x86_64":
+        code += [(_JEQ, "i386", "allow", _AUDIT_ARCH_I386)]
+    code += [(_RET, 0, 0, _ALLOW), ("native",), (_LD, 0, 0, 0)]
+    code += [(_JEQ, "af", 0, nr) for nr in _SOCKET_NR[machine]]
+    code += [(_RET, 0, 0, _ALLOW)]
+    if machine == "x86_64":
+        code += [("i386",), (_LD, 0, 0, 0), (_JEQ, "deny", 0, _I386_SOCKETCALL),
+                 (_JEQ, "af", "allow", _I386_SOCKET)]  # fmt: skip
+    code += [("af",), (_LD, 0, 0, 16), (_JEQ, "deny", "allow", 1)]  # args[0] == AF_UNIX
+    code += [("deny",), (_RET, 0, 0, _DENY), ("allow",), (_RET, 0, 0, _ALLOW)]
+    labels: dict[object, int] = {}
+    for op in code:
+        if len(op) == 1:
+            labels[op[0]] = sum(len(o) > 1 for o in code[: code.index(op)])
+    out: list[bytes] = []
+    for op in (o for o in code if len(o) > 1):
+        here = len(out)
+        jt, jf = (labels[j] - here - 1 if isinstance(j, str) else j for j in op[1:3])
+        out.append(struct.pack("=HBBI", op[0], jt, jf, op[3]))
+    return b"".join(out)
+
+
+def _no_unix_sockets() -> None:
+    """Install :func:`unix_socket_filter` for this process and what it execs."""
+    import ctypes
+
+    program = unix_socket_filter(os.uname().machine)
+    if program is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(program, len(program))
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = Prog(len(program) // 8, ctypes.addressof(buf))
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, FILTER
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while True:
+            data = src.recv(_BUFFER)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+            with contextlib.suppress(OSError):
+                sock.shutdown(how)
+
+
+def _connection(client: socket.socket, path: str) -> None:
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        upstream.connect(path)
+    except OSError:
+        client.close()
+        upstream.close()
+        return
+    back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+    back.start()
+    _pump(client, upstream)
+    back.join()
+    client.close()
+    upstream.close()
+
+
+def _accept(listener: socket.socket, path: str) -> None:
+    while True:
+        try:
+            client, _ = listener.accept()
+        except (InterruptedError, ConnectionAbortedError):
+            continue
+        except OSError:  # out of descriptors: let connections end
+            time.sleep(0.05)
+            continue
+        threading.Thread(target=_connection, args=(client, path), daemon=True).start()
+
+
+def _listen(port: int) -> list[socket.socket]:
+    found: list[socket.socket] = []
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+        except OSError as exc:
+            sock.close()
+            if family == socket.AF_INET:
+                raise SystemExit(
+                    f"evalrun relay: cannot listen on 127.0.0.1:{port}: {exc}"
+                ) from None
+            continue  # no IPv6 inside: 127.0.0.1 alone
+        found.append(sock)
+    return found
+
+
+def _serve(listeners: list[tuple[socket.socket, str]]) -> None:
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)  # never hold the step's output open
+    threads = [
+        threading.Thread(target=_accept, args=(sock, path), daemon=True) for sock, path in listeners
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def main(argv: list[str]) -> None:
+    if "--" not in argv:
+        raise SystemExit("usage: relay.py PORT=SOCKET ... -- COMMAND ...")
+    cut = argv.index("--")
+    specs, command = argv[:cut], argv[cut + 1 :]
+    if not command:
+        raise SystemExit("evalrun relay: no command")
+    listeners: list[tuple[socket.socket, str]] = []
+    for spec in specs:
+        port, _, path = spec.partition("=")
+        listeners += [(sock, path) for sock in _listen(int(port))]
+    if listeners:
+        child = os.fork()
+        if child == 0:
+            if os.fork() == 0:
+                try:
+                    _serve(listeners)
+                finally:
+                    os._exit(0)
+            os._exit(0)
+        os.waitpid(child, 0)
+        for sock, _ in listeners:
+            sock.close()
+    try:
+        _no_unix_sockets()
+    except OSError as exc:
+        sys.stderr.write(f"evalrun relay: cannot restrict Unix sockets: {exc}\n")
+        os._exit(1)
+    try:
+        os.execvp(command[0], command)
+    except OSError as exc:
+        sys.stderr.write(f"bwrap: execvp {command[0]}: {exc.strerror}\n")
+        sys.stderr.flush()
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
