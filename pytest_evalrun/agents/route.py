@@ -193,6 +193,7 @@ def gateway_doc(routed: Routed) -> dict[str, Any]:
     """What metrics.json says of the gateway: every request, the budget, what it refused."""
     ledger = routed.gateway.ledger
     doc: dict[str, Any] = {"upstream": routed.gateway.upstream,
+                           "listen": "unix" if routed.gateway.unix is not None else "tcp",
                            "requests": [r.to_dict() for r in ledger.records]}
     if ledger.budget is not None:
         doc["budget"] = {"limits": ledger.budget.to_dict(), "stopped": ledger.budget_stop}
