@@ -68,7 +68,9 @@ class TrialOutcome:
     #: Short machine tag for errors (the harness or the infrastructure failed before the
     #: agent's work could be judged): setup_failed, agent_missing, verify_missing (the verify
     #: program is not in the experiment), sandbox, no_model_call (a preset's CLI never got an
-    #: answer from its model API: unreachable, refusing the credentials, not logged in),
+    #: answer from its model API: refusing the credentials, not logged in, failing),
+    #: model_unreachable (its model endpoint accepts no connection), replay_unmatched
+    #: (``--eval-replay``: a model call with no recorded answer),
     #: worker_crashed, workspace (the fixture could not be copied or snapshotted), interrupted
     #: (Ctrl-C / SIGTERM while it ran), internal (our own bug).  0.2.0 also wrote
     #: verify_crashed and verify_timeout here; those are judged failures now

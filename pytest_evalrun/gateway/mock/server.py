@@ -43,8 +43,10 @@ def redact(headers: dict[str, str]) -> dict[str, str]:
 class MockLLM:
     """A scripted model server; a context manager (``with MockLLM(script) as mock: ...``)."""
 
-    def __init__(self, script: Script | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, script: Script | None = None, log_path: Path | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self.script = script or Script(turns=[])
+        self.host, self._port = host, port
         self.log_path = log_path
         #: Every HTTP request other than proxy attempts, in arrival order.
         self.requests: list[dict[str, Any]] = []
@@ -65,7 +67,7 @@ class MockLLM:
         class Handler(_Handler):
             owner = mock
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((self.host, self._port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
@@ -92,7 +94,8 @@ class MockLLM:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return f"http://{host}:{self.port}"
 
     def proxy_env(self) -> dict[str, str]:
         """``HTTPS_PROXY`` and friends pointing at this server, the mock itself exempted."""
