@@ -50,7 +50,7 @@ READ_SIZE = 64 * 1024
 #: Seconds to connect to the upstream.
 CONNECT_TIMEOUT = 30.0
 #: Idle upstream connections kept per gateway.
-POOL_SIZE = 16
+POOL_SIZE = 64
 
 
 class Refusal(Exception):
@@ -140,6 +140,51 @@ async def _read_body(reader: asyncio.StreamReader, headers: list[tuple[str, str]
     if length > limit:
         raise Refusal(413, "request body too large", "bad_request")
     return await reader.readexactly(length) if length else b""
+
+
+class ChunkDecoder:
+    """Decodes a chunked body fed in arbitrary pieces: :meth:`feed` returns how many bytes
+    belonged to the body (the rest, none from a well-behaved server, is not passed on) and the
+    payload pieces found; :attr:`done` after the last chunk and its trailers."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self._line = b""
+        self._remaining = 0
+        #: "size", "data", "crlf" (after a chunk's data), "trailer"
+        self._state = "size"
+
+    def feed(self, data: bytes) -> tuple[int, list[bytes]]:
+        pieces: list[bytes] = []
+        i, n = 0, len(data)
+        while i < n and not self.done:
+            if self._state == "data":
+                take = min(self._remaining, n - i)
+                pieces.append(data[i:i + take])
+                self._remaining -= take
+                i += take
+                if not self._remaining:
+                    self._state = "crlf"
+                continue
+            end = data.find(b"\n", i)
+            if end < 0:
+                self._line += data[i:]
+                if len(self._line) > MAX_HEAD:
+                    raise ValueError("chunk header too long")
+                return n, pieces
+            line, self._line = (self._line + data[i:end]).strip(), b""
+            i = end + 1
+            if self._state == "size":
+                size = int(line.split(b";")[0] or b"0", 16)
+                if size:
+                    self._remaining, self._state = size, "data"
+                else:
+                    self._state = "trailer"
+            elif self._state == "crlf":
+                self._state = "size"
+            elif not line:  # the blank line that ends the trailers
+                self.done = True
+        return i, pieces
 
 
 class Gateway:
@@ -406,8 +451,10 @@ class Gateway:
         keep_chunks: list[bytes] | None = [] if self.recorder is not None else None
         out_headers = [(k, v) for k, v in up_headers
                        if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"]
-        rechunk = not bodyless and length is None
-        framing = ("Transfer-Encoding: chunked\r\n" if rechunk
+        # A chunked body is passed on as it came, framing and all (decoded on the side for the
+        # meter); a close-delimited one is chunked here.
+        rechunk = not bodyless and length is None and not chunked
+        framing = ("Transfer-Encoding: chunked\r\n" if rechunk or chunked
                    else "" if bodyless else f"Content-Length: {length}\r\n")
         writer.write((f"HTTP/1.1 {status_line.split(' ', 1)[1]}\r\n"
                       + "".join(f"{k}: {v}\r\n" for k, v in out_headers) + framing + "\r\n")
@@ -424,20 +471,19 @@ class Gateway:
         client_ok = True
         try:
             if chunked:
-                while True:
-                    size = int((await up_reader.readline()).split(b";")[0].strip() or b"0", 16)
-                    if size == 0:
-                        while (await up_reader.readline()).strip():
-                            pass
-                        break
-                    remaining = size
-                    while remaining:
-                        data = await up_reader.read(min(remaining, READ_SIZE))
-                        if not data:
-                            raise ConnectionError("upstream ended mid-chunk")
-                        remaining -= len(data)
-                        await send(data)
-                    await up_reader.readexactly(2)
+                decoder = ChunkDecoder()
+                while not decoder.done:
+                    data = await up_reader.read(READ_SIZE)
+                    if not data:
+                        raise ConnectionError("upstream ended mid-body")
+                    used, pieces = decoder.feed(data)
+                    for piece in pieces:
+                        if meter is not None:
+                            meter.feed(piece)
+                        if keep_chunks is not None:
+                            keep_chunks.append(piece)
+                    writer.write(data[:used])
+                    await writer.drain()
             elif length is not None:
                 remaining = length
                 while remaining:

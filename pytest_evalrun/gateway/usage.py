@@ -30,6 +30,10 @@ RESPONSES = "openai-responses"
 CHAT = "openai-chat"
 GEMINI = "gemini"
 _GEMINI_PATH = re.compile(r"/models/([^/:]+):(generateContent|streamGenerateContent)$")
+#: A streamed line worth decoding: it may carry the usage, the model or an error (most lines
+#: of a stream are text deltas, skipped unread).
+_WANTED = re.compile(rb'"(?:usage|usageMetadata|error)"\s*:\s*[{"]|"modelVersion"|'
+                     rb'"type"\s*:\s*"(?:message_start|response\.failed|error)"')
 
 
 @dataclass
@@ -138,6 +142,8 @@ class Meter:
 
     # ------------------------------------------------------------------ reading
     def _event_line(self, line: bytes) -> None:
+        if not _WANTED.search(line):
+            return  # a text or tool-input delta: no usage, model or error in it
         line = line.strip()
         if not line.startswith(b"data:"):
             # Gemini's streamGenerateContent without alt=sse is a JSON array, one object a line
