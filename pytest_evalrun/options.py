@@ -106,6 +106,22 @@ def add_options(parser: pytest.Parser) -> None:
         "(bubblewrap or the trial errors), none (docs/isolation.md)",
     )
     group.addoption(
+        "--eval-record",
+        dest="eval_record",
+        metavar="DIR",
+        default=None,
+        help="keep every model exchange of every preset trial (through the model gateway; "
+        "keys never written) under DIR, for --eval-replay (docs/gateway.md)",
+    )
+    group.addoption(
+        "--eval-replay",
+        dest="eval_replay",
+        metavar="DIR",
+        default=None,
+        help="answer every preset trial's model calls from the recording in DIR, with no "
+        "network; a call with no recorded answer makes the trial an error (docs/gateway.md)",
+    )
+    group.addoption(
         "--eval-min-pass-rate",
         dest="eval_min_pass_rate",
         metavar="X",

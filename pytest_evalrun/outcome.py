@@ -31,11 +31,20 @@ class Metrics:
     cache_tokens: int | None = None
     cost_usd: float | None = None
     model: str | None = None
-    #: Where the numbers came from: "otel", "agent-metrics", or None.
+    #: Where the numbers came from: ``gateway`` (counted by the plugin's model gateway from the
+    #: model API's own responses), ``cli`` (a preset CLI's own records, read by the plugin),
+    #: ``self_reported`` (whatever the agent wrote: its metrics.json or OpenTelemetry files),
+    #: or None.
     source: str | None = None
     #: Values the agent's records gave that could not be used (not a finite, non-negative
     #: number, or a file that is not a regular file, or too large): each left out, said here.
     notes: list[str] = field(default_factory=list)
+    #: With ``source: gateway``: the CLI's own figures beside (input_tokens, output_tokens,
+    #: cache_tokens, cost_usd, model_calls) and ``difference`` (a sentence, None when equal).
+    cli: dict[str, Any] | None = None
+    #: The trial's ``budget:`` (limits) and ``stopped``: what of it ended the agent's model
+    #: calls (None when it did not).
+    budget: dict[str, Any] | None = None
 
 
 @dataclass
@@ -59,7 +68,9 @@ class TrialOutcome:
     #: Short machine tag for errors (the harness or the infrastructure failed before the
     #: agent's work could be judged): setup_failed, agent_missing, verify_missing (the verify
     #: program is not in the experiment), sandbox, no_model_call (a preset's CLI never got an
-    #: answer from its model API: unreachable, refusing the credentials, not logged in),
+    #: answer from its model API: refusing the credentials, not logged in, failing),
+    #: model_unreachable (its model endpoint accepts no connection), replay_unmatched
+    #: (``--eval-replay``: a model call with no recorded answer),
     #: worker_crashed, workspace (the fixture could not be copied or snapshotted), interrupted
     #: (Ctrl-C / SIGTERM while it ran), internal (our own bug).  0.2.0 also wrote
     #: verify_crashed and verify_timeout here; those are judged failures now

@@ -55,6 +55,9 @@ class Shared:
     rootdir: str = ""
     #: The controller's pid: a step whose controller is gone is an orphan (process.py).
     controller_pid: int = 0
+    #: --eval-record / --eval-replay: the model gateway's recording directory ("": none).
+    record_dir: str = ""
+    replay_dir: str = ""
 
     def run_id_for(self, experiment_slug: str) -> str:
         return self.resume_runs.get(experiment_slug, self.run_id)
@@ -143,7 +146,13 @@ def decide(config: pytest.Config) -> Shared:
         sandbox=config.getoption("eval_sandbox") or "",
         rootdir=str(config.rootpath),
         controller_pid=os.getpid(),
+        record_dir=_absolute(config.getoption("eval_record")),
+        replay_dir=_absolute(config.getoption("eval_replay")),
     )
+
+
+def _absolute(value: object) -> str:
+    return str(Path(str(value)).resolve()) if value else ""
 
 
 def reserve(shared: Shared) -> Shared:

@@ -133,6 +133,11 @@ class WorkerPlugin:
                 sandbox_mode=self.shared.sandbox or None,
                 hide=self.hide,
                 read=self.read,
+                gateway={
+                    "budget": {**(variant.budget or {}), **(task.budget or {})} or None,
+                    "record_dir": self.shared.record_dir or None,
+                    "replay_dir": self.shared.replay_dir or None,
+                },
             )
             outcome = run_trial(spec)
         context.recorders.record_trial(run, outcome, variant, task)

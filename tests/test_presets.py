@@ -132,6 +132,18 @@ def served(mock: MockLLM) -> list[tuple[int, int, int]]:
             for s in mock.served]
 
 
+def all_served(mock: MockLLM, script: Script) -> list[Usage]:
+    """The usage of every model call the mock answered, in order (auxiliary calls too)."""
+    out = []
+    for request in mock.model_requests():
+        if request["answered"] == "aux":
+            out.append(script.aux_usage)
+        elif request["answered"].startswith("turn "):
+            u = request["served"]["usage"]
+            out.append(Usage(u["input"], u["output"], u["cache_read"], u["cache_write"]))
+    return out
+
+
 def price(u: Usage) -> float:
     fresh = u.input - u.cache_read
     return (fresh * PRICING["input"] + u.cache_read * PRICING["cached_input"]
@@ -189,21 +201,33 @@ def check_trial(cli: str, trial: Path, mock: MockLLM, script: Script, harbor: Pa
     assert answered.count("aux") == AUX_CALLS.get(cli, 0), answered
     want = [(t.usage.input, t.usage.cache_read, t.usage.output) for t in script.turns]
     assert served(mock) == want
+    # Every model call the mock answered, in order, the CLI's title/background calls included:
+    # the model gateway counts them all (the CLI's own records leave opencode's title out).
+    every = all_served(mock, script)
 
     metrics = json.loads((artifacts / "metrics.json").read_text())
+    assert metrics["token_source"] == "gateway"
     got = [(c["input_tokens"], c["cache_read_tokens"], c["output_tokens"])
            for c in metrics["calls"]]
-    assert got == want, f"{cli}: metrics.json {got}, the mock served {want}"
-    total = script.expected_usage()
+    assert got == [(u.input, u.cache_read, u.output) for u in every], (
+        f"{cli}: metrics.json {got}, the mock served {every}")
+    total = Usage(sum(u.input for u in every), sum(u.output for u in every),
+                  sum(u.cache_read for u in every))
     assert (metrics["input_tokens"], metrics["cache_read_tokens"], metrics["output_tokens"]) == (
         total.input, total.cache_read, total.output)
     assert metrics["cost_source"] == "pricing"
-    assert metrics["cost_usd"] == pytest.approx(sum(price(t.usage) for t in script.turns))
+    assert metrics["cost_usd"] == pytest.approx(sum(price(u) for u in every))
+    scripted = script.expected_usage()
+    assert (metrics["cli"]["input_tokens"], metrics["cli"]["output_tokens"]) == (
+        scripted.input, scripted.output)  # the CLI's own figures, kept beside
+    assert (metrics["cli"]["difference"] is None) == (len(every) == len(script.turns))
     assert metrics["session_id"] and meta["session_id"] == metrics["session_id"]
     outcome = meta["metrics"]
+    assert outcome["source"] == "gateway"
     assert (outcome["input_tokens"], outcome["cache_tokens"], outcome["output_tokens"]) == (
         total.input, total.cache_read, total.output)
     assert outcome["cost_usd"] == pytest.approx(metrics["cost_usd"])
+    assert outcome["cli"]["input_tokens"] == scripted.input
 
     for name in ("events.jsonl", "session.md", "analysis.json"):
         assert (artifacts / name).stat().st_size > 0, name
@@ -217,7 +241,7 @@ def check_trial(cli: str, trial: Path, mock: MockLLM, script: Script, harbor: Pa
         assert inputs <= otel_values(otel.read_text(), key), f"{cli}: {OTEL[cli]}"
     analysis = json.loads((artifacts / "analysis.json").read_text())
     assert analysis["session_id"] == metrics["session_id"]
-    assert analysis["model_calls"] == len(want)
+    assert analysis["model_calls"] == len(every)
     assert analysis["errors"] == []
 
     pier = Path(meta["pier_trial_dir"])
@@ -231,6 +255,7 @@ def check_trial(cli: str, trial: Path, mock: MockLLM, script: Script, harbor: Pa
                                                   metrics["output_tokens"])
     assert final["total_cost_usd"] == pytest.approx(metrics["cost_usd"])
     assert step_totals(doc) == (total.input, total.cache_read, total.output)
+    assert final["extra"]["token_source"] == "gateway"
     assert validate_trajectory(doc, harbor, tmp) == []
     # Harbor's viewer shows agent_info as name@version: the CLI's real version, from its records
     agent_info = json.loads((pier / "result.json").read_text())["agent_info"]

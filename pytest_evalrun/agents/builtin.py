@@ -16,6 +16,7 @@ from ..store.atomic import read_regular
 from . import load
 from .otlp import otlp_lines_from_pretty_json
 from .preset import Launch, Preset, PresetTrial, Records, newest
+from .route import ModelRoute
 
 #: Largest CLI record read (bytes): a transcript beyond is not read.
 MAX_RECORD_BYTES = 256 * 1024 * 1024
@@ -82,6 +83,10 @@ class ClaudeCode(Preset):
     def endpoint(self, trial: PresetTrial) -> str | None:
         return trial.env.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
 
+    def model_route(self, trial: PresetTrial) -> ModelRoute | None:
+        return ModelRoute("ANTHROPIC_BASE_URL", "https://api.anthropic.com",
+                          ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"))
+
     def collect(self, trial: PresetTrial, stdout: str) -> Records:
         session = _session_id(stdout, "session_id")
         projects = trial.home / ".claude" / "projects"
@@ -146,6 +151,9 @@ class Codex(Preset):
     def endpoint(self, trial: PresetTrial) -> str | None:
         return trial.env.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
 
+    def model_route(self, trial: PresetTrial) -> ModelRoute | None:
+        return ModelRoute("OPENAI_BASE_URL", "https://api.openai.com/v1", ("OPENAI_API_KEY",))
+
     def collect(self, trial: PresetTrial, stdout: str) -> Records:
         thread = _session_id(stdout, "thread_id")
         sessions = trial.home / ".codex" / "sessions"
@@ -183,6 +191,10 @@ class CopilotCli(Preset):
 
     def endpoint(self, trial: PresetTrial) -> str | None:
         return trial.env.get("COPILOT_PROVIDER_BASE_URL") or None
+
+    def model_route(self, trial: PresetTrial) -> ModelRoute | None:
+        """BYOK only: with a GitHub login Copilot talks to GitHub's own service."""
+        return ModelRoute("COPILOT_PROVIDER_BASE_URL", None, ("COPILOT_PROVIDER_API_KEY",))
 
     def collect(self, trial: PresetTrial, stdout: str) -> Records:
         session = _session_id(stdout, "sessionId")
@@ -227,6 +239,10 @@ class GeminiCli(Preset):
     def endpoint(self, trial: PresetTrial) -> str | None:
         return (trial.env.get("GOOGLE_GEMINI_BASE_URL")
                 or "https://generativelanguage.googleapis.com")
+
+    def model_route(self, trial: PresetTrial) -> ModelRoute | None:
+        return ModelRoute("GOOGLE_GEMINI_BASE_URL", "https://generativelanguage.googleapis.com",
+                          ("GEMINI_API_KEY", "GOOGLE_API_KEY"))
 
     def collect(self, trial: PresetTrial, stdout: str) -> Records:
         session = _session_id(stdout, "session_id")
@@ -285,6 +301,12 @@ class Opencode(Preset):
 
     def endpoint(self, trial: PresetTrial) -> str | None:
         return trial.env.get("OPENAI_BASE_URL") or None
+
+    def model_route(self, trial: PresetTrial) -> ModelRoute | None:
+        """The ``evalrun`` OpenAI-compatible provider only (``OPENAI_BASE_URL`` and a model)."""
+        if not trial.model:
+            return None
+        return ModelRoute("OPENAI_BASE_URL", None, ("OPENAI_API_KEY",))
 
     def followups(self, trial: PresetTrial, stdout: str) -> list[tuple[list[str], Path]]:
         """``opencode export <session>`` into a file (through a pipe its output stops at

@@ -24,6 +24,7 @@ from ..store.atomic import strict_dumps, write_text_atomic
 from .atif import trajectory
 from .common import AgentRun, ModelCall, Step
 from .preset import Records
+from .route import Routed, gateway_doc, merge_usage
 
 #: Longest tool output shown in a rendered session.md (characters).
 MAX_SHOWN = 2000
@@ -53,10 +54,14 @@ def apply_pricing(run: AgentRun, pricing: Mapping[str, float] | None) -> str | N
     return "cli" if run.cost_usd is not None else None
 
 
-def metrics_doc(run: AgentRun, preset: str, cost_source: str | None) -> dict[str, Any]:
-    """metrics.json: the totals the trial reads (input includes cache reads), per call too."""
+def metrics_doc(run: AgentRun, preset: str, cost_source: str | None,
+                token_source: str = "cli") -> dict[str, Any]:
+    """metrics.json: the totals the trial reads (input includes cache reads), per call too.
+    ``token_source``: ``gateway`` (counted by the trial's model gateway) or ``cli`` (the
+    CLI's own records)."""
     doc = run.metrics()
-    doc.update({"source": "preset", "preset": preset, "session_id": run.session_id,
+    doc.update({"source": "preset", "token_source": token_source, "preset": preset,
+                "session_id": run.session_id,
                 "model": run.model, "cost_source": cost_source,
                 "model_calls": len(run.calls),
                 "per_call_usage": run.extra.get("per_call_usage", True)})
@@ -135,11 +140,26 @@ def _write(path: Path, text: str) -> None:
 
 def write_evidence(artifacts: Path, records: Records, *, preset: str, otel_name: str = "",
                    pricing: Mapping[str, float] | None = None,
-                   agent_version: str | None = None) -> dict[str, Any]:
-    """Write the evidence files; return metrics.json's content."""
+                   agent_version: str | None = None, routed: Routed | None = None,
+                   only_metrics: bool = False) -> dict[str, Any]:
+    """Write the evidence files; return metrics.json's content. With ``routed`` (the trial's
+    model gateway), tokens and cost are the gateway's and the CLI's own figures are kept
+    beside them (``cli``); ``only_metrics``: metrics.json alone."""
     artifacts.mkdir(parents=True, exist_ok=True)
     run = records.run
     cost_source = apply_pricing(run, pricing)
+    cli: dict[str, Any] | None = None
+    if routed is not None:
+        cli = dict(merge_usage(run, routed), cost_source=cost_source)
+        cost_source = "pricing" if pricing else None
+    metrics = metrics_doc(run, preset, cost_source,
+                          "gateway" if routed is not None else "cli")
+    if routed is not None:
+        metrics["cli"] = cli
+        metrics["gateway"] = gateway_doc(routed)
+    if only_metrics:
+        _dump(artifacts / "metrics.json", metrics)
+        return metrics
     if records.events is not None:
         _write(artifacts / "events.jsonl", records.events)
     session = artifacts / "session.md"
@@ -147,8 +167,9 @@ def write_evidence(artifacts: Path, records: Records, *, preset: str, otel_name:
         _write(session, render_session(run))
     if records.otel and otel_name:
         _write(artifacts / otel_name, records.otel)
-    metrics = metrics_doc(run, preset, cost_source)
     _dump(artifacts / "metrics.json", metrics)
     _dump(artifacts / "analysis.json", run.analysis())
-    _dump(artifacts / "trajectory.json", trajectory(run, agent_version))
+    doc = trajectory(run, agent_version)
+    doc["final_metrics"].setdefault("extra", {})["token_source"] = metrics["token_source"]
+    _dump(artifacts / "trajectory.json", doc)
     return metrics

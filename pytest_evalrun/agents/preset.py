@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import AgentRun
+from .route import ModelRoute
 
 #: Set to ``0`` (or ``false``/``no``/``off``) in a variant's ``env`` to leave a CLI's own
 #: telemetry, update checks and downloads as the CLI ships them.
@@ -137,6 +138,12 @@ class Preset:
         """The model API's base URL the CLI talks to (None: not known). When the CLI made no
         model call, the runner tries to connect to it to tell ``model_unreachable`` from
         ``no_model_call``."""
+        return None
+
+    def model_route(self, trial: PresetTrial) -> ModelRoute | None:
+        """Where the CLI's model endpoint and key are in its environment, for the trial's model
+        gateway (None: not known; the CLI talks to its model directly, with the key in its
+        environment, and its own records give the tokens)."""
         return None
 
     def needs(self, trial: PresetTrial) -> SandboxNeeds:

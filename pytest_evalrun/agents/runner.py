@@ -34,13 +34,15 @@ from urllib.parse import urlsplit
 
 from ..experiment.model import Step
 from ..store.atomic import write_text_atomic
+from ..trial.network import Forward
 from ..trial.process import ProcessResult
 from ..trial.steps import StepContext
 from . import PARSERS, load
 from .common import AgentRun
 from .evidence import write_evidence
 from .otlp import OtlpReceiver
-from .preset import Preset, PresetTrial
+from .preset import Preset, PresetTrial, Records
+from .route import GatewayOptions, Routed, open_route
 
 #: The trial's config home, inside the trial directory (kept after the trial).
 HOME_DIR = "agent-home"
@@ -58,7 +60,8 @@ def resolve_executable(name: str, env: Mapping[str, str], base: Path) -> str | N
 
 
 def make_trial(preset: Preset, step: Step, ctx: StepContext, executable: str,
-               otlp_endpoint: str | None = None) -> PresetTrial:
+               otlp_endpoint: str | None = None,
+               env: Mapping[str, str] | None = None) -> PresetTrial:
     value: Mapping[str, Any] = step.value if isinstance(step.value, Mapping) else {}
     trial_dir = Path(ctx.values.get("trial_dir") or ctx.output.parent)
     return PresetTrial(
@@ -71,7 +74,7 @@ def make_trial(preset: Preset, step: Step, ctx: StepContext, executable: str,
         workspace=Path(ctx.inside(ctx.cwd)),
         home=trial_dir / HOME_DIR,
         artifacts=Path(ctx.values.get("artifacts_dir") or trial_dir / "artifacts"),
-        env=ctx.env,
+        env=ctx.env if env is None else env,
         otlp_endpoint=otlp_endpoint,
     )
 
@@ -100,14 +103,26 @@ def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
     shutil.rmtree(probe.home, ignore_errors=True)  # a retried attempt starts afresh
     probe.home.mkdir(parents=True, exist_ok=True)
     probe.artifacts.mkdir(parents=True, exist_ok=True)
-    with _receiver(preset, probe.artifacts) as receiver:
+    settings = gateway_options(ctx)
+    # a network of its own reached only through forwards: the gateway listens on a Unix
+    # socket forwarded inside (no TCP port on the host); else on the host's 127.0.0.1
+    unix = ctx.environment.forwards_sockets
+    with _receiver(preset, probe.artifacts) as receiver, \
+            open_route(preset.model_route(probe), ctx.env, ctx.pricing, settings,
+                       unix=unix) as routed:
         trial = make_trial(preset, step, ctx, executable,
-                           receiver.endpoint if receiver is not None else None)
+                           receiver.endpoint if receiver is not None else None,
+                           routed.env if routed is not None else None)
         launch = preset.launch(trial)
         # what the CLI needs besides the agent's view: its program (and node) readable, its
-        # config home writable; the network is the variant's
+        # config home writable; the network is the variant's. The host services it must
+        # reach go to the environment as endpoints: the gateway's Unix socket as a forward
+        # (a network of its own), else its URL; the OpenTelemetry receiver's URL.
         needs = preset.needs(trial)
-        endpoints = [u for u in (preset.endpoint(trial), trial.otlp_endpoint) if u]
+        model: str | Forward | None = preset.endpoint(trial)
+        if routed is not None and routed.forward is not None:
+            model = routed.forward
+        endpoints = [u for u in (model, trial.otlp_endpoint) if u]
         result = ctx.run(launch.argv, env=launch.env, read=needs.read_paths,
                          write=needs.write_paths, program=[trial.executable],
                          endpoints=endpoints)
@@ -116,12 +131,63 @@ def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
             ctx.run(followup, env=launch.env, timeout=FOLLOWUP_TIMEOUT, output=out,
                     read=needs.read_paths, write=needs.write_paths, program=[trial.executable],
                     endpoints=endpoints)
-    run = _collect(preset, trial, stdout, ctx.pricing)
-    if run is not None and result.start_error is None and not _model_answered(preset, run,
-                                                                              stdout):
+    run = _collect(preset, trial, stdout, ctx.pricing, routed)
+    if result.start_error is not None:
+        return result
+    if routed is not None:
+        failure = gateway_failure(preset, routed, run, stdout)
+        if failure is not None:
+            return dataclasses.replace(result, infra_error=failure)
+    elif run is not None and not _model_answered(preset, run, stdout):
         result = dataclasses.replace(result, infra_error=_no_model_call(preset, trial, run,
                                                                          stdout))
     return result
+
+
+def gateway_options(ctx: StepContext) -> GatewayOptions:
+    """The gateway settings the trial runner put in the step's context."""
+    raw: Mapping[str, Any] = ctx.gateway or {}
+    record, replay = raw.get("record_dir"), raw.get("replay_dir")
+    return GatewayOptions(budget=raw.get("budget"),
+                          record_dir=Path(record) if record else None,
+                          replay_dir=Path(replay) if replay else None,
+                          name=str(raw.get("name") or ""), off=bool(raw.get("off")))
+
+
+def gateway_failure(preset: Preset, routed: Routed, run: AgentRun | None,
+                    stdout: str) -> tuple[str, str] | None:
+    """An infrastructure error told by the gateway, which saw every model request: none
+    answered (the endpoint unreachable, the key refused, the API failing, no request at all),
+    or a replay with no recorded answer. None when the model answered (judged)."""
+    ledger = routed.gateway.ledger
+    records = [r for r in ledger.records if r.api is not None]
+    said = "; ".join(e.strip() for e in (run.errors if run else []) if e and e.strip())
+    said = (said or "\n".join(stdout.strip().splitlines()[-5:]))[-MESSAGE_TAIL:] \
+        or "(it printed nothing)"
+    unmatched = next((r for r in ledger.records if r.refused == "replay_unmatched"), None)
+    if unmatched is not None:
+        return ("replay_unmatched", f"preset {preset.name}: {unmatched.error}")
+    if ledger.calls:
+        return None
+    upstream = routed.gateway.upstream
+    if not records:
+        return ("no_model_call",
+                f"preset {preset.name}: the CLI made no model call (the model gateway for "
+                f"{upstream} received none; not judged). The CLI said: {said}")
+    last = records[-1]
+    if last.refused == "unreachable":
+        return ("model_unreachable",
+                f"preset {preset.name}: the CLI made no model call: the model endpoint "
+                f"{upstream} does not accept connections (not judged; {last.error}). "
+                f"The CLI said: {said}")
+    if last.refused == "budget":
+        return None  # judged on what the agent did
+    upstream_said = last.error or f"HTTP {last.status}"
+    return ("no_model_call",
+            f"preset {preset.name}: the CLI made no model call: the model API at {upstream} "
+            f"answered {len(records)} request(s) with no model response (last: HTTP "
+            f"{last.status}: {upstream_said}; credentials missing or refused, or the API "
+            f"failing; not judged). The CLI said: {said}")
 
 
 def _model_answered(preset: Preset, run: AgentRun, stdout: str) -> bool:
@@ -174,13 +240,15 @@ def _no_model_call(preset: Preset, trial: PresetTrial, run: AgentRun,
 
 
 def _collect(preset: Preset, trial: PresetTrial, stdout: str,
-             pricing: Mapping[str, float] | None) -> AgentRun | None:
+             pricing: Mapping[str, float] | None, routed: Routed | None = None
+             ) -> AgentRun | None:
     """Read the CLI's records and write the evidence; the parsed run (None when the records
-    could not be read: written to ``preset-error.txt``)."""
+    could not be read: written to ``preset-error.txt``, and metrics.json holds the gateway's
+    figures alone, or nothing: never what the agent left there)."""
     try:
         records = preset.collect(trial, stdout)
         write_evidence(trial.artifacts, records, preset=preset.name, otel_name=preset.otel_name,
-                       pricing=pricing)
+                       pricing=pricing, routed=routed)
         return records.run
     except Exception:  # a record we cannot read must not cost the trial its verdict
         with contextlib.suppress(OSError):
@@ -188,6 +256,13 @@ def _collect(preset: Preset, trial: PresetTrial, stdout: str,
                 trial.artifacts / "preset-error.txt",
                 f"preset {preset.name} could not read the CLI's records:\n"
                 f"{traceback.format_exc()}")
+        with contextlib.suppress(Exception):
+            if routed is not None:
+                write_evidence(trial.artifacts, Records(AgentRun(preset.cli or preset.name)),
+                               preset=preset.name, pricing=pricing, routed=routed,
+                               only_metrics=True)
+            else:
+                (trial.artifacts / "metrics.json").unlink(missing_ok=True)
     return None
 
 

@@ -12,10 +12,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import baseline, check, compare, export, gc, merge, report, runs, show
+from . import baseline, check, compare, export, gc, merge, mockllm, report, runs, show
 from .common import RESULTS_ENV, CliError, add_width_option, set_width
 
-COMMANDS = (runs, show, compare, export, report, check, gc, merge, baseline)
+COMMANDS = (runs, show, compare, export, report, check, gc, merge, baseline, mockllm)
 
 
 def _common() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from pytest_evalrun.experiment.errors import SpecError
 from pytest_evalrun.experiment.yamltree import YMap
 
 __all__ = [
+    "BUDGET_KEYS",
     "DEFAULTS_KEYS",
     "INVALID",
     "ISOLATION_KEYS",
@@ -44,6 +45,7 @@ TOP_KEYS = (
     "env_passthrough",
     "sandbox",
     "network",
+    "budget",
 )
 #: Keys about a variant's isolation: at the top level, in ``defaults`` or in a variant.
 ISOLATION_KEYS = ("env_passthrough", "sandbox", "network")
@@ -56,6 +58,7 @@ VARIANT_KEYS = (
     "extends",
     "retries",
     "pricing",
+    "budget",
     *ISOLATION_KEYS,
 )
 DEFAULTS_KEYS = (
@@ -66,12 +69,15 @@ DEFAULTS_KEYS = (
     "description",
     "retries",
     "pricing",
+    "budget",
     *ISOLATION_KEYS,
 )
 SANDBOX_KEYS = ("mode", "read", "write")
 #: ``agent: {preset: NAME, executable: PROGRAM, args: [...]}``; ``pricing:`` USD per 1M tokens.
 PRESET_KEYS = ("preset", "executable", "args")
 PRICING_KEYS = ("input", "cached_input", "output", "cache_write")
+#: ``budget: {max_cost_usd, max_tokens, max_calls}``: a trial's limits, enforced by the gateway.
+BUDGET_KEYS = ("max_cost_usd", "max_tokens", "max_calls")
 TASK_KEYS = (
     "name",
     "description",
@@ -89,6 +95,7 @@ TASK_KEYS = (
     "env",
     "extends",
     "retries",
+    "budget",
 )
 
 INVALID: Any = object()  # a field that was present but wrong (already reported)

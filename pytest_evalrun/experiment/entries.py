@@ -63,6 +63,8 @@ class Top:
     raw_env: dict[str, Any] = field(default_factory=dict)
     #: ``sandbox:``, ``network:`` and ``env_passthrough:`` at the top level.
     isolation: dict[str, Any] = field(default_factory=dict)
+    #: ``budget:`` at the top level.
+    budget: dict[str, Any] = field(default_factory=dict)
 
 
 def _ctx_name(kind: str, name: object, index: int | None = None) -> str:
@@ -172,6 +174,8 @@ class Entries(Checker):
             fields["retries"] = numbers["retries"]
         if "pricing" in m:
             fields["pricing"] = self.values.pricing(m, ctx)
+        if "budget" in m:
+            fields["budget"] = self.values.budget(m, ctx)
         self.values.isolation(m, ctx, fields)
         entry = _Entry(name, m.line, fields, _raw(m))
         self._extends(m, ctx, entry)
@@ -206,6 +210,7 @@ class Entries(Checker):
             raw={"name": e.name, **raw},
             retries=f.get("retries"),
             pricing=f.get("pricing"),
+            budget={**top.budget, **f.get("budget", {})} or None,
             sandbox=f.get("sandbox", iso.get("sandbox", SandboxSpec())),
             network=network is not False,
             network_allow=network if isinstance(network, tuple) else None,
@@ -293,6 +298,8 @@ class Entries(Checker):
             f["tags"] = self.values.tags(m, ctx)
         if "env" in m:
             f["env"] = self.values.env(m, ctx)
+        if "budget" in m:
+            f["budget"] = self.values.budget(m, ctx)
         self.values.numbers(m, ctx, f)
         entry = _Entry(name, m.line, f, _raw(m, drop=("name",)), misspelt=misspelt)
         self._extends(m, ctx, entry)
@@ -340,6 +347,7 @@ class Entries(Checker):
             trials=f.get("trials", top.trials),
             pass_threshold=number("pass_threshold", DEFAULT_PASS_THRESHOLD),
             min_pass_rate=f.get("min_pass_rate"),  # None: the experiment's gate applies
+            budget=f.get("budget"),
             env=f.get("env", {}),
             description=f.get("description"),
             raw={"name": e.name, **raw},

@@ -262,6 +262,10 @@ class _Builder(Checker):
             top.env = env
             top.raw_env = plain(root.get("env") or {})
         self.values.isolation(root, ctx, top.isolation)
+        if "budget" in root:
+            budget = self.values.budget(root, ctx)
+            if isinstance(budget, dict):
+                top.budget = budget
         return top
 
     def _check_items(self, root: YMap, tasks: list[Task]) -> None:

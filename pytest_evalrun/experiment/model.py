@@ -79,6 +79,8 @@ class Variant:
     retries: int | None = None
     #: ``pricing:`` USD per million tokens (input, cached_input, output, cache_write).
     pricing: Mapping[str, float] | None = None
+    #: ``budget:`` of a trial of this variant (the top level's, then the variant's own keys).
+    budget: Mapping[str, float] | None = None
     #: The isolation of its steps (``sandbox:`` of the variant, else the top level's).
     sandbox: SandboxSpec = field(default_factory=SandboxSpec)
     #: ``network:`` of the variant, else the top level's (True: network on; False: none).
@@ -113,6 +115,8 @@ class Task:
     raw: Mapping[str, Any] = field(default_factory=dict)
     #: ``retries`` given for this task; None: the variant's, else the experiment's.
     retries: int | None = None
+    #: ``budget:`` given for this task (its keys override the variant's).
+    budget: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_evalrun.experiment.checker import (
+    BUDGET_KEYS,
     INVALID,
     PRICING_KEYS,
     SANDBOX_KEYS,
@@ -332,6 +333,30 @@ class Values(Checker):
                 )
             return INVALID
         return (path, self._prompts[path])
+
+    def budget(self, m: YMap, ctx: str) -> Any:
+        """``budget: {max_cost_usd, max_tokens, max_calls}``: numbers >= 0 (counts whole)."""
+        value, line = m["budget"], m.lines["budget"]
+        if not isinstance(value, YMap):
+            self.error(line, f"'budget'{ctx} must be a mapping ({', '.join(BUDGET_KEYS)}), "
+                       f"got {describe(value, m.src.get('budget'))}")
+            return INVALID
+        before = len(self.errors)
+        self.check_keys(value, BUDGET_KEYS, f" in 'budget'{ctx}")
+        if len(self.errors) != before:
+            return INVALID
+        out: dict[str, float | int] = {}
+        for key, number in value.items():
+            whole = key != "max_cost_usd"
+            bad = (isinstance(number, bool) or not isinstance(number, (int, float))
+                   or number < 0 or (whole and not isinstance(number, int)))
+            if bad:
+                kind = "a whole number >= 0" if whole else "a number >= 0 (USD)"
+                self.error(value.lines[key], f"'budget' {key!r}{ctx} must be {kind}, got "
+                           f"{describe(number, value.src.get(key))}")
+                return INVALID
+            out[key] = int(number) if whole else float(number)
+        return out
 
     def pricing(self, m: YMap, ctx: str) -> Any:
         value, line = m["pricing"], m.lines["pricing"]

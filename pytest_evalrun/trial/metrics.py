@@ -10,6 +10,10 @@ wrote itself (``input_tokens``, ``output_tokens``, ``cache_tokens`` or ``cache_r
 from the CLI's own records) is taken as it is: OpenTelemetry often states the same tokens more
 than once (per call and per session), so it only fills gaps there.
 
+Provenance (``Metrics.source``): ``gateway`` and ``cli`` only for a preset's metrics.json, which the
+plugin itself writes after the CLI exited (:func:`collect` with ``trusted``); everything else an
+agent leaves is ``self_reported``.
+
 These files are the agent's: whatever they hold never stops or fails the trial. A file that is not
 a regular file (a FIFO, device, socket, symlink) or is too large is not read; a value that is not
 a finite, non-negative number (NaN, 1e309, a 400-digit integer, a negative token count or cost, a
@@ -243,17 +247,58 @@ def session_id(artifacts: Path) -> str | None:
     return value[:200] if isinstance(value, str) and value else None
 
 
-def collect(artifacts: Path) -> Metrics:
-    """Tokens, cost and model the agent reported; empty Metrics when it reported nothing.
-    What was left out is in the result's ``notes``."""
+#: Sources a preset's metrics.json (written by the plugin after the CLI exited) may name.
+TRUSTED_SOURCES = ("gateway", "cli")
+#: Numbers of the CLI's own figures kept beside the gateway's.
+CLI_FIGURES = ("input_tokens", "cache_tokens", "cache_write_tokens", "output_tokens",
+               "reasoning_tokens", "cost_usd", "model_calls")
+
+
+def _cli_figures(doc: dict[str, Any], path: Path, notes: Notes) -> dict[str, Any] | None:
+    raw = doc.get("cli")
+    if not isinstance(raw, dict):
+        return None
+    out: dict[str, Any] = {}
+    for key in CLI_FIGURES:
+        limit = MAX_COST_USD if key == "cost_usd" else MAX_TOKENS
+        n = _usable(raw.get(key), f"cli.{key}", path.name, notes, limit)
+        out[key] = None if n is None else (n if key == "cost_usd" else int(n))
+    difference = raw.get("difference")
+    out["difference"] = difference[:500] if isinstance(difference, str) else None
+    return out
+
+
+def _budget(doc: dict[str, Any]) -> dict[str, Any] | None:
+    gateway = doc.get("gateway")
+    budget = gateway.get("budget") if isinstance(gateway, dict) else None
+    return dict(budget) if isinstance(budget, dict) else None
+
+
+def collect(artifacts: Path, trusted: bool = False) -> Metrics:
+    """Tokens, cost and model of the trial; empty Metrics when nothing reported them.
+    What was left out is in the result's ``notes``.
+
+    ``trusted``: the agent is a preset, whose metrics.json the plugin wrote after the CLI
+    exited (replacing whatever the agent left there): its ``token_source`` (``gateway`` or
+    ``cli``) is the source. Otherwise every figure is the agent's own word: ``self_reported``.
+    """
     notes = Notes()
     path = artifacts / "metrics.json"
     doc = _metrics_doc(path, notes)
     agent = from_agent_metrics(path, notes, doc) if doc is not None else None
+    if agent is not None:
+        agent.source = "self_reported"
     if agent is not None and doc is not None and isinstance(doc.get("calls"), list):
+        if trusted:
+            source = doc.get("token_source", "cli")
+            agent.source = source if source in TRUSTED_SOURCES else "cli"
+            agent.cli = _cli_figures(doc, path, notes) if agent.source == "gateway" else None
+            agent.budget = _budget(doc)
         agent.notes = notes.items
         return agent
     otel = from_otel(otel_files(artifacts), notes)
+    if otel is not None:
+        otel.source = "self_reported"
     if otel is None:
         result = agent or Metrics()
         result.notes = notes.items

@@ -101,6 +101,9 @@ class TrialSpec:
     #: Directories setup may read besides the experiment directory (pytest's rootdir); the
     #: agent and verify do not see them (trial/phases.py).
     read: tuple[Path, ...] = ()
+    #: The model gateway's settings (``budget``, ``record_dir``, ``replay_dir``): see
+    #: :mod:`pytest_evalrun.agents.route`.
+    gateway: Mapping[str, Any] = field(default_factory=dict)
 
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:
@@ -339,6 +342,8 @@ class _Trial:
                 environment=self.environment,
                 view=self.view(role, verifier),
                 pricing=s.variant.pricing,
+                gateway={**s.gateway,
+                         "name": f"{s.variant.slug}/{s.task.slug}/{s.trial:03d}"},
             )
             runner = s.kinds.runner(role, step.kind)
             with steps_only_through(
@@ -480,7 +485,8 @@ class _Trial:
         for src in [*(f.artifacts / n for n in PROMOTED), *metrics_mod.otel_files(f.artifacts)]:
             if _regular(src):
                 _link_or_copy(src, f.file(src.name))
-        self.outcome.metrics = metrics_mod.collect(f.artifacts)
+        self.outcome.metrics = metrics_mod.collect(
+            f.artifacts, trusted=self.spec.variant.agent.kind == "preset")
         self.outcome.session_id = metrics_mod.session_id(f.artifacts)
         if self.outcome.metrics.model is None and self.spec.variant.model:
             self.outcome.metrics.model = self.spec.variant.model
@@ -654,6 +660,10 @@ class _Trial:
         o.finished_at = utc_now()
         o.duration = round(time.monotonic() - self.started, 4)
         m = o.metrics
+        stopped = (m.budget or {}).get("stopped")
+        if isinstance(stopped, str) and "budget" not in o.message:
+            o.message = (f"{o.message} " if o.message else "") + (
+                f"(the trial's budget ended the agent's model calls: {stopped[:200]})")
         f.write_json(
             trialdir.METRICS,
             {
@@ -667,6 +677,8 @@ class _Trial:
                 "cost_usd": m.cost_usd,
                 "model": m.model or self.spec.variant.model,
                 "source": m.source,
+                "cli": m.cli,
+                "budget": m.budget,
                 "notes": m.notes,
             },
         )

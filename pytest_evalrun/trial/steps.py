@@ -27,6 +27,7 @@ from .process import DEFAULT_MAX_OUTPUT, ProcessResult
 
 if TYPE_CHECKING:
     from .environments.base import Environment
+    from .network import Forward
 
 #: Exit status of :mod:`pycall` when the callable itself crashed (not a verdict).
 PYCALL_CRASHED = 70
@@ -59,6 +60,9 @@ class StepContext:
     view: View = field(repr=False, compare=False)
     #: The variant's ``pricing:`` (USD per million tokens), for kinds that price model calls.
     pricing: Mapping[str, float] | None = None
+    #: The model gateway's settings for kinds that route model calls through it (presets):
+    #: ``budget`` (the trial's limits), ``record_dir`` / ``replay_dir``, ``name``.
+    gateway: Mapping[str, object] | None = None
 
     @property
     def sandboxed(self) -> bool:
@@ -81,7 +85,7 @@ class StepContext:
         read: Sequence[Path] = (),
         write: Sequence[Path] = (),
         program: Sequence[str] | None = None,
-        endpoints: Sequence[str] = (),
+        endpoints: Sequence[str | Forward] = (),
         max_output: int | None = DEFAULT_MAX_OUTPUT,
     ) -> ProcessResult:
         """Run ``command`` (argv, or a shell string run with ``/bin/sh -c``) in the trial's
@@ -90,8 +94,10 @@ class StepContext:
         the step's complete environment), ``read``/``write`` host paths made visible
         (read-only / writable) besides the view, ``program``: the words the step's own
         program is found from (default the command), ``endpoints``: URLs of host services the
-        process must reach at the same URL (a model endpoint). Returns when nothing it started runs
-        any more; never raises for the step's own failures."""
+        process must reach at the same URL (a model endpoint), or :class:`~.network.Forward`
+        entries: a host Unix socket the process reaches as ``127.0.0.1:port`` (only where
+        ``ctx.environment.forwards_sockets``; the model gateway). Returns when nothing it
+        started runs any more; never raises for the step's own failures."""
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         return self.environment.run(
             argv,

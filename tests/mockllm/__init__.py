@@ -1,12 +1,18 @@
-"""Mock model servers for testing coding-agent CLIs offline (standard library only).
+"""The mock model server, now in the package (:mod:`pytest_evalrun.gateway.mock`): this name is
+kept for the tests that import it as ``mockllm``."""
 
-``MockLLM`` serves a :class:`Script` of turns over the Anthropic Messages, OpenAI Responses and
-Chat Completions and Gemini APIs, streaming as the real APIs do, logs every request, and refuses
-and logs any attempt to reach another host through it as a proxy.
-"""
-
-from .script import Call, Script, Turn, Usage, api_error, custom_tool, say, shell, tool
-from .server import MockLLM
+from pytest_evalrun.gateway.mock import (
+    Call,
+    MockLLM,
+    Script,
+    Turn,
+    Usage,
+    api_error,
+    custom_tool,
+    say,
+    shell,
+    tool,
+)
 
 __all__ = ["Call", "MockLLM", "Script", "Turn", "Usage", "api_error", "custom_tool", "say",
            "shell", "tool"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .server import MockLLM
+from pytest_evalrun.gateway.mock import MockLLM
 
 
 @pytest.fixture

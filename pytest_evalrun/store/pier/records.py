@@ -40,6 +40,7 @@ _EXCEPTION_TYPES = {
     "verify_bad_reward": "VerifierOutputParseError",
     "no_model_call": "ApiError",
     "model_unreachable": "NetworkConnectionError",
+    "replay_unmatched": "ApiError",
     "model_auth": "AgentAuthenticationError",
     "sandbox": "EnvironmentStartError",
     "worker_crashed": "WorkerCrashedError",

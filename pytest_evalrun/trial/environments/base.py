@@ -41,7 +41,7 @@ from ..workspace import Snapshot, prepare_workspace, snapshot_after_setup, works
 
 if TYPE_CHECKING:
     from ...secrets import Redactor
-    from ..network import Allow
+    from ..network import Allow, Forward
     from ..phases import View
 
 __all__ = [
@@ -170,6 +170,15 @@ class Environment(ABC):
         return Path(inside)
 
     # -- steps ----------------------------------------------------------------------------
+    @property
+    def forwards_sockets(self) -> bool:
+        """Do this trial's steps have a network of their own that reaches the host only
+        through forwards, so a :class:`~..network.Forward` given to :meth:`run` as an endpoint
+        is how a host service (served on a Unix socket) is reached? False (the default): the
+        steps share the host's network, or have none; serve on the host's loopback and name
+        the URL instead."""
+        return False
+
     @abstractmethod
     def inside(self, path: Path | str) -> str:
         """``path`` (on the host) as a step sees it."""
@@ -194,7 +203,7 @@ class Environment(ABC):
         read: Sequence[Path] = (),
         write: Sequence[Path] = (),
         program: Sequence[str] | None = None,
-        endpoints: Sequence[str] = (),
+        endpoints: Sequence[str | Forward] = (),
     ) -> ProcessResult:
         """Run ``argv`` as one process of a step of the phase ``view.phase`` and return when
         nothing it started runs any more.
@@ -204,7 +213,9 @@ class Environment(ABC):
         own files) and the step's own program (found from ``program``, default ``argv``);
         the host services named by ``endpoints`` (URLs: a model endpoint, an OpenTelemetry
         receiver) are reachable at the same URLs (an environment with a network of its own
-        forwards them);
+        forwards them); a :class:`~..network.Forward` among them (a host Unix socket: the model
+        gateway's) is reachable as TCP ``127.0.0.1:port`` where :attr:`forwards_sockets`, and
+        ignored elsewhere;
         ``env`` is its complete environment (paths as it sees them); it starts in ``cwd``
         (as it sees it; default the workspace); stdout and stderr go to the host file
         ``output`` (truncated, or appended to), cut to ``max_output`` bytes; ``stdin_text``

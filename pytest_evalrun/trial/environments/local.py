@@ -28,9 +28,10 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ..egress import Egress, loopback_forwards
-from ..network import LOG_FILE, NetLog
+from ..network import LOG_FILE, Forward, NetLog
 from ..phases import program_paths, safe_reads
 from ..process import DEFAULT_MAX_OUTPUT, ProcessResult, environment_call, run_step
 from ..sandbox import (
@@ -55,7 +56,6 @@ from .base import (
 )
 
 if TYPE_CHECKING:
-    from ..network import Forward
     from ..phases import View
 
 __all__ = ["LOCAL", "LocalBwrap", "LocalNone", "interpreter_links"]
@@ -143,7 +143,7 @@ class LocalNone(_Local):
         read: Sequence[Path] = (),
         write: Sequence[Path] = (),
         program: Sequence[str] | None = None,
-        endpoints: Sequence[str] = (),
+        endpoints: Sequence[str | Forward] = (),
     ) -> ProcessResult:
         with environment_call():
             return run_step(list(argv), cwd=Path(cwd or self._workspace), env=env,
@@ -209,8 +209,9 @@ class LocalBwrap(_Local):
         egress = dict(self._egress_record) if self._egress_record is not None else None
         return {"network_isolated": True, "egress": egress}
 
-    def _own_network(self) -> bool:
-        """Do this trial's steps have a network of their own with a way out?"""
+    @property
+    def forwards_sockets(self) -> bool:
+        """A network of its own with a way out (``network`` on): forwards reach the host."""
         return self.place.network and self.isolation.network_isolation
 
     @property
@@ -280,7 +281,7 @@ class LocalBwrap(_Local):
         read: Sequence[Path] = (),
         write: Sequence[Path] = (),
         program: Sequence[str] | None = None,
-        endpoints: Sequence[str] = (),
+        endpoints: Sequence[str | Forward] = (),
     ) -> ProcessResult:
         argv = list(argv)
         host_cwd = self.host(cwd) if cwd is not None else self._workspace
@@ -290,15 +291,19 @@ class LocalBwrap(_Local):
         if problem is not None:
             _say(output, append, problem)
             return ProcessResult(None, False, 0.0, start_error=problem)
-        # the host services the step must reach at the same URL (a preset's model endpoint,
-        # its OpenTelemetry receiver): forwarded when on the host's loopback; ``network:
-        # false`` forwards nothing
-        with loopback_forwards(endpoints if self._own_network() else ()) as forwards:
+        # the host services the step must reach: Unix sockets (the model gateway's) at their
+        # port, URLs at the same URL (a preset's model endpoint, its OpenTelemetry receiver)
+        # when on the host's loopback and on a port still free; ``network: false`` or the
+        # host's network: nothing forwarded
+        given = [e for e in endpoints if isinstance(e, Forward)] if self.forwards_sockets else []
+        taken = {f.port for f in given}
+        urls = [e for e in endpoints if isinstance(e, str) and _port(e) not in taken]
+        with loopback_forwards(urls if self.forwards_sockets else ()) as forwards:
             try:
                 own = self.own_program(program if program is not None else argv, env,
                                        host_cwd, view)
                 box = self.sandbox(view, read=(*own, *safe_reads(read, self.place.protect)),
-                                   write=write, forwards=forwards)
+                                   write=write, forwards=(*given, *forwards))
             except (SandboxError, OSError) as exc:
                 message = f"cannot isolate the {view.phase} step: {exc}"
                 _say(output, append, message)
@@ -357,6 +362,14 @@ class LocalBwrap(_Local):
             if self._egress_record is not None:
                 self._egress_record.update(egress.log.summary())
         return self._workspace
+
+
+def _port(url: str) -> int | None:
+    try:
+        parts = urlsplit(url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
 
 
 def _missing_program(program: str, env: Mapping[str, str], cwd: Path) -> str | None:

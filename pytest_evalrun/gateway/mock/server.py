@@ -12,9 +12,11 @@ Every request that has tools takes the next turn of the script; one without tool
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import re
+import socket
 import threading
 import time
 import zlib
@@ -43,8 +45,10 @@ def redact(headers: dict[str, str]) -> dict[str, str]:
 class MockLLM:
     """A scripted model server; a context manager (``with MockLLM(script) as mock: ...``)."""
 
-    def __init__(self, script: Script | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, script: Script | None = None, log_path: Path | None = None,
+                 host: str = "127.0.0.1", port: int = 0) -> None:
         self.script = script or Script(turns=[])
+        self.host, self._port = host, port
         self.log_path = log_path
         #: Every HTTP request other than proxy attempts, in arrival order.
         self.requests: list[dict[str, Any]] = []
@@ -65,7 +69,7 @@ class MockLLM:
         class Handler(_Handler):
             owner = mock
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server((self.host, self._port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={"poll_interval": 0.05}, daemon=True)
@@ -92,7 +96,8 @@ class MockLLM:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return f"http://{host}:{self.port}"
 
     def proxy_env(self) -> dict[str, str]:
         """``HTTPS_PROXY`` and friends pointing at this server, the mock itself exempted."""
@@ -184,10 +189,22 @@ class MockLLM:
         return render(turn)  # type: ignore[no-any-return]
 
 
+class _Server(ThreadingHTTPServer):
+    #: Many CLIs (or a benchmark's 50 streams) connect at once: the default backlog is 5.
+    request_queue_size = 128
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: MockLLM
     protocol_version = "HTTP/1.1"
     server_version = "mockllm/1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body leave in separate writes: without this, Nagle's algorithm and the
+        # client's delayed ACK hold every small response for ~40 ms.
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
