@@ -19,6 +19,7 @@ from .secrets import Redactor
 from .shared import Shared
 from .store.paths import RunPaths
 from .store.recorder import Recorders, RunInfo
+from .trial.environments import Environments
 from .trial.sandbox import SandboxError, resolve
 from .trial.steps import StepKinds
 
@@ -41,6 +42,8 @@ class EvalContext:
     discovery: Discovery
     kinds: StepKinds
     recorders: Recorders
+    #: Where trials can run: the built-in environments and ``pytest_evalrun_environments``.
+    environments: Environments = field(default_factory=Environments.builtin)
     #: xdist's worker id ("gw0") in a worker, None in the controller or a lone process.
     worker_id: str | None = None
     #: Number of xdist workers (1 without xdist).

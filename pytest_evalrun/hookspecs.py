@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .agents.preset import Preset
     from .outcome import TrialOutcome
     from .store.recorder import Recorder
+    from .trial.environments import EnvironmentFactory
     from .trial.steps import StepRunner
 
 
@@ -43,6 +44,18 @@ def pytest_evalrun_agent_presets() -> Mapping[str, Preset]:  # type: ignore[empt
 @pytest.hookspec
 def pytest_evalrun_verify_kinds() -> Mapping[str, StepRunner]:  # type: ignore[empty-body]
     """Return ``{kind: runner}`` for verify step kinds this plugin adds (see agent kinds)."""
+
+
+@pytest.hookspec
+def pytest_evalrun_environments() -> Mapping[str, EnvironmentFactory]:  # type: ignore[empty-body]
+    """Return ``{name: factory}`` for environments this plugin adds (where a trial's steps
+    run: a container, a remote machine). ``factory(place)`` gets a
+    :class:`~pytest_evalrun.trial.environments.TrialPlace` and returns an
+    :class:`~pytest_evalrun.trial.environments.Environment` (or raises
+    :class:`~pytest_evalrun.trial.environments.EnvironmentUnavailable`). The built-in
+    ``bwrap`` and ``none`` are in the table already; a plugin's own name replaces them. Called
+    once per process.
+    """
 
 
 @pytest.hookspec

@@ -29,6 +29,7 @@ from .store.paths import step_records
 from .store.pier.recorder import PierRecorder
 from .store.recorder import Recorder, Recorders
 from .store.standard import StandardRecorder
+from .trial.environments import Environments
 from .trial.process import reap_orphans
 from .trial.sandbox import SandboxError, resolve
 from .trial.steps import StepKinds
@@ -51,6 +52,13 @@ def _kinds(config: pytest.Config) -> StepKinds:
     for extra in config.hook.pytest_evalrun_verify_kinds():
         kinds.verify.update(extra or {})
     return kinds
+
+
+def _environments(config: pytest.Config) -> Environments:
+    environments = Environments.builtin()
+    for extra in config.hook.pytest_evalrun_environments():
+        environments.add(extra)
+    return environments
 
 
 def _presets_plugin(config: pytest.Config) -> PresetsPlugin:
@@ -114,6 +122,7 @@ def pytest_configure(config: pytest.Config) -> None:
         shared=shared,
         discovery=discovery,
         kinds=kinds,
+        environments=_environments(config),
         recorders=_recorders(config, shared),
         worker_id=workerinput.get("workerid") if workerinput is not None else None,
         workers=int(workerinput.get("workercount") or 1) if workerinput is not None else 1,

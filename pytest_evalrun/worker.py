@@ -125,6 +125,7 @@ class WorkerPlugin:
                 labels=labels,
                 redactor=run.redactor,
                 kinds=context.kinds,
+                environments=context.environments,
                 env_hook=self._env_hook(exp, variant, task, n),
                 templates=self.templates,
                 retries=exp.retries_for(variant, task),

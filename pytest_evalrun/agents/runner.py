@@ -1,9 +1,10 @@
 """The ``preset`` agent kind: run a preset's CLI for one trial and write its evidence.
 
-``agent: {preset: NAME, executable: PROGRAM, args: [...]}``. The CLI is started with the
-same process function the ``command`` kind uses (:func:`~pytest_evalrun.trial.process.run_step`:
-timeout, output capture, process-tree kill, and whatever isolation that function applies), in
-the workspace, with the trial's own config home ``<trial>/agent-home/``. Afterwards the preset
+``agent: {preset: NAME, executable: PROGRAM, args: [...]}``. The CLI is started like every
+step's process, through the trial's environment (``StepContext.run``:
+the agent phase's view, timeout, output capture, process-tree kill), in the workspace, with the
+trial's own config home ``<trial>/agent-home/`` (made writable) and its install directory (and
+node's) made visible. Afterwards the preset
 reads the CLI's records and :mod:`.evidence` writes the files into the artifacts dir. A preset
 that cannot read its records never fails the trial: the problem is written to
 ``artifacts/preset-error.txt`` and the trial is judged by its verify step as usual.
@@ -33,9 +34,7 @@ from urllib.parse import urlsplit
 
 from ..experiment.model import Step
 from ..store.atomic import write_text_atomic
-from ..trial.phases import safe_reads
-from ..trial.process import ProcessResult, run_step
-from ..trial.sandbox import Sandbox
+from ..trial.process import ProcessResult
 from ..trial.steps import StepContext
 from . import PARSERS, load
 from .common import AgentRun
@@ -69,7 +68,7 @@ def make_trial(preset: Preset, step: Step, ctx: StepContext, executable: str,
         prompt=ctx.values.get("prompt", ""),
         model=ctx.values.get("model") or None,
         # as the CLI sees it: /tmp/workspace in the sandbox
-        workspace=Path(ctx.sandbox.inside(ctx.cwd)) if ctx.sandbox is not None else ctx.cwd,
+        workspace=Path(ctx.inside(ctx.cwd)),
         home=trial_dir / HOME_DIR,
         artifacts=Path(ctx.values.get("artifacts_dir") or trial_dir / "artifacts"),
         env=ctx.env,
@@ -84,18 +83,6 @@ def _receiver(preset: Preset, artifacts: Path) -> Iterator[OtlpReceiver | None]:
         return
     with OtlpReceiver(artifacts / preset.otel_name) as receiver:
         yield receiver
-
-
-def _sandbox(preset: Preset, trial: PresetTrial, ctx: StepContext) -> Sandbox | None:
-    """The step's sandbox with what the CLI needs: its program (and node) readable, its
-    config home writable. The network is the variant's (``network: false`` cuts the CLI off
-    from its model API, as asked); the CLI's HOME is its config home, at the same path."""
-    if ctx.sandbox is None:
-        return None
-    needs = preset.needs(trial)
-    protect = ctx.sandbox.policy.protect
-    box = ctx.own_program([trial.executable], *safe_reads(needs.read_paths, protect))
-    return box.extended(write=needs.write_paths)
 
 
 def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
@@ -117,13 +104,15 @@ def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
         trial = make_trial(preset, step, ctx, executable,
                            receiver.endpoint if receiver is not None else None)
         launch = preset.launch(trial)
-        box = _sandbox(preset, trial, ctx)
-        argv, cwd = box.wrap(launch.argv, ctx.cwd) if box else (list(launch.argv), ctx.cwd)
-        result = run_step(argv, cwd=cwd, env=launch.env, timeout=ctx.timeout, output=ctx.output)
+        # what the CLI needs besides the agent's view: its program (and node) readable, its
+        # config home writable; the network is the variant's
+        needs = preset.needs(trial)
+        result = ctx.run(launch.argv, env=launch.env, read=needs.read_paths,
+                         write=needs.write_paths, program=[trial.executable])
         stdout = _read(ctx.output)
         for followup, out in preset.followups(trial, stdout):
-            argv, cwd = box.wrap(followup, ctx.cwd) if box else (list(followup), ctx.cwd)
-            run_step(argv, cwd=cwd, env=launch.env, timeout=FOLLOWUP_TIMEOUT, output=out)
+            ctx.run(followup, env=launch.env, timeout=FOLLOWUP_TIMEOUT, output=out,
+                    read=needs.read_paths, write=needs.write_paths, program=[trial.executable])
     run = _collect(preset, trial, stdout, ctx.pricing)
     if run is not None and result.start_error is None and not _model_answered(preset, run,
                                                                               stdout):

@@ -78,9 +78,10 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -94,6 +95,7 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT",
     "ProcessResult",
     "cap_output",
+    "environment_call",
     "find_cookie_processes",
     "kill_all_running",
     "kill_cookie_processes",
@@ -101,6 +103,7 @@ __all__ = [
     "record_steps_in",
     "run_step",
     "running_cookies",
+    "steps_only_through",
 ]
 
 COOKIE_VAR = "EVALRUN_PROCESS_COOKIE"
@@ -534,6 +537,42 @@ def _child_env(env: Mapping[str, str], cookie: str) -> dict[str, str]:
     return child
 
 
+# While a step runner runs, processes start only through the trial's environment: the
+# message a direct run_step gets (None: no runner runs), and the threads inside an
+# environment's own run (allowed).
+_REFUSAL: list[str] = []
+_ALLOWED = threading.local()
+
+
+def _refused() -> str | None:
+    if not _REFUSAL or getattr(_ALLOWED, "depth", 0) > 0:
+        return None
+    return _REFUSAL[-1]
+
+
+@contextlib.contextmanager
+def steps_only_through(message: str) -> Iterator[None]:
+    """While inside, :func:`run_step` refuses to start anything (``start_error`` =
+    ``message``) but from within :func:`environment_call`: the trial runner wraps each step
+    runner in it, so a plugin's runner cannot start a process outside the trial's environment
+    by calling ``run_step`` itself."""
+    _REFUSAL.append(message)
+    try:
+        yield
+    finally:
+        _REFUSAL.pop()
+
+
+@contextlib.contextmanager
+def environment_call() -> Iterator[None]:
+    """An environment's own ``run`` (in this thread) may start processes."""
+    _ALLOWED.depth = getattr(_ALLOWED, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _ALLOWED.depth -= 1
+
+
 def run_step(
     command: Sequence[str] | str,
     *,
@@ -545,6 +584,7 @@ def run_step(
     stdin_text: str | None = None,
     kill_grace: float = DEFAULT_KILL_GRACE,
     max_output: int | None = DEFAULT_MAX_OUTPUT,
+    pass_fds: Sequence[int] = (),
 ) -> ProcessResult:
     """Run one step and kill whatever it leaves behind.
 
@@ -556,12 +596,23 @@ def run_step(
     in ``start_error``, never raised.  See the module docstring for how leftovers are killed.
     Once nothing of the step runs, ``output`` is cut to ``max_output`` bytes (None: no cap;
     :func:`cap_output`); ``output_cut`` says how many bytes were left out.
+    ``pass_fds``: descriptors the child inherits (an environment's status pipe).
+
+    While a trial's step runner runs, only the trial's environment may start processes
+    (:func:`steps_only_through`): a direct call is refused with a ``start_error``.
     """
     argv: list[str] = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
     cookie = uuid.uuid4().hex
     started = time.monotonic()
     if not argv:
         return ProcessResult(None, False, 0.0, start_error="empty command")
+    refused = _refused()
+    if refused is not None:
+        with contextlib.suppress(OSError):
+            output.parent.mkdir(parents=True, exist_ok=True)
+            with open(output, "ab" if append else "wb") as fh:
+                fh.write(f"evalrun: {refused}\n".encode())
+        return ProcessResult(None, False, 0.0, start_error=refused)
 
     try:
         out_file: IO[bytes] = open(output, "ab" if append else "wb")  # noqa: SIM115
@@ -588,6 +639,7 @@ def run_step(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=tuple(pass_fds),
             )
         except OSError as exc:
             message = _start_error(exc, argv, Path(cwd))

@@ -4,14 +4,13 @@ Knows nothing of pytest, xdist or the Pier layout. The directory it fills is the
 layout's ``trials/<NNN>/``, through :class:`~pytest_evalrun.store.trialdir.TrialDir` (which
 writes every file atomically, with secrets masked).
 
-Isolation (contract section 6): each step runs in a :class:`~.sandbox.Sandbox` of its own
-(bubblewrap where it works: the host read-only, the workspace at ``/tmp/workspace``, the
-artifacts directory, and for verify the verifier directory, writable, the results and jobs
-roots hidden but for the trial's own directory), with the clean environment of
-:func:`~.environment.step_environment`.  Unsandboxed, the workspace lives in a temporary
-directory outside the suite while the trial runs (so tools run in it never find the suite's
-``pytest.ini``, ``conftest.py`` or ``.git``), and is moved into the trial directory at the end.
-After the trial every file of the trial directory is masked (also after Ctrl-C or SIGTERM).
+Where the steps run is the trial's *environment* (:mod:`.environments`: the local bubblewrap
+sandbox, unsandboxed, or a plugin's): it prepares the workspace from the fixture, runs every
+process of every step with the view of the step's phase (:mod:`.phases`), diffs the agent's
+change and is torn down at the end; each step gets the clean environment of
+:func:`~.stepenv.step_environment`, and a step runner can start processes only through it
+(:meth:`~.steps.StepContext.run`). After the trial every file of the trial directory is
+masked (also after Ctrl-C or SIGTERM).
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import shutil
 import signal
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,21 +40,14 @@ from ..store.linksafe import defuse_links
 from ..store.runs import utc_now
 from ..store.trialdir import TrialDir
 from . import metrics as metrics_mod
-from .phases import phase_view
+from .environments import Environment, Environments, EnvironmentUnavailable, TrialPlace
+from .phases import View, phase_view
 from .placeholders import pytest_words, render_command
-from .process import ProcessResult, kill_all_running
-from .sandbox import WORKSPACE_INSIDE, Isolation, Sandbox, SandboxError, SandboxPolicy, resolve
+from .process import ProcessResult, kill_all_running, steps_only_through
+from .sandbox import SandboxError
 from .stepenv import step_environment
 from .steps import PYCALL_CRASHED, PYCALL_NOT_FOUND, StepContext, StepKinds, missing
-from .workspace import (
-    Snapshot,
-    WorkspaceError,
-    conftest_blobs,
-    prepare_workspace,
-    release_snapshot,
-    snapshot_after_setup,
-    workspace_diff,
-)
+from .workspace import Snapshot, WorkspaceError, conftest_blobs, release_snapshot
 
 TAIL_LINES = 30
 #: Appended to "the agent was not found" in a sandbox: how to make a program visible.
@@ -98,6 +89,12 @@ class TrialSpec:
     rerun_reason: str = "rerun"
     #: ``--eval-sandbox`` (None: the variant's ``sandbox:`` mode).
     sandbox_mode: str | None = None
+    #: The environments known in this process (built-ins and ``pytest_evalrun_environments``).
+    environments: Environments = field(default_factory=Environments.builtin)
+    #: The environment the trial runs in, by name (None: the sandbox mode: ``auto``,
+    #: ``bwrap`` or ``none``), and its settings from the experiment.
+    environment: str | None = None
+    environment_options: Mapping[str, Any] = field(default_factory=dict)
     #: Directories no sandboxed step may see (the results and jobs roots), but for the
     #: trial's own directory.
     hide: tuple[Path, ...] = ()
@@ -188,12 +185,10 @@ class _Trial:
         self.rerun_reason = rerun_reason
         self.files = TrialDir(spec.trial_dir, spec.redactor)
         self.dir = spec.trial_dir
-        #: The workspace while the trial runs (unsandboxed: in :attr:`scratch`).
+        #: The workspace on the host while the trial runs (the environment's).
         self.workspace = self.files.workspace
-        #: Unsandboxed: a temporary directory outside the suite (workspace, private homes).
-        self.scratch: Path | None = None
-        self.isolation: Isolation | None = None
-        self.trial_env: dict[str, str] = {}
+        #: Where the steps run (None until :meth:`isolate`, and after :meth:`settle`).
+        self.environment: Environment | None = None
         self.snapshot: Snapshot | None = None
         self.steps: dict[str, dict[str, Any]] = {}
         #: Each step's environment, as it got it (the verify step's PATH decides whether its
@@ -222,16 +217,14 @@ class _Trial:
 
     @property
     def sandboxed(self) -> bool:
-        return self.isolation is not None and self.isolation.sandbox == "bwrap"
+        return self.environment is not None and self.environment.sandboxed
 
     def inside(self, path: Path) -> str:
-        """``path`` as a step sees it (the workspace moves to ``/tmp/workspace`` when
-        sandboxed; every other path is bound at its own)."""
-        text = os.path.abspath(path)
-        root = os.path.abspath(self.workspace)
-        if self.sandboxed and (text == root or text.startswith(root + os.sep)):
-            return WORKSPACE_INSIDE + text[len(root) :]
-        return text
+        """``path`` as a step sees it (the environment's mapping: the sandbox shows the
+        workspace at ``/tmp/workspace`` and every other path at its own)."""
+        if self.environment is None:
+            return os.path.abspath(path)
+        return self.environment.inside(path)
 
     def values(self) -> dict[str, str]:
         s, f = self.spec, self.files
@@ -289,34 +282,19 @@ class _Trial:
             s.env_hook(env)
         return env
 
-    def sandbox(self, role: str, writable: tuple[Path, ...]) -> Sandbox:
-        """The isolation of one step (:class:`SandboxError` when it cannot be had)."""
+    def view(self, role: str, verifier: Path | None = None) -> View:
+        """What the ``role`` step may see besides the system (trial/phases.py)."""
         s = self.spec
-        assert self.isolation is not None
-        user = s.variant.sandbox
-        view = phase_view(
+        return phase_view(
             role,
             trial_dir=self.dir,
             prompt_file=self.files.prompt,
             artifacts=self.files.artifacts,
             experiment_dir=s.experiment.directory,
             rootdirs=s.read,
+            verifier=verifier,
             hide=s.hide,
         )
-        policy = SandboxPolicy(
-            mode=self.isolation.requested,
-            workspace=self.workspace,
-            writable=tuple(dict.fromkeys((*view.writable, *writable))),
-            read=(*view.read, *user.read),
-            write=user.write,
-            hide=view.hide,
-            network=s.variant.network,
-            protect=(s.experiment.directory, *s.read),
-        )
-        private = self.scratch / "steps" / role if self.scratch is not None else None
-        if private is not None and private.exists():
-            shutil.rmtree(private, ignore_errors=True)
-        return Sandbox(policy, private=private, isolation=self.isolation)
 
     # -- steps ---------------------------------------------------------------------------
     def step(
@@ -326,25 +304,26 @@ class _Trial:
         env: Mapping[str, str],
         timeout: float,
         output: Path,
-        writable: tuple[Path, ...] = (),
+        verifier: Path | None = None,
     ) -> ProcessResult:
         s = self.spec
         isolation_failed = False
+        assert self.environment is not None
         try:
-            box = self.sandbox(role, (self.files.artifacts, *writable))
-        except (SandboxError, OSError) as exc:
+            paths = self.environment.step_paths(role)
+        except (EnvironmentUnavailable, SandboxError, OSError) as exc:
             message = f"cannot isolate the {role} step: {exc}"
             self.files.write_text(output.relative_to(self.dir).as_posix(), f"evalrun: {message}\n")
-            result = ProcessResult(None, False, 0.0, start_error=message)
-            isolation_failed = True
+            result = ProcessResult(None, False, 0.0, start_error=message,
+                                   infra_error=("sandbox", message))
         else:
             step_env = step_environment(
                 inherited=s.base_env,
                 declared=env,
                 env_passthrough=s.variant.env_passthrough,
-                home=box.home,
-                cwd=self.inside(self.workspace),
-                tmpdir=box.tmp,
+                home=paths.home,
+                cwd=paths.workspace,
+                tmpdir=paths.tmp,
             )
             self.step_env[role] = step_env
             ctx = StepContext(
@@ -355,11 +334,18 @@ class _Trial:
                 output=output,
                 values=self.values(),
                 experiment_dir=s.experiment.directory,
-                sandbox=box,
+                environment=self.environment,
+                view=self.view(role, verifier),
                 pricing=s.variant.pricing,
             )
             runner = s.kinds.runner(role, step.kind)
-            result = runner(step, ctx)
+            with steps_only_through(
+                f"the {role} step's runner ({step.kind}) started a process outside the "
+                "trial's environment: a step kind starts processes with ctx.run(...)"
+            ):
+                result = runner(step, ctx)
+        if result.infra_error is not None and result.infra_error[0] == "sandbox":
+            isolation_failed = True
         self.steps[role] = {
             "kind": step.kind,
             "exit_code": result.exit_code,
@@ -381,20 +367,33 @@ class _Trial:
         self.outcome.message = self.spec.redactor.redact(message)
 
     def isolate(self) -> bool:
-        """Decide the trial's isolation (False, and an ``error`` outcome, when it cannot
-        have the one asked for); unsandboxed, the workspace goes to a temporary directory."""
-        s, o = self.spec, self.outcome
-        mode = s.sandbox_mode or s.variant.sandbox.mode
+        """Open the trial's environment (False, and an ``error`` outcome of kind
+        ``sandbox``, when the one asked for cannot run here: never a silent fallback)."""
+        s, o, f = self.spec, self.outcome, self.files
+        mode = s.environment or s.sandbox_mode or s.variant.sandbox.mode
+        user = s.variant.sandbox
+        place = TrialPlace(
+            trial_dir=self.dir,
+            artifacts=f.artifacts,
+            prompt_file=f.prompt,
+            experiment_dir=s.experiment.directory,
+            rootdirs=tuple(s.read),
+            hide=tuple(s.hide),
+            read=tuple(user.read),
+            write=tuple(user.write),
+            network=s.variant.network,
+            requested=mode,
+            options=dict(s.environment_options),
+        )
         try:
-            self.isolation = resolve(mode)
-        except SandboxError as exc:
-            o.isolation = {"sandbox": "none", "requested": mode, "reason": str(exc)}
+            self.environment = s.environments.open(mode, place)
+        except (EnvironmentUnavailable, SandboxError, OSError) as exc:
+            o.isolation = {"sandbox": "none", "requested": mode, "reason": str(exc),
+                           "network": s.variant.network}
             self.error("sandbox", str(exc))
             return False
-        o.isolation = {**self.isolation.to_dict(), "network": s.variant.network}
-        if not self.sandboxed:
-            self.scratch = Path(tempfile.mkdtemp(prefix="evalrun-trial-"))
-            self.workspace = self.scratch / "workspace"
+        o.isolation = self.environment.describe()
+        self.workspace = self.environment.workspace
         return True
 
     def run(self) -> TrialOutcome:
@@ -403,7 +402,8 @@ class _Trial:
         if not self.isolate():
             return self.finish()
         try:
-            self.snapshot = prepare_workspace(s.task.fixture, self.workspace, templates=s.templates)
+            assert self.environment is not None
+            self.snapshot = self.environment.prepare(s.task.fixture, templates=s.templates)
         except (WorkspaceError, OSError) as exc:
             self.error("workspace", f"could not prepare the workspace: {exc}")
             return self.finish()
@@ -412,6 +412,9 @@ class _Trial:
             output = f.file(trialdir.SETUP_OUTPUT)
             r = self.step("setup", s.variant.setup, env, s.task.setup_timeout, output)
             o.setup_exit, o.setup_duration = r.exit_code, r.duration
+            if r.start_error and self.steps["setup"].get("isolation_failed"):
+                self.error("sandbox", f"setup could not start: {r.start_error}")
+                return self.finish()
             if r.start_error or r.timed_out or r.exit_code != 0:
                 why = r.start_error or (
                     f"timed out after {s.task.setup_timeout:g}s"
@@ -421,11 +424,15 @@ class _Trial:
                 self.error("setup_failed", f"setup failed: {why}")
                 o.verify_tail = s.redactor.redact(tail(f.read_text(trialdir.SETUP_OUTPUT)))
                 return self.finish()
-            assert self.snapshot is not None
-            self.snapshot = snapshot_after_setup(self.workspace, self.snapshot)
+            assert self.snapshot is not None and self.environment is not None
+            self.snapshot = self.environment.after_setup(self.snapshot)
         r = self.step("agent", s.variant.agent, env, s.task.timeout, f.file(trialdir.STDOUT))
         o.agent_exit, o.agent_duration = r.exit_code, r.duration
         self.collect_artifacts()
+        if r.start_error and self.steps["agent"].get("isolation_failed"):
+            self.error("sandbox", f"the agent could not start: {r.start_error}"
+                       + NOT_VISIBLE.format(file=s.experiment.path))
+            return self.finish()
         if r.start_error:
             self.error("agent_missing", f"the agent could not start: {r.start_error}")
             return self.finish()
@@ -458,7 +465,8 @@ class _Trial:
         self.secure_artifacts()
         defuse_links(f.artifacts, self.dir)
         try:
-            diff = workspace_diff(self.workspace, self.snapshot, redactor=self.spec.redactor)
+            assert self.environment is not None
+            diff = self.environment.diff(self.snapshot, redactor=self.spec.redactor)
         except (WorkspaceError, OSError) as exc:
             diff = f"# workspace diff unavailable: {exc}\n"
         release_snapshot(self.snapshot)
@@ -511,7 +519,7 @@ class _Trial:
         venv["EVALRUN_VERIFIER_DIR"] = str(verifier)
         output = verifier / trialdir.VERIFY_OUTPUT
         r = self.step(
-            "verify", s.task.verify, venv, s.task.verify_timeout, output, writable=(verifier,)
+            "verify", s.task.verify, venv, s.task.verify_timeout, output, verifier=verifier
         )
         f.redact_tree(verifier)
         o.verify_exit, o.verify_duration = r.exit_code, r.duration
@@ -605,10 +613,7 @@ class _Trial:
             if shutil.which(program, path=path_env) is None:
                 return f"{program!r} is not on the PATH", True
             return None
-        inside = program
-        if self.sandboxed and (program == WORKSPACE_INSIDE
-                               or program.startswith(WORKSPACE_INSIDE + "/")):
-            inside = str(self.workspace) + program[len(WORKSPACE_INSIDE):]
+        inside = str(self.environment.host(program)) if self.environment else program
         host = os.path.normpath(os.path.join(self.workspace, inside))
         root = os.path.abspath(self.workspace)
         runnable = os.path.isfile(host) and os.access(host, os.X_OK)
@@ -626,20 +631,15 @@ class _Trial:
         return None
 
     def settle(self) -> None:
-        """Unsandboxed: move the workspace into the trial directory and remove the temporary
-        directory; then mask every file of the trial (its own JSON files are masked as they
-        are written)."""
+        """Tear the environment down (the workspace comes into the trial directory); then
+        mask every file of the trial (its own JSON files are masked as they are written)."""
         f = self.files
-        if self.scratch is not None:
-            scratch, self.scratch = self.scratch, None
+        if self.environment is not None:
+            environment, self.environment = self.environment, None
             try:
-                if os.path.lexists(self.workspace) and not os.path.lexists(f.workspace):
-                    shutil.move(str(self.workspace), str(f.workspace))
-                    self.workspace = f.workspace
+                self.workspace = environment.teardown() or f.workspace
             except OSError as exc:
                 self.outcome.message = self.outcome.message or f"workspace not kept: {exc}"
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
         defuse_links(self.dir, self.dir)  # the kept workspace, verifier/, artifacts/
         f.redact_all()
 

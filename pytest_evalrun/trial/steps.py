@@ -5,26 +5,28 @@ Built in: ``command`` (argv list or shell string, placeholders filled in) and ``
 the same timeout, output capture and process-tree kill as a command). Plugins add kinds through
 the ``pytest_evalrun_agent_kinds`` / ``pytest_evalrun_verify_kinds`` hooks.
 
-Every runner starts its program through :meth:`StepContext.wrap`, which puts it in the step's
-sandbox (``trial/sandbox.py``); ``ctx.values`` and ``ctx.env`` already hold the paths as the
+A runner starts processes only through :meth:`StepContext.run`, which runs them in the trial's
+environment (:mod:`pytest_evalrun.trial.environments`) with the view of the step's phase: while
+a runner runs, :func:`~.process.run_step` called directly refuses to start anything
+(:func:`~.process.steps_only_through`). ``ctx.values`` and ``ctx.env`` hold the paths as the
 step sees them (the workspace is ``/tmp/workspace`` inside the sandbox).
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..experiment.model import Step
-from .phases import module_paths, program_paths
+from .phases import View, module_paths
 from .placeholders import render_command
-from .process import ProcessResult, run_step
-from .sandbox import Sandbox, credential_paths
+from .process import DEFAULT_MAX_OUTPUT, ProcessResult
+
+if TYPE_CHECKING:
+    from .environments.base import Environment
 
 #: Exit status of :mod:`pycall` when the callable itself crashed (not a verdict).
 PYCALL_CRASHED = 70
@@ -41,63 +43,67 @@ def missing(step: Step, exit_code: int | None) -> bool:
 
 @dataclass(frozen=True)
 class StepContext:
-    """What a step runner needs: where to run, with what, for how long, output where."""
+    """What a step runner needs: what to run with, for how long, output where, and the one
+    way to start a process (:meth:`run`)."""
 
     role: str  # "setup", "agent" or "verify"
+    #: The workspace on the host (for reading and writing files in-process).
     cwd: Path
     env: Mapping[str, str]
     timeout: float
     output: Path
     values: Mapping[str, str]  # placeholder values (paths as the step sees them)
     experiment_dir: Path
+    #: Where the trial's steps run, and the view of this step's phase.
+    environment: Environment = field(repr=False, compare=False)
+    view: View = field(repr=False, compare=False)
     #: The variant's ``pricing:`` (USD per million tokens), for kinds that price model calls.
     pricing: Mapping[str, float] | None = None
-    #: The step's isolation (None: run as is, e.g. in unit tests).
-    sandbox: Sandbox | None = None
 
-    def missing_program(self, argv: Sequence[str]) -> str | None:
-        """Why ``argv[0]`` cannot be started ("command not found: X"), checked before the
-        sandbox starts it (inside, bubblewrap would report it with its own exit status)."""
-        if self.sandbox is None or not self.sandbox.sandboxed or not argv:
-            return None
-        program = argv[0]
-        if "/" in program:
-            path = os.path.join(self.cwd, program)
-            if os.path.isfile(path) and os.access(path, os.X_OK):
-                return None
-            return (
-                f"command not found: {program}"
-                if not os.path.exists(path)
-                else (f"permission denied: {program}")
-            )
-        if shutil.which(program, path=self.env.get("PATH", os.defpath)) is None:
-            return f"command not found: {program}"
-        return None
+    @property
+    def sandboxed(self) -> bool:
+        """Does the step run isolated from the host (its program must be visible inside)?"""
+        return self.environment.sandboxed
 
-    def wrap(self, command: Sequence[str] | str) -> tuple[list[str], Path]:
-        """``(argv, cwd)`` to give :func:`run_step` for ``command`` (argv, or a shell string):
-        inside the step's sandbox, started in the working directory as the step sees it."""
+    def inside(self, path: Path | str) -> str:
+        """``path`` (on the host) as the step's processes see it."""
+        return self.environment.inside(path)
+
+    def run(
+        self,
+        command: Sequence[str] | str,
+        *,
+        output: Path | None = None,
+        append: bool = False,
+        stdin_text: str | None = None,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        read: Sequence[Path] = (),
+        write: Sequence[Path] = (),
+        program: Sequence[str] | None = None,
+        max_output: int | None = DEFAULT_MAX_OUTPUT,
+    ) -> ProcessResult:
+        """Run ``command`` (argv, or a shell string run with ``/bin/sh -c``) in the trial's
+        environment, in the workspace, with the view of this step's phase: output to
+        ``output`` (default the step's), ``timeout`` (default the step's), ``env`` (default
+        the step's complete environment), ``read``/``write`` host paths made visible
+        (read-only / writable) besides the view, ``program``: the words the step's own
+        program is found from (default the command). Returns when nothing it started runs
+        any more; never raises for the step's own failures."""
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-        if self.sandbox is None:
-            return argv, self.cwd
-        return self.own_program(argv).wrap(argv, self.cwd)
-
-    def own_program(self, argv: Sequence[str], *more: Path) -> Sandbox:
-        """The step's sandbox with its own program visible (its executable's install prefix,
-        the files its command names: :func:`~.phases.program_paths`) and ``more``."""
-        assert self.sandbox is not None
-        if not self.sandbox.sandboxed:
-            return self.sandbox
-        policy = self.sandbox.policy
-        home = str(policy.user_home) if policy.user_home else os.path.expanduser("~")
-        found = program_paths(
+        return self.environment.run(
             argv,
-            path=self.env.get("PATH", os.defpath),
-            cwd=self.cwd,
-            protect=policy.protect,
-            deny=(*policy.hide, *credential_paths(os.path.realpath(home))),
+            view=self.view,
+            env=self.env if env is None else env,
+            timeout=self.timeout if timeout is None else timeout,
+            output=self.output if output is None else output,
+            append=append,
+            stdin_text=stdin_text,
+            max_output=max_output,
+            read=read,
+            write=write,
+            program=program,
         )
-        return self.sandbox.extended(read=(*found, *more))
 
 
 class StepRunner(Protocol):
@@ -105,15 +111,7 @@ class StepRunner(Protocol):
 
 
 def run_command(step: Step, ctx: StepContext) -> ProcessResult:
-    command = render_command(step.value, ctx.values)
-    if not isinstance(command, str):
-        problem = ctx.missing_program(command)
-        if problem is not None:
-            ctx.output.parent.mkdir(parents=True, exist_ok=True)
-            ctx.output.write_text(f"evalrun: {problem}\n")
-            return ProcessResult(None, False, 0.0, start_error=problem)
-    argv, cwd = ctx.wrap(command)
-    return run_step(argv, cwd=cwd, env=ctx.env, timeout=ctx.timeout, output=ctx.output)
+    return ctx.run(render_command(step.value, ctx.values))
 
 
 def run_python(step: Step, ctx: StepContext) -> ProcessResult:
@@ -122,12 +120,8 @@ def run_python(step: Step, ctx: StepContext) -> ProcessResult:
     command = [sys.executable, "-I", "-m", "pytest_evalrun.trial.pycall", ctx.role, str(step.value)]
     env = dict(ctx.env)
     env["EVALRUN_PYCALL_PATH"] = str(ctx.experiment_dir)
-    if ctx.sandbox is not None:  # its module, when it lives beside the YAML
-        own = module_paths(str(step.value), ctx.experiment_dir)
-        argv, cwd = ctx.own_program(command, *own).wrap(command, ctx.cwd)
-    else:
-        argv, cwd = command, ctx.cwd
-    return run_step(argv, cwd=cwd, env=env, timeout=ctx.timeout, output=ctx.output)
+    # its module, when it lives beside the YAML
+    return ctx.run(command, env=env, read=module_paths(str(step.value), ctx.experiment_dir))
 
 
 BUILTIN: Mapping[str, StepRunner] = {"command": run_command, "python": run_python}

@@ -1,0 +1,344 @@
+"""The two local environments: ``bwrap`` (the bubblewrap sandbox of :mod:`..sandbox`) and
+``none`` (unsandboxed, in a temporary directory outside the suite).
+
+``bwrap``: the workspace is the trial directory's ``workspace/``, bound at
+``/tmp/workspace``; every step gets a :class:`~..sandbox.Sandbox` built from its phase's
+view, the trial's ``sandbox: read:/write:`` paths, the step's own program
+(:func:`~..phases.program_paths`, plus every link on the way from the Python running pytest
+to its real file) and what the step kind adds. Whether bubblewrap started the program is read
+from its ``--json-status-fd`` (an ``exit-code`` is reported only once the program was
+executed), so a program the sandbox cannot show is a ``sandbox`` error, never the program's
+exit status 1.
+
+``none``: nothing of the host is hidden; the workspace lives in a temporary directory outside
+the suite while the trial runs (so tools never find the suite's ``pytest.ini``,
+``conftest.py`` or ``.git``) and is moved into the trial directory by :meth:`teardown`; each
+step gets a fresh private HOME and TMPDIR there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..phases import program_paths, safe_reads
+from ..process import DEFAULT_MAX_OUTPUT, ProcessResult, environment_call, run_step
+from ..sandbox import (
+    HOME_INSIDE,
+    TMP_INSIDE,
+    WORKSPACE_INSIDE,
+    Isolation,
+    Sandbox,
+    SandboxError,
+    SandboxPolicy,
+    credential_paths,
+    probe,
+    resolve,
+)
+from .base import (
+    AUTO,
+    Environment,
+    EnvironmentFactory,
+    EnvironmentUnavailable,
+    StepPaths,
+    TrialPlace,
+)
+
+if TYPE_CHECKING:
+    from ..phases import View
+
+__all__ = ["LOCAL", "LocalBwrap", "LocalNone", "interpreter_links"]
+
+#: Largest status bwrap reports on its ``--json-status-fd`` that is read (bytes).
+_STATUS_LIMIT = 1 << 16
+
+
+def interpreter_links(executable: str = sys.executable) -> tuple[Path, ...]:
+    """Every symlink on the way from ``executable`` to its real file (a venv made from a
+    venv on Python 3.10 links to the outer venv's ``python``, which links to pyenv's): each
+    must be visible inside the sandbox for ``execve`` to follow it."""
+    found: list[Path] = []
+    path = os.path.abspath(executable)
+    for _ in range(40):  # the kernel's own limit on links followed
+        if not os.path.islink(path):
+            break
+        found.append(Path(path))
+        target = os.readlink(path)
+        path = os.path.normpath(os.path.join(os.path.dirname(path), target))
+    return tuple(found)
+
+
+class _Local(Environment):
+    def __init__(self, place: TrialPlace, isolation: Isolation) -> None:
+        super().__init__(place)
+        self.isolation = isolation
+
+    def describe(self) -> dict[str, Any]:
+        return {"environment": self.name, **self.isolation.to_dict(),
+                "network": self.place.network}
+
+
+class LocalNone(_Local):
+    """Unsandboxed: steps run directly, in a workspace outside the suite."""
+
+    name = "none"
+    sandboxed = False
+
+    def __init__(self, place: TrialPlace) -> None:
+        requested = place.requested
+        if requested == AUTO:
+            isolation = Isolation("none", AUTO, reason=probe().reason or "chosen: none")
+        else:
+            isolation = Isolation("none", requested, reason="sandbox: none")
+        super().__init__(place, isolation)
+        self._scratch: Path | None = Path(tempfile.mkdtemp(prefix="evalrun-trial-"))
+        self._workspace = self._scratch / "workspace"
+
+    @property
+    def workspace(self) -> Path:
+        return self._workspace
+
+    def inside(self, path: Path | str) -> str:
+        return os.path.abspath(path)
+
+    def step_paths(self, phase: str) -> StepPaths:
+        if self._scratch is None:
+            raise EnvironmentUnavailable("the trial's environment was torn down")
+        private = self._scratch / "steps" / phase
+        if private.exists():
+            shutil.rmtree(private, ignore_errors=True)
+        home, tmp = private / "home", private / "tmp"
+        home.mkdir(parents=True)
+        tmp.mkdir()
+        return StepPaths(str(home), str(tmp), str(self._workspace))
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        view: View,
+        env: Mapping[str, str],
+        timeout: float | None,
+        output: Path,
+        cwd: str | None = None,
+        append: bool = False,
+        stdin_text: str | None = None,
+        max_output: int | None = DEFAULT_MAX_OUTPUT,
+        read: Sequence[Path] = (),
+        write: Sequence[Path] = (),
+        program: Sequence[str] | None = None,
+    ) -> ProcessResult:
+        with environment_call():
+            return run_step(list(argv), cwd=Path(cwd or self._workspace), env=env,
+                            timeout=timeout, output=output, append=append,
+                            stdin_text=stdin_text, max_output=max_output)
+
+    def teardown(self) -> Path | None:
+        """Move the workspace into the trial directory, remove the temporary directory
+        (``OSError`` when the workspace could not be moved: the rest is done anyway)."""
+        scratch, self._scratch = self._scratch, None
+        if scratch is None:
+            return self._workspace if self._workspace == self.place.kept_workspace else None
+        kept = self.place.kept_workspace
+        try:
+            if os.path.lexists(self._workspace) and not os.path.lexists(kept):
+                shutil.move(str(self._workspace), str(kept))
+                self._workspace = kept
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return kept if self._workspace == kept else None
+
+
+class LocalBwrap(_Local):
+    """The bubblewrap sandbox: each step in its phase's view (docs/isolation.md)."""
+
+    name = "bwrap"
+    sandboxed = True
+
+    def __init__(self, place: TrialPlace) -> None:
+        try:
+            isolation = resolve("bwrap")
+        except SandboxError as exc:
+            if place.requested == "bwrap":
+                raise EnvironmentUnavailable(str(exc)) from exc
+            raise EnvironmentUnavailable(
+                f"environment bwrap was asked for ({place.requested}), but {exc}") from exc
+        requested = place.requested if place.requested in (AUTO, "bwrap") else "bwrap"
+        super().__init__(place, dataclasses.replace(isolation, requested=requested))
+        if not place.network and not isolation.network_isolation:
+            raise EnvironmentUnavailable(
+                "network: false, but bwrap --unshare-net does not work here")
+        self._workspace = place.kept_workspace
+
+    @property
+    def workspace(self) -> Path:
+        return self._workspace
+
+    def inside(self, path: Path | str) -> str:
+        text = os.path.abspath(path)
+        root = os.path.abspath(self._workspace)
+        if text == root or text.startswith(root + os.sep):
+            return WORKSPACE_INSIDE + text[len(root):]
+        return text
+
+    def step_paths(self, phase: str) -> StepPaths:
+        return StepPaths(HOME_INSIDE, TMP_INSIDE, WORKSPACE_INSIDE)
+
+    def sandbox(self, view: View, *, read: Sequence[Path] = (),
+                write: Sequence[Path] = ()) -> Sandbox:
+        """The step's :class:`Sandbox` (:class:`SandboxError` when it cannot be had)."""
+        p = self.place
+        policy = SandboxPolicy(
+            mode=self.isolation.requested,
+            workspace=self._workspace,
+            writable=tuple(dict.fromkeys((*view.writable, p.artifacts))),
+            read=(*view.read, *p.read, *read),
+            write=(*p.write, *write),
+            hide=view.hide,
+            network=p.network,
+            protect=p.protect,
+        )
+        return Sandbox(policy, isolation=self.isolation)
+
+    def own_program(self, words: Sequence[str], env: Mapping[str, str],
+                    host_cwd: Path, view: View) -> tuple[Path, ...]:
+        """What the step's own program needs visible (its install prefix, the files its
+        command names, the links to the Python running pytest)."""
+        home = os.path.expanduser("~")
+        found = program_paths(
+            words,
+            path=env.get("PATH", os.defpath),
+            cwd=host_cwd,
+            protect=self.place.protect,
+            deny=(*view.hide, *credential_paths(os.path.realpath(home))),
+        )
+        return (*found, *interpreter_links())
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        view: View,
+        env: Mapping[str, str],
+        timeout: float | None,
+        output: Path,
+        cwd: str | None = None,
+        append: bool = False,
+        stdin_text: str | None = None,
+        max_output: int | None = DEFAULT_MAX_OUTPUT,
+        read: Sequence[Path] = (),
+        write: Sequence[Path] = (),
+        program: Sequence[str] | None = None,
+    ) -> ProcessResult:
+        argv = list(argv)
+        host_cwd = self.host(cwd) if cwd is not None else self._workspace
+        if not argv:
+            return ProcessResult(None, False, 0.0, start_error="empty command")
+        problem = _missing_program(argv[0], env, host_cwd)
+        if problem is not None:
+            _say(output, append, problem)
+            return ProcessResult(None, False, 0.0, start_error=problem)
+        try:
+            own = self.own_program(program if program is not None else argv, env, host_cwd, view)
+            box = self.sandbox(view, read=(*own, *safe_reads(read, self.place.protect)),
+                               write=write)
+            wrapped, start_dir = box.wrap(argv, host_cwd)
+        except (SandboxError, OSError) as exc:
+            message = f"cannot isolate the {view.phase} step: {exc}"
+            _say(output, append, message)
+            return ProcessResult(None, False, 0.0, start_error=message,
+                                 infra_error=("sandbox", message))
+        status_r, status_w = os.pipe()
+        try:
+            fcntl.fcntl(status_r, fcntl.F_SETFL, os.O_NONBLOCK)
+            before = _size(output) if append else 0
+            # bwrap's own options end at "--chdir": the status descriptor goes before it
+            at = wrapped.index("--chdir")
+            wrapped[at:at] = ["--json-status-fd", str(status_w)]
+            with environment_call():
+                result = run_step(wrapped, cwd=start_dir, env=env, timeout=timeout,
+                                  output=output, append=append, stdin_text=stdin_text,
+                                  max_output=max_output, pass_fds=(status_w,))
+            os.close(status_w)
+            status_w = -1
+            status = _read_status(status_r)
+        finally:
+            os.close(status_r)
+            if status_w >= 0:
+                os.close(status_w)
+        if result.start_error or result.timed_out or "exit-code" in status:
+            return result
+        said = _last_line(output, before)
+        message = f"the sandbox could not start {argv[0]}" + (f": {said}" if said else "")
+        return dataclasses.replace(result, exit_code=None, start_error=message,
+                                   infra_error=("sandbox", message))
+
+    def teardown(self) -> Path | None:
+        return self._workspace
+
+
+def _missing_program(program: str, env: Mapping[str, str], cwd: Path) -> str | None:
+    """Why ``program`` cannot be started ("command not found: X"), checked before the
+    sandbox starts it (inside, bubblewrap would report it with its own exit status)."""
+    if "/" in program:
+        path = os.path.join(cwd, program)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return None
+        return (f"command not found: {program}" if not os.path.exists(path)
+                else f"permission denied: {program}")
+    if shutil.which(program, path=env.get("PATH", os.defpath)) is None:
+        return f"command not found: {program}"
+    return None
+
+
+def _say(output: Path, append: bool, message: str) -> None:
+    with contextlib.suppress(OSError):
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with open(output, "ab" if append else "wb") as fh:
+            fh.write(f"evalrun: {message}\n".encode())
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _read_status(fd: int) -> str:
+    chunks: list[bytes] = []
+    total = 0
+    while total < _STATUS_LIMIT:
+        try:
+            chunk = os.read(fd, _STATUS_LIMIT - total)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+def _last_line(output: Path, start: int) -> str:
+    """The last line bubblewrap wrote (the program never ran: nothing else wrote there)."""
+    try:
+        with open(output, "rb") as fh:
+            fh.seek(max(start, _size(output) - 4096))
+            text = fh.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+#: The built-in environments, by name.
+LOCAL: Mapping[str, EnvironmentFactory] = {"bwrap": LocalBwrap, "none": LocalNone}
