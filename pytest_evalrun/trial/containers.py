@@ -139,9 +139,15 @@ def detect_runtime(preference: str = "auto") -> Runtime | None:
     names = ("podman", "docker") if preference == "auto" else (preference,)
     found: Runtime | None = None
     for name in names:
-        program = shutil.which(name)
-        if program is not None and _answers(runtime := Runtime(name, program)):
-            found = runtime
+        if name in _DETECTED:  # asked before on its own
+            found = _DETECTED[name]
+        else:
+            program = shutil.which(name)
+            found = Runtime(name, program) if program is not None else None
+            if found is not None and not _answers(found):
+                found = None
+            _DETECTED[name] = found
+        if found is not None:
             break
     _DETECTED[preference] = found
     return found
@@ -186,6 +192,8 @@ def context_digest(context: Path, dockerfile: Path) -> str:
 
 
 _BUILD_FAILED: dict[str, str] = {}
+#: (Dockerfile, context) -> the tag built or found in this process.
+_TAGS: dict[tuple[str, str], str] = {}
 #: Images this process built (tag -> seconds): bench/ and the tests read it.
 BUILT: dict[str, float] = {}
 
@@ -204,14 +212,19 @@ def build_image(
     """The tag of the image built from ``dockerfile`` with ``context``, building it only when
     no image has that tag (the content digest). ``what`` names the build in errors (e.g.
     "task 'fix-bug'"); ``log``, if given, receives the build's output."""
+    key = (str(dockerfile), str(context))
+    if key in _TAGS:  # built (or found) once in this process: the session's image
+        return _TAGS[key]
     tag = f"{BUILD_TAG_PREFIX}:{context_digest(context, dockerfile)}"
     if tag in _BUILD_FAILED:
         raise BuildError(_BUILD_FAILED[tag])
     if runtime.image_exists(tag):
+        _TAGS[key] = tag
         return tag
     with open(_lock_dir() / f"{tag.rsplit(':', 1)[1]}.lock", "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if runtime.image_exists(tag):  # another process built it while we waited
+            _TAGS[key] = tag
             return tag
         started = time.monotonic()
         try:
@@ -233,6 +246,7 @@ def build_image(
             _BUILD_FAILED[tag] = message
             raise BuildError(message)
         BUILT[tag] = time.monotonic() - started
+    _TAGS[key] = tag
     return tag
 
 
@@ -369,49 +383,58 @@ class Container:
         """Kill every process in the container but its first (what a step left running)."""
         self.run(["/bin/sh", "-c", KILL_ALL])
 
+    def exchange(self, script: str, args: Sequence[str] = (), *, send: Path | None = None,
+                 receive: Path | None = None, what: str = "copying files") -> list[str]:
+        """One ``exec`` of ``/bin/sh -c script sh args...``: the tar archive ``send`` (a file)
+        on its stdin, and its stdout, a tar archive, extracted into ``receive`` (see
+        :func:`_extract`; the names left out are returned). :class:`ContainerError` when it
+        fails."""
+        argv = self.exec_argv(["/bin/sh", "-c", script, "sh", *args], interactive=send is not None)
+        with contextlib.ExitStack() as stack:
+            stdin = stack.enter_context(open(send, "rb")) if send is not None \
+                else subprocess.DEVNULL
+            out = stack.enter_context(tempfile.TemporaryFile()) if receive is not None \
+                else subprocess.DEVNULL
+            try:
+                done = subprocess.run(argv, stdin=stdin, stdout=out, stderr=subprocess.PIPE,
+                                      timeout=CALL_TIMEOUT, check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise ContainerError(f"{what} failed: {exc}") from exc
+            if done.returncode != 0:
+                raise ContainerError(f"{what} failed: "
+                                     f"{done.stderr.decode(errors='replace').strip()[-500:]}")
+            if receive is None or isinstance(out, int):
+                return []
+            out.seek(0)
+            receive.mkdir(parents=True, exist_ok=True)
+            return _extract(out, receive)
+
     def put(self, source: Path, target: str) -> None:
         """Copy ``source`` (a directory's content, or one file) to ``target`` inside, owned by
         the container's root (directories created as needed): one tar stream over ``exec``."""
-        with tempfile.TemporaryFile() as archive:
-            with tarfile.open(fileobj=archive, mode="w") as tar:
-                if source.is_dir():
-                    for child in sorted(source.iterdir()):
-                        tar.add(child, arcname=child.name, filter=_as_root)
-                    where = target
-                else:
-                    tar.add(source, arcname=os.path.basename(target), filter=_as_root)
-                    where = os.path.dirname(target) or "/"
-            archive.seek(0)
-            script = 'mkdir -p "$1" && exec tar -x -f - -C "$1"'
-            done = self.runtime.call(
-                *self.exec_argv(["/bin/sh", "-c", script, "sh", where], interactive=True)[1:],
-                input_bytes=archive.read(),
-            )
-        if done.returncode != 0:
-            raise ContainerError(f"copying {source} into the container failed: "
-                                 f"{done.stderr.decode(errors='replace').strip()[-500:]}")
+        with tempfile.NamedTemporaryFile(suffix=".tar") as archive:
+            where = pack(source, target, archive.name)
+            self.exchange('mkdir -p "$1" && exec tar -x -f - -C "$1"', [where],
+                          send=Path(archive.name), what=f"copying {source} into the container")
 
     def get(self, source: str, target: Path, *, before: str = "") -> list[str]:
-        """Copy the directory ``source`` from inside into ``target`` (created), as regular
-        files, directories and symbolic links only (anything else is left out and named in
-        the list returned). ``before``: shell commands run first in the same call (e.g.
-        :data:`KILL_ALL`). :class:`ContainerError` when ``source`` cannot be read."""
-        script = f'{before}\ncd "$1" && exec tar -c -f - .'
-        with tempfile.TemporaryFile() as archive:
-            try:
-                done = subprocess.run(
-                    self.exec_argv(["/bin/sh", "-c", script, "sh", source]), stdout=archive,
-                    stderr=subprocess.PIPE, timeout=CALL_TIMEOUT, check=False,
-                )
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                raise ContainerError(f"copying {source} out of the container failed: "
-                                     f"{exc}") from exc
-            if done.returncode != 0:
-                raise ContainerError(f"copying {source} out of the container failed: "
-                                     f"{done.stderr.decode(errors='replace').strip()[-500:]}")
-            archive.seek(0)
-            target.mkdir(parents=True, exist_ok=True)
-            return _extract(archive, target)
+        """Copy the directory ``source`` from inside into ``target`` (created, its files
+        overwritten), as regular files, directories and symbolic links only (anything else is
+        left out and named in the list returned). ``before``: shell commands run first in the
+        same call (e.g. :data:`KILL_ALL`)."""
+        return self.exchange(f'{before}\ncd "$1" && exec tar -c -f - .', [source],
+                             receive=target, what=f"copying {source} out of the container")
+
+    def fetch(self, sources: Sequence[str], target: Path, *, before: str = "") -> list[str]:
+        """Copy several absolute paths from inside, at once, into ``target`` (each at its
+        path below it: ``/logs/x`` -> ``target/logs/x``); missing ones are left out."""
+        rel = " ".join(f'"{p.lstrip("/")}"' for p in sources)
+        script = (f"{before}\ncd / && set -- && for p in {rel}; do "
+                  '[ -e "$p" ] && set -- "$@" "$p"; done; '
+                  '[ $# -eq 0 ] && exec tar -c -f - -T /dev/null; exec tar -c -f - "$@"')
+        if not sources:
+            return []
+        return self.exchange(script, receive=target, what="copying files out of the container")
 
     def remove(self) -> None:
         """End the container and wait until it is gone (idempotent)."""
@@ -475,6 +498,18 @@ def reap_stale(runtime: Runtime) -> list[str]:
         with contextlib.suppress(ContainerError):
             runtime.call("rm", "-f", "-t", "0", *stale, timeout=120)
     return stale
+
+
+def pack(source: Path, target: str, archive: str) -> str:
+    """Write ``source`` (a directory's content, or one file named as ``target``) as a tar
+    archive owned by root; the directory to extract it in."""
+    with tarfile.open(archive, mode="w") as tar:
+        if source.is_dir():
+            for child in sorted(source.iterdir()):
+                tar.add(child, arcname=child.name, filter=_as_root)
+            return target
+        tar.add(source, arcname=os.path.basename(target), filter=_as_root)
+    return os.path.dirname(target) or "/"
 
 
 def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:

@@ -42,6 +42,7 @@ from ..containers import (
     Runtime,
     build_image,
     detect_runtime,
+    pack,
     reap_stale,
 )
 from ..phases import View
@@ -68,6 +69,7 @@ HOST_ONLY = frozenset({"PATH", "HOME", "TMPDIR", "PWD", "SHELL", "USER", "LOGNAM
 REFUSE = "container-required"
 
 _REAPED: set[str] = set()
+_WORKDIRS: dict[str, str] = {}
 
 
 def choose(requested: str, spec: Mapping[str, Any] | None, harbor: bool) -> str | None:
@@ -155,8 +157,10 @@ class ContainerEnvironment(Environment):
         self.network = bool(place.network) and opts.get("network") is not False
         self.scratch: Path | None = Path(tempfile.mkdtemp(prefix="evalrun-trial-"))
         self._workspace = self.scratch / "workspace"
-        self.workdir = str(opts.get("workdir") or "")
+        self.workdir = str(opts.get("workdir") or "") or self._image_workdir()
         self.container: Container | None = None
+        #: Has anything run in the container since the host copy of the workspace was made?
+        self.dirty = False
         self.graded = False
         self.skipped: list[str] = []
 
@@ -179,58 +183,87 @@ class ContainerEnvironment(Environment):
             raise EnvironmentUnavailable(str(exc)) from exc
 
     def _image_workdir(self) -> str:
-        done = self.runtime.call("image", "inspect", "--format", "{{.Config.WorkingDir}}",
-                                 self.image)
-        found = done.stdout.decode(errors="replace").strip() if done.returncode == 0 else ""
-        return found if found.startswith("/") and found != "/" else DEFAULT_WORKDIR
+        """The image's WORKDIR (not ``/``), else :data:`DEFAULT_WORKDIR` (cached)."""
+        if self.image not in _WORKDIRS:
+            try:
+                done = self.runtime.call("image", "inspect", "--format",
+                                         "{{.Config.WorkingDir}}", self.image)
+            except ContainerError as exc:
+                raise EnvironmentUnavailable(str(exc)) from exc
+            if done.returncode != 0:
+                raise EnvironmentUnavailable(
+                    f"image {self.image!r} of task {self.options.get('task', '?')!r} is not "
+                    f"there ({self.runtime.name} image inspect: "
+                    f"{done.stderr.decode(errors='replace').strip()[-300:]})")
+            found = done.stdout.decode(errors="replace").strip()
+            _WORKDIRS[self.image] = found if found.startswith("/") and found != "/" \
+                else DEFAULT_WORKDIR
+        return _WORKDIRS[self.image]
 
     @property
     def workspace(self) -> Path:
         return self._workspace
 
     def prepare(self, fixture: Path | None, *, templates: Path | None = None) -> Snapshot:
+        """Start the container, put the fixture (and /logs, the prompt) in, and take the
+        workspace's first host copy from inside: one call besides the start."""
         assert self.scratch is not None
-        if not self.workdir:
-            self.workdir = self._image_workdir()
         self.container = self._start()
         stage = self.scratch / "stage"
         for sub in ("agent", "verifier", "artifacts", "trial"):
             (stage / "logs" / sub).mkdir(parents=True, exist_ok=True)
         if self.place.prompt_file.is_file():
             shutil.copyfile(self.place.prompt_file, stage / "logs" / "prompt.md")
+        work = stage / self.workdir.lstrip("/")
         if fixture is not None:
-            shutil.copytree(fixture, stage / self.workdir.lstrip("/"), symlinks=True,
-                            dirs_exist_ok=True)
+            shutil.copytree(fixture, work, symlinks=True, dirs_exist_ok=True)
         else:
-            (stage / self.workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            work.mkdir(parents=True, exist_ok=True)
+        inside = self.scratch / "image-workdir"
+        archive = self.scratch / "stage.tar"
         try:
-            self.container.put(stage, "/")
-            inside = self.scratch / "image-workdir"
-            self.skipped = self.container.get(self.workdir, inside)
+            pack(stage, "/", str(archive))
+            self.skipped = self.container.exchange(
+                'tar -x -f - -C / && cd "$1" && exec tar -c -f - .', [self.workdir],
+                send=archive, receive=inside, what="copying the workspace into the container")
         except ContainerError as exc:
             raise EnvironmentUnavailable(str(exc)) from exc
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+            archive.unlink(missing_ok=True)
         try:
             return prepare_workspace(inside, self._workspace, templates=None)
         finally:
             shutil.rmtree(inside, ignore_errors=True)
 
-    def _sync_workspace(self, kill: bool = True) -> None:
-        """The host copy of the workspace := the workspace inside (after killing what runs)."""
-        if self.container is None or self.scratch is None:
-            return
-        fresh = self.scratch / "sync"
-        shutil.rmtree(fresh, ignore_errors=True)
+    def _fetch(self, verifier: bool) -> None:
+        """After a step: kill what it left, then copy the artifacts (and verifier) directory
+        and the workspace out, in one call; the host copy of the workspace is replaced."""
+        assert self.container is not None and self.scratch is not None
+        got = self.scratch / "fetched"
+        shutil.rmtree(got, ignore_errors=True)
+        sources = [ARTIFACTS_INSIDE, self.workdir]
+        if verifier:
+            sources.append(VERIFIER_INSIDE)
         try:
-            self.skipped = self.container.get(self.workdir, fresh, before=KILL_ALL if kill else "")
-        except ContainerError:
-            shutil.rmtree(fresh, ignore_errors=True)
-            raise
-        old = self.scratch / "old"
-        os.replace(self._workspace, old)
-        os.replace(fresh, self._workspace)
-        shutil.rmtree(old, ignore_errors=True)
+            self.skipped = self.container.fetch(sources, got, before=KILL_ALL)
+            _merge(got / ARTIFACTS_INSIDE.lstrip("/"), self.place.artifacts)
+            if verifier:
+                _merge(got / VERIFIER_INSIDE.lstrip("/"), self.place.trial_dir / "verifier")
+            fresh = got / self.workdir.lstrip("/")
+            fresh.mkdir(parents=True, exist_ok=True)
+            old = self.scratch / "old"
+            os.replace(self._workspace, old)
+            os.replace(fresh, self._workspace)
+            shutil.rmtree(old, ignore_errors=True)
+            self.dirty = False
+        finally:
+            shutil.rmtree(got, ignore_errors=True)
+
+    def _sync_workspace(self) -> None:
+        """The host copy of the workspace := the one inside, when anything ran since."""
+        if self.container is not None and self.scratch is not None and self.dirty:
+            self._fetch(verifier=False)
 
     def after_setup(self, snapshot: Snapshot) -> Snapshot:
         self._sync_workspace()
@@ -283,6 +316,7 @@ class ContainerEnvironment(Environment):
         if self.container is None:
             raise EnvironmentUnavailable("the container is not running")
         self.container.put(src, dest)
+        self.dirty = True
 
     def get(self, src: str, dest: Path) -> None:
         if self.container is None:
@@ -355,11 +389,10 @@ class ContainerEnvironment(Environment):
                 cwd=self.scratch, env=client_env, timeout=timeout, output=output,
                 append=append, stdin_text=stdin_text, max_output=max_output,
             )
+        self.dirty = True
         try:
-            container.get(ARTIFACTS_INSIDE, self.place.artifacts, before=KILL_ALL)
-            if view.phase == "verify":
-                container.get(VERIFIER_INSIDE, self.place.trial_dir / "verifier")
-        except ContainerError as exc:
+            self._fetch(verifier=view.phase == "verify")
+        except (ContainerError, OSError) as exc:
             if result.start_error is None:
                 why = f"copying the step's files out of the container failed: {exc}"
                 return ProcessResult(None, False, result.duration, start_error=why,
@@ -421,3 +454,20 @@ def _docker(place: TrialPlace) -> Environment:
 
 #: The container environments by name, for :class:`~.base.Environments`.
 CONTAINERS = {"podman": _podman, "docker": _docker, REFUSE: _refuse}
+
+
+def _merge(source: Path, target: Path) -> None:
+    """Move what ``source`` holds into ``target`` (created), replacing files of the same name."""
+    target.mkdir(parents=True, exist_ok=True)
+    if not source.is_dir():
+        return
+    for child in source.iterdir():
+        dest = target / child.name
+        if child.is_dir() and not child.is_symlink() and dest.is_dir() and not dest.is_symlink():
+            _merge(child, dest)
+            continue
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif os.path.lexists(dest):
+            dest.unlink()
+        os.replace(child, dest)
