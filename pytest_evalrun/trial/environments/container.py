@@ -231,10 +231,19 @@ class ContainerEnvironment(Environment):
         finally:
             shutil.rmtree(stage, ignore_errors=True)
             archive.unlink(missing_ok=True)
+        had_git = os.path.lexists(inside / ".git")
         try:
-            return prepare_workspace(inside, self._workspace, templates=None)
+            snapshot = prepare_workspace(inside, self._workspace, templates=None)
         finally:
             shutil.rmtree(inside, ignore_errors=True)
+        if not had_git:
+            # as in the local sandbox, the workspace is a git repository of its first state
+            # (an image's own repository, e.g. a SWE-bench checkout, is left as it is)
+            try:
+                self.container.put(self._workspace / ".git", f"{self.workdir}/.git")
+            except ContainerError as exc:
+                raise EnvironmentUnavailable(str(exc)) from exc
+        return snapshot
 
     def _fetch(self, verifier: bool) -> None:
         """After a step: kill what it left, then copy the artifacts (and verifier) directory
