@@ -6,6 +6,7 @@ deleted what is still there."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import pwd
@@ -15,7 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -158,14 +159,49 @@ def _user() -> pwd.struct_passwd:
     pytest.skip("no user 'cloudsdk' or 'nobody' to run evalrun as")
 
 
+#: A copy of this interpreter's installation that other users may run (made once, when the
+#: interpreter lives where they cannot reach it: pyenv's under a private /root).
+_COPIES: dict[str, Path] = {}
+
+
+def _reachable_copy() -> Path | None:
+    """``bin/pythonX.Y`` of a copy of ``sys.base_prefix`` in a directory every user reaches
+    (its site-packages and tests left out), removed when the session ends."""
+    if "copy" not in _COPIES:
+        version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        base = Path(tempfile.mkdtemp(prefix="evalrun-python-"))
+        try:
+            shutil.copytree(
+                sys.base_prefix, base / "python", symlinks=True,
+                ignore=shutil.ignore_patterns("site-packages", "test", "tests", "idlelib"),
+            )  # fmt: skip
+        except OSError:
+            shutil.rmtree(base, ignore_errors=True)
+            return None
+        subprocess.run(["chmod", "-R", "a+rX", str(base)], check=False)
+        atexit.register(shutil.rmtree, base, True)
+        _COPIES["copy"] = base / "python" / "bin" / f"python{version}"
+    return _COPIES["copy"]
+
+
 def evalrun_as(user: pwd.struct_passwd) -> list[str]:
     """The evalrun command line run as ``user``: a Python interpreter of the same version it
-    may execute, with this checkout and its dependencies on PYTHONPATH."""
+    may execute (this one, the system's, or a copy of this one's installation where the user
+    cannot reach it), with this checkout and its dependencies on PYTHONPATH."""
     package_parent = str(Path(pytest_evalrun.__file__).resolve().parent.parent)
     path = os.pathsep.join([package_parent, *site.getsitepackages()])
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    for python in (sys.executable, f"/usr/bin/python{version}", "/usr/bin/python3"):
-        command = ["runuser", "-u", user.pw_name, "--", "env", f"PYTHONPATH={path}", python]
+    candidates: list[str | Callable[[], Path | None]] = [
+        sys.executable, f"/usr/bin/python{version}", "/usr/bin/python3", _reachable_copy,
+    ]  # fmt: skip
+    for candidate in candidates:
+        python = candidate if isinstance(candidate, str) else candidate()
+        if python is None:
+            continue
+        env = ["env", f"PYTHONPATH={path}"]
+        if not isinstance(candidate, str):  # its libpython is in the copy too
+            env.append(f"LD_LIBRARY_PATH={Path(python).parent.parent / 'lib'}")
+        command = ["runuser", "-u", user.pw_name, "--", *env, str(python)]
         probe = subprocess.run(
             [*command, "-c", "import sys, pytest_evalrun.cli.main; print(sys.version_info[:2])"],
             capture_output=True, text=True, timeout=60, cwd="/",

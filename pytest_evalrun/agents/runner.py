@@ -107,12 +107,15 @@ def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
         # what the CLI needs besides the agent's view: its program (and node) readable, its
         # config home writable; the network is the variant's
         needs = preset.needs(trial)
+        endpoints = [u for u in (preset.endpoint(trial), trial.otlp_endpoint) if u]
         result = ctx.run(launch.argv, env=launch.env, read=needs.read_paths,
-                         write=needs.write_paths, program=[trial.executable])
+                         write=needs.write_paths, program=[trial.executable],
+                         endpoints=endpoints)
         stdout = _read(ctx.output)
         for followup, out in preset.followups(trial, stdout):
             ctx.run(followup, env=launch.env, timeout=FOLLOWUP_TIMEOUT, output=out,
-                    read=needs.read_paths, write=needs.write_paths, program=[trial.executable])
+                    read=needs.read_paths, write=needs.write_paths, program=[trial.executable],
+                    endpoints=endpoints)
     run = _collect(preset, trial, stdout, ctx.pricing)
     if run is not None and result.start_error is None and not _model_answered(preset, run,
                                                                               stdout):

@@ -325,6 +325,8 @@ class _Trial:
                 cwd=paths.workspace,
                 tmpdir=paths.tmp,
             )
+            if paths.env:
+                step_env = {**step_env, **paths.env}
             self.step_env[role] = step_env
             ctx = StepContext(
                 role=role,

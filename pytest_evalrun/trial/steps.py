@@ -81,6 +81,7 @@ class StepContext:
         read: Sequence[Path] = (),
         write: Sequence[Path] = (),
         program: Sequence[str] | None = None,
+        endpoints: Sequence[str] = (),
         max_output: int | None = DEFAULT_MAX_OUTPUT,
     ) -> ProcessResult:
         """Run ``command`` (argv, or a shell string run with ``/bin/sh -c``) in the trial's
@@ -88,7 +89,8 @@ class StepContext:
         ``output`` (default the step's), ``timeout`` (default the step's), ``env`` (default
         the step's complete environment), ``read``/``write`` host paths made visible
         (read-only / writable) besides the view, ``program``: the words the step's own
-        program is found from (default the command). Returns when nothing it started runs
+        program is found from (default the command), ``endpoints``: URLs of host services the
+        process must reach at the same URL (a model endpoint). Returns when nothing it started runs
         any more; never raises for the step's own failures."""
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
         return self.environment.run(
@@ -103,6 +105,7 @@ class StepContext:
             read=read,
             write=write,
             program=program,
+            endpoints=endpoints,
         )
 
 

@@ -102,11 +102,13 @@ class TrialPlace:
 @dataclass(frozen=True)
 class StepPaths:
     """Paths as one step sees them: its private HOME and TMPDIR (fresh for the step) and its
-    working directory (the workspace)."""
+    working directory (the workspace); ``env``: variables the environment sets for every
+    step (e.g. ``HTTPS_PROXY`` of its egress path), added over the step's clean base."""
 
     home: str
     tmp: str
     workspace: str
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 class Environment(ABC):
@@ -188,6 +190,7 @@ class Environment(ABC):
         read: Sequence[Path] = (),
         write: Sequence[Path] = (),
         program: Sequence[str] | None = None,
+        endpoints: Sequence[str] = (),
     ) -> ProcessResult:
         """Run ``argv`` as one process of a step of the phase ``view.phase`` and return when
         nothing it started runs any more.
@@ -195,11 +198,16 @@ class Environment(ABC):
         Guarantees every implementation keeps: the process sees what ``view`` and the
         trial's place allow (plus ``read`` read-only and ``write`` writable: a step kind's
         own files) and the step's own program (found from ``program``, default ``argv``);
+        the host services named by ``endpoints`` (URLs: a model endpoint, an OpenTelemetry
+        receiver) are reachable at the same URLs (an environment with a network of its own
+        forwards them);
         ``env`` is its complete environment (paths as it sees them); it starts in ``cwd``
         (as it sees it; default the workspace); stdout and stderr go to the host file
         ``output`` (truncated, or appended to), cut to ``max_output`` bytes; ``stdin_text``
         on stdin, else nothing; after ``timeout`` seconds it is killed with everything it
-        started. A program that cannot start (not found, not visible, the isolation failed)
+        started; a direct :func:`~..process.run_step` is refused while a step runner runs, so
+        an implementation starts its processes inside :func:`~..process.environment_call`.
+        A program that cannot start (not found, not visible, the isolation failed)
         is a ``start_error``, never an exit status of the program's; when the isolation
         itself failed, ``infra_error`` is ``("sandbox", why)``. Never raises for the step's
         own failures."""

@@ -135,6 +135,7 @@ class LocalNone(_Local):
         read: Sequence[Path] = (),
         write: Sequence[Path] = (),
         program: Sequence[str] | None = None,
+        endpoints: Sequence[str] = (),
     ) -> ProcessResult:
         with environment_call():
             return run_step(list(argv), cwd=Path(cwd or self._workspace), env=env,
@@ -237,6 +238,7 @@ class LocalBwrap(_Local):
         read: Sequence[Path] = (),
         write: Sequence[Path] = (),
         program: Sequence[str] | None = None,
+        endpoints: Sequence[str] = (),
     ) -> ProcessResult:
         argv = list(argv)
         host_cwd = self.host(cwd) if cwd is not None else self._workspace
