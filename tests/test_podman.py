@@ -263,3 +263,33 @@ def test_bad_environment_values_name_the_file_and_line(
     text = result.stdout.str()
     assert "bad.eval.yaml:3" in text, text[-2000:]
     assert expected in text, text[-2000:]
+
+
+LINKER = ("cd / && rm -rf /logs/artifacts /tmp/workspace && ln -s /etc /logs/artifacts && "
+          "ln -s /etc /tmp/workspace")
+
+
+def test_links_the_agent_leaves_inside_are_never_followed_on_the_host(
+    tmp_path: Path, podman: str
+) -> None:
+    """The agent replaces its workspace and the artifacts directory by links to /etc: what
+    comes out is no link to follow, and nothing of the host's /etc is read or moved."""
+    spec = {
+        "experiment": "links",
+        "environment": {"image": BASE_IMAGE},
+        "variants": {"linker": {"agent": LINKER}},
+        "tasks": [{"name": "t", "prompt": "p", "fixture": "fix", "verify": "true"}],
+    }
+    (tmp_path / "fix").mkdir()
+    (tmp_path / "fix" / "a.txt").write_text("a\n")
+    (tmp_path / "l.eval.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    before = sorted(os.listdir("/etc"))
+    done = run_pytest(tmp_path)
+    (meta,) = trials(tmp_path).values()
+    assert meta["status"] in ("passed", "failed"), done.stdout[-2000:]
+    trial = meta["_dir"]
+    assert sorted(os.listdir("/etc")) == before
+    for path in trial.rglob("*"):
+        assert path.name not in ("passwd", "hostname", "os-release"), path
+    assert (trial / "workspace").is_dir() and not (trial / "workspace").is_symlink()
+    assert "a.txt" in (trial / "workspace.diff").read_text()  # its deletion

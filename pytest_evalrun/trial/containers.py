@@ -523,7 +523,7 @@ def _extract(archive: IO[bytes], target: Path) -> list[str]:
     and symbolic links, each strictly inside ``target`` (never through a link it made);
     anything else is named in the list returned."""
     skipped: list[str] = []
-    root = os.path.abspath(target)
+    root = os.path.realpath(target)
     with tarfile.open(fileobj=archive, mode="r|") as tar:
         for member in tar:
             name = os.path.normpath(member.name)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -260,6 +261,10 @@ class ContainerEnvironment(Environment):
             if verifier:
                 _merge(got / VERIFIER_INSIDE.lstrip("/"), self.place.trial_dir / "verifier")
             fresh = got / self.workdir.lstrip("/")
+            if fresh.is_symlink() or (os.path.lexists(fresh) and not fresh.is_dir()):
+                # the agent replaced the workspace by a link or a file: never followed
+                fresh.unlink()
+                self.skipped.append(f"{self.workdir} (replaced by a link or a file)")
             fresh.mkdir(parents=True, exist_ok=True)
             old = self.scratch / "old"
             os.replace(self._workspace, old)
@@ -373,8 +378,14 @@ class ContainerEnvironment(Environment):
         read: Sequence[Path] = (),
         write: Sequence[Path] = (),
         program: Sequence[str] | None = None,
+        endpoints: Sequence[str] = (),
     ) -> ProcessResult:
         container = self.container
+        if endpoints:
+            why = ("a step in a container cannot reach host services yet (it needs "
+                   f"{', '.join(endpoints)}): run presets in the local sandbox "
+                   "(docs/environments.md)")
+            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         if container is None or self.scratch is None:
             return ProcessResult(None, False, 0.0, start_error="the container is not running",
                                  infra_error=("sandbox", "the container is not running"))
@@ -383,6 +394,12 @@ class ContainerEnvironment(Environment):
                 self._grader_files()
         except (ContainerError, OSError) as exc:
             why = f"copying the grader's files into the container failed: {exc}"
+            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
+        if argv and (argv[0] == sys.executable
+                     or argv[0].startswith(os.path.join(sys.prefix, ""))):
+            why = ("this step runs the host's Python ({python}, {pytest} or a 'python:' step), "
+                   "which a container does not have: use a command of the image's own "
+                   "(docs/environments.md)")
             return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         inner = {k: self._rewrite(v) for k, v in env.items() if k not in HOST_ONLY}
         words = [self._rewrite(w) for w in argv]
@@ -468,7 +485,7 @@ CONTAINERS = {"podman": _podman, "docker": _docker, REFUSE: _refuse}
 def _merge(source: Path, target: Path) -> None:
     """Move what ``source`` holds into ``target`` (created), replacing files of the same name."""
     target.mkdir(parents=True, exist_ok=True)
-    if not source.is_dir():
+    if source.is_symlink() or not source.is_dir():  # never through a link from inside
         return
     for child in source.iterdir():
         dest = target / child.name
