@@ -122,6 +122,16 @@ def add_options(parser: pytest.Parser) -> None:
         "network; a call with no recorded answer makes the trial an error (docs/gateway.md)",
     )
     group.addoption(
+        "--eval-environment",
+        dest="eval_environment",
+        choices=("auto", "bwrap", "none", "podman", "docker"),
+        default=None,
+        help="where every trial runs: auto (default: in a container, with podman else "
+        "Docker, when the task or variant names an 'environment:' image or is a Harbor task; "
+        "else the local sandbox of --eval-sandbox), bwrap or none (locally, ignoring images), "
+        "podman or docker (a container of that runtime; docs/environments.md)",
+    )
+    group.addoption(
         "--eval-min-pass-rate",
         dest="eval_min_pass_rate",
         metavar="X",

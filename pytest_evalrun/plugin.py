@@ -30,6 +30,7 @@ from .store.pier.recorder import PierRecorder
 from .store.recorder import Recorder, Recorders
 from .store.standard import StandardRecorder
 from .trial.environments import Environments
+from .trial.environments.container import CONTAINERS
 from .trial.process import reap_orphans
 from .trial.sandbox import SandboxError, resolve
 from .trial.steps import StepKinds
@@ -56,6 +57,7 @@ def _kinds(config: pytest.Config) -> StepKinds:
 
 def _environments(config: pytest.Config) -> Environments:
     environments = Environments.builtin()
+    environments.add(CONTAINERS)
     for extra in config.hook.pytest_evalrun_environments():
         environments.add(extra)
     return environments

@@ -51,6 +51,8 @@ class Shared:
     shard_basis: dict[str, str] = field(default_factory=dict)
     #: --eval-sandbox ("" : each variant's ``sandbox:`` mode).
     sandbox: str = ""
+    #: --eval-environment ("" : auto: a container where the trial names an image).
+    environment: str = ""
     #: pytest's rootdir (readable inside the sandbox even where hidden or private).
     rootdir: str = ""
     #: The controller's pid: a step whose controller is gone is an orphan (process.py).
@@ -144,6 +146,7 @@ def decide(config: pytest.Config) -> Shared:
         shard_weights=durations["weights"],
         shard_basis=durations["runs"],
         sandbox=config.getoption("eval_sandbox") or "",
+        environment=config.getoption("eval_environment", None) or "",
         rootdir=str(config.rootpath),
         controller_pid=os.getpid(),
         record_dir=_absolute(config.getoption("eval_record")),

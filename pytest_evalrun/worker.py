@@ -28,6 +28,7 @@ from .shard import Key, parse_shard, select
 from .store.paths import RunPaths, step_records
 from .store.recorder import RunInfo
 from .store.trialdir import TrialDir
+from .trial.environments.container import environment_for
 from .trial.process import record_steps_in
 from .trial.run import TrialSpec, run_trial
 
@@ -113,6 +114,8 @@ class WorkerPlugin:
                 return reused
             labels = context.recorders.begin_trial(run, variant, task, n)
             labels.update(nodeid=nodeid, worker=context.worker_id)
+            where, where_options = environment_for(
+                exp, variant, task, self.shared.environment or "auto", run.paths.run_id)
             spec = TrialSpec(
                 experiment=exp,
                 variant=variant,
@@ -131,6 +134,8 @@ class WorkerPlugin:
                 retries=exp.retries_for(variant, task),
                 rerun_reason=self._rerun_reason(files),
                 sandbox_mode=self.shared.sandbox or None,
+                environment=where,
+                environment_options=where_options,
                 hide=self.hide,
                 read=self.read,
                 gateway={

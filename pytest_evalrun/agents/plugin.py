@@ -15,6 +15,7 @@ from ..experiment.model import Step
 from ..trial.process import ProcessResult
 from ..trial.steps import StepContext, StepRunner
 from .builtin import BUILTIN
+from .oracle import ORACLE, OraclePreset, run_oracle
 from .preset import Preset
 from .runner import run_preset
 
@@ -30,7 +31,7 @@ class PresetsPlugin:
         self._table: dict[str, Preset] | None = None
 
     def pytest_evalrun_agent_presets(self) -> Mapping[str, Preset]:
-        return BUILTIN
+        return {**BUILTIN, ORACLE.name: ORACLE}
 
     def pytest_evalrun_agent_kinds(self) -> Mapping[str, StepRunner]:
         return {KIND: self.run}
@@ -49,4 +50,6 @@ class PresetsPlugin:
         preset = self.presets().get(str(name))
         if preset is None:
             return ProcessResult(None, False, 0.0, start_error=f"unknown preset {name!r}")
+        if isinstance(preset, OraclePreset):
+            return run_oracle(step, ctx)
         return run_preset(preset, step, ctx)

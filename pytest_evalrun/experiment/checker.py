@@ -14,6 +14,8 @@ from pytest_evalrun.experiment.yamltree import YMap
 __all__ = [
     "BUDGET_KEYS",
     "DEFAULTS_KEYS",
+    "ENVIRONMENT_KEYS",
+    "HARBOR_KEYS",
     "INVALID",
     "ISOLATION_KEYS",
     "PRESET_KEYS",
@@ -46,9 +48,10 @@ TOP_KEYS = (
     "sandbox",
     "network",
     "budget",
+    "environment",
 )
 #: Keys about a variant's isolation: at the top level, in ``defaults`` or in a variant.
-ISOLATION_KEYS = ("env_passthrough", "sandbox", "network")
+ISOLATION_KEYS = ("env_passthrough", "sandbox", "network", "environment")
 VARIANT_KEYS = (
     "agent",
     "model",
@@ -73,6 +76,12 @@ DEFAULTS_KEYS = (
     *ISOLATION_KEYS,
 )
 SANDBOX_KEYS = ("mode", "read", "write")
+#: ``environment: {image: NAME}`` or ``{dockerfile: PATH}``, with optional settings.
+ENVIRONMENT_KEYS = (
+    "image", "dockerfile", "context", "workdir", "cpus", "memory_mb", "pids", "build_timeout",
+)
+#: ``tasks: {harbor: PATH}`` (or an item ``- harbor: PATH`` of the tasks list).
+HARBOR_KEYS = ("harbor", "tags", "trials", "pass_threshold", "min_pass_rate", "retries")
 #: ``agent: {preset: NAME, executable: PROGRAM, args: [...]}``; ``pricing:`` USD per 1M tokens.
 PRESET_KEYS = ("preset", "executable", "args")
 PRICING_KEYS = ("input", "cached_input", "output", "cache_write")
@@ -96,6 +105,7 @@ TASK_KEYS = (
     "extends",
     "retries",
     "budget",
+    "environment",
 )
 
 INVALID: Any = object()  # a field that was present but wrong (already reported)

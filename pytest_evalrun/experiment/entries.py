@@ -5,7 +5,7 @@ experiment-wide values applied, giving :class:`~pytest_evalrun.experiment.model.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from pytest_evalrun.experiment.checker import (
     did_you_mean,
 )
 from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.harbor_tasks import HarborTasks, harbor_item
 from pytest_evalrun.experiment.model import (
     DEFAULT_PASS_THRESHOLD,
     DEFAULT_SETUP_TIMEOUT,
@@ -85,9 +86,11 @@ class Entries(Checker):
         steps: Steps,
         agent_kinds: tuple[str, ...],
         verify_kinds: tuple[str, ...],
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(path_text, errors)
         self.values = values
+        self.harbor = HarborTasks(path_text, errors, values, environ or {})
         self.steps = steps
         self.agent_kinds = agent_kinds
         self.verify_kinds = verify_kinds
@@ -215,12 +218,17 @@ class Entries(Checker):
             network=network is not False,
             network_allow=network if isinstance(network, tuple) else None,
             env_passthrough=tuple(dict.fromkeys(passthrough)),
+            environment=f.get("environment", iso.get("environment")),
         )
 
     # -- tasks
 
     def tasks(self, root: YMap, top: Top) -> list[Task]:
         value = root.get("tasks")
+        if isinstance(value, YMap) and "harbor" in value:
+            tasks = self.harbor.tasks(value, " in 'tasks'", top.numbers, top.trials)
+            self._check_slugs([(t.name, t.slug, t.line) for t in tasks], "task")
+            return tasks
         if not isinstance(value, YList) or not value:
             if value is None or isinstance(value, YList):
                 self.error(
@@ -236,7 +244,13 @@ class Entries(Checker):
                 )
             return []
         entries: dict[str, _Entry] = {}
+        harbor: list[Task] = []
         for index, (spec, line) in enumerate(zip(value, value.lines, strict=False)):
+            if harbor_item(spec):
+                assert isinstance(spec, YMap)
+                harbor += self.harbor.tasks(spec, f" in task #{index + 1}", top.numbers,
+                                            top.trials)
+                continue
             if not isinstance(spec, YMap):
                 self.error(
                     line,
@@ -259,6 +273,12 @@ class Entries(Checker):
         for entry, fields, raw in self._resolve(entries, "task"):
             task = self._make_task(entry, fields, raw, top)
             if task is not None:
+                tasks.append(task)
+        for task in harbor:
+            if task.name in entries or any(t.name == task.name for t in tasks):
+                self.error(task.line, f"duplicate task name {task.name!r} (a Harbor task "
+                           "directory and another task)")
+            else:
                 tasks.append(task)
         self._check_slugs([(t.name, t.slug, t.line) for t in tasks], "task")
         return tasks
@@ -300,6 +320,8 @@ class Entries(Checker):
             f["env"] = self.values.env(m, ctx)
         if "budget" in m:
             f["budget"] = self.values.budget(m, ctx)
+        if "environment" in m:
+            f["environment"] = self.values.environment(m, ctx)
         self.values.numbers(m, ctx, f)
         entry = _Entry(name, m.line, f, _raw(m, drop=("name",)), misspelt=misspelt)
         self._extends(m, ctx, entry)
@@ -352,6 +374,7 @@ class Entries(Checker):
             description=f.get("description"),
             raw={"name": e.name, **raw},
             retries=f.get("retries"),  # None: the variant's, else the experiment's
+            environment=f.get("environment"),
         )
 
     # -- extends

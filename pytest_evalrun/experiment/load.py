@@ -154,6 +154,7 @@ class _Builder(Checker):
             Steps(path_text, self.errors, presets),
             agent_kinds=tuple(dict.fromkeys([*BUILTIN_KINDS, *agent_kinds])),
             verify_kinds=tuple(dict.fromkeys([*BUILTIN_KINDS, *verify_kinds])),
+            environ=environ,
         )
 
     def _walker(self, secret_names: Collection[str]) -> Walker:

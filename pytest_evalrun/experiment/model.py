@@ -61,6 +61,58 @@ class SandboxSpec:
     write: tuple[Path, ...] = ()
 
 
+#: ``--eval-environment`` values: ``auto`` (a container where the trial names an image, else
+#: the local sandbox's ``sandbox:`` mode), the local ones, or a container runtime.
+ENVIRONMENT_CHOICES = ("auto", "bwrap", "none", "podman", "docker")
+CONTAINER_RUNTIMES = ("podman", "docker")
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """``environment:`` as written (or as a Harbor task's ``task.toml`` and ``environment/``
+    give it): the container image, or the Dockerfile to build it from, and its limits.
+    Paths are absolute."""
+
+    image: str | None = None
+    dockerfile: Path | None = None
+    #: The build context (default: the Dockerfile's directory).
+    context: Path | None = None
+    #: The workspace inside the container (None: the image's WORKDIR, else /tmp/workspace).
+    workdir: str | None = None
+    cpus: float | None = None
+    memory_mb: int | None = None
+    pids: int | None = None
+    build_timeout: float = 600.0
+    #: False: the task allows no network at all (Harbor's ``network_mode = "no-network"``);
+    #: None: as the variant's ``network:`` says.
+    network: bool | None = None
+    line: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description (variant.json / task.json, the fingerprint)."""
+        out: dict[str, Any] = {}
+        for key in ("image", "dockerfile", "context", "workdir", "cpus", "memory_mb", "pids",
+                    "network"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+@dataclass(frozen=True)
+class HarborSource:
+    """A task made from a Harbor task directory (``tasks: {harbor: PATH}``)."""
+
+    #: The task directory (task.toml, instruction.md, environment/, tests/, solution/).
+    directory: Path
+    tests: Path
+    #: ``solution/`` (None: the task has none; the ``oracle`` agent then cannot run it).
+    solution: Path | None = None
+    #: ``[verifier] env`` and ``[solution] env`` of task.toml.
+    verifier_env: Mapping[str, str] = field(default_factory=dict)
+    solution_env: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Variant:
     """One agent configuration. ``defaults`` and ``extends`` are already merged in."""
@@ -90,6 +142,8 @@ class Variant:
     #: Inherited variables its steps get (``env_passthrough:`` names or globs: the top
     #: level's and the variant's own, from ``defaults``/``extends`` when it gives none).
     env_passthrough: tuple[str, ...] = ()
+    #: ``environment:`` of the variant, else the top level's (None: none given).
+    environment: EnvironmentSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +171,10 @@ class Task:
     retries: int | None = None
     #: ``budget:`` given for this task (its keys override the variant's).
     budget: Mapping[str, float] | None = None
+    #: ``environment:`` of the task (it wins over the variant's and the top level's).
+    environment: EnvironmentSpec | None = None
+    #: Set when the task is a Harbor task directory.
+    harbor: HarborSource | None = None
 
 
 @dataclass(frozen=True)
@@ -152,6 +210,11 @@ class Experiment:
             if value is not None:
                 return value
         return self.retries
+
+    def environment_for(self, variant: Variant, task: Task) -> EnvironmentSpec | None:
+        """The container this variant x task runs in: the task's ``environment``, else the
+        variant's (which includes the top level's); None: no container named."""
+        return task.environment or variant.environment
 
     def fixture_dirs(self) -> list[Path]:
         return [t.fixture for t in self.tasks if t.fixture is not None]

@@ -12,6 +12,7 @@ from typing import Any
 
 from pytest_evalrun.experiment.checker import (
     BUDGET_KEYS,
+    ENVIRONMENT_KEYS,
     INVALID,
     PRICING_KEYS,
     SANDBOX_KEYS,
@@ -20,7 +21,12 @@ from pytest_evalrun.experiment.checker import (
     did_you_mean,
 )
 from pytest_evalrun.experiment.errors import SpecError
-from pytest_evalrun.experiment.model import MAX_TRIALS, SANDBOX_MODES, SandboxSpec
+from pytest_evalrun.experiment.model import (
+    MAX_TRIALS,
+    SANDBOX_MODES,
+    EnvironmentSpec,
+    SandboxSpec,
+)
 from pytest_evalrun.experiment.network import Allow, parse_allow
 from pytest_evalrun.experiment.promptfile import PromptFileError, read_prompt_file
 from pytest_evalrun.experiment.yamltree import YList, YMap
@@ -135,6 +141,71 @@ class Values(Checker):
             out["network"] = self._network(m, ctx)
         if "sandbox" in m:
             out["sandbox"] = self._sandbox(m, ctx)
+        if "environment" in m:
+            out["environment"] = self.environment(m, ctx)
+
+    def environment(self, m: YMap, ctx: str) -> Any:
+        """``environment: {image: NAME}`` or ``{dockerfile: PATH, context: DIR}``, with
+        ``workdir``, ``cpus``, ``memory_mb``, ``pids``, ``build_timeout``; ``null``: none."""
+        value, line = m["environment"], m.lines["environment"]
+        if value is None:
+            return None
+        want = ("a mapping {image: NAME} or {dockerfile: PATH} (with optional context, "
+                "workdir, cpus, memory_mb, pids, build_timeout)")
+        if not isinstance(value, YMap):
+            self.error(line, f"'environment'{ctx} must be {want}, got "
+                       f"{describe(value, m.src.get('environment'))}")
+            return INVALID
+        where = f" in 'environment'{ctx}"
+        before = len(self.errors)
+        self.check_keys(value, ENVIRONMENT_KEYS, where)
+        if ("image" in value) == ("dockerfile" in value):
+            self.error(line, f"'environment'{ctx} needs exactly one of 'image' (an image "
+                       "name) and 'dockerfile' (a path)")
+            return INVALID
+        fields: dict[str, Any] = {"line": line}
+        for key in ("image", "workdir"):
+            if key in value:
+                text = value[key]
+                if not isinstance(text, str) or not text.strip() or "\0" in text:
+                    self.error(value.lines[key], f"{key!r}{where} must be a non-empty string, "
+                               f"got {describe(text, value.src.get(key))}")
+                elif key == "workdir" and not text.startswith("/"):
+                    self.error(value.lines[key], f"'workdir'{where} must be an absolute path "
+                               f"inside the container, got {text!r}")
+                else:
+                    fields[key] = text
+        for key in ("dockerfile", "context"):
+            if key in value:
+                want_file = key == "dockerfile"
+                path = self._path(value, key, where,
+                                  (lambda p: p.is_file()) if want_file else (lambda p: p.is_dir()))
+                if path is None:
+                    if isinstance(value[key], str) and value[key]:
+                        kind = "file" if want_file else "directory"
+                        self.error(value.lines[key], f"{key} {value[key]!r}{where} is not a "
+                                   f"{kind}; relative paths are resolved against "
+                                   f"{str(self.base_dir)!r}")
+                else:
+                    fields[key] = path
+        limits = {"cpus": (0.01, 1024.0), "memory_mb": (4, 16 * 1024 * 1024),
+                  "pids": (8, 4_194_304), "build_timeout": (1.0, 24 * 3600.0)}
+        for key, (low, high) in limits.items():
+            if key not in value:
+                continue
+            number = value[key]
+            integer = key in ("memory_mb", "pids")
+            ok = (isinstance(number, (int, float)) and not isinstance(number, bool)
+                  and low <= number <= high and (not integer or isinstance(number, int)))
+            if not ok:
+                kind = "an integer" if integer else "a number"
+                self.error(value.lines[key], f"{key!r}{where} must be {kind} from {low:g} to "
+                           f"{high:g}, got {describe(number, value.src.get(key))}")
+            else:
+                fields[key] = number if integer else float(number)
+        if len(self.errors) != before:
+            return INVALID
+        return EnvironmentSpec(**fields)
 
     def _network(self, m: YMap, ctx: str) -> Any:
         """``network:``: true (the default: outbound through the egress proxy), false (none

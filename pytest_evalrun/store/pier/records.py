@@ -97,8 +97,10 @@ def trial_config(ctx: TrialContext, outcome: TrialOutcome) -> dict[str, Any]:
     """Harbor's ``TrialConfig``."""
     experiment_path = str(ctx.experiment.path) if ctx.experiment else outcome.experiment
     task_slug = outcome.task_slug or (ctx.task.slug if ctx.task else None) or outcome.task
+    harbor = getattr(ctx.task, "harbor", None)  # a Harbor task: its own directory, as Harbor
+    path = str(harbor.directory) if harbor is not None else task_path(experiment_path, task_slug)
     config: dict[str, Any] = {
-        "task": {"path": task_path(experiment_path, task_slug), "source": outcome.experiment},
+        "task": {"path": path, "source": outcome.experiment},
         "trial_name": ctx.name,
         "trials_dir": str(ctx.job_dir),
         "timeout_multiplier": 1.0,

@@ -1,0 +1,145 @@
+"""Trials in podman against a bash loop of ``podman run`` doing the same work (target: ratio at
+most 1.10), and image build caching (a second session builds nothing).
+
+Run: python bench/bench_podman.py [--trials 200] [--workers 1]
+Needs podman and the base image (tests/tools/install_podman.sh).
+
+Same work on both sides, per trial: a fresh container of the base image with no network, a
+two-file fixture copied in, the agent (a ``sed`` fixing a line), verify (``grep``), the
+workspace copied back to the host; then the container is removed.
+
+- pytest-evalrun: one experiment file, ``--eval-environment podman``, N trials (``-n`` workers
+  when --workers > 1), wall time of the whole session.
+- the loop: ``for i in 1..N: podman run --rm --network none -v FIXTURE:/src:ro IMAGE sh -c
+  'cp -r /src /w && cd /w && AGENT && VERIFY && tar -c .' | tar -x -C out/i``, run with the
+  same parallelism (``xargs -P``).
+
+Caching: a session over one task built from a Dockerfile with fresh content (it builds), then
+a second session (it must build nothing: the image keeps its id and creation time, and the
+second session is not slower than the first by the build's time).
+
+Writes bench/out/podman.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+IMAGE = os.environ.get("EVALRUN_BASE_IMAGE", "localhost/evalrun-debian:bookworm")
+TARGET = 1.10
+AGENT = "sed -i 's/return a - b/return a + b/' calc.txt"
+VERIFY = "grep -q 'return a + b' calc.txt"
+
+
+def fixture(root: Path) -> Path:
+    fix = root / "fixtures" / "calc"
+    fix.mkdir(parents=True)
+    (fix / "calc.txt").write_text("def add(a, b):\n    return a - b\n")
+    (fix / "README").write_text("a fixture\n")
+    return fix
+
+
+def pytest_session(root: Path, trials: int, workers: int) -> float:
+    spec = {"experiment": "bench-podman", "environment": {"image": IMAGE}, "trials": trials,
+            "variants": {"fixer": {"agent": AGENT}},
+            "tasks": [{"name": "fix", "prompt": "fix add", "fixture": "fixtures/calc",
+                       "verify": VERIFY}]}
+    (root / "b.eval.yaml").write_text(yaml.safe_dump(spec))
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+            "--eval-environment=podman"]
+    if workers > 1:
+        args += ["-n", str(workers)]
+    start = time.perf_counter()
+    done = subprocess.run(args, cwd=root, capture_output=True, text=True, check=False)
+    took = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"the pytest session failed:\n{done.stdout[-3000:]}")
+    return took
+
+
+def bash_loop(root: Path, fix: Path, trials: int, workers: int) -> float:
+    out = root / "loop"
+    out.mkdir()
+    inner = shlex.quote(f"cp -r /src /w && cd /w && {AGENT} && {VERIFY} && tar -c .")
+    script = (
+        'set -e; d="$1/$2"; mkdir -p "$d"; '
+        f'podman run --rm --network none -v "{fix}:/src:ro" {IMAGE} sh -c {inner}'
+        ' | tar -x -C "$d"'
+    )
+    numbers = "\n".join(str(i) for i in range(trials)) + "\n"
+    start = time.perf_counter()
+    done = subprocess.run(["xargs", "-P", str(workers), "-I{}", "bash", "-c", script, "loop",
+                           str(out), "{}"], input=numbers, text=True, capture_output=True,
+                          check=False)
+    took = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"the bash loop failed:\n{done.stderr[-3000:]}")
+    fixed = sum("return a + b" in (p / "calc.txt").read_text() for p in out.iterdir())
+    assert fixed == trials, (fixed, trials)
+    return took
+
+
+def caching(root: Path) -> dict[str, object]:
+    marker = uuid.uuid4().hex
+    image_dir = root / "image"
+    image_dir.mkdir()
+    (image_dir / "Dockerfile").write_text(f"FROM {IMAGE}\nRUN echo {marker} > /marker\n")
+    spec = {"experiment": "bench-build", "variants": {"v": {"agent": "true"}},
+            "tasks": [{"name": "t", "prompt": "p", "verify": f"grep -q {marker} /marker",
+                       "environment": {"dockerfile": "image/Dockerfile"}}]}
+    (root / "c.eval.yaml").write_text(yaml.safe_dump(spec))
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "c.eval.yaml"]
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        done = subprocess.run(args, cwd=root, capture_output=True, text=True, check=False)
+        times.append(time.perf_counter() - start)
+        if done.returncode != 0:
+            raise SystemExit(f"the caching session failed:\n{done.stdout[-3000:]}")
+    meta = next((root / "results").glob("bench-build/*/variants/v/tasks/t/trials/001/meta.json"))
+    tag = json.loads(meta.read_text())["isolation"]["image"]
+    images = subprocess.run(["podman", "images", "--filter", f"reference={tag}", "--format",
+                             "{{.ID}}"], capture_output=True, text=True, check=True).stdout.split()
+    subprocess.run(["podman", "rmi", "-f", tag], capture_output=True, check=False)
+    return {"first_session_s": round(times[0], 2), "second_session_s": round(times[1], 2),
+            "images_with_the_tag": len(images), "second_builds_nothing": times[1] < times[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    if shutil.which("podman") is None:
+        raise SystemExit("podman is not installed: run tests/tools/install_podman.sh")
+    with tempfile.TemporaryDirectory(prefix="bench-podman-") as tmp:
+        root = Path(tmp)
+        fix = fixture(root)
+        loop_s = bash_loop(root, fix, args.trials, args.workers)
+        ours_s = pytest_session(root, args.trials, args.workers)
+        cache = caching(root)
+    ratio = ours_s / loop_s
+    figures = {"trials": args.trials, "workers": args.workers, "pytest_evalrun_s": round(ours_s, 2),
+               "bash_loop_s": round(loop_s, 2), "ratio": round(ratio, 2), "target": TARGET,
+               "met": ratio <= TARGET, "per_trial_ms": round(1000 * ours_s / args.trials, 1),
+               "loop_per_trial_ms": round(1000 * loop_s / args.trials, 1), "caching": cache}
+    print(json.dumps(figures, indent=1))
+    (BENCH / "out").mkdir(exist_ok=True)
+    (BENCH / "out" / "podman.json").write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,558 @@
+"""Containers for trials: podman (or Docker where its daemon answers) driven through its CLI.
+
+One container per trial, nothing of the host mounted in it: files go in and out with ``cp``
+(or a tar stream over ``exec``), steps run with ``exec``. What this module guarantees:
+
+- **Images from a Dockerfile are built once and cached by content**: the tag is
+  ``localhost/evalrun-build:<digest>``, the digest of the Dockerfile and of every file of the
+  build context (names, modes, contents, link targets). An image with that tag is reused
+  without building, in this session and in every later one; concurrent builders (xdist
+  workers) take a file lock per digest, so one builds and the others reuse. A failed build is
+  a :class:`BuildError` naming what was built and ending with the build's last lines; it is
+  remembered for the process, so the other trials of the task fail at once.
+- **Isolation**: the container runs with its own user namespace (container root is an
+  unprivileged host uid: :data:`UID_BASE`), ``no-new-privileges``, no network unless the trial
+  allows outbound (then podman's user-mode ``slirp4netns`` network, which reaches the outside
+  but no host port bound to loopback), and the resource limits given (cpus, memory, pids).
+- **Nothing outlives the trial, also when pytest is killed**: the container's first process
+  waits on its stdin, a pipe only this process holds; when this process dies (even by
+  ``kill -9``) the pipe closes, the first process exits and ``--rm`` removes the container.
+  Each container is labelled with its owner's pid and start time; :func:`reap_stale`, called
+  when a session starts, removes any labelled container whose owner is gone (e.g. when the
+  runtime itself was killed too).
+- **Steps**: :meth:`Container.exec_argv` is the ``exec`` command line for
+  :func:`~pytest_evalrun.trial.process.run_step` (timeout, output cap, process kill on the
+  host side); values of the step's environment go to the runtime through its own environment
+  (``--env NAME``), never on a command line. :meth:`Container.kill_all` ends every process in
+  the container but the first (after the agent, before verify).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+__all__ = [
+    "BUILD_TAG_PREFIX",
+    "LABEL",
+    "UID_BASE",
+    "BuildError",
+    "Container",
+    "ContainerError",
+    "ContainerSpec",
+    "Runtime",
+    "build_image",
+    "context_digest",
+    "detect_runtime",
+    "reap_stale",
+]
+
+#: Every container we start carries this label (value ``1``) and ``evalrun.owner`` =
+#: ``<pid>:<start time>`` of the process that started it.
+LABEL = "io.evalrun"
+OWNER_LABEL = "io.evalrun.owner"
+BUILD_TAG_PREFIX = "localhost/evalrun-build"
+#: Container root is this host uid (and gid); uids 0..65535 inside map to UID_BASE + uid.
+UID_BASE = 200_000
+UID_RANGE = 65_536
+#: Printed by the container's first process once it runs.
+READY = "evalrun-container-ready"
+#: How long starting a container may take (seconds).
+START_TIMEOUT = 120.0
+#: How long one runtime call that is not a step may take (cp, rm, kill).
+CALL_TIMEOUT = 120.0
+BUILD_TAIL_LINES = 25
+#: Shell commands that kill every process of the container but the first and the caller.
+KILL_ALL = "kill -9 -1 2>/dev/null; true"
+MAX_CONTEXT_FILES = 100_000
+
+
+class ContainerError(Exception):
+    """The container runtime failed (missing, not answering, a call that failed)."""
+
+
+class BuildError(ContainerError):
+    """Building an image failed; the message names what and ends with the build's tail."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A container runtime's CLI: ``name`` is ``podman`` or ``docker``."""
+
+    name: str
+    program: str
+
+    def argv(self, *args: str) -> list[str]:
+        return [self.program, *args]
+
+    def call(
+        self, *args: str, timeout: float = CALL_TIMEOUT, input_bytes: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[bytes]:
+        """Run the CLI to completion; :class:`ContainerError` when it cannot be run or times
+        out (its exit status is the caller's to judge)."""
+        try:
+            return subprocess.run(
+                self.argv(*args), input=input_bytes, capture_output=True, timeout=timeout,
+                env=dict(env) if env is not None else None, check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ContainerError(f"{self.name} {args[0]} timed out after {timeout:g}s") from exc
+        except OSError as exc:
+            raise ContainerError(f"cannot run {self.program}: {exc.strerror or exc}") from exc
+
+    def image_exists(self, image: str) -> bool:
+        if self.name == "podman":
+            return self.call("image", "exists", image).returncode == 0
+        return self.call("image", "inspect", image).returncode == 0
+
+
+def _answers(runtime: Runtime) -> bool:
+    try:
+        return runtime.call("info", "--format", "{{.Host.Arch}}" if runtime.name == "podman"
+                            else "{{.Architecture}}", timeout=30).returncode == 0
+    except ContainerError:
+        return False
+
+
+_DETECTED: dict[str, Runtime | None] = {}
+
+
+def detect_runtime(preference: str = "auto") -> Runtime | None:
+    """The container runtime to use: ``podman``, ``docker`` or ``auto`` (podman where it
+    runs, else Docker where its daemon answers). None when the one asked for is missing or
+    does not answer. Cached per process."""
+    if preference in _DETECTED:
+        return _DETECTED[preference]
+    names = ("podman", "docker") if preference == "auto" else (preference,)
+    found: Runtime | None = None
+    for name in names:
+        if name in _DETECTED:  # asked before on its own
+            found = _DETECTED[name]
+        else:
+            program = shutil.which(name)
+            found = Runtime(name, program) if program is not None else None
+            if found is not None and not _answers(found):
+                found = None
+            _DETECTED[name] = found
+        if found is not None:
+            break
+    _DETECTED[preference] = found
+    return found
+
+
+# -- images ------------------------------------------------------------------------------
+
+
+def context_digest(context: Path, dockerfile: Path) -> str:
+    """A digest of what a build reads: the Dockerfile's content and every file under the
+    context directory (relative name, mode, content; a link's target), in a stable order.
+    :class:`BuildError` when the context cannot be read or is too large."""
+    digest = hashlib.sha256()
+    try:
+        digest.update(b"dockerfile\0" + dockerfile.read_bytes() + b"\0")
+    except OSError as exc:
+        raise BuildError(f"cannot read {dockerfile}: {exc.strerror or exc}") from exc
+    count = 0
+    for root, dirs, files in os.walk(context):
+        dirs.sort()
+        for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(root, d))]):
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, context)
+            count += 1
+            if count > MAX_CONTEXT_FILES:
+                raise BuildError(f"the build context {context} has more than "
+                                 f"{MAX_CONTEXT_FILES:,} files")
+            try:
+                st = os.lstat(path)
+                digest.update(f"{rel}\0{stat.S_IMODE(st.st_mode):o}\0".encode())
+                if stat.S_ISLNK(st.st_mode):
+                    digest.update(b"link\0" + os.readlink(path).encode() + b"\0")
+                elif stat.S_ISREG(st.st_mode):
+                    with open(path, "rb") as handle:
+                        for chunk in iter(lambda: handle.read(1 << 20), b""):
+                            digest.update(chunk)
+                    digest.update(b"\0")
+            except OSError as exc:
+                raise BuildError(f"cannot read {path} of the build context: "
+                                 f"{exc.strerror or exc}") from exc
+    return digest.hexdigest()[:24]
+
+
+_BUILD_FAILED: dict[str, str] = {}
+#: (Dockerfile, context) -> the tag built or found in this process.
+_TAGS: dict[tuple[str, str], str] = {}
+#: Images this process built (tag -> seconds): bench/ and the tests read it.
+BUILT: dict[str, float] = {}
+
+
+def _lock_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = Path(base) / "pytest-evalrun" / "image-locks"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def build_image(
+    runtime: Runtime, dockerfile: Path, context: Path, *, what: str, timeout: float = 600.0,
+    log: Path | None = None,
+) -> str:
+    """The tag of the image built from ``dockerfile`` with ``context``, building it only when
+    no image has that tag (the content digest). ``what`` names the build in errors (e.g.
+    "task 'fix-bug'"); ``log``, if given, receives the build's output."""
+    key = (str(dockerfile), str(context))
+    if key in _TAGS:  # built (or found) once in this process: the session's image
+        return _TAGS[key]
+    tag = f"{BUILD_TAG_PREFIX}:{context_digest(context, dockerfile)}"
+    if tag in _BUILD_FAILED:
+        raise BuildError(_BUILD_FAILED[tag])
+    if runtime.image_exists(tag):
+        _TAGS[key] = tag
+        return tag
+    with open(_lock_dir() / f"{tag.rsplit(':', 1)[1]}.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if runtime.image_exists(tag):  # another process built it while we waited
+            _TAGS[key] = tag
+            return tag
+        started = time.monotonic()
+        try:
+            done = runtime.call("build", "-f", str(dockerfile), "-t", tag, str(context),
+                                timeout=timeout)
+        except ContainerError as exc:
+            message = f"building the image of {what} failed: {exc}"
+            _BUILD_FAILED[tag] = message
+            raise BuildError(message) from exc
+        output = done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
+        if log is not None:
+            with contextlib.suppress(OSError):
+                log.write_text(output)
+        if done.returncode != 0:
+            lines = "\n".join(output.rstrip().splitlines()[-BUILD_TAIL_LINES:])
+            message = (f"building the image of {what} from {dockerfile} failed "
+                       f"({runtime.name} build exit status {done.returncode}); its last "
+                       f"lines:\n{lines}")
+            _BUILD_FAILED[tag] = message
+            raise BuildError(message)
+        BUILT[tag] = time.monotonic() - started
+    _TAGS[key] = tag
+    return tag
+
+
+# -- containers --------------------------------------------------------------------------
+
+
+def _start_time(pid: int) -> str:
+    """The start time of ``pid`` in clock ticks since boot ("" when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            text = handle.read().decode(errors="replace")
+        return text.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_token(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{_start_time(pid)}"
+
+
+def _owner_alive(token: str) -> bool:
+    pid_text, _, started = token.partition(":")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    return bool(started) and _start_time(pid) == started
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """How to start one trial's container."""
+
+    image: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    cpus: float | None = None
+    memory_mb: int | None = None
+    pids: int | None = 4096
+    #: Outbound network (podman: slirp4netns; Docker: its default bridge); else none at all.
+    network: bool = False
+    #: Map container root to an unprivileged host uid (podman only; Docker has no per-run
+    #: user namespace: it relies on its daemon's userns-remap).
+    userns: bool = True
+
+
+class Container:
+    """One running container (see the module docstring). Use :meth:`start`; always
+    :meth:`remove` (also a context manager)."""
+
+    def __init__(self, runtime: Runtime, spec: ContainerSpec, client: subprocess.Popen[bytes],
+                 name: str) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.client = client
+        self.name = name
+        self.removed = False
+
+    @classmethod
+    def start(cls, runtime: Runtime, spec: ContainerSpec) -> Container:
+        args = [
+            "run", "--rm", "-i", "--name", spec.name,
+            "--label", f"{LABEL}=1", "--label", f"{OWNER_LABEL}={owner_token()}",
+            "--security-opt", "no-new-privileges",
+            "--network", ("slirp4netns" if runtime.name == "podman" else "bridge")
+            if spec.network else "none",
+            "--entrypoint", "/bin/sh",
+        ]
+        for key, value in spec.labels.items():
+            args += ["--label", f"{key}={value}"]
+        if spec.userns and runtime.name == "podman":
+            mapping = f"0:{UID_BASE}:{UID_RANGE}"
+            args += ["--uidmap", mapping, "--gidmap", mapping]
+        if spec.cpus is not None:
+            args += ["--cpus", f"{spec.cpus:g}"]
+        if spec.memory_mb is not None:
+            args += ["--memory", f"{spec.memory_mb}m"]
+        if spec.pids is not None:
+            args += ["--pids-limit", str(spec.pids)]
+        args += [spec.image, "-c", f"echo {READY}; read _ignored; exit 0"]
+        try:
+            client = subprocess.Popen(
+                runtime.argv(*args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, close_fds=True, start_new_session=True,
+            )
+        except OSError as exc:
+            raise ContainerError(f"cannot run {runtime.program}: {exc.strerror or exc}") from exc
+        container = cls(runtime, spec, client, spec.name)
+        assert client.stdout is not None
+        line = _readline(client, START_TIMEOUT)
+        if line.strip() != READY.encode():
+            err = b""
+            with contextlib.suppress(Exception):
+                client.kill()
+                _, err = client.communicate(timeout=10)
+            container.remove()
+            text = (line + err).decode(errors="replace").strip()
+            tail = "\n".join(text.splitlines()[-BUILD_TAIL_LINES:])
+            raise ContainerError(f"the container of image {spec.image} did not start: {tail}")
+        return container
+
+    def __enter__(self) -> Container:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def exec_argv(
+        self, argv: Sequence[str], *, env_names: Iterable[str] = (), workdir: str | None = None,
+        user: str | None = None, interactive: bool = False,
+    ) -> list[str]:
+        """The command line that runs ``argv`` in the container; the variables named in
+        ``env_names`` take their values from the runtime's own environment (give them to
+        run_step's ``env``)."""
+        args = ["exec"]
+        if interactive:
+            args.append("-i")
+        for name in env_names:
+            args += ["--env", name]
+        if workdir is not None:
+            args += ["--workdir", workdir]
+        if user is not None:
+            args += ["--user", user]
+        return self.runtime.argv(*args, self.name, *argv)
+
+    def run(self, argv: Sequence[str], *, timeout: float = CALL_TIMEOUT,
+            input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        """Run a short helper command in the container (not a step)."""
+        return self.runtime.call(*self.exec_argv(argv, interactive=input_bytes is not None)[1:],
+                                 timeout=timeout, input_bytes=input_bytes)
+
+    def kill_all(self) -> None:
+        """Kill every process in the container but its first (what a step left running)."""
+        self.run(["/bin/sh", "-c", KILL_ALL])
+
+    def exchange(self, script: str, args: Sequence[str] = (), *, send: Path | None = None,
+                 receive: Path | None = None, what: str = "copying files") -> list[str]:
+        """One ``exec`` of ``/bin/sh -c script sh args...``: the tar archive ``send`` (a file)
+        on its stdin, and its stdout, a tar archive, extracted into ``receive`` (see
+        :func:`_extract`; the names left out are returned). :class:`ContainerError` when it
+        fails."""
+        argv = self.exec_argv(["/bin/sh", "-c", script, "sh", *args], interactive=send is not None)
+        with contextlib.ExitStack() as stack:
+            stdin = stack.enter_context(open(send, "rb")) if send is not None \
+                else subprocess.DEVNULL
+            out = stack.enter_context(tempfile.TemporaryFile()) if receive is not None \
+                else subprocess.DEVNULL
+            try:
+                done = subprocess.run(argv, stdin=stdin, stdout=out, stderr=subprocess.PIPE,
+                                      timeout=CALL_TIMEOUT, check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise ContainerError(f"{what} failed: {exc}") from exc
+            if done.returncode != 0:
+                raise ContainerError(f"{what} failed: "
+                                     f"{done.stderr.decode(errors='replace').strip()[-500:]}")
+            if receive is None or isinstance(out, int):
+                return []
+            out.seek(0)
+            receive.mkdir(parents=True, exist_ok=True)
+            return _extract(out, receive)
+
+    def put(self, source: Path, target: str) -> None:
+        """Copy ``source`` (a directory's content, or one file) to ``target`` inside, owned by
+        the container's root (directories created as needed): one tar stream over ``exec``."""
+        with tempfile.NamedTemporaryFile(suffix=".tar") as archive:
+            where = pack(source, target, archive.name)
+            self.exchange('mkdir -p "$1" && exec tar -x -f - -C "$1"', [where],
+                          send=Path(archive.name), what=f"copying {source} into the container")
+
+    def get(self, source: str, target: Path, *, before: str = "") -> list[str]:
+        """Copy the directory ``source`` from inside into ``target`` (created, its files
+        overwritten), as regular files, directories and symbolic links only (anything else is
+        left out and named in the list returned). ``before``: shell commands run first in the
+        same call (e.g. :data:`KILL_ALL`)."""
+        return self.exchange(f'{before}\ncd "$1" && exec tar -c -f - .', [source],
+                             receive=target, what=f"copying {source} out of the container")
+
+    def fetch(self, sources: Sequence[str], target: Path, *, before: str = "") -> list[str]:
+        """Copy several absolute paths from inside, at once, into ``target`` (each at its
+        path below it: ``/logs/x`` -> ``target/logs/x``); missing ones are left out."""
+        rel = " ".join(f'"{p.lstrip("/")}"' for p in sources)
+        script = (f"{before}\ncd / && set -- && for p in {rel}; do "
+                  '[ -e "$p" ] && set -- "$@" "$p"; done; '
+                  '[ $# -eq 0 ] && exec tar -c -f - -T /dev/null; exec tar -c -f - "$@"')
+        if not sources:
+            return []
+        return self.exchange(script, receive=target, what="copying files out of the container")
+
+    def remove(self) -> None:
+        """End the container and wait until it is gone (idempotent)."""
+        if self.removed:
+            return
+        self.removed = True
+        with contextlib.suppress(OSError, ValueError):
+            if self.client.stdin is not None:
+                self.client.stdin.close()
+        with contextlib.suppress(ContainerError):
+            self.runtime.call("rm", "-f", "-t", "0", self.name)
+        try:
+            self.client.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.client.kill()
+            self.client.wait()
+        for stream in (self.client.stdout, self.client.stderr):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+
+def _readline(client: subprocess.Popen[bytes], timeout: float) -> bytes:
+    """The first line the container prints (b"" when it exits or ``timeout`` passes)."""
+    import select
+
+    assert client.stdout is not None
+    fd = client.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select([fd], [], [], min(left, 1.0))
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+        elif client.poll() is not None:
+            break
+    return data
+
+
+def reap_stale(runtime: Runtime) -> list[str]:
+    """Remove every container we labelled whose owner process is gone; their names."""
+    try:
+        listed = runtime.call("ps", "-a", "--filter", f"label={LABEL}=1", "--format",
+                              f'{{{{.Names}}}}\t{{{{index .Labels "{OWNER_LABEL}"}}}}', timeout=60)
+    except ContainerError:
+        return []
+    if listed.returncode != 0:
+        return []
+    stale = []
+    for line in listed.stdout.decode(errors="replace").splitlines():
+        name, _, owner = line.partition("\t")
+        if name and not _owner_alive(owner.strip()):
+            stale.append(name.strip())
+    if stale:
+        with contextlib.suppress(ContainerError):
+            runtime.call("rm", "-f", "-t", "0", *stale, timeout=120)
+    return stale
+
+
+def pack(source: Path, target: str, archive: str) -> str:
+    """Write ``source`` (a directory's content, or one file named as ``target``) as a tar
+    archive owned by root; the directory to extract it in."""
+    with tarfile.open(archive, mode="w") as tar:
+        if source.is_dir():
+            for child in sorted(source.iterdir()):
+                tar.add(child, arcname=child.name, filter=_as_root)
+            return target
+        tar.add(source, arcname=os.path.basename(target), filter=_as_root)
+    return os.path.dirname(target) or "/"
+
+
+def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+def _extract(archive: IO[bytes], target: Path) -> list[str]:
+    """Extract a tar stream the container wrote under ``target``: regular files, directories
+    and symbolic links, each strictly inside ``target`` (never through a link it made);
+    anything else is named in the list returned."""
+    skipped: list[str] = []
+    root = os.path.realpath(target)
+    with tarfile.open(fileobj=archive, mode="r|") as tar:
+        for member in tar:
+            name = os.path.normpath(member.name)
+            if name in (".", ""):
+                continue
+            path = os.path.join(root, name)
+            if name.startswith("..") or os.path.isabs(name) or not path.startswith(root + os.sep):
+                skipped.append(member.name)
+                continue
+            parent = os.path.dirname(path)
+            if os.path.realpath(parent) != os.path.normpath(parent):
+                skipped.append(member.name)  # below a link the archive made
+                continue
+            try:
+                if member.isdir():
+                    os.makedirs(path, exist_ok=True)
+                    os.chmod(path, 0o755 | (member.mode & 0o777))
+                elif member.isreg():
+                    source = tar.extractfile(member)
+                    assert source is not None
+                    os.makedirs(parent, exist_ok=True)
+                    with open(path, "wb") as out:
+                        shutil.copyfileobj(source, out)
+                    os.chmod(path, member.mode & 0o777)
+                elif member.issym():
+                    os.makedirs(parent, exist_ok=True)
+                    os.symlink(member.linkname, path)
+                else:
+                    skipped.append(member.name)
+            except OSError:
+                skipped.append(member.name)
+    return skipped

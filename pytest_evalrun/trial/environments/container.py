@@ -1,0 +1,517 @@
+"""The container environments: ``podman`` and ``docker`` (one container per trial).
+
+The container (:mod:`pytest_evalrun.trial.containers`) starts in :meth:`prepare`, from the
+task's image or the image built from its Dockerfile (built once, cached by content). Nothing of
+the host is mounted in it: the fixture (or, for a Harbor task, the image's working directory)
+is the workspace *inside*; the plugin keeps a host copy of it, synced out after setup, after
+the agent and at the end, so the snapshot and ``workspace.diff`` are computed on the host from
+objects the agent never reaches, as in the local sandbox.
+
+Inside, Harbor's layout: the workspace at the task's working directory (``environment:
+workdir``, else the image's ``WORKDIR``, else ``/tmp/workspace``), the prompt at
+``/logs/prompt.md``, the artifacts directory at ``/logs/artifacts`` and the verifier's at
+``/logs/verifier``; a path of the trial's on the host (in a step's command or variables) is
+rewritten to its place inside. Phases, as Harbor runs them: the grader's files enter only for
+verify (a Harbor task's ``tests/`` at ``/tests``; for an experiment's own task, the experiment
+directory, without the results and jobs roots, at its own path), after every process the agent
+left has been killed; the oracle agent alone gets ``solution/`` (``/solution``).
+
+Network: none unless the trial allows outbound (``network:`` of the variant, and a Harbor
+task's ``network_mode`` not ``no-network``); then podman's user-mode network (slirp4netns),
+which reaches the outside but no host service bound to loopback. The per-trial egress proxy
+of the local sandbox is not applied inside containers (docs/environments.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ...experiment.model import Experiment, Task, Variant
+from ..containers import (
+    KILL_ALL,
+    BuildError,
+    Container,
+    ContainerError,
+    ContainerSpec,
+    Runtime,
+    build_image,
+    detect_runtime,
+    pack,
+    reap_stale,
+)
+from ..network import Forward
+from ..phases import View
+from ..process import DEFAULT_MAX_OUTPUT, ProcessResult, environment_call, run_step
+from ..workspace import Snapshot, prepare_workspace
+from .base import Environment, EnvironmentUnavailable, StepPaths, TrialPlace
+
+__all__ = ["CONTAINERS", "LOGS", "ContainerEnvironment", "choose", "environment_for"]
+
+LOGS = "/logs"
+PROMPT_INSIDE = f"{LOGS}/prompt.md"
+ARTIFACTS_INSIDE = f"{LOGS}/artifacts"
+VERIFIER_INSIDE = f"{LOGS}/verifier"
+TRIAL_INSIDE = f"{LOGS}/trial"
+DEFAULT_WORKDIR = "/tmp/workspace"
+TESTS_INSIDE = "/tests"
+SOLUTION_INSIDE = "/solution"
+#: Not copied with the experiment directory into verify's container.
+SKIP_DIRS = frozenset({".git", ".venv", "venv", "node_modules", "__pycache__", ".mypy_cache",
+                       ".pytest_cache", ".ruff_cache", ".tox"})
+#: Variables of the step's environment not passed inside (the image's own are kept).
+HOST_ONLY = frozenset({"PATH", "HOME", "TMPDIR", "PWD", "SHELL", "USER", "LOGNAME"})
+#: Name of the environment that refuses a trial needing a container (see :func:`choose`).
+REFUSE = "container-required"
+
+_REAPED: set[str] = set()
+_WORKDIRS: dict[str, str] = {}
+
+
+def choose(requested: str, spec: Mapping[str, Any] | None, harbor: bool) -> str | None:
+    """The environment a trial runs in, by name, from ``--eval-environment`` (``requested``)
+    and the container the experiment names (``spec``: None when it names none): ``auto``
+    runs a named container with podman (else Docker), else the local sandbox (None: the
+    ``sandbox:`` mode decides); ``podman``/``docker`` always use that runtime (a trial with no
+    image errors); ``bwrap``/``none`` run locally and ignore the image, but a Harbor task
+    needs its container (:data:`REFUSE`)."""
+    if requested in ("podman", "docker"):
+        return requested
+    if requested in ("bwrap", "none"):
+        return REFUSE if harbor else requested
+    if spec is None:
+        return None
+    runtime = detect_runtime("auto")
+    return runtime.name if runtime is not None else "podman"
+
+
+def environment_for(
+    experiment: Experiment, variant: Variant, task: Task, requested: str, run_id: str,
+) -> tuple[str | None, dict[str, Any]]:
+    """``(name, options)`` of the environment one trial runs in (:func:`choose`), the options
+    being the container's settings as plain data (image or Dockerfile, limits, the Harbor
+    task's tests and solution, names for the container's labels)."""
+    spec = experiment.environment_for(variant, task)
+    harbor = task.harbor
+    name = choose(requested, spec.describe() if spec else None, harbor is not None)
+    if name not in ("podman", "docker"):
+        return name, {}
+    options: dict[str, Any] = {"task": task.name, "run_id": run_id,
+                               "experiment": experiment.name}
+    if spec is not None:
+        options.update(spec.describe())
+        options["build_timeout"] = spec.build_timeout
+    if harbor is not None:
+        options["harbor_tests"] = str(harbor.tests)
+        if harbor.solution is not None:
+            options["harbor_solution"] = str(harbor.solution)
+        options["solution_env"] = dict(harbor.solution_env)
+    return name, options
+
+
+def _refuse(place: TrialPlace) -> Environment:
+    raise EnvironmentUnavailable(
+        "a Harbor task runs in its container: run it with --eval-environment auto, podman "
+        f"or docker, not {place.requested!r}")
+
+
+class ContainerEnvironment(Environment):
+    """One trial in a container of its own (see the module docstring)."""
+
+    name = "podman"
+    sandboxed = True
+
+    def __init__(self, place: TrialPlace, runtime_name: str) -> None:
+        super().__init__(place)
+        self.name = runtime_name  # type: ignore[misc]
+        opts = dict(place.options)
+        self.options = opts
+        if not (opts.get("image") or opts.get("dockerfile")):
+            raise EnvironmentUnavailable(
+                f"the {runtime_name} environment needs a container image: give the task or "
+                "the variant 'environment: {image: NAME}' or '{dockerfile: PATH}'")
+        if place.network and opts.get("network") is not False \
+                and place.network_allow is not None:
+            # never a silent widening: the container's network reaches any host
+            raise EnvironmentUnavailable(
+                f"'network: {{allow: [...]}}' cannot be enforced in a {runtime_name} container "
+                "(its network reaches any host; the allow list is applied by the local "
+                "sandbox's egress proxy): give 'network: true' or 'false', or run the trial "
+                "in the local sandbox (docs/environments.md)")
+        runtime = detect_runtime(runtime_name)
+        if runtime is None:
+            raise EnvironmentUnavailable(
+                f"{runtime_name} is not installed or does not answer here (the trial asks for "
+                "a container; docs/environments.md says how to install podman)")
+        self.runtime: Runtime = runtime
+        if runtime.program not in _REAPED:
+            _REAPED.add(runtime.program)
+            reap_stale(runtime)
+        what = f"task {opts.get('task', '?')!r}"
+        if opts.get("dockerfile"):
+            dockerfile = Path(str(opts["dockerfile"]))
+            context = Path(str(opts.get("context") or dockerfile.parent))
+            try:
+                self.image = build_image(runtime, dockerfile, context, what=what,
+                                         timeout=float(opts.get("build_timeout") or 600.0))
+            except BuildError as exc:
+                raise EnvironmentUnavailable(str(exc)) from exc
+        else:
+            self.image = str(opts["image"])
+        self.network = bool(place.network) and opts.get("network") is not False
+        self.scratch: Path | None = Path(tempfile.mkdtemp(prefix="evalrun-trial-"))
+        self._workspace = self.scratch / "workspace"
+        self.workdir = str(opts.get("workdir") or "") or self._image_workdir()
+        self.container: Container | None = None
+        #: Has anything run in the container since the host copy of the workspace was made?
+        self.dirty = False
+        self.graded = False
+        self.skipped: list[str] = []
+
+    # -- the container ----------------------------------------------------------------------
+    def _start(self) -> Container:
+        opts = self.options
+        trial = os.path.basename(self.place.trial_dir)
+        labels = {"io.evalrun.run": str(opts.get("run_id", "")),
+                  "io.evalrun.task": str(opts.get("task", "")),
+                  "io.evalrun.trial": trial}
+        name = f"evalrun-{os.getpid()}-{os.urandom(6).hex()}"
+        spec = ContainerSpec(
+            image=self.image, name=name, labels=labels,
+            cpus=_float(opts.get("cpus")), memory_mb=_int(opts.get("memory_mb")),
+            pids=_int(opts.get("pids")) or 4096, network=self.network,
+        )
+        try:
+            return Container.start(self.runtime, spec)
+        except ContainerError as exc:
+            raise EnvironmentUnavailable(str(exc)) from exc
+
+    def _image_workdir(self) -> str:
+        """The image's WORKDIR (not ``/``), else :data:`DEFAULT_WORKDIR` (cached)."""
+        if self.image not in _WORKDIRS:
+            try:
+                done = self.runtime.call("image", "inspect", "--format",
+                                         "{{.Config.WorkingDir}}", self.image)
+            except ContainerError as exc:
+                raise EnvironmentUnavailable(str(exc)) from exc
+            if done.returncode != 0:
+                raise EnvironmentUnavailable(
+                    f"image {self.image!r} of task {self.options.get('task', '?')!r} is not "
+                    f"there ({self.runtime.name} image inspect: "
+                    f"{done.stderr.decode(errors='replace').strip()[-300:]})")
+            found = done.stdout.decode(errors="replace").strip()
+            _WORKDIRS[self.image] = found if found.startswith("/") and found != "/" \
+                else DEFAULT_WORKDIR
+        return _WORKDIRS[self.image]
+
+    @property
+    def workspace(self) -> Path:
+        return self._workspace
+
+    def prepare(self, fixture: Path | None, *, templates: Path | None = None) -> Snapshot:
+        """Start the container, put the fixture (and /logs, the prompt) in, and take the
+        workspace's first host copy from inside: one call besides the start."""
+        assert self.scratch is not None
+        self.container = self._start()
+        stage = self.scratch / "stage"
+        for sub in ("agent", "verifier", "artifacts", "trial"):
+            (stage / "logs" / sub).mkdir(parents=True, exist_ok=True)
+        if self.place.prompt_file.is_file():
+            shutil.copyfile(self.place.prompt_file, stage / "logs" / "prompt.md")
+        work = stage / self.workdir.lstrip("/")
+        if fixture is not None:
+            shutil.copytree(fixture, work, symlinks=True, dirs_exist_ok=True)
+        else:
+            work.mkdir(parents=True, exist_ok=True)
+        inside = self.scratch / "image-workdir"
+        archive = self.scratch / "stage.tar"
+        try:
+            pack(stage, "/", str(archive))
+            self.skipped = self.container.exchange(
+                'tar -x -f - -C / && cd "$1" && exec tar -c -f - .', [self.workdir],
+                send=archive, receive=inside, what="copying the workspace into the container")
+        except ContainerError as exc:
+            raise EnvironmentUnavailable(str(exc)) from exc
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+            archive.unlink(missing_ok=True)
+        had_git = os.path.lexists(inside / ".git")
+        try:
+            snapshot = prepare_workspace(inside, self._workspace, templates=None)
+        finally:
+            shutil.rmtree(inside, ignore_errors=True)
+        if not had_git:
+            # as in the local sandbox, the workspace is a git repository of its first state
+            # (an image's own repository, e.g. a SWE-bench checkout, is left as it is)
+            try:
+                self.container.put(self._workspace / ".git", f"{self.workdir}/.git")
+            except ContainerError as exc:
+                raise EnvironmentUnavailable(str(exc)) from exc
+        return snapshot
+
+    def _fetch(self, verifier: bool) -> None:
+        """After a step: kill what it left, then copy the artifacts (and verifier) directory
+        and the workspace out, in one call; the host copy of the workspace is replaced."""
+        assert self.container is not None and self.scratch is not None
+        got = self.scratch / "fetched"
+        shutil.rmtree(got, ignore_errors=True)
+        sources = [ARTIFACTS_INSIDE, self.workdir]
+        if verifier:
+            sources.append(VERIFIER_INSIDE)
+        try:
+            self.skipped = self.container.fetch(sources, got, before=KILL_ALL)
+            _merge(got / ARTIFACTS_INSIDE.lstrip("/"), self.place.artifacts)
+            if verifier:
+                _merge(got / VERIFIER_INSIDE.lstrip("/"), self.place.trial_dir / "verifier")
+            fresh = got / self.workdir.lstrip("/")
+            if fresh.is_symlink() or (os.path.lexists(fresh) and not fresh.is_dir()):
+                # the agent replaced the workspace by a link or a file: never followed
+                fresh.unlink()
+                self.skipped.append(f"{self.workdir} (replaced by a link or a file)")
+            fresh.mkdir(parents=True, exist_ok=True)
+            old = self.scratch / "old"
+            os.replace(self._workspace, old)
+            os.replace(fresh, self._workspace)
+            shutil.rmtree(old, ignore_errors=True)
+            self.dirty = False
+        finally:
+            shutil.rmtree(got, ignore_errors=True)
+
+    def _sync_workspace(self) -> None:
+        """The host copy of the workspace := the one inside, when anything ran since."""
+        if self.container is not None and self.scratch is not None and self.dirty:
+            self._fetch(verifier=False)
+
+    def after_setup(self, snapshot: Snapshot) -> Snapshot:
+        self._sync_workspace()
+        return super().after_setup(snapshot)
+
+    def diff(self, snapshot: Snapshot | None, *, redactor: Any = None) -> str:
+        try:
+            self._sync_workspace()
+        except ContainerError as exc:
+            return f"# workspace diff unavailable: {exc}\n"
+        text = super().diff(snapshot, redactor=redactor)
+        if self.skipped:
+            names = ", ".join(self.skipped[:20])
+            text += f"# not copied out of the container (not a file, directory or link): {names}\n"
+        return text
+
+    # -- paths ------------------------------------------------------------------------------
+    def _map(self) -> list[tuple[str, str]]:
+        """(host prefix, inside) pairs, longest host prefix first."""
+        p = self.place
+        pairs = [
+            (os.path.abspath(self._workspace), self.workdir),
+            (os.path.abspath(p.artifacts), ARTIFACTS_INSIDE),
+            (os.path.abspath(p.trial_dir / "verifier"), VERIFIER_INSIDE),
+            (os.path.abspath(p.prompt_file), PROMPT_INSIDE),
+            (os.path.abspath(p.kept_workspace), self.workdir),
+            (os.path.abspath(p.trial_dir), TRIAL_INSIDE),
+        ]
+        return sorted(pairs, key=lambda pair: -len(pair[0]))
+
+    def inside(self, path: Path | str) -> str:
+        text = os.path.abspath(path)
+        for host, inside in self._map():
+            if text == host or text.startswith(host + os.sep):
+                return inside + text[len(host):]
+        return text
+
+    def _rewrite(self, text: str) -> str:
+        for host, inside in self._map():
+            text = text.replace(host, inside)
+        return text
+
+    def step_paths(self, phase: str) -> StepPaths:
+        if self.scratch is None:
+            raise EnvironmentUnavailable("the trial's environment was torn down")
+        return StepPaths("/root", "/tmp", self.workdir or DEFAULT_WORKDIR)
+
+    # -- files ------------------------------------------------------------------------------
+    def put(self, src: Path, dest: str) -> None:
+        if self.container is None:
+            raise EnvironmentUnavailable("the container is not running")
+        self.container.put(src, dest)
+        self.dirty = True
+
+    def get(self, src: str, dest: Path) -> None:
+        if self.container is None:
+            raise EnvironmentUnavailable("the container is not running")
+        self.container.get(src, dest)
+
+    def _grader_files(self) -> None:
+        """Before the first verify process: what the grader brings, copied in now."""
+        if self.graded or self.container is None:
+            return
+        self.graded = True
+        tests = self.options.get("harbor_tests")
+        if tests:
+            self.container.put(Path(str(tests)), TESTS_INSIDE)
+            return
+        source = self.place.experiment_dir
+        if self.scratch is None or not source.is_dir():
+            return
+        stage = self.scratch / "grader"
+        hidden = {os.path.abspath(h) for h in self.place.hide}
+
+        def ignore(directory: str, names: list[str]) -> list[str]:
+            return [n for n in names if n in SKIP_DIRS
+                    or os.path.abspath(os.path.join(directory, n)) in hidden]
+
+        shutil.copytree(source, stage, symlinks=True, ignore=ignore)
+        try:
+            self.container.put(stage, str(source))
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+
+    # -- steps ------------------------------------------------------------------------------
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        view: View,
+        env: Mapping[str, str],
+        timeout: float | None,
+        output: Path,
+        cwd: str | None = None,
+        append: bool = False,
+        stdin_text: str | None = None,
+        max_output: int | None = DEFAULT_MAX_OUTPUT,
+        read: Sequence[Path] = (),
+        write: Sequence[Path] = (),
+        program: Sequence[str] | None = None,
+        endpoints: Sequence[str | Forward] = (),
+    ) -> ProcessResult:
+        container = self.container
+        if endpoints:
+            names = [e if isinstance(e, str) else f"127.0.0.1:{e.port} ({e.name or 'a socket'})"
+                     for e in endpoints]
+            why = ("a step in a container cannot reach host services yet (it needs "
+                   f"{', '.join(names)}): run presets in the local sandbox "
+                   "(docs/environments.md)")
+            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
+        if container is None or self.scratch is None:
+            return ProcessResult(None, False, 0.0, start_error="the container is not running",
+                                 infra_error=("sandbox", "the container is not running"))
+        try:
+            if view.phase == "verify":
+                self._grader_files()
+        except (ContainerError, OSError) as exc:
+            why = f"copying the grader's files into the container failed: {exc}"
+            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
+        if argv and (argv[0] == sys.executable
+                     or argv[0].startswith(os.path.join(sys.prefix, ""))):
+            why = ("this step runs the host's Python ({python}, {pytest} or a 'python:' step), "
+                   "which a container does not have: use a command of the image's own "
+                   "(docs/environments.md)")
+            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
+        inner = {k: self._rewrite(v) for k, v in env.items() if k not in HOST_ONLY}
+        words = [self._rewrite(w) for w in argv]
+        workdir = self._rewrite(cwd) if cwd else self.workdir
+        client_env = {k: v for k, v in os.environ.items()
+                      if k in ("PATH", "HOME", "LANG", "XDG_RUNTIME_DIR", "CONTAINERS_CONF",
+                               "DOCKER_HOST", "CONTAINER_HOST")}
+        client_env.update(inner)
+        with environment_call():
+            result = run_step(
+                container.exec_argv(words, env_names=sorted(inner), workdir=workdir,
+                                    interactive=stdin_text is not None),
+                cwd=self.scratch, env=client_env, timeout=timeout, output=output,
+                append=append, stdin_text=stdin_text, max_output=max_output,
+            )
+        self.dirty = True
+        try:
+            self._fetch(verifier=view.phase == "verify")
+        except (ContainerError, OSError) as exc:
+            if result.start_error is None:
+                why = f"copying the step's files out of the container failed: {exc}"
+                return ProcessResult(None, False, result.duration, start_error=why,
+                                     infra_error=("sandbox", why))
+        return result
+
+    def teardown(self) -> Path | None:
+        scratch, self.scratch = self.scratch, None
+        kept = self.place.kept_workspace
+        try:
+            if scratch is not None and self.container is not None:
+                self.scratch = scratch
+                with contextlib.suppress(ContainerError, OSError):
+                    self._sync_workspace()
+                self.scratch = None
+            if self.container is not None:
+                self.container.remove()
+            if scratch is not None and os.path.lexists(self._workspace) \
+                    and not os.path.lexists(kept):
+                shutil.move(str(self._workspace), str(kept))
+                self._workspace = kept
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return kept if self._workspace == kept else None
+
+    def describe(self) -> dict[str, Any]:
+        opts = self.options
+        return {
+            "environment": self.name,
+            "sandbox": "container",
+            "requested": self.place.requested,
+            "network": self.network,
+            # the container's network namespace is its own; there is no egress proxy in it
+            "network_isolated": True,
+            "network_note": (f"{self.runtime.name} "
+                             f"{'slirp4netns' if self.runtime.name == 'podman' else 'bridge'}"
+                             " network: any host, no egress proxy or allow list"
+                             if self.network else "no network (--network none)"),
+            "egress": None,
+            "runtime": self.runtime.name,
+            "image": self.image,
+            "workdir": self.workdir or None,
+            "limits": {"cpus": _float(opts.get("cpus")), "memory_mb": _int(opts.get("memory_mb")),
+                       "pids": _int(opts.get("pids")) or 4096},
+            "userns": self.runtime.name == "podman",
+        }
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+        else None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _podman(place: TrialPlace) -> Environment:
+    return ContainerEnvironment(place, "podman")
+
+
+def _docker(place: TrialPlace) -> Environment:
+    return ContainerEnvironment(place, "docker")
+
+
+#: The container environments by name, for :class:`~.base.Environments`.
+CONTAINERS = {"podman": _podman, "docker": _docker, REFUSE: _refuse}
+
+
+def _merge(source: Path, target: Path) -> None:
+    """Move what ``source`` holds into ``target`` (created), replacing files of the same name."""
+    target.mkdir(parents=True, exist_ok=True)
+    if source.is_symlink() or not source.is_dir():  # never through a link from inside
+        return
+    for child in source.iterdir():
+        dest = target / child.name
+        if child.is_dir() and not child.is_symlink() and dest.is_dir() and not dest.is_symlink():
+            _merge(child, dest)
+            continue
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif os.path.lexists(dest):
+            dest.unlink()
+        os.replace(child, dest)

@@ -1,0 +1,2 @@
+#!/bin/sh
+grep -c ERROR /work/app.log > /work/report.txt
