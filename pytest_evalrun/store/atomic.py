@@ -91,7 +91,7 @@ def write_json_atomic(path: Path, obj: Any, *, fsync: bool = False) -> None:
     write_text_atomic(path, dumps(obj), fsync=fsync)
 
 
-def read_json(path: Path | str) -> Any:
+def load_json(path: Path | str) -> Any:
     """The file's JSON value (UTF-8); OSError or ValueError when it cannot be read."""
     with open(path, "rb") as fh:
         return json.loads(fh.read())

@@ -16,7 +16,7 @@ from typing import Any
 from pytest_evalrun.outcome import TrialOutcome
 from pytest_evalrun.store.atomic import write_json_atomic
 from pytest_evalrun.store.pier import names
-from pytest_evalrun.store.pier.files import MARKER, JobFiles, read_json
+from pytest_evalrun.store.pier.files import MARKER, JobFiles, json_or_none
 
 _MAX_ATTEMPTS = 100
 #: Attempts searched for an existing directory before claiming a new one.
@@ -37,10 +37,10 @@ class TrialClaims:
         """The run id that seeds trial names: the job's first writer fixes it for everyone."""
         if self._run_id is None:
             path = self.files.marker_path
-            data = read_json(path)
+            data = json_or_none(path)
             if not (isinstance(data, dict) and isinstance(data.get("run_id"), str)):
                 with self.files.lock():
-                    data = read_json(path)
+                    data = json_or_none(path)
                     if not (isinstance(data, dict) and isinstance(data.get("run_id"), str)):
                         data = {"run_id": self._given_run_id, "job_name": self._requested_name}
                         write_json_atomic(path, data)
@@ -67,13 +67,13 @@ class TrialClaims:
                 attempt=attempt,
             )
             path = self.files.job_dir / name
-            marker = read_json(path / MARKER)
+            marker = json_or_none(path / MARKER)
             if marker == owner:
                 return path
             if marker is not None:
                 continue  # owned by another trial: a name collision
             with self.files.lock():
-                marker = read_json(path / MARKER)
+                marker = json_or_none(path / MARKER)
                 if marker is None:
                     # New, or an unmarked directory (a crash before its marker): take it.
                     path.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ class TrialClaims:
                 attempt,
             )
             for name in by_suffix.get(suffix, ()):
-                if read_json(job_dir / name / MARKER) == owner:
+                if json_or_none(job_dir / name / MARKER) == owner:
                     return job_dir / name
         return self.claim(
             outcome.experiment, outcome.variant, outcome.task, outcome.trial,

@@ -35,7 +35,7 @@ def norm_time(value: Any, default: datetime | None = None) -> str | None:
     return fmt_time(parsed if parsed is not None else default)
 
 
-def read_json(path: Path | str) -> Any:
+def json_or_none(path: Path | str) -> Any:
     """The file's JSON value; None when it is missing or not JSON."""
     try:
         with open(path, "rb") as fh:
