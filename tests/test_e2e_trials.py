@@ -321,6 +321,34 @@ def test_secrets_never_written_or_printed(suite: Suite, monkeypatch: pytest.Monk
     assert "leaked.txt" in (trial / "workspace.diff").read_text()
 
 
+def test_a_masked_executable_keeps_its_mode(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret masked in a kept workspace's script leaves the script executable (755), and a
+    private file private (600): masking rewrites the content, never the mode."""
+    secret = "sk-test-mode-1234567890"
+    monkeypatch.setenv("SERVICE_API_TOKEN", secret)
+    suite.write(
+        "fixtures/basic/write.sh",
+        """
+        #!/bin/sh
+        printf '#!/bin/sh\\necho %s\\n' "$API_TOKEN" > deploy.sh
+        chmod 755 deploy.sh
+        echo "$API_TOKEN" > private.txt
+        chmod 600 private.txt
+    """,
+    ).chmod(0o755)
+    suite.experiment(
+        defaults={"agent": {"command": "./write.sh"}, "env": {"API_TOKEN": "${SERVICE_API_TOKEN}"}},
+        tasks=[{"name": "t", "prompt": "x", "fixture": "fixtures/basic", "verify": "true"}],
+    )
+    suite.pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    workspace = suite.trial_dir("base", "t", 1) / "workspace"
+    script, private = workspace / "deploy.sh", workspace / "private.txt"
+    assert secret not in script.read_text() and "***" in script.read_text()
+    assert secret not in private.read_text()
+    assert script.stat().st_mode & 0o7777 == 0o755
+    assert private.stat().st_mode & 0o7777 == 0o600
+
+
 def test_fixture_contents_are_never_collected(suite: Suite) -> None:
     suite.write("fixtures/basic/test_inside.py", "def test_x():\n    assert False\n")
     suite.write("fixtures/basic/nested.eval.yaml", "not: [valid")
