@@ -33,6 +33,7 @@ LAYERS: dict[str, tuple[int, int]] = {
     "pytest_evalrun.outcome": (1, 0),
     "pytest_evalrun.records": (1, 0),
     "pytest_evalrun.filewrite": (1, 0),
+    "pytest_evalrun.sandboxkind": (1, 0),
     "pytest_evalrun.secrets": (1, 0),
     "pytest_evalrun.experiment": (1, 0),
     "pytest_evalrun.demo_agent": (1, 0),

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..sandboxkind import SANDBOX_MODES as _SANDBOX_MODES
+
 #: Built-in step kinds. ``command``: a list (argv) or a string (run by the shell).
 #: ``python``: ``"pkg.mod:func"``, called in-process. Plugins add more through hooks.
 BUILTIN_KINDS = ("command", "python")
@@ -46,7 +48,7 @@ class Step:
 
 
 #: ``sandbox:`` modes (see ``trial/sandbox.py``).
-SANDBOX_MODES = ("auto", "bwrap", "none")
+SANDBOX_MODES = _SANDBOX_MODES
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,12 @@ from pathlib import Path
 from typing import Protocol
 
 from ..experiment.model import Step
+from .exitcodes import PYCALL_CRASHED as PYCALL_CRASHED
+from .exitcodes import PYCALL_NOT_FOUND as PYCALL_NOT_FOUND
 from .phases import module_paths, program_paths
 from .placeholders import render_command
 from .process import ProcessResult, run_step
 from .sandbox import Sandbox, credential_paths
-
-#: Exit status of :mod:`pycall` when the callable itself crashed (not a verdict).
-PYCALL_CRASHED = 70
-#: Exit status of :mod:`pycall` when the callable could not be imported.
-PYCALL_NOT_FOUND = 71
 
 
 def missing(step: Step, exit_code: int | None) -> bool:
