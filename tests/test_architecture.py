@@ -31,7 +31,7 @@ LAYERS: dict[str, tuple[int, int]] = {
     "pytest_evalrun.finish": (2, 1),
     "pytest_evalrun.report": (2, 0),
     "pytest_evalrun.outcome": (1, 0),
-    "pytest_evalrun.records": (1, 0),
+    "pytest_evalrun.layoutjson": (1, 0),
     "pytest_evalrun.filewrite": (1, 0),
     "pytest_evalrun.sandboxkind": (1, 0),
     "pytest_evalrun.secrets": (1, 0),

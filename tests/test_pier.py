@@ -21,10 +21,10 @@ from pytest_evalrun import __version__ as evalrun_version
 from pytest_evalrun.experiment.model import Experiment, Step, Task, Variant
 from pytest_evalrun.outcome import ERROR, FAILED, PASSED, TIMEOUT, Metrics, TrialOutcome
 from pytest_evalrun.store.pier import PierJob, link_file, split_model
-from pytest_evalrun.store.pier import names as pier_names
+from pytest_evalrun.store.pier import jobnames as pier_names
 from pytest_evalrun.store.pier.config import agent_version
-from pytest_evalrun.store.pier.names import safe_job_name, trial_name_for
-from pytest_evalrun.store.pier.stats import compute_job_stats
+from pytest_evalrun.store.pier.jobnames import safe_job_name, trial_name_for
+from pytest_evalrun.store.pier.jobstats import compute_job_stats
 from pytest_evalrun.store.pier.trajectory import events_to_trajectory
 
 # --------------------------------------------------------------------------- schemas

@@ -30,8 +30,8 @@ from pytest_evalrun.experiment.model import (
     Variant,
 )
 from pytest_evalrun.experiment.names import slugify, validate_name
-from pytest_evalrun.experiment.steps import Steps
-from pytest_evalrun.experiment.values import Values
+from pytest_evalrun.experiment.stepcheck import Steps
+from pytest_evalrun.experiment.valuecheck import Values
 from pytest_evalrun.experiment.yamltree import YList, YMap, plain
 
 __all__ = ["Entries", "Top"]

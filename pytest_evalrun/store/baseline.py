@@ -409,12 +409,6 @@ def find_baseline(results: Path, ref: str, experiment: str, candidate: Candidate
     return Baseline(facts.run_id, found_as, tuple(notes))
 
 
-def resolve_baseline(results: Path, ref: str, experiment: str, current_run: str) -> str:
-    """The run id of ``experiment``'s baseline run (:func:`find_baseline` for a candidate
-    that runs every trial without --eval-retry)."""
-    return find_baseline(results, ref, experiment, Candidate(current_run)).run_id
-
-
 def rerun_judged(summary_json: Path) -> int | None:
     """Judged trials a stored run ran again (``--eval-retry``), from its summary.json's
     totals; None when unknown (no summary, or not a count)."""

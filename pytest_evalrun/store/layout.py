@@ -4,7 +4,7 @@ The writers are :mod:`.trialdir` (a trial's files), :mod:`.runs` (run.json) and
 :mod:`.standard` (summary.json and the run's other files); this is their one reader, used by
 every ``evalrun`` command, ``merge``, ``check``, ``reindex``, ``--eval-resume`` and the HTML
 report. The directories are walked by :mod:`.walk` (hidden directories and links skipped the
-same way everywhere); the records are typed in :mod:`pytest_evalrun.records`.
+same way everywhere); the records are typed in :mod:`pytest_evalrun.layoutjson`.
 
 Two ways to read a JSON object: :func:`load_object` raises (for a reader that names what is
 wrong: ``check``, ``reindex``), :func:`read_object` gives None for anything unreadable.
@@ -19,8 +19,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from ..layoutjson import MetaJson, RunJson, Summary
 from ..outcome import TrialOutcome
-from ..records import MetaJson, RunJson, Summary
 from .atomic import load_json
 from .walk import iter_run_dirs, subdirs
 

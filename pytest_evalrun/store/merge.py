@@ -47,14 +47,14 @@ from pathlib import Path
 from typing import Any
 
 from ..finish import Gates, GatesError, Plan, finish_run, gates_differences
-from ..records import RunJson
+from ..layoutjson import RunJson
 from . import runs
 from .atomic import dumps, write_bytes_if_changed, write_json_atomic
 from .index import record_run, record_trials
 from .layout import META, finished_outcome, iter_runs, read_object
 from .paths import RunPaths, index_db
 from .pier.job import PierJob
-from .pier.names import safe_job_name
+from .pier.jobnames import safe_job_name
 from .pier.recorder import pier_job_id
 from .pier.relocate import Relocation, relocate_job_config, relocate_trials
 from .standard import write_summaries

@@ -16,7 +16,7 @@ from typing import Any
 
 from .atomic import load_json
 from .pier.files import JOB_MARKER
-from .pier.names import safe_job_name
+from .pier.jobnames import safe_job_name
 
 #: Where a walk notes the directories it could not read: (path, reason).
 Unreadable = list[tuple[str, str]]

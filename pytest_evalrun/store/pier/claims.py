@@ -15,7 +15,7 @@ from typing import Any
 
 from pytest_evalrun.outcome import TrialOutcome
 from pytest_evalrun.store.atomic import write_json_atomic
-from pytest_evalrun.store.pier import names
+from pytest_evalrun.store.pier import jobnames
 from pytest_evalrun.store.pier.files import MARKER, JobFiles, json_or_none
 
 _MAX_ATTEMPTS = 100
@@ -62,7 +62,7 @@ class TrialClaims:
         """The trial's directory, created and marked as its own on first use."""
         owner = self.owner(experiment, variant, task, trial)
         for attempt in range(_MAX_ATTEMPTS):
-            name = names.trial_name_for(
+            name = jobnames.trial_name_for(
                 self.run_id, experiment, variant, task, trial, task_slug=task_slug,
                 attempt=attempt,
             )
@@ -104,7 +104,7 @@ class TrialClaims:
                 return given
         owner = self.owner(outcome.experiment, outcome.variant, outcome.task, outcome.trial)
         for attempt in range(_FIND_ATTEMPTS):
-            suffix = names.trial_suffix(
+            suffix = jobnames.trial_suffix(
                 self.run_id, outcome.experiment, outcome.variant, outcome.task, outcome.trial,
                 attempt,
             )

@@ -14,7 +14,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from pytest_evalrun.store.pier.values import fmt_time, parse_time
+from pytest_evalrun.store.pier.harborvalues import fmt_time, parse_time
 
 RESULT_LOCK = ".result.lock"
 PENDING = ".pending.jsonl"

@@ -19,10 +19,10 @@ from pytest_evalrun.store.atomic import write_json_atomic
 from pytest_evalrun.store.pier.claims import TrialClaims
 from pytest_evalrun.store.pier.config import job_config, merge_config
 from pytest_evalrun.store.pier.files import JobFiles, json_or_none
+from pytest_evalrun.store.pier.jobnames import safe_job_name
+from pytest_evalrun.store.pier.jobstats import stats_entry
 from pytest_evalrun.store.pier.links import LinkMode
-from pytest_evalrun.store.pier.names import safe_job_name
 from pytest_evalrun.store.pier.result import JobResultFile
-from pytest_evalrun.store.pier.stats import stats_entry
 from pytest_evalrun.store.pier.trial import write_trial_dir
 
 

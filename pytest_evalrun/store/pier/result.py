@@ -18,14 +18,14 @@ from typing import Any
 
 from pytest_evalrun.store.atomic import strict_dumps, write_json_atomic
 from pytest_evalrun.store.pier.files import JobFiles, json_or_none, norm_time, now
-from pytest_evalrun.store.pier.stats import (
+from pytest_evalrun.store.pier.harborvalues import fmt_time
+from pytest_evalrun.store.pier.jobstats import (
     apply_entry,
     compute_job_stats,
     empty_stats,
     progress_mean,
     stats_from_entries,
 )
-from pytest_evalrun.store.pier.values import fmt_time
 
 #: Fold pending stats deltas into the job's result.json at most every this many seconds while
 #: trials finish (finalize and flush() fold everything).

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_evalrun.store.atomic import read_regular
-from pytest_evalrun.store.pier.values import float_or_none, fmt_time, int_or_none, parse_time
+from pytest_evalrun.store.pier.harborvalues import float_or_none, fmt_time, int_or_none, parse_time
 
 #: The ATIF version of the trajectories written.
 ATIF_SCHEMA_VERSION = "ATIF-v1.6"
