@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
+from . import junitxml as junit
 from .collect import SPEC_ERROR_PROPERTY, TrialId, is_trial_nodeid
 from .context import EvalContext
 from .experiment.errors import SpecError
 from .experiment.model import Experiment
 from .finish import Gates, Plan, RegressionGate, finish_run
 from .outcome import ERROR, USER_PROPERTY, TrialOutcome
-from .report import junit
 from .report.junit_verdict import render_verdict
 from .report.markdown import render_markdown
 from .report.openmetrics import render_openmetrics

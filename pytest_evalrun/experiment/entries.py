@@ -25,7 +25,7 @@ from pytest_evalrun.experiment.model import (
     DEFAULT_TIMEOUT,
     DEFAULT_TRIALS,
     DEFAULT_VERIFY_TIMEOUT,
-    SandboxSpec,
+    SandboxSetting,
     Task,
     Variant,
 )
@@ -205,7 +205,7 @@ class Entries(Checker):
             raw={"name": e.name, **raw},
             retries=f.get("retries"),
             pricing=f.get("pricing"),
-            sandbox=f.get("sandbox", iso.get("sandbox", SandboxSpec())),
+            sandbox=f.get("sandbox", iso.get("sandbox", SandboxSetting())),
             network=f.get("network", iso.get("network", True)),
             env_passthrough=tuple(dict.fromkeys(passthrough)),
         )

@@ -52,7 +52,7 @@ SANDBOX_MODES = _SANDBOX_MODES
 
 
 @dataclass(frozen=True)
-class SandboxSpec:
+class SandboxSetting:
     """``sandbox:`` as written: a mode, and paths a sandboxed step may also read or write
     (absolute, resolved against the experiment file's directory)."""
 
@@ -80,7 +80,7 @@ class Variant:
     #: ``pricing:`` USD per million tokens (input, cached_input, output, cache_write).
     pricing: Mapping[str, float] | None = None
     #: The isolation of its steps (``sandbox:`` of the variant, else the top level's).
-    sandbox: SandboxSpec = field(default_factory=SandboxSpec)
+    sandbox: SandboxSetting = field(default_factory=SandboxSetting)
     #: ``network:`` of the variant, else the top level's (True: network on).
     network: bool = True
     #: Inherited variables its steps get (``env_passthrough:`` names or globs: the top
