@@ -14,7 +14,8 @@ from typing import Any
 from ..sandboxkind import SANDBOX_MODES as _SANDBOX_MODES
 
 #: Built-in step kinds. ``command``: a list (argv) or a string (run by the shell).
-#: ``python``: ``"pkg.mod:func"``, called in-process. Plugins add more through hooks.
+#: ``python``: ``"pkg.mod:func"``, called in a fresh interpreter (``trial/pycall.py``), never in
+#: the pytest process. Plugins add more through hooks.
 BUILTIN_KINDS = ("command", "python")
 
 DEFAULT_TRIALS = 1
