@@ -53,7 +53,8 @@ def name_testcase(config: pytest.Config, report: pytest.TestReport, outcome: Tri
 
     ``--junit-prefix`` is honoured as pytest does for its own classnames: ``<prefix>.<classname>``.
     """
-    one_line_message(report, headline(outcome))
+    if report.failed:  # a passed report has no message to shorten (and most reports pass)
+        one_line_message(report, headline(outcome))
     xml = _logxml(config)
     if xml is None:
         return
