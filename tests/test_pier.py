@@ -638,6 +638,20 @@ def test_trajectory_conversion() -> None:
     validate("Trajectory", only_tools)
 
 
+def test_trajectory_timestamps_are_iso_utc_or_left_out() -> None:
+    """One timestamp rule for both trajectories (events.jsonl and a preset's): ISO 8601 text
+    and epoch seconds or milliseconds become UTC ISO 8601; anything else is left out (Harbor
+    refuses a step timestamp that is not ISO 8601)."""
+    events = [{"type": "message", "role": "user", "content": "a", "timestamp": stamp}
+              for stamp in ("2026-11-23T12:49:55+01:00", 1795000000, 1795000000123,
+                            "yesterday", True)]
+    traj = events_to_trajectory(events, agent_name="a", agent_version="1")
+    assert traj is not None
+    stamps = [step.get("timestamp") for step in traj["steps"]]
+    assert stamps == ["2026-11-23T11:49:55.000Z", "2026-11-18T11:06:40.000Z",
+                      "2026-11-18T11:06:40.123Z", None, None]
+
+
 def test_split_model() -> None:
     assert split_model("anthropic/claude-sonnet-4") == {"name": "claude-sonnet-4",
                                                         "provider": "anthropic"}
