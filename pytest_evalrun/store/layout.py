@@ -22,7 +22,7 @@ from typing import Any, cast
 from ..layoutjson import MetaJson, RunJson, Summary
 from ..outcome import TrialOutcome
 from .atomic import load_json
-from .walk import iter_run_dirs, subdirs
+from .walk import iter_run_dirs, not_regular, subdirs
 
 META = "meta.json"
 RUN_JSON = "run.json"
@@ -36,8 +36,12 @@ class NotAnObject(ValueError):
 
 
 def load_object(path: Path | str) -> dict[str, Any]:
-    """The JSON object in ``path``: OSError (FileNotFoundError when missing), ValueError
+    """The JSON object in ``path``: OSError (FileNotFoundError when missing; also for a FIFO,
+    socket, device or directory, which would block the reader or never end), ValueError
     (:class:`NotAnObject` for JSON that is not an object) or RecursionError otherwise."""
+    why = not_regular(path)
+    if why is not None:
+        raise OSError(f"{path}: {why}")
     data = load_json(path)
     if not isinstance(data, dict):
         raise NotAnObject(f"{path} is not a JSON object")

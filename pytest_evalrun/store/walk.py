@@ -12,9 +12,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .atomic import load_json
 from .pier.files import JOB_MARKER
 from .pier.jobnames import safe_job_name
 
@@ -60,15 +58,6 @@ def not_regular(path: Path | str) -> str | None:
     )
     kind = next((name for test, name in kinds if test(mode)), "not a regular file")
     return f"{kind}, not a regular file"
-
-
-def read_regular_json(path: Path | str) -> Any:
-    """:func:`.atomic.load_json` of a regular file only: OSError for a FIFO, a socket, a
-    device or a directory (which would block or never end)."""
-    why = not_regular(path)
-    if why is not None:
-        raise OSError(why)
-    return load_json(path)
 
 
 @dataclass(frozen=True)
