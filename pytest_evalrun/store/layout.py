@@ -106,14 +106,12 @@ def finished_outcome(trial_dir: str, job_dir: str | None = None) -> TrialOutcome
         return None
 
 
-def iter_runs(results: Path, experiment: str | None = None) -> Iterator[tuple[str, str, RunJson]]:
-    """``(experiment, run id, run.json)`` of every stored run with a readable run.json, sorted
-    (only ``experiment``'s when given)."""
-    for exp in [experiment] if experiment is not None else subdirs(results):
-        for run_id in subdirs(results / exp):
-            data = read_run_json(results / exp / run_id)
-            if data is not None:
-                yield exp, run_id, data
+def iter_runs(results: Path) -> Iterator[tuple[str, str, RunJson]]:
+    """``(experiment, run id, run.json)`` of every stored run with a readable run.json, sorted."""
+    for rd in iter_run_dirs(results):
+        data = read_run_json(rd.path)
+        if data is not None:
+            yield rd.experiment, rd.run_id, data
 
 
 def has_runs(results: Path) -> bool:
