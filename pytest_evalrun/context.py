@@ -15,6 +15,7 @@ import pytest
 
 from .discovery import DEFAULT_PATTERNS, Discovery
 from .experiment.model import Experiment
+from .sandboxkind import SandboxKind
 from .secrets import Redactor
 from .shared import Shared
 from .store.paths import RunPaths
@@ -71,7 +72,8 @@ class EvalContext:
                 try:
                     record: dict[str, Any] = resolve(mode).to_dict()
                 except SandboxError as exc:
-                    record = {"sandbox": "none", "requested": mode, "reason": str(exc)}
+                    record = {"sandbox": SandboxKind.NONE.value, "requested": mode,
+                              "reason": str(exc)}
                 found[v.name] = {**record, "network": v.network}
             self._isolation[exp.slug] = found
         return found

@@ -17,14 +17,13 @@ from typing import Any
 
 import pytest
 
+from . import junitxml as junit
 from .collect import SPEC_ERROR_PROPERTY, TrialId, is_trial_nodeid
 from .context import EvalContext
 from .experiment.errors import SpecError
 from .experiment.model import Experiment
 from .finish import Gates, Plan, RegressionGate, finish_run
 from .outcome import ERROR, USER_PROPERTY, TrialOutcome
-from .report import junit
-from .report.junit_verdict import render_verdict
 from .report.markdown import render_markdown
 from .report.openmetrics import render_openmetrics
 from .report.policy import ERROR_POLICIES
@@ -477,6 +476,8 @@ class ControllerPlugin:
             write_text_atomic(Path(om).resolve(), render_openmetrics(self.summary))
         verdict = self.config.getoption("eval_junit_verdict")
         if verdict:
+            from .report.junit_verdict import render_verdict  # only for --eval-junit-verdict
+
             write_text_atomic(Path(verdict).resolve(), render_verdict(self.summary))
 
     # -- verdict ---------------------------------------------------------------------------

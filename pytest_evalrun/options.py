@@ -7,6 +7,7 @@ import argparse
 import pytest
 
 from .report.policy import ERROR_POLICIES
+from .sandboxkind import SANDBOX_MODES
 from .shard import parse_shard
 
 
@@ -99,7 +100,7 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--eval-sandbox",
         dest="eval_sandbox",
-        choices=("auto", "bwrap", "none"),
+        choices=SANDBOX_MODES,
         default=None,
         help="isolation of every step, overriding the experiment files' 'sandbox:' mode: "
         "auto (bubblewrap where it works, else unsandboxed with a warning), bwrap "

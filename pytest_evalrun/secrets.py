@@ -25,10 +25,11 @@ import json
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+
+from .filewrite import write_bytes_atomic
 
 MASK = "***"
 _MASK_BYTES = MASK.encode()
@@ -286,18 +287,11 @@ def _open_nofollow(path: str) -> int:
     return os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
 
 
-def _replace_content(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file next to ``path`` and rename it over ``path``: a hard link
-    to a file elsewhere is never written through, and a planted symlink is never followed."""
-    fd, tmp = tempfile.mkstemp(prefix=".evalrun-redact-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def _replace_content(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to a new file next to ``path`` and rename it over ``path``, keeping its
+    ``mode`` (a masked script stays executable): a hard link to a file elsewhere is never
+    written through, and a planted symlink is never followed."""
+    write_bytes_atomic(path, data, mode=stat.S_IMODE(mode))
 
 
 def _mask_json(data: bytes, redactor: Redactor, lines: bool) -> bytes | None:
@@ -378,7 +372,7 @@ def redact_file(
             return False
     if data is None:
         note = f"evalrun: {st.st_size} bytes left out: too large to mask secrets in\n"
-        _replace_content(path, note.encode())
+        _replace_content(path, note.encode(), st.st_mode)
         return True
     masked: bytes | None = None
     suffix = path.name.rpartition(".")[2].lower()
@@ -394,7 +388,7 @@ def redact_file(
             masked = redactor.redact_binary(data)
     if masked == data:
         return False
-    _replace_content(path, masked)
+    _replace_content(path, masked, st.st_mode)
     return True
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .store import runs
+from .store import layout, runs
 from .store.index import expected_durations
 from .store.paths import RunPaths, index_db
 from .trial.workspace import session_templates
@@ -107,7 +107,7 @@ def decide(config: pytest.Config) -> Shared:
             raise pytest.UsageError(
                 f"--eval-run-id {run_id!r}: use letters, digits, '.', '_' and '-' only"
             )
-        if not resume and runs.run_exists(results, run_id):
+        if not resume and layout.run_exists(results, run_id):
             raise pytest.UsageError(
                 f"run {run_id!r} already exists in {results}; "
                 "add --eval-resume to continue it, or choose another --eval-run-id"
@@ -115,7 +115,7 @@ def decide(config: pytest.Config) -> Shared:
     else:
         run_id = runs.new_run_id()
         base, n = run_id, 2
-        while runs.run_exists(results, run_id):
+        while layout.run_exists(results, run_id):
             run_id = f"{base}-{n}"
             n += 1
     session_id = uuid.uuid4().hex

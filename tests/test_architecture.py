@@ -18,6 +18,7 @@ LAYERS: dict[str, tuple[int, int]] = {
     "pytest_evalrun.worker": (4, 0),
     "pytest_evalrun.cli": (4, 0),
     "pytest_evalrun.interrupt": (3, 3),
+    "pytest_evalrun.junitxml": (3, 0),
     "pytest_evalrun.collect": (3, 2),
     "pytest_evalrun.context": (3, 1),
     "pytest_evalrun.hookspecs": (3, 0),
@@ -34,13 +35,16 @@ LAYERS: dict[str, tuple[int, int]] = {
     "pytest_evalrun.finish": (2, 1),
     "pytest_evalrun.report": (2, 0),
     "pytest_evalrun.outcome": (1, 0),
+    "pytest_evalrun.layoutjson": (1, 0),
+    "pytest_evalrun.filewrite": (1, 0),
+    "pytest_evalrun.sandboxkind": (1, 0),
     "pytest_evalrun.secrets": (1, 0),
     "pytest_evalrun.experiment": (1, 0),
     "pytest_evalrun.demo_agent": (1, 0),
     "pytest_evalrun.safetext": (1, 0),
     "pytest_evalrun": (0, 0),
 }
-#: Modules that may import pytest: the wiring, the roles, collection and JUnit.
+#: Modules that may import pytest: the wiring, the roles, collection and pytest's junitxml.
 PYTEST_ALLOWED = (
     "pytest_evalrun.plugin",
     "pytest_evalrun.controller",
@@ -50,7 +54,7 @@ PYTEST_ALLOWED = (
     "pytest_evalrun.hookspecs",
     "pytest_evalrun.shared",
     "pytest_evalrun.options",
-    "pytest_evalrun.report.junit",
+    "pytest_evalrun.junitxml",
 )
 
 

@@ -321,6 +321,72 @@ def test_secrets_never_written_or_printed(suite: Suite, monkeypatch: pytest.Monk
     assert "leaked.txt" in (trial / "workspace.diff").read_text()
 
 
+def test_a_masked_executable_keeps_its_mode(suite: Suite, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret masked in a kept workspace's script leaves the script executable (755), and a
+    private file private (600): masking rewrites the content, never the mode."""
+    secret = "sk-test-mode-1234567890"
+    monkeypatch.setenv("SERVICE_API_TOKEN", secret)
+    suite.write(
+        "fixtures/basic/write.sh",
+        """
+        #!/bin/sh
+        printf '#!/bin/sh\\necho %s\\n' "$API_TOKEN" > deploy.sh
+        chmod 755 deploy.sh
+        echo "$API_TOKEN" > private.txt
+        chmod 600 private.txt
+    """,
+    ).chmod(0o755)
+    suite.experiment(
+        defaults={"agent": {"command": "./write.sh"}, "env": {"API_TOKEN": "${SERVICE_API_TOKEN}"}},
+        tasks=[{"name": "t", "prompt": "x", "fixture": "fixtures/basic", "verify": "true"}],
+    )
+    suite.pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
+    workspace = suite.trial_dir("base", "t", 1) / "workspace"
+    script, private = workspace / "deploy.sh", workspace / "private.txt"
+    assert secret not in script.read_text() and "***" in script.read_text()
+    assert secret not in private.read_text()
+    assert script.stat().st_mode & 0o7777 == 0o755
+    assert private.stat().st_mode & 0o7777 == 0o600
+
+
+def test_steps_record_killed_leftovers_and_cut_output(suite: Suite) -> None:
+    """meta.json's steps say how many processes a step left behind (killed when it ended) and
+    how many bytes of its output were cut at the output cap (10 MiB)."""
+    suite.write(
+        "fixtures/basic/leave.sh",
+        """
+        #!/bin/sh
+        sleep 300 &
+        sleep 300 &
+        echo started
+    """,
+    ).chmod(0o755)
+    suite.write(
+        "fixtures/basic/loud.sh",
+        """
+        #!/bin/sh
+        head -c 11534336 /dev/zero | tr '\\0' a
+    """,
+    ).chmod(0o755)
+    suite.experiment(
+        # unsandboxed: bubblewrap's PID namespace ends the leftovers itself (none to count)
+        variants={"leave": {"agent": {"command": "./leave.sh"}, "sandbox": "none"},
+                  "loud": {"agent": {"command": "./loud.sh"}},
+                  "quiet": {"agent": {"command": "true"}}},
+        tasks=[{"name": "t", "prompt": "x", "fixture": "fixtures/basic", "verify": "true"}],
+    )
+    suite.pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=3)
+    leave = suite.meta("leave", "t")["steps"]["agent"]
+    loud = suite.meta("loud", "t")["steps"]["agent"]
+    quiet = suite.meta("quiet", "t")["steps"]
+    assert leave["killed_leftovers"] == 2 and leave["output_cut"] == 0, leave
+    assert loud["output_cut"] == 11534336 - 10 * 1024 * 1024 and loud["killed_leftovers"] == 0
+    kept = (suite.trial_dir("loud", "t", 1) / "stdout.txt").stat().st_size
+    assert 10 * 1024 * 1024 <= kept < 10 * 1024 * 1024 + 1024  # the cap, and a note of the cut
+    for role in ("agent", "verify"):
+        assert (quiet[role]["killed_leftovers"], quiet[role]["output_cut"]) == (0, 0), quiet
+
+
 def test_fixture_contents_are_never_collected(suite: Suite) -> None:
     suite.write("fixtures/basic/test_inside.py", "def test_x():\n    assert False\n")
     suite.write("fixtures/basic/nested.eval.yaml", "not: [valid")

@@ -166,6 +166,10 @@ def _tree_digest(root: Path) -> dict[str, str]:
     }
 
 
+#: One worker builds ``pristine_machines`` (a full run and 3 shards: minutes) and runs every test
+#: of the module, instead of each worker building it (tests/conftest.py: ``loadgroup``).
+pytestmark = pytest.mark.xdist_group("merge-machines")
+
 #: The gate every machine of ``machines`` runs with: "bad" (0/2) and "broken" (errors only)
 #: are below it, so the run's gate fails, on one machine and merged alike.
 MIN_PASS_RATE = "--eval-min-pass-rate=0.4"

@@ -21,10 +21,10 @@ from pytest_evalrun import __version__ as evalrun_version
 from pytest_evalrun.experiment.model import Experiment, Step, Task, Variant
 from pytest_evalrun.outcome import ERROR, FAILED, PASSED, TIMEOUT, Metrics, TrialOutcome
 from pytest_evalrun.store.pier import PierJob, link_file, split_model
-from pytest_evalrun.store.pier import names as pier_names
+from pytest_evalrun.store.pier import jobnames as pier_names
 from pytest_evalrun.store.pier.config import agent_version
-from pytest_evalrun.store.pier.names import safe_job_name, trial_name_for
-from pytest_evalrun.store.pier.stats import compute_job_stats
+from pytest_evalrun.store.pier.jobnames import safe_job_name, trial_name_for
+from pytest_evalrun.store.pier.jobstats import compute_job_stats
 from pytest_evalrun.store.pier.trajectory import events_to_trajectory
 
 # --------------------------------------------------------------------------- schemas
@@ -636,6 +636,20 @@ def test_trajectory_conversion() -> None:
         agent_name="a", agent_version="1")
     assert only_tools is not None
     validate("Trajectory", only_tools)
+
+
+def test_trajectory_timestamps_are_iso_utc_or_left_out() -> None:
+    """One timestamp rule for both trajectories (events.jsonl and a preset's): ISO 8601 text
+    and epoch seconds or milliseconds become UTC ISO 8601; anything else is left out (Harbor
+    refuses a step timestamp that is not ISO 8601)."""
+    events = [{"type": "message", "role": "user", "content": "a", "timestamp": stamp}
+              for stamp in ("2026-11-23T12:49:55+01:00", 1795000000, 1795000000123,
+                            "yesterday", True)]
+    traj = events_to_trajectory(events, agent_name="a", agent_version="1")
+    assert traj is not None
+    stamps = [step.get("timestamp") for step in traj["steps"]]
+    assert stamps == ["2026-11-23T11:49:55.000Z", "2026-11-18T11:06:40.000Z",
+                      "2026-11-18T11:06:40.123Z", None, None]
 
 
 def test_split_model() -> None:

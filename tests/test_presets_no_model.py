@@ -33,6 +33,24 @@ def closed_port() -> int:
     return port
 
 
+def fail_fast_env(cli: str, directory: Path) -> dict[str, str]:
+    """The CLI's own settings for fewer retries against a model API that refuses or is not
+    there (each retried with backoff until the trial's timeout otherwise: 90 s a task). What
+    the test checks is unchanged: the CLI still makes no model call and says so."""
+    if cli == "claude":
+        return {"CLAUDE_CODE_MAX_RETRIES": "0"}
+    if cli == "gemini":  # read from the workspace (the sandbox has a /tmp of its own)
+        fixture = directory / "fixture"
+        fixture.mkdir(exist_ok=True)
+        settings = {"general": {"maxAttempts": 1, "retryFetchErrors": False}}
+        (fixture / GEMINI_SETTINGS).write_text(json.dumps(settings))
+        return {"GEMINI_CLI_SYSTEM_SETTINGS_PATH": GEMINI_SETTINGS}
+    return {}
+
+
+GEMINI_SETTINGS = ".gemini-system-settings.json"
+
+
 def trial_meta(root: Path, cli: str, task: str) -> dict[str, Any]:
     found = list((root / "results").glob(f"*/*/variants/*/tasks/{task}/trials/001/meta.json"))
     assert len(found) == 1, found
@@ -54,11 +72,13 @@ def test_a_cli_that_made_no_model_call_is_an_error(
             MockLLM(Script([api_error(401)], exhausted_status=401),
                     log_path=tmp_path / "nokey.jsonl") as nokey, \
             MockLLM(answered, log_path=tmp_path / "answered.jsonl") as m_answered:
-        spec = {
+        fast = fail_fast_env(cli, pytester.path)
+        spec: dict[str, Any] = {
             "experiment": f"nomodel-{cli}",
             "timeout": 90,
             "variants": {preset: {"agent": {"preset": preset, "executable": exe},
-                                  "model": DEFAULT_MODELS[cli]}},
+                                  "model": DEFAULT_MODELS[cli],
+                                  "env": fast}},
             "tasks": [
                 {"name": "refused", "prompt": "hi", "verify": VERIFY,
                  "env": {**endpoint_env(cli, m401.url), **key_env(cli), **m401.proxy_env()}},
@@ -71,6 +91,9 @@ def test_a_cli_that_made_no_model_call_is_an_error(
                          **m_answered.proxy_env()}},
             ],
         }
+        if (pytester.path / "fixture").is_dir():  # the settings fail_fast_env wrote there
+            for task in spec["tasks"]:
+                task["fixture"] = "fixture"
         (pytester.path / f"{cli}.eval.yaml").write_text(yaml.safe_dump(spec))
         run = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", timeout=600)
     out = run.stdout.str()

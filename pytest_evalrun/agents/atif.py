@@ -1,4 +1,5 @@
-"""Harbor's trajectory format (ATIF) from an :class:`AgentRun`.
+"""Harbor's trajectory format (ATIF) from an :class:`AgentRun`: its steps and totals; the
+version, timestamps and document are :mod:`pytest_evalrun.store.pier.trajectory`'s.
 
 Rules beyond the JSON schema that Harbor's models enforce (and this builder keeps): step ids run
 1..N; a tool call and its result are in the same step (each observation result names a tool call
@@ -9,26 +10,10 @@ run's totals over every model call, so they equal the trial's metrics.json.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
+from ..store.pier.trajectory import atif_document, atif_timestamp
 from .common import AgentRun, ModelCall, Step
-
-SCHEMA_VERSION = "ATIF-v1.6"
-
-
-def _timestamp(value: Any) -> str | None:
-    """An ISO 8601 timestamp from an ISO string or epoch seconds/milliseconds, else None."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = value / 1000 if value > 1e11 else value
-        return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat()
-    if isinstance(value, str):
-        try:
-            datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return value
-    return None
 
 
 def _metrics(call: ModelCall) -> dict[str, Any]:
@@ -46,7 +31,7 @@ def _metrics(call: ModelCall) -> dict[str, Any]:
 
 def _step(index: int, step: Step) -> dict[str, Any]:
     out: dict[str, Any] = {"step_id": index, "source": step.source, "message": step.text}
-    stamp = _timestamp(step.timestamp)
+    stamp = atif_timestamp(step.timestamp)
     if stamp:
         out["timestamp"] = stamp
     if step.source != "agent":
@@ -99,8 +84,4 @@ def trajectory(run: AgentRun, agent_version: str | None = None) -> dict[str, Any
                              or "unknown"}
     if run.model:
         agent["model_name"] = run.model
-    doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "agent": agent, "steps": steps,
-                           "final_metrics": final}
-    if run.session_id:
-        doc["session_id"] = run.session_id
-    return doc
+    return atif_document(agent, steps, final, run.session_id)

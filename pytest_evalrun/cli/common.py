@@ -21,6 +21,7 @@ from tabulate import tabulate
 
 from ..report.table import column_groups as column_groups  # split wide tables (show)
 from ..safetext import escape, json_inert
+from ..store.layout import has_runs
 from ..store.query import IndexMissing, RunNotFound, RunRow, find_runs, open_index, with_counts
 
 #: Environment variable naming the results directory (below ``--results``, above the search).
@@ -50,17 +51,6 @@ def results_dir(given: str | None) -> Path:
     return here / "results"
 
 
-def _has_runs(results: Path) -> bool:
-    if not results.is_dir():
-        return False
-    return any(
-        (run / "run.json").is_file()
-        for exp in results.iterdir()
-        if exp.is_dir() and not exp.name.startswith(".")
-        for run in exp.iterdir()
-    )
-
-
 def connect(results: Path) -> sqlite3.Connection:
     """The index of ``results``; rebuilt from the files first when it is missing."""
     db = results / "index.db"
@@ -68,7 +58,7 @@ def connect(results: Path) -> sqlite3.Connection:
         return open_index(db)
     except IndexMissing:
         pass
-    if not _has_runs(results):
+    if not has_runs(results):
         raise CliError(f"no runs in {results} (pass --results DIR, or run pytest first)")
     from ..store.rebuild import rebuild_index
 

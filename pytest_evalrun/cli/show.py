@@ -17,6 +17,7 @@ from typing import Any
 from ..report.junit_verdict import render_verdict
 from ..report.stats import wilson_interval
 from ..store.atomic import write_text_atomic
+from ..store.layout import SUMMARY_JSON, load_object, read_meta, read_run_json
 from ..store.query import Cell, RunRow, cells, count_not_passed, trials
 from .common import (
     CliError,
@@ -80,7 +81,7 @@ def _plan_ranks(results: Path, row: RunRow) -> Ranks:
     """Each variant's and task's place in the experiment file (run.json's ``plan``); empty
     for a run.json without a plan."""
     try:
-        plan = json.loads((run_dir(results, row) / "run.json").read_text(encoding="utf-8"))["plan"]
+        plan = (read_run_json(run_dir(results, row)) or {})["plan"]
         return (
             {str(n): i for i, n in enumerate(plan["variants"])},
             {str(n): i for i, n in enumerate(plan["tasks"])},
@@ -130,11 +131,8 @@ def _failing_cells(verdict: dict[str, Any] | None) -> set[tuple[str, str]]:
 def _message(data: dict[str, Any], path: Path) -> str:
     if data.get("message") is not None:
         return str(data["message"])
-    try:  # an index older than version 2 has no messages
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-        return str(meta.get("message") or "") if isinstance(meta, dict) else ""
-    except (OSError, ValueError):
-        return ""
+    # an index older than version 2 has no messages
+    return str((read_meta(path) or {}).get("message") or "")
 
 
 def _failed(
@@ -331,11 +329,10 @@ def _write_verdict(path: Path, run_dirs: list[Path]) -> None:
     """The shown runs' verdict file, from their summary.json (the gates' full detail)."""
     experiments = []
     for directory in run_dirs:
-        file = directory / "summary.json"
+        file = directory / SUMMARY_JSON
         try:
-            summary = json.loads(file.read_text(encoding="utf-8"))
-            experiments += list(summary["experiments"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            experiments += list(load_object(file)["experiments"])
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise CliError(f"{file}: cannot read the run's summary ({exc})") from None
     write_text_atomic(path.resolve(), render_verdict({}, experiments))
 

@@ -26,13 +26,13 @@ from pytest_evalrun.experiment.model import (
     DEFAULT_TIMEOUT,
     DEFAULT_TRIALS,
     DEFAULT_VERIFY_TIMEOUT,
-    SandboxSpec,
+    SandboxSetting,
     Task,
     Variant,
 )
 from pytest_evalrun.experiment.names import slugify, validate_name
-from pytest_evalrun.experiment.steps import Steps
-from pytest_evalrun.experiment.values import Values
+from pytest_evalrun.experiment.stepcheck import Steps
+from pytest_evalrun.experiment.valuecheck import Values
 from pytest_evalrun.experiment.yamltree import YList, YMap, plain
 
 __all__ = ["Entries", "Top"]
@@ -214,7 +214,7 @@ class Entries(Checker):
             retries=f.get("retries"),
             pricing=f.get("pricing"),
             budget={**top.budget, **f.get("budget", {})} or None,
-            sandbox=f.get("sandbox", iso.get("sandbox", SandboxSpec())),
+            sandbox=f.get("sandbox", iso.get("sandbox", SandboxSetting())),
             network=network is not False,
             network_allow=network if isinstance(network, tuple) else None,
             env_passthrough=tuple(dict.fromkeys(passthrough)),

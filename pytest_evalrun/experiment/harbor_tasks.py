@@ -43,7 +43,7 @@ from pytest_evalrun.experiment.model import (
 )
 from pytest_evalrun.experiment.names import slugify, validate_name
 from pytest_evalrun.experiment.promptfile import PromptFileError, read_prompt_file
-from pytest_evalrun.experiment.values import Values
+from pytest_evalrun.experiment.valuecheck import Values
 from pytest_evalrun.experiment.yamltree import YList, YMap
 
 if sys.version_info >= (3, 11):

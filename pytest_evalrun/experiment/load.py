@@ -33,8 +33,8 @@ from pytest_evalrun.experiment.entries import Entries, Top
 from pytest_evalrun.experiment.errors import SpecError, SpecErrors
 from pytest_evalrun.experiment.model import BUILTIN_KINDS, MAX_ITEMS_PER_FILE, Experiment, Task
 from pytest_evalrun.experiment.names import slugify, validate_name
-from pytest_evalrun.experiment.steps import Steps
-from pytest_evalrun.experiment.values import Values
+from pytest_evalrun.experiment.stepcheck import Steps
+from pytest_evalrun.experiment.valuecheck import Values
 from pytest_evalrun.experiment.yamltree import Walker, YList, YMap, compose, plain
 from pytest_evalrun.secrets import inherited_secrets, weak_secret_names
 

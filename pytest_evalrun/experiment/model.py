@@ -13,8 +13,11 @@ from typing import Any
 
 from pytest_evalrun.experiment.network import Allow
 
+from ..sandboxkind import SANDBOX_MODES as _SANDBOX_MODES
+
 #: Built-in step kinds. ``command``: a list (argv) or a string (run by the shell).
-#: ``python``: ``"pkg.mod:func"``, called in-process. Plugins add more through hooks.
+#: ``python``: ``"pkg.mod:func"``, called in a fresh interpreter (``trial/pycall.py``), never in
+#: the pytest process. Plugins add more through hooks.
 BUILTIN_KINDS = ("command", "python")
 
 DEFAULT_TRIALS = 1
@@ -48,11 +51,11 @@ class Step:
 
 
 #: ``sandbox:`` modes (see ``trial/sandbox.py``).
-SANDBOX_MODES = ("auto", "bwrap", "none")
+SANDBOX_MODES = _SANDBOX_MODES
 
 
 @dataclass(frozen=True)
-class SandboxSpec:
+class SandboxSetting:
     """``sandbox:`` as written: a mode, and paths a sandboxed step may also read or write
     (absolute, resolved against the experiment file's directory)."""
 
@@ -134,7 +137,7 @@ class Variant:
     #: ``budget:`` of a trial of this variant (the top level's, then the variant's own keys).
     budget: Mapping[str, float] | None = None
     #: The isolation of its steps (``sandbox:`` of the variant, else the top level's).
-    sandbox: SandboxSpec = field(default_factory=SandboxSpec)
+    sandbox: SandboxSetting = field(default_factory=SandboxSetting)
     #: ``network:`` of the variant, else the top level's (True: network on; False: none).
     network: bool = True
     #: ``network: {allow: [...]}``: the only hosts its steps reach (None: any public host).

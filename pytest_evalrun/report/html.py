@@ -411,23 +411,6 @@ def _comparisons(exp: Mapping[str, Any]) -> str:
     )
 
 
-def _plain(value: Any) -> str:
-    """Any JSON value as short escaped text (rates and intervals as such when they look so)."""
-    if isinstance(value, bool) or value is None:
-        return {True: "yes", False: "no", None: "-"}[value]
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if (
-        isinstance(value, list)
-        and len(value) == 2
-        and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
-    ):
-        return f"[{value[0]:.4g}, {value[1]:.4g}]"
-    if isinstance(value, (dict, list)):
-        return f"<code>{esc(json.dumps(value, ensure_ascii=False)[:300])}</code>"
-    return esc(value)
-
-
 def _regression(regression: Any) -> str:
     """The regression gate against a baseline run (``--eval-baseline-run``): the same table as
     the terminal and summary.md (:func:`.table.regression_rows`)."""

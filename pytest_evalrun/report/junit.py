@@ -14,6 +14,9 @@ A failure's or error's ``message`` attribute is one short line (``FAILED: v / t 
 verify exited 1``), its element text the whole description: readers such as xunit-viewer print
 both, so a multi-line message would be shown twice. The same line is pytest's short test
 summary reason and its ``--tb=line`` line.
+
+Plain data only (no pytest): :mod:`pytest_evalrun.junitxml`, in the pytest wiring, hands these
+names, lines and properties to pytest's junitxml.
 """
 
 from __future__ import annotations
@@ -21,17 +24,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import pytest
-from _pytest._code.code import ReprFileLocation, TerminalRepr
-
 from ..outcome import TrialOutcome
 from ..safetext import escape
-
-
-def _logxml(config: pytest.Config) -> Any:
-    from _pytest.junitxml import xml_key
-
-    return config.stash.get(xml_key, None)
 
 
 def _part(text: str) -> str:
@@ -61,51 +55,6 @@ def headline(outcome: TrialOutcome) -> str:
     return text if len(text) <= HEADLINE_CHARS else text[: HEADLINE_CHARS - 1] + "…"
 
 
-class TrialFailureRepr(TerminalRepr):
-    """A trial's failure text (:func:`pytest_evalrun.collect.describe`) with its one-line
-    message as ``reprcrash.message``, where junitxml and the short test summary look for it."""
-
-    def __init__(self, text: str, message: str, path: str, lineno: int) -> None:
-        self.text = text
-        self.reprcrash = ReprFileLocation(path, lineno, message)
-
-    def toterminal(self, tw: Any) -> None:
-        for line in self.text.splitlines():
-            tw.line(line)
-
-    def __str__(self) -> str:
-        return self.text
-
-
-def one_line_message(report: pytest.TestReport, message: str) -> None:
-    """Give a failed report whose text is a plain string (a trial's description, also as it
-    arrives from an xdist worker) ``message`` as its one-line reason."""
-    if report.passed or report.skipped or not isinstance(report.longrepr, str):
-        return
-    path, lineno, _ = report.location
-    report.longrepr = TrialFailureRepr(report.longrepr, message, path, (lineno or 0) + 1)
-
-
-def name_testcase(config: pytest.Config, report: pytest.TestReport, outcome: TrialOutcome) -> None:
-    """Give the report's testcase our names and a failure its one-line message (call before
-    junitxml and the terminal see the report).
-
-    ``--junit-prefix`` is honoured as pytest does for its own classnames: ``<prefix>.<classname>``.
-    """
-    one_line_message(report, headline(outcome))
-    xml = _logxml(config)
-    if xml is None:
-        return
-    from _pytest.junitxml import bin_xml_escape
-
-    classname, name = testcase_names(outcome)
-    if getattr(xml, "prefix", None):
-        classname = f"{xml.prefix}.{classname}"
-    reporter = xml.node_reporter(report)
-    reporter.attrs["classname"] = bin_xml_escape(classname)
-    reporter.attrs["name"] = bin_xml_escape(name)
-
-
 def verdict_word(verdict: Mapping[str, Any]) -> str:
     if not verdict.get("gated"):
         return "ungated"
@@ -116,17 +65,15 @@ def _rate(value: Any) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def add_suite_properties(
-    config: pytest.Config, summary: Mapping[str, Any], run_ids: Mapping[tuple[str, str], str]
-) -> None:
-    xml = _logxml(config)
-    if xml is None:
-        return
-    from _pytest.junitxml import bin_xml_escape
+def suite_properties(
+    summary: Mapping[str, Any], run_ids: Mapping[tuple[str, str], str]
+) -> list[tuple[str, str]]:
+    """The ``(name, value)`` suite properties of a session: verdicts, run ids, pass rates and
+    the regression gate's result, in this order."""
+    props: list[tuple[str, str]] = []
 
     def add(name: str, value: str) -> None:
-        # pytest escapes the value only; a name is an XML attribute too.
-        xml.add_global_property(bin_xml_escape(name), value)
+        props.append((name, value))
 
     verdict = summary.get("verdict", {})
     add("evalrun.verdict", verdict_word(verdict))
@@ -154,3 +101,4 @@ def add_suite_properties(
                 add(f"{key}.ci", f"{_rate(v['ci_low'])},{_rate(v['ci_high'])}")
                 add(f"{key}.p_value", "" if v["p_value"] is None else f"{v['p_value']:.4g}")
                 add(f"{key}.min_detectable_drop", _rate(v["min_detectable_drop"]))
+    return props

@@ -13,8 +13,9 @@ is the standard library's :class:`statistics.NormalDist`):
 - :func:`binom_cdf`, :func:`binom_upper_bound`: the exact one-sided binomial test and its
   (Clopper-Pearson) upper confidence bound, with which a cell's ``min_pass_rate`` gate is judged.
 - :func:`holm`: Holm's step-down adjustment of a family of p-values.
-- :func:`paired_comparison`: the paired t-test over task means (kept for ``bench/``; the reports
-  compare variants with :func:`pytest_evalrun.report.regression.compare_variant`).
+- :func:`t_cdf`, :func:`t_ppf`: Student's t distribution (the clustered interval's quantile).
+
+The reports compare variants with :func:`pytest_evalrun.report.regression.compare_variant`.
 
 Two questions, two intervals
 ----------------------------
@@ -71,18 +72,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from statistics import NormalDist
 
 __all__ = [
-    "PairedResult",
     "binom_cdf",
     "binom_upper_bound",
     "clustered_interval",
     "holm",
-    "paired_comparison",
     "pass_at_k",
-    "sign_test_p",
     "t_cdf",
     "t_ppf",
     "wilson_interval",
@@ -269,174 +266,6 @@ def t_ppf(q: float, df: float) -> float:
             hi = mid
     x = 0.5 * (lo + hi)
     return x if q > 0.5 else -x
-
-
-# --------------------------------------------------------------------------------------------
-# Paired comparison
-
-
-def sign_test_p(wins: int, losses: int) -> float:
-    """Exact two-sided sign test p-value for ``wins`` positive and ``losses`` negative pairs.
-
-    Ties are not counted (pass them in neither). With no non-tied pair, returns 1.0.
-    """
-    if wins < 0 or losses < 0:
-        raise ValueError("sign_test_p needs non-negative counts")
-    m = wins + losses
-    if m == 0:
-        return 1.0
-    smaller = min(wins, losses)
-    # Exact: sum of C(m, i) for i <= smaller, each term from the previous one (integers).
-    term = 1
-    tail = 1
-    for i in range(1, smaller + 1):
-        term = term * (m - i + 1) // i
-        tail += term
-    return min(1.0, 2 * tail / (1 << m))
-
-
-@dataclass(frozen=True)
-class PairedResult:
-    """A candidate against a baseline, paired over tasks; see the module docstring."""
-
-    #: Number of pairs (tasks).
-    n: int
-    mean_baseline: float | None
-    mean_candidate: float | None
-    #: Mean of (candidate - baseline); None when there is no pair.
-    mean_diff: float | None
-    #: Sample standard deviation of the differences (n - 1 denominator); None when n < 2.
-    sd_diff: float | None
-    #: Standard error of the mean difference; None when n < 2.
-    se: float | None
-    #: Paired t statistic; None when undefined (n < 2, or constant non-zero differences).
-    t: float | None
-    #: Degrees of freedom, n - 1; None when n < 2.
-    df: int | None
-    #: Two-sided p-value of the paired t-test; None when undefined.
-    p_value: float | None
-    #: Interval for the mean difference at ``confidence``; None when undefined.
-    ci_low: float | None
-    ci_high: float | None
-    #: Exact two-sided sign test p-value (ties dropped); None when there is no pair.
-    sign_test_p: float | None
-    #: Tasks where the candidate did better / worse / the same.
-    wins: int
-    losses: int
-    ties: int
-    confidence: float = 0.95
-    method: str = "paired t-test over tasks"
-
-    @property
-    def interval(self) -> tuple[float, float] | None:
-        if self.ci_low is None or self.ci_high is None:
-            return None
-        return (self.ci_low, self.ci_high)
-
-
-def _mean(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values)
-
-
-def paired_comparison(
-    baseline: Sequence[float],
-    candidate: Sequence[float],
-    *,
-    confidence: float = 0.95,
-) -> PairedResult:
-    """Paired t-test (plus exact sign test) of ``candidate`` against ``baseline``.
-
-    ``baseline[i]`` and ``candidate[i]`` are the two variants' pass rates on the same task ``i``.
-    The difference is ``candidate - baseline``; see the module docstring for the degenerate
-    cases.
-    """
-    if len(baseline) != len(candidate):
-        raise ValueError(
-            f"paired_comparison needs equal lengths, got {len(baseline)} and {len(candidate)}"
-        )
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    for v in (*baseline, *candidate):
-        if not math.isfinite(v):
-            raise ValueError(f"paired_comparison needs finite values, got {v!r}")
-    n = len(baseline)
-    if n == 0:
-        return PairedResult(
-            n=0,
-            mean_baseline=None,
-            mean_candidate=None,
-            mean_diff=None,
-            sd_diff=None,
-            se=None,
-            t=None,
-            df=None,
-            p_value=None,
-            ci_low=None,
-            ci_high=None,
-            sign_test_p=None,
-            wins=0,
-            losses=0,
-            ties=0,
-            confidence=confidence,
-        )
-    diffs = [c - b for b, c in zip(baseline, candidate, strict=True)]
-    mean_b = _mean(baseline)
-    mean_c = _mean(candidate)
-    mean_d = _mean(diffs)
-    # Classify each task; a difference within 1e-12 of zero is a tie (float noise).
-    wins = sum(1 for d in diffs if d > 1e-12)
-    losses = sum(1 for d in diffs if d < -1e-12)
-    ties = n - wins - losses
-    sign_p = sign_test_p(wins, losses)
-    if abs(mean_d) <= 1e-12 and ties == n:
-        mean_d = 0.0
-
-    sd: float | None = None
-    se: float | None = None
-    t: float | None = None
-    df: int | None = None
-    p: float | None = None
-    lo: float | None = None
-    hi: float | None = None
-    if n >= 2:
-        df = n - 1
-        var = math.fsum((d - mean_d) ** 2 for d in diffs) / df
-        sd = math.sqrt(var)
-        se = sd / math.sqrt(n)
-        if sd <= 1e-12 * max(1.0, abs(mean_d)):
-            # Constant differences: see the module docstring.
-            sd = 0.0
-            se = 0.0
-            if mean_d == 0.0:
-                t = 0.0
-                p = 1.0
-        else:
-            t = mean_d / se
-            p = min(1.0, 2.0 * t_cdf(-abs(t), float(df)))
-            half = t_ppf(1.0 - (1.0 - confidence) / 2.0, float(df)) * se
-            lo = mean_d - half
-            hi = mean_d + half
-            if all(0.0 <= x <= 1.0 for x in (*baseline, *candidate)):
-                # rates: a difference lies in [-1, 1] whatever the t interval says
-                lo, hi = max(lo, -1.0), min(hi, 1.0)
-    return PairedResult(
-        n=n,
-        mean_baseline=mean_b,
-        mean_candidate=mean_c,
-        mean_diff=mean_d,
-        sd_diff=sd,
-        se=se,
-        t=t,
-        df=df,
-        p_value=p,
-        ci_low=lo,
-        ci_high=hi,
-        sign_test_p=sign_p,
-        wins=wins,
-        losses=losses,
-        ties=ties,
-        confidence=confidence,
-    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ records; :func:`combine_summaries` joins summaries of different experiments into
 recomputing anything. The renderers (:mod:`.markdown`, :mod:`.openmetrics`, :mod:`.terminal`)
 are pure functions over the dict (so they also work on a summary.json read back from disk).
 
-Counting rules (CONTRACT.md sections 3 and 5):
+Counting rules (docs/reports.md says them for users):
 
 - ``passed``, ``failed`` and ``timeout`` trials are *judged*; the pass rate of a variant x task
   is passed / judged. ``error`` trials are counted apart and never in a pass rate.

@@ -1,8 +1,9 @@
 """Atomic file writes: a reader sees the old file or the new one, never a torn one.
 
-Write to a temporary file in the same directory, then ``os.replace`` it over the target: whatever
-process is killed when, the file is whole. ``fsync=True`` also survives a power cut (used for
-run.json and summaries, not for the per-trial files, where it cost a quarter of a trial's time).
+The bytes writer is :func:`pytest_evalrun.filewrite.write_bytes_atomic` (the one atomic writer,
+also used to mask secrets); this module adds text and JSON on it. ``fsync=True`` also survives
+a power cut (used for run.json and summaries, not for the per-trial files, where it cost a
+quarter of a trial's time).
 
 Every JSON file is strict JSON (:func:`dumps`): a NaN or an infinity (not JSON, and refused by
 Harbor, jq, JavaScript) is written as ``null``, so writing never fails on an odd value.
@@ -13,41 +14,18 @@ socket, which would block or never end), never through a symlink, and at most ``
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ..filewrite import FILE_MODE as _FILE_MODE
+from ..filewrite import write_bytes_atomic as write_bytes_atomic
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-#: Mode of the files we write: what ``open()`` would give (mkstemp alone gives 0600).
-FILE_MODE = 0o666 & ~_umask()
-
-
-def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+#: Mode of the files we write (re-exported: :mod:`pytest_evalrun.filewrite` has the writer).
+FILE_MODE = _FILE_MODE
 
 
 def write_bytes_if_changed(path: Path, data: bytes, *, fsync: bool = False) -> None:
@@ -91,7 +69,7 @@ def write_json_atomic(path: Path, obj: Any, *, fsync: bool = False) -> None:
     write_text_atomic(path, dumps(obj), fsync=fsync)
 
 
-def read_json(path: Path | str) -> Any:
+def load_json(path: Path | str) -> Any:
     """The file's JSON value (UTF-8); OSError or ValueError when it cannot be read."""
     with open(path, "rb") as fh:
         return json.loads(fh.read())

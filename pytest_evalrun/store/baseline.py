@@ -21,7 +21,7 @@ from typing import Any
 
 from ..report.regression import TaskCounts
 from . import runs
-from .atomic import read_json
+from .layout import read_object, read_summary
 from .paths import RunPaths, index_db
 from .pins import DEFAULT_PIN, PinsError, find_pin, read_pins
 from .query import IndexMissing, open_index, task_counts
@@ -174,11 +174,8 @@ class RunFacts:
 
 
 def _gate(run_dir: Path, name: str) -> bool | None:
-    try:
-        summary = read_json(run_dir / "summary.json")
-    except (OSError, ValueError):
-        return None
-    if not isinstance(summary, Mapping):
+    summary = read_summary(run_dir)
+    if summary is None:
         return None
     verdict: Any = summary.get("verdict")
     for exp in summary.get("experiments") or []:
@@ -412,19 +409,10 @@ def find_baseline(results: Path, ref: str, experiment: str, candidate: Candidate
     return Baseline(facts.run_id, found_as, tuple(notes))
 
 
-def resolve_baseline(results: Path, ref: str, experiment: str, current_run: str) -> str:
-    """The run id of ``experiment``'s baseline run (:func:`find_baseline` for a candidate
-    that runs every trial without --eval-retry)."""
-    return find_baseline(results, ref, experiment, Candidate(current_run)).run_id
-
-
 def rerun_judged(summary_json: Path) -> int | None:
     """Judged trials a stored run ran again (``--eval-retry``), from its summary.json's
     totals; None when unknown (no summary, or not a count)."""
-    try:
-        totals = read_json(summary_json).get("totals", {})
-    except (OSError, ValueError, AttributeError):
-        return None
+    totals = (read_object(summary_json) or {}).get("totals", {})
     value = totals.get("rerun_judged") if isinstance(totals, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import finite, read_json
+from .atomic import finite
 from .index_schema import SCHEMA_VERSION, migrate, user_version
+from .layout import META, RUN_JSON, SUMMARY_JSON, NotAnObject, load_object
 from .paths import index_db
 from .walk import (
     RunDir,
@@ -45,7 +46,7 @@ from .walk import (
 #: meta.json fields compared with the trial's index row.
 TRIAL_FIELDS = ("status", "reward", "error_kind", "seed", "fingerprint", "started_at",
                 "finished_at")  # fmt: skip
-TRIAL_FILES = ("meta.json", "verify.json", "metrics.json")
+TRIAL_FILES = (META, "verify.json", "metrics.json")
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,12 @@ def _load(path: Path, checked: Checked, problems: list[Problem]) -> dict[str, An
         problems.append(Problem(path, why))
         return None
     try:
-        data = read_json(path)
+        return load_object(path)
     except FileNotFoundError:
         problems.append(Problem(path, "missing"))
+        return None
+    except NotAnObject:
+        problems.append(Problem(path, "not a JSON object (hand-edited?)"))
         return None
     except ValueError as exc:
         problems.append(Problem(path, f"not valid JSON (truncated or hand-edited?): {exc}"))
@@ -85,10 +89,6 @@ def _load(path: Path, checked: Checked, problems: list[Problem]) -> dict[str, An
     except OSError as exc:
         problems.append(Problem(path, f"unreadable: {exc}"))
         return None
-    if not isinstance(data, dict):
-        problems.append(Problem(path, "not a JSON object (hand-edited?)"))
-        return None
-    return data
 
 
 def _differences(file: dict[str, Any], index: dict[str, Any], fields: tuple[str, ...]) -> str:
@@ -145,15 +145,15 @@ def _check_run(
     problems: list[Problem],
 ) -> None:
     checked.runs += 1
-    run = _load(rd.path / "run.json", checked, problems)
+    run = _load(rd.path / RUN_JSON, checked, problems)
     row = index.runs.pop(rd.key, None)
     if run is not None:
         if run.get("run_id") != rd.run_id:
             problems.append(
-                Problem(rd.path / "run.json", f"names run {run.get('run_id')!r} (hand-edited?)")
+                Problem(rd.path / RUN_JSON, f"names run {run.get('run_id')!r} (hand-edited?)")
             )
         if index.conn is not None and row is None:
-            problems.append(Problem(rd.path / "run.json", "run not in the index"))
+            problems.append(Problem(rd.path / RUN_JSON, "run not in the index"))
         elif row is not None:
             counts = run.get("counts") or {}
             file_view = {
@@ -167,10 +167,10 @@ def _check_run(
             }
             diff = _differences(file_view, row, tuple(file_view))
             if diff:
-                problems.append(Problem(rd.path / "run.json", f"differs from the index: {diff}"))
+                problems.append(Problem(rd.path / RUN_JSON, f"differs from the index: {diff}"))
     summary = None
-    if (rd.path / "summary.json").exists():
-        summary = _load(rd.path / "summary.json", checked, problems)
+    if (rd.path / SUMMARY_JSON).exists():
+        summary = _load(rd.path / SUMMARY_JSON, checked, problems)
     variants = rd.path / "variants"
     for vdir in (variants / v for v in subdirs(variants)):
         if os.path.lexists(vdir / "variant.json"):
@@ -182,7 +182,7 @@ def _check_run(
     unreadable: Unreadable = []
     for tp in iter_trial_dirs(rd.path, unreadable):
         checked.trials += 1
-        meta = _load(tp.path / "meta.json", checked, problems)
+        meta = _load(tp.path / META, checked, problems)
         for name in TRIAL_FILES[1:]:
             if os.path.lexists(tp.path / name):
                 _load(tp.path / name, checked, problems)
@@ -190,12 +190,12 @@ def _check_run(
         if meta is None or meta.get("status") == "running" or index.conn is None:
             continue
         if row is None:
-            problems.append(Problem(tp.path / "meta.json", "trial not in the index"))
+            problems.append(Problem(tp.path / META, "trial not in the index"))
             continue
         diff = _differences(meta, row, TRIAL_FIELDS)
         if diff:
             problems.append(
-                Problem(tp.path / "meta.json", f"differs from the index (hand-edited?): {diff}")
+                Problem(tp.path / META, f"differs from the index (hand-edited?): {diff}")
             )
     problems.extend(Problem(Path(path), why) for path, why in unreadable)
     hidden = tuple(path + os.sep for path, _ in unreadable)
@@ -265,8 +265,3 @@ def check_results(results: Path, jobs: Path | None = None) -> tuple[Checked, lis
     if index.conn is not None:
         index.conn.close()
     return checked, problems
-
-
-def iter_problem_lines(problems: list[Problem]) -> Iterator[str]:
-    for p in problems:
-        yield f"{p.path}: {p.what}"

@@ -47,17 +47,17 @@ from pathlib import Path
 from typing import Any
 
 from ..finish import Gates, GatesError, Plan, finish_run, gates_differences
-from ..outcome import TrialOutcome
+from ..layoutjson import RunJson
 from . import runs
-from .atomic import dumps, read_json, write_bytes_if_changed, write_json_atomic
+from .atomic import dumps, write_bytes_if_changed, write_json_atomic
 from .index import record_run, record_trials
+from .layout import META, finished_outcome, iter_runs, read_object
 from .paths import RunPaths, index_db
 from .pier.job import PierJob
-from .pier.names import safe_job_name
+from .pier.jobnames import safe_job_name
 from .pier.recorder import pier_job_id
 from .pier.relocate import Relocation, relocate_job_config, relocate_trials
 from .standard import write_summaries
-from .trialdir import META
 from .walk import iter_trial_rels
 from .walk import subdirs as _subdirs
 
@@ -81,7 +81,7 @@ class MergeError(Exception):
 @dataclass
 class _Shard:
     root: Path
-    run: dict[str, Any]
+    run: RunJson
     run_dir: Path
     summary: dict[str, Any]
     #: (variant slug, task slug, trial number) -> trial directory, relative to run_dir
@@ -115,11 +115,7 @@ def _trial_dirs(run_dir: Path) -> dict[TrialKey, str]:
 
 
 def _read_dict(path: Path) -> dict[str, Any]:
-    try:
-        data = read_json(path)
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_object(path) or {}
 
 
 def _scan(shards: Sequence[Path]) -> dict[tuple[str, str], list[_Shard]]:
@@ -130,7 +126,7 @@ def _scan(shards: Sequence[Path]) -> dict[tuple[str, str], list[_Shard]]:
         if not results.is_dir():
             problems.append(f"{root} holds no results/ directory (is it a shard?)")
             continue
-        for experiment, run_id, run in runs.iter_runs(results):
+        for experiment, run_id, run in iter_runs(results):
             run_dir = results / experiment / run_id
             shard = _Shard(root, run, run_dir, _read_dict(run_dir / "summary.json"))
             shard.trials = _trial_dirs(run_dir)
@@ -378,27 +374,6 @@ def _json_bytes(obj: Any) -> bytes:
     return dumps(obj).encode("utf-8")
 
 
-def _outcome(trial_dir: str, job_dir: str) -> TrialOutcome | None:
-    """The trial's recorded outcome, placed where it is now (its meta.json is not rewritten:
-    its paths say where the trial was written). None for a trial that never finished (no
-    readable meta.json, or still ``running``)."""
-    try:
-        with open(f"{trial_dir}/{META}", "rb") as fh:
-            data = json.loads(fh.read())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("status") in (None, "running"):
-        return None
-    try:
-        outcome = TrialOutcome.from_dict(data)
-    except TypeError:
-        return None
-    outcome.trial_dir = trial_dir
-    if outcome.pier_trial_dir:
-        outcome.pier_trial_dir = f"{job_dir}/{os.path.basename(outcome.pier_trial_dir)}"
-    return outcome
-
-
 def _merged_from(shards: Sequence[_Shard], old: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Which directory gave which shards and how many selected trials: an earlier merge's
     entries and this merge's, one per shard (the same shard merged again counts once)."""
@@ -604,7 +579,7 @@ def _place_copy(experiment: str, run_id: str, shards: Sequence[_Shard], into: Pa
         outcomes = [
             o
             for *_, rel in iter_trial_rels(paths.run_dir)
-            if (o := _outcome(f"{run_dir}/{rel}", str(job_dir))) is not None
+            if (o := finished_outcome(f"{run_dir}/{rel}", str(job_dir))) is not None
         ]
         db = index_db(results)
         record_trials(db, outcomes)
@@ -706,7 +681,7 @@ def _merge_run(
     outcomes = [
         o
         for *_, rel in iter_trial_rels(paths.run_dir)
-        if (o := _outcome(f"{run_dir}/{rel}", str(job_dir))) is not None
+        if (o := finished_outcome(f"{run_dir}/{rel}", str(job_dir))) is not None
     ]
     total = sum(e["total"] for e in merged_from)
     gates, notes = _gates(shards, old)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 
@@ -27,8 +28,9 @@ class RunPaths:
     experiment: str  # slug
     run_id: str
 
-    @property
+    @cached_property
     def run_dir(self) -> Path:
+        # built once: a resume asks for it for every item
         return self.results / self.experiment / self.run_id
 
     @property

@@ -18,7 +18,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from .atomic import read_json, write_json_atomic
+from .atomic import load_json, write_json_atomic
 
 #: The pins file, in the results directory.
 PINS_FILE = "baselines.json"
@@ -62,7 +62,7 @@ def read_pins(results: Path) -> list[Pin]:
     """Every pin, by experiment then name; [] when there is no pins file."""
     path = pins_path(results)
     try:
-        data = read_json(path)
+        data = load_json(path)
     except FileNotFoundError:
         return []
     except (OSError, ValueError) as exc:

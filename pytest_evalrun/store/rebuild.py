@@ -22,10 +22,16 @@ from typing import Any
 
 from filelock import FileLock
 
-from ..outcome import TrialOutcome
-from .atomic import read_json
 from .index import INSERT_RUN, INSERT_TRIAL, forget, run_row, trial_row
 from .index_schema import load_pins, migrate, refresh_run_variants
+from .layout import (
+    RUN_JSON,
+    RUNNING,
+    NotAnObject,
+    load_object,
+    placed_outcome,
+    read_summary,
+)
 from .paths import index_db
 from .pins import PinsError, pins_path, read_pins
 from .walk import iter_run_dirs, iter_trial_dirs
@@ -41,12 +47,14 @@ class Rebuilt:
     replaced_damaged: bool = False
 
 
-def _read(path: Path) -> tuple[Any, str | None]:
+def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     try:
-        return read_json(path), None
+        return load_object(path), None
     except FileNotFoundError:
         return None, "missing"
-    except (OSError, ValueError) as exc:
+    except NotAnObject:
+        return None, "not a JSON object"
+    except (OSError, ValueError, RecursionError) as exc:
         return None, f"unreadable: {type(exc).__name__}: {exc}"
 
 
@@ -75,19 +83,16 @@ def _trial_rows(run_dir: Path, result: Rebuilt) -> list[tuple[Any, ...]]:
     for tp in iter_trial_dirs(run_dir):
         meta_path = tp.path / "meta.json"
         data, problem = _read(meta_path)
-        if problem is None and not isinstance(data, dict):
-            problem = "not a JSON object"
-        if problem is not None:
-            result.skipped.append((meta_path, problem))
+        if data is None:
+            result.skipped.append((meta_path, problem or "unreadable"))
             continue
-        if data.get("status") == "running":
+        if data.get("status") == RUNNING:
             continue
         try:
-            outcome = TrialOutcome.from_dict(data)
+            outcome = placed_outcome(data, str(tp.path))
         except TypeError as exc:
             result.skipped.append((meta_path, f"not a trial record: {exc}"))
             continue
-        outcome.trial_dir = str(tp.path)  # where it is now
         rows.append(trial_row(outcome))
     return rows
 
@@ -112,18 +117,15 @@ def rebuild_index(results: Path) -> Rebuilt:
                     )
                 load_pins(conn, [(p.experiment, p.name, p.run_id, p.pinned_at) for p in pins])
                 for rd in iter_run_dirs(results):
-                    run, problem = _read(rd.path / "run.json")
-                    if problem is None and not isinstance(run, dict):
-                        problem = "not a JSON object"
-                    if problem is not None:
+                    run, problem = _read(rd.path / RUN_JSON)
+                    if run is None:
                         if problem != "missing":
-                            result.skipped.append((rd.path / "run.json", problem))
+                            result.skipped.append((rd.path / RUN_JSON, problem or "unreadable"))
                         continue
-                    summary, _ = _read(rd.path / "summary.json")
+                    summary = read_summary(rd.path)
                     run = {**run, "run_id": rd.run_id}
                     rows = _trial_rows(rd.path, result)
                     conn.executemany(INSERT_TRIAL, rows)
-                    summary = summary if isinstance(summary, dict) else None
                     conn.execute(INSERT_RUN, run_row(rd.experiment, run, rd.path, summary))
                     refresh_run_variants(conn, rd.experiment, rd.run_id)
                     result.runs += 1

@@ -41,9 +41,10 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from .index import delete_runs
+from .layout import read_run_json, read_summary
 from .paths import index_db
 from .pins import pinned_runs, read_pins
-from .walk import RunDir, iter_run_dirs, read_regular_json
+from .walk import RunDir, iter_run_dirs
 
 #: A ``running`` run whose latest session started less than this many hours ago is kept.
 LIVE_HOURS = 24
@@ -131,12 +132,9 @@ def plan_gc(
     pins = pinned_runs(read_pins(results))
     by_exp: dict[str, list[tuple[RunDir, dict[str, Any]]]] = {}
     for rd in iter_run_dirs(results):
-        try:
-            run = read_regular_json(rd.path / "run.json")
-        except (OSError, ValueError):
-            continue
-        if isinstance(run, dict):
-            by_exp.setdefault(rd.experiment, []).append((rd, run))
+        found = read_run_json(rd.path)
+        if found is not None:
+            by_exp.setdefault(rd.experiment, []).append((rd, dict(found)))
     plan = GcPlan()
     for exp in sorted(by_exp):
         ordered = sorted(
@@ -144,9 +142,7 @@ def plan_gc(
             reverse=True,
         )  # fmt: skip
         for i, (rd, run) in enumerate(ordered):
-            summary: Any = None
-            with contextlib.suppress(OSError, ValueError):
-                summary = read_regular_json(rd.path / "summary.json")
+            summary = read_summary(rd.path)
             item = GcRun(
                 rd.experiment,
                 rd.run_id,

@@ -6,20 +6,20 @@ every update is a read-modify-write under the run's file lock, written atomicall
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from .atomic import read_json, write_json_atomic
+from .atomic import write_json_atomic
+from .layout import iter_runs, read_run_json, run_exists
 from .paths import RunPaths
 
 SCHEMA_VERSION = 1
@@ -27,7 +27,6 @@ RUNNING = "running"
 COMPLETED = "completed"
 INTERRUPTED = "interrupted"
 FAILED = "failed"
-LIFECYCLE = (RUNNING, COMPLETED, INTERRUPTED, FAILED)
 
 
 def utc_now() -> str:
@@ -89,11 +88,9 @@ def environment_info() -> dict[str, Any]:
 
 
 def read_run(paths: RunPaths) -> dict[str, Any] | None:
-    try:
-        data = read_json(paths.run_json)
-    except (FileNotFoundError, json.JSONDecodeError, OSError):
-        return None
-    return data if isinstance(data, dict) else None
+    """run.json of ``paths``' run as a dict to update (None when missing or unreadable)."""
+    data = read_run_json(paths.run_dir)
+    return dict(data) if data is not None else None
 
 
 def update_run(
@@ -222,28 +219,6 @@ def finish_run(
         return data
 
     return update_run(paths, change)
-
-
-def iter_runs(
-    results: Path, experiment: str | None = None
-) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """Yield ``(experiment, run_id, run.json)`` for stored runs."""
-    if not results.is_dir():
-        return
-    exp_dirs = [results / experiment] if experiment else sorted(results.iterdir())
-    for exp_dir in exp_dirs:
-        if not exp_dir.is_dir():
-            continue
-        for run_dir in sorted(exp_dir.iterdir()):
-            data = read_run(RunPaths(results, exp_dir.name, run_dir.name))
-            if data is not None:
-                yield exp_dir.name, run_dir.name, data
-
-
-def run_exists(results: Path, run_id: str) -> bool:
-    if not results.is_dir():
-        return False
-    return any((d / run_id / "run.json").exists() for d in results.iterdir() if d.is_dir())
 
 
 def reserve_run_id(results: Path, run_id: str) -> bool:

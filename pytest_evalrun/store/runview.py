@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .atomic import finite
+from .layout import META, read_object
 from .paths import RunPaths
-from .trialdir import DIFF, META, METRICS, STDOUT, VERIFY, TrialDir
+from .trialdir import DIFF, METRICS, STDOUT, VERIFY, TrialDir
+from .walk import TrialPath, iter_trial_dirs, subdirs
 
 #: The meta.json fields shown with a trial (when present), in this order.
 META_FIELDS = (
@@ -196,27 +197,17 @@ def _cut_text(text: str, limit: int, keep: str) -> Text:
 
 
 def _json_obj(path: Path) -> dict[str, Any]:
-    fd = _open(path)
-    if fd is None:
-        return {}
-    try:
-        with open(fd, "rb") as fh:
-            data = finite(json.loads(fh.read()))  # a NaN an old run wrote shows as none
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    # a NaN an old run wrote shows as none
+    data: dict[str, Any] = finite(read_object(path, follow_links=False) or {})
+    return data
 
 
 def _children(directory: Path) -> list[Path]:
-    """Sub-directories of ``directory``, links left out (and none when it is a link)."""
+    """Sub-directories of ``directory`` as :mod:`.walk` lists them (hidden ones and links
+    left out; none when ``directory`` is a link)."""
     if directory.is_symlink():
         return []
-    try:
-        with os.scandir(directory) as it:
-            found = [e.name for e in it if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return []
-    return [directory / name for name in sorted(found)]
+    return [directory / name for name in subdirs(directory)]
 
 
 def _experiment(summary: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -229,22 +220,6 @@ def _experiment(summary: dict[str, Any], run: dict[str, Any], run_dir: Path) -> 
         if exp.get("results_dir") == str(run_dir):
             return exp
     return exps[0] if len(exps) == 1 else {}
-
-
-@dataclass
-class _TrialFiles:
-    variant_slug: str
-    task_slug: str
-    number: int
-    trial: TrialDir
-
-
-def _trial_dirs(paths: RunPaths) -> Iterator[_TrialFiles]:
-    for vdir in _children(paths.run_dir / "variants"):
-        for tdir in _children(paths.variant_dir(vdir.name) / "tasks"):
-            for trial in _children(paths.task_dir(vdir.name, tdir.name) / "trials"):
-                if trial.name.isdigit():
-                    yield _TrialFiles(vdir.name, tdir.name, int(trial.name), TrialDir(trial))
 
 
 def _num(value: Any) -> float | int | None:
@@ -260,7 +235,7 @@ def load_run(run_dir: Path, limits: TextLimits | None = None) -> RunView:
     run = _json_obj(paths.run_json)
     summary = _json_obj(paths.summary_json)
     exp = _experiment(summary, run, run_dir)
-    found = list(_trial_dirs(paths))
+    found = list(iter_trial_dirs(paths.run_dir))
     view = RunView(
         str(run_dir),
         run,
@@ -313,15 +288,15 @@ def _index(names: list[str], name: str) -> int:
 
 def _add_trial(
     view: RunView,
-    tf: _TrialFiles,
+    tf: TrialPath,
     slug_names: dict[tuple[str, str], tuple[str, str]],
     prompt_ids: dict[str, int],
 ) -> None:
-    trial, limits = tf.trial, view.limits
+    trial, limits = TrialDir(tf.path), view.limits
     meta = _json_obj(trial.file(META))
     verify = _json_obj(trial.file(VERIFY))
     metrics = _json_obj(trial.file(METRICS)) or dict(meta.get("metrics") or {})
-    vname, tname = slug_names.get((tf.variant_slug, tf.task_slug), (tf.variant_slug, tf.task_slug))
+    vname, tname = slug_names.get((tf.variant, tf.task), (tf.variant, tf.task))
     vname = str(meta.get("variant") or vname)
     tname = str(meta.get("task") or tname)
     status = str(meta.get("status") or "unknown")
@@ -332,7 +307,7 @@ def _add_trial(
         [
             _index(view.variants, vname),
             _index(view.tasks, tname),
-            tf.number,
+            tf.trial,
             status,
             _num(meta.get("reward")),
             _num(meta.get("duration")),

@@ -25,10 +25,10 @@ from typing import Any
 
 from ..outcome import JUDGED, PASSED, TrialOutcome
 from ..secrets import Redactor, redact_file, redact_tree
-from .atomic import read_json, write_json_atomic, write_text_atomic
+from .atomic import write_json_atomic, write_text_atomic
+from .layout import META, placed_outcome, read_object
 
 SCHEMA_VERSION = 1
-META = "meta.json"
 PROMPT = "prompt.md"
 STDOUT = "stdout.txt"
 SETUP_OUTPUT = "setup-output.txt"
@@ -142,11 +142,7 @@ class TrialDir:
 
     def read_meta(self) -> dict[str, Any]:
         """meta.json as a dict ({} when missing, torn or not an object)."""
-        try:
-            data = read_json(self.path / META)
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_object(self.path / META) or {}
 
     def recorded_outcome(self, fingerprint: str) -> TrialOutcome | None:
         """The recorded outcome when it still stands for ``--eval-resume``: judged (passed,
@@ -167,13 +163,10 @@ class TrialDir:
         if data.get("fingerprint") != fingerprint:
             return None
         try:
-            outcome = TrialOutcome.from_dict(data)
+            outcome = placed_outcome(data, str(self.path))
         except TypeError:
             return None
         outcome.resumed = True
-        # where it is now: meta.json says where it was written (another machine's path
-        # after evalrun merge)
-        outcome.trial_dir = str(self.path)
         return outcome
 
     def record_outcome(self, outcome: TrialOutcome) -> None:

@@ -12,11 +12,9 @@ import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .atomic import read_json
 from .pier.files import JOB_MARKER
-from .pier.names import safe_job_name
+from .pier.jobnames import safe_job_name
 
 #: Where a walk notes the directories it could not read: (path, reason).
 Unreadable = list[tuple[str, str]]
@@ -62,15 +60,6 @@ def not_regular(path: Path | str) -> str | None:
     return f"{kind}, not a regular file"
 
 
-def read_regular_json(path: Path | str) -> Any:
-    """:func:`.atomic.read_json` of a regular file only: OSError for a FIFO, a socket, a
-    device or a directory (which would block or never end)."""
-    why = not_regular(path)
-    if why is not None:
-        raise OSError(why)
-    return read_json(path)
-
-
 @dataclass(frozen=True)
 class RunDir:
     experiment: str  # slug (the directory's name)
@@ -98,7 +87,9 @@ class TrialPath:
 
 
 def iter_trial_dirs(run_dir: Path, unreadable: Unreadable | None = None) -> Iterator[TrialPath]:
-    """Every ``variants/<v>/tasks/<t>/trials/<NNN>/`` of a run, sorted."""
+    """Every ``variants/<v>/tasks/<t>/trials/<NNN>/`` of a run, sorted: the one walk of a
+    run's trials (``check``, ``reindex``, ``merge``, the HTML report). Hidden directories and
+    links are skipped at every level (a link could point outside the run)."""
     for v, t, n, rel in iter_trial_rels(run_dir, unreadable):
         yield TrialPath(v, t, n, run_dir / rel)
 
@@ -110,6 +101,8 @@ def iter_trial_rels(
     sorted: :func:`iter_trial_dirs` without building a Path for each (a merge walks tens of
     thousands)."""
     base = str(run_dir)
+    if os.path.islink(f"{base}/variants"):
+        return
     for v in subdirs(f"{base}/variants", unreadable):
         for t in subdirs(f"{base}/variants/{v}/tasks", unreadable):
             trials = f"variants/{v}/tasks/{t}/trials"

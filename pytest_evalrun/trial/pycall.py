@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CRASHED = 70
-#: Exit status when the callable cannot be imported or found.
-NOT_FOUND = 71
+from .exitcodes import PYCALL_CRASHED as CRASHED
+from .exitcodes import PYCALL_NOT_FOUND as NOT_FOUND
 
 
 @dataclass(frozen=True)

@@ -360,6 +360,8 @@ class _Trial:
             "duration": round(result.duration, 4),
             "start_error": result.start_error,
             "timeout": timeout,
+            "killed_leftovers": result.killed_leftovers,
+            "output_cut": result.output_cut,
         }
         if isolation_failed:
             self.steps[role]["isolation_failed"] = True

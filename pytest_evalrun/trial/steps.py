@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from ..experiment.model import Step
+from .exitcodes import PYCALL_CRASHED as PYCALL_CRASHED
+from .exitcodes import PYCALL_NOT_FOUND as PYCALL_NOT_FOUND
 from .phases import View, module_paths
 from .placeholders import render_command
 from .process import DEFAULT_MAX_OUTPUT, ProcessResult
@@ -28,11 +30,6 @@ from .process import DEFAULT_MAX_OUTPUT, ProcessResult
 if TYPE_CHECKING:
     from .environments.base import Environment
     from .network import Forward
-
-#: Exit status of :mod:`pycall` when the callable itself crashed (not a verdict).
-PYCALL_CRASHED = 70
-#: Exit status of :mod:`pycall` when the callable could not be imported.
-PYCALL_NOT_FOUND = 71
 
 
 def missing(step: Step, exit_code: int | None) -> bool:

@@ -1,12 +1,18 @@
 """The Pier jobs layout: Harbor 0.25.0's ``jobs/`` format, written beside the standard layout.
 
+Why "Pier": Harbor is the agent-evaluation framework whose ``jobs/`` directory this package
+writes, so that Harbor's viewer and tools read evalrun's runs; a pier is where a harbor's
+ships tie up. "Pier" names evalrun's writer of that
+format (this package, the ``PierRecorder``, a run's *Pier job*); Harbor is the format's owner,
+and nothing here runs or imports Harbor.
+
 Layout (see ``docs/pier-layout.md`` for the field-by-field mapping)::
 
     jobs/<job-name>/
         config.json              JobConfig                        (config.py)
-        result.json              JobResult, live then final       (result.py, stats.py)
+        result.json              JobResult, live then final       (result.py, jobstats.py)
         job.log, .result.lock, .pending.jsonl, .evalrun-job.json  (files.py)
-        <trial-name>/            <task slug, 32 chars>__<7 chars> (names.py, claims.py)
+        <trial-name>/            <task slug, 32 chars>__<7 chars> (jobnames.py, claims.py)
             config.json          TrialConfig                      (records.py)
             result.json          TrialResult                      (records.py)
             trial.log, exception.txt, .evalrun.json
@@ -16,9 +22,10 @@ Layout (see ``docs/pier-layout.md`` for the field-by-field mapping)::
 
 Modules: :mod:`.job` (:class:`PierJob`, what the recorder calls), :mod:`.trial` (one trial's
 directory), :mod:`.records` (TrialConfig/TrialResult dicts), :mod:`.result` (the job's
-result.json), :mod:`.config` (JobConfig), :mod:`.claims` and :mod:`.names` (trial names),
-:mod:`.stats` (JobStats), :mod:`.trajectory` (ATIF), :mod:`.links` (hard links, symlinks,
-copies), :mod:`.files` (paths, lock, log), :mod:`.values` (timestamps, numbers),
+result.json), :mod:`.config` (JobConfig), :mod:`.claims` and :mod:`.jobnames` (trial names),
+:mod:`.jobstats` (JobStats), :mod:`.trajectory` (ATIF, the one writer of trajectories),
+:mod:`.links` (hard links, symlinks, copies), :mod:`.files` (paths, lock, log),
+:mod:`.harborvalues` (timestamps, numbers),
 :mod:`.relocate` (a merged trial's records rewritten to where it is now).
 """
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from pytest_evalrun.outcome import TrialOutcome
 from pytest_evalrun.store.atomic import write_json_atomic
-from pytest_evalrun.store.pier import names
-from pytest_evalrun.store.pier.files import MARKER, JobFiles, read_json
+from pytest_evalrun.store.pier import jobnames
+from pytest_evalrun.store.pier.files import MARKER, JobFiles, json_or_none
 
 _MAX_ATTEMPTS = 100
 #: Attempts searched for an existing directory before claiming a new one.
@@ -37,10 +37,10 @@ class TrialClaims:
         """The run id that seeds trial names: the job's first writer fixes it for everyone."""
         if self._run_id is None:
             path = self.files.marker_path
-            data = read_json(path)
+            data = json_or_none(path)
             if not (isinstance(data, dict) and isinstance(data.get("run_id"), str)):
                 with self.files.lock():
-                    data = read_json(path)
+                    data = json_or_none(path)
                     if not (isinstance(data, dict) and isinstance(data.get("run_id"), str)):
                         data = {"run_id": self._given_run_id, "job_name": self._requested_name}
                         write_json_atomic(path, data)
@@ -62,18 +62,18 @@ class TrialClaims:
         """The trial's directory, created and marked as its own on first use."""
         owner = self.owner(experiment, variant, task, trial)
         for attempt in range(_MAX_ATTEMPTS):
-            name = names.trial_name_for(
+            name = jobnames.trial_name_for(
                 self.run_id, experiment, variant, task, trial, task_slug=task_slug,
                 attempt=attempt,
             )
             path = self.files.job_dir / name
-            marker = read_json(path / MARKER)
+            marker = json_or_none(path / MARKER)
             if marker == owner:
                 return path
             if marker is not None:
                 continue  # owned by another trial: a name collision
             with self.files.lock():
-                marker = read_json(path / MARKER)
+                marker = json_or_none(path / MARKER)
                 if marker is None:
                     # New, or an unmarked directory (a crash before its marker): take it.
                     path.mkdir(parents=True, exist_ok=True)
@@ -104,12 +104,12 @@ class TrialClaims:
                 return given
         owner = self.owner(outcome.experiment, outcome.variant, outcome.task, outcome.trial)
         for attempt in range(_FIND_ATTEMPTS):
-            suffix = names.trial_suffix(
+            suffix = jobnames.trial_suffix(
                 self.run_id, outcome.experiment, outcome.variant, outcome.task, outcome.trial,
                 attempt,
             )
             for name in by_suffix.get(suffix, ()):
-                if read_json(job_dir / name / MARKER) == owner:
+                if json_or_none(job_dir / name / MARKER) == owner:
                     return job_dir / name
         return self.claim(
             outcome.experiment, outcome.variant, outcome.task, outcome.trial,

@@ -14,7 +14,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from pytest_evalrun.store.pier.values import fmt_time, parse_time
+from pytest_evalrun.store.pier.harborvalues import fmt_time, parse_time
 
 RESULT_LOCK = ".result.lock"
 PENDING = ".pending.jsonl"
@@ -35,7 +35,7 @@ def norm_time(value: Any, default: datetime | None = None) -> str | None:
     return fmt_time(parsed if parsed is not None else default)
 
 
-def read_json(path: Path | str) -> Any:
+def json_or_none(path: Path | str) -> Any:
     """The file's JSON value; None when it is missing or not JSON."""
     try:
         with open(path, "rb") as fh:

@@ -18,11 +18,11 @@ from pytest_evalrun.outcome import TrialOutcome
 from pytest_evalrun.store.atomic import write_json_atomic
 from pytest_evalrun.store.pier.claims import TrialClaims
 from pytest_evalrun.store.pier.config import job_config, merge_config
-from pytest_evalrun.store.pier.files import JobFiles, read_json
+from pytest_evalrun.store.pier.files import JobFiles, json_or_none
+from pytest_evalrun.store.pier.jobnames import safe_job_name
+from pytest_evalrun.store.pier.jobstats import stats_entry
 from pytest_evalrun.store.pier.links import LinkMode
-from pytest_evalrun.store.pier.names import safe_job_name
 from pytest_evalrun.store.pier.result import JobResultFile
-from pytest_evalrun.store.pier.stats import stats_entry
 from pytest_evalrun.store.pier.trial import write_trial_dir
 
 
@@ -118,7 +118,7 @@ class PierJob:
             resumed = existed and result.get("finished_at") is not None
             config = merge_config(
                 job_config(self.job_name, self.jobs_dir, experiments, n_concurrent_trials),
-                read_json(self.config_path),
+                json_or_none(self.config_path),
                 keep_concurrency=n_concurrent_trials is None,
             )
             write_json_atomic(self.config_path, config)
@@ -172,7 +172,7 @@ class PierJob:
         by_suffix = self.claims.by_suffix()
         for outcome in outcomes:
             path = self.claims.find(outcome, by_suffix)
-            data = read_json(path / "result.json")
+            data = json_or_none(path / "result.json")
             if not isinstance(data, dict):
                 trial_dir = Path(outcome.trial_dir) if outcome.trial_dir else None
                 data = self._write(path, outcome, trial_dir, None, None, None)
@@ -205,7 +205,7 @@ class PierJob:
         for name in self.files.trial_names():
             if skip is not None and name in skip:
                 continue
-            data = read_json(f"{job_dir}/{name}/result.json")
+            data = json_or_none(f"{job_dir}/{name}/result.json")
             if isinstance(data, dict) and "trial_name" in data:
                 yield name, data
 
@@ -247,7 +247,7 @@ class PierJob:
         # result.json and its stats delta under one lock: whoever holds the lock sees every
         # trial result either folded into the job result or queued.
         with self.files.lock():
-            previous = read_json(path / "result.json")
+            previous = json_or_none(path / "result.json")
             write_json_atomic(path / "result.json", result)
             prev_entry = stats_entry(previous) if isinstance(previous, dict) else None
             self.result.queue_locked(stats_entry(result), prev_entry)

@@ -23,7 +23,7 @@ from pytest_evalrun.outcome import ERROR, FAILED, TIMEOUT, TrialOutcome
 from pytest_evalrun.secrets import Redactor
 from pytest_evalrun.store.pier.config import agent_config
 from pytest_evalrun.store.pier.files import now, read_text
-from pytest_evalrun.store.pier.values import (
+from pytest_evalrun.store.pier.harborvalues import (
     float_or_none,
     fmt_time,
     int_or_none,

@@ -17,15 +17,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pytest_evalrun.store.atomic import strict_dumps, write_json_atomic
-from pytest_evalrun.store.pier.files import JobFiles, norm_time, now, read_json
-from pytest_evalrun.store.pier.stats import (
+from pytest_evalrun.store.pier.files import JobFiles, json_or_none, norm_time, now
+from pytest_evalrun.store.pier.harborvalues import fmt_time
+from pytest_evalrun.store.pier.jobstats import (
     apply_entry,
     compute_job_stats,
     empty_stats,
     progress_mean,
     stats_from_entries,
 )
-from pytest_evalrun.store.pier.values import fmt_time
 
 #: Fold pending stats deltas into the job's result.json at most every this many seconds while
 #: trials finish (finalize and flush() fold everything).
@@ -64,14 +64,14 @@ class JobResultFile:
         return self._job_id
 
     def read(self) -> dict[str, Any] | None:
-        data = read_json(self.files.result_path)
+        data = json_or_none(self.files.result_path)
         return data if isinstance(data, dict) else None
 
     def load_or_init_locked(
         self, *, started_at: str | None = None, n_total_trials: int | None = None
     ) -> dict[str, Any]:
         """result.json as it is, created (initial, empty stats) when missing."""
-        data = read_json(self.files.result_path)
+        data = json_or_none(self.files.result_path)
         if isinstance(data, dict) and isinstance(data.get("id"), str):
             self._job_id = data["id"]
             self._confirmed = True

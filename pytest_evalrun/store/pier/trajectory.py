@@ -1,7 +1,11 @@
-"""An agent's ``events.jsonl`` (the evalrun event convention) as a Harbor ATIF trajectory.
+"""Harbor's trajectory format (ATIF-v1.6), in one place: its version, its timestamps and the
+document's shape (:func:`atif_document`), and an agent's ``events.jsonl`` (the evalrun event
+convention) as a trajectory.
 
-Pure conversion: :func:`read_events` reads the file, :func:`events_to_trajectory` builds the
-``agent/trajectory.json`` content; writing it is the job's business.
+Both trajectories evalrun writes are built here: a preset's (``agents/atif.py`` maps its
+:class:`AgentRun` to steps and calls :func:`atif_document`) and a command agent's events
+(:func:`read_events` reads the file, :func:`events_to_trajectory` builds the
+``agent/trajectory.json`` content; writing it is the job's business).
 """
 
 from __future__ import annotations
@@ -12,10 +16,39 @@ from pathlib import Path
 from typing import Any
 
 from pytest_evalrun.store.atomic import read_regular
-from pytest_evalrun.store.pier.values import float_or_none, fmt_time, int_or_none, parse_time
+from pytest_evalrun.store.pier.harborvalues import float_or_none, fmt_time, int_or_none, parse_time
 
 #: The ATIF version of the trajectories written.
 ATIF_SCHEMA_VERSION = "ATIF-v1.6"
+#: Epoch numbers above this are milliseconds (1e11 seconds is the year 5138).
+_EPOCH_MS = 1e11
+
+
+def atif_timestamp(value: Any) -> str | None:
+    """An ATIF (ISO 8601, UTC) timestamp from ISO 8601 text or epoch seconds or milliseconds;
+    None when ``value`` is neither (the step then has no timestamp)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > _EPOCH_MS:
+        value = value / 1000
+    try:
+        return fmt_time(parse_time(value))
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def atif_document(
+    agent: Mapping[str, Any],
+    steps: list[dict[str, Any]],
+    final_metrics: Mapping[str, Any],
+    session_id: str | None = None,
+) -> dict[str, Any]:
+    """The trajectory document (a dict ready for ``json.dump``)."""
+    trajectory: dict[str, Any] = {"schema_version": ATIF_SCHEMA_VERSION}
+    if session_id:
+        trajectory["session_id"] = session_id
+    trajectory.update(
+        {"agent": dict(agent), "steps": steps, "final_metrics": dict(final_metrics)}
+    )
+    return trajectory
 
 _ROLE_SOURCES = {"user": "user", "system": "system", "assistant": "agent", "agent": "agent"}
 
@@ -71,10 +104,9 @@ def events_to_trajectory(
 
     def new_step(source: str, message: str, event: Mapping[str, Any]) -> dict[str, Any]:
         step: dict[str, Any] = {"step_id": len(steps) + 1, "source": source, "message": message}
-        stamp = event.get("timestamp")
+        stamp = atif_timestamp(event.get("timestamp"))
         if stamp is not None:
-            parsed = parse_time(stamp)
-            step["timestamp"] = fmt_time(parsed) if parsed else str(stamp)
+            step["timestamp"] = stamp
         model = event.get("model")
         if source == "agent" and (isinstance(model, str) or model_name):
             step["model_name"] = model if isinstance(model, str) else model_name
@@ -166,11 +198,7 @@ def events_to_trajectory(
     agent: dict[str, Any] = {"name": agent_name, "version": agent_version}
     if model_name:
         agent["model_name"] = model_name
-    trajectory: dict[str, Any] = {"schema_version": ATIF_SCHEMA_VERSION}
-    if session_id:
-        trajectory["session_id"] = session_id
-    trajectory.update({"agent": agent, "steps": steps, "final_metrics": final})
-    return trajectory
+    return atif_document(agent, steps, final, session_id)
 
 
 #: Largest events.jsonl converted to a trajectory (bytes).

@@ -19,7 +19,7 @@ from pytest_evalrun.outcome import TrialOutcome
 from pytest_evalrun.secrets import Redactor
 from pytest_evalrun.store.atomic import write_json_atomic, write_text_atomic
 from pytest_evalrun.store.pier.config import agent_version, split_model
-from pytest_evalrun.store.pier.files import read_json
+from pytest_evalrun.store.pier.files import json_or_none
 from pytest_evalrun.store.pier.links import LinkMode, link_file, mirror_tree
 from pytest_evalrun.store.pier.records import TrialContext, trial_config, trial_log, trial_result
 from pytest_evalrun.store.pier.trajectory import events_to_trajectory, read_events
@@ -77,7 +77,7 @@ def write_trial_dir(
     for child in ("exception.txt", "trial.log"):
         with contextlib.suppress(FileNotFoundError):
             (path / child).unlink()
-    verify_json = read_json(src / "verify.json") if src else None
+    verify_json = json_or_none(src / "verify.json") if src else None
     if not isinstance(verify_json, dict):
         verify_json = {}
 
@@ -104,7 +104,7 @@ def _cli_version(variant: Variant | None, src: Path | None) -> str | None:
     path = src / "artifacts" / TRAJECTORY_NAME
     if path.is_symlink():
         return None
-    doc = read_json(path)
+    doc = json_or_none(path)
     agent = doc.get("agent") if isinstance(doc, dict) else None
     version = agent.get("version") if isinstance(agent, dict) else None
     return version if isinstance(version, str) else None

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pytest_evalrun.store.pier.values import reward_number
+from pytest_evalrun.store.pier.harborvalues import reward_number
 
 
 def evals_key(agent_name: str, model_name: str | None, source: str | None) -> str:

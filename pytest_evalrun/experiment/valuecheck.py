@@ -25,7 +25,7 @@ from pytest_evalrun.experiment.model import (
     MAX_TRIALS,
     SANDBOX_MODES,
     EnvironmentSpec,
-    SandboxSpec,
+    SandboxSetting,
 )
 from pytest_evalrun.experiment.network import Allow, parse_allow
 from pytest_evalrun.experiment.promptfile import PromptFileError, read_prompt_file
@@ -278,7 +278,7 @@ class Values(Checker):
         modes = "|".join(SANDBOX_MODES)
         if isinstance(value, str):
             if value in SANDBOX_MODES:
-                return SandboxSpec(mode=value)
+                return SandboxSetting(mode=value)
             hint = did_you_mean(value, SANDBOX_MODES)
             self.error(line, f"'sandbox'{ctx} must be {modes}, got {value!r}{hint}")
             return INVALID
@@ -323,7 +323,7 @@ class Values(Checker):
             paths[key] = tuple(found)
         if not ok:
             return INVALID
-        return SandboxSpec(mode=str(mode), read=paths["read"], write=paths["write"])
+        return SandboxSetting(mode=str(mode), read=paths["read"], write=paths["write"])
 
     def tags(self, m: YMap, ctx: str) -> Any:
         value = m["tags"]
