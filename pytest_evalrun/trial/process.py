@@ -120,6 +120,9 @@ _READ_CHUNK = 65536
 _MAX_KILL_ROUNDS = 50
 _KILL_WAIT = 2.0  # how long to wait for SIGKILLed processes to disappear, per round
 _KILL_TIMEOUT = 10.0  # stop SIGKILL rounds after this long (unkillable D-state processes)
+#: How long processes found at a step's end may take to end by themselves before they count
+#: as leftovers (bubblewrap reports its command's exit while its namespace's init still ends).
+_SETTLE = 0.2
 
 # cookie -> pid of the step's direct child (= its session id and process group id)
 _RUNNING: dict[str, int] = {}
@@ -375,6 +378,10 @@ def _kill_tree(
     if not targets:
         return 0
     try:
+        # processes already ending by themselves (a sandbox's init as its namespace ends) are
+        # no leftovers of the step: not counted
+        _wait_gone(targets.values(), _SETTLE)
+        ending = {pid for pid, t in targets.items() if t.gone()}
         # Polite round: SIGTERM, then give them ``grace`` seconds to exit.
         if group is not None:
             with contextlib.suppress(OSError):
@@ -401,7 +408,7 @@ def _kill_tree(
             if time.monotonic() > give_up:  # e.g. stuck in uninterruptible sleep
                 break
             _wait_gone(alive + new, _KILL_WAIT)
-        return sum(1 for pid in targets if pid != exclude)
+        return sum(1 for pid in targets if pid != exclude and pid not in ending)
     finally:
         for t in targets.values():
             t.close()
