@@ -107,6 +107,15 @@ def add_options(parser: pytest.Parser) -> None:
         "(bubblewrap or the trial errors), none (docs/isolation.md)",
     )
     group.addoption(
+        "--eval-dry-run",
+        dest="eval_dry_run",
+        action="store_true",
+        default=False,
+        help="run nothing: collect the selected trials and print what they would cost, "
+        "estimated from the index's history of the same variants and tasks "
+        "(docs/gateway.md#what-a-run-would-cost)",
+    )
+    group.addoption(
         "--eval-record",
         dest="eval_record",
         metavar="DIR",

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from . import hookspecs
+from . import dryrun, hookspecs
 from .agents.plugin import PresetsPlugin
 from .collect import ExperimentFile
 from .context import EvalContext, context_key, make_discovery, scan_args
@@ -104,6 +104,11 @@ def _sigterm_as_interrupt(config: pytest.Config) -> None:
 _controller_key = pytest.StashKey[ControllerPlugin]()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    dryrun.enable(config)  # --eval-dry-run: collect only (before xdist configures)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_configure(config: pytest.Config) -> None:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
@@ -134,6 +139,11 @@ def pytest_configure(config: pytest.Config) -> None:
         controller = ControllerPlugin(config, context)
         config.stash[_controller_key] = controller
         config.pluginmanager.register(controller, "evalrun-controller")
+    if workerinput is None and config.getoption("eval_dry_run", False):
+        budget = config.getoption("eval_budget_usd", None)
+        config.pluginmanager.register(
+            dryrun.DryRunPlugin(Path(shared.results), budget), "evalrun-dry-run"
+        )
     if workerinput is not None or not _is_xdist_controller(config):
         config.pluginmanager.register(WorkerPlugin(context, config.hook), "evalrun-worker")
     _sigterm_as_interrupt(config)

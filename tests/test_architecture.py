@@ -16,6 +16,7 @@ LAYERS: dict[str, tuple[int, int]] = {
     "pytest_evalrun.plugin": (5, 0),
     "pytest_evalrun.controller": (4, 0),
     "pytest_evalrun.worker": (4, 0),
+    "pytest_evalrun.dryrun": (4, 0),
     "pytest_evalrun.cli": (4, 0),
     "pytest_evalrun.interrupt": (3, 3),
     "pytest_evalrun.junitxml": (3, 0),
@@ -55,6 +56,7 @@ PYTEST_ALLOWED = (
     "pytest_evalrun.shared",
     "pytest_evalrun.options",
     "pytest_evalrun.junitxml",
+    "pytest_evalrun.dryrun",
 )
 
 
