@@ -36,7 +36,6 @@ from pytest_evalrun import __version__ as evalrun_version
 
 TESTS = Path(__file__).resolve().parent
 #: The CLIs whose records carry their version (the others' trials show the plugin's).
-REPORTS_VERSION = ("claude", "codex", "copilot", "opencode")
 PRESETS = {"claude": "claude-code", "codex": "codex", "copilot": "copilot-cli",
            "gemini": "gemini-cli", "opencode": "opencode"}
 #: The OpenTelemetry file each preset leaves (opencode emits none).
@@ -257,13 +256,12 @@ def check_trial(cli: str, trial: Path, mock: MockLLM, script: Script, harbor: Pa
     assert step_totals(doc) == (total.input, total.cache_read, total.output)
     assert final["extra"]["token_source"] == "gateway"
     assert validate_trajectory(doc, harbor, tmp) == []
-    # Harbor's viewer shows agent_info as name@version: the CLI's real version, from its records
+    # Harbor's viewer shows agent_info as name@version: the CLI's real version, read from its
+    # install by the plugin (every CLI, also those whose records name none: Gemini CLI), never
+    # from the records the model's tools can edit, nor the plugin's own version
     agent_info = json.loads((pier / "result.json").read_text())["agent_info"]
-    if cli in REPORTS_VERSION:
-        assert doc["agent"]["version"] == PINS[CLI_PACKAGES[cli][0]]
-        assert agent_info["version"] == PINS[CLI_PACKAGES[cli][0]]
-    else:
-        assert agent_info["version"] == evalrun_version
+    assert doc["agent"]["version"] == PINS[CLI_PACKAGES[cli][0]]
+    assert agent_info["version"] == PINS[CLI_PACKAGES[cli][0]] != evalrun_version
     for path in trial.rglob("*"):  # the CLI's own home included
         if path.is_file() and not path.is_symlink():
             assert SECRET.encode() not in path.read_bytes(), f"secret in {path}"

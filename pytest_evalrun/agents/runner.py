@@ -40,6 +40,7 @@ from ..trial.steps import StepContext
 from . import PARSERS, load
 from .common import AgentRun
 from .evidence import write_evidence
+from .installed import installed_version
 from .otlp import OtlpReceiver
 from .preset import Preset, PresetTrial, Records
 from .route import GatewayOptions, Routed, open_route
@@ -247,6 +248,9 @@ def _collect(preset: Preset, trial: PresetTrial, stdout: str,
     figures alone, or nothing: never what the agent left there)."""
     try:
         records = preset.collect(trial, stdout)
+        installed = installed_version(trial.executable)
+        if installed:  # the install, not what the (editable) records say
+            records.run.cli_version = installed
         write_evidence(trial.artifacts, records, preset=preset.name, otel_name=preset.otel_name,
                        pricing=pricing, routed=routed)
         return records.run
