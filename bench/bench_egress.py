@@ -117,15 +117,23 @@ def main() -> None:
 
         return step
 
-    print(f"bwrap {found.path} ({found.version}); {n} runs each")
-    results: dict[str, float] = {}
-    for name, fn in {
+    print(f"bwrap {found.path} ({found.version}); {n} runs each, interleaved; median, p90")
+    steps = {
         "step: host network (0.3.0 default)": boxed(host_net, False),
         "step: own network, relay, no forward": boxed(own, False),
         "step: own network + egress forward": boxed(own, True),
-    }.items():
-        results[name] = per_step(fn, n)
-        print(f"{name:40s} {results[name]:7.2f} ms/step")
+    }
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for fn in steps.values():
+        fn()  # warm up
+    for _ in range(n):  # round robin: a change of load hits every configuration alike
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - start) * 1000)
+    for name, values in samples.items():
+        print(f"{name:40s} {statistics.median(values):7.2f} ms  p90 {pct(values, 0.9):7.2f} ms")
+    results: dict[str, float] = {}
 
     def start_stop() -> None:
         Egress(None, NetLog(root / "x.log")).close()
