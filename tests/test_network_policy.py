@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from conftest import GOOD_AND_BAD, Suite
 
 from pytest_evalrun.experiment.errors import SpecError
 from pytest_evalrun.experiment.load import load_experiment
@@ -127,3 +128,13 @@ def test_bad_network_values_name_the_file_and_line(
         load_experiment(path, environ={})
     text = str(info.value)
     assert f"{path}:4:" in text and message in text, text
+
+
+def test_unsandboxed_trials_say_their_network_is_the_hosts(suite: Suite) -> None:
+    suite.experiment(tasks=[dict(GOOD_AND_BAD[0])], network={"allow": ["pypi.org"]})
+    r = suite.pytester.runpytest("-p", "no:cacheprovider", "--eval-sandbox=none")
+    r.assert_outcomes(passed=1)
+    iso = suite.meta("base", "good")["isolation"]
+    assert iso["sandbox"] == "none" and iso["network_isolated"] is False
+    assert "host's network" in iso["network_note"] and "egress" not in iso
+    assert not (suite.trial_dir("base", "good", 1) / "network.log").exists()

@@ -1,5 +1,6 @@
-"""The relay a sandboxed step starts in front of its command (run as a file, ``python -I -S
-relay.py PORT=SOCKET ... -- COMMAND ...``; the standard library only, nothing of this package).
+"""The relay a sandboxed step starts in front of its command (``python -I -S -c "...import
+relay; relay.main(...)" PORT=SOCKET ... -- COMMAND ...``, imported from its own directory for
+its cached bytecode; the standard library only, nothing of this package).
 
 It binds ``127.0.0.1:PORT`` (and ``[::1]:PORT`` where IPv6 is up) in the sandbox's own network
 namespace for each forward, detaches a relay process (a grandchild, so it is no child of the

@@ -73,6 +73,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import relay as _relay_module
 from .network import FORWARD_DIR_INSIDE, Forward
 
 __all__ = [
@@ -534,7 +535,8 @@ class Sandbox:
             return list(argv), Path(cwd)
         relay: list[str] = []
         if self.isolation.network_isolation:  # forwards, and no socket(AF_UNIX) for the step
-            relay = [sys.executable, "-I", "-S", _RELAY]
+            _relay_cache()
+            relay = [sys.executable, "-I", "-S", "-c", _RELAY_MAIN]
             relay += [f"{f.port}={_forward_inside(f)}" for f in self.policy.forwards]
             relay.append("--")
         return [*self._prefix, "--chdir", self.inside(cwd), "--", *relay, *argv], Path(cwd)
@@ -643,7 +645,20 @@ class Sandbox:
         return argv
 
 
-_RELAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay.py")
+_RELAY_FILE = os.path.abspath(_relay_module.__file__ or "")
+#: The relay started from its cached bytecode (run as a script, it would be compiled at
+#: every step: ~5 ms); :func:`_relay_cache` writes that cache where the package is writable.
+_RELAY_DIR = os.path.dirname(_RELAY_FILE)
+_RELAY_MAIN = f"import sys; sys.path[:0] = [{_RELAY_DIR!r}]; import relay; relay.main(sys.argv[1:])"
+
+
+@functools.lru_cache(maxsize=1)
+def _relay_cache() -> None:
+    import importlib.util
+    import py_compile
+
+    if not os.path.exists(importlib.util.cache_from_source(_RELAY_FILE)):
+        py_compile.compile(_RELAY_FILE, doraise=False, quiet=2)
 
 
 def _forward_inside(forward: Forward) -> str:
