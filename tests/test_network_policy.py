@@ -130,6 +130,17 @@ def test_bad_network_values_name_the_file_and_line(
     assert f"{path}:4:" in text and message in text, text
 
 
+def test_a_bad_unix_sockets_value_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "true\nsandbox: {unix_sockets: yes please}")
+    with pytest.raises(SpecError) as info:
+        load_experiment(path, environ={})
+    assert f"{path}:5: 'unix_sockets' in 'sandbox' at the top level must be true or false" in (
+        str(info.value)
+    )
+    path = write(tmp_path, "true\nsandbox: {unix_sockets: true}")
+    assert load_experiment(path, environ={}).variants[0].sandbox.unix_sockets is True
+
+
 def test_unsandboxed_trials_say_their_network_is_the_hosts(suite: Suite) -> None:
     suite.experiment(tasks=[dict(GOOD_AND_BAD[0])], network={"allow": ["pypi.org"]})
     r = suite.pytester.runpytest("-p", "no:cacheprovider", "--eval-sandbox=none")

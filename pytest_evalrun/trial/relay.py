@@ -178,9 +178,11 @@ def _serve(listeners: list[tuple[int, str]]) -> None:
 
 def main(argv: list[str]) -> None:
     if "--" not in argv:
-        raise SystemExit("usage: relay.py PORT=SOCKET ... -- COMMAND ...")
+        raise SystemExit("usage: relay.py PORT=SOCKET ... [--unix-sockets] -- COMMAND ...")
     cut = argv.index("--")
     specs, command = argv[:cut], argv[cut + 1 :]
+    unix_sockets = "--unix-sockets" in specs
+    specs = [s for s in specs if s != "--unix-sockets"]
     if not command:
         raise SystemExit("evalrun relay: no command")
     listeners: list[tuple[int, str]] = []
@@ -200,7 +202,8 @@ def main(argv: list[str]) -> None:
         for fd, _ in listeners:
             os.close(fd)
     try:
-        _no_unix_sockets()
+        if not unix_sockets:
+            _no_unix_sockets()
     except OSError as exc:
         sys.stderr.write(f"evalrun relay: cannot restrict Unix sockets: {exc}\n")
         os._exit(1)

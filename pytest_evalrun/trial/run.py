@@ -316,6 +316,7 @@ class _Trial:
             hide=view.hide,
             network=s.variant.network,
             forwards=self.egress.forwards if self.egress is not None else (),
+            unix_sockets=user.unix_sockets,
             protect=(s.experiment.directory, *s.read),
         )
         private = self.scratch / "steps" / role if self.scratch is not None else None

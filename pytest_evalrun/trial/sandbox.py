@@ -361,6 +361,9 @@ class SandboxPolicy:
     #: (:class:`~.network.Forward`): the egress proxy, an allowed loopback port, the model
     #: gateway.  Honoured whatever ``network`` says (``network: false`` gives none).
     forwards: tuple[Forward, ...] = ()
+    #: May the step create ``AF_UNIX`` sockets (``sandbox: {unix_sockets: true}``)?  By
+    #: default it may not: a host socket file it can see would answer (the relay's seccomp).
+    unix_sockets: bool = False
     #: Directories a program's install prefix must never expose whole when the step's own
     #: program is made visible (:func:`~.phases.program_paths`): the experiment directory,
     #: pytest's rootdir.
@@ -534,11 +537,12 @@ class Sandbox:
         if not self.sandboxed:
             return list(argv), Path(cwd)
         relay: list[str] = []
-        if self.isolation.network_isolation:  # forwards, and no socket(AF_UNIX) for the step
-            _relay_cache()
+        p = self.policy
+        if self.isolation.network_isolation and (p.forwards or not p.unix_sockets):
+            _relay_cache()  # forwards, and (by default) no socket(AF_UNIX) for the step
             relay = [sys.executable, "-I", "-S", "-c", _RELAY_MAIN]
-            relay += [f"{f.port}={_forward_inside(f)}" for f in self.policy.forwards]
-            relay.append("--")
+            relay += [f"{f.port}={_forward_inside(f)}" for f in p.forwards]
+            relay += ["--unix-sockets", "--"] if p.unix_sockets else ["--"]
         return [*self._prefix, "--chdir", self.inside(cwd), "--", *relay, *argv], Path(cwd)
 
     @property
