@@ -149,3 +149,22 @@ def test_unsandboxed_trials_say_their_network_is_the_hosts(suite: Suite) -> None
     assert iso["sandbox"] == "none" and iso["network_isolated"] is False
     assert "host's network" in iso["network_note"] and "egress" not in iso
     assert not (suite.trial_dir("base", "good", 1) / "network.log").exists()
+
+
+def test_the_relay_imports_the_standard_library_only() -> None:
+    """relay.py runs inside the sandbox as ``python -I -S`` from its own directory: nothing of
+    this package (nor site-packages) is importable there."""
+    import ast
+    import sys
+
+    from pytest_evalrun.trial import relay
+
+    tree = ast.parse(Path(relay.__file__).read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "a relative import"
+            names.add((node.module or "").split(".")[0])
+    assert names and names <= set(sys.stdlib_module_names) | {"__future__"}, names

@@ -109,7 +109,7 @@ def _host_endpoints(preset: Preset, trial: PresetTrial, receiver: OtlpReceiver |
         yield box
         return
     urls = [preset.endpoint(trial), receiver.endpoint if receiver is not None else None]
-    with loopback_forwards(urls) as forwards:
+    with loopback_forwards(urls, box.policy.netlog) as forwards:
         yield box.extended(forwards=forwards) if forwards else box
 
 

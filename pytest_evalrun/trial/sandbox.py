@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import relay as _relay_module
-from .network import FORWARD_DIR_INSIDE, Forward
+from .network import FORWARD_DIR_INSIDE, Forward, NetLog
 
 __all__ = [
     "CREDENTIAL_STORES",
@@ -364,6 +364,9 @@ class SandboxPolicy:
     #: May the step create ``AF_UNIX`` sockets (``sandbox: {unix_sockets: true}``)?  By
     #: default it may not: a host socket file it can see would answer (the relay's seccomp).
     unix_sockets: bool = False
+    #: The trial's connection log (network.log), for forwards added to this step later
+    #: (:func:`~.egress.loopback_forwards`); None: not logged.
+    netlog: NetLog | None = field(default=None, compare=False)
     #: Directories a program's install prefix must never expose whole when the step's own
     #: program is made visible (:func:`~.phases.program_paths`): the experiment directory,
     #: pytest's rootdir.
