@@ -186,8 +186,10 @@ tasks:
 def trials(root: Path) -> None:
     for name, extra in (
         ("default network (relay + egress proxy)", ""),
-        ("no relay (network: false, unix_sockets)",
-         "network: false\nsandbox: {unix_sockets: true}"),
+        (
+            "no relay (network: false, unix_sockets)",
+            "network: false\nsandbox: {unix_sockets: true}",
+        ),
     ):
         suite = root / f"suite-{len(extra)}"
         suite.mkdir()

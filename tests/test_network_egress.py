@@ -62,8 +62,10 @@ def _wheel(path: Path) -> None:
 def _npm_package(root: Path, base: str) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in (("package/package.json", '{"name": "tinynpm", "version": "1.0.0"}'),
-                           ("package/index.js", "module.exports = 'tinynpm-ok';\n")):
+        for name, text in (
+            ("package/package.json", '{"name": "tinynpm", "version": "1.0.0"}'),
+            ("package/index.js", "module.exports = 'tinynpm-ok';\n"),
+        ):
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)
