@@ -43,7 +43,7 @@ from ..store.runs import utc_now
 from ..store.trialdir import TrialDir
 from . import metrics as metrics_mod
 from .egress import Egress
-from .network import LOG_FILE, NetLog
+from .network import LOG_FILE, NetLog, upstream_proxy
 from .phases import phase_view
 from .placeholders import pytest_words, render_command
 from .process import ProcessResult, kill_all_running
@@ -425,7 +425,7 @@ class _Trial:
             o.isolation["egress"] = None
             return True
         try:
-            self.egress = Egress(allow, NetLog(self.dir / LOG_FILE))
+            self.egress = Egress(allow, NetLog(self.dir / LOG_FILE), upstream_proxy(s.base_env))
         except OSError as exc:
             self.error("sandbox", f"cannot start the egress proxy: {exc}")
             return False
