@@ -193,7 +193,7 @@ class LocalBwrap(_Local):
         if place.network and isolation.network_isolation:
             allow = place.network_allow
             try:
-                self.egress = Egress(allow, NetLog(place.trial_dir / LOG_FILE))
+                self.egress = Egress(allow, NetLog(place.trial_dir / LOG_FILE), place.upstream)
             except OSError as exc:
                 raise EnvironmentUnavailable(f"cannot start the egress proxy: {exc}") from exc
             self._egress_record = {
@@ -248,6 +248,8 @@ class LocalBwrap(_Local):
             hide=view.hide,
             network=p.network,
             forwards=(*own, *(f for f in forwards if f.port not in taken)),
+            unix_sockets=p.unix_sockets,
+            netlog=self.egress.log if self.egress is not None else None,
             protect=p.protect,
         )
         return Sandbox(policy, isolation=self.isolation)
@@ -298,7 +300,8 @@ class LocalBwrap(_Local):
         given = [e for e in endpoints if isinstance(e, Forward)] if self.forwards_sockets else []
         taken = {f.port for f in given}
         urls = [e for e in endpoints if isinstance(e, str) and _port(e) not in taken]
-        with loopback_forwards(urls if self.forwards_sockets else ()) as forwards:
+        netlog = self.egress.log if self.egress is not None else None
+        with loopback_forwards(urls if self.forwards_sockets else (), netlog) as forwards:
             try:
                 own = self.own_program(program if program is not None else argv, env,
                                        host_cwd, view)
