@@ -114,12 +114,11 @@ class LocalNone(_Local):
     def step_paths(self, phase: str) -> StepPaths:
         if self._scratch is None:
             raise EnvironmentUnavailable("the trial's environment was torn down")
-        private = self._scratch / "steps" / phase
-        if private.exists():
-            shutil.rmtree(private, ignore_errors=True)
-        home, tmp = private / "home", private / "tmp"
-        home.mkdir(parents=True)
-        tmp.mkdir()
+        home, tmp = self._scratch / f"{phase}-home", self._scratch / f"{phase}-tmp"
+        for private in (home, tmp):  # a retried step starts with empty ones
+            if os.path.lexists(private):
+                shutil.rmtree(private, ignore_errors=True)
+            private.mkdir()
         return StepPaths(str(home), str(tmp), str(self._workspace))
 
     def run(
