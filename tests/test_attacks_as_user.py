@@ -22,7 +22,8 @@ pytestmark = [
     ),
 ]
 
-ATTACKS = ("tests/test_judge_view.py", "tests/test_hostile.py", "tests/test_network.py")
+ATTACKS = ("tests/test_judge_view.py", "tests/test_hostile.py", "tests/test_network.py",
+           "tests/test_environments.py")
 
 
 def test_the_user_is_ordinary(ordinary_user: UserRun) -> None:

@@ -75,6 +75,7 @@ from pathlib import Path
 
 from . import relay as _relay_module
 from .network import FORWARD_DIR_INSIDE, Forward, NetLog
+from .realpath import realpath
 
 __all__ = [
     "CREDENTIAL_STORES",
@@ -429,7 +430,7 @@ def _under(path: str, root: str) -> bool:
 
 
 def _real(path: Path | str) -> str:
-    return os.path.realpath(os.path.abspath(path))
+    return realpath(path)
 
 
 def _trusted_dir(path: Path | str, what: str) -> str:
@@ -440,7 +441,7 @@ def _trusted_dir(path: Path | str, what: str) -> str:
         raise SandboxError(f"{what} {text} is a symbolic link; it is not bound into the sandbox")
     if not os.path.isdir(text):
         raise SandboxError(f"{what} {text} is not a directory")
-    return os.path.realpath(text)
+    return realpath(text)
 
 
 # --------------------------------------------------------------------------- the sandbox
