@@ -176,3 +176,27 @@ def test_a_long_stream_is_forwarded_piece_by_piece(mock: MockLLM) -> None:
     assert data.count(b"content_block_delta") > 20_000
     (call,) = gw.ledger.calls
     assert call.tokens is not None and call.tokens.output == 70_000
+
+
+def test_long_prompts_are_priced_at_the_long_context_tier() -> None:
+    from pytest_evalrun.experiment.load import load_experiment_text
+    from pytest_evalrun.gateway import Tokens, call_cost
+
+    text = """\
+experiment: x
+variants:
+  v:
+    agent: {command: "true"}
+    pricing: {input: 1.25, cached_input: 0.31, output: 10,
+              long_context: {above: 200000, input: 2.5, cached_input: 0.625, output: 15}}
+tasks:
+  - {name: t, prompt: hi, verify: "true"}
+"""
+    pricing = load_experiment_text(text, "/x/e.eval.yaml", environ={}).variants[0].pricing
+    assert pricing is not None
+    short = Tokens(input=200_000, cache_read=100_000, output=1000)
+    long = Tokens(input=200_001, cache_read=100_000, output=1000)
+    assert call_cost(short, pricing) == pytest.approx((100_000 * 1.25 + 100_000 * 0.31
+                                                       + 1000 * 10) / 1e6)
+    assert call_cost(long, pricing) == pytest.approx((100_001 * 2.5 + 100_000 * 0.625
+                                                      + 1000 * 15) / 1e6)
