@@ -109,3 +109,36 @@ def test_evalrun_export_names_the_source_column() -> None:
     assert "metrics_source" in TRIAL_FIELDS
     assert Path(__file__).parent.joinpath("..", "docs", "cli.md").resolve().read_text().count(
         "metrics_source") >= 1
+
+
+COSTLY = r"""
+import json, os, pathlib
+pathlib.Path(os.environ["EVALRUN_ARTIFACTS_DIR"], "metrics.json").write_text(
+    json.dumps({"input_tokens": 100, "output_tokens": 10, "cost_usd": 0.4}))
+"""
+
+
+def test_the_runs_budget_stops_new_trials_and_a_resume_finishes(
+        pytester: pytest.Pytester) -> None:
+    suite = Suite(pytester)
+    agent = suite.write("costly.py", COSTLY)
+    suite.experiment(
+        variants={"v": {"agent": {"command": [sys.executable, str(agent)]}}},
+        tasks=[{"name": f"t{i}", "prompt": "p", "verify": "true"} for i in range(1, 6)],
+    )
+    first = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--eval-run-id", "r",
+                                          "--eval-budget-usd", "1")
+    first.assert_outcomes(passed=3, skipped=2)  # $0.40 each: the third passes $1
+    assert "not run for budget: the session's trials spent $1.2000 of --eval-budget-usd 1" \
+        in first.stdout.str()
+    ran = sorted(p.parent.parent.parent.name for p in
+                 suite.root.glob("results/exp/r/variants/v/tasks/*/trials/001/meta.json"))
+    assert ran == ["t1", "t2", "t3"]
+    again = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--eval-resume",
+                                          "--eval-run-id", "r", "--eval-budget-usd", "5")
+    again.assert_outcomes(passed=5)
+    assert len(list(suite.root.glob("results/exp/r/variants/v/tasks/*/trials/001/"
+                                    "meta.json"))) == 5
+    bad = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--eval-budget-usd", "-3")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    assert "the budget must be more than 0 USD" in bad.stderr.str()
