@@ -107,11 +107,11 @@ def _host_endpoints(preset: Preset, trial: PresetTrial, receiver: OtlpReceiver |
     """``box`` with the preset's model endpoint and OpenTelemetry receiver forwarded when
     they are on the host's loopback (the step's network is its own: docs/isolation.md);
     ``network: false`` forwards nothing."""
-    if box is None or not box.policy.network:
+    if box is None or not box.policy.network or box.network == "host":
         yield box
         return
     urls = [preset.endpoint(trial), receiver.endpoint if receiver is not None else None]
-    with loopback_forwards(urls) as forwards:
+    with loopback_forwards(urls, box.policy.netlog) as forwards:
         yield box.extended(forwards=forwards) if forwards else box
 
 

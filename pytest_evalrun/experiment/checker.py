@@ -72,7 +72,7 @@ DEFAULTS_KEYS = (
     "budget",
     *ISOLATION_KEYS,
 )
-SANDBOX_KEYS = ("mode", "read", "write")
+SANDBOX_KEYS = ("mode", "read", "write", "unix_sockets")
 #: ``agent: {preset: NAME, executable: PROGRAM, args: [...]}``; ``pricing:`` USD per 1M tokens.
 PRESET_KEYS = ("preset", "executable", "args")
 PRICING_KEYS = ("input", "cached_input", "output", "cache_write")

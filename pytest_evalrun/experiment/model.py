@@ -59,6 +59,9 @@ class SandboxSpec:
     mode: str = "auto"
     read: tuple[Path, ...] = ()
     write: tuple[Path, ...] = ()
+    #: ``unix_sockets: true``: sandboxed steps may create Unix sockets (by default they may
+    #: not: a host socket file they can see would answer; docs/isolation.md).
+    unix_sockets: bool = False
 
 
 @dataclass(frozen=True)

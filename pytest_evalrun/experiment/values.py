@@ -250,9 +250,19 @@ class Values(Checker):
                     continue
                 found.append(Path(os.path.abspath(self.base_dir / os.path.expanduser(item))))
             paths[key] = tuple(found)
+        unix = value.get("unix_sockets", False)
+        if not isinstance(unix, bool):
+            self.error(
+                value.lines["unix_sockets"],
+                f"'unix_sockets'{where} must be true or false, got "
+                f"{describe(unix, value.src.get('unix_sockets'))}",
+            )
+            ok = False
         if not ok:
             return INVALID
-        return SandboxSpec(mode=str(mode), read=paths["read"], write=paths["write"])
+        return SandboxSpec(
+            mode=str(mode), read=paths["read"], write=paths["write"], unix_sockets=unix is True
+        )
 
     def tags(self, m: YMap, ctx: str) -> Any:
         value = m["tags"]

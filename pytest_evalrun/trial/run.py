@@ -319,6 +319,8 @@ class _Trial:
             hide=view.hide,
             network=s.variant.network,
             forwards=self.egress.forwards if self.egress is not None else (),
+            unix_sockets=user.unix_sockets,
+            netlog=self.egress.log if self.egress is not None else None,
             protect=(s.experiment.directory, *s.read),
         )
         private = self.scratch / "steps" / role if self.scratch is not None else None
