@@ -103,14 +103,16 @@ def _sandbox(preset: Preset, trial: PresetTrial, ctx: StepContext) -> Sandbox | 
 
 @contextlib.contextmanager
 def _host_endpoints(preset: Preset, trial: PresetTrial, receiver: OtlpReceiver | None,
-                    box: Sandbox | None) -> Iterator[Sandbox | None]:
-    """``box`` with the preset's model endpoint and OpenTelemetry receiver forwarded when
-    they are on the host's loopback (the step's network is its own: docs/isolation.md);
-    ``network: false`` forwards nothing."""
+                    box: Sandbox | None, model: bool = True) -> Iterator[Sandbox | None]:
+    """``box`` with the preset's model endpoint (unless ``model`` is False: the model gateway
+    has its own forward) and OpenTelemetry receiver forwarded when they are on the host's
+    loopback (the step's network is its own: docs/isolation.md); ``network: false`` forwards
+    nothing."""
     if box is None or not box.policy.network or box.network == "host":
         yield box
         return
-    urls = [preset.endpoint(trial), receiver.endpoint if receiver is not None else None]
+    urls = [preset.endpoint(trial) if model else None,
+            receiver.endpoint if receiver is not None else None]
     with loopback_forwards(urls, box.policy.netlog) as forwards:
         yield box.extended(forwards=forwards) if forwards else box
 
@@ -150,7 +152,7 @@ def run_preset(preset: Preset, step: Step, ctx: StepContext) -> ProcessResult:
         box = _sandbox(preset, trial, ctx)
         if box is not None and routed is not None and routed.forward is not None:
             box = box.extended(forwards=[routed.forward])
-        with _host_endpoints(preset, trial, receiver, box) as box:
+        with _host_endpoints(preset, trial, receiver, box, model=routed is None) as box:
             argv, cwd = box.wrap(launch.argv, ctx.cwd) if box else (list(launch.argv), ctx.cwd)
             result = run_step(argv, cwd=cwd, env=launch.env, timeout=ctx.timeout,
                               output=ctx.output)
