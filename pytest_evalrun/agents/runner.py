@@ -195,7 +195,9 @@ def gateway_failure(preset: Preset, routed: Routed, run: AgentRun | None,
         or "(it printed nothing)"
     unmatched = next((r for r in ledger.records if r.refused == "replay_unmatched"), None)
     if unmatched is not None:
-        return ("replay_unmatched", f"preset {preset.name}: {unmatched.error}")
+        problem = routed.recording.problem if routed.recording is not None else None
+        return ("replay_unmatched", f"preset {preset.name}: {unmatched.error}"
+                + (f" ({problem})" if problem else ""))
     # Tools only run because the model answered a request that offered them: a title or
     # router call answered alone (no tools offered) does not make the trial the agent's.
     offered = [r for r in records if r.tools]
