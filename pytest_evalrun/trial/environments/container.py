@@ -45,6 +45,7 @@ from ..containers import (
     detect_runtime,
     pack,
     reap_stale,
+    seccomp_profile,
 )
 from ..phases import View
 from ..process import DEFAULT_MAX_OUTPUT, ProcessResult, environment_call, run_step
@@ -177,6 +178,7 @@ class ContainerEnvironment(Environment):
             image=self.image, name=name, labels=labels,
             cpus=_float(opts.get("cpus")), memory_mb=_int(opts.get("memory_mb")),
             pids=_int(opts.get("pids")) or 4096, network=self.network,
+            seccomp=seccomp_profile() if self.runtime.name == "podman" else None,
         )
         try:
             return Container.start(self.runtime, spec)
@@ -458,6 +460,7 @@ class ContainerEnvironment(Environment):
             "limits": {"cpus": _float(opts.get("cpus")), "memory_mb": _int(opts.get("memory_mb")),
                        "pids": _int(opts.get("pids")) or 4096},
             "userns": self.runtime.name == "podman",
+            "first_process_hidden": self.runtime.name == "podman",
         }
 
 
