@@ -20,7 +20,7 @@ pytestmark = [
     ),
 ]
 
-ATTACKS = ("tests/test_judge_view.py", "tests/test_hostile.py")
+ATTACKS = ("tests/test_judge_view.py", "tests/test_hostile.py", "tests/test_environments.py")
 
 
 def test_the_user_is_ordinary(ordinary_user: UserRun) -> None:

@@ -81,7 +81,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -585,6 +585,7 @@ def run_step(
     kill_grace: float = DEFAULT_KILL_GRACE,
     max_output: int | None = DEFAULT_MAX_OUTPUT,
     pass_fds: Sequence[int] = (),
+    contained: Callable[[], bool] | None = None,
 ) -> ProcessResult:
     """Run one step and kill whatever it leaves behind.
 
@@ -597,6 +598,10 @@ def run_step(
     Once nothing of the step runs, ``output`` is cut to ``max_output`` bytes (None: no cap;
     :func:`cap_output`); ``output_cut`` says how many bytes were left out.
     ``pass_fds``: descriptors the child inherits (an environment's status pipe).
+    ``contained``: for a child whose processes all live in a PID namespace of its own that
+    dies with it (bubblewrap's ``--unshare-pid --die-with-parent``): called once the child
+    exited, True when that namespace is gone (nothing of the step can be alive, so the scan
+    for leftovers is skipped); False falls back to the scan.
 
     While a trial's step runner runs, only the trial's environment may start processes
     (:func:`steps_only_through`): a direct call is refused with a ``start_error``.
@@ -663,13 +668,16 @@ def run_step(
             # Leftovers of a step that ended by itself.  The child is normally still an
             # unreaped zombie here (see _wait_exit), so its group may be signalled as a whole.
             unreaped = child.returncode is None
-            killed = _kill_tree(
-                cookie,
-                session=child.pid,
-                grace=kill_grace,
-                group=child.pid if unreaped else None,
-                exclude=child.pid,
-            )
+            if contained is not None and contained():
+                killed = 0
+            else:
+                killed = _kill_tree(
+                    cookie,
+                    session=child.pid,
+                    grace=kill_grace,
+                    group=child.pid if unreaped else None,
+                    exclude=child.pid,
+                )
             _RUNNING.pop(cookie, None)  # before reaping frees the pid (and session id)
             exit_code = child.wait()
         else:

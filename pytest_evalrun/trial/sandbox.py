@@ -73,6 +73,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .realpath import realpath
+
 __all__ = [
     "CREDENTIAL_STORES",
     "HOME_INSIDE",
@@ -416,7 +418,7 @@ def _under(path: str, root: str) -> bool:
 
 
 def _real(path: Path | str) -> str:
-    return os.path.realpath(os.path.abspath(path))
+    return realpath(path)
 
 
 def _trusted_dir(path: Path | str, what: str) -> str:
@@ -427,7 +429,7 @@ def _trusted_dir(path: Path | str, what: str) -> str:
         raise SandboxError(f"{what} {text} is a symbolic link; it is not bound into the sandbox")
     if not os.path.isdir(text):
         raise SandboxError(f"{what} {text} is not a directory")
-    return os.path.realpath(text)
+    return realpath(text)
 
 
 # --------------------------------------------------------------------------- the sandbox
