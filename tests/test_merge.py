@@ -11,14 +11,12 @@ import sqlite3
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cli_helpers import evalrun
 from conftest import GOOD_AND_BAD, VERIFY, Suite
-from filelock import FileLock
 
 from pytest_evalrun.store.merge import MergeError, merge
 
@@ -176,35 +174,11 @@ def _tree_digest(root: Path) -> dict[str, str]:
 MIN_PASS_RATE = "--eval-min-pass-rate=0.4"
 
 
-def _built_once(
-    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], dict[str, Path]]
-) -> dict[str, Path]:
-    """``build(directory)`` once for the test session: under ``-n`` the first xdist worker
-    builds in the session's shared temporary directory and the others wait for it under a
-    file lock, then reuse what it built (xdist's recipe for a fixture made once); serially it
-    is built in the session's basetemp, as a module fixture was."""
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # the session's directory, above every worker's basetemp
-    base, built = shared / name, shared / f"{name}.json"
-    with FileLock(str(shared / f"{name}.lock")):
-        if not built.exists():
-            shutil.rmtree(base, ignore_errors=True)  # a build that was interrupted
-            made = build(base)
-            built.write_text(json.dumps({k: str(v) for k, v in made.items()}))
-        return {k: Path(v) for k, v in json.loads(built.read_text()).items()}
-
-
 @pytest.fixture(scope="module")
 def pristine_machines(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     """One machine's run of the suite, and 3 shards of it, each in its own directory (made
-    once for the session, :func:`_built_once`; each test gets its own copy from
-    ``machines``)."""
-    made = _built_once(tmp_path_factory, "merge-machines", _build_machines)
-    return made["single"], [made[f"shard-{k}"] for k in (1, 2, 3)]
-
-
-def _build_machines(base: Path) -> dict[str, Path]:
+    once for the module; each test gets its own copy from ``machines``)."""
+    base = tmp_path_factory.mktemp("machines")
     suite = _suite(base / "suite")
     suite.experiment(trials=2, tasks=TASKS, variants={"alpha": {}, "beta": {}})
     single = _machine(suite, base, "single", MIN_PASS_RATE)
@@ -221,7 +195,7 @@ def _build_machines(base: Path) -> dict[str, Path]:
     ]
     # the shards are disjoint and each ran a third of the 16 trials
     assert sorted(len(_trials(s)) for s in shards) == [5, 5, 6]
-    return {"single": single, **{f"shard-{k}": s for k, s in zip((1, 2, 3), shards, strict=True)}}
+    return single, shards
 
 
 @pytest.fixture
@@ -546,12 +520,8 @@ VERDICT = "--eval-junit-verdict=verdict.xml"
 def regression_machines(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A baseline run "base"; then run "cand" against it (--eval-baseline-run base) on one
     machine and as 2 shards, each machine with the baseline run restored into its results/:
-    "reg-*" with variant a broken (a regression), "ok-*" with nothing changed (made once for
-    the session, :func:`_built_once`)."""
-    return _built_once(tmp_path_factory, "merge-regression", _build_regression)
-
-
-def _build_regression(base: Path) -> dict[str, Path]:
+    "reg-*" with variant a broken (a regression), "ok-*" with nothing changed."""
+    base = tmp_path_factory.mktemp("regression")
     suite = _suite(base / "suite")
     variants: dict[str, Any] = {"a": {}, "b": {}}
     suite.experiment(trials=3, tasks=REG_TASKS, variants=variants)
