@@ -63,8 +63,8 @@ VOLATILE = {
     "python",
     "id",
     "n_concurrent_trials",
-    # a fact of that run, like its durations: how many processes a step left behind (a
-    # sandbox's own helper may still be exiting when the step's tree is scanned)
+    # a fact of that run, like its durations: how many processes a step left behind (it
+    # differed between the single machine and a shard for one trial in a full-suite run)
     "killed_leftovers",
 }
 
