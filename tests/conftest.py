@@ -168,4 +168,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         report.longrepr = f"skipped, but CI must have every tool a test needs: {reason}"
     return report
-
