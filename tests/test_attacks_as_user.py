@@ -15,8 +15,6 @@ __all__ = ["ordinary_user"]
 
 pytestmark = [
     pytest.mark.slow,
-    # one worker makes the user's copy and venv (a session fixture, else made on each worker)
-    pytest.mark.xdist_group("as-user"),
     pytest.mark.skipif(
         not probe().available, reason=f"bubblewrap cannot run here: {probe().reason}"
     ),
