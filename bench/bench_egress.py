@@ -10,6 +10,10 @@
    p50/p99 from a client on the host straight to a local server, and from a client inside the
    sandbox through relay -> Unix socket -> proxy -> server.
 4. Throughput of one 64 MiB download, the same two ways.
+5. Whole trials: ``pytest`` of 40 serial sandboxed trials (agent and verify ``true``), with the
+   default network (relay and egress proxy) and with ``network: false`` and ``sandbox:
+   {unix_sockets: true}`` (its own network, no relay: the closest to 0.3.0's steps), as
+   seconds per trial.
 """
 
 from __future__ import annotations
@@ -117,15 +121,23 @@ def main() -> None:
 
         return step
 
-    print(f"bwrap {found.path} ({found.version}); {n} runs each")
-    results: dict[str, float] = {}
-    for name, fn in {
+    print(f"bwrap {found.path} ({found.version}); {n} runs each, interleaved; median, p90")
+    steps = {
         "step: host network (0.3.0 default)": boxed(host_net, False),
         "step: own network, relay, no forward": boxed(own, False),
         "step: own network + egress forward": boxed(own, True),
-    }.items():
-        results[name] = per_step(fn, n)
-        print(f"{name:40s} {results[name]:7.2f} ms/step")
+    }
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for fn in steps.values():
+        fn()  # warm up
+    for _ in range(n):  # round robin: a change of load hits every configuration alike
+        for name, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - start) * 1000)
+    for name, values in samples.items():
+        print(f"{name:40s} {statistics.median(values):7.2f} ms  p90 {pct(values, 0.9):7.2f} ms")
+    results: dict[str, float] = {}
 
     def start_stop() -> None:
         Egress(None, NetLog(root / "x.log")).close()
@@ -155,6 +167,44 @@ def main() -> None:
               f"p99 {pct(lat, 0.99):6.2f} ms  64 MiB at {data['mbps']:7.1f} MB/s")  # fmt: skip
     egress.close()
     server.shutdown()
+    trials(root)
+
+
+EXPERIMENT = """\
+experiment: net
+trials: 20
+defaults: {{agent: {{command: ["true"]}}}}
+variants:
+  a: {{}}
+  b: {{}}
+tasks:
+  - {{name: t, prompt: p, verify: "true"}}
+{extra}
+"""
+
+
+def trials(root: Path) -> None:
+    for name, extra in (
+        ("default network (relay + egress proxy)", ""),
+        (
+            "no relay (network: false, unix_sockets)",
+            "network: false\nsandbox: {unix_sockets: true}",
+        ),
+    ):
+        suite = root / f"suite-{len(extra)}"
+        suite.mkdir()
+        (suite / "pytest.ini").write_text("[pytest]\n")
+        (suite / "x.eval.yaml").write_text(EXPERIMENT.format(extra=extra))
+        argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                "--eval-sandbox=bwrap", "x.eval.yaml"]  # fmt: skip
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            done = subprocess.run(argv, cwd=suite, capture_output=True, text=True, timeout=900)
+            best = min(best, time.perf_counter() - start)
+            if done.returncode != 0:
+                sys.exit(done.stdout[-3000:])
+        print(f"40 trials, {name:42s} best of 3: {best:6.2f} s = {best / 40 * 1000:6.1f} ms/trial")
 
 
 if __name__ == "__main__":

@@ -183,6 +183,9 @@ class TrialItem(pytest.Item):
     def setup(self) -> None:
         runner = context_of(self.config).runner
         assert runner is not None, "trial items run only where the worker role is registered"
+        spent = runner.budget_spent()
+        if spent is not None:
+            pytest.skip(spent)
         self.outcome = runner.run_trial_item(
             self.nodeid, self.experiment, self.variant, self.task, self.trial
         )

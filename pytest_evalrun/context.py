@@ -36,6 +36,10 @@ class TrialRunner(Protocol):
         self, nodeid: str, experiment: Experiment, variant: Variant, task: Task, trial: int
     ) -> TrialOutcome: ...
 
+    def budget_spent(self) -> str | None:
+        """Why no further trial may start (``--eval-budget-usd`` spent), else None."""
+        ...
+
 
 @dataclass
 class EvalContext:

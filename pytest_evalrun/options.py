@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 import pytest
 
 from .report.policy import ERROR_POLICIES
 from .sandboxkind import SANDBOX_MODES
 from .shard import parse_shard
+
+
+def _budget(text: str) -> float:
+    """``--eval-budget-usd``: a finite amount > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount in USD") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the budget must be more than 0 USD")
+    return value
 
 
 def _rate(value: str) -> float:
@@ -114,6 +126,16 @@ def add_options(parser: pytest.Parser) -> None:
         help="run nothing: collect the selected trials and print what they would cost, "
         "estimated from the index's history of the same variants and tasks "
         "(docs/gateway.md#what-a-run-would-cost)",
+    )
+    group.addoption(
+        "--eval-budget-usd",
+        dest="eval_budget_usd",
+        metavar="USD",
+        type=_budget,
+        default=None,
+        help="no trial starts once the session's trials spent this much (their cost_usd); "
+        "the rest are skipped as not run, for --eval-resume with a larger budget "
+        "(docs/gateway.md)",
     )
     group.addoption(
         "--eval-record",

@@ -18,6 +18,20 @@ STATUSES = (PASSED, FAILED, TIMEOUT, ERROR)
 #: Statuses that count in the pass rate (judged trials). ``error`` is reported apart.
 JUDGED = frozenset({PASSED, FAILED, TIMEOUT})
 
+#: Where a trial's tokens and cost came from, as reports name it: ``gateway`` and ``cli``
+#: (measured by the plugin: its model gateway, a preset CLI's own records read after it
+#: exited) and ``self_reported`` (the agent's own word; also every source of runs recorded
+#: before 0.3.0: ``otel``, ``agent-metrics``).
+MEASURED_SOURCES = ("gateway", "cli")
+
+
+def metrics_source(source: str | None) -> str | None:
+    """``source`` of a :class:`Metrics` as reports name it (see :data:`MEASURED_SOURCES`)."""
+    if source is None:
+        return None
+    return source if source in MEASURED_SOURCES else "self_reported"
+
+
 #: Key under which an outcome travels in ``report.user_properties``.
 USER_PROPERTY = "evalrun_outcome"
 

@@ -60,6 +60,8 @@ class Shared:
     #: --eval-record / --eval-replay: the model gateway's recording directory ("": none).
     record_dir: str = ""
     replay_dir: str = ""
+    #: --eval-budget-usd: no trial starts once the session's trials spent this much (0: none).
+    budget_usd: float = 0.0
 
     def run_id_for(self, experiment_slug: str) -> str:
         return self.resume_runs.get(experiment_slug, self.run_id)
@@ -151,6 +153,7 @@ def decide(config: pytest.Config) -> Shared:
         controller_pid=os.getpid(),
         record_dir=_absolute(config.getoption("eval_record")),
         replay_dir=_absolute(config.getoption("eval_replay")),
+        budget_usd=float(config.getoption("eval_budget_usd") or 0.0),
     )
 
 

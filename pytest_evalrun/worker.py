@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from collections import Counter
 from collections.abc import Generator
@@ -90,6 +91,38 @@ class WorkerPlugin:
             report.longrepr = item.repr_failure(excinfo)
         return report
 
+    # -- the run's budget (--eval-budget-usd) ------------------------------------------------
+    def _spend_file(self) -> Path:
+        """What the session's trials spent, one cost a line, shared by its processes (in the
+        session's own directory, removed with it)."""
+        return Path(self.shared.snapshots or ".") / "spend.txt"
+
+    def budget_spent(self) -> str | None:
+        """Why no further trial may start (the session's budget is spent), else None."""
+        limit = self.shared.budget_usd
+        if not limit:
+            return None
+        try:
+            lines = self._spend_file().read_text(encoding="ascii").split()
+        except OSError:
+            lines = []
+        spent = math.fsum(float(v) for v in lines if _amount(v))
+        if spent < limit:
+            return None
+        return (f"not run for budget: the session's trials spent ${spent:.4f} of "
+                f"--eval-budget-usd {limit:g}; run the rest with --eval-resume and a larger "
+                "--eval-budget-usd")
+
+    def _spend(self, outcome: TrialOutcome) -> None:
+        cost = outcome.metrics.cost_usd
+        if not self.shared.budget_usd or outcome.resumed or cost is None \
+                or not math.isfinite(cost) or cost <= 0:
+            return
+        path = self._spend_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="ascii") as fh:  # one short append: atomic
+            fh.write(f"{cost!r}\n")
+
     # -- one item --------------------------------------------------------------------------
     def run_trial_item(
         self, nodeid: str, exp: Experiment, variant: Variant, task: Task, n: int
@@ -145,6 +178,7 @@ class WorkerPlugin:
                 },
             )
             outcome = run_trial(spec)
+        self._spend(outcome)
         context.recorders.record_trial(run, outcome, variant, task)
         self._announce(outcome)
         return outcome
@@ -192,3 +226,11 @@ def claim_lock(paths: RunPaths, variant: str, task: str, n: int) -> Path:
     lock_dir = paths.run_dir / ".locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     return lock_dir / f"{key}.lock"
+
+
+def _amount(text: str) -> bool:
+    try:
+        value = float(text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value >= 0

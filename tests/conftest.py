@@ -168,12 +168,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         report.longrepr = f"skipped, but CI must have every tool a test needs: {reason}"
     return report
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Under ``-n``, tests marked ``xdist_group`` run on one worker (xdist's ``loadgroup``,
-    which hands out every other test as ``load`` does): a module whose costly module-scoped
-    fixture would otherwise be built once on each worker (test_merge.py's machines) builds it
-    once."""
-    if getattr(config.option, "dist", "no") == "load":
-        config.option.dist = "loadgroup"

@@ -15,14 +15,13 @@ __all__ = ["ordinary_user"]
 
 pytestmark = [
     pytest.mark.slow,
-    # one worker makes the user's copy and venv (a session fixture, else made on each worker)
-    pytest.mark.xdist_group("as-user"),
     pytest.mark.skipif(
         not probe().available, reason=f"bubblewrap cannot run here: {probe().reason}"
     ),
 ]
 
-ATTACKS = ("tests/test_judge_view.py", "tests/test_hostile.py", "tests/test_network.py")
+ATTACKS = ("tests/test_judge_view.py", "tests/test_hostile.py", "tests/test_network.py",
+           "tests/test_environments.py")
 
 
 def test_the_user_is_ordinary(ordinary_user: UserRun) -> None:

@@ -16,6 +16,7 @@ from cli_helpers import evalrun, evalrun_json
 from conftest import VERIFY, Suite
 
 from pytest_evalrun.store.baseline import partial_reason, retry_policy
+from pytest_evalrun.store.index_schema import SCHEMA_VERSION
 
 USAGE = pytest.ExitCode.USAGE_ERROR
 
@@ -349,7 +350,7 @@ def test_an_index_of_schema_2_opens_and_gets_the_pins(suite: Suite) -> None:
     runs = evalrun_json("runs", cwd=suite.root)
     assert [(r["run_id"], r["pinned"]) for r in runs] == [("r1", ["baseline"])]
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_partial_reason_and_retry_policy_of_older_run_json() -> None:

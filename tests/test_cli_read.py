@@ -21,6 +21,8 @@ import pytest
 from cli_helpers import evalrun, evalrun_json, one_line_error, run_pytest
 from conftest import VERIFY, Suite
 
+from pytest_evalrun.store.index_schema import SCHEMA_VERSION
+
 TASKS = [
     {"name": f"t{i}", "prompt": "WRITE answer.txt ok", "fixture": "fixtures/basic",
      "verify": VERIFY, "trials": 2}
@@ -236,7 +238,7 @@ def test_an_index_of_the_first_version_is_migrated(root: Path, tmp_path: Path) -
     assert by_name(data[0]["variants"])["other"] == {
         **by_name(data[0]["variants"])["other"], "passed": 0, "failed": 10, "judged": 10,
     }  # fmt: skip
-    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 3
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     [shown] = evalrun_json("show", cwd=copy)
     assert all(f["message"] for f in shown["not_passed"])  # read from meta.json
     assert evalrun("compare", "r1", "r2", cwd=copy).returncode == 1

@@ -369,10 +369,11 @@ def test_steps_record_killed_leftovers_and_cut_output(suite: Suite) -> None:
     """,
     ).chmod(0o755)
     suite.experiment(
-        # unsandboxed: bubblewrap's PID namespace ends the leftovers itself (none to count)
+        # unsandboxed: bubblewrap's PID namespace ends the leftovers itself, so what is left
+        # to count there is not the agent's doing
         variants={"leave": {"agent": {"command": "./leave.sh"}, "sandbox": "none"},
-                  "loud": {"agent": {"command": "./loud.sh"}},
-                  "quiet": {"agent": {"command": "true"}}},
+                  "loud": {"agent": {"command": "./loud.sh"}, "sandbox": "none"},
+                  "quiet": {"agent": {"command": "true"}, "sandbox": "none"}},
         tasks=[{"name": "t", "prompt": "x", "fixture": "fixtures/basic", "verify": "true"}],
     )
     suite.pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=3)

@@ -225,3 +225,36 @@ def test_every_link_from_the_interpreter_to_its_file_is_named(tmp_path: Path) ->
     inner.symlink_to("../../outer/bin/python")
     assert interpreter_links(str(inner)) == (inner, outer)
     assert interpreter_links(str(real)) == ()
+
+
+@needs_bwrap
+def test_verify_starts_when_nothing_of_the_agent_runs_even_a_daemon_without_its_cookie(
+    suite: Suite,
+) -> None:
+    # the agent leaves a daemon in a new session with an empty environment (no process cookie
+    # to find it by) that ignores SIGTERM and keeps writing into the workspace
+    marker = f"1{uuid.uuid4().int % 10**6}.5"
+    daemon = (
+        "trap '' TERM; while :; do echo beat >> /tmp/workspace/beat.txt; "
+        f"sleep 0.01; done & exec sleep {marker}"
+    )
+    agent = ["setsid", "env", "-i", "/bin/sh", "-c", daemon]
+    suite.write("agent.sh", f"#!/bin/sh\n{' '.join(map(repr, agent))} &\n"
+                            "while [ ! -s beat.txt ]; do sleep 0.01; done\necho ok > answer.txt\n")
+    (suite.root / "agent.sh").chmod(0o755)
+    check = ("test -s beat.txt && a=$(wc -c < beat.txt) && sleep 0.3 && "
+             "b=$(wc -c < beat.txt) && test \"$a\" = \"$b\"")
+    suite.experiment(sandbox="bwrap", tasks=[task(check)],
+                     defaults={"agent": {"command": [str(suite.root / "agent.sh")]}})
+    r = run(suite)
+    r.assert_outcomes(passed=1)  # nothing wrote to the workspace while verify ran
+    alive = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p).endswith(marker)]
+    assert alive == []
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""

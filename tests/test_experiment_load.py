@@ -934,7 +934,7 @@ def test_isolation_key_errors_name_their_lines(tmp_path: Path) -> None:
         ":2: 'sandbox' at the top level must be auto|bwrap|none, got 'bwarp'; did you mean 'bwrap'?"
         in text
     )
-    assert ":3: 'network' at the top level must be true or false" in text
+    assert ":3: 'network' at the top level must be true, false or a mapping {allow:" in text
     assert ":4: 'env_passthrough' at the top level must be a list" in text
     assert ":6: unknown key 'reed' in 'sandbox' in variant 'a'; did you mean 'read'?" in text
     assert ":6: 'mode' in 'sandbox' in variant 'a' must be auto|bwrap|none" in text

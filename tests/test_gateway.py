@@ -176,3 +176,56 @@ def test_a_long_stream_is_forwarded_piece_by_piece(mock: MockLLM) -> None:
     assert data.count(b"content_block_delta") > 20_000
     (call,) = gw.ledger.calls
     assert call.tokens is not None and call.tokens.output == 70_000
+
+
+def test_long_prompts_are_priced_at_the_long_context_tier() -> None:
+    from pytest_evalrun.experiment.load import load_experiment_text
+    from pytest_evalrun.gateway import Tokens, call_cost
+
+    text = """\
+experiment: x
+variants:
+  v:
+    agent: {command: "true"}
+    pricing: {input: 1.25, cached_input: 0.31, output: 10,
+              long_context: {above: 200000, input: 2.5, cached_input: 0.625, output: 15}}
+tasks:
+  - {name: t, prompt: hi, verify: "true"}
+"""
+    pricing = load_experiment_text(text, "/x/e.eval.yaml", environ={}).variants[0].pricing
+    assert pricing is not None
+    short = Tokens(input=200_000, cache_read=100_000, output=1000)
+    long = Tokens(input=200_001, cache_read=100_000, output=1000)
+    assert call_cost(short, pricing) == pytest.approx((100_000 * 1.25 + 100_000 * 0.31
+                                                       + 1000 * 10) / 1e6)
+    assert call_cost(long, pricing) == pytest.approx((100_001 * 2.5 + 100_000 * 0.625
+                                                      + 1000 * 15) / 1e6)
+
+
+def test_record_then_replay_with_the_upstream_gone(mock: MockLLM, tmp_path: Path) -> None:
+    from pytest_evalrun.gateway.recording import Recording
+
+    mock.load(Script([shell("ls", Usage(input=1241, output=56, cache_read=7)),
+                      say("done", Usage(input=1502, output=33, cache_read=1000))]))
+    path = "/v1beta/models/gemini-x:streamGenerateContent?alt=sse"
+    recording = Recording(tmp_path / "rec", "v/t/001", replay=False)
+    with Gateway(mock.url, REAL_KEY, recorder=recording.record) as gw:
+        first = [post(gw, f"{path}&key={gw.stand_in}", APIS["gemini"][2](True), {})[1]
+                 for _ in range(2)]
+    recording.close()
+    text = recording.path.read_text()
+    assert REAL_KEY not in text and "key=" not in text
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{s.getsockname()[1]}"
+    replay = Recording(tmp_path / "rec", "v/t/001", replay=True)
+    with Gateway(gone, None, replayer=replay.answer) as gw:
+        again = [post(gw, f"{path}&key={gw.stand_in}", APIS["gemini"][2](True), {})
+                 for _ in range(3)]
+    assert [a[1] for a in again[:2]] == first
+    assert [(c.tokens.input, c.tokens.output) for c in gw.ledger.calls
+            if c.tokens is not None] == [(1241, 56), (1502, 33)]
+    assert again[2][0] == 502
+    assert "no recorded answer for POST /v1beta/models/gemini-x:streamGenerateContent (call 3" \
+        in json.loads(again[2][1])["error"]["message"]
+    assert gw.ledger.records[2].refused == "replay_unmatched"

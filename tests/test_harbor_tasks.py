@@ -46,6 +46,9 @@ PROBE = r"""
   echo "memory: $(cat $cg/memory/memory.limit_in_bytes $cg/memory.max 2>/dev/null | head -1)"
   echo "interfaces: $(ls /sys/class/net | tr '\n' ' ')"
   echo "prompt: $(head -c 40 $EVALRUN_PROMPT_FILE)"
+  a=$(head -1 /proc/1/maps | cut -d- -f1)
+  echo "pid1mem: $(dd if=/proc/1/mem bs=1 count=4 skip=$((0x$a)) 2>/dev/null | wc -c)"
+  echo "ptrace: $(perl -e 'print syscall(101, 16, 1, 0, 0) == -1 ? "refused" : "allowed"')"
 } > probe.txt 2>&1
 """
 
@@ -127,6 +130,9 @@ def test_the_agent_sees_no_tests_or_solution_and_keeps_no_host_capability(
         assert lines["interfaces"].split() == ["lo"], probe
         assert lines["pids.max"].strip() == "4096", probe
         assert lines["prompt"].strip(), probe
+        # the container's first process outlives every step: its memory is out of reach
+        assert lines["pid1mem"].strip() == "0", probe
+        assert lines["ptrace"].strip() == "refused", probe
     memory = (found[("probe", "py-fix-median", 1)]["_dir"] / "workspace" / "probe.txt").read_text()
     assert "memory: 536870912" in memory or "memory: 536870912\n" in memory, memory
 

@@ -48,7 +48,8 @@ SPECIAL_FILES = {
     "fifo-workspace": "os.mkfifo('pipe.txt'); os.mkfifo(os.path.join(art, 'x.fifo'))",
     "link-device": "os.symlink('/dev/zero', os.path.join(art, 'metrics.json')); "
                    "os.symlink('/dev/zero', os.path.join(art, 'z-otel.jsonl'))",
-    "socket": "os.chdir(art); s = socket.socket(socket.AF_UNIX); s.bind('metrics.json')",
+    # (a sandboxed step may not create AF_UNIX sockets; mknod still leaves a socket file)
+    "socket": "import stat; os.mknod(os.path.join(art, 'metrics.json'), stat.S_IFSOCK | 0o600)",
     "huge-metrics": "f = open(os.path.join(art, 'metrics.json'), 'wb'); "
                     "f.truncate(100 * 1024 ** 2); f.close()",
     "huge-otel": "f = open(os.path.join(art, 'big-otel.jsonl'), 'wb'); "

@@ -63,6 +63,9 @@ VOLATILE = {
     "python",
     "id",
     "n_concurrent_trials",
+    # a fact of that run, like its durations: how many processes a step left behind (it
+    # differed between the single machine and a shard for one trial in a full-suite run)
+    "killed_leftovers",
 }
 
 
@@ -165,10 +168,6 @@ def _tree_digest(root: Path) -> dict[str, str]:
         if p.is_file() and not p.is_symlink() and not p.name.startswith("index.db")
     }
 
-
-#: One worker builds ``pristine_machines`` (a full run and 3 shards: minutes) and runs every test
-#: of the module, instead of each worker building it (tests/conftest.py: ``loadgroup``).
-pytestmark = pytest.mark.xdist_group("merge-machines")
 
 #: The gate every machine of ``machines`` runs with: "bad" (0/2) and "broken" (errors only)
 #: are below it, so the run's gate fails, on one machine and merged alike.

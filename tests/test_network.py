@@ -279,3 +279,29 @@ def test_a_concurrent_trial_cannot_answer_another_trials_verifier(suite: Suite) 
     assert suite.meta("victim", "t")["status"] == "failed", out
     hostile_out = (suite.trial_dir("hostile", "t", 1) / "stdout.txt").read_text()
     assert "served 0" in hostile_out
+
+
+MANAGER = r"""
+import multiprocessing, pathlib
+if __name__ == "__main__":
+    try:
+        with multiprocessing.Manager() as m:
+            print("MANAGER", list(m.list([1, 2])))
+    except Exception as exc:
+        print("NO MANAGER", type(exc).__name__)
+    pathlib.Path("answer.txt").write_text("ok\n")
+"""
+
+
+def test_unix_sockets_inside_a_step_only_where_the_experiment_allows_them(suite: Suite) -> None:
+    suite.write("manager.py", MANAGER)
+    shared = {"write": [str(suite.shared)]}
+    suite.experiment(
+        defaults={"agent": {"command": [sys.executable, str(suite.root / "manager.py")]}},
+        variants={"default": {}, "unix": {"sandbox": {**shared, "unix_sockets": True}}},
+        tasks=[TASK],
+    )
+    run(suite, "serial").assert_outcomes(passed=2)
+    out = {v: (suite.trial_dir(v, "t", 1) / "stdout.txt").read_text() for v in ("default", "unix")}
+    assert "NO MANAGER" in out["default"]  # multiprocessing.Manager listens on a Unix socket
+    assert "MANAGER [1, 2]" in out["unix"]

@@ -62,8 +62,10 @@ def _wheel(path: Path) -> None:
 def _npm_package(root: Path, base: str) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, text in (("package/package.json", '{"name": "tinynpm", "version": "1.0.0"}'),
-                           ("package/index.js", "module.exports = 'tinynpm-ok';\n")):
+        for name, text in (
+            ("package/package.json", '{"name": "tinynpm", "version": "1.0.0"}'),
+            ("package/index.js", "module.exports = 'tinynpm-ok';\n"),
+        ):
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -222,31 +224,41 @@ def test_pip_npm_git_and_curl_get_out_through_the_proxy(
 def test_a_real_cli_reaches_its_mock_model_through_the_allowed_port(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
-    """claude-code (the real CLI) in a sandboxed trial whose allow list names only the mock
+    """claude-code (the real CLI) in sandboxed trials whose allow list names only one mock
     model server on the host's 127.0.0.1: the CLI edits the file through the model, every
-    model call goes through the trial's forward (logged), and nothing else gets out."""
-
+    model call goes through the trial's model gateway (its Unix socket forwarded inside by the
+    environment), and nothing else gets out.  The other task's endpoint is not in the allow
+    list: as the preset's own model endpoint (the variant's ANTHROPIC_BASE_URL) the gateway
+    reaches it all the same, from outside the sandbox."""
     exe = require_cli("claude")
     with MockLLM(edit_script("claude"), log_path=tmp_path / "e.jsonl") as m1, \
             MockLLM(refuse_script(), log_path=tmp_path / "r.jsonl") as m2:  # fmt: skip
         spec = experiment("claude", exe, m1, m2)
-        spec["network"] = {"allow": [f"127.0.0.1:{m1.port}", f"127.0.0.1:{m2.port}"]}
+        spec["network"] = {"allow": [f"127.0.0.1:{m1.port}"]}
         (pytester.path / "claude.eval.yaml").write_text(yaml.safe_dump(spec))
         run = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--eval-sandbox=bwrap")
-        served, port = len(m1.served), m1.port
+        served, ports = (len(m1.served), len(m2.served)), (m1.port, m2.port)
         outside = list(m1.outside) + list(m2.outside)
     outcomes = run.parseoutcomes()
     assert (outcomes.get("passed"), outcomes.get("failed")) == (1, 1), run.stdout.str()[-4000:]
-    assert served == 3 and outside == []
-    (meta,) = pytester.path.glob(
-        f"results/presets-claude/*/variants/{PRESETS['claude']}/tasks/edit/trials/001/meta.json"
-    )
-    trial = meta.parent
-    assert (trial / "workspace" / "hello.txt").read_text().strip() == "hi"
-    log = [json.loads(line) for line in (trial / "network.log").read_text().splitlines()]
-    model = [e for e in log if e["via"] == "forward" and e["port"] == port]
-    assert model and all(e["allowed"] and e["step"] == "agent" for e in model)
-    assert sum(e["received"] for e in model) > 0
-    assert all(e["allowed"] is False for e in log if e["via"] == "proxy")
-    iso = json.loads(meta.read_text())["isolation"]
-    assert iso["network_isolated"] is True and iso["egress"]["allow"] == spec["network"]["allow"]
+    assert served == (3, 1) and outside == []
+    for task, port, calls in zip(("edit", "refuse"), ports, served, strict=True):
+        (meta,) = pytester.path.glob(
+            f"results/presets-claude/*/variants/{PRESETS['claude']}/tasks/{task}/trials/001/"
+            "meta.json"
+        )
+        trial = meta.parent
+        # the model calls went through the trial's model gateway (its Unix socket forwarded
+        # into the sandbox: the environment's endpoint), which called the mock from outside
+        gateway = json.loads((trial / "artifacts" / "metrics.json").read_text())["gateway"]
+        assert gateway["listen"] == "unix" and f"127.0.0.1:{port}" in gateway["upstream"]
+        assert len(gateway["requests"]) == calls
+        netlog = trial / "network.log"
+        log = [json.loads(line) for line in netlog.read_text().splitlines()] \
+            if netlog.exists() else []  # fmt: skip
+        assert all(e["allowed"] is False for e in log if e["via"] == "proxy")
+        iso = json.loads(meta.read_text())["isolation"]
+        assert iso["network_isolated"] is True
+        assert iso["egress"]["allow"] == spec["network"]["allow"]
+    edited = meta.parent.parent.parent.parent / "edit" / "trials" / "001"
+    assert (edited / "workspace" / "hello.txt").read_text().strip() == "hi"

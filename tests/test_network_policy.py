@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from conftest import GOOD_AND_BAD, Suite
 
 from pytest_evalrun.experiment.errors import SpecError
 from pytest_evalrun.experiment.load import load_experiment
@@ -127,3 +128,122 @@ def test_bad_network_values_name_the_file_and_line(
         load_experiment(path, environ={})
     text = str(info.value)
     assert f"{path}:4:" in text and message in text, text
+
+
+def test_a_bad_unix_sockets_value_names_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "true\nsandbox: {unix_sockets: yes please}")
+    with pytest.raises(SpecError) as info:
+        load_experiment(path, environ={})
+    assert f"{path}:5: 'unix_sockets' in 'sandbox' at the top level must be true or false" in (
+        str(info.value)
+    )
+    path = write(tmp_path, "true\nsandbox: {unix_sockets: true}")
+    assert load_experiment(path, environ={}).variants[0].sandbox.unix_sockets is True
+
+
+def test_unsandboxed_trials_say_their_network_is_the_hosts(suite: Suite) -> None:
+    suite.experiment(tasks=[dict(GOOD_AND_BAD[0])], network={"allow": ["pypi.org"]})
+    r = suite.pytester.runpytest("-p", "no:cacheprovider", "--eval-sandbox=none")
+    r.assert_outcomes(passed=1)
+    iso = suite.meta("base", "good")["isolation"]
+    assert iso["sandbox"] == "none" and iso["network_isolated"] is False
+    assert "host's network" in iso["network_note"] and "egress" not in iso
+    assert not (suite.trial_dir("base", "good", 1) / "network.log").exists()
+
+
+def test_the_relay_imports_the_standard_library_only() -> None:
+    """relay.py runs inside the sandbox as ``python -I -S`` from its own directory: nothing of
+    this package (nor site-packages) is importable there."""
+    import ast
+    import sys
+
+    from pytest_evalrun.trial import relay
+
+    tree = ast.parse(Path(relay.__file__).read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "a relative import"
+            names.add((node.module or "").split(".")[0])
+    assert names and names <= set(sys.stdlib_module_names) | {"__future__"}, names
+
+
+class FakeUpstream:
+    """A corporate proxy on 127.0.0.1: records each request head, tunnels CONNECTs to an echo
+    of the bytes sent, answers plain requests with ``via-upstream``."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.heads: list[str] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            head = data.split(b"\r\n\r\n")[0].decode()
+            self.heads.append(head)
+            if head.startswith("CONNECT"):
+                conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n")
+                conn.sendall(b"echo:" + conn.recv(100))
+            else:
+                conn.sendall(b"HTTP/1.0 200 OK\r\n\r\nvia-upstream")
+            conn.close()
+
+
+def test_the_egress_proxy_goes_out_through_the_environments_proxy(tmp_path: Path) -> None:
+    import socket
+
+    from pytest_evalrun.trial.egress import EgressProxy
+    from pytest_evalrun.trial.network import NetLog, upstream_proxy
+
+    fake = FakeUpstream()
+    env = {"HTTPS_PROXY": f"http://user:pw@127.0.0.1:{fake.port}", "NO_PROXY": "intranet.test"}
+    up = upstream_proxy(env)
+    assert up is not None and up.port == fake.port and up.auth and up.bypass("a.intranet.test")
+    proxy = EgressProxy(tmp_path / "p.sock", None, NetLog(tmp_path / "n.log"), up)
+
+    def ask(request: bytes) -> bytes:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(10)
+            s.connect(str(tmp_path / "p.sock"))
+            s.sendall(request)
+            got = s.recv(4096)
+            if b" 200 Connection established" in got:
+                s.sendall(b"hello")  # through the tunnel
+            while chunk := s.recv(4096):
+                got += chunk
+            return got
+
+    try:
+        # a name this machine cannot resolve: the upstream proxy is asked for it by name
+        tunnel = ask(b"CONNECT api.example.invalid:443 HTTP/1.1\r\n\r\n")
+        assert b"200 Connection established" in tunnel and tunnel.endswith(b"echo:hello")
+        plain = ask(b"GET http://api.example.invalid/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert plain.endswith(b"via-upstream")
+        # never the host's loopback, through the upstream proxy either; no_proxy goes direct
+        assert b" 403 " in ask(b"CONNECT localhost:22 HTTP/1.1\r\n\r\n")
+        assert b" 403 " in ask(b"CONNECT x.intranet.test:443 HTTP/1.1\r\n\r\n")
+    finally:
+        proxy.close()
+        fake.sock.close()
+    assert fake.heads[0].startswith("CONNECT api.example.invalid:443 HTTP/1.1")
+    assert "Proxy-Authorization: Basic dXNlcjpwdw==" in fake.heads[0]
+    assert fake.heads[1].startswith("GET http://api.example.invalid/x HTTP/1.1")
+    assert len(fake.heads) == 2

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..gateway import Tokens
+from ..gateway import call_cost as gateway_cost
 from ..store.atomic import strict_dumps, write_text_atomic
 from .atif import trajectory
 from .common import AgentRun, ModelCall, Step
@@ -31,16 +33,11 @@ MAX_SHOWN = 2000
 PRICING_KEYS = ("input", "cached_input", "output", "cache_write")
 
 
-def call_cost(call: ModelCall, pricing: Mapping[str, float]) -> float:
-    """USD of one call at ``pricing`` (per million tokens)."""
-    usage = call.usage
-    per_input = float(pricing.get("input", 0.0))
-    cached = float(pricing.get("cached_input", per_input))
-    write = float(pricing.get("cache_write", per_input))
-    fresh = max(usage.input - usage.cache_read - usage.cache_write, 0)
-    total = (fresh * per_input + usage.cache_read * cached + usage.cache_write * write
-             + usage.output * float(pricing.get("output", 0.0)))
-    return round(total / 1_000_000, 10)
+def call_cost(call: ModelCall, pricing: Mapping[str, Any]) -> float:
+    """USD of one call at ``pricing`` (per million tokens; its ``long_context`` tier too)."""
+    u = call.usage
+    return gateway_cost(Tokens(u.input, u.cache_read, u.cache_write, u.output, u.reasoning),
+                        pricing)
 
 
 def apply_pricing(run: AgentRun, pricing: Mapping[str, float] | None) -> str | None:

@@ -93,9 +93,9 @@ def open_route(route: ModelRoute | None, env: Mapping[str, str],
         return
     key = next((env[k] for k in route.key_env if env.get(k)), None)
     recording = None
-    if options.replay_dir is not None or options.record_dir is not None:
-        recording = Recording(options.replay_dir or options.record_dir,  # type: ignore[arg-type]
-                              options.name, replay=options.replay_dir is not None)
+    where = options.replay_dir or options.record_dir
+    if where is not None:
+        recording = Recording(where, options.name, replay=options.replay_dir is not None)
     sockdir = Path(tempfile.mkdtemp(prefix="evalrun-gw-", dir=SOCKET_DIR)) if unix else None
     gateway = Gateway(base, key, pricing=pricing, budget=Budget.of(options.budget),
                       unix=sockdir / "gw.sock" if sockdir is not None else None,

@@ -167,15 +167,20 @@ def gateway_failure(preset: Preset, routed: Routed, run: AgentRun | None,
         or "(it printed nothing)"
     unmatched = next((r for r in ledger.records if r.refused == "replay_unmatched"), None)
     if unmatched is not None:
-        return ("replay_unmatched", f"preset {preset.name}: {unmatched.error}")
-    if ledger.calls:
+        problem = routed.recording.problem if routed.recording is not None else None
+        return ("replay_unmatched", f"preset {preset.name}: {unmatched.error}"
+                + (f" ({problem})" if problem else ""))
+    # Tools only run because the model answered a request that offered them: a title or
+    # router call answered alone (no tools offered) does not make the trial the agent's.
+    offered = [r for r in records if r.tools]
+    if any(r.tools for r in ledger.calls) or (not offered and ledger.calls):
         return None
     upstream = routed.gateway.upstream
     if not records:
         return ("no_model_call",
                 f"preset {preset.name}: the CLI made no model call (the model gateway for "
                 f"{upstream} received none; not judged). The CLI said: {said}")
-    last = records[-1]
+    last = (offered or records)[-1]
     if last.refused == "unreachable":
         return ("model_unreachable",
                 f"preset {preset.name}: the CLI made no model call: the model endpoint "

@@ -75,7 +75,7 @@ DEFAULTS_KEYS = (
     "budget",
     *ISOLATION_KEYS,
 )
-SANDBOX_KEYS = ("mode", "read", "write")
+SANDBOX_KEYS = ("mode", "read", "write", "unix_sockets")
 #: ``environment: {image: NAME}`` or ``{dockerfile: PATH}``, with optional settings.
 ENVIRONMENT_KEYS = (
     "image", "dockerfile", "context", "workdir", "cpus", "memory_mb", "pids", "build_timeout",

@@ -62,6 +62,9 @@ class SandboxSetting:
     mode: str = "auto"
     read: tuple[Path, ...] = ()
     write: tuple[Path, ...] = ()
+    #: ``unix_sockets: true``: sandboxed steps may create Unix sockets (by default they may
+    #: not: a host socket file they can see would answer; docs/isolation.md).
+    unix_sockets: bool = False
 
 
 #: ``--eval-environment`` values: ``auto`` (a container where the trial names an image, else

@@ -321,9 +321,19 @@ class Values(Checker):
                     continue
                 found.append(Path(os.path.abspath(self.base_dir / os.path.expanduser(item))))
             paths[key] = tuple(found)
+        unix = value.get("unix_sockets", False)
+        if not isinstance(unix, bool):
+            self.error(
+                value.lines["unix_sockets"],
+                f"'unix_sockets'{where} must be true or false, got "
+                f"{describe(unix, value.src.get('unix_sockets'))}",
+            )
+            ok = False
         if not ok:
             return INVALID
-        return SandboxSetting(mode=str(mode), read=paths["read"], write=paths["write"])
+        return SandboxSetting(
+            mode=str(mode), read=paths["read"], write=paths["write"], unix_sockets=unix is True
+        )
 
     def tags(self, m: YMap, ctx: str) -> Any:
         value = m["tags"]
@@ -435,15 +445,33 @@ class Values(Checker):
             self.error(line, f"'pricing'{ctx} must be a mapping of USD per million tokens "
                        f"({', '.join(PRICING_KEYS)}), got {describe(value, m.src.get('pricing'))}")
             return INVALID
+        return self._rates(value, (*PRICING_KEYS, "long_context"), "'pricing'", ctx)
+
+    def _rates(self, value: YMap, allowed: tuple[str, ...], what: str, ctx: str) -> Any:
+        """A ``pricing:`` mapping's rates (and its ``long_context`` tier: ``above``, a prompt
+        size in tokens, and the rates that apply beyond it)."""
         before = len(self.errors)
-        self.check_keys(value, PRICING_KEYS, f" in 'pricing'{ctx}")
+        self.check_keys(value, allowed, f" in {what}{ctx}")
         if len(self.errors) != before:
             return INVALID
-        out: dict[str, float] = {}
+        out: dict[str, Any] = {}
         for key, number in value.items():
+            if key == "long_context":
+                if not isinstance(number, YMap) or "above" not in number:
+                    self.error(value.lines[key], f"{what} 'long_context'{ctx} must be a mapping "
+                               "with 'above' (a prompt size in tokens) and the rates beyond it, "
+                               f"got {describe(number, value.src.get(key))}")
+                    return INVALID
+                tier = self._rates(number, (*PRICING_KEYS, "above"), "'pricing' 'long_context'",
+                                   ctx)
+                if tier is INVALID:
+                    return INVALID
+                out[key] = tier
+                continue
             if isinstance(number, bool) or not isinstance(number, (int, float)) or number < 0:
-                self.error(value.lines[key], f"'pricing' {key!r}{ctx} must be a number >= 0 "
-                           f"(USD per million tokens), got {describe(number, value.src.get(key))}")
+                unit = "tokens" if key == "above" else "USD per million tokens"
+                self.error(value.lines[key], f"{what} {key!r}{ctx} must be a number >= 0 "
+                           f"({unit}), got {describe(number, value.src.get(key))}")
                 return INVALID
             out[key] = float(number)
         return out

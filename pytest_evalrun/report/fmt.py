@@ -5,6 +5,7 @@ Every function returns ``"-"`` for a value that is not known (None).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ __all__ = [
     "fmt_p",
     "fmt_pct",
     "fmt_pp",
+    "fmt_source",
     "fmt_tokens",
     "plural",
 ]
@@ -96,14 +98,36 @@ def fmt_tokens(tokens: Mapping[str, int | None]) -> str:
 
 
 def fmt_cost(cost: float | None) -> str:
-    """US dollars: cents from $0.10 up, two significant digits below, ``<$0.0001`` at the end."""
+    """US dollars: cents from $0.10 up, two significant digits below, ``<$0.0001`` at the end;
+    ``invalid`` for a negative or not finite amount (never shown as a tiny one)."""
     if cost is None:
         return "-"
+    if not math.isfinite(cost) or cost < 0:
+        return "invalid"
     if cost == 0 or cost >= 0.1:
         return f"${cost:.2f}"
     if cost < 0.0001:
         return "<$0.0001"
     return f"${cost:.2g}"
+
+
+#: How a report names each source of tokens and cost (summary.json's ``metrics_source``).
+SOURCE_NAMES = {"gateway": "gateway", "cli": "CLI records", "self_reported": "self-reported"}
+
+
+def fmt_source(group: Mapping[str, Any]) -> str:
+    """Where a group's tokens and cost came from: ``gateway`` (counted by the plugin's model
+    gateway), ``CLI records`` (a preset CLI's own, read by the plugin), ``self-reported`` (the
+    agent's word), joined by ``+``; with ``+N self-reported apart`` when some trials' own
+    figures were kept out of the totals; ``-`` when there are none."""
+    source = group.get("metrics_source")
+    if not source:
+        return "-"
+    text = "+".join(SOURCE_NAMES.get(s, s) for s in str(source).split("+"))
+    apart = group.get("self_reported")
+    if isinstance(apart, Mapping) and apart.get("trials_with_metrics"):
+        text += f" ({apart['trials_with_metrics']} self-reported apart)"
+    return text
 
 
 def totals_text(tot: Mapping[str, Any], *, sep: str, plural_trials: bool) -> str:

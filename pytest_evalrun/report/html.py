@@ -31,6 +31,7 @@ from .fmt import (
     fmt_p,
     fmt_pct,
     fmt_pp,
+    fmt_source,
     fmt_tokens,
 )
 from .html_assets import JS, style_sheet
@@ -336,7 +337,7 @@ def _variants(exp: Mapping[str, Any], info: Mapping[str, Any]) -> str:
     header = ["variant", "model", "pass rate", "95% CI, these tasks (Wilson)", "0 \u2026 100%",
               "95% CI, tasks like these (clustered)", "passed / judged", "timeouts", "errors"]
     header += [f"pass@{k}" for k in ks if len(ks) > 1]
-    header += ["mean agent time", "tokens in/out", "cost"]
+    header += ["mean agent time", "tokens in/out", "cost", "tokens and cost from"]
     rows = []
     for v in rows_in:
         ci = v.get("wilson")
@@ -361,6 +362,7 @@ def _variants(exp: Mapping[str, Any], info: Mapping[str, Any]) -> str:
             fmt_duration(v.get("mean_agent_duration")),
             fmt_tokens(v.get("tokens") or {}),
             fmt_cost(v.get("cost_usd")),
+            esc(fmt_source(v)),
         ]
         rows.append(row)
     return (

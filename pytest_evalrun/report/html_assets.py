@@ -177,6 +177,7 @@ JS = r"""
   }
   function cost(c) {
     if (c === null || c === undefined) return "-";
+    if (typeof c !== "number" || !isFinite(c) || c < 0) return "invalid";
     if (c === 0 || c >= 0.1) return "$" + c.toFixed(2);
     if (c < 0.0001) return "<$0.0001";
     return "$" + c.toPrecision(2);
@@ -360,6 +361,15 @@ JS = r"""
       ["tokens in/out/cache", num(x.input_tokens) + " / " + num(x.output_tokens) + " / " +
         num(x.cache_tokens)],
       ["cost", cost(x.cost_usd === undefined ? null : x.cost_usd)],
+      ["tokens and cost from", !x.source ? null : x.source === "gateway" ? "gateway (counted " +
+        "by the plugin)" : x.source === "cli" ? "CLI records (read by the plugin)" :
+        "self-reported (the agent's word)"],
+      ["the CLI's own figures", x.cli ? num(x.cli.input_tokens) + " / " +
+        num(x.cli.output_tokens) + " / " + num(x.cli.cache_tokens) + ", " +
+        cost(x.cli.cost_usd === undefined ? null : x.cli.cost_usd) +
+        (x.cli.difference ? " (" + x.cli.difference + ")" : "") : null],
+      ["budget", x.budget && x.budget.stopped ? "ended the agent's calls: " + x.budget.stopped
+        : null],
       ["model", x.model || m.model], ["seed", m.seed], ["worker", m.worker],
       ["started", m.started_at], ["node id", m.nodeid, "mono"],
       ["trial directory", d.dir, "mono"], ["jobs/ trial", m.pier_trial_dir, "mono"]

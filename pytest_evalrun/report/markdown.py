@@ -227,10 +227,12 @@ def _md_variants(exp: Mapping[str, Any]) -> list[str]:
     if not exp["variants"]:
         return []
     name, *rest = variant_columns(exp, text=_md)
+    source = next(c for c in rest if c.key == "source")
     detail = [
         c for c in rest if c.key.startswith("pass@") or c.key in EFFORT_KEYS or c.key == "resumed"
     ]
-    counts = [c for c in rest if c not in detail]
+    detail.remove(source)  # a line below the table: a column more would not fit GitHub's width
+    counts = [c for c in rest if c not in detail and c is not source]
     with_pass_at_k = len(exp["pass_at_k_ks"]) > 1
     lines = ["### Variants", "", *_md_table(*columns_grid([name, *counts])), ""]
     if exp["variants"][0].get("ci_tasks_like_these", "absent") != "absent":
@@ -247,6 +249,11 @@ def _md_variants(exp: Mapping[str, Any]) -> list[str]:
         "pass@k, agent time, tokens and cost" if with_pass_at_k else "Agent time, tokens and cost"
     )
     lines.extend([f"### {heading}", "", *_md_table(*columns_grid([name, *detail])), ""])
+    if source.known:
+        lines.extend(["Tokens and cost from: " + "; ".join(
+            f"{n}: {s}" for n, s in zip(name.values, source.values, strict=True)) + " (gateway: "
+            "counted by the plugin's model gateway; CLI records: the preset CLI's own, read by "
+            "the plugin; self-reported: the agent's word, never summed with the others).", ""])
     if with_pass_at_k:
         lines.extend(
             [

@@ -50,7 +50,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..outcome import FAILED, PASSED, TIMEOUT, TrialOutcome
+from ..outcome import FAILED, PASSED, TIMEOUT, Metrics, TrialOutcome, metrics_source
 from .policy import ERROR_POLICIES, ERRORS_COUNT, ERRORS_EXCLUDE
 from .regression import QUESTION_THESE_TASKS, TaskCounts, compare_variant, gate_counts
 from .stats import binom_cdf, binom_upper_bound, clustered_interval, pass_at_k, wilson_interval
@@ -101,6 +101,46 @@ class ExperimentMeta:
 
 
 @dataclass
+class _Figures:
+    """Tokens and cost of some trials of a group."""
+
+    input_tokens: list[int] = field(default_factory=list)
+    output_tokens: list[int] = field(default_factory=list)
+    cache_tokens: list[int] = field(default_factory=list)
+    costs: list[float] = field(default_factory=list)
+    with_metrics: int = 0
+
+    def add(self, m: Metrics) -> bool:
+        """Count ``m``'s figures; whether it had any."""
+        known = False
+        if m.input_tokens is not None:
+            self.input_tokens.append(int(m.input_tokens))
+            known = True
+        if m.output_tokens is not None:
+            self.output_tokens.append(int(m.output_tokens))
+            known = True
+        if m.cache_tokens is not None:
+            self.cache_tokens.append(int(m.cache_tokens))
+            known = True
+        if m.cost_usd is not None and math.isfinite(m.cost_usd) and m.cost_usd >= 0:
+            self.costs.append(float(m.cost_usd))
+            known = True
+        if known:
+            self.with_metrics += 1
+        return known
+
+    def tokens(self) -> dict[str, int | None]:
+        return {
+            "input": sum(self.input_tokens) if self.input_tokens else None,
+            "output": sum(self.output_tokens) if self.output_tokens else None,
+            "cache": sum(self.cache_tokens) if self.cache_tokens else None,
+        }
+
+    def cost(self) -> float | None:
+        return math.fsum(self.costs) if self.costs else None
+
+
+@dataclass
 class _Acc:
     """Accumulates the outcomes of one group (a cell, or a variant overall)."""
 
@@ -116,11 +156,12 @@ class _Acc:
     rerun_judged: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
     agent_durations: list[float] = field(default_factory=list)
-    input_tokens: list[int] = field(default_factory=list)
-    output_tokens: list[int] = field(default_factory=list)
-    cache_tokens: list[int] = field(default_factory=list)
-    costs: list[float] = field(default_factory=list)
-    with_metrics: int = 0
+    #: Tokens and cost measured by the plugin (gateway, cli), and those the agents reported
+    #: themselves (self_reported): never summed together.
+    measured: _Figures = field(default_factory=lambda: _Figures())
+    self_reported: _Figures = field(default_factory=lambda: _Figures())
+    #: Trials with figures, by source.
+    sources: dict[str, int] = field(default_factory=dict)
 
     def add(self, o: TrialOutcome) -> None:
         self.trials += 1
@@ -143,21 +184,10 @@ class _Acc:
         if o.agent_duration is not None and math.isfinite(o.agent_duration):
             self.agent_durations.append(float(o.agent_duration))
         m = o.metrics
-        known = False
-        if m.input_tokens is not None:
-            self.input_tokens.append(int(m.input_tokens))
-            known = True
-        if m.output_tokens is not None:
-            self.output_tokens.append(int(m.output_tokens))
-            known = True
-        if m.cache_tokens is not None:
-            self.cache_tokens.append(int(m.cache_tokens))
-            known = True
-        if m.cost_usd is not None and math.isfinite(m.cost_usd):
-            self.costs.append(float(m.cost_usd))
-            known = True
-        if known:
-            self.with_metrics += 1
+        source = metrics_source(m.source) or "self_reported"  # figures of no known source
+        figures = self.self_reported if source == "self_reported" else self.measured
+        if figures.add(m):
+            self.sources[source] = self.sources.get(source, 0) + 1
 
     @property
     def judged(self) -> int:
@@ -181,13 +211,26 @@ class _Acc:
                 if self.agent_durations
                 else None
             ),
-            "tokens": {
-                "input": sum(self.input_tokens) if self.input_tokens else None,
-                "output": sum(self.output_tokens) if self.output_tokens else None,
-                "cache": sum(self.cache_tokens) if self.cache_tokens else None,
-            },
-            "cost_usd": math.fsum(self.costs) if self.costs else None,
-            "trials_with_metrics": self.with_metrics,
+            **self.figures(),
+        }
+
+    def figures(self) -> dict[str, Any]:
+        """``tokens`` and ``cost_usd`` with ``metrics_source``, where they came from: the
+        measured figures (``gateway``, ``cli``, or both joined by ``+``) when any trial has
+        them, else the self-reported ones (``self_reported``); self-reported figures beside
+        measured ones are under ``self_reported``, apart, never in the same totals."""
+        main = self.measured if self.measured.with_metrics else self.self_reported
+        measured = main is self.measured
+        names = sorted(s for s in self.sources if (s != "self_reported") == measured)
+        apart = self.self_reported if measured and self.self_reported.with_metrics else None
+        return {
+            "tokens": main.tokens(),
+            "cost_usd": main.cost(),
+            "trials_with_metrics": main.with_metrics,
+            "metrics_source": "+".join(names) or None,
+            "self_reported": None if apart is None else {
+                "tokens": apart.tokens(), "cost_usd": apart.cost(),
+                "trials_with_metrics": apart.with_metrics},
         }
 
 

@@ -16,7 +16,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .fmt import fmt_cost, fmt_duration, fmt_interval, fmt_p, fmt_pct, fmt_pp, fmt_tokens
+from .fmt import (
+    fmt_cost,
+    fmt_duration,
+    fmt_interval,
+    fmt_p,
+    fmt_pct,
+    fmt_pp,
+    fmt_source,
+    fmt_tokens,
+)
 
 __all__ = [
     "EFFORT_KEYS",
@@ -144,7 +153,7 @@ class Column:
 
 
 #: Keys of the columns that are always given, even when no variant has a value.
-EFFORT_KEYS = ("agent_time", "tokens", "cost")
+EFFORT_KEYS = ("agent_time", "tokens", "cost", "source")
 
 
 def variant_columns(exp: Mapping[str, Any], *, text: Callable[[str], str]) -> list[Column]:
@@ -153,7 +162,8 @@ def variant_columns(exp: Mapping[str, Any], *, text: Callable[[str], str]) -> li
     ``variant``, ``pass_rate``, ``wilson`` (the 95% interval for these tasks), ``clustered``
     (for tasks like these), ``kn``, ``timeouts``, ``errors``; ``resumed`` when a trial was
     resumed; ``pass@<k>`` for each k when the experiment has k > 1; then
-    ``agent_time``, ``tokens`` and ``cost`` (always; see :attr:`Column.known`).
+    ``agent_time``, ``tokens``, ``cost`` and ``source`` (where tokens and cost came from:
+    :func:`~.fmt.fmt_source`) (always; see :attr:`Column.known`).
     """
     vs: Sequence[Mapping[str, Any]] = exp["variants"]
     ks = [str(k) for k in exp["pass_at_k_ks"]]
@@ -197,6 +207,7 @@ def variant_columns(exp: Mapping[str, Any], *, text: Callable[[str], str]) -> li
             ),
             col("tokens", "tokens in/out", "tokens in/out", [fmt_tokens(v["tokens"]) for v in vs]),
             col("cost", "cost", "cost", [fmt_cost(v["cost_usd"]) for v in vs]),
+            col("source", "tokens and cost from", "from", [fmt_source(v) for v in vs]),
         ]
     )
     return cols

@@ -17,7 +17,7 @@ from typing import Any
 from filelock import FileLock
 
 from ..experiment.model import Task, Variant
-from ..outcome import TrialOutcome
+from ..outcome import TrialOutcome, metrics_source
 from ..secrets import Redactor
 from . import runs
 from .index_schema import SCHEMA, SCHEMA_VERSION, load_pins, migrate, refresh_run_variants
@@ -70,6 +70,7 @@ _TRIAL_COLUMNS = (
     "verify_duration",
     "cache_tokens",
     "pier_trial_dir",
+    "metrics_source",
 )
 INSERT_TRIAL = (
     f"INSERT OR REPLACE INTO trials ({', '.join(_TRIAL_COLUMNS)}) "
@@ -110,7 +111,9 @@ def trial_row(o: TrialOutcome, redactor: Redactor | None = None) -> tuple[Any, .
         o.verify_duration,
         m.cache_tokens,
         o.pier_trial_dir,
+        metrics_source(m.source),
     )
+
 
 
 _connections: dict[Path, sqlite3.Connection] = {}

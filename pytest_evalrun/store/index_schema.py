@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -120,6 +120,8 @@ _ADDED: dict[str, tuple[tuple[str, str], ...]] = {
         ("verify_duration", "REAL"),
         ("cache_tokens", "INTEGER"),
         ("pier_trial_dir", "TEXT"),
+        # version 4: where the tokens and cost came from (gateway, cli, self_reported)
+        ("metrics_source", "TEXT"),
     ),
 }
 

@@ -315,6 +315,7 @@ TRIAL_FIELDS = (
     "output_tokens",
     "cache_tokens",
     "cost_usd",
+    "metrics_source",
     "model",
     "seed",
     "resumed",

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -69,6 +70,16 @@ UID_BASE = 200_000
 UID_RANGE = 65_536
 #: Printed by the container's first process once it runs.
 READY = "evalrun-container-ready"
+#: The container's first process: says it is ready, then ignores every line until its stdin
+#: (a pipe only the pytest process holds) closes.
+FIRST = f"echo {READY}; while read -r _ignored; do :; done; exit 0"
+#: Hidden from every process of the container: the first process's memory (it outlives every
+#: step; an agent writing it could keep code running into verify).
+MASKED = ("/proc/1/mem", "/proc/1/task/1/mem")
+#: Removed from the runtime's default seccomp profile: what would let a step write another
+#: process's memory (the first process's, above all).
+DENIED_SYSCALLS = frozenset({"ptrace", "process_vm_writev", "process_vm_readv", "pidfd_getfd"})
+DEFAULT_SECCOMP = Path("/usr/share/containers/seccomp.json")
 #: How long starting a container may take (seconds).
 START_TIMEOUT = 120.0
 #: How long one runtime call that is not a step may take (cp, rm, kill).
@@ -253,6 +264,34 @@ def build_image(
 # -- containers --------------------------------------------------------------------------
 
 
+_SECCOMP: dict[str, str] = {}
+
+
+def seccomp_profile(default: Path = DEFAULT_SECCOMP) -> str | None:
+    """podman's default seccomp profile without :data:`DENIED_SYSCALLS`, written once into the
+    cache (by content); None when there is no default profile to start from."""
+    try:
+        data = json.loads(default.read_text())
+        for rule in data["syscalls"]:
+            rule["names"] = [n for n in rule["names"] if n not in DENIED_SYSCALLS]
+        data["syscalls"] = [r for r in data["syscalls"] if r["names"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    text = json.dumps(data, sort_keys=True)
+    if text in _SECCOMP:
+        return _SECCOMP[text]
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = _lock_dir().parent / "seccomp" / f"evalrun-{digest}.json"
+    _SECCOMP[text] = str(path)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return str(path)
+
+
+
 def _start_time(pid: int) -> str:
     """The start time of ``pid`` in clock ticks since boot ("" when it is gone)."""
     try:
@@ -292,6 +331,8 @@ class ContainerSpec:
     #: Map container root to an unprivileged host uid (podman only; Docker has no per-run
     #: user namespace: it relies on its daemon's userns-remap).
     userns: bool = True
+    #: A seccomp profile (:func:`seccomp_profile`); None: the runtime's default.
+    seccomp: str | None = None
 
 
 class Container:
@@ -327,7 +368,11 @@ class Container:
             args += ["--memory", f"{spec.memory_mb}m"]
         if spec.pids is not None:
             args += ["--pids-limit", str(spec.pids)]
-        args += [spec.image, "-c", f"echo {READY}; read _ignored; exit 0"]
+        if spec.seccomp is not None:
+            args += ["--security-opt", f"seccomp={spec.seccomp}"]
+        if runtime.name == "podman":
+            args += ["--security-opt", "mask=" + ":".join(MASKED)]
+        args += [spec.image, "-c", FIRST]
         try:
             client = subprocess.Popen(
                 runtime.argv(*args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -31,8 +31,10 @@ from urllib.parse import urlsplit
 from .network import (
     PROXY_PORT,
     Allow,
+    Decision,
     Forward,
     NetLog,
+    Upstream,
     decide,
     is_loopback_host,
     proxy_env,
@@ -223,8 +225,15 @@ class EgressProxy(_UnixServer):
 
     via = "proxy"
 
-    def __init__(self, path: Path, allow: Sequence[Allow] | None, log: NetLog | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        allow: Sequence[Allow] | None,
+        log: NetLog | None,
+        upstream: Upstream | None = None,
+    ) -> None:
         self.allow = tuple(allow) if allow is not None else None
+        self.upstream = upstream
         super().__init__(path, log)
 
     def _head(self, client: socket.socket) -> tuple[bytes, bytes] | None:
@@ -253,7 +262,7 @@ class EgressProxy(_UnixServer):
         head, rest = got
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
-        host, port, first = "", 0, b""
+        host, port, first, absolute = "", 0, b"", b""
         try:
             if len(parts) != 3:
                 raise ValueError("bad request line")
@@ -274,11 +283,15 @@ class EgressProxy(_UnixServer):
                     not in ("proxy-connection", "proxy-authorization")
                 ]  # fmt: skip
                 first = "\r\n".join([f"{method} {path} {version}", *kept, "", ""]).encode("latin-1")
+                absolute = "\r\n".join([f"{method} {target} {version}", *kept]).encode("latin-1")
         except ValueError as exc:
             _reply(client, "400 Bad Request", str(exc))
             self._forget(client)
             return
         decision = decide(host, port, self.allow)
+        up = self.upstream if self.upstream and not self.upstream.bypass(host) else None
+        if not decision.allowed and decision.unresolved and up and not is_loopback_host(host):
+            decision = Decision(True)  # not resolvable here: the upstream proxy resolves it
         if not decision.allowed:
             _reply(client, "403 Forbidden", decision.reason)
             self._forget(client)
@@ -286,7 +299,10 @@ class EgressProxy(_UnixServer):
                 self.log.record(self.via, host, port, False, decision.reason)
             return
         try:
-            upstream = _connect(decision.addresses, port)
+            if up is not None:
+                upstream = _through(up, host, port, decision.addresses, absolute)
+            else:
+                upstream = _connect(decision.addresses, port)
         except OSError as exc:
             _reply(client, "502 Bad Gateway", f"cannot connect to {host}:{port}: {exc}")
             self._forget(client)
@@ -297,7 +313,10 @@ class EgressProxy(_UnixServer):
             self._forget(client, upstream)
             return
         try:
-            if first:
+            if absolute and up is not None:
+                if rest:
+                    upstream.sendall(rest)
+            elif first:
                 upstream.sendall(first + rest)
             else:
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -315,6 +334,41 @@ class EgressProxy(_UnixServer):
             )  # fmt: skip
 
 
+def _through(
+    up: Upstream, host: str, port: int, addresses: Sequence[str], absolute: bytes
+) -> socket.socket:
+    """A connection to ``host:port`` through the upstream proxy ``up``: a tunnel
+    (``CONNECT``, to the address checked here when there is one), or, for a plain http
+    request (``absolute``, its head without the blank line), that request sent on."""
+    sock = socket.create_connection((up.host, up.port), timeout=_CONNECT_TIMEOUT)
+    auth = f"Proxy-Authorization: {up.auth}\r\n".encode() if up.auth else b""
+    try:
+        if absolute:
+            sock.sendall(absolute + b"\r\n" + auth + b"\r\n")
+            return sock
+        target = addresses[0] if addresses else host
+        target = f"[{target}]" if ":" in target else target
+        sock.sendall(
+            f"CONNECT {target}:{port} HTTP/1.1\r\nHost: {target}:{port}\r\n".encode()
+            + auth + b"\r\n"
+        )  # fmt: skip
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk or len(head) > _HEAD_LIMIT:
+                raise OSError("the upstream proxy closed the connection")
+            head += chunk
+        status = head.split(b"\r\n", 1)[0].decode("latin-1")
+        if status.split(" ")[1:2] != ["200"]:
+            raise OSError(f"the upstream proxy answered {status[:100]!r}")
+        if head.partition(b"\r\n\r\n")[2]:
+            raise OSError("the upstream proxy sent data before the tunnel")
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
 class Egress:
     """One trial's way out: the egress proxy and a forward per allowed loopback
     ``host:port``, in a private socket directory; :meth:`close` ends them all.
@@ -322,7 +376,9 @@ class Egress:
     ``allow``: the experiment's allow list (None: any public host).  ``log``: where each
     connection is recorded."""
 
-    def __init__(self, allow: Sequence[Allow] | None, log: NetLog) -> None:
+    def __init__(
+        self, allow: Sequence[Allow] | None, log: NetLog, upstream: Upstream | None = None
+    ) -> None:
         self.log = log
         self.dir = Path(_socket_dir())
         self._servers: list[_UnixServer] = []
@@ -338,7 +394,7 @@ class Egress:
                     forwards.append(Forward(entry.port, path, str(entry)))
             self.port = proxy_port({f.port for f in forwards})
             path = self.dir / "proxy.sock"
-            self._servers.append(EgressProxy(path, allow, log))
+            self._servers.append(EgressProxy(path, allow, log, upstream))
             forwards.insert(0, Forward(self.port, path, "egress"))
         except BaseException:
             self.close()

@@ -29,7 +29,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +43,12 @@ __all__ = [
     "Decision",
     "Forward",
     "NetLog",
+    "Upstream",
     "decide",
     "is_loopback_host",
     "parse_allow",
     "proxy_env",
+    "upstream_proxy",
 ]
 
 #: The egress proxy's port on the sandbox's own 127.0.0.1 (another one when an allowed
@@ -95,6 +97,8 @@ class Decision:
     allowed: bool
     addresses: tuple[str, ...] = ()
     reason: str = ""
+    #: The name could not be resolved here (an upstream proxy may still reach it).
+    unresolved: bool = False
 
 
 Resolver = Callable[[str, int], Sequence[str]]
@@ -134,9 +138,9 @@ def decide(
     try:
         addresses = tuple(resolve(name, port))
     except (OSError, UnicodeError) as exc:
-        return Decision(False, reason=f"cannot resolve {name}: {exc}")
+        return Decision(False, reason=f"cannot resolve {name}: {exc}", unresolved=True)
     if not addresses:
-        return Decision(False, reason=f"cannot resolve {name}")
+        return Decision(False, reason=f"cannot resolve {name}", unresolved=True)
     if allow is None:
         for address in addresses:
             why = _range(ipaddress.ip_address(address.split("%")[0]))
@@ -147,6 +151,56 @@ def decide(
                     f"'network: allow:' to reach it",
                 )
     return Decision(True, addresses)
+
+
+# --------------------------------------------------------------------------- upstream
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The proxy the environment pytest runs in names (``https_proxy``, ``all_proxy``,
+    ``http_proxy``): the egress proxy goes out through it, except to ``no_proxy`` hosts."""
+
+    host: str
+    port: int
+    #: ``Proxy-Authorization`` value from the URL's user:password, if any.
+    auth: str | None = None
+    no_proxy: tuple[str, ...] = ()
+
+    def bypass(self, host: str) -> bool:
+        host = norm_host(host)
+        for entry in self.no_proxy:
+            entry = norm_host(entry.lstrip("*"))
+            if entry == "*" or host == entry.lstrip(".") or host.endswith("." + entry.lstrip(".")):
+                return True
+        return False
+
+
+def upstream_proxy(env: Mapping[str, str]) -> Upstream | None:
+    """The upstream proxy ``env`` names (an ``http://`` URL), or None."""
+    import base64
+    from urllib.parse import unquote, urlsplit
+
+    for name in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "http_proxy",
+                 "HTTP_PROXY"):  # fmt: skip
+        url = env.get(name, "").strip()
+        if not url:
+            continue
+        try:
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+            port = parts.port or 80
+        except ValueError:
+            return None
+        if parts.scheme != "http" or not parts.hostname:
+            return None  # socks://, https:// proxies: not supported, go direct
+        auth = None
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            auth = "Basic " + base64.b64encode(pair.encode()).decode()
+        raw = env.get("no_proxy") or env.get("NO_PROXY") or ""
+        skip = tuple(e.strip() for e in raw.split(",") if e.strip())
+        return Upstream(parts.hostname, port, auth, skip)
+    return None
 
 
 # --------------------------------------------------------------------------- the log

@@ -33,6 +33,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .realpath import realpath
+
 __all__ = [
     "GRADER_SECRETS",
     "PHASES",
@@ -125,15 +127,15 @@ def exposable(path: Path | str, protect: Sequence[Path | str] = ()) -> bool:
     """May ``path`` be made visible whole?  Not ``/`` or a top-level area (``/tmp``,
     ``/home``...), not a home, and not a directory holding one of ``protect`` (the experiment
     directory, the rootdir) or a home."""
-    real = os.path.realpath(path)
+    real = realpath(path)
     if real in _NEVER_WHOLE or (real.count("/") < 2 and os.path.isdir(real)):
         return False
-    guarded = [os.path.realpath(p) for p in protect] + [h for h in _homes() if h != "/"]
+    guarded = [realpath(p) for p in protect] + [h for h in _homes() if h != "/"]
     return not any(_under(g, real) for g in guarded)
 
 
 def _inside_protected(path: str, protect: Sequence[Path | str]) -> bool:
-    return any(_under(path, os.path.realpath(p)) for p in protect)
+    return any(_under(path, realpath(p)) for p in protect)
 
 
 def _install(found: str, protect: Sequence[Path | str]) -> list[str]:
@@ -142,7 +144,7 @@ def _install(found: str, protect: Sequence[Path | str]) -> list[str]:
     ``<prefix>``; else its directory) when that may be shown
     whole and is no part of the experiment directory or rootdir (but for a venv), else the
     program alone; and ``found`` itself when it is a link (e.g. ``~/.local/bin/claude``)."""
-    real = os.path.realpath(found)
+    real = realpath(found)
     paths = [found] if found != real else []
     directory = os.path.dirname(real)
     candidates = [directory]
@@ -198,12 +200,9 @@ def program_paths(
             if os.path.isdir(word) and not exposable(word, protect):
                 continue
             found.append(word)
-    denied = [os.path.realpath(d) for d in deny]
-    return tuple(
-        Path(p)
-        for p in dict.fromkeys(found)
-        if not any(_under(os.path.realpath(p), d) for d in denied)
-    )
+    denied = [realpath(d) for d in deny]
+    kept = [(p, realpath(p)) for p in dict.fromkeys(found)]
+    return tuple(Path(p) for p, real in kept if not any(_under(real, d) for d in denied))
 
 
 def module_paths(value: str, search: Path) -> tuple[Path, ...]:

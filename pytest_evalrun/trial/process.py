@@ -81,7 +81,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -120,9 +120,6 @@ _READ_CHUNK = 65536
 _MAX_KILL_ROUNDS = 50
 _KILL_WAIT = 2.0  # how long to wait for SIGKILLed processes to disappear, per round
 _KILL_TIMEOUT = 10.0  # stop SIGKILL rounds after this long (unkillable D-state processes)
-#: How long processes found at a step's end may take to end by themselves before they count
-#: as leftovers (bubblewrap reports its command's exit while its namespace's init still ends).
-_SETTLE = 0.2
 
 # cookie -> pid of the step's direct child (= its session id and process group id)
 _RUNNING: dict[str, int] = {}
@@ -378,10 +375,6 @@ def _kill_tree(
     if not targets:
         return 0
     try:
-        # processes already ending by themselves (a sandbox's init as its namespace ends) are
-        # no leftovers of the step: not counted
-        _wait_gone(targets.values(), _SETTLE)
-        ending = {pid for pid, t in targets.items() if t.gone()}
         # Polite round: SIGTERM, then give them ``grace`` seconds to exit.
         if group is not None:
             with contextlib.suppress(OSError):
@@ -408,7 +401,7 @@ def _kill_tree(
             if time.monotonic() > give_up:  # e.g. stuck in uninterruptible sleep
                 break
             _wait_gone(alive + new, _KILL_WAIT)
-        return sum(1 for pid in targets if pid != exclude and pid not in ending)
+        return sum(1 for pid in targets if pid != exclude)
     finally:
         for t in targets.values():
             t.close()
@@ -592,6 +585,7 @@ def run_step(
     kill_grace: float = DEFAULT_KILL_GRACE,
     max_output: int | None = DEFAULT_MAX_OUTPUT,
     pass_fds: Sequence[int] = (),
+    contained: Callable[[], bool] | None = None,
 ) -> ProcessResult:
     """Run one step and kill whatever it leaves behind.
 
@@ -604,6 +598,10 @@ def run_step(
     Once nothing of the step runs, ``output`` is cut to ``max_output`` bytes (None: no cap;
     :func:`cap_output`); ``output_cut`` says how many bytes were left out.
     ``pass_fds``: descriptors the child inherits (an environment's status pipe).
+    ``contained``: for a child whose processes all live in a PID namespace of its own that
+    dies with it (bubblewrap's ``--unshare-pid --die-with-parent``): called once the child
+    exited, True when that namespace is gone (nothing of the step can be alive, so the scan
+    for leftovers is skipped); False falls back to the scan.
 
     While a trial's step runner runs, only the trial's environment may start processes
     (:func:`steps_only_through`): a direct call is refused with a ``start_error``.
@@ -670,13 +668,16 @@ def run_step(
             # Leftovers of a step that ended by itself.  The child is normally still an
             # unreaped zombie here (see _wait_exit), so its group may be signalled as a whole.
             unreaped = child.returncode is None
-            killed = _kill_tree(
-                cookie,
-                session=child.pid,
-                grace=kill_grace,
-                group=child.pid if unreaped else None,
-                exclude=child.pid,
-            )
+            if contained is not None and contained():
+                killed = 0
+            else:
+                killed = _kill_tree(
+                    cookie,
+                    session=child.pid,
+                    grace=kill_grace,
+                    group=child.pid if unreaped else None,
+                    exclude=child.pid,
+                )
             _RUNNING.pop(cookie, None)  # before reaping frees the pid (and session id)
             exit_code = child.wait()
         else:

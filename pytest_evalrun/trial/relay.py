@@ -1,5 +1,6 @@
-"""The relay a sandboxed step starts in front of its command (run as a file, ``python -I -S
-relay.py PORT=SOCKET ... -- COMMAND ...``; the standard library only, nothing of this package).
+"""The relay a sandboxed step starts in front of its command (``python -I -S -c "...import
+relay; relay.main(...)" PORT=SOCKET ... -- COMMAND ...``, imported from its own directory for
+its cached bytecode; the standard library only, nothing of this package).
 
 It binds ``127.0.0.1:PORT`` (and ``[::1]:PORT`` where IPv6 is up) in the sandbox's own network
 namespace for each forward, detaches a relay process (a grandchild, so it is no child of the
@@ -11,12 +12,12 @@ The ports are listening before the command starts.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import sys
-import threading
-import time
+
+TYPE_CHECKING = False  # not ``typing``'s: importing typing costs ~3 ms of every step
+if TYPE_CHECKING:  # ``socket`` alone costs ~9 ms of the step's start, ``_socket`` ~2 ms
+    import _socket
 
 _BUFFER = 65536
 
@@ -82,7 +83,9 @@ def _no_unix_sockets() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP)")
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
+def _pump(src: _socket.socket, dst: _socket.socket) -> None:
+    import _socket
+
     try:
         while True:
             data = src.recv(_BUFFER)
@@ -91,89 +94,112 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
             dst.sendall(data)
     except OSError:
         pass
-    finally:
-        for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
-            with contextlib.suppress(OSError):
-                sock.shutdown(how)
+    for sock, how in ((dst, _socket.SHUT_WR), (src, _socket.SHUT_RD)):
+        try:  # noqa: SIM105 (contextlib: one more import)
+            sock.shutdown(how)
+        except OSError:
+            pass
 
 
-def _connection(client: socket.socket, path: str) -> None:
-    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _connection(client: _socket.socket, path: str) -> None:
+    import _socket
+    import _thread
+
+    upstream = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         upstream.connect(path)
     except OSError:
         client.close()
         upstream.close()
         return
-    back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
-    back.start()
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    def back() -> None:
+        try:
+            _pump(upstream, client)
+        finally:
+            done.release()
+
+    _thread.start_new_thread(back, ())
     _pump(client, upstream)
-    back.join()
+    done.acquire()
     client.close()
     upstream.close()
 
 
-def _accept(listener: socket.socket, path: str) -> None:
+def _accept(listener: _socket.socket, path: str) -> None:
+    import _socket
+    import _thread
+    import time
+
     while True:
         try:
-            client, _ = listener.accept()
+            fd, _ = listener._accept()  # type: ignore[attr-defined]
         except (InterruptedError, ConnectionAbortedError):
             continue
         except OSError:  # out of descriptors: let connections end
             time.sleep(0.05)
             continue
-        threading.Thread(target=_connection, args=(client, path), daemon=True).start()
+        _thread.start_new_thread(_connection, (_socket.socket(fileno=fd), path))
 
 
-def _listen(port: int) -> list[socket.socket]:
-    found: list[socket.socket] = []
-    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
-        sock = socket.socket(family, socket.SOCK_STREAM)
+def _listen(port: int) -> list[int]:
+    """Listening sockets on 127.0.0.1:port (and [::1]:port where IPv6 is up), as fds."""
+    import _socket
+
+    found: list[int] = []
+    for family, host in ((_socket.AF_INET, "127.0.0.1"), (_socket.AF_INET6, "::1")):
+        sock = _socket.socket(family, _socket.SOCK_STREAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            if family == _socket.AF_INET6:
+                sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1)
             sock.bind((host, port))
             sock.listen(128)
         except OSError as exc:
             sock.close()
-            if family == socket.AF_INET:
+            if family == _socket.AF_INET:
                 raise SystemExit(
                     f"evalrun relay: cannot listen on 127.0.0.1:{port}: {exc}"
                 ) from None
             continue  # no IPv6 inside: 127.0.0.1 alone
-        found.append(sock)
+        found.append(sock.detach())
     return found
 
 
-def _serve(listeners: list[tuple[socket.socket, str]]) -> None:
+def _serve(listeners: list[tuple[int, str]]) -> None:
+    """Relay forever (``_socket`` and ``_thread``: the relay shares the step's start with the
+    command, and ``socket``/``threading`` cost ~10 ms of CPU to import)."""
+    import _socket
+    import _thread
+
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)  # never hold the step's output open
-    threads = [
-        threading.Thread(target=_accept, args=(sock, path), daemon=True) for sock, path in listeners
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    *others, (last_fd, last_path) = listeners
+    for fd, path in others:
+        _thread.start_new_thread(_accept, (_socket.socket(fileno=fd), path))
+    _accept(_socket.socket(fileno=last_fd), last_path)
 
 
 def main(argv: list[str]) -> None:
     if "--" not in argv:
-        raise SystemExit("usage: relay.py PORT=SOCKET ... -- COMMAND ...")
+        raise SystemExit("usage: relay.py PORT=SOCKET ... [--unix-sockets] -- COMMAND ...")
     cut = argv.index("--")
     specs, command = argv[:cut], argv[cut + 1 :]
+    unix_sockets = "--unix-sockets" in specs
+    specs = [s for s in specs if s != "--unix-sockets"]
     if not command:
         raise SystemExit("evalrun relay: no command")
     status_fd = -1  # written to only when the command cannot be exec'd (closed on exec)
     if specs and specs[0].startswith("--exec-status-fd="):
         status_fd = int(specs.pop(0).partition("=")[2])
         os.set_inheritable(status_fd, False)
-    listeners: list[tuple[socket.socket, str]] = []
+    listeners: list[tuple[int, str]] = []
     for spec in specs:
         port, _, path = spec.partition("=")
-        listeners += [(sock, path) for sock in _listen(int(port))]
+        listeners += [(fd, path) for fd in _listen(int(port))]
     if listeners:
         child = os.fork()
         if child == 0:
@@ -186,10 +212,11 @@ def main(argv: list[str]) -> None:
                     os._exit(0)
             os._exit(0)
         os.waitpid(child, 0)
-        for sock, _ in listeners:
-            sock.close()
+        for fd, _ in listeners:
+            os.close(fd)
     try:
-        _no_unix_sockets()
+        if not unix_sockets:
+            _no_unix_sockets()
     except OSError as exc:
         sys.stderr.write(f"evalrun relay: cannot restrict Unix sockets: {exc}\n")
         os._exit(1)
@@ -199,8 +226,10 @@ def main(argv: list[str]) -> None:
         sys.stderr.write(f"bwrap: execvp {command[0]}: {exc.strerror}\n")
         sys.stderr.flush()
         if status_fd >= 0:
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 (contextlib is one more import at every step's start)
                 os.write(status_fd, f"execvp {command[0]}: {exc.strerror}".encode()[:4000])
+            except OSError:
+                pass
         os._exit(1)
 
 

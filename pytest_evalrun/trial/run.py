@@ -41,6 +41,7 @@ from ..store.runs import utc_now
 from ..store.trialdir import TrialDir
 from . import metrics as metrics_mod
 from .environments import Environment, Environments, EnvironmentUnavailable, TrialPlace
+from .network import upstream_proxy
 from .phases import View, phase_view
 from .placeholders import pytest_words, render_command
 from .process import ProcessResult, kill_all_running, steps_only_through
@@ -392,6 +393,8 @@ class _Trial:
             write=tuple(user.write),
             network=s.variant.network,
             network_allow=s.variant.network_allow,
+            unix_sockets=user.unix_sockets,
+            upstream=upstream_proxy(s.base_env),
             requested=mode,
             options=dict(s.environment_options),
         )

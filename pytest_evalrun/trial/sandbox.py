@@ -73,7 +73,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .network import FORWARD_DIR_INSIDE, Forward
+from . import relay as _relay_module
+from .network import FORWARD_DIR_INSIDE, Forward, NetLog
+from .realpath import realpath
 
 __all__ = [
     "CREDENTIAL_STORES",
@@ -360,6 +362,12 @@ class SandboxPolicy:
     #: (:class:`~.network.Forward`): the egress proxy, an allowed loopback port, the model
     #: gateway.  Honoured whatever ``network`` says (``network: false`` gives none).
     forwards: tuple[Forward, ...] = ()
+    #: May the step create ``AF_UNIX`` sockets (``sandbox: {unix_sockets: true}``)?  By
+    #: default it may not: a host socket file it can see would answer (the relay's seccomp).
+    unix_sockets: bool = False
+    #: The trial's connection log (network.log), for forwards added to this step later
+    #: (:func:`~.egress.loopback_forwards`); None: not logged.
+    netlog: NetLog | None = field(default=None, compare=False)
     #: Directories a program's install prefix must never expose whole when the step's own
     #: program is made visible (:func:`~.phases.program_paths`): the experiment directory,
     #: pytest's rootdir.
@@ -422,7 +430,7 @@ def _under(path: str, root: str) -> bool:
 
 
 def _real(path: Path | str) -> str:
-    return os.path.realpath(os.path.abspath(path))
+    return realpath(path)
 
 
 def _trusted_dir(path: Path | str, what: str) -> str:
@@ -433,7 +441,7 @@ def _trusted_dir(path: Path | str, what: str) -> str:
         raise SandboxError(f"{what} {text} is a symbolic link; it is not bound into the sandbox")
     if not os.path.isdir(text):
         raise SandboxError(f"{what} {text} is not a directory")
-    return os.path.realpath(text)
+    return realpath(text)
 
 
 # --------------------------------------------------------------------------- the sandbox
@@ -537,12 +545,14 @@ class Sandbox:
         if not self.sandboxed:
             return list(argv), Path(cwd)
         relay: list[str] = []
-        if self.isolation.network_isolation:  # forwards, and no socket(AF_UNIX) for the step
-            relay = [sys.executable, "-I", "-S", _RELAY]
+        p = self.policy
+        if self.isolation.network_isolation and (p.forwards or not p.unix_sockets):
+            _relay_cache()  # forwards, and (by default) no socket(AF_UNIX) for the step
+            relay = [sys.executable, "-I", "-S", "-c", _RELAY_MAIN]
             if exec_status_fd is not None:
                 relay.append(f"--exec-status-fd={exec_status_fd}")
-            relay += [f"{f.port}={_forward_inside(f)}" for f in self.policy.forwards]
-            relay.append("--")
+            relay += [f"{f.port}={_forward_inside(f)}" for f in p.forwards]
+            relay += ["--unix-sockets", "--"] if p.unix_sockets else ["--"]
         return [*self._prefix, "--chdir", self.inside(cwd), "--", *relay, *argv], Path(cwd)
 
     @property
@@ -649,7 +659,20 @@ class Sandbox:
         return argv
 
 
-_RELAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay.py")
+_RELAY_FILE = os.path.abspath(_relay_module.__file__ or "")
+#: The relay started from its cached bytecode (run as a script, it would be compiled at
+#: every step: ~5 ms); :func:`_relay_cache` writes that cache where the package is writable.
+_RELAY_DIR = os.path.dirname(_RELAY_FILE)
+_RELAY_MAIN = f"import sys; sys.path[:0] = [{_RELAY_DIR!r}]; import relay; relay.main(sys.argv[1:])"
+
+
+@functools.lru_cache(maxsize=1)
+def _relay_cache() -> None:
+    import importlib.util
+    import py_compile
+
+    if not os.path.exists(importlib.util.cache_from_source(_RELAY_FILE)):
+        py_compile.compile(_RELAY_FILE, doraise=False, quiet=2)
 
 
 def _forward_inside(forward: Forward) -> str:

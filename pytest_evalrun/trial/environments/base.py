@@ -41,7 +41,7 @@ from ..workspace import Snapshot, prepare_workspace, snapshot_after_setup, works
 
 if TYPE_CHECKING:
     from ...secrets import Redactor
-    from ..network import Allow, Forward
+    from ..network import Allow, Forward, Upstream
     from ..phases import View
 
 __all__ = [
@@ -87,6 +87,10 @@ class TrialPlace:
     #: ``network: {allow: [...]}`` of the variant (None: any public host through the egress
     #: proxy; docs/isolation.md).
     network_allow: tuple[Allow, ...] | None = None
+    #: ``sandbox: {unix_sockets: true}``: steps may create ``AF_UNIX`` sockets.
+    unix_sockets: bool = False
+    #: The proxy the environment pytest runs in names: the egress proxy goes out through it.
+    upstream: Upstream | None = None
     #: What was asked for (``auto``, ``bwrap``, ``none`` or a plugin's name), for describe().
     requested: str = AUTO
     #: The experiment's settings for this environment (e.g. an image), as plain data.

@@ -45,6 +45,7 @@ from ..containers import (
     detect_runtime,
     pack,
     reap_stale,
+    seccomp_profile,
 )
 from ..network import Forward
 from ..phases import View
@@ -186,6 +187,7 @@ class ContainerEnvironment(Environment):
             image=self.image, name=name, labels=labels,
             cpus=_float(opts.get("cpus")), memory_mb=_int(opts.get("memory_mb")),
             pids=_int(opts.get("pids")) or 4096, network=self.network,
+            seccomp=seccomp_profile() if self.runtime.name == "podman" else None,
         )
         try:
             return Container.start(self.runtime, spec)
@@ -476,6 +478,7 @@ class ContainerEnvironment(Environment):
             "limits": {"cpus": _float(opts.get("cpus")), "memory_mb": _int(opts.get("memory_mb")),
                        "pids": _int(opts.get("pids")) or 4096},
             "userns": self.runtime.name == "podman",
+            "first_process_hidden": self.runtime.name == "podman",
         }
 
 

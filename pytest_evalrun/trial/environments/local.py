@@ -22,6 +22,8 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import re
+import select
 import shutil
 import sys
 import tempfile
@@ -120,12 +122,11 @@ class LocalNone(_Local):
     def step_paths(self, phase: str) -> StepPaths:
         if self._scratch is None:
             raise EnvironmentUnavailable("the trial's environment was torn down")
-        private = self._scratch / "steps" / phase
-        if private.exists():
-            shutil.rmtree(private, ignore_errors=True)
-        home, tmp = private / "home", private / "tmp"
-        home.mkdir(parents=True)
-        tmp.mkdir()
+        home, tmp = self._scratch / f"{phase}-home", self._scratch / f"{phase}-tmp"
+        for private in (home, tmp):  # a retried step starts with empty ones
+            if os.path.lexists(private):
+                shutil.rmtree(private, ignore_errors=True)
+            private.mkdir()
         return StepPaths(str(home), str(tmp), str(self._workspace))
 
     def run(
@@ -193,7 +194,7 @@ class LocalBwrap(_Local):
         if place.network and isolation.network_isolation:
             allow = place.network_allow
             try:
-                self.egress = Egress(allow, NetLog(place.trial_dir / LOG_FILE))
+                self.egress = Egress(allow, NetLog(place.trial_dir / LOG_FILE), place.upstream)
             except OSError as exc:
                 raise EnvironmentUnavailable(f"cannot start the egress proxy: {exc}") from exc
             self._egress_record = {
@@ -248,6 +249,8 @@ class LocalBwrap(_Local):
             hide=view.hide,
             network=p.network,
             forwards=(*own, *(f for f in forwards if f.port not in taken)),
+            unix_sockets=p.unix_sockets,
+            netlog=self.egress.log if self.egress is not None else None,
             protect=p.protect,
         )
         return Sandbox(policy, isolation=self.isolation)
@@ -298,7 +301,8 @@ class LocalBwrap(_Local):
         given = [e for e in endpoints if isinstance(e, Forward)] if self.forwards_sockets else []
         taken = {f.port for f in given}
         urls = [e for e in endpoints if isinstance(e, str) and _port(e) not in taken]
-        with loopback_forwards(urls if self.forwards_sockets else ()) as forwards:
+        netlog = self.egress.log if self.egress is not None else None
+        with loopback_forwards(urls if self.forwards_sockets else (), netlog) as forwards:
             try:
                 own = self.own_program(program if program is not None else argv, env,
                                        host_cwd, view)
@@ -330,15 +334,17 @@ class LocalBwrap(_Local):
             # bwrap's own options end at "--chdir": the status descriptor goes before it
             at = wrapped.index("--chdir")
             wrapped[at:at] = ["--json-status-fd", str(status_w)]
+            reader = _Status(status_r)
             with environment_call():
                 result = run_step(wrapped, cwd=start_dir, env=env, timeout=timeout,
                                   output=output, append=append, stdin_text=stdin_text,
-                                  max_output=max_output, pass_fds=(status_w, exec_w))
+                                  max_output=max_output, pass_fds=(status_w, exec_w),
+                                  contained=reader.namespace_gone)
             os.close(status_w)
             os.close(exec_w)
             status_w = exec_w = -1
-            status = _read_status(status_r)
-            not_exec = _read_status(exec_r).strip()
+            status = reader.read()
+            not_exec = _Status(exec_r).read().strip()
         finally:
             for fd in (status_r, exec_r, status_w, exec_w):
                 if fd >= 0:
@@ -400,19 +406,54 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _read_status(fd: int) -> str:
-    chunks: list[bytes] = []
-    total = 0
-    while total < _STATUS_LIMIT:
+class _Status:
+    """What bubblewrap reports on its ``--json-status-fd`` (written by bwrap itself, never by
+    the sandboxed program, which does not inherit the descriptor): ``child-pid``, the PID
+    namespace's init (as seen outside), as soon as it is created; ``exit-code`` only once the
+    program was executed."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.data = b""
+
+    def read(self) -> str:
+        while len(self.data) < _STATUS_LIMIT:
+            try:
+                chunk = os.read(self.fd, _STATUS_LIMIT - len(self.data))
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self.data += chunk
+        return self.data.decode("utf-8", "replace")
+
+    def namespace_gone(self) -> bool:
+        """Is the step's PID namespace gone (its init exited, which the kernel lets happen
+        only once every process in it is dead)? Called when bwrap itself has exited: its init
+        then gets SIGKILL (``--die-with-parent``). False when that is not known in time (the
+        caller then scans for leftovers)."""
+        found = _CHILD_PID.search(self.read())
+        if found is None or not hasattr(os, "pidfd_open"):
+            return False
         try:
-            chunk = os.read(fd, _STATUS_LIMIT - total)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks).decode("utf-8", "replace")
+            fd = os.pidfd_open(int(found.group(1)))
+        except ProcessLookupError:
+            return True  # exited and reaped already
+        except OSError:
+            return False
+        try:
+            # readable once it exited; a pid already reused by a live process is not, and
+            # falls back to the scan after the wait
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(_NAMESPACE_WAIT_MS))
+        finally:
+            os.close(fd)
+
+
+#: How long to wait for the PID namespace's end once bwrap exited (ms) before scanning.
+_NAMESPACE_WAIT_MS = 2000
+_CHILD_PID = re.compile(r'"child-pid"\s*:\s*(\d+)')
 
 
 def _last_line(output: Path, start: int) -> str:
