@@ -28,6 +28,8 @@ def enable(config: pytest.Config) -> bool:
     if not config.getoption("eval_dry_run", False):
         return False
     config.option.collectonly = True
+    if config.option.verbose == 0:  # one line per file, not every trial
+        config.option.verbose = -2
     return True
 
 
@@ -44,7 +46,8 @@ def lines(found: Estimate, budget_usd: float | None, index: Path) -> list[str]:
         if v.unknown:
             basis.append(f"{v.unknown} not estimated (no history)")
         name = f"{v.experiment}/{v.variant}".ljust(width)
-        out.append(f"{name}  {v.trials:>5} trials  ~{usd(v.cost_usd):>10}  ({'; '.join(basis)})")
+        cost = "~" + usd(v.cost_usd)
+        out.append(f"{name}  {v.trials:>5} trials  {cost:>10}  ({'; '.join(basis)})")
     total = f"total: {found.trials} trials, estimated ~{usd(found.cost_usd)}"
     if found.unknown:
         total += f" plus {found.unknown} trials with no cost history"

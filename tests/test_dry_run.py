@@ -81,23 +81,23 @@ def test_dry_run_prints_the_estimate_and_runs_nothing(
     pytester.makefile(".eval.yaml", costs=EXPERIMENT.format(marker=marker))
     results = pytester.path / "results"
     _history(results)
-    before = sorted(p.relative_to(pytester.path) for p in pytester.path.rglob("*"))
+    before = sorted(results.rglob("*"))
     r = pytester.runpytest_subprocess("--eval-dry-run", "--eval-budget-usd", "0.2", *workers)
     assert r.ret == 0, r.stdout.str()
     out = r.stdout.str()
     assert "evalrun dry run" in out
     r.stdout.fnmatch_lines([
-        "costs/small *4 trials*~$0.12*(4 from their task's history (3 trials))*",
         "costs/large *4 trials*~$0.12*(2 from their task's history (1 trials); 2 from the "
         "variant's mean over other tasks)*",
+        "costs/small *4 trials*~$0.12*(4 from their task's history (3 trials))*",
         "total: 8 trials, estimated ~$0.24",
         "--eval-budget-usd 0.2: the estimate is OVER the budget",
         "dry run: no trial was run, nothing was written",
     ])
     assert not marker.exists()
-    after = sorted(p.relative_to(pytester.path) for p in pytester.path.rglob("*")
-                   if "__pycache__" not in p.parts and ".pytest_cache" not in p.parts)
-    assert [p for p in after if p not in before] == [], after  # no run, no lock, no jobs/
+    after = sorted(results.rglob("*"))
+    assert [p for p in after if p not in before] == []  # no run, no run lock
+    assert not (pytester.path / "jobs").exists()
 
     # -k: the selected trials only; within a larger budget
     r = pytester.runpytest_subprocess("--eval-dry-run", "-k", "t1", "--eval-budget-usd", "1",
