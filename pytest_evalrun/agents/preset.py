@@ -96,13 +96,10 @@ class Records:
 class SandboxNeeds:
     """What a preset's CLI needs from the trial's sandbox."""
 
-    network: bool = True
     #: Paths the CLI reads (its program's install directory, node); read-only is enough.
     read_paths: tuple[Path, ...] = ()
     #: Paths the CLI writes besides the workspace and the artifacts dir (the config home).
     write_paths: tuple[Path, ...] = ()
-    #: Environment variables the CLI must see unchanged (HOME and its config-dir variables).
-    keep_env: tuple[str, ...] = ("HOME",)
 
 
 @dataclass
@@ -153,8 +150,7 @@ class Preset:
         node = shutil.which("node", path=trial.env.get("PATH"))
         if node:
             reads.append(Path(os.path.realpath(node)).parent.parent)
-        return SandboxNeeds(network=True, read_paths=tuple(dict.fromkeys(reads)),
-                            write_paths=(trial.home,), keep_env=("HOME", *self.home_env))
+        return SandboxNeeds(read_paths=tuple(dict.fromkeys(reads)), write_paths=(trial.home,))
 
 
 def newest(paths: list[Path]) -> Path | None:

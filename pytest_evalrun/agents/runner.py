@@ -9,7 +9,7 @@ reads the CLI's records and :mod:`.evidence` writes the files into the artifacts
 that cannot read its records never fails the trial: the problem is written to
 ``artifacts/preset-error.txt`` and the trial is judged by its verify step as usual.
 
-A CLI that made no model call is not judged (contract section 11): its tools only run because
+A CLI that made no model call is not judged (docs/agents.md): its tools only run because
 a model answered, so with no answer nothing was under the model's control, and the trial is an
 ``error``: ``model_unreachable`` when the model endpoint does not accept a connection,
 ``no_model_call`` otherwise (credentials missing or refused, the model API failing), with the

@@ -1,4 +1,4 @@
-"""The view each phase of a trial gets (contract section 6), as data.
+"""The view each phase of a trial gets (docs/isolation.md), as data.
 
 Every sandboxed step sees the system's directories (:data:`~.sandbox.SYSTEM_DIRS`, read-only),
 the Python running pytest and this plugin's package, a private ``/tmp`` with its workspace at

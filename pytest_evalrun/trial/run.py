@@ -518,7 +518,7 @@ class _Trial:
         self.outcome.message = self.spec.redactor.redact(message)
 
     def verify(self, env: Mapping[str, str]) -> None:
-        """Run verify and judge the agent's work (contract sections 3 and 11).
+        """Run verify and judge the agent's work (docs/reports.md: judged failures and errors).
 
         What verify does on the workspace the agent left is the agent's doing, so it is judged:
         a verify that times out, dies of a signal (or a ``python:`` verifier that raises), or

@@ -73,6 +73,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..sandboxkind import SANDBOX_MODES
 from . import relay as _relay_module
 from .network import FORWARD_DIR_INSIDE, Forward, NetLog
 from .realpath import realpath
@@ -95,7 +96,7 @@ __all__ = [
     "resolve",
 ]
 
-MODES = ("auto", "bwrap", "none")
+MODES = SANDBOX_MODES
 TMP_INSIDE = "/tmp"
 HOME_INSIDE = "/tmp/home"
 WORKSPACE_INSIDE = "/tmp/workspace"
@@ -527,12 +528,6 @@ class Sandbox:
             if _under(text, root):
                 return WORKSPACE_INSIDE + text[len(root) :]
         return text
-
-    def mapping(self) -> dict[str, str]:
-        """Outside -> inside for every path that moves (only the workspace)."""
-        if not self.sandboxed or self._workspace is None:
-            return {}
-        return {self._workspace: WORKSPACE_INSIDE}
 
     # -- argv --------------------------------------------------------------------------
     def wrap(
