@@ -31,7 +31,9 @@ def experiment(exe: str, url: str, budget: dict[str, Any] | None = None) -> dict
         "variants": {"claude": {
             "agent": {"preset": "claude-code", "executable": exe},
             "model": DEFAULT_MODELS[CLI], "pricing": PRICING,
-            "env": {**key_env(CLI), **endpoint_env(CLI, url)},
+            # no retries of its own: a refused or unanswered call ends the session at once
+            # (what is checked is the plugin's record of it, not how long Claude Code insists)
+            "env": {**key_env(CLI), **endpoint_env(CLI, url), "CLAUDE_CODE_MAX_RETRIES": "0"},
         }},
         "tasks": [task],
     }
