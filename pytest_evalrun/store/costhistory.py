@@ -16,12 +16,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..outcome import MEASURED_SOURCES
+
 __all__ = ["CellKey", "Estimate", "VariantEstimate", "estimate", "read_history"]
 
 #: (experiment slug, variant slug, task slug)
 CellKey = tuple[str, str, str]
-#: Cost sources that were measured, not claimed (outcome.py's MEASURED_SOURCES).
-MEASURED = ("gateway", "cli")
+#: Cost sources that were measured, not claimed.
+MEASURED = MEASURED_SOURCES
 
 
 @dataclass
