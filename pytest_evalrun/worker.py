@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import warnings
 from collections import Counter
 from collections.abc import Generator
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from filelock import FileLock
 
+from .agents.incontainer import container_mounts
 from .collect import SpecErrorItem, SpecProblem, TrialItem, TrialProblem
 from .context import EvalContext
 from .experiment.identity import fingerprint, seed
@@ -149,6 +151,9 @@ class WorkerPlugin:
             labels.update(nodeid=nodeid, worker=context.worker_id)
             where, where_options = environment_for(
                 exp, variant, task, self.shared.environment or "auto", run.paths.run_id)
+            if where in ("podman", "docker"):  # a preset's CLI and node, bound inside
+                where_options["mounts"] = container_mounts(
+                    variant.agent, {**os.environ, **variant.env, **task.env}, exp.directory)
             spec = TrialSpec(
                 experiment=exp,
                 variant=variant,

@@ -333,6 +333,10 @@ class ContainerSpec:
     userns: bool = True
     #: A seccomp profile (:func:`seccomp_profile`); None: the runtime's default.
     seccomp: str | None = None
+    #: Host paths bound read-only inside, ``(host, inside)`` (a preset's CLI and node).
+    mounts: tuple[tuple[str, str], ...] = ()
+    #: podman writes the host pid of the container's first process here (its namespaces).
+    pidfile: str | None = None
 
 
 class Container:
@@ -372,6 +376,10 @@ class Container:
             args += ["--security-opt", f"seccomp={spec.seccomp}"]
         if runtime.name == "podman":
             args += ["--security-opt", "mask=" + ":".join(MASKED)]
+        for host, inside in spec.mounts:
+            args += ["--volume", f"{host}:{inside}:ro"]
+        if spec.pidfile is not None and runtime.name == "podman":
+            args += ["--pidfile", spec.pidfile]
         args += [spec.image, "-c", FIRST]
         try:
             client = subprocess.Popen(
