@@ -11,9 +11,10 @@ One container per trial, nothing of the host mounted in it: files go in and out 
   a :class:`BuildError` naming what was built and ending with the build's last lines; it is
   remembered for the process, so the other trials of the task fail at once.
 - **Isolation**: the container runs with its own user namespace (container root is an
-  unprivileged host uid: :data:`UID_BASE`), ``no-new-privileges``, no network unless the trial
-  allows outbound (then podman's user-mode ``slirp4netns`` network, which reaches the outside
-  but no host port bound to loopback), and the resource limits given (cpus, memory, pids).
+  unprivileged host uid: :data:`UID_BASE`), ``no-new-privileges``, no network unless the spec
+  asks for one (``network``: podman's ``slirp4netns``; trials never do: their way out is the
+  egress proxy forwarded in, :mod:`.environments.containernet`), and the resource limits given
+  (cpus, memory, pids).
 - **Nothing outlives the trial, also when pytest is killed**: the container's first process
   waits on its stdin, a pipe only this process holds; when this process dies (even by
   ``kill -9``) the pipe closes, the first process exits and ``--rm`` removes the container.
