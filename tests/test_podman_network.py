@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import socket
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -28,6 +30,9 @@ import pytest
 import yaml
 from cli_helpers import run_pytest
 from test_podman import BASE_IMAGE, podman, trials
+
+import pytest_evalrun
+from pytest_evalrun.trial.containers import Container, ContainerSpec, detect_runtime
 
 __all__ = ["podman"]  # the fixture, imported for its use here
 
@@ -211,3 +216,37 @@ def test_a_container_trial_reaches_no_host_service_and_only_allowed_hosts_via_th
     assert [(e["host"], e["port"]) for e in listed_log if e["allowed"]] == [
         (ALLOWED_HOST, allowed.port)]
     assert found["listed"]["isolation"]["egress"]["allow"] == [f"{ALLOWED_HOST}:{allowed.port}"]
+
+
+NOT_ROOT = r"""
+import sys
+sys.path.insert(0, sys.argv[2])
+from pytest_evalrun.trial.nsforward import NetnsError, NetnsForwards
+try:
+    NetnsForwards(int(sys.argv[1])).check()
+except NetnsError as exc:
+    print("refused:", exc)
+else:
+    print("entered")
+"""
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is missing")
+def test_without_root_the_container_network_is_refused_with_a_reason(
+    tmp_path: Path, podman: str
+) -> None:
+    """A process without root cannot enter a root container's network namespace: the forward
+    is refused with a reason that says what it needs (never a wider network instead)."""
+    runtime = detect_runtime("podman")
+    assert runtime is not None
+    pidfile = tmp_path / "pid"
+    spec = ContainerSpec(image=BASE_IMAGE, name=f"evalrun-test-{uuid.uuid4().hex[:12]}",
+                         pidfile=str(pidfile))
+    package = Path(pytest_evalrun.__file__).resolve().parent.parent
+    with Container.start(runtime, spec):
+        pid = pidfile.read_text().strip()
+        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                               sys.executable, "-c", NOT_ROOT, pid, str(package)],
+                              capture_output=True, text=True, timeout=60, cwd="/")
+    assert done.stdout.startswith("refused:"), done.stdout + done.stderr
+    assert "root" in done.stdout

@@ -30,6 +30,8 @@ __all__ = ["NetnsError", "NetnsForwards"]
 _CLONE_NEWNET = 0x40000000
 _BUFFER = 65536
 _MAX_CONNECTIONS = 256
+_NEEDS = ("this needs root (rootful podman, or Docker as root); give the trial 'network: false' "
+          "to run it without")
 
 
 class NetnsError(OSError):
@@ -95,8 +97,9 @@ class NetnsForwards:
             self._ns = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise NetnsError(exc.errno or 0,
-                             f"cannot open the container's network namespace {path}: "
-                             f"{exc.strerror or exc}") from exc
+                             f"cannot open the container's network namespace {path} "
+                             f"({exc.strerror or exc}) to forward the trial's proxy or model "
+                             f"gateway into it: {_NEEDS}") from exc
         self._lock = threading.Lock()
         self._listeners: dict[int, list[socket.socket]] = {}
         self._live: set[socket.socket] = set()
@@ -119,7 +122,7 @@ class NetnsForwards:
             raise NetnsError(error[0].errno or 0,
                              "cannot enter the container's network namespace to forward the "
                              f"trial's proxy or model gateway into it ({error[0].strerror}): "
-                             "this needs root (rootful podman or Docker)")
+                             f"{_NEEDS}")
 
     @property
     def ports(self) -> tuple[int, ...]:
