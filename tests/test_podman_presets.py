@@ -29,21 +29,24 @@ from test_presets import HARBOR, check_trial, experiment, refuse_script, trial_d
 
 __all__ = ["podman"]  # the fixture, imported for its use here
 
-#: Two Node.js CLIs and a native one (Claude Code's executable is a compiled program).
-CLIS = ["claude", "gemini", "codex"]
+#: The five: Node.js scripts (Gemini CLI, Copilot CLI, Codex's launcher) and compiled
+#: programs (Claude Code's executable, opencode's, Codex's own).
+CLIS = ["claude", "gemini", "codex", "copilot", "opencode"]
 VERIFY = "grep -qx hi hello.txt"
-#: Codex's OpenTelemetry exporter is not started where the system has no CA certificates (the
-#: base image has none; its model calls work without): its trials run in an image with them.
+#: CLIs that need the system's CA certificates, which the base image lacks: Copilot CLI's
+#: model client refuses to start without trust roots, Codex starts no OpenTelemetry exporter
+#: (its model calls work). Their trials run in an image built with them.
+NEEDS_CA = {"codex", "copilot"}
 CA_DOCKERFILE = (f"FROM {BASE_IMAGE}\nRUN apt-get update && apt-get install -y "
                  "--no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*\n")
 
 
 def in_container(spec: dict[str, Any], root: Path, cli: str) -> dict[str, Any]:
-    """test_presets' experiment, in the base image (Codex: with CA certificates): a shell
+    """test_presets' experiment, in the base image (with CA certificates: NEEDS_CA): a shell
     verify (no host Python inside), the mock's own proxy variables left out (the trial's egress
     proxy stands there)."""
     spec["environment"] = {"image": BASE_IMAGE}
-    if cli == "codex":
+    if cli in NEEDS_CA:
         (root / "image").mkdir()
         (root / "image" / "Dockerfile").write_text(CA_DOCKERFILE)
         spec["environment"] = {"dockerfile": "image/Dockerfile"}

@@ -207,16 +207,31 @@ def copy_in(container: Container, write: Sequence[Path], inside: Any) -> list[tu
 
 
 def copy_out(container: Container, pairs: Sequence[tuple[Path, str]]) -> None:
-    """The directories :func:`copy_in` copied in, copied back (replacing the host's)."""
+    """The directories :func:`copy_in` copied in, copied back: each file of the container's
+    copy replaces the host's of the same name (a file written on the host meanwhile, e.g. a
+    step's output file there, is kept; links are copied as links, never followed)."""
     for host, seen in pairs:
         fresh = host.with_name(host.name + ".from-container")
         shutil.rmtree(fresh, ignore_errors=True)
         try:
             container.get(seen, fresh)
-            shutil.rmtree(host, ignore_errors=True)
-            os.replace(fresh, host)
+            _merge(fresh, host)
         finally:
             shutil.rmtree(fresh, ignore_errors=True)
+
+
+def _merge(source: Path, target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for child in source.iterdir():
+        dest = target / child.name
+        if child.is_dir() and not child.is_symlink() and dest.is_dir() and not dest.is_symlink():
+            _merge(child, dest)
+            continue
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif os.path.lexists(dest):
+            dest.unlink()
+        os.replace(child, dest)
 
 
 def step_home(env: Mapping[str, str], pairs: Sequence[tuple[Path, str]],
