@@ -22,6 +22,7 @@ import pytest
 from filelock import FileLock
 
 from .agents.incontainer import container_mounts
+from .agents.plugin import PresetsPlugin
 from .collect import SpecErrorItem, SpecProblem, TrialItem, TrialProblem
 from .context import EvalContext
 from .experiment.identity import fingerprint, seed
@@ -152,8 +153,10 @@ class WorkerPlugin:
             where, where_options = environment_for(
                 exp, variant, task, self.shared.environment or "auto", run.paths.run_id)
             if where in ("podman", "docker"):  # a preset's CLI and node, bound inside
+                owner = getattr(context.kinds.agent.get("preset"), "__self__", None)
                 where_options["mounts"] = container_mounts(
-                    variant.agent, {**os.environ, **variant.env, **task.env}, exp.directory)
+                    variant.agent, {**os.environ, **variant.env, **task.env}, exp.directory,
+                    owner.presets() if isinstance(owner, PresetsPlugin) else None)
             spec = TrialSpec(
                 experiment=exp,
                 variant=variant,
