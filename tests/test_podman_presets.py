@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 import yaml
-from mockllm import MockLLM
-from test_agent_clis_mock import WRITE, edit_script, require_cli
+from mockllm import MockLLM, Script, say, shell
+from test_agent_clis_mock import U2, U3, WRITE, edit_script, require_cli
 from test_podman import BASE_IMAGE, podman
-from test_presets import HARBOR, check_trial, experiment, refuse_script, trial_dir
+from test_presets import HARBOR, SECRET, check_trial, experiment, refuse_script, trial_dir
 
 __all__ = ["podman"]  # the fixture, imported for its use here
 
@@ -39,6 +39,21 @@ VERIFY = "grep -qx hi hello.txt"
 NEEDS_CA = {"codex", "copilot"}
 CA_DOCKERFILE = (f"FROM {BASE_IMAGE}\nRUN apt-get update && apt-get install -y "
                  "--no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*\n")
+
+
+#: The model's shell call: every variable of every process the CLI's shell can see inside
+#: (Copilot CLI refuses a command reading paths outside the workspace: its own env only).
+DUMP = ("echo ENV-DUMP-START; env; for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; "
+        "done; ls missing.txt")
+DUMP_ENV = "echo ENV-DUMP-START; env; ls missing.txt"
+
+
+def key_search_script(cli: str) -> Script:
+    """edit_script's turns, the shell call dumping the environment of every process inside
+    (the real key must be in none: the gateway's stand-in key is all the container gets)."""
+    write = edit_script(cli).turns[0]
+    command = DUMP_ENV if cli == "copilot" else DUMP
+    return Script([write, shell(command, U2), say("Created hello.txt.", U3)])
 
 
 def in_container(spec: dict[str, Any], root: Path, cli: str) -> dict[str, Any]:
@@ -62,7 +77,7 @@ def test_a_preset_cli_runs_inside_the_container_through_the_gateway(
     cli: str, podman: str, pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
     exe = require_cli(cli)
-    edit, refuse = edit_script(cli), refuse_script()
+    edit, refuse = key_search_script(cli), refuse_script()
     with MockLLM(edit, log_path=tmp_path / "edit.jsonl") as m1, \
             MockLLM(refuse, log_path=tmp_path / "refuse.jsonl") as m2:
         spec = in_container(experiment(cli, exe, m1, m2), pytester.path, cli)
@@ -76,6 +91,10 @@ def test_a_preset_cli_runs_inside_the_container_through_the_gateway(
     assert (edited / "workspace" / "hello.txt").read_text().strip() == "hi"
     seen = check_trial(cli, edited, m1, edit, HARBOR, tmp_path)
     assert seen["analysis"]["tool_calls"].get(WRITE[cli][0]) == 1
+    # the model saw the dump (its next request carries it), and no real key in it
+    sent = (tmp_path / "edit.jsonl").read_text()
+    assert "ENV-DUMP-START" in sent and "HTTPS_PROXY=http://127.0.0.1:3128" in sent
+    assert SECRET not in sent
     refused = trial_dir(pytester.path, cli, "refuse")
     assert json.loads((refused / "meta.json").read_text())["status"] == "failed"
     check_trial(cli, refused, m2, refuse, HARBOR, tmp_path)
