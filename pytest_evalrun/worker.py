@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from filelock import FileLock
 
 from .collect import SpecErrorItem, SpecProblem, TrialItem, TrialProblem
 from .context import EvalContext
@@ -29,9 +28,7 @@ from .shard import Key, parse_shard, select
 from .store.paths import RunPaths, step_records
 from .store.recorder import RunInfo
 from .store.trialdir import TrialDir
-from .trial.environments.container import environment_for
 from .trial.process import record_steps_in
-from .trial.run import TrialSpec, run_trial
 
 
 class WorkerPlugin:
@@ -138,6 +135,12 @@ class WorkerPlugin:
             if reused is not None:
                 reused.nodeid = nodeid
                 return reused
+        # What runs a trial is imported once one runs (a resume that reuses them all needs none)
+        from filelock import FileLock
+
+        from .trial.environments.container import environment_for
+        from .trial.run import TrialSpec, run_trial
+
         context.recorders.start_run(run)
         with FileLock(str(claim_lock(run.paths, variant.slug, task.slug, n))):
             # Another process (a concurrent resume) may have finished it while we waited.
