@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .common import AgentRun, ModelCall, Step, Usage
+from .agentrun import AgentRun, ModelCall, Step, Usage
 
 if TYPE_CHECKING:  # imported where a gateway starts: a session that runs no preset needs none
     from ..gateway import CallRecord, Gateway
