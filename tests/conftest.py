@@ -202,7 +202,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: _whole_file_rank(item.nodeid))
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # no hook without xdist (-p no:xdist)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """With xdist's default ``--dist load``: each file of :data:`WHOLE_FILES` is one unit of
     work, every other test one unit, given out in collection order as workers free up
