@@ -202,6 +202,11 @@ class TrialItem(pytest.Item):
         if not self.outcome.passed:
             raise TrialProblem(self.outcome)
 
+    def teardown(self) -> None:
+        # The setup report carried the outcome's dict to the controller: keep no copy to
+        # the session's end (one per trial)
+        self.user_properties[:] = [p for p in self.user_properties if p[0] != USER_PROPERTY]
+
     def repr_failure(
         self, excinfo: ExceptionInfo[BaseException], style: Any = None
     ) -> str | TerminalRepr:

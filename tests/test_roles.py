@@ -166,6 +166,22 @@ def test_controller_takes_a_lone_process_outcome_as_handed(suite: Suite) -> None
     assert context.handed == {}  # each taken once
 
 
+def test_items_let_go_of_the_outcome_dict_once_reported(suite: Suite) -> None:
+    """The outcome's dict rides on the setup report, which the controller reads: the item does
+    not keep it to the session's end (one per trial: a large session's memory), whether its
+    trial passed or failed; the controller has every outcome."""
+    suite.experiment()
+    rec = suite.pytester.inline_run(str(suite.root), "-p", "no:cacheprovider", "-p", "no:xdist")
+    (finished,) = rec.getcalls("pytest_collection_finish")
+    items = finished.session.items
+    assert len(items) == 2
+    assert all(USER_PROPERTY not in dict(item.user_properties) for item in items)
+    controller = items[0].config.pluginmanager.get_plugin("evalrun-controller")
+    assert {n: o.status for n, o in controller.outcomes.items()} == {
+        item.nodeid: status for item, status in zip(items, ("passed", "failed"), strict=True)
+    }
+
+
 def test_controller_records_a_crashed_worker_trial(suite: Suite) -> None:
     suite.experiment()
     config, context = _configure(suite)
