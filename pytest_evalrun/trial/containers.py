@@ -38,13 +38,15 @@ import os
 import shutil
 import stat
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tarfile
 
 __all__ = [
     "BUILD_TAG_PREFIX",
@@ -557,6 +559,8 @@ def reap_stale(runtime: Runtime) -> list[str]:
 def pack(source: Path, target: str, archive: str) -> str:
     """Write ``source`` (a directory's content, or one file named as ``target``) as a tar
     archive owned by root; the directory to extract it in."""
+    import tarfile  # only when a container trial copies files in
+
     with tarfile.open(archive, mode="w") as tar:
         if source.is_dir():
             for child in sorted(source.iterdir()):
@@ -578,6 +582,8 @@ def _extract(archive: IO[bytes], target: Path) -> list[str]:
     anything else is named in the list returned."""
     skipped: list[str] = []
     root = os.path.realpath(target)
+    import tarfile
+
     with tarfile.open(fileobj=archive, mode="r|") as tar:
         for member in tar:
             name = os.path.normpath(member.name)
