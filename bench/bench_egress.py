@@ -116,8 +116,9 @@ def main() -> None:
             policy = SandboxPolicy(mode="bwrap", workspace=ws,
                                    forwards=egress.forwards if forwards else ())  # fmt: skip
             box = Sandbox(policy, isolation=isolation)  # type: ignore[arg-type]
-            argv, cwd = box.wrap(["true"], ws)
-            return run_step(argv, cwd=cwd, env=env, timeout=60, output=out)
+            with box.launch(["true"], ws) as go:
+                return run_step(go.argv, cwd=go.cwd, env=env, timeout=60, output=out,
+                                pass_fds=go.pass_fds)  # fmt: skip
 
         return step
 
@@ -153,11 +154,12 @@ def main() -> None:
     )  # fmt: skip
     box = Sandbox(SandboxPolicy(mode="bwrap", workspace=ws, read=(root,),
                                 forwards=egress.forwards), isolation=own)  # fmt: skip
-    argv, cwd = box.wrap(
+    with box.launch(
         [sys.executable, str(client), HOST, str(port), str(n), "/big", f"127.0.0.1:{egress.port}"],
         ws,
-    )
-    proxied = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600)
+    ) as go:
+        proxied = subprocess.run(go.argv, cwd=go.cwd, capture_output=True, text=True,
+                                 timeout=600, pass_fds=go.pass_fds)  # fmt: skip
     if proxied.returncode != 0:
         sys.exit(proxied.stderr)
     for name, done in (("direct (host)", direct), ("sandbox -> relay -> proxy", proxied)):

@@ -74,7 +74,6 @@ class Trial:
         self, script: str, *, extra_env: dict[str, str] | None = None, **kw: object
     ) -> subprocess.CompletedProcess[str]:
         box = Sandbox(self.policy(**kw))
-        argv, cwd = box.wrap([sys.executable, "-c", script], self.workspace)
         env = step_environment(
             inherited=os.environ,
             home=box.home,
@@ -83,9 +82,11 @@ class Trial:
             evalrun={"EVALRUN_WORKSPACE": box.inside(self.workspace)},
             declared=extra_env or {},
         )
-        return subprocess.run(
-            argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
-        )
+        with box.launch([sys.executable, "-c", script], self.workspace) as launch:
+            return subprocess.run(
+                launch.argv, cwd=launch.cwd, env=env, capture_output=True, text=True,
+                timeout=60, check=False, pass_fds=launch.pass_fds,
+            )  # fmt: skip
 
 
 @pytest.fixture
@@ -302,7 +303,8 @@ def test_inside_paths(trial: Trial) -> None:
     assert not plain.sandboxed
     assert plain.inside(trial.workspace) == str(trial.workspace)
     assert Path(plain.home).is_dir() and Path(plain.tmp).is_dir()
-    assert plain.wrap(["true"], trial.workspace) == (["true"], trial.workspace)
+    with plain.launch(["true"], trial.workspace) as launch:
+        assert (launch.argv, launch.cwd, launch.pass_fds) == (["true"], trial.workspace, ())
 
 
 def test_probe_reports_why_bwrap_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
