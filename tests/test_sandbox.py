@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_evalrun.trial import cstarter
 from pytest_evalrun.trial import sandbox as sb
 from pytest_evalrun.trial.egress import TcpForward
 from pytest_evalrun.trial.network import Forward
@@ -407,8 +408,9 @@ def test_a_read_path_under_dev_or_proc_keeps_the_sandboxs_own(trial: Trial) -> N
 
 
 @needs_bwrap
+@pytest.mark.parametrize("starter", ["compiled", "python"])
 def test_forwards_leave_no_process_and_no_socket_file_of_the_plugin_in_the_sandbox(
-    trial: Trial,
+    trial: Trial, starter: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The step's forwards are accepted outside: inside, only the step's own processes and its
     ports (no relay, no starter left, no host socket file bound), and both kinds of server
@@ -416,6 +418,10 @@ def test_forwards_leave_no_process_and_no_socket_file_of_the_plugin_in_the_sandb
     path (the model gateway's kind: reached through a connection to that path)."""
     if not PROBE.network_isolation:
         pytest.skip("bwrap --unshare-net does not work here")
+    if starter == "python":
+        monkeypatch.setenv("EVALRUN_PY_STARTER", "1")
+    elif cstarter.binary() is None:
+        pytest.skip("no C compiler here: the Python starter runs")
     tcp = socket.socket()
     tcp.bind(("127.0.0.1", 0))
     tcp.listen(5)
@@ -456,6 +462,9 @@ def test_forwards_leave_no_process_and_no_socket_file_of_the_plugin_in_the_sandb
             Forward(41001, forward.path, "tcp"), Forward(41002, sockets / "plain.sock", "plain"),
         )))  # fmt: skip
         with box.launch([sys.executable, "-c", script, *ports], trial.workspace) as launch:
+            # what bubblewrap execs: the starter, in front of the command
+            program = launch.argv[launch.argv.index("--", launch.argv.index("--chdir")) + 1]
+            assert (program == sys.executable) == (starter == "python"), launch.argv
             done = subprocess.run(
                 launch.argv, cwd=launch.cwd, capture_output=True, text=True, timeout=60,
                 check=False, pass_fds=launch.pass_fds,

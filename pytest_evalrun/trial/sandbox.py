@@ -33,8 +33,10 @@ What a step sees inside (:meth:`Sandbox.launch`), an allowlist on an empty read-
     --remount-ro / (and each skeleton tmpfs under /tmp)
     --unshare-pid --die-with-parent --new-session --cap-drop ALL [--unshare-net]
     --seccomp FD                       no socket(AF_UNIX) (:mod:`~.seccomp`)
-    python -I -S -c STARTER ... --     only with forwards: listens on their ports and hands
-                                       the listening sockets out (:mod:`~.starter`)
+    STARTER ... --                     only with forwards: listens on their ports and hands
+                                       the listening sockets out (:mod:`~.cstarter`, compiled
+                                       once per machine, else ``python -I -S -c``
+                                       :mod:`~.starter`)
 
 Mounts are ordered by path depth, so the most specific rule wins: a results root is hidden
 but the trial's own directory inside it is bound again.  For one path, a bind wins over
@@ -78,6 +80,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..sandboxkind import SANDBOX_MODES
+from . import cstarter
 from . import starter as _starter_module
 from .forwards import Listeners
 from .network import Forward, NetLog
@@ -564,7 +567,9 @@ class Sandbox:
                     options[:0] = ["--seccomp", str(fd)]
             if self.isolation.network_isolation and p.forwards:
                 listeners = Listeners(p.forwards)
-                starter = [sys.executable, "-I", "-S", "-c", _starter_source()]
+                compiled = cstarter.binary()  # else the Python one (the same arguments)
+                starter = [compiled] if compiled else [sys.executable, "-I", "-S", "-c",
+                                                       _starter_source()]  # fmt: skip
                 if exec_status_fd is not None:
                     starter.append(f"--exec-status-fd={exec_status_fd}")
                 starter.append(f"--listeners-fd={listeners.child_fd}")
