@@ -37,7 +37,6 @@ from pathlib import Path
 from ..experiment.network import Allow, is_loopback_host, norm_host, parse_allow
 
 __all__ = [
-    "FORWARD_DIR_INSIDE",
     "LOG_FILE",
     "PROXY_PORT",
     "Allow",
@@ -55,8 +54,6 @@ __all__ = [
 #: The egress proxy's port on the sandbox's own 127.0.0.1 (another one when an allowed
 #: loopback port takes it: :func:`proxy_port`).
 PROXY_PORT = 3128
-#: Where forwarded sockets appear inside the sandbox (``<port>.sock``).
-FORWARD_DIR_INSIDE = "/run/evalrun-net"
 #: The trial's connection log (JSON lines), in its trial directory.
 LOG_FILE = "network.log"
 #: Connections logged per trial; the rest are counted in the log's last line.
