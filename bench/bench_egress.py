@@ -2,17 +2,19 @@
 
     python bench/bench_egress.py [N]
 
-1. ms per sandboxed ``true`` step (built per step, as a trial does): the host's network and no
-   relay (0.3.0's default), its own network with the relay and no forward (``network:
-   false``), its own network with the egress proxy's forward (the default now).
+1. ms per sandboxed ``true`` step (built per step, as a trial does): the host's network
+   (0.3.0's default), its own network with nothing else (``network: false`` and ``sandbox:
+   {unix_sockets: true}``), its own network and bubblewrap's seccomp filter (``network:
+   false``), its own network with the egress proxy's forward (the default now: the starter in
+   front of the command hands its listening socket out).
 2. ms to start and stop one trial's egress proxy (:class:`~pytest_evalrun.trial.egress.Egress`).
 3. Latency per HTTP request (a new connection each, as most clients through a proxy make):
    p50/p99 from a client on the host straight to a local server, and from a client inside the
-   sandbox through relay -> Unix socket -> proxy -> server.
+   sandbox through its forward (accepted by the plugin outside) -> proxy -> server.
 4. Throughput of one 64 MiB download, the same two ways.
 5. Whole trials: ``pytest`` of 40 serial sandboxed trials (agent and verify ``true``), with the
-   default network (relay and egress proxy) and with ``network: false`` and ``sandbox:
-   {unix_sockets: true}`` (its own network, no relay: the closest to 0.3.0's steps), as
+   default network (starter and egress proxy) and with ``network: false`` and ``sandbox:
+   {unix_sockets: true}`` (its own network, no starter: the closest to 0.3.0's steps), as
    seconds per trial.
 """
 
@@ -111,20 +113,22 @@ def main() -> None:
     log = NetLog(root / "network.log")
     egress = Egress((parse_allow(f"{HOST}:{port}"),), log)
 
-    def boxed(isolation: object, forwards: bool) -> Callable[[], object]:
+    def boxed(isolation: object, forwards: bool, unix: bool = False) -> Callable[[], object]:
         def step() -> object:
-            policy = SandboxPolicy(mode="bwrap", workspace=ws,
+            policy = SandboxPolicy(mode="bwrap", workspace=ws, unix_sockets=unix,
                                    forwards=egress.forwards if forwards else ())  # fmt: skip
             box = Sandbox(policy, isolation=isolation)  # type: ignore[arg-type]
-            argv, cwd = box.wrap(["true"], ws)
-            return run_step(argv, cwd=cwd, env=env, timeout=60, output=out)
+            with box.launch(["true"], ws) as go:
+                return run_step(go.argv, cwd=go.cwd, env=env, timeout=60, output=out,
+                                pass_fds=go.pass_fds)  # fmt: skip
 
         return step
 
     print(f"bwrap {found.path} ({found.version}); {n} runs each, interleaved; median, p90")
     steps = {
         "step: host network (0.3.0 default)": boxed(host_net, False),
-        "step: own network, relay, no forward": boxed(own, False),
+        "step: own network, nothing else": boxed(own, False, unix=True),
+        "step: own network + seccomp, no forward": boxed(own, False),
         "step: own network + egress forward": boxed(own, True),
     }
     samples: dict[str, list[float]] = {name: [] for name in steps}
@@ -153,14 +157,15 @@ def main() -> None:
     )  # fmt: skip
     box = Sandbox(SandboxPolicy(mode="bwrap", workspace=ws, read=(root,),
                                 forwards=egress.forwards), isolation=own)  # fmt: skip
-    argv, cwd = box.wrap(
+    with box.launch(
         [sys.executable, str(client), HOST, str(port), str(n), "/big", f"127.0.0.1:{egress.port}"],
         ws,
-    )
-    proxied = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=600)
+    ) as go:
+        proxied = subprocess.run(go.argv, cwd=go.cwd, capture_output=True, text=True,
+                                 timeout=600, pass_fds=go.pass_fds)  # fmt: skip
     if proxied.returncode != 0:
         sys.exit(proxied.stderr)
-    for name, done in (("direct (host)", direct), ("sandbox -> relay -> proxy", proxied)):
+    for name, done in (("direct (host)", direct), ("sandbox -> forward -> proxy", proxied)):
         data = json.loads(done.stdout)
         lat = data["lat"]
         print(f"request {name:28s} p50 {statistics.median(lat):6.2f} ms  "
@@ -185,9 +190,9 @@ tasks:
 
 def trials(root: Path) -> None:
     for name, extra in (
-        ("default network (relay + egress proxy)", ""),
+        ("default network (starter + egress proxy)", ""),
         (
-            "no relay (network: false, unix_sockets)",
+            "no starter (network: false, unix_sockets)",
             "network: false\nsandbox: {unix_sockets: true}",
         ),
     ):

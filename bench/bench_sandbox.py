@@ -55,8 +55,9 @@ def main() -> None:
     def boxed(network: bool) -> Callable[[], object]:
         def step() -> object:
             box = Sandbox(policy(network))  # built per step, as a trial would
-            argv, cwd = box.wrap(["true"], ws)
-            return run_step(argv, cwd=cwd, env=env, timeout=60, output=out)
+            with box.launch(["true"], ws) as go:
+                return run_step(go.argv, cwd=go.cwd, env=env, timeout=60, output=out,
+                                pass_fds=go.pass_fds)  # fmt: skip
 
         return step
 

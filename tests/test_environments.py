@@ -189,12 +189,16 @@ def test_an_unknown_or_unavailable_environment_is_a_sandbox_error(suite: Suite) 
 
 @needs_bwrap
 @pytest.mark.parametrize("role", ["agent", "verify"])
+@pytest.mark.parametrize("network", ["compiled starter", "python starter", False])
 def test_a_program_the_sandbox_cannot_start_is_an_error_not_a_verdict(
-    suite: Suite, role: str
+    suite: Suite, role: str, network: str | bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a script beside the YAML whose interpreter lives where no step sees it: it exists on
     # the host, but inside the sandbox execve fails and bubblewrap exits 1 (once judged
-    # "verify rejected the result")
+    # "verify rejected the result"); with a network the starter in front of the command
+    # execs it (and says so on its pipe), without one bubblewrap itself
+    if network == "python starter":
+        monkeypatch.setenv("EVALRUN_PY_STARTER", "1")
     hidden = suite.root.parent / f"elsewhere-{uuid.uuid4().hex[:8]}"
     hidden.mkdir()
     (hidden / "mysh").symlink_to("/bin/sh")
@@ -202,10 +206,11 @@ def test_a_program_the_sandbox_cannot_start_is_an_error_not_a_verdict(
     script.chmod(0o755)
     if role == "agent":
         suite.experiment(sandbox="bwrap", defaults={"agent": {"command": [str(script)]}},
-                         tasks=[task()])
+                         tasks=[task()], network=bool(network))
     else:
         suite.experiment(sandbox="bwrap", tasks=[task({"command": [str(script)]},
-                                                      prompt="WRITE answer.txt ok")])
+                                                      prompt="WRITE answer.txt ok")],
+                         network=bool(network))
     r = run(suite)
     r.assert_outcomes(errors=1)
     meta = suite.meta("base", "t")

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pytest_evalrun.trial import cstarter
 from pytest_evalrun.trial import sandbox as sb
 from pytest_evalrun.trial.egress import TcpForward
 from pytest_evalrun.trial.network import Forward
@@ -74,7 +76,6 @@ class Trial:
         self, script: str, *, extra_env: dict[str, str] | None = None, **kw: object
     ) -> subprocess.CompletedProcess[str]:
         box = Sandbox(self.policy(**kw))
-        argv, cwd = box.wrap([sys.executable, "-c", script], self.workspace)
         env = step_environment(
             inherited=os.environ,
             home=box.home,
@@ -83,9 +84,11 @@ class Trial:
             evalrun={"EVALRUN_WORKSPACE": box.inside(self.workspace)},
             declared=extra_env or {},
         )
-        return subprocess.run(
-            argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
-        )
+        with box.launch([sys.executable, "-c", script], self.workspace) as launch:
+            return subprocess.run(
+                launch.argv, cwd=launch.cwd, env=env, capture_output=True, text=True,
+                timeout=60, check=False, pass_fds=launch.pass_fds,
+            )  # fmt: skip
 
 
 @pytest.fixture
@@ -302,7 +305,8 @@ def test_inside_paths(trial: Trial) -> None:
     assert not plain.sandboxed
     assert plain.inside(trial.workspace) == str(trial.workspace)
     assert Path(plain.home).is_dir() and Path(plain.tmp).is_dir()
-    assert plain.wrap(["true"], trial.workspace) == (["true"], trial.workspace)
+    with plain.launch(["true"], trial.workspace) as launch:
+        assert (launch.argv, launch.cwd, launch.pass_fds) == (["true"], trial.workspace, ())
 
 
 def test_probe_reports_why_bwrap_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -401,3 +405,79 @@ def test_a_read_path_under_dev_or_proc_keeps_the_sandboxs_own(trial: Trial) -> N
     done = trial.run(script, read=(trial.suite, "/dev/null", "/dev/zero", "/proc/self"))
     assert done.returncode == 0, done.stderr
     assert "OPENED" in done.stdout
+
+
+@needs_bwrap
+@pytest.mark.parametrize("starter", ["compiled", "python"])
+def test_forwards_leave_no_process_and_no_socket_file_of_the_plugin_in_the_sandbox(
+    trial: Trial, starter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step's forwards are accepted outside: inside, only the step's own processes and its
+    ports (no relay, no starter left, no host socket file bound), and both kinds of server
+    answer: one of this process (handed the connection) and one it only knows by its socket
+    path (the model gateway's kind: reached through a connection to that path)."""
+    if not PROBE.network_isolation:
+        pytest.skip("bwrap --unshare-net does not work here")
+    if starter == "python":
+        monkeypatch.setenv("EVALRUN_PY_STARTER", "1")
+    elif cstarter.binary() is None:
+        pytest.skip("no C compiler here: the Python starter runs")
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(5)
+    sockets = Path(tempfile.mkdtemp(prefix="evalrun-test-"))
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(str(sockets / "plain.sock"))
+    unix.listen(5)
+
+    def answer(server: socket.socket, word: bytes) -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(word + conn.recv(100))
+
+    for server, word in ((tcp, b"tcp:"), (unix, b"unix:")):
+        threading.Thread(target=answer, args=(server, word), daemon=True).start()
+    forward = TcpForward(sockets / "f.sock", "127.0.0.1", tcp.getsockname()[1])
+    script = (
+        "import os, socket, sys\n"
+        "for port in sys.argv[1:]:\n"
+        "    s = socket.create_connection(('127.0.0.1', int(port)), timeout=10)\n"
+        "    s.sendall(b'hi')\n"
+        "    print('ANSWER', s.recv(100).decode())\n"
+        "for pid in sorted(p for p in os.listdir('/proc') if p.isdigit()):\n"
+        "    try:\n"
+        "        cmd = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\\0')\n"
+        "    except OSError:\n"
+        "        continue\n"
+        "    print('PROC', pid, cmd[0].decode(), len(cmd))\n"
+        "print('RUN', sorted(os.listdir('/run')) if os.path.isdir('/run') else None)\n"
+    )
+    ports = ("41001", "41002")
+    try:
+        box = Sandbox(trial.policy(forwards=(
+            Forward(41001, forward.path, "tcp"), Forward(41002, sockets / "plain.sock", "plain"),
+        )))  # fmt: skip
+        with box.launch([sys.executable, "-c", script, *ports], trial.workspace) as launch:
+            # what bubblewrap execs: the starter, in front of the command
+            program = launch.argv[launch.argv.index("--", launch.argv.index("--chdir")) + 1]
+            assert (program == sys.executable) == (starter == "python"), launch.argv
+            done = subprocess.run(
+                launch.argv, cwd=launch.cwd, capture_output=True, text=True, timeout=60,
+                check=False, pass_fds=launch.pass_fds,
+            )  # fmt: skip
+    finally:
+        forward.close()
+        tcp.close()
+        unix.close()
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out
+    assert "ANSWER tcp:hi" in done.stdout and "ANSWER unix:hi" in done.stdout, out
+    procs = [line.split() for line in done.stdout.splitlines() if line.startswith("PROC ")]
+    # bwrap's init (PID 1) and the step's own python; nothing else of the plugin
+    assert procs and {p[2] for p in procs} <= {PROBE.path, "bwrap", sys.executable}, out
+    assert sum(p[2] == sys.executable for p in procs) == 1, out
+    assert "RUN None" in done.stdout or "evalrun-net" not in done.stdout, out

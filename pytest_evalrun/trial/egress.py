@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .forwards import register, unregister
 from .network import (
     PROXY_PORT,
     Allow,
@@ -69,6 +70,7 @@ class _UnixServer:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(str(path))
         self._sock.listen(128)
+        register(str(path), self._take)
         self._thread = threading.Thread(
             target=self._accept, daemon=True, name=f"evalrun-{self.via}"
         )
@@ -83,14 +85,19 @@ class _UnixServer:
                     return
                 time.sleep(0.05)
                 continue
-            with self._lock:
-                busy = len(self._live) >= _MAX_CONNECTIONS * 2
-                if not busy:
-                    self._live.add(client)
-            if busy:
-                client.close()
-                continue
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+            self._take(client)
+
+    def _take(self, client: socket.socket) -> None:
+        """Serve ``client`` in a thread of its own: a connection to the Unix socket, or one
+        a step's forward accepted in the sandbox (:mod:`~.forwards`)."""
+        with self._lock:
+            busy = self._closed or len(self._live) >= _MAX_CONNECTIONS * 2
+            if not busy:
+                self._live.add(client)
+        if busy:
+            client.close()
+            return
+        threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _track(self, sock: socket.socket) -> bool:
         with self._lock:
@@ -136,6 +143,7 @@ class _UnixServer:
         return counts[0], counts[1]
 
     def close(self) -> None:
+        unregister(str(self.path))
         with self._lock:
             self._closed = True
             live = list(self._live)

@@ -4,11 +4,12 @@ Every sandboxed step runs in a network namespace of its own (``bwrap --unshare-n
 brings up ``lo``): the host's loopback, the host's abstract Unix sockets and other trials are
 not there.  What the step may reach outside goes through **forwards**:
 
-    Forward(port=P, socket=S)   inside the sandbox, TCP 127.0.0.1:P (and [::1]:P) relays to
-                                the host's Unix socket S (bound into the sandbox)
+    Forward(port=P, socket=S)   inside the sandbox, TCP 127.0.0.1:P (and [::1]:P) reaches
+                                the server of the host's Unix socket S
 
-The relay inside is :mod:`pytest_evalrun.trial.relay`, started by the sandbox in front of the
-step's command.  The plugin's own forwards:
+The starter in front of the step's command (:mod:`~.starter`) listens on the ports inside and
+hands the listening sockets out; the plugin accepts on them (:mod:`~.forwards`).  The
+plugin's own forwards:
 
 * the **egress proxy** (:mod:`~.egress`): an HTTP(S) forward proxy outside the sandbox, at
   :data:`PROXY_PORT` inside; steps get ``HTTP(S)_PROXY``/``ALL_PROXY`` for it
@@ -36,7 +37,6 @@ from pathlib import Path
 from ..experiment.network import Allow, is_loopback_host, norm_host, parse_allow
 
 __all__ = [
-    "FORWARD_DIR_INSIDE",
     "LOG_FILE",
     "PROXY_PORT",
     "Allow",
@@ -54,8 +54,6 @@ __all__ = [
 #: The egress proxy's port on the sandbox's own 127.0.0.1 (another one when an allowed
 #: loopback port takes it: :func:`proxy_port`).
 PROXY_PORT = 3128
-#: Where forwarded sockets appear inside the sandbox (``<port>.sock``).
-FORWARD_DIR_INSIDE = "/run/evalrun-net"
 #: The trial's connection log (JSON lines), in its trial directory.
 LOG_FILE = "network.log"
 #: Connections logged per trial; the rest are counted in the log's last line.
@@ -65,7 +63,8 @@ LOG_LIMIT = 2000
 @dataclass(frozen=True)
 class Forward:
     """Inside the sandbox, TCP ``127.0.0.1:port`` (and ``[::1]:port`` where IPv6 is up)
-    relays each connection to the host's Unix socket ``socket``.
+    reaches the server of the host's Unix socket ``socket`` (:mod:`~.forwards`: handed to it
+    when it runs in this process, else through a connection to ``socket``).
 
     ``name`` says what it is (for errors and docs: ``"egress"``, ``"gateway"``,
     ``"127.0.0.1:8080"``).  The socket must exist when the step starts and keep accepting

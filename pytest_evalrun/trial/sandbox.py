@@ -17,7 +17,7 @@ process) with the options a step uses, and reports why none works: not Linux (ma
 unprivileged_userns_clone=0``, ``user.max_user_namespaces=0``, AppArmor's
 ``kernel.apparmor_restrict_unprivileged_userns=1``).
 
-What a step sees inside (:meth:`Sandbox.wrap`), an allowlist on an empty read-only root::
+What a step sees inside (:meth:`Sandbox.launch`), an allowlist on an empty read-only root::
 
     --ro-bind <d> <d> / --symlink      the system: SYSTEM_DIRS (/usr, /etc, /opt, /lib...)
     --dev /dev --proc /proc            a minimal /dev, the sandbox's own /proc
@@ -32,6 +32,11 @@ What a step sees inside (:meth:`Sandbox.wrap`), an allowlist on an empty read-on
                                        credential stores, /etc/shadow, .env files
     --remount-ro / (and each skeleton tmpfs under /tmp)
     --unshare-pid --die-with-parent --new-session --cap-drop ALL [--unshare-net]
+    --seccomp FD                       no socket(AF_UNIX) (:mod:`~.seccomp`)
+    STARTER ... --                     only with forwards: listens on their ports and hands
+                                       the listening sockets out (:mod:`~.cstarter`, compiled
+                                       once per machine, else ``python -I -S -c``
+                                       :mod:`~.starter`)
 
 Mounts are ordered by path depth, so the most specific rule wins: a results root is hidden
 but the trial's own directory inside it is bound again.  For one path, a bind wins over
@@ -60,6 +65,7 @@ machine ``true`` takes ~1.1 ms directly and ~7-9 ms inside this sandbox (see
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import glob
@@ -69,14 +75,17 @@ import subprocess
 import sys
 import tempfile
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..sandboxkind import SANDBOX_MODES
-from . import relay as _relay_module
-from .network import FORWARD_DIR_INSIDE, Forward, NetLog
+from . import cstarter
+from . import starter as _starter_module
+from .forwards import Listeners
+from .network import Forward, NetLog
 from .realpath import realpath
+from .seccomp import seccomp_fd
 
 __all__ = [
     "CREDENTIAL_STORES",
@@ -359,12 +368,13 @@ class SandboxPolicy:
     network: bool = True
     hide_credentials: bool = True
     user_home: Path | None = None
-    #: Inside the sandbox's own network, TCP ``127.0.0.1:port`` relays to a host Unix socket
-    #: (:class:`~.network.Forward`): the egress proxy, an allowed loopback port, the model
-    #: gateway.  Honoured whatever ``network`` says (``network: false`` gives none).
+    #: Inside the sandbox's own network, TCP ``127.0.0.1:port`` reaches a host Unix socket's
+    #: server (:class:`~.network.Forward`, :mod:`~.forwards`): the egress proxy, an allowed
+    #: loopback port, the model gateway.  Honoured whatever ``network`` says (``network:
+    #: false`` gives none).
     forwards: tuple[Forward, ...] = ()
     #: May the step create ``AF_UNIX`` sockets (``sandbox: {unix_sockets: true}``)?  By
-    #: default it may not: a host socket file it can see would answer (the relay's seccomp).
+    #: default it may not: a host socket file it can see would answer (:mod:`~.seccomp`).
     unix_sockets: bool = False
     #: The trial's connection log (network.log), for forwards added to this step later
     #: (:func:`~.egress.loopback_forwards`); None: not logged.
@@ -529,26 +539,55 @@ class Sandbox:
                 return WORKSPACE_INSIDE + text[len(root) :]
         return text
 
-    # -- argv --------------------------------------------------------------------------
-    def wrap(
+    # -- argv ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def launch(
         self, argv: Sequence[str], cwd: Path | str, *, exec_status_fd: int | None = None
-    ) -> tuple[list[str], Path]:
-        """``(argv, cwd)`` to start the step with: ``cwd`` is the step's working directory
-        outside (for ``Popen``); inside, the step starts in :meth:`inside` of it.
-        ``exec_status_fd``: a pipe (passed to the process) on which the relay in front of the
-        command writes why it could not exec the command (nothing: it was exec'd)."""
+    ) -> Iterator[Launch]:
+        """How to start the step (:class:`Launch`: argv, cwd outside for ``Popen``, the
+        descriptors to pass); its forwards are served until the ``with`` block ends (after
+        the step ended).
+
+        Inside, the step starts in :meth:`inside` of ``cwd``.  ``exec_status_fd``: a pipe
+        (passed to the process) on which the starter in front of the command writes why it
+        could not exec the command (nothing: it was exec'd)."""
         if not self.sandboxed:
-            return list(argv), Path(cwd)
-        relay: list[str] = []
+            yield Launch(list(argv), Path(cwd), ())
+            return
         p = self.policy
-        if self.isolation.network_isolation and (p.forwards or not p.unix_sockets):
-            _relay_cache()  # forwards, and (by default) no socket(AF_UNIX) for the step
-            relay = [sys.executable, "-I", "-S", "-c", _RELAY_MAIN]
-            if exec_status_fd is not None:
-                relay.append(f"--exec-status-fd={exec_status_fd}")
-            relay += [f"{f.port}={_forward_inside(f)}" for f in p.forwards]
-            relay += ["--unix-sockets", "--"] if p.unix_sockets else ["--"]
-        return [*self._prefix, "--chdir", self.inside(cwd), "--", *relay, *argv], Path(cwd)
+        options = ["--chdir", self.inside(cwd)]
+        fds: list[int] = []
+        listeners: Listeners | None = None
+        starter: list[str] = []
+        try:
+            if self.isolation.network_isolation and not p.unix_sockets:
+                fd = seccomp_fd()  # no socket(AF_UNIX) for the step (nor the starter)
+                if fd is not None:
+                    fds.append(fd)
+                    options[:0] = ["--seccomp", str(fd)]
+            if self.isolation.network_isolation and p.forwards:
+                listeners = Listeners(p.forwards)
+                compiled = cstarter.binary()  # else the Python one (the same arguments)
+                starter = [compiled] if compiled else [sys.executable, "-I", "-S", "-c",
+                                                       _starter_source()]  # fmt: skip
+                if exec_status_fd is not None:
+                    starter.append(f"--exec-status-fd={exec_status_fd}")
+                starter.append(f"--listeners-fd={listeners.child_fd}")
+                starter += [str(f.port) for f in p.forwards]
+                starter.append("--")
+                listeners.start()
+            launch = Launch(
+                [*self._prefix, *options, "--", *starter, *argv],
+                Path(cwd),
+                (*fds, *([listeners.child_fd] if listeners is not None else ())),
+                listeners,
+            )
+            yield launch
+        finally:
+            if listeners is not None:
+                listeners.close()
+            for fd in fds:
+                os.close(fd)
 
     @property
     def network(self) -> str:
@@ -623,9 +662,6 @@ class Sandbox:
                 continue  # not visible anyway
             kind = _HIDE if os.path.isdir(h) else _HIDE_FILE
             mounts.append(_Mount(_depth(h), kind, h, h))
-        for f in p.forwards:
-            inside = _forward_inside(f)
-            mounts.append(_Mount(_depth(inside), _RO, inside, os.path.abspath(f.socket)))
         if self._workspace is not None:
             src = _trusted_dir(self.policy.workspace or "", "workspace")
             mounts.append(_Mount(_depth(WORKSPACE_INSIDE), _RW, WORKSPACE_INSIDE, src))
@@ -654,24 +690,23 @@ class Sandbox:
         return argv
 
 
-_RELAY_FILE = os.path.abspath(_relay_module.__file__ or "")
-#: The relay started from its cached bytecode (run as a script, it would be compiled at
-#: every step: ~5 ms); :func:`_relay_cache` writes that cache where the package is writable.
-_RELAY_DIR = os.path.dirname(_RELAY_FILE)
-_RELAY_MAIN = f"import sys; sys.path[:0] = [{_RELAY_DIR!r}]; import relay; relay.main(sys.argv[1:])"
-
-
 @functools.lru_cache(maxsize=1)
-def _relay_cache() -> None:
-    import importlib.util
-    import py_compile
-
-    if not os.path.exists(importlib.util.cache_from_source(_RELAY_FILE)):
-        py_compile.compile(_RELAY_FILE, doraise=False, quiet=2)
+def _starter_source() -> str:
+    """:mod:`~.starter`'s source, run inside as ``python -I -S -c SOURCE`` (compiling it
+    costs less than finding and reading a bytecode cache in the sandbox)."""
+    return Path(_starter_module.__file__ or "").read_text(encoding="utf-8")
 
 
-def _forward_inside(forward: Forward) -> str:
-    return f"{FORWARD_DIR_INSIDE}/{forward.port}.sock"
+@dataclass
+class Launch:
+    """A sandboxed step's start (:meth:`Sandbox.launch`)."""
+
+    argv: list[str]
+    #: The working directory outside (for ``Popen``).
+    cwd: Path
+    #: Descriptors the process must inherit (``Popen(pass_fds=...)``).
+    pass_fds: tuple[int, ...]
+    listeners: Listeners | None = None
 
 
 def _python_paths() -> Iterable[str]:

@@ -322,24 +322,26 @@ class LocalBwrap(_Local):
                      append: bool, stdin_text: str | None,
                      max_output: int | None) -> ProcessResult:
         """Run ``argv`` in ``box``; a program it could not start is a ``sandbox`` error
-        (read from bubblewrap's ``--json-status-fd``, and from the network relay's
-        exec-status pipe when the relay execs the program)."""
+        (read from bubblewrap's ``--json-status-fd``, and from the starter's exec-status
+        pipe when the starter in front of it execs the program)."""
         status_r, status_w = os.pipe()
         exec_r, exec_w = os.pipe()
         try:
-            wrapped, start_dir = box.wrap(argv, host_cwd, exec_status_fd=exec_w)
             for fd in (status_r, exec_r):
                 fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)
             before = _size(output) if append else 0
-            # bwrap's own options end at "--chdir": the status descriptor goes before it
-            at = wrapped.index("--chdir")
-            wrapped[at:at] = ["--json-status-fd", str(status_w)]
             reader = _Status(status_r)
-            with environment_call():
-                result = run_step(wrapped, cwd=start_dir, env=env, timeout=timeout,
-                                  output=output, append=append, stdin_text=stdin_text,
-                                  max_output=max_output, pass_fds=(status_w, exec_w),
-                                  contained=reader.namespace_gone)
+            with box.launch(argv, host_cwd, exec_status_fd=exec_w) as launch:
+                wrapped = launch.argv
+                # bwrap's own options end at "--chdir": the status descriptor goes before it
+                at = wrapped.index("--chdir")
+                wrapped[at:at] = ["--json-status-fd", str(status_w)]
+                with environment_call():
+                    result = run_step(wrapped, cwd=launch.cwd, env=env, timeout=timeout,
+                                      output=output, append=append, stdin_text=stdin_text,
+                                      max_output=max_output,
+                                      pass_fds=(status_w, exec_w, *launch.pass_fds),
+                                      contained=reader.namespace_gone)
             os.close(status_w)
             os.close(exec_w)
             status_w = exec_w = -1
