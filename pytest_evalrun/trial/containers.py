@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from .containerexec import DirectExec
+
 __all__ = [
     "BUILD_TAG_PREFIX",
     "LABEL",
@@ -88,6 +90,9 @@ BUILD_TAIL_LINES = 25
 #: Shell commands that kill every process of the container but the first and the caller.
 KILL_ALL = "kill -9 -1 2>/dev/null; true"
 MAX_CONTEXT_FILES = 100_000
+#: How long the container may take to end by itself once its first process's stdin closes
+#: (seconds) before it is removed by force.
+REMOVE_WAIT = 10.0
 
 
 class ContainerError(Exception):
@@ -346,6 +351,10 @@ class Container:
         self.client = client
         self.name = name
         self.removed = False
+        #: ``runc exec`` straight into the container where it is the same as ``podman exec``
+        #: (:mod:`.containerexec`); None: through the runtime's CLI.
+        self.direct: DirectExec | None = None
+        self.spool: Path | None = None
 
     @classmethod
     def start(cls, runtime: Runtime, spec: ContainerSpec) -> Container:
@@ -357,6 +366,9 @@ class Container:
             if spec.network else "none",
             "--entrypoint", "/bin/sh",
         ]
+        spool = Path(tempfile.mkdtemp(prefix="evalrun-ctr-"))
+        if runtime.name == "podman":
+            args += ["--cidfile", str(spool / "cid")]
         for key, value in spec.labels.items():
             args += ["--label", f"{key}={value}"]
         if spec.userns and runtime.name == "podman":
@@ -379,8 +391,10 @@ class Container:
                 stderr=subprocess.PIPE, close_fds=True, start_new_session=True,
             )
         except OSError as exc:
+            shutil.rmtree(spool, ignore_errors=True)
             raise ContainerError(f"cannot run {runtime.program}: {exc.strerror or exc}") from exc
         container = cls(runtime, spec, client, spec.name)
+        container.spool = spool
         assert client.stdout is not None
         line = _readline(client, START_TIMEOUT)
         if line.strip() != READY.encode():
@@ -392,6 +406,8 @@ class Container:
             text = (line + err).decode(errors="replace").strip()
             tail = "\n".join(text.splitlines()[-BUILD_TAIL_LINES:])
             raise ContainerError(f"the container of image {spec.image} did not start: {tail}")
+        with contextlib.suppress(OSError):
+            container.direct = DirectExec.find((spool / "cid").read_text().strip(), spool)
         return container
 
     def __enter__(self) -> Container:
@@ -402,11 +418,14 @@ class Container:
 
     def exec_argv(
         self, argv: Sequence[str], *, env_names: Iterable[str] = (), workdir: str | None = None,
-        user: str | None = None, interactive: bool = False,
+        user: str | None = None, interactive: bool = False, env: Mapping[str, str] | None = None,
     ) -> list[str]:
         """The command line that runs ``argv`` in the container; the variables named in
-        ``env_names`` take their values from the runtime's own environment (give them to
-        run_step's ``env``)."""
+        ``env_names`` take their values from ``env`` (given) or else the runtime's own
+        environment (give them to run_step's ``env`` too)."""
+        if self.direct is not None and user is None:
+            values = {name: (env or {}).get(name, os.environ.get(name, "")) for name in env_names}
+            return self.direct.argv(argv, env=values, workdir=workdir)
         args = ["exec"]
         if interactive:
             args.append("-i")
@@ -489,13 +508,25 @@ class Container:
         with contextlib.suppress(OSError, ValueError):
             if self.client.stdin is not None:
                 self.client.stdin.close()
-        with contextlib.suppress(ContainerError):
-            self.runtime.call("rm", "-f", "-t", "0", self.name)
+        # the first process ends when its stdin closes: the PID namespace goes with it (every
+        # process in it is killed) and ``--rm`` removes the container; ``rm -f`` only when
+        # that does not happen at once
         try:
-            self.client.wait(timeout=30)
+            self.client.wait(timeout=REMOVE_WAIT)
         except subprocess.TimeoutExpired:
-            self.client.kill()
-            self.client.wait()
+            with contextlib.suppress(ContainerError):
+                self.runtime.call("rm", "-f", "-t", "0", self.name)
+            try:
+                self.client.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.client.kill()
+                self.client.wait()
+        if self.client.returncode != 0:
+            # the client did not end the container cleanly: make sure it is gone
+            with contextlib.suppress(ContainerError):
+                self.runtime.call("rm", "-f", "-t", "0", self.name)
+        if self.spool is not None:
+            shutil.rmtree(self.spool, ignore_errors=True)
         for stream in (self.client.stdout, self.client.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):

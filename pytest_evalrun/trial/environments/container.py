@@ -424,7 +424,7 @@ class ContainerEnvironment(Environment):
         with environment_call():
             result = run_step(
                 container.exec_argv(words, env_names=sorted(inner), workdir=workdir,
-                                    interactive=stdin_text is not None),
+                                    interactive=stdin_text is not None, env=inner),
                 cwd=self.scratch, env=client_env, timeout=timeout, output=output,
                 append=append, stdin_text=stdin_text, max_output=max_output,
             )
