@@ -29,11 +29,13 @@ One container per trial, nothing of the host mounted in it: files go in and out 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
+import select
 import shutil
 import stat
 import subprocess
@@ -443,6 +445,20 @@ class Container:
         return self.runtime.call(*self.exec_argv(argv, interactive=input_bytes is not None)[1:],
                                  timeout=timeout, input_bytes=input_bytes)
 
+    def kill_leftovers(self) -> bool:
+        """Kill every process of the container but its first from the host, where that can
+        be done (:meth:`.containerexec.DirectExec.kill_others`); False: it was not (kill
+        from inside, :data:`KILL_ALL`)."""
+        return self.direct is not None and self.direct.kill_others()
+
+    def receive(self, archive: Path, length: int, target: Path) -> list[str]:
+        """Extract the first ``length`` bytes of the file ``archive`` (a tar archive the
+        container wrote) into ``target``, as :meth:`get` does; the names left out."""
+        os.truncate(archive, length)
+        target.mkdir(parents=True, exist_ok=True)
+        with open(archive, "rb") as handle:
+            return _extract(handle, target)
+
     def kill_all(self) -> None:
         """Kill every process in the container but its first (what a step left running)."""
         self.run(["/bin/sh", "-c", KILL_ALL])
@@ -511,6 +527,17 @@ class Container:
         # the first process ends when its stdin closes: the PID namespace goes with it (every
         # process in it is killed) and ``--rm`` removes the container; ``rm -f`` only when
         # that does not happen at once
+        if self.direct is not None and self.direct.init_pid > 0 \
+                and _gone(self.direct.init_pid, REMOVE_WAIT):
+            # the first process is gone, and the kernel ended every process of its PID
+            # namespace before that: nothing of the trial runs; the client's removal of the
+            # container's remains finishes in the background (waited for at exit)
+            _PENDING.append(self)
+            _reap_pending(block=False)
+            return
+        self._finish_removal()
+
+    def _finish_removal(self) -> None:
         try:
             self.client.wait(timeout=REMOVE_WAIT)
         except subprocess.TimeoutExpired:
@@ -533,10 +560,38 @@ class Container:
                     stream.close()
 
 
+#: Containers whose processes are all gone and whose client is still removing the rest.
+_PENDING: list[Container] = []
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` (not our child) has exited; False when it still runs after
+    ``timeout`` or cannot be watched."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError) as exc:
+        return isinstance(exc, ProcessLookupError)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(int(timeout * 1000)))
+    finally:
+        os.close(fd)
+
+
+def _reap_pending(block: bool) -> None:
+    """Finish the removals left to the background whose client is done (all: ``block``)."""
+    for container in list(_PENDING):
+        if block or container.client.poll() is not None:
+            _PENDING.remove(container)
+            container._finish_removal()
+
+
+atexit.register(_reap_pending, True)
+
+
 def _readline(client: subprocess.Popen[bytes], timeout: float) -> bytes:
     """The first line the container prints (b"" when it exits or ``timeout`` passes)."""
-    import select
-
     assert client.stdout is not None
     fd = client.stdout.fileno()
     deadline = time.monotonic() + timeout

@@ -73,6 +73,9 @@ REFUSE = "container-required"
 
 _REAPED: set[str] = set()
 _WORKDIRS: dict[str, str] = {}
+#: (image, workdir, fixture) -> does the image's working directory add nothing to the fixture
+#: (so the workspace can be made on the host and sent in whole)? Learnt from the first trial.
+_PLAIN: dict[tuple[str, str, str], bool] = {}
 
 
 def choose(requested: str, spec: Mapping[str, Any] | None, harbor: bool) -> str | None:
@@ -227,10 +230,28 @@ class ContainerEnvironment(Environment):
         if self.place.prompt_file.is_file():
             shutil.copyfile(self.place.prompt_file, stage / "logs" / "prompt.md")
         work = stage / self.workdir.lstrip("/")
+        key = (self.image, self.workdir, str(fixture))
+        if _PLAIN.get(key):
+            # the image adds nothing to this workspace (seen in this session): the workspace
+            # and its git repository are made here and go in with the rest, in one call
+            try:
+                snapshot = prepare_workspace(fixture, self._workspace, templates=None)
+                shutil.copytree(self._workspace, work, symlinks=True)
+                archive = self.scratch / "stage.tar"
+                pack(stage, "/", str(archive))
+                self.container.exchange("exec tar -x -f - -C /", send=archive,
+                                        what="copying the workspace into the container")
+            except ContainerError as exc:
+                raise EnvironmentUnavailable(str(exc)) from exc
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+                (self.scratch / "stage.tar").unlink(missing_ok=True)
+            return snapshot
         if fixture is not None:
             shutil.copytree(fixture, work, symlinks=True, dirs_exist_ok=True)
         else:
             work.mkdir(parents=True, exist_ok=True)
+        sent = _names(work)
         inside = self.scratch / "image-workdir"
         archive = self.scratch / "stage.tar"
         try:
@@ -244,6 +265,7 @@ class ContainerEnvironment(Environment):
             shutil.rmtree(stage, ignore_errors=True)
             archive.unlink(missing_ok=True)
         had_git = os.path.lexists(inside / ".git")
+        _PLAIN[key] = not self.skipped and _names(inside) == sent
         try:
             snapshot = prepare_workspace(inside, self._workspace, templates=None)
         finally:
@@ -257,17 +279,32 @@ class ContainerEnvironment(Environment):
                 raise EnvironmentUnavailable(str(exc)) from exc
         return snapshot
 
+    def _sources(self, verifier: bool) -> list[str]:
+        """What is copied out after a step: the artifacts (and verifier) directory and the
+        workspace."""
+        return [ARTIFACTS_INSIDE, self.workdir, *([VERIFIER_INSIDE] if verifier else [])]
+
     def _fetch(self, verifier: bool) -> None:
         """After a step: kill what it left, then copy the artifacts (and verifier) directory
         and the workspace out, in one call; the host copy of the workspace is replaced."""
         assert self.container is not None and self.scratch is not None
         got = self.scratch / "fetched"
         shutil.rmtree(got, ignore_errors=True)
-        sources = [ARTIFACTS_INSIDE, self.workdir]
-        if verifier:
-            sources.append(VERIFIER_INSIDE)
+        self.container.kill_leftovers()
         try:
-            self.skipped = self.container.fetch(sources, got, before=KILL_ALL)
+            skipped = self.container.fetch(self._sources(verifier), got, before=KILL_ALL)
+        except BaseException:
+            shutil.rmtree(got, ignore_errors=True)
+            raise
+        self._take(got, skipped, verifier)
+
+    def _take(self, got: Path, skipped: list[str], verifier: bool) -> None:
+        """Take what a step's copy out brought into ``got`` (removed after): the artifacts
+        (and verifier) directory merged into the trial's, the workspace's host copy
+        replaced."""
+        assert self.scratch is not None
+        self.skipped = skipped
+        try:
             _merge(got / ARTIFACTS_INSIDE.lstrip("/"), self.place.artifacts)
             if verifier:
                 _merge(got / VERIFIER_INSIDE.lstrip("/"), self.place.trial_dir / "verifier")
@@ -348,18 +385,19 @@ class ContainerEnvironment(Environment):
             raise EnvironmentUnavailable("the container is not running")
         self.container.get(src, dest)
 
-    def _grader_files(self) -> None:
-        """Before the first verify process: what the grader brings, copied in now."""
-        if self.graded or self.container is None:
-            return
+    def _grader_archive(self) -> tuple[Path, str] | None:
+        """Before the first verify process: what the grader brings, as a tar archive and the
+        directory inside to extract it in (None: nothing, or already in)."""
+        if self.graded or self.container is None or self.scratch is None:
+            return None
         self.graded = True
+        archive = self.scratch / "grader.tar"
         tests = self.options.get("harbor_tests")
         if tests:
-            self.container.put(Path(str(tests)), TESTS_INSIDE)
-            return
+            return archive, pack(Path(str(tests)), TESTS_INSIDE, str(archive))
         source = self.place.experiment_dir
-        if self.scratch is None or not source.is_dir():
-            return
+        if not source.is_dir():
+            return None
         stage = self.scratch / "grader"
         hidden = {os.path.abspath(h) for h in self.place.hide}
 
@@ -369,9 +407,21 @@ class ContainerEnvironment(Environment):
 
         shutil.copytree(source, stage, symlinks=True, ignore=ignore)
         try:
-            self.container.put(stage, str(source))
+            return archive, pack(stage, str(source), str(archive))
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+
+    def _grader_files(self) -> None:
+        """Before the first verify process: what the grader brings, copied in now."""
+        grader = self._grader_archive()
+        if grader is None or self.container is None:
+            return
+        archive, where = grader
+        try:
+            self.container.exchange('mkdir -p "$1" && exec tar -x -f - -C "$1"', [where],
+                                    send=archive, what="copying the grader's files in")
+        finally:
+            archive.unlink(missing_ok=True)
 
     # -- steps ------------------------------------------------------------------------------
     def run(
@@ -402,12 +452,6 @@ class ContainerEnvironment(Environment):
         if container is None or self.scratch is None:
             return ProcessResult(None, False, 0.0, start_error="the container is not running",
                                  infra_error=("sandbox", "the container is not running"))
-        try:
-            if view.phase == "verify":
-                self._grader_files()
-        except (ContainerError, OSError) as exc:
-            why = f"copying the grader's files into the container failed: {exc}"
-            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         if argv and (argv[0] == sys.executable
                      or argv[0].startswith(os.path.join(sys.prefix, ""))):
             why = ("this step runs the host's Python ({python}, {pytest} or a 'python:' step), "
@@ -421,6 +465,16 @@ class ContainerEnvironment(Environment):
                       if k in ("PATH", "HOME", "LANG", "XDG_RUNTIME_DIR", "CONTAINERS_CONF",
                                "DOCKER_HOST", "CONTAINER_HOST")}
         client_env.update(inner)
+        if container.direct is not None and container.direct.bash is not None:
+            return self._run_batched(words, inner, workdir, view=view, env=client_env,
+                                     timeout=timeout, output=output, append=append,
+                                     stdin_text=stdin_text, max_output=max_output)
+        try:
+            if view.phase == "verify":
+                self._grader_files()
+        except (ContainerError, OSError) as exc:
+            why = f"copying the grader's files into the container failed: {exc}"
+            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         with environment_call():
             result = run_step(
                 container.exec_argv(words, env_names=sorted(inner), workdir=workdir,
@@ -436,6 +490,61 @@ class ContainerEnvironment(Environment):
                 why = f"copying the step's files out of the container failed: {exc}"
                 return ProcessResult(None, False, result.duration, start_error=why,
                                      infra_error=("sandbox", why))
+        return result
+
+    def _run_batched(
+        self, words: list[str], inner: dict[str, str], workdir: str, *, view: View,
+        env: dict[str, str], timeout: float | None, output: Path, append: bool,
+        stdin_text: str | None, max_output: int | None,
+    ) -> ProcessResult:
+        """The step as one ``runc exec`` (:meth:`.containerexec.DirectExec.batch`): the
+        grader's files in (verify), the step, every leftover killed, the copy out; then the
+        leftovers killed again from the host. A step that did not get as far as its copy out
+        (timed out, killed) is copied out as in :meth:`_fetch`."""
+        container = self.container
+        assert container is not None and container.direct is not None
+        assert self.scratch is not None and container.direct.bash is not None
+        verifier = view.phase == "verify"
+        try:
+            grader = self._grader_archive() if verifier else None
+            batch = container.direct.batch(
+                words, env=inner, workdir=workdir, collect=self._sources(verifier),
+                grader=grader[0] if grader else None, grader_dest=grader[1] if grader else "/")
+        except OSError as exc:
+            why = f"copying the grader's files into the container failed: {exc}"
+            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
+        try:
+            with environment_call():
+                result = run_step(batch.argv, cwd=self.scratch, env=env, timeout=timeout,
+                                  output=output, append=append, stdin_text=stdin_text,
+                                  max_output=max_output, pass_fds=batch.fds)
+        finally:
+            batch.close()
+            if grader is not None:
+                grader[0].unlink(missing_ok=True)
+        self.dirty = True
+        got = self.scratch / "fetched"
+        shutil.rmtree(got, ignore_errors=True)
+        try:
+            outcome = batch.outcome()
+            if outcome is not None and outcome[0] == "grader":
+                why = "copying the grader's files into the container failed"
+                return ProcessResult(None, False, result.duration, start_error=why,
+                                     infra_error=("sandbox", why))
+            if outcome is None or outcome[1] != 0:
+                self._fetch(verifier=verifier)
+            else:
+                container.kill_leftovers()
+                path, length = batch.archive()
+                self._take(got, container.receive(path, length, got), verifier)
+        except (ContainerError, OSError) as exc:
+            shutil.rmtree(got, ignore_errors=True)
+            if result.start_error is None:
+                why = f"copying the step's files out of the container failed: {exc}"
+                return ProcessResult(None, False, result.duration, start_error=why,
+                                     infra_error=("sandbox", why))
+        finally:
+            batch.out.unlink(missing_ok=True)
         return result
 
     def teardown(self) -> Path | None:
@@ -501,6 +610,17 @@ def _docker(place: TrialPlace) -> Environment:
 
 #: The container environments by name, for :class:`~.base.Environments`.
 CONTAINERS = {"podman": _podman, "docker": _docker, REFUSE: _refuse}
+
+
+def _names(root: Path) -> set[str]:
+    """Every path under ``root`` (relative), with its kind."""
+    found = set()
+    for directory, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            kind = "l" if os.path.islink(path) else "d" if os.path.isdir(path) else "f"
+            found.add(f"{kind}:{os.path.relpath(path, root)}")
+    return found
 
 
 def _merge(source: Path, target: Path) -> None:
