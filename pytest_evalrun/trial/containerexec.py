@@ -128,6 +128,8 @@ class DirectExec:
             'mkdir -p "$EVALRUN_GRADER_DEST" && tar -x -f - -C "$EVALRUN_GRADER_DEST" <&3 '
             "|| { printf 'EVALRUN-END G 00000000 00000000\\n' >&4; exit 125; }; fi\n"
             "unset EVALRUN_GRADER_DEST\n"
+            'if [ -n "$EVALRUN_STEP_CWD" ]; then cd "$EVALRUN_STEP_CWD" || exit 255; fi\n'
+            "unset EVALRUN_STEP_CWD\n"
             '"$@" 3<&- 4>&-\n'
             "st=$?\n"
             "kill -9 -1 2>/dev/null\n"
@@ -140,7 +142,9 @@ class DirectExec:
         )
         values = dict(env or {})
         values["EVALRUN_GRADER_DEST"] = grader_dest if grader is not None else ""
-        inner = self.argv(["/bin/sh", "-c", script, "sh", *argv], env=values, workdir=workdir)
+        # the working directory may come with the grader's archive: entered after it
+        values["EVALRUN_STEP_CWD"] = workdir or ""
+        inner = self.argv(["/bin/sh", "-c", script, "sh", *argv], env=values, workdir="/")
         out = self.spool / f"out-{next(_COUNTER)}.tar"
         write = _high(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600))
         try:

@@ -643,6 +643,15 @@ def pack(source: Path, target: str, archive: str) -> str:
     return os.path.dirname(target) or "/"
 
 
+def pack_at(items: Sequence[tuple[Path, str]], archive: str) -> None:
+    """Write a tar archive, owned by root, to extract at ``/``: each ``(host path, absolute
+    path inside)`` in order, a directory with its content. The directories above each
+    inside path are not in it (created as needed, existing ones left as they are)."""
+    with tarfile.open(archive, mode="w") as tar:
+        for source, inside in items:
+            tar.add(source, arcname=inside.strip("/"), filter=_as_root)
+
+
 def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = "root"

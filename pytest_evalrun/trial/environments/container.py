@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ...experiment.model import Experiment, Task, Variant
+from ..containerexec import Batch
 from ..containers import (
     KILL_ALL,
     BuildError,
@@ -44,6 +45,7 @@ from ..containers import (
     build_image,
     detect_runtime,
     pack,
+    pack_at,
     reap_stale,
     seccomp_profile,
 )
@@ -169,6 +171,9 @@ class ContainerEnvironment(Environment):
         else:
             self.image = str(opts["image"])
         self.network = bool(place.network) and opts.get("network") is not False
+        #: Does verify run in a fresh container of the image (``environment: {verify:}``)?
+        #: A Harbor task's verifier runs in the agent's container, as Harbor runs it.
+        self.fresh_verify = not opts.get("harbor_tests") and opts.get("verify") != "same"
         self.scratch: Path | None = Path(tempfile.mkdtemp(prefix="evalrun-trial-"))
         self._workspace = self.scratch / "workspace"
         self.workdir = str(opts.get("workdir") or "") or self._image_workdir()
@@ -177,6 +182,10 @@ class ContainerEnvironment(Environment):
         self.dirty = False
         self.graded = False
         self.skipped: list[str] = []
+        #: The grader's files (archive, where) for the next step's process to copy in, and
+        #: the last step's own copy out (:meth:`_exec_step`).
+        self._grader: tuple[Path, str] | None = None
+        self._copied: Batch | None = None
 
     # -- the container ----------------------------------------------------------------------
     def _start(self) -> Container:
@@ -291,11 +300,19 @@ class ContainerEnvironment(Environment):
         got = self.scratch / "fetched"
         shutil.rmtree(got, ignore_errors=True)
         self.container.kill_leftovers()
+        copied, self._copied = self._copied, None
         try:
-            skipped = self.container.fetch(self._sources(verifier), got, before=KILL_ALL)
+            if copied is not None:  # the step's own process copied it out (_exec_step)
+                path, length = copied.archive()
+                skipped = self.container.receive(path, length, got)
+            else:
+                skipped = self.container.fetch(self._sources(verifier), got, before=KILL_ALL)
         except BaseException:
             shutil.rmtree(got, ignore_errors=True)
             raise
+        finally:
+            if copied is not None:
+                copied.out.unlink(missing_ok=True)
         self._take(got, skipped, verifier)
 
     def _take(self, got: Path, skipped: list[str], verifier: bool) -> None:
@@ -387,34 +404,67 @@ class ContainerEnvironment(Environment):
 
     def _grader_archive(self) -> tuple[Path, str] | None:
         """Before the first verify process: what the grader brings, as a tar archive and the
-        directory inside to extract it in (None: nothing, or already in)."""
+        directory inside to extract it in (None: nothing, or already in). With ``verify:
+        fresh`` the agent's container ends here and verify gets a new one of the image
+        (:meth:`_renew`): the archive then also holds the workspace and ``/logs``."""
         if self.graded or self.container is None or self.scratch is None:
             return None
         self.graded = True
-        archive = self.scratch / "grader.tar"
-        tests = self.options.get("harbor_tests")
-        if tests:
-            return archive, pack(Path(str(tests)), TESTS_INSIDE, str(archive))
-        source = self.place.experiment_dir
-        if not source.is_dir():
-            return None
         stage = self.scratch / "grader"
-        hidden = {os.path.abspath(h) for h in self.place.hide}
+        shutil.rmtree(stage, ignore_errors=True)
+        items: list[tuple[Path, str]] = []
+        if self.fresh_verify:
+            items = self._renew(stage)
+        tests = self.options.get("harbor_tests")
+        source = self.place.experiment_dir
+        if tests:
+            items.append((Path(str(tests)), TESTS_INSIDE))
+        elif source.is_dir():
+            hidden = {os.path.abspath(h) for h in self.place.hide}
 
-        def ignore(directory: str, names: list[str]) -> list[str]:
-            return [n for n in names if n in SKIP_DIRS
-                    or os.path.abspath(os.path.join(directory, n)) in hidden]
+            def ignore(directory: str, names: list[str]) -> list[str]:
+                return [n for n in names if n in SKIP_DIRS
+                        or os.path.abspath(os.path.join(directory, n)) in hidden]
 
-        shutil.copytree(source, stage, symlinks=True, ignore=ignore)
+            shutil.copytree(source, stage / "experiment", symlinks=True, ignore=ignore)
+            items.append((stage / "experiment", str(source)))
+        if not items:
+            return None
+        archive = self.scratch / "grader.tar"
         try:
-            return archive, pack(stage, str(source), str(archive))
+            pack_at(items, str(archive))
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+        return archive, "/"
+
+    def _renew(self, stage: Path) -> list[tuple[Path, str]]:
+        """``verify: fresh``: end the agent's container (everything it left running, and
+        whatever it changed outside the workspace, goes with it) and start a new one of the
+        image; what goes into it besides the grader's files: the workspace as the agent left
+        it, ``/logs`` with the prompt and the artifacts."""
+        assert self.container is not None
+        self._sync_workspace()
+        self.container.remove()
+        self.container = None
+        self.container = self._start()
+        logs = stage / "logs"
+        for sub in ("agent", "verifier", "trial"):
+            (logs / sub).mkdir(parents=True, exist_ok=True)
+        if self.place.prompt_file.is_file():
+            shutil.copyfile(self.place.prompt_file, logs / "prompt.md")
+        items = [(logs, LOGS), (self._workspace, self.workdir)]
+        if self.place.artifacts.is_dir() and not self.place.artifacts.is_symlink():
+            items.append((self.place.artifacts, ARTIFACTS_INSIDE))
+        return items
 
     def _grader_files(self) -> None:
-        """Before the first verify process: what the grader brings, copied in now."""
+        """Before the first verify process: what the grader brings, copied in now (or, where
+        the step's process copies it in itself, by :meth:`_exec_step`)."""
         grader = self._grader_archive()
         if grader is None or self.container is None:
+            return
+        if self.container.direct is not None and self.container.direct.bash is not None:
+            self._grader = grader
             return
         archive, where = grader
         try:
@@ -452,6 +502,12 @@ class ContainerEnvironment(Environment):
         if container is None or self.scratch is None:
             return ProcessResult(None, False, 0.0, start_error="the container is not running",
                                  infra_error=("sandbox", "the container is not running"))
+        try:
+            if view.phase == "verify":
+                self._grader_files()
+        except (ContainerError, OSError) as exc:
+            why = f"copying the grader's files into the container failed: {exc}"
+            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         if argv and (argv[0] == sys.executable
                      or argv[0].startswith(os.path.join(sys.prefix, ""))):
             why = ("this step runs the host's Python ({python}, {pytest} or a 'python:' step), "
@@ -465,21 +521,10 @@ class ContainerEnvironment(Environment):
                       if k in ("PATH", "HOME", "LANG", "XDG_RUNTIME_DIR", "CONTAINERS_CONF",
                                "DOCKER_HOST", "CONTAINER_HOST")}
         client_env.update(inner)
-        if container.direct is not None and container.direct.bash is not None:
-            return self._run_batched(words, inner, workdir, view=view, env=client_env,
-                                     timeout=timeout, output=output, append=append,
-                                     stdin_text=stdin_text, max_output=max_output)
-        try:
-            if view.phase == "verify":
-                self._grader_files()
-        except (ContainerError, OSError) as exc:
-            why = f"copying the grader's files into the container failed: {exc}"
-            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         with environment_call():
-            result = run_step(
-                container.exec_argv(words, env_names=sorted(inner), workdir=workdir,
-                                    interactive=stdin_text is not None, env=inner),
-                cwd=self.scratch, env=client_env, timeout=timeout, output=output,
+            result = self._exec_step(
+                words, inner, workdir, verifier=view.phase == "verify",
+                env=client_env, timeout=timeout, output=output,
                 append=append, stdin_text=stdin_text, max_output=max_output,
             )
         self.dirty = True
@@ -492,58 +537,50 @@ class ContainerEnvironment(Environment):
                                      infra_error=("sandbox", why))
         return result
 
-    def _run_batched(
-        self, words: list[str], inner: dict[str, str], workdir: str, *, view: View,
+    def _exec_step(
+        self, words: list[str], inner: dict[str, str], workdir: str, *, verifier: bool,
         env: dict[str, str], timeout: float | None, output: Path, append: bool,
         stdin_text: str | None, max_output: int | None,
     ) -> ProcessResult:
-        """The step as one ``runc exec`` (:meth:`.containerexec.DirectExec.batch`): the
-        grader's files in (verify), the step, every leftover killed, the copy out; then the
-        leftovers killed again from the host. A step that did not get as far as its copy out
-        (timed out, killed) is copied out as in :meth:`_fetch`."""
+        """Run one process of a step in the container. Where ``runc exec`` reaches it
+        directly, as one process with its copies (:meth:`.containerexec.DirectExec.batch`):
+        the grader's files in (first verify process), the step, every leftover killed, the
+        copy out (which :meth:`_fetch` then takes instead of copying again). A step that did
+        not get as far as its copy out (timed out, killed) is copied out by :meth:`_fetch`."""
         container = self.container
-        assert container is not None and container.direct is not None
-        assert self.scratch is not None and container.direct.bash is not None
-        verifier = view.phase == "verify"
+        assert container is not None and self.scratch is not None
+        if container.direct is None or container.direct.bash is None:
+            return run_step(
+                container.exec_argv(words, env_names=sorted(inner), workdir=workdir,
+                                    interactive=stdin_text is not None, env=inner),
+                cwd=self.scratch, env=env, timeout=timeout, output=output,
+                append=append, stdin_text=stdin_text, max_output=max_output,
+            )
+        grader, self._grader = self._grader, None
         try:
-            grader = self._grader_archive() if verifier else None
             batch = container.direct.batch(
                 words, env=inner, workdir=workdir, collect=self._sources(verifier),
                 grader=grader[0] if grader else None, grader_dest=grader[1] if grader else "/")
         except OSError as exc:
-            why = f"copying the grader's files into the container failed: {exc}"
+            why = f"cannot start the step in the container: {exc}"
             return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         try:
-            with environment_call():
-                result = run_step(batch.argv, cwd=self.scratch, env=env, timeout=timeout,
-                                  output=output, append=append, stdin_text=stdin_text,
-                                  max_output=max_output, pass_fds=batch.fds)
+            result = run_step(batch.argv, cwd=self.scratch, env=env, timeout=timeout,
+                              output=output, append=append, stdin_text=stdin_text,
+                              max_output=max_output, pass_fds=batch.fds)
         finally:
             batch.close()
             if grader is not None:
                 grader[0].unlink(missing_ok=True)
-        self.dirty = True
-        got = self.scratch / "fetched"
-        shutil.rmtree(got, ignore_errors=True)
-        try:
-            outcome = batch.outcome()
-            if outcome is not None and outcome[0] == "grader":
-                why = "copying the grader's files into the container failed"
-                return ProcessResult(None, False, result.duration, start_error=why,
-                                     infra_error=("sandbox", why))
-            if outcome is None or outcome[1] != 0:
-                self._fetch(verifier=verifier)
-            else:
-                container.kill_leftovers()
-                path, length = batch.archive()
-                self._take(got, container.receive(path, length, got), verifier)
-        except (ContainerError, OSError) as exc:
-            shutil.rmtree(got, ignore_errors=True)
-            if result.start_error is None:
-                why = f"copying the step's files out of the container failed: {exc}"
-                return ProcessResult(None, False, result.duration, start_error=why,
-                                     infra_error=("sandbox", why))
-        finally:
+        outcome = batch.outcome()
+        if outcome is not None and outcome[0] == "grader":
+            batch.out.unlink(missing_ok=True)
+            why = "copying the grader's files into the container failed"
+            return ProcessResult(None, False, result.duration, start_error=why,
+                                 infra_error=("sandbox", why))
+        if outcome is not None and outcome[1] == 0:
+            self._copied = batch
+        else:
             batch.out.unlink(missing_ok=True)
         return result
 
@@ -588,6 +625,7 @@ class ContainerEnvironment(Environment):
                        "pids": _int(opts.get("pids")) or 4096},
             "userns": self.runtime.name == "podman",
             "first_process_hidden": self.runtime.name == "podman",
+            "verify_container": "fresh" if self.fresh_verify else "same",
         }
 
 
