@@ -102,14 +102,24 @@ ATTACKS: dict[str, str] = {
 }
 
 
+#: Attacks run a second time with ``verify: same`` (verify in the agent's container).
+SAME = ("read-grader", "leftover", "fake-binaries", "falsify-diff", "root-powers")
+NAMES = [*ATTACKS, *(f"{name}-same" for name in SAME)]
+
+
 def write(root: Path) -> None:
     (root / "fixtures" / "calc").mkdir(parents=True)
     (root / "fixtures" / "calc" / "calc.txt").write_text("def add(a, b):\n    return a - b\n")
     (root / "checks").mkdir()
     (root / "checks" / "secret.txt").write_text(SECRET + "\n")
-    tasks = [{"name": name, "prompt": f"EXP={root}\n{script}", "fixture": "fixtures/calc",
-              "verify": "sleep 1; cmp -s answer.txt {experiment_dir}/checks/secret.txt"}
-             for name, script in ATTACKS.items()]
+    tasks: list[dict[str, Any]] = [
+        {"name": name, "prompt": f"EXP={root}\n{script}", "fixture": "fixtures/calc",
+         "verify": "sleep 1; cmp -s answer.txt {experiment_dir}/checks/secret.txt"}
+        for name, script in ATTACKS.items()]
+    # the attacks that do not need the agent's system, again with verify in its container
+    for task in [t for t in tasks if t["name"] in SAME]:
+        tasks.append({**task, "name": f"{task['name']}-same",
+                      "environment": {"image": BASE_IMAGE, "verify": "same"}})
     spec: dict[str, Any] = {
         "experiment": "podman-attacks",
         "environment": {"image": BASE_IMAGE},
@@ -142,26 +152,29 @@ def test_the_attacks_do_not_work_inside_podman_trials(
     host_etc = sorted(os.listdir("/etc"))
     done = run_pytest(tmp_path, "--eval-environment=podman", *(["-n", "2"] if xdist else []))
     seen = {task: meta for (_, task, _), meta in trials(tmp_path).items()}
-    assert sorted(seen) == sorted(ATTACKS), done.stdout[-3000:]
+    assert sorted(seen) == sorted(NAMES), done.stdout[-3000:]
     # no attack turned an impossible task into a pass, and none broke the trial itself
-    assert {t: m["status"] for t, m in seen.items()} == dict.fromkeys(ATTACKS, "failed"), \
+    assert {t: m["status"] for t, m in seen.items()} == dict.fromkeys(NAMES, "failed"), \
         done.stdout[-3000:]
-    for meta in seen.values():
+    for task, meta in seen.items():
         assert meta["isolation"]["environment"] == "podman"
+        assert meta["isolation"]["verify_container"] == ("same" if task.endswith("-same")
+                                                         else "fresh")
     ws = {t: m["_dir"] / "workspace" for t, m in seen.items()}
 
-    # the grader's files were nowhere to be read before verify
-    assert not (ws["read-grader"] / "answer.txt").exists() \
-        or SECRET not in (ws["read-grader"] / "answer.txt").read_text()
-    assert not (ws["leftover"] / "answer.txt").exists() \
-        or SECRET not in (ws["leftover"] / "answer.txt").read_text()
+    # the grader's files were nowhere to be read before verify, and no process the agent
+    # left was there to read them during verify
+    for task in ("read-grader", "leftover", "read-grader-same", "leftover-same"):
+        answer = ws[task] / "answer.txt"
+        assert not answer.exists() or SECRET not in answer.read_text(), task
     # the diff shows the agent's real change, and names what git cannot show
     diff = (seen["falsify-diff"]["_dir"] / "workspace.diff").read_text()
     assert "+    return a * b" in diff and "-    return a - b" in diff
     assert "quiet/payload.sh" in diff and "sub/evil.sh" in diff
     # root's powers are not there
-    powers = (ws["root-powers"] / "powers.txt").read_text()
-    assert "WORKED" not in powers and powers.count("refused") == 10, powers
+    for task in ("root-powers", "root-powers-same"):
+        powers = (ws[task] / "powers.txt").read_text()
+        assert "WORKED" not in powers and powers.count("refused") == 10, powers
     # the neighbour's container is out of reach
     assert (ws["neighbour"] / "neighbour.txt").read_text().strip() == ""
     # links out of the trial became text files naming their target; the host's /etc is as
