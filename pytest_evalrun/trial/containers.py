@@ -442,8 +442,15 @@ class Container:
     def run(self, argv: Sequence[str], *, timeout: float = CALL_TIMEOUT,
             input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         """Run a short helper command in the container (not a step)."""
-        return self.runtime.call(*self.exec_argv(argv, interactive=input_bytes is not None)[1:],
-                                 timeout=timeout, input_bytes=input_bytes)
+        command = self.exec_argv(argv, interactive=input_bytes is not None)
+        try:
+            return subprocess.run(command, input=input_bytes, capture_output=True,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise ContainerError(f"{self.runtime.name} exec timed out after {timeout:g}s") \
+                from exc
+        except OSError as exc:
+            raise ContainerError(f"cannot run {command[0]}: {exc.strerror or exc}") from exc
 
     def kill_leftovers(self) -> bool:
         """Kill every process of the container but its first from the host, where that can

@@ -70,6 +70,25 @@ SKIP_DIRS = frozenset({".git", ".venv", "venv", "node_modules", "__pycache__", "
                        ".pytest_cache", ".ruff_cache", ".tox"})
 #: Variables of the step's environment not passed inside (the image's own are kept).
 HOST_ONLY = frozenset({"PATH", "HOME", "TMPDIR", "PWD", "SHELL", "USER", "LOGNAME"})
+#: ``{python}`` in a container: the image's own python3 (found on the image's PATH).
+PYTHON_INSIDE = "python3"
+#: ``{pytest}`` in a container: the image's python3 -I running pytest, with the guard module
+#: (:mod:`pytest_evalrun.trial.pytest_guard`) importable from the trial's directory for it
+#: (appended to ``sys.path``: never ahead of the image's own modules). ``%s``: that directory.
+PYTEST_BOOT = (
+    "import sys\n"
+    "sys.path.append(%r)\n"
+    "try:\n"
+    "    import pytest\n"
+    "except ImportError:\n"
+    "    sys.stderr.write('evalrun: the image has no pytest for python3 ({pytest}): install it "
+    "in the image (apt-get install python3-pytest, or pip install pytest)\\n')\n"
+    "    sys.exit(127)\n"
+    "sys.argv[0] = 'pytest'\n"
+    "sys.exit(pytest.main())\n"
+)
+GUARD_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "pytest_guard.py")
 #: Name of the environment that refuses a trial needing a container (see :func:`choose`).
 REFUSE = "container-required"
 
@@ -186,6 +205,8 @@ class ContainerEnvironment(Environment):
         #: the last step's own copy out (:meth:`_exec_step`).
         self._grader: tuple[Path, str] | None = None
         self._copied: Batch | None = None
+        #: Where the ``{pytest}`` guard module is inside (a name of this trial's own).
+        self.guard_inside = f"{LOGS}/.evalrun-{os.urandom(6).hex()}"
 
     # -- the container ----------------------------------------------------------------------
     def _start(self) -> Container:
@@ -238,6 +259,7 @@ class ContainerEnvironment(Environment):
             (stage / "logs" / sub).mkdir(parents=True, exist_ok=True)
         if self.place.prompt_file.is_file():
             shutil.copyfile(self.place.prompt_file, stage / "logs" / "prompt.md")
+        _guard(stage / self.guard_inside.lstrip("/"))
         work = stage / self.workdir.lstrip("/")
         key = (self.image, self.workdir, str(fixture))
         if _PLAIN.get(key):
@@ -390,6 +412,36 @@ class ContainerEnvironment(Environment):
             raise EnvironmentUnavailable("the trial's environment was torn down")
         return StepPaths("/root", "/tmp", self.workdir or DEFAULT_WORKDIR)
 
+    def python(self) -> str:
+        """``{python}``: the image's own python3 (the host's is not in the container)."""
+        return PYTHON_INSIDE
+
+    def pytest_runner(self) -> list[str]:
+        """``{pytest}``: the image's python3 -I running pytest with the guard module, which
+        goes into the container with the workspace and again with the grader's files."""
+        return [PYTHON_INSIDE, "-I", "-c", PYTEST_BOOT % self.guard_inside]
+
+    def _no_python(self) -> str | None:
+        """Why ``{python}`` / ``{pytest}`` cannot run in this container (None: they can)."""
+        if self.container is None:
+            return None
+        try:
+            done = self.container.run(["/bin/sh", "-c", "command -v python3 >/dev/null || exit 3; "
+                                       "python3 -c 'import pytest' 2>/dev/null || exit 4"])
+        except ContainerError:
+            return None
+        fix = ("in the image (its Dockerfile: e.g. 'RUN apt-get install -y python3 "
+               "python3-pytest'), or run the task in the local sandbox")
+        if done.returncode == 3:
+            return (f"{{python}} and {{pytest}} run the image's own python3, which image "
+                    f"{self.image!r} (task {self.options.get('task', '?')!r}) does not have: "
+                    f"install python3 {fix}")
+        if done.returncode == 4:
+            return (f"{{pytest}} runs pytest with the image's python3, which has no pytest in "
+                    f"image {self.image!r} (task {self.options.get('task', '?')!r}): install "
+                    f"pytest {fix}")
+        return None
+
     # -- files ------------------------------------------------------------------------------
     def put(self, src: Path, dest: str) -> None:
         if self.container is None:
@@ -417,6 +469,8 @@ class ContainerEnvironment(Environment):
             items = self._renew(stage)
         tests = self.options.get("harbor_tests")
         source = self.place.experiment_dir
+        _guard(stage / "guard")
+        items.append((stage / "guard", self.guard_inside))
         if tests:
             items.append((Path(str(tests)), TESTS_INSIDE))
         elif source.is_dir():
@@ -510,9 +564,9 @@ class ContainerEnvironment(Environment):
             return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         if argv and (argv[0] == sys.executable
                      or argv[0].startswith(os.path.join(sys.prefix, ""))):
-            why = ("this step runs the host's Python ({python}, {pytest} or a 'python:' step), "
-                   "which a container does not have: use a command of the image's own "
-                   "(docs/environments.md)")
+            why = ("a 'python:' step runs the host's Python, which a container does not "
+                   "have: use a command step with {python} or {pytest} (the image's own "
+                   "python3; docs/environments.md)")
             return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         inner = {k: self._rewrite(v) for k, v in env.items() if k not in HOST_ONLY}
         words = [self._rewrite(w) for w in argv]
@@ -528,6 +582,13 @@ class ContainerEnvironment(Environment):
                 append=append, stdin_text=stdin_text, max_output=max_output,
             )
         self.dirty = True
+        if result.exit_code in (126, 127) and any(
+                w == PYTHON_INSIDE or w.startswith(PYTHON_INSIDE + " ")
+                or f" {PYTHON_INSIDE} " in w for w in words):
+            why_not = self._no_python()
+            if why_not is not None:
+                return ProcessResult(None, False, result.duration, start_error=why_not,
+                                     infra_error=("sandbox", why_not))
         try:
             self._fetch(verifier=view.phase == "verify")
         except (ContainerError, OSError) as exc:
@@ -648,6 +709,16 @@ def _docker(place: TrialPlace) -> Environment:
 
 #: The container environments by name, for :class:`~.base.Environments`.
 CONTAINERS = {"podman": _podman, "docker": _docker, REFUSE: _refuse}
+
+
+def _guard(target: Path) -> None:
+    """The ``{pytest}`` guard module as the package ``pytest_evalrun.trial`` in ``target``."""
+    package = target / "pytest_evalrun" / "trial"
+    package.mkdir(parents=True, exist_ok=True)
+    (target / "pytest_evalrun" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    # (its file, not the module: importing it here would set this process's pycache prefix)
+    shutil.copyfile(GUARD_SOURCE, package / "pytest_guard.py")
 
 
 def _names(root: Path) -> set[str]:
