@@ -52,6 +52,7 @@ ATTACKS: dict[str, str] = {
         "for d in . bin node_modules/.bin .venv/bin; do mkdir -p $d; "
         "printf '#!/bin/sh\\nexit 0\\n' > $d/cmp; chmod +x $d/cmp; done\n"
         "printf 'wrong\\n' > answer.txt\n"
+        "stat -c %a /tmp > tmp-mode.txt\n"
     ),
     # a fake program where the image's PATH looks first (the container's system is root's)
     "fake-system-binary": (
@@ -167,6 +168,8 @@ def test_the_attacks_do_not_work_inside_podman_trials(
     for task in ("read-grader", "leftover", "read-grader-same", "leftover-same"):
         answer = ws[task] / "answer.txt"
         assert not answer.exists() or SECRET not in answer.read_text(), task
+    # the container's /tmp is as the image has it (sticky, world-writable)
+    assert (ws["fake-binaries"] / "tmp-mode.txt").read_text().strip() == "1777"
     # the diff shows the agent's real change, and names what git cannot show
     diff = (seen["falsify-diff"]["_dir"] / "workspace.diff").read_text()
     assert "+    return a * b" in diff and "-    return a - b" in diff

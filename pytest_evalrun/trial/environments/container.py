@@ -44,7 +44,6 @@ from ..containers import (
     Runtime,
     build_image,
     detect_runtime,
-    pack,
     pack_at,
     reap_stale,
     seccomp_profile,
@@ -260,7 +259,9 @@ class ContainerEnvironment(Environment):
         if self.place.prompt_file.is_file():
             shutil.copyfile(self.place.prompt_file, stage / "logs" / "prompt.md")
         _guard(stage / self.guard_inside.lstrip("/"))
-        work = stage / self.workdir.lstrip("/")
+        work = stage / "work"
+        # (the directories above the workspace are not in the archive: /tmp keeps its mode)
+        items = [(stage / "logs", LOGS), (work, self.workdir)]
         key = (self.image, self.workdir, str(fixture))
         if _PLAIN.get(key):
             # the image adds nothing to this workspace (seen in this session): the workspace
@@ -269,7 +270,7 @@ class ContainerEnvironment(Environment):
                 snapshot = prepare_workspace(fixture, self._workspace, templates=None)
                 shutil.copytree(self._workspace, work, symlinks=True)
                 archive = self.scratch / "stage.tar"
-                pack(stage, "/", str(archive))
+                pack_at(items, str(archive))
                 self.container.exchange("exec tar -x -f - -C /", send=archive,
                                         what="copying the workspace into the container")
             except ContainerError as exc:
@@ -286,7 +287,7 @@ class ContainerEnvironment(Environment):
         inside = self.scratch / "image-workdir"
         archive = self.scratch / "stage.tar"
         try:
-            pack(stage, "/", str(archive))
+            pack_at(items, str(archive))
             self.skipped = self.container.exchange(
                 'tar -x -f - -C / && cd "$1" && exec tar -c -f - .', [self.workdir],
                 send=archive, receive=inside, what="copying the workspace into the container")
