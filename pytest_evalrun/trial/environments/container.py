@@ -50,9 +50,10 @@ from ..containers import (
 )
 from ..network import Forward
 from ..phases import View
-from ..process import DEFAULT_MAX_OUTPUT, ProcessResult, environment_call, run_step
+from ..process import DEFAULT_MAX_OUTPUT, ProcessResult, environment_call
 from ..workspace import Snapshot, prepare_workspace
 from .base import Environment, EnvironmentUnavailable, StepPaths, TrialPlace
+from .containersteps import PYTHON_INSIDE, ContainerSteps, guard, names
 
 __all__ = ["CONTAINERS", "LOGS", "ContainerEnvironment", "choose", "environment_for"]
 
@@ -69,25 +70,6 @@ SKIP_DIRS = frozenset({".git", ".venv", "venv", "node_modules", "__pycache__", "
                        ".pytest_cache", ".ruff_cache", ".tox"})
 #: Variables of the step's environment not passed inside (the image's own are kept).
 HOST_ONLY = frozenset({"PATH", "HOME", "TMPDIR", "PWD", "SHELL", "USER", "LOGNAME"})
-#: ``{python}`` in a container: the image's own python3 (found on the image's PATH).
-PYTHON_INSIDE = "python3"
-#: ``{pytest}`` in a container: the image's python3 -I running pytest, with the guard module
-#: (:mod:`pytest_evalrun.trial.pytest_guard`) importable from the trial's directory for it
-#: (appended to ``sys.path``: never ahead of the image's own modules). ``%s``: that directory.
-PYTEST_BOOT = (
-    "import sys\n"
-    "sys.path.append(%r)\n"
-    "try:\n"
-    "    import pytest\n"
-    "except ImportError:\n"
-    "    sys.stderr.write('evalrun: the image has no pytest for python3 ({pytest}): install it "
-    "in the image (apt-get install python3-pytest, or pip install pytest)\\n')\n"
-    "    sys.exit(127)\n"
-    "sys.argv[0] = 'pytest'\n"
-    "sys.exit(pytest.main())\n"
-)
-GUARD_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                            "pytest_guard.py")
 #: Name of the environment that refuses a trial needing a container (see :func:`choose`).
 REFUSE = "container-required"
 
@@ -145,7 +127,7 @@ def _refuse(place: TrialPlace) -> Environment:
         f"or docker, not {place.requested!r}")
 
 
-class ContainerEnvironment(Environment):
+class ContainerEnvironment(ContainerSteps, Environment):
     """One trial in a container of its own (see the module docstring)."""
 
     name = "podman"
@@ -258,7 +240,7 @@ class ContainerEnvironment(Environment):
             (stage / "logs" / sub).mkdir(parents=True, exist_ok=True)
         if self.place.prompt_file.is_file():
             shutil.copyfile(self.place.prompt_file, stage / "logs" / "prompt.md")
-        _guard(stage / self.guard_inside.lstrip("/"))
+        guard(stage / self.guard_inside.lstrip("/"))
         work = stage / "work"
         # (the directories above the workspace are not in the archive: /tmp keeps its mode)
         items = [(stage / "logs", LOGS), (work, self.workdir)]
@@ -283,7 +265,7 @@ class ContainerEnvironment(Environment):
             shutil.copytree(fixture, work, symlinks=True, dirs_exist_ok=True)
         else:
             work.mkdir(parents=True, exist_ok=True)
-        sent = _names(work)
+        sent = names(work)
         inside = self.scratch / "image-workdir"
         archive = self.scratch / "stage.tar"
         try:
@@ -297,7 +279,7 @@ class ContainerEnvironment(Environment):
             shutil.rmtree(stage, ignore_errors=True)
             archive.unlink(missing_ok=True)
         had_git = os.path.lexists(inside / ".git")
-        _PLAIN[key] = not self.skipped and _names(inside) == sent
+        _PLAIN[key] = not self.skipped and names(inside) == sent
         try:
             snapshot = prepare_workspace(inside, self._workspace, templates=None)
         finally:
@@ -413,36 +395,6 @@ class ContainerEnvironment(Environment):
             raise EnvironmentUnavailable("the trial's environment was torn down")
         return StepPaths("/root", "/tmp", self.workdir or DEFAULT_WORKDIR)
 
-    def python(self) -> str:
-        """``{python}``: the image's own python3 (the host's is not in the container)."""
-        return PYTHON_INSIDE
-
-    def pytest_runner(self) -> list[str]:
-        """``{pytest}``: the image's python3 -I running pytest with the guard module, which
-        goes into the container with the workspace and again with the grader's files."""
-        return [PYTHON_INSIDE, "-I", "-c", PYTEST_BOOT % self.guard_inside]
-
-    def _no_python(self) -> str | None:
-        """Why ``{python}`` / ``{pytest}`` cannot run in this container (None: they can)."""
-        if self.container is None:
-            return None
-        try:
-            done = self.container.run(["/bin/sh", "-c", "command -v python3 >/dev/null || exit 3; "
-                                       "python3 -c 'import pytest' 2>/dev/null || exit 4"])
-        except ContainerError:
-            return None
-        fix = ("in the image (its Dockerfile: e.g. 'RUN apt-get install -y python3 "
-               "python3-pytest'), or run the task in the local sandbox")
-        if done.returncode == 3:
-            return (f"{{python}} and {{pytest}} run the image's own python3, which image "
-                    f"{self.image!r} (task {self.options.get('task', '?')!r}) does not have: "
-                    f"install python3 {fix}")
-        if done.returncode == 4:
-            return (f"{{pytest}} runs pytest with the image's python3, which has no pytest in "
-                    f"image {self.image!r} (task {self.options.get('task', '?')!r}): install "
-                    f"pytest {fix}")
-        return None
-
     # -- files ------------------------------------------------------------------------------
     def put(self, src: Path, dest: str) -> None:
         if self.container is None:
@@ -470,7 +422,7 @@ class ContainerEnvironment(Environment):
             items = self._renew(stage)
         tests = self.options.get("harbor_tests")
         source = self.place.experiment_dir
-        _guard(stage / "guard")
+        guard(stage / "guard")
         items.append((stage / "guard", self.guard_inside))
         if tests:
             items.append((Path(str(tests)), TESTS_INSIDE))
@@ -599,53 +551,6 @@ class ContainerEnvironment(Environment):
                                      infra_error=("sandbox", why))
         return result
 
-    def _exec_step(
-        self, words: list[str], inner: dict[str, str], workdir: str, *, verifier: bool,
-        env: dict[str, str], timeout: float | None, output: Path, append: bool,
-        stdin_text: str | None, max_output: int | None,
-    ) -> ProcessResult:
-        """Run one process of a step in the container. Where ``runc exec`` reaches it
-        directly, as one process with its copies (:meth:`.containerexec.DirectExec.batch`):
-        the grader's files in (first verify process), the step, every leftover killed, the
-        copy out (which :meth:`_fetch` then takes instead of copying again). A step that did
-        not get as far as its copy out (timed out, killed) is copied out by :meth:`_fetch`."""
-        container = self.container
-        assert container is not None and self.scratch is not None
-        if container.direct is None or container.direct.bash is None:
-            return run_step(
-                container.exec_argv(words, env_names=sorted(inner), workdir=workdir,
-                                    interactive=stdin_text is not None, env=inner),
-                cwd=self.scratch, env=env, timeout=timeout, output=output,
-                append=append, stdin_text=stdin_text, max_output=max_output,
-            )
-        grader, self._grader = self._grader, None
-        try:
-            batch = container.direct.batch(
-                words, env=inner, workdir=workdir, collect=self._sources(verifier),
-                grader=grader[0] if grader else None, grader_dest=grader[1] if grader else "/")
-        except OSError as exc:
-            why = f"cannot start the step in the container: {exc}"
-            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
-        try:
-            result = run_step(batch.argv, cwd=self.scratch, env=env, timeout=timeout,
-                              output=output, append=append, stdin_text=stdin_text,
-                              max_output=max_output, pass_fds=batch.fds)
-        finally:
-            batch.close()
-            if grader is not None:
-                grader[0].unlink(missing_ok=True)
-        outcome = batch.outcome()
-        if outcome is not None and outcome[0] == "grader":
-            batch.out.unlink(missing_ok=True)
-            why = "copying the grader's files into the container failed"
-            return ProcessResult(None, False, result.duration, start_error=why,
-                                 infra_error=("sandbox", why))
-        if outcome is not None and outcome[1] == 0:
-            self._copied = batch
-        else:
-            batch.out.unlink(missing_ok=True)
-        return result
-
     def teardown(self) -> Path | None:
         scratch, self.scratch = self.scratch, None
         kept = self.place.kept_workspace
@@ -710,27 +615,6 @@ def _docker(place: TrialPlace) -> Environment:
 
 #: The container environments by name, for :class:`~.base.Environments`.
 CONTAINERS = {"podman": _podman, "docker": _docker, REFUSE: _refuse}
-
-
-def _guard(target: Path) -> None:
-    """The ``{pytest}`` guard module as the package ``pytest_evalrun.trial`` in ``target``."""
-    package = target / "pytest_evalrun" / "trial"
-    package.mkdir(parents=True, exist_ok=True)
-    (target / "pytest_evalrun" / "__init__.py").write_text("")
-    (package / "__init__.py").write_text("")
-    # (its file, not the module: importing it here would set this process's pycache prefix)
-    shutil.copyfile(GUARD_SOURCE, package / "pytest_guard.py")
-
-
-def _names(root: Path) -> set[str]:
-    """Every path under ``root`` (relative), with its kind."""
-    found = set()
-    for directory, dirs, files in os.walk(root):
-        for name in dirs + files:
-            path = os.path.join(directory, name)
-            kind = "l" if os.path.islink(path) else "d" if os.path.isdir(path) else "f"
-            found.add(f"{kind}:{os.path.relpath(path, root)}")
-    return found
 
 
 def _merge(source: Path, target: Path) -> None:
