@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import warnings
 from collections import Counter
 from collections.abc import Generator
@@ -20,6 +21,8 @@ from typing import Any
 import pytest
 from filelock import FileLock
 
+from .agents.incontainer import container_mounts
+from .agents.plugin import PresetsPlugin
 from .collect import SpecErrorItem, SpecProblem, TrialItem, TrialProblem
 from .context import EvalContext
 from .experiment.identity import fingerprint, seed
@@ -149,6 +152,11 @@ class WorkerPlugin:
             labels.update(nodeid=nodeid, worker=context.worker_id)
             where, where_options = environment_for(
                 exp, variant, task, self.shared.environment or "auto", run.paths.run_id)
+            if where in ("podman", "docker"):  # a preset's CLI and node, bound inside
+                owner = getattr(context.kinds.agent.get("preset"), "__self__", None)
+                where_options["mounts"] = container_mounts(
+                    variant.agent, {**os.environ, **variant.env, **task.env}, exp.directory,
+                    owner.presets() if isinstance(owner, PresetsPlugin) else None)
             spec = TrialSpec(
                 experiment=exp,
                 variant=variant,

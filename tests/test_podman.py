@@ -241,12 +241,13 @@ def test_podman_without_an_image_is_an_error_that_says_so(tmp_path: Path, podman
 
 
 def test_network_in_a_container_never_wider_than_asked(tmp_path: Path, podman: str) -> None:
-    """``network: false``: no network at all; ``network: {allow: [...]}`` cannot be enforced
-    in a container: an error of kind sandbox, never a container that reaches every host;
-    meta.json says what the container's network was."""
+    """Every container has no interface but ``lo`` (``--network none``); with a network, its
+    way out is the trial's egress proxy (its allow list applied); meta.json says what the
+    container's network was (the attacks: tests/test_podman_network.py)."""
     probe_net = ("if cat /proc/net/dev | grep -v ' lo:' | tail -n +3 | grep -q ':'; "
                  "then echo net > $EVALRUN_ARTIFACTS_DIR/net.txt; "
-                 "else echo none > $EVALRUN_ARTIFACTS_DIR/net.txt; fi")
+                 "else echo none > $EVALRUN_ARTIFACTS_DIR/net.txt; fi; "
+                 'echo "$HTTPS_PROXY" > $EVALRUN_ARTIFACTS_DIR/proxy.txt')
     spec = {"experiment": "container-net", "environment": {"image": BASE_IMAGE},
             "variants": {"open": {"agent": probe_net},
                          "offline": {"agent": probe_net, "network": False},
@@ -255,20 +256,20 @@ def test_network_in_a_container_never_wider_than_asked(tmp_path: Path, podman: s
             "tasks": [{"name": "t", "prompt": "p", "verify": "true"}]}
     (tmp_path / "n.eval.yaml").write_text(yaml.safe_dump(spec))
     done = run_pytest(tmp_path, "--eval-environment=podman")
-    assert done.returncode == 1, done.stdout[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:]
     found = {v: meta for (v, _, _), meta in trials(tmp_path).items()}
-    listed = found["listed"]
-    assert (listed["status"], listed["error_kind"]) == ("error", "sandbox")
-    assert "network: {allow: [...]}" in listed["message"]
-    offline, open_ = found["offline"], found["open"]
-    assert offline["status"] == open_["status"] == "passed"
-    assert (offline["_dir"] / "artifacts" / "net.txt").read_text() == "none\n"
-    assert (open_["_dir"] / "artifacts" / "net.txt").read_text() == "net\n"
-    assert offline["isolation"]["network"] is False
-    assert open_["isolation"]["network"] is True
-    for meta in (offline, open_):
+    for variant, meta in found.items():
+        assert meta["status"] == "passed", variant
+        assert (meta["_dir"] / "artifacts" / "net.txt").read_text() == "none\n", variant
         assert meta["isolation"]["network_isolated"] is True
-        assert meta["isolation"]["egress"] is None and meta["isolation"]["network_note"]
+        assert meta["isolation"]["network"] is (variant != "offline")
+    assert found["offline"]["isolation"]["egress"] is None
+    assert (found["offline"]["_dir"] / "artifacts" / "proxy.txt").read_text() == "\n"
+    assert found["open"]["isolation"]["egress"]["allow"] is None
+    assert found["listed"]["isolation"]["egress"]["allow"] == ["example.org"]
+    for variant in ("open", "listed"):
+        proxy = (found[variant]["_dir"] / "artifacts" / "proxy.txt").read_text()
+        assert proxy.startswith("http://127.0.0.1:"), (variant, proxy)
 
 
 @pytest.mark.parametrize(

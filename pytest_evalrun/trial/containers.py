@@ -11,9 +11,10 @@ One container per trial, nothing of the host mounted in it: files go in and out 
   a :class:`BuildError` naming what was built and ending with the build's last lines; it is
   remembered for the process, so the other trials of the task fail at once.
 - **Isolation**: the container runs with its own user namespace (container root is an
-  unprivileged host uid: :data:`UID_BASE`), ``no-new-privileges``, no network unless the trial
-  allows outbound (then podman's user-mode ``slirp4netns`` network, which reaches the outside
-  but no host port bound to loopback), and the resource limits given (cpus, memory, pids).
+  unprivileged host uid: :data:`UID_BASE`), ``no-new-privileges``, no network unless the spec
+  asks for one (``network``: podman's ``slirp4netns``; trials never do: their way out is the
+  egress proxy forwarded in, :mod:`.environments.containernet`), and the resource limits given
+  (cpus, memory, pids).
 - **Nothing outlives the trial, also when pytest is killed**: the container's first process
   waits on its stdin, a pipe only this process holds; when this process dies (even by
   ``kill -9``) the pipe closes, the first process exits and ``--rm`` removes the container.
@@ -340,6 +341,10 @@ class ContainerSpec:
     userns: bool = True
     #: A seccomp profile (:func:`seccomp_profile`); None: the runtime's default.
     seccomp: str | None = None
+    #: Host paths bound read-only inside, ``(host, inside)`` (a preset's CLI and node).
+    mounts: tuple[tuple[str, str], ...] = ()
+    #: podman writes the host pid of the container's first process here (its namespaces).
+    pidfile: str | None = None
 
 
 class Container:
@@ -386,6 +391,10 @@ class Container:
             args += ["--security-opt", f"seccomp={spec.seccomp}"]
         if runtime.name == "podman":
             args += ["--security-opt", "mask=" + ":".join(MASKED)]
+        for host, inside in spec.mounts:
+            args += ["--volume", f"{host}:{inside}:ro"]
+        if spec.pidfile is not None and runtime.name == "podman":
+            args += ["--pidfile", spec.pidfile]
         args += [spec.image, "-c", FIRST]
         try:
             client = subprocess.Popen(

@@ -16,10 +16,10 @@ verify (a Harbor task's ``tests/`` at ``/tests``; for an experiment's own task, 
 directory, without the results and jobs roots, at its own path), after every process the agent
 left has been killed; the oracle agent alone gets ``solution/`` (``/solution``).
 
-Network: none unless the trial allows outbound (``network:`` of the variant, and a Harbor
-task's ``network_mode`` not ``no-network``); then podman's user-mode network (slirp4netns),
-which reaches the outside but no host service bound to loopback. The per-trial egress proxy
-of the local sandbox is not applied inside containers (docs/environments.md).
+Network (:mod:`.containernet`): always ``--network none``; when the trial allows outbound
+(``network:`` of the variant, and a Harbor task's ``network_mode`` not ``no-network``), the
+local sandbox's per-trial egress proxy and the step's host services (the model gateway) are
+forwarded into the container's network namespace (docs/environments.md).
 """
 
 from __future__ import annotations
@@ -49,10 +49,20 @@ from ..containers import (
     seccomp_profile,
 )
 from ..network import Forward
+from ..nsforward import NetnsError, NetnsForwards
 from ..phases import View
 from ..process import DEFAULT_MAX_OUTPUT, ProcessResult, environment_call
 from ..workspace import Snapshot, prepare_workspace
 from .base import Environment, EnvironmentUnavailable, StepPaths, TrialPlace
+from .containernet import (
+    NODE_DIR_INSIDE,
+    ContainerNet,
+    _container_pid,
+    copy_in,
+    copy_out,
+    image_path,
+    step_home,
+)
 from .containersteps import PYTHON_INSIDE, ContainerSteps, guard, names
 
 __all__ = ["CONTAINERS", "LOGS", "ContainerEnvironment", "choose", "environment_for"]
@@ -142,14 +152,6 @@ class ContainerEnvironment(ContainerSteps, Environment):
             raise EnvironmentUnavailable(
                 f"the {runtime_name} environment needs a container image: give the task or "
                 "the variant 'environment: {image: NAME}' or '{dockerfile: PATH}'")
-        if place.network and opts.get("network") is not False \
-                and place.network_allow is not None:
-            # never a silent widening: the container's network reaches any host
-            raise EnvironmentUnavailable(
-                f"'network: {{allow: [...]}}' cannot be enforced in a {runtime_name} container "
-                "(its network reaches any host; the allow list is applied by the local "
-                "sandbox's egress proxy): give 'network: true' or 'false', or run the trial "
-                "in the local sandbox (docs/environments.md)")
         runtime = detect_runtime(runtime_name)
         if runtime is None:
             raise EnvironmentUnavailable(
@@ -174,6 +176,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
         #: Does verify run in a fresh container of the image (``environment: {verify:}``)?
         #: A Harbor task's verifier runs in the agent's container, as Harbor runs it.
         self.fresh_verify = not opts.get("harbor_tests") and opts.get("verify") != "same"
+        self.net = ContainerNet(place, self.network)
         self.scratch: Path | None = Path(tempfile.mkdtemp(prefix="evalrun-trial-"))
         self._workspace = self.scratch / "workspace"
         self.workdir = str(opts.get("workdir") or "") or self._image_workdir()
@@ -200,13 +203,21 @@ class ContainerEnvironment(ContainerSteps, Environment):
         spec = ContainerSpec(
             image=self.image, name=name, labels=labels,
             cpus=_float(opts.get("cpus")), memory_mb=_int(opts.get("memory_mb")),
-            pids=_int(opts.get("pids")) or 4096, network=self.network,
+            pids=_int(opts.get("pids")) or 4096, network=False,
             seccomp=seccomp_profile() if self.runtime.name == "podman" else None,
+            **self._net_spec(),
         )
         try:
             return Container.start(self.runtime, spec)
         except ContainerError as exc:
             raise EnvironmentUnavailable(str(exc)) from exc
+
+    def _net_spec(self) -> dict[str, Any]:
+        """The start options :mod:`.containernet` needs: the programs bound read-only (a
+        preset's CLI and node) and the pid file that finds the container's namespaces."""
+        assert self.scratch is not None
+        mounts = tuple((str(h), str(i)) for h, i in self.options.get("mounts") or ())
+        return {"mounts": mounts, "pidfile": str(self.scratch / "container.pid")}
 
     def _image_workdir(self) -> str:
         """The image's WORKDIR (not ``/``), else :data:`DEFAULT_WORKDIR` (cached)."""
@@ -235,6 +246,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
         workspace's first host copy from inside: one call besides the start."""
         assert self.scratch is not None
         self.container = self._start()
+        self.net.attach(self.container, self.scratch / "container.pid")
         stage = self.scratch / "stage"
         for sub in ("agent", "verifier", "artifacts", "trial"):
             (stage / "logs" / sub).mkdir(parents=True, exist_ok=True)
@@ -393,7 +405,13 @@ class ContainerEnvironment(ContainerSteps, Environment):
     def step_paths(self, phase: str) -> StepPaths:
         if self.scratch is None:
             raise EnvironmentUnavailable("the trial's environment was torn down")
-        return StepPaths("/root", "/tmp", self.workdir or DEFAULT_WORKDIR)
+        return StepPaths("/root", "/tmp", self.workdir or DEFAULT_WORKDIR,
+                         env=self.net.step_env(phase))
+
+    @property
+    def forwards_sockets(self) -> bool:
+        """A network of its own (``--network none``) reached through forwards when on."""
+        return self.network
 
     # -- files ------------------------------------------------------------------------------
     def put(self, src: Path, dest: str) -> None:
@@ -454,6 +472,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
         self.container.remove()
         self.container = None
         self.container = self._start()
+        self._forward_again()
         logs = stage / "logs"
         for sub in ("agent", "verifier", "trial"):
             (logs / sub).mkdir(parents=True, exist_ok=True)
@@ -463,6 +482,25 @@ class ContainerEnvironment(ContainerSteps, Environment):
         if self.place.artifacts.is_dir() and not self.place.artifacts.is_symlink():
             items.append((self.place.artifacts, ARTIFACTS_INSIDE))
         return items
+
+    def _forward_again(self) -> None:
+        """The trial's egress proxy (and its allow list) forwarded into verify's fresh
+        container too, as into the agent's (:mod:`.containernet`)."""
+        net = self.net
+        if not net.on or net.egress is None or self.container is None \
+                or self.scratch is None:
+            return
+        try:
+            if net.ns is not None:
+                net.ns.close()
+            net.ns = NetnsForwards(_container_pid(self.container,
+                                                  self.scratch / "container.pid"))
+            net.ns.check()
+            for forward in net.egress.forwards:
+                net.ns.add(forward)
+        except (OSError, NetnsError) as exc:
+            raise EnvironmentUnavailable(
+                f"verify's container network could not be set up: {exc}") from exc
 
     def _grader_files(self) -> None:
         """Before the first verify process: what the grader brings, copied in now (or, where
@@ -499,41 +537,48 @@ class ContainerEnvironment(ContainerSteps, Environment):
         endpoints: Sequence[str | Forward] = (),
     ) -> ProcessResult:
         container = self.container
-        if endpoints:
-            names = [e if isinstance(e, str) else f"127.0.0.1:{e.port} ({e.name or 'a socket'})"
-                     for e in endpoints]
-            why = ("a step in a container cannot reach host services yet (it needs "
-                   f"{', '.join(names)}): run presets in the local sandbox "
-                   "(docs/environments.md)")
-            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         if container is None or self.scratch is None:
             return ProcessResult(None, False, 0.0, start_error="the container is not running",
                                  infra_error=("sandbox", "the container is not running"))
         try:
             if view.phase == "verify":
                 self._grader_files()
-        except (ContainerError, OSError) as exc:
+        except (ContainerError, OSError, EnvironmentUnavailable) as exc:
             why = f"copying the grader's files into the container failed: {exc}"
             return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
+        container = self.container  # verify's own container (verify: fresh)
+        if container is None:
+            return ProcessResult(None, False, 0.0, start_error="the container is not running",
+                                 infra_error=("sandbox", "the container is not running"))
         if argv and (argv[0] == sys.executable
                      or argv[0].startswith(os.path.join(sys.prefix, ""))):
             why = ("a 'python:' step runs the host's Python, which a container does not "
                    "have: use a command step with {python} or {pytest} (the image's own "
                    "python3; docs/environments.md)")
             return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
+        try:
+            copied = copy_in(container, write, self.inside)
+        except (ContainerError, OSError) as exc:
+            why = f"copying the step's directories into the container failed: {exc}"
+            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         inner = {k: self._rewrite(v) for k, v in env.items() if k not in HOST_ONLY}
+        inner.update(self._program_env(env, copied))
         words = [self._rewrite(w) for w in argv]
         workdir = self._rewrite(cwd) if cwd else self.workdir
         client_env = {k: v for k, v in os.environ.items()
                       if k in ("PATH", "HOME", "LANG", "XDG_RUNTIME_DIR", "CONTAINERS_CONF",
                                "DOCKER_HOST", "CONTAINER_HOST")}
         client_env.update(inner)
-        with environment_call():
-            result = self._exec_step(
-                words, inner, workdir, verifier=view.phase == "verify",
-                env=client_env, timeout=timeout, output=output,
-                append=append, stdin_text=stdin_text, max_output=max_output,
-            )
+        try:
+            with self.net.step(endpoints if self.network else ()), environment_call():
+                result = self._exec_step(
+                    words, inner, workdir, verifier=view.phase == "verify",
+                    env=client_env, timeout=timeout, output=output,
+                    append=append, stdin_text=stdin_text, max_output=max_output,
+                )
+        except NetnsError as exc:
+            why = f"cannot forward the step's host services into the container: {exc}"
+            return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         self.dirty = True
         if result.exit_code in (126, 127) and any(
                 w == PYTHON_INSIDE or w.startswith(PYTHON_INSIDE + " ")
@@ -543,6 +588,13 @@ class ContainerEnvironment(ContainerSteps, Environment):
                 return ProcessResult(None, False, result.duration, start_error=why_not,
                                      infra_error=("sandbox", why_not))
         try:
+            copy_out(container, copied)
+        except (ContainerError, OSError) as exc:
+            if result.start_error is None:
+                why = f"copying the step's directories out of the container failed: {exc}"
+                return ProcessResult(None, False, result.duration, start_error=why,
+                                     infra_error=("sandbox", why))
+        try:
             self._fetch(verifier=view.phase == "verify")
         except (ContainerError, OSError) as exc:
             if result.start_error is None:
@@ -551,7 +603,17 @@ class ContainerEnvironment(ContainerSteps, Environment):
                                      infra_error=("sandbox", why))
         return result
 
+    def _program_env(self, env: Mapping[str, str],
+                     copied: Sequence[tuple[Path, str]]) -> dict[str, str]:
+        """``PATH`` with the bound node first (a preset's CLI), ``HOME`` when it is a
+        directory of the trial's copied in (its config home)."""
+        extra = step_home(env, copied, self._rewrite)
+        if self.options.get("mounts"):
+            extra["PATH"] = f"{NODE_DIR_INSIDE}/bin:{image_path(self.runtime, self.image)}"
+        return extra
+
     def teardown(self) -> Path | None:
+        self.net.close()
         scratch, self.scratch = self.scratch, None
         kept = self.place.kept_workspace
         try:
@@ -578,13 +640,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
             "sandbox": "container",
             "requested": self.place.requested,
             "network": self.network,
-            # the container's network namespace is its own; there is no egress proxy in it
-            "network_isolated": True,
-            "network_note": (f"{self.runtime.name} "
-                             f"{'slirp4netns' if self.runtime.name == 'podman' else 'bridge'}"
-                             " network: any host, no egress proxy or allow list"
-                             if self.network else "no network (--network none)"),
-            "egress": None,
+            **self.net.record(self.runtime.name),
             "runtime": self.runtime.name,
             "image": self.image,
             "workdir": self.workdir or None,
