@@ -240,3 +240,23 @@ def test_a_bad_verify_value_names_the_file_and_line(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "b.eval.yaml:" in text and "'verify'" in text and "fresh, same" in text
     assert "Traceback" not in text
+
+
+def test_verifys_fresh_container_has_the_trials_network(
+    tmp_path: Path, podman: str  # noqa: F811
+) -> None:
+    """With the network on, verify's fresh container reaches the trial's egress proxy as the
+    agent's did (a TCP connection to the proxy's port from ``HTTPS_PROXY``); with ``network:
+    false`` neither has it."""
+    probe = ('p=$${HTTPS_PROXY##*:}; p=$${p%/}; [ -n "$p" ] && '
+             'bash -c "exec 3<>/dev/tcp/127.0.0.1/$p"')
+    spec = {"experiment": "verify-net", "environment": {"image": BASE_IMAGE},
+            "variants": {"online": {"agent": probe},
+                         "offline": {"agent": "true", "network": False}},
+            "tasks": [{"name": "t", "prompt": "p", "verify": probe}]}
+    (tmp_path / "n.eval.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    done = run_pytest(tmp_path, "--eval-environment=podman")
+    seen = {v: m for (v, _, _), m in trials(tmp_path).items()}
+    assert {v: m["status"] for v, m in seen.items()} == {
+        "online": "passed", "offline": "failed"}, done.stdout[-3000:]
+    assert seen["online"]["isolation"]["verify_container"] == "fresh"
