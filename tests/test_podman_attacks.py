@@ -260,3 +260,33 @@ def test_verifys_fresh_container_has_the_trials_network(
     assert {v: m["status"] for v, m in seen.items()} == {
         "online": "passed", "offline": "failed"}, done.stdout[-3000:]
     assert seen["online"]["isolation"]["verify_container"] == "fresh"
+
+
+def test_a_dead_sessions_private_container_directory_is_removed(podman: str) -> None:  # noqa: F811
+    """The host directory of a container's step descriptions (they hold the steps'
+    variables) does not outlive a session killed with ``kill -9``: the next session removes
+    it; a live session's is kept."""
+    import tempfile
+
+    from pytest_evalrun.trial.containers import SPOOL_PREFIX, owner_token, reap_stale
+    from pytest_evalrun.trial.containers import detect_runtime as detect
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    base = Path(tempfile.gettempdir())
+    gone = base / f"{SPOOL_PREFIX}{dead.pid}-12345-{uuid.uuid4().hex[:8]}"
+    kept = base / f"{SPOOL_PREFIX}{owner_token().replace(':', '-')}-{uuid.uuid4().hex[:8]}"
+    for path in (gone, kept):
+        path.mkdir()
+        (path / "process-0.json").write_text('{"env": ["KEY=value"]}')
+    try:
+        runtime = detect("podman")
+        assert runtime is not None
+        reap_stale(runtime)
+        assert not gone.exists()
+        assert (kept / "process-0.json").is_file()
+    finally:
+        import shutil
+
+        shutil.rmtree(gone, ignore_errors=True)
+        shutil.rmtree(kept, ignore_errors=True)

@@ -93,6 +93,10 @@ BUILD_TAIL_LINES = 25
 #: Shell commands that kill every process of the container but the first and the caller.
 KILL_ALL = "kill -9 -1 2>/dev/null; true"
 MAX_CONTEXT_FILES = 100_000
+#: A container's private host directory (its id, the process descriptions of its steps):
+#: ``<tmp>/evalrun-ctr-<pid>-<start time>-<random>``, removed with the container, or by
+#: :func:`reap_stale` once its owner is gone.
+SPOOL_PREFIX = "evalrun-ctr-"
 #: How long the container may take to end by itself once its first process's stdin closes
 #: (seconds) before it is removed by force.
 REMOVE_WAIT = 10.0
@@ -373,7 +377,7 @@ class Container:
             if spec.network else "none",
             "--entrypoint", "/bin/sh",
         ]
-        spool = Path(tempfile.mkdtemp(prefix="evalrun-ctr-"))
+        spool = Path(tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{owner_token().replace(':', '-')}-"))
         if runtime.name == "podman":
             args += ["--cidfile", str(spool / "cid")]
         for key, value in spec.labels.items():
@@ -628,7 +632,9 @@ def _readline(client: subprocess.Popen[bytes], timeout: float) -> bytes:
 
 
 def reap_stale(runtime: Runtime) -> list[str]:
-    """Remove every container we labelled whose owner process is gone; their names."""
+    """Remove every container we labelled whose owner process is gone (their names), and
+    the private directories such owners left (:data:`SPOOL_PREFIX`)."""
+    _reap_spools()
     try:
         listed = runtime.call("ps", "-a", "--filter", f"label={LABEL}=1", "--format",
                               f'{{{{.Names}}}}\t{{{{index .Labels "{OWNER_LABEL}"}}}}', timeout=60)
@@ -645,6 +651,16 @@ def reap_stale(runtime: Runtime) -> list[str]:
         with contextlib.suppress(ContainerError):
             runtime.call("rm", "-f", "-t", "0", *stale, timeout=120)
     return stale
+
+
+def _reap_spools() -> None:
+    base = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for path in base.glob(f"{SPOOL_PREFIX}*"):
+            pid, _, rest = path.name[len(SPOOL_PREFIX):].partition("-")
+            started = rest.rpartition("-")[0]
+            if pid.isdigit() and started and not _owner_alive(f"{pid}:{started}"):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def pack(source: Path, target: str, archive: str) -> str:
