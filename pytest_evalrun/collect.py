@@ -181,7 +181,8 @@ class TrialItem(pytest.Item):
         return self.parent.task
 
     def setup(self) -> None:
-        runner = context_of(self.config).runner
+        context = context_of(self.config)
+        runner = context.runner
         assert runner is not None, "trial items run only where the worker role is registered"
         spent = runner.budget_spent()
         if spent is not None:
@@ -189,7 +190,10 @@ class TrialItem(pytest.Item):
         self.outcome = runner.run_trial_item(
             self.nodeid, self.experiment, self.variant, self.task, self.trial
         )
-        self.user_properties.append((USER_PROPERTY, self.outcome.to_dict()))
+        data = self.outcome.to_dict()
+        self.user_properties.append((USER_PROPERTY, data))
+        if context.worker_id is None:  # this process is also the controller
+            context.handed[self.nodeid] = (data, self.outcome)
         if self.outcome.status == "error":
             raise TrialProblem(self.outcome)
 
@@ -197,6 +201,11 @@ class TrialItem(pytest.Item):
         assert self.outcome is not None
         if not self.outcome.passed:
             raise TrialProblem(self.outcome)
+
+    def teardown(self) -> None:
+        # The setup report carried the outcome's dict to the controller: keep no copy to
+        # the session's end (one per trial)
+        self.user_properties[:] = [p for p in self.user_properties if p[0] != USER_PROPERTY]
 
     def repr_failure(
         self, excinfo: ExceptionInfo[BaseException], style: Any = None

@@ -56,6 +56,10 @@ class EvalContext:
     #: Trial items collected in this process, per experiment slug.
     collected_per_experiment: dict[str, int] = field(default_factory=dict)
     runner: TrialRunner | None = None
+    #: Outcomes a lone process's items hand to its own controller with the very dict their
+    #: report carries (node id -> (that dict, the outcome)): the controller takes the object
+    #: instead of rebuilding it from the dict (an xdist controller gets a copy: it rebuilds).
+    handed: dict[str, tuple[dict[str, Any], TrialOutcome]] = field(default_factory=dict)
     _redactors: dict[str, Redactor] = field(default_factory=dict)
     _isolation: dict[str, dict[str, Any]] = field(default_factory=dict)
 

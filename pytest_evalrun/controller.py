@@ -229,7 +229,11 @@ class ControllerPlugin:
             if name == USER_PROPERTY and isinstance(value, dict):
                 # setup, call and teardown reports all carry it: read it once
                 if report.nodeid not in self.outcomes:
-                    self.outcomes[report.nodeid] = TrialOutcome.from_dict(value)
+                    handed = self.context.handed.pop(report.nodeid, None)
+                    self.outcomes[report.nodeid] = (
+                        handed[1] if handed is not None and handed[0] is value
+                        else TrialOutcome.from_dict(value)
+                    )
             elif name == SPEC_ERROR_PROPERTY:
                 self.spec_errors[report.nodeid] = str(value)
             else:

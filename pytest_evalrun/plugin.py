@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from . import dryrun, hookspecs
-from .agents.plugin import PresetsPlugin
+from .agents.presetplugin import PresetsPlugin
 from .collect import ExperimentFile
 from .context import EvalContext, context_key, make_discovery, scan_args
 from .controller import ControllerPlugin

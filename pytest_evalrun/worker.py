@@ -19,10 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from filelock import FileLock
 
-from .agents.incontainer import container_mounts
-from .agents.plugin import PresetsPlugin
+from .agents.presetplugin import PresetsPlugin
 from .collect import SpecErrorItem, SpecProblem, TrialItem, TrialProblem
 from .context import EvalContext
 from .experiment.identity import fingerprint, seed
@@ -32,9 +30,7 @@ from .shard import Key, parse_shard, select
 from .store.paths import RunPaths, step_records
 from .store.recorder import RunInfo
 from .store.trialdir import TrialDir
-from .trial.environments.container import environment_for
 from .trial.process import record_steps_in
-from .trial.run import TrialSpec, run_trial
 
 
 class WorkerPlugin:
@@ -141,6 +137,12 @@ class WorkerPlugin:
             if reused is not None:
                 reused.nodeid = nodeid
                 return reused
+        # What runs a trial is imported once one runs (a resume that reuses them all needs none)
+        from filelock import FileLock
+
+        from .trial.environments.container import environment_for
+        from .trial.run import TrialSpec, run_trial
+
         context.recorders.start_run(run)
         with FileLock(str(claim_lock(run.paths, variant.slug, task.slug, n))):
             # Another process (a concurrent resume) may have finished it while we waited.
@@ -153,6 +155,8 @@ class WorkerPlugin:
             where, where_options = environment_for(
                 exp, variant, task, self.shared.environment or "auto", run.paths.run_id)
             if where in ("podman", "docker"):  # a preset's CLI and node, bound inside
+                from .agents.incontainer import container_mounts
+
                 owner = getattr(context.kinds.agent.get("preset"), "__self__", None)
                 where_options["mounts"] = container_mounts(
                     variant.agent, {**os.environ, **variant.env, **task.env}, exp.directory,

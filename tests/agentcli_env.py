@@ -265,7 +265,7 @@ def record_texts(run: Run, stdout: str, timeout: float = 60) -> str | None:
     """
     import subprocess
 
-    from pytest_evalrun.agents.common import read_jsonl
+    from pytest_evalrun.agents.agentrun import read_jsonl
 
     ids = [r.get("session_id") or r.get("thread_id") or r.get("sessionId") or r.get("sessionID")
            for r in read_jsonl(stdout)]

@@ -168,3 +168,54 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         report.longrepr = f"skipped, but CI must have every tool a test needs: {reason}"
     return report
+
+
+# -- how ``-n 2`` shares the suite out -----------------------------------------------------------
+#: Test files each run whole by one xdist worker, and before every other test, longest first:
+#: their tests share a module or session fixture that is expensive to build (one worker builds
+#: it once, instead of each worker that gets one of its tests building its own, and a module's
+#: tests split across workers rebuilding it), or they are the suite's longest tests, which
+#: should not start last while the other worker idles. Every other test is a unit of its own.
+WHOLE_FILES = (
+    "test_gateway_runs.py",
+    "test_presets_no_model.py",
+    "test_attacks_as_user.py",
+    "test_merge.py",
+    "test_harbor_real.py",
+    "test_podman.py",
+    "test_harbor_tasks.py",
+    "test_install_anywhere.py",
+    "test_html_report.py",
+    "test_cli_read.py",
+    "test_cli_export.py",
+    "test_cli_width.py",
+)
+
+
+def _whole_file_rank(nodeid: str) -> int:
+    name = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return WHOLE_FILES.index(name) if name in WHOLE_FILES else len(WHOLE_FILES)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files of :data:`WHOLE_FILES` first, in that order (each file's own order kept)."""
+    items.sort(key=lambda item: _whole_file_rank(item.nodeid))
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # no hook without xdist (-p no:xdist)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With xdist's default ``--dist load``: each file of :data:`WHOLE_FILES` is one unit of
+    work, every other test one unit, given out in collection order as workers free up
+    (xdist's ``loadgroup`` would do this, but its groups are lost with pytest 9: it renames
+    ``item._nodeid``, which pytest 9 no longer reads). Another ``--dist`` is left to xdist."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WholeFiles(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return nodeid.split("::", 1)[0] if _whole_file_rank(nodeid) < len(WHOLE_FILES) \
+                else nodeid
+
+    config.option.loadscopereorder = False  # collection order: the whole files first
+    return WholeFiles(config, log)

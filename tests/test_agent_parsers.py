@@ -17,8 +17,8 @@ from atif_rules import rule_errors, step_totals
 from harbor_schemas import find_reference, schema_errors
 
 from pytest_evalrun.agents import AgentRun, claude, codex, copilot, gemini, load, opencode, parse
+from pytest_evalrun.agents.agentrun import read_jsonl
 from pytest_evalrun.agents.atif import trajectory
-from pytest_evalrun.agents.common import read_jsonl
 
 DATA = Path(__file__).parent / "data" / "agent_samples"
 #: The transcript file of each CLI's mock-driven run.

@@ -145,6 +145,43 @@ def test_controller_takes_outcomes_out_of_reports(suite: Suite) -> None:
     }
 
 
+def test_controller_takes_a_lone_process_outcome_as_handed(suite: Suite) -> None:
+    """In one process the item hands its outcome over with the dict its report carries: the
+    controller keeps that object; a report carrying another dict (a copy, as from an xdist
+    worker) is read from the dict."""
+    suite.experiment()
+    config, context = _configure(suite)
+    controller = config.pluginmanager.get_plugin("evalrun-controller")
+    ids = [f"exp.eval.yaml::base::good::trial-00{n}" for n in (1, 2)]
+    outcomes = [TrialOutcome("exp", "base", "good", n, "passed", nodeid=i, trial_dir="/t")
+                for n, i in enumerate(ids, 1)]
+    sent = [o.to_dict() for o in outcomes]
+    for nodeid, data, outcome in zip(ids, sent, outcomes, strict=True):
+        context.handed[nodeid] = (data, outcome)
+    controller.on_report(_report(ids[0], "setup", "passed", [(USER_PROPERTY, sent[0])]))
+    controller.on_report(_report(ids[1], "setup", "passed", [(USER_PROPERTY, dict(sent[1]))]))
+    assert controller.outcomes[ids[0]] is outcomes[0]
+    assert controller.outcomes[ids[1]] is not outcomes[1]
+    assert controller.outcomes[ids[1]] == outcomes[1]
+    assert context.handed == {}  # each taken once
+
+
+def test_items_let_go_of_the_outcome_dict_once_reported(suite: Suite) -> None:
+    """The outcome's dict rides on the setup report, which the controller reads: the item does
+    not keep it to the session's end (one per trial: a large session's memory), whether its
+    trial passed or failed; the controller has every outcome."""
+    suite.experiment()
+    rec = suite.pytester.inline_run(str(suite.root), "-p", "no:cacheprovider", "-p", "no:xdist")
+    (finished,) = rec.getcalls("pytest_collection_finish")
+    items = finished.session.items
+    assert len(items) == 2
+    assert all(USER_PROPERTY not in dict(item.user_properties) for item in items)
+    controller = items[0].config.pluginmanager.get_plugin("evalrun-controller")
+    assert {n: o.status for n, o in controller.outcomes.items()} == {
+        item.nodeid: status for item, status in zip(items, ("passed", "failed"), strict=True)
+    }
+
+
 def test_controller_records_a_crashed_worker_trial(suite: Suite) -> None:
     suite.experiment()
     config, context = _configure(suite)

@@ -1,8 +1,8 @@
 """Parsers of coding-agent CLIs' own records into one structure, and an ATIF builder.
 
 Pure functions, no I/O: a parser takes the JSON records a CLI wrote (its JSONL stdout and its
-transcript/session file, each decoded with :func:`common.read_jsonl`) and returns an
-:class:`common.AgentRun`; :func:`atif.trajectory` turns that into Harbor's trajectory format.
+transcript/session file, each decoded with :func:`agentrun.read_jsonl`) and returns an
+:class:`agentrun.AgentRun`; :func:`atif.trajectory` turns that into Harbor's trajectory format.
 The presets that run the CLIs for a trial are in :mod:`.preset`, :mod:`.builtin`,
 :mod:`.runner` and :mod:`.evidence`; :mod:`.plugin` registers them.
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import claude, codex, copilot, gemini, opencode
-from .common import AgentRun, ModelCall, Step, ToolCall, Usage, read_jsonl
+from .agentrun import AgentRun, ModelCall, Step, ToolCall, Usage, read_jsonl
 
 #: CLI name -> parser(stdout records, transcript records or document).
 PARSERS: dict[str, Callable[..., AgentRun]] = {

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..store.pier.trajectory import atif_document, atif_timestamp
-from .common import AgentRun, ModelCall, Step
+from .agentrun import AgentRun, ModelCall, Step
 
 
 def _metrics(call: ModelCall) -> dict[str, Any]:

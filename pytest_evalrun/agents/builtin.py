@@ -14,7 +14,6 @@ from pathlib import Path
 
 from ..store.atomic import read_regular
 from . import load
-from .otlp import otlp_lines_from_pretty_json
 from .preset import Launch, Preset, PresetTrial, Records, newest
 from .route import ModelRoute
 
@@ -251,6 +250,8 @@ class GeminiCli(Preset):
             chats = [p for p in chats if session[:8] in p.name] or chats
         chat = _read(newest(chats))
         telemetry = _read(trial.home / "telemetry.log")
+        from .otlp import otlp_lines_from_pretty_json  # its HTTP server: only for presets
+
         otel = otlp_lines_from_pretty_json(telemetry) if telemetry else None
         return Records(load("gemini", stdout, chat), events=chat, otel=otel)
 

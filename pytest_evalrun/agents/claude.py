@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import AgentRun, ModelCall, Record, Step, ToolCall, Usage, as_int, as_text, unique
+from .agentrun import AgentRun, ModelCall, Record, Step, ToolCall, Usage, as_int, as_text, unique
 
 #: Tools whose input names the file they write.
 FILE_TOOLS = {"Write": "file_path", "Edit": "file_path", "MultiEdit": "file_path",

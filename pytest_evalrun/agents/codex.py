@@ -15,7 +15,7 @@ import posixpath
 import re
 from typing import Any
 
-from .common import AgentRun, ModelCall, Record, Step, ToolCall, Usage, as_int, unique
+from .agentrun import AgentRun, ModelCall, Record, Step, ToolCall, Usage, as_int, unique
 
 _EXIT = re.compile(r"(?:exited with code|^Exit code:)\s*(-?\d+)", re.MULTILINE)
 _PATCH_FILE = re.compile(r"^\*\*\* (?:Add|Update|Delete) File: (.+)$", re.MULTILINE)

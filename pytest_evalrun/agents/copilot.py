@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import AgentRun, ModelCall, Record, Step, ToolCall, Usage, as_int, as_text, unique
+from .agentrun import AgentRun, ModelCall, Record, Step, ToolCall, Usage, as_int, as_text, unique
 
 #: Tools whose arguments name the file they write.
 FILE_TOOLS = {"create": "path", "edit": "path", "str_replace_editor": "path", "write": "path"}

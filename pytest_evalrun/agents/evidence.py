@@ -23,8 +23,8 @@ from typing import Any
 from ..gateway import Tokens
 from ..gateway import call_cost as gateway_cost
 from ..store.atomic import strict_dumps, write_text_atomic
+from .agentrun import AgentRun, ModelCall, Step
 from .atif import trajectory
-from .common import AgentRun, ModelCall, Step
 from .preset import Records
 from .route import Routed, gateway_doc, merge_usage
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .common import AgentRun, ModelCall, Record, Step, ToolCall, Usage, as_int, as_text, unique
+from .agentrun import AgentRun, ModelCall, Record, Step, ToolCall, Usage, as_int, as_text, unique
 
 #: Tools whose arguments name the file they write.
 FILE_TOOLS = {"write_file": "file_path", "replace": "file_path", "edit": "file_path"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import AgentRun, ModelCall, Record, Step, ToolCall, Usage, as_int, unique
+from .agentrun import AgentRun, ModelCall, Record, Step, ToolCall, Usage, as_int, unique
 
 #: Tools whose input names the file they write.
 FILE_TOOLS = {"write": "filePath", "edit": "filePath", "patch": "filePath"}

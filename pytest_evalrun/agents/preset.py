@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .common import AgentRun
+from .agentrun import AgentRun
 from .route import ModelRoute
 
 #: Set to ``0`` (or ``false``/``no``/``off``) in a variant's ``env`` to leave a CLI's own

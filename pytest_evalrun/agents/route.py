@@ -18,12 +18,14 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..gateway import Budget, CallRecord, Gateway
-from ..gateway.recording import Recording
-from ..trial.network import Forward
-from .common import AgentRun, ModelCall, Step, Usage
+from .agentrun import AgentRun, ModelCall, Step, Usage
+
+if TYPE_CHECKING:  # imported where a gateway starts: a session that runs no preset needs none
+    from ..gateway import CallRecord, Gateway
+    from ..gateway.recording import Recording
+    from ..trial.network import Forward
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,10 @@ def open_route(route: ModelRoute | None, env: Mapping[str, str],
     if route is None or base is None:
         yield None
         return
+    from ..gateway import Budget, Gateway
+    from ..gateway.recording import Recording
+    from ..trial.network import Forward
+
     key = next((env[k] for k in route.key_env if env.get(k)), None)
     recording = None
     where = options.replay_dir or options.record_dir

@@ -38,7 +38,7 @@ from ..trial.network import Forward
 from ..trial.process import ProcessResult
 from ..trial.steps import StepContext
 from . import PARSERS, load
-from .common import AgentRun
+from .agentrun import AgentRun
 from .evidence import write_evidence
 from .installed import installed_version
 from .otlp import OtlpReceiver

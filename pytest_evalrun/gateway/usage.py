@@ -7,7 +7,7 @@ chunk by chunk as the gateway forwards it and keeps only what it needs: the part
 stream, or a non-streamed body up to :data:`MAX_BODY` bytes (beyond, the usage is not known and
 said so).
 
-One convention for every API (the same as :mod:`pytest_evalrun.agents.common`): ``input`` counts
+One convention for every API (the same as :mod:`pytest_evalrun.agents.agentrun`): ``input`` counts
 every prompt token, cache reads and writes included (Anthropic's ``input_tokens`` leaves both out:
 they are added back); ``output`` counts every generated token, reasoning included (Gemini's
 ``candidatesTokenCount`` leaves the thoughts out: they are added).

@@ -40,13 +40,15 @@ import select
 import shutil
 import stat
 import subprocess
-import tarfile
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tarfile
 
 from .containerexec import DirectExec
 
@@ -666,6 +668,8 @@ def _reap_spools() -> None:
 def pack(source: Path, target: str, archive: str) -> str:
     """Write ``source`` (a directory's content, or one file named as ``target``) as a tar
     archive owned by root; the directory to extract it in."""
+    import tarfile  # only when a container trial copies files in
+
     with tarfile.open(archive, mode="w") as tar:
         if source.is_dir():
             for child in sorted(source.iterdir()):
@@ -679,6 +683,8 @@ def pack_at(items: Sequence[tuple[Path, str]], archive: str) -> None:
     """Write a tar archive, owned by root, to extract at ``/``: each ``(host path, absolute
     path inside)`` in order, a directory with its content. The directories above each
     inside path are not in it (created as needed, existing ones left as they are)."""
+    import tarfile  # only when a container trial copies files in
+
     with tarfile.open(archive, mode="w") as tar:
         for source, inside in items:
             tar.add(source, arcname=inside.strip("/"), filter=_as_root)
@@ -696,6 +702,8 @@ def _extract(archive: IO[bytes], target: Path) -> list[str]:
     anything else is named in the list returned."""
     skipped: list[str] = []
     root = os.path.realpath(target)
+    import tarfile
+
     with tarfile.open(fileobj=archive, mode="r|") as tar:
         for member in tar:
             name = os.path.normpath(member.name)

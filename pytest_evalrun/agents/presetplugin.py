@@ -17,7 +17,6 @@ from ..trial.steps import StepContext, StepRunner
 from .builtin import BUILTIN
 from .oracle import ORACLE, OraclePreset, run_oracle
 from .preset import Preset
-from .runner import run_preset
 
 #: The agent kind presets run as.
 KIND = "preset"
@@ -52,4 +51,6 @@ class PresetsPlugin:
             return ProcessResult(None, False, 0.0, start_error=f"unknown preset {name!r}")
         if isinstance(preset, OraclePreset):
             return run_oracle(step, ctx)
+        from .runner import run_preset  # the runner's chain loads only when a preset runs
+
         return run_preset(preset, step, ctx)
