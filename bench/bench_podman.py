@@ -1,7 +1,8 @@
 """Trials in podman against a bash loop of ``podman run`` doing the same work (target: ratio at
 most 1.10), and image build caching (a second session builds nothing).
 
-Run: python bench/bench_podman.py [--trials 200] [--workers 1]
+Run: python bench/bench_podman.py [--trials 200] [--workers 1] [--verify fresh|same]
+[--no-caching]
 Needs podman and the base image (tests/tools/install_podman.sh).
 
 Same work on both sides, per trial: a fresh container of the base image with no network, a
@@ -52,8 +53,11 @@ def fixture(root: Path) -> Path:
     return fix
 
 
-def pytest_session(root: Path, trials: int, workers: int) -> float:
-    spec = {"experiment": "bench-podman", "environment": {"image": IMAGE}, "trials": trials,
+def pytest_session(root: Path, trials: int, workers: int, verify: str | None = None) -> float:
+    environment: dict[str, object] = {"image": IMAGE}
+    if verify:
+        environment["verify"] = verify
+    spec = {"experiment": "bench-podman", "environment": environment, "trials": trials,
             "variants": {"fixer": {"agent": AGENT}},
             "tasks": [{"name": "fix", "prompt": "fix add", "fixture": "fixtures/calc",
                        "verify": VERIFY}]}
@@ -125,6 +129,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--verify", choices=("fresh", "same"), default=None,
+                        help="environment: {verify: ...} of the trials (default: the plugin's)")
+    parser.add_argument("--no-caching", action="store_true", help="skip the caching check")
     args = parser.parse_args()
     if shutil.which("podman") is None:
         raise SystemExit("podman is not installed: run tests/tools/install_podman.sh")
@@ -132,10 +139,11 @@ def main() -> None:
         root = Path(tmp)
         fix = fixture(root)
         loop_s = bash_loop(root, fix, args.trials, args.workers)
-        ours_s = pytest_session(root, args.trials, args.workers)
-        cache = caching(root)
+        ours_s = pytest_session(root, args.trials, args.workers, args.verify)
+        cache = {} if args.no_caching else caching(root)
     ratio = ours_s / loop_s
-    figures = {"trials": args.trials, "workers": args.workers, "pytest_evalrun_s": round(ours_s, 2),
+    figures = {"trials": args.trials, "workers": args.workers, "verify": args.verify or "default",
+               "load_average": os.getloadavg()[0], "pytest_evalrun_s": round(ours_s, 2),
                "bash_loop_s": round(loop_s, 2), "ratio": round(ratio, 2), "target": TARGET,
                "met": ratio <= TARGET, "per_trial_ms": round(1000 * ours_s / args.trials, 1),
                "loop_per_trial_ms": round(1000 * loop_s / args.trials, 1), "caching": cache}

@@ -30,6 +30,7 @@ LAYERS: dict[str, tuple[int, int]] = {
     "pytest_evalrun.agents": (2, 3),
     "pytest_evalrun.trial.environments": (2, 2),
     "pytest_evalrun.trial.containers": (2, 2),
+    "pytest_evalrun.trial.containerexec": (2, 2),
     "pytest_evalrun.trial": (2, 2),
     "pytest_evalrun.gateway": (2, 2),
     "pytest_evalrun.store": (2, 1),

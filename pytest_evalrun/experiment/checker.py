@@ -79,6 +79,7 @@ SANDBOX_KEYS = ("mode", "read", "write", "unix_sockets")
 #: ``environment: {image: NAME}`` or ``{dockerfile: PATH}``, with optional settings.
 ENVIRONMENT_KEYS = (
     "image", "dockerfile", "context", "workdir", "cpus", "memory_mb", "pids", "build_timeout",
+    "verify",
 )
 #: ``tasks: {harbor: PATH}`` (or an item ``- harbor: PATH`` of the tasks list).
 HARBOR_KEYS = ("harbor", "tags", "trials", "pass_threshold", "min_pass_rate", "retries")

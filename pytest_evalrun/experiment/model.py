@@ -73,6 +73,10 @@ ENVIRONMENT_CHOICES = ("auto", "bwrap", "none", "podman", "docker")
 CONTAINER_RUNTIMES = ("podman", "docker")
 
 
+#: ``environment: {verify: ...}``: where verify runs (:class:`EnvironmentSpec`).
+VERIFY_CONTAINERS = ("fresh", "same")
+
+
 @dataclass(frozen=True)
 class EnvironmentSpec:
     """``environment:`` as written (or as a Harbor task's ``task.toml`` and ``environment/``
@@ -89,6 +93,10 @@ class EnvironmentSpec:
     memory_mb: int | None = None
     pids: int | None = None
     build_timeout: float = 600.0
+    #: Where verify runs: ``fresh`` (a new container of the image with the workspace as the
+    #: agent left it) or ``same`` (the agent's container, as Harbor does); None: the default
+    #: (``fresh``; a Harbor task: ``same``).
+    verify: str | None = None
     #: False: the task allows no network at all (Harbor's ``network_mode = "no-network"``);
     #: None: as the variant's ``network:`` says.
     network: bool | None = None
@@ -98,7 +106,7 @@ class EnvironmentSpec:
         """A JSON-able description (variant.json / task.json, the fingerprint)."""
         out: dict[str, Any] = {}
         for key in ("image", "dockerfile", "context", "workdir", "cpus", "memory_mb", "pids",
-                    "network"):
+                    "network", "verify"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = str(value) if isinstance(value, Path) else value

@@ -24,6 +24,7 @@ from pytest_evalrun.experiment.errors import SpecError
 from pytest_evalrun.experiment.model import (
     MAX_TRIALS,
     SANDBOX_MODES,
+    VERIFY_CONTAINERS,
     EnvironmentSpec,
     SandboxSetting,
 )
@@ -146,12 +147,13 @@ class Values(Checker):
 
     def environment(self, m: YMap, ctx: str) -> Any:
         """``environment: {image: NAME}`` or ``{dockerfile: PATH, context: DIR}``, with
-        ``workdir``, ``cpus``, ``memory_mb``, ``pids``, ``build_timeout``; ``null``: none."""
+        ``workdir``, ``cpus``, ``memory_mb``, ``pids``, ``build_timeout``, ``verify``; ``null``:
+        none."""
         value, line = m["environment"], m.lines["environment"]
         if value is None:
             return None
         want = ("a mapping {image: NAME} or {dockerfile: PATH} (with optional context, "
-                "workdir, cpus, memory_mb, pids, build_timeout)")
+                "workdir, cpus, memory_mb, pids, build_timeout, verify)")
         if not isinstance(value, YMap):
             self.error(line, f"'environment'{ctx} must be {want}, got "
                        f"{describe(value, m.src.get('environment'))}")
@@ -188,6 +190,14 @@ class Values(Checker):
                                    f"{str(self.base_dir)!r}")
                 else:
                     fields[key] = path
+        if "verify" in value:
+            if value["verify"] in VERIFY_CONTAINERS:
+                fields["verify"] = value["verify"]
+            else:
+                self.error(value.lines["verify"], f"'verify'{where} must be one of "
+                           f"{', '.join(VERIFY_CONTAINERS)} (where verify runs: a fresh "
+                           "container of the image with the workspace, or the agent's own), "
+                           f"got {describe(value['verify'], value.src.get('verify'))}")
         limits = {"cpus": (0.01, 1024.0), "memory_mb": (4, 16 * 1024 * 1024),
                   "pids": (8, 4_194_304), "build_timeout": (1.0, 24 * 3600.0)}
         for key, (low, high) in limits.items():

@@ -30,11 +30,13 @@ One container per trial, nothing of the host mounted in it: files go in and out 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import hashlib
 import json
 import os
+import select
 import shutil
 import stat
 import subprocess
@@ -47,6 +49,8 @@ from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     import tarfile
+
+from .containerexec import DirectExec
 
 __all__ = [
     "BUILD_TAG_PREFIX",
@@ -91,6 +95,13 @@ BUILD_TAIL_LINES = 25
 #: Shell commands that kill every process of the container but the first and the caller.
 KILL_ALL = "kill -9 -1 2>/dev/null; true"
 MAX_CONTEXT_FILES = 100_000
+#: A container's private host directory (its id, the process descriptions of its steps):
+#: ``<tmp>/evalrun-ctr-<pid>-<start time>-<random>``, removed with the container, or by
+#: :func:`reap_stale` once its owner is gone.
+SPOOL_PREFIX = "evalrun-ctr-"
+#: How long the container may take to end by itself once its first process's stdin closes
+#: (seconds) before it is removed by force.
+REMOVE_WAIT = 10.0
 
 
 class ContainerError(Exception):
@@ -353,6 +364,10 @@ class Container:
         self.client = client
         self.name = name
         self.removed = False
+        #: ``runc exec`` straight into the container where it is the same as ``podman exec``
+        #: (:mod:`.containerexec`); None: through the runtime's CLI.
+        self.direct: DirectExec | None = None
+        self.spool: Path | None = None
 
     @classmethod
     def start(cls, runtime: Runtime, spec: ContainerSpec) -> Container:
@@ -364,6 +379,9 @@ class Container:
             if spec.network else "none",
             "--entrypoint", "/bin/sh",
         ]
+        spool = Path(tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{owner_token().replace(':', '-')}-"))
+        if runtime.name == "podman":
+            args += ["--cidfile", str(spool / "cid")]
         for key, value in spec.labels.items():
             args += ["--label", f"{key}={value}"]
         if spec.userns and runtime.name == "podman":
@@ -390,8 +408,10 @@ class Container:
                 stderr=subprocess.PIPE, close_fds=True, start_new_session=True,
             )
         except OSError as exc:
+            shutil.rmtree(spool, ignore_errors=True)
             raise ContainerError(f"cannot run {runtime.program}: {exc.strerror or exc}") from exc
         container = cls(runtime, spec, client, spec.name)
+        container.spool = spool
         assert client.stdout is not None
         line = _readline(client, START_TIMEOUT)
         if line.strip() != READY.encode():
@@ -403,6 +423,8 @@ class Container:
             text = (line + err).decode(errors="replace").strip()
             tail = "\n".join(text.splitlines()[-BUILD_TAIL_LINES:])
             raise ContainerError(f"the container of image {spec.image} did not start: {tail}")
+        with contextlib.suppress(OSError):
+            container.direct = DirectExec.find((spool / "cid").read_text().strip(), spool)
         return container
 
     def __enter__(self) -> Container:
@@ -413,11 +435,14 @@ class Container:
 
     def exec_argv(
         self, argv: Sequence[str], *, env_names: Iterable[str] = (), workdir: str | None = None,
-        user: str | None = None, interactive: bool = False,
+        user: str | None = None, interactive: bool = False, env: Mapping[str, str] | None = None,
     ) -> list[str]:
         """The command line that runs ``argv`` in the container; the variables named in
-        ``env_names`` take their values from the runtime's own environment (give them to
-        run_step's ``env``)."""
+        ``env_names`` take their values from ``env`` (given) or else the runtime's own
+        environment (give them to run_step's ``env`` too)."""
+        if self.direct is not None and user is None:
+            values = {name: (env or {}).get(name, os.environ.get(name, "")) for name in env_names}
+            return self.direct.argv(argv, env=values, workdir=workdir)
         args = ["exec"]
         if interactive:
             args.append("-i")
@@ -432,8 +457,29 @@ class Container:
     def run(self, argv: Sequence[str], *, timeout: float = CALL_TIMEOUT,
             input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         """Run a short helper command in the container (not a step)."""
-        return self.runtime.call(*self.exec_argv(argv, interactive=input_bytes is not None)[1:],
-                                 timeout=timeout, input_bytes=input_bytes)
+        command = self.exec_argv(argv, interactive=input_bytes is not None)
+        try:
+            return subprocess.run(command, input=input_bytes, capture_output=True,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise ContainerError(f"{self.runtime.name} exec timed out after {timeout:g}s") \
+                from exc
+        except OSError as exc:
+            raise ContainerError(f"cannot run {command[0]}: {exc.strerror or exc}") from exc
+
+    def kill_leftovers(self) -> bool:
+        """Kill every process of the container but its first from the host, where that can
+        be done (:meth:`.containerexec.DirectExec.kill_others`); False: it was not (kill
+        from inside, :data:`KILL_ALL`)."""
+        return self.direct is not None and self.direct.kill_others()
+
+    def receive(self, archive: Path, length: int, target: Path) -> list[str]:
+        """Extract the first ``length`` bytes of the file ``archive`` (a tar archive the
+        container wrote) into ``target``, as :meth:`get` does; the names left out."""
+        os.truncate(archive, length)
+        target.mkdir(parents=True, exist_ok=True)
+        with open(archive, "rb") as handle:
+            return _extract(handle, target)
 
     def kill_all(self) -> None:
         """Kill every process in the container but its first (what a step left running)."""
@@ -500,23 +546,74 @@ class Container:
         with contextlib.suppress(OSError, ValueError):
             if self.client.stdin is not None:
                 self.client.stdin.close()
-        with contextlib.suppress(ContainerError):
-            self.runtime.call("rm", "-f", "-t", "0", self.name)
+        # the first process ends when its stdin closes: the PID namespace goes with it (every
+        # process in it is killed) and ``--rm`` removes the container; ``rm -f`` only when
+        # that does not happen at once
+        if self.direct is not None and self.direct.init_pid > 0 \
+                and _gone(self.direct.init_pid, REMOVE_WAIT):
+            # the first process is gone, and the kernel ended every process of its PID
+            # namespace before that: nothing of the trial runs; the client's removal of the
+            # container's remains finishes in the background (waited for at exit)
+            _PENDING.append(self)
+            _reap_pending(block=False)
+            return
+        self._finish_removal()
+
+    def _finish_removal(self) -> None:
         try:
-            self.client.wait(timeout=30)
+            self.client.wait(timeout=REMOVE_WAIT)
         except subprocess.TimeoutExpired:
-            self.client.kill()
-            self.client.wait()
+            with contextlib.suppress(ContainerError):
+                self.runtime.call("rm", "-f", "-t", "0", self.name)
+            try:
+                self.client.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.client.kill()
+                self.client.wait()
+        if self.client.returncode != 0:
+            # the client did not end the container cleanly: make sure it is gone
+            with contextlib.suppress(ContainerError):
+                self.runtime.call("rm", "-f", "-t", "0", self.name)
+        if self.spool is not None:
+            shutil.rmtree(self.spool, ignore_errors=True)
         for stream in (self.client.stdout, self.client.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
 
 
+#: Containers whose processes are all gone and whose client is still removing the rest.
+_PENDING: list[Container] = []
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` (not our child) has exited; False when it still runs after
+    ``timeout`` or cannot be watched."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError) as exc:
+        return isinstance(exc, ProcessLookupError)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(int(timeout * 1000)))
+    finally:
+        os.close(fd)
+
+
+def _reap_pending(block: bool) -> None:
+    """Finish the removals left to the background whose client is done (all: ``block``)."""
+    for container in list(_PENDING):
+        if block or container.client.poll() is not None:
+            _PENDING.remove(container)
+            container._finish_removal()
+
+
+atexit.register(_reap_pending, True)
+
+
 def _readline(client: subprocess.Popen[bytes], timeout: float) -> bytes:
     """The first line the container prints (b"" when it exits or ``timeout`` passes)."""
-    import select
-
     assert client.stdout is not None
     fd = client.stdout.fileno()
     deadline = time.monotonic() + timeout
@@ -537,7 +634,9 @@ def _readline(client: subprocess.Popen[bytes], timeout: float) -> bytes:
 
 
 def reap_stale(runtime: Runtime) -> list[str]:
-    """Remove every container we labelled whose owner process is gone; their names."""
+    """Remove every container we labelled whose owner process is gone (their names), and
+    the private directories such owners left (:data:`SPOOL_PREFIX`)."""
+    _reap_spools()
     try:
         listed = runtime.call("ps", "-a", "--filter", f"label={LABEL}=1", "--format",
                               f'{{{{.Names}}}}\t{{{{index .Labels "{OWNER_LABEL}"}}}}', timeout=60)
@@ -556,6 +655,16 @@ def reap_stale(runtime: Runtime) -> list[str]:
     return stale
 
 
+def _reap_spools() -> None:
+    base = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for path in base.glob(f"{SPOOL_PREFIX}*"):
+            pid, _, rest = path.name[len(SPOOL_PREFIX):].partition("-")
+            started = rest.rpartition("-")[0]
+            if pid.isdigit() and started and not _owner_alive(f"{pid}:{started}"):
+                shutil.rmtree(path, ignore_errors=True)
+
+
 def pack(source: Path, target: str, archive: str) -> str:
     """Write ``source`` (a directory's content, or one file named as ``target``) as a tar
     archive owned by root; the directory to extract it in."""
@@ -568,6 +677,17 @@ def pack(source: Path, target: str, archive: str) -> str:
             return target
         tar.add(source, arcname=os.path.basename(target), filter=_as_root)
     return os.path.dirname(target) or "/"
+
+
+def pack_at(items: Sequence[tuple[Path, str]], archive: str) -> None:
+    """Write a tar archive, owned by root, to extract at ``/``: each ``(host path, absolute
+    path inside)`` in order, a directory with its content. The directories above each
+    inside path are not in it (created as needed, existing ones left as they are)."""
+    import tarfile  # only when a container trial copies files in
+
+    with tarfile.open(archive, mode="w") as tar:
+        for source, inside in items:
+            tar.add(source, arcname=inside.strip("/"), filter=_as_root)
 
 
 def _as_root(info: tarfile.TarInfo) -> tarfile.TarInfo:

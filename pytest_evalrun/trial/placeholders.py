@@ -63,9 +63,13 @@ def render_command(command: Sequence[str] | str, values: Mapping[str, str]) -> l
     return out
 
 
-def pytest_words(python: str, workspace: str, conftests: Iterable[tuple[str, str]]) -> list[str]:
+def pytest_words(python: str, workspace: str, conftests: Iterable[tuple[str, str]],
+                 runner: Sequence[str] | None = None) -> list[str]:
     """The command ``{pytest}`` stands for: pytest run by ``python`` on tests that import the
     agent's code in ``workspace``, with nothing the agent left there taking part in the run.
+    ``runner``: the words that start pytest with ``-I`` (default ``python -I -m pytest``; a
+    container's: the image's ``python3``, the guard module put beside, :mod:`.environments.
+    container`).
     ``conftests``: (path relative to the workspace, git blob sha) of each ``conftest.py`` the
     workspace had before the agent ran (the only ones of the workspace that may be loaded).
 
@@ -88,7 +92,8 @@ def pytest_words(python: str, workspace: str, conftests: Iterable[tuple[str, str
       not by a name the agent's files could answer (a root ``conftest.py`` answering for the
       fixture's ``tests/conftest.py``); the directories of test files are searched last.
     """
-    words = [python, "-I", "-m", "pytest", "-p", "pytest_evalrun.trial.pytest_guard"]
+    words = [*(runner or (python, "-I", "-m", "pytest")), "-p",
+             "pytest_evalrun.trial.pytest_guard"]
     words += ["--evalrun-workspace", workspace]
     for rel, sha in sorted(conftests):
         words += ["--evalrun-conftest", f"{rel}={sha}"]

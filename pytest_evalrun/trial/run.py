@@ -246,10 +246,12 @@ class _Trial:
             "task": s.task.name,
             "model": s.variant.model or "",
             "run_id": s.run_id,
-            "python": sys.executable,
+            "python": self.environment.python() if self.environment else sys.executable,
             "pytest": shlex.join(
                 pytest_words(
-                    sys.executable, self.inside(self.workspace), conftest_blobs(self.snapshot)
+                    self.environment.python() if self.environment else sys.executable,
+                    self.inside(self.workspace), conftest_blobs(self.snapshot),
+                    self.environment.pytest_runner() if self.environment else None,
                 )
             ),
         }

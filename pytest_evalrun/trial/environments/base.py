@@ -174,6 +174,18 @@ class Environment(ABC):
         return Path(inside)
 
     # -- steps ----------------------------------------------------------------------------
+    def python(self) -> str:
+        """The Python ``{python}`` names for this trial's steps (default: the one running
+        pytest)."""
+        import sys
+
+        return sys.executable
+
+    def pytest_runner(self) -> list[str] | None:
+        """The words ``{pytest}`` starts with (``python -I`` running pytest, the guard module
+        importable); None: ``{python} -I -m pytest``."""
+        return None
+
     @property
     def forwards_sockets(self) -> bool:
         """Do this trial's steps have a network of their own that reaches the host only

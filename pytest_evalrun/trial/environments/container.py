@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ...experiment.model import Experiment, Task, Variant
+from ..containerexec import Batch
 from ..containers import (
     KILL_ALL,
     BuildError,
@@ -43,24 +44,26 @@ from ..containers import (
     Runtime,
     build_image,
     detect_runtime,
-    pack,
+    pack_at,
     reap_stale,
     seccomp_profile,
 )
 from ..network import Forward
-from ..nsforward import NetnsError
+from ..nsforward import NetnsError, NetnsForwards
 from ..phases import View
-from ..process import DEFAULT_MAX_OUTPUT, ProcessResult, environment_call, run_step
+from ..process import DEFAULT_MAX_OUTPUT, ProcessResult, environment_call
 from ..workspace import Snapshot, prepare_workspace
 from .base import Environment, EnvironmentUnavailable, StepPaths, TrialPlace
 from .containernet import (
     NODE_DIR_INSIDE,
     ContainerNet,
+    _container_pid,
     copy_in,
     copy_out,
     image_path,
     step_home,
 )
+from .containersteps import PYTHON_INSIDE, ContainerSteps, guard, names
 
 __all__ = ["CONTAINERS", "LOGS", "ContainerEnvironment", "choose", "environment_for"]
 
@@ -82,6 +85,9 @@ REFUSE = "container-required"
 
 _REAPED: set[str] = set()
 _WORKDIRS: dict[str, str] = {}
+#: (image, workdir, fixture) -> does the image's working directory add nothing to the fixture
+#: (so the workspace can be made on the host and sent in whole)? Learnt from the first trial.
+_PLAIN: dict[tuple[str, str, str], bool] = {}
 
 
 def choose(requested: str, spec: Mapping[str, Any] | None, harbor: bool) -> str | None:
@@ -131,7 +137,7 @@ def _refuse(place: TrialPlace) -> Environment:
         f"or docker, not {place.requested!r}")
 
 
-class ContainerEnvironment(Environment):
+class ContainerEnvironment(ContainerSteps, Environment):
     """One trial in a container of its own (see the module docstring)."""
 
     name = "podman"
@@ -167,6 +173,9 @@ class ContainerEnvironment(Environment):
         else:
             self.image = str(opts["image"])
         self.network = bool(place.network) and opts.get("network") is not False
+        #: Does verify run in a fresh container of the image (``environment: {verify:}``)?
+        #: A Harbor task's verifier runs in the agent's container, as Harbor runs it.
+        self.fresh_verify = not opts.get("harbor_tests") and opts.get("verify") != "same"
         self.net = ContainerNet(place, self.network)
         self.scratch: Path | None = Path(tempfile.mkdtemp(prefix="evalrun-trial-"))
         self._workspace = self.scratch / "workspace"
@@ -176,6 +185,12 @@ class ContainerEnvironment(Environment):
         self.dirty = False
         self.graded = False
         self.skipped: list[str] = []
+        #: The grader's files (archive, where) for the next step's process to copy in, and
+        #: the last step's own copy out (:meth:`_exec_step`).
+        self._grader: tuple[Path, str] | None = None
+        self._copied: Batch | None = None
+        #: Where the ``{pytest}`` guard module is inside (a name of this trial's own).
+        self.guard_inside = f"{LOGS}/.evalrun-{os.urandom(6).hex()}"
 
     # -- the container ----------------------------------------------------------------------
     def _start(self) -> Container:
@@ -237,15 +252,36 @@ class ContainerEnvironment(Environment):
             (stage / "logs" / sub).mkdir(parents=True, exist_ok=True)
         if self.place.prompt_file.is_file():
             shutil.copyfile(self.place.prompt_file, stage / "logs" / "prompt.md")
-        work = stage / self.workdir.lstrip("/")
+        guard(stage / self.guard_inside.lstrip("/"))
+        work = stage / "work"
+        # (the directories above the workspace are not in the archive: /tmp keeps its mode)
+        items = [(stage / "logs", LOGS), (work, self.workdir)]
+        key = (self.image, self.workdir, str(fixture))
+        if _PLAIN.get(key):
+            # the image adds nothing to this workspace (seen in this session): the workspace
+            # and its git repository are made here and go in with the rest, in one call
+            try:
+                snapshot = prepare_workspace(fixture, self._workspace, templates=None)
+                shutil.copytree(self._workspace, work, symlinks=True)
+                archive = self.scratch / "stage.tar"
+                pack_at(items, str(archive))
+                self.container.exchange("exec tar -x -f - -C /", send=archive,
+                                        what="copying the workspace into the container")
+            except ContainerError as exc:
+                raise EnvironmentUnavailable(str(exc)) from exc
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+                (self.scratch / "stage.tar").unlink(missing_ok=True)
+            return snapshot
         if fixture is not None:
             shutil.copytree(fixture, work, symlinks=True, dirs_exist_ok=True)
         else:
             work.mkdir(parents=True, exist_ok=True)
+        sent = names(work)
         inside = self.scratch / "image-workdir"
         archive = self.scratch / "stage.tar"
         try:
-            pack(stage, "/", str(archive))
+            pack_at(items, str(archive))
             self.skipped = self.container.exchange(
                 'tar -x -f - -C / && cd "$1" && exec tar -c -f - .', [self.workdir],
                 send=archive, receive=inside, what="copying the workspace into the container")
@@ -255,6 +291,7 @@ class ContainerEnvironment(Environment):
             shutil.rmtree(stage, ignore_errors=True)
             archive.unlink(missing_ok=True)
         had_git = os.path.lexists(inside / ".git")
+        _PLAIN[key] = not self.skipped and names(inside) == sent
         try:
             snapshot = prepare_workspace(inside, self._workspace, templates=None)
         finally:
@@ -268,17 +305,40 @@ class ContainerEnvironment(Environment):
                 raise EnvironmentUnavailable(str(exc)) from exc
         return snapshot
 
+    def _sources(self, verifier: bool) -> list[str]:
+        """What is copied out after a step: the artifacts (and verifier) directory and the
+        workspace."""
+        return [ARTIFACTS_INSIDE, self.workdir, *([VERIFIER_INSIDE] if verifier else [])]
+
     def _fetch(self, verifier: bool) -> None:
         """After a step: kill what it left, then copy the artifacts (and verifier) directory
         and the workspace out, in one call; the host copy of the workspace is replaced."""
         assert self.container is not None and self.scratch is not None
         got = self.scratch / "fetched"
         shutil.rmtree(got, ignore_errors=True)
-        sources = [ARTIFACTS_INSIDE, self.workdir]
-        if verifier:
-            sources.append(VERIFIER_INSIDE)
+        self.container.kill_leftovers()
+        copied, self._copied = self._copied, None
         try:
-            self.skipped = self.container.fetch(sources, got, before=KILL_ALL)
+            if copied is not None:  # the step's own process copied it out (_exec_step)
+                path, length = copied.archive()
+                skipped = self.container.receive(path, length, got)
+            else:
+                skipped = self.container.fetch(self._sources(verifier), got, before=KILL_ALL)
+        except BaseException:
+            shutil.rmtree(got, ignore_errors=True)
+            raise
+        finally:
+            if copied is not None:
+                copied.out.unlink(missing_ok=True)
+        self._take(got, skipped, verifier)
+
+    def _take(self, got: Path, skipped: list[str], verifier: bool) -> None:
+        """Take what a step's copy out brought into ``got`` (removed after): the artifacts
+        (and verifier) directory merged into the trial's, the workspace's host copy
+        replaced."""
+        assert self.scratch is not None
+        self.skipped = skipped
+        try:
             _merge(got / ARTIFACTS_INSIDE.lstrip("/"), self.place.artifacts)
             if verifier:
                 _merge(got / VERIFIER_INSIDE.lstrip("/"), self.place.trial_dir / "verifier")
@@ -365,30 +425,98 @@ class ContainerEnvironment(Environment):
             raise EnvironmentUnavailable("the container is not running")
         self.container.get(src, dest)
 
-    def _grader_files(self) -> None:
-        """Before the first verify process: what the grader brings, copied in now."""
-        if self.graded or self.container is None:
-            return
+    def _grader_archive(self) -> tuple[Path, str] | None:
+        """Before the first verify process: what the grader brings, as a tar archive and the
+        directory inside to extract it in (None: nothing, or already in). With ``verify:
+        fresh`` the agent's container ends here and verify gets a new one of the image
+        (:meth:`_renew`): the archive then also holds the workspace and ``/logs``."""
+        if self.graded or self.container is None or self.scratch is None:
+            return None
         self.graded = True
-        tests = self.options.get("harbor_tests")
-        if tests:
-            self.container.put(Path(str(tests)), TESTS_INSIDE)
-            return
-        source = self.place.experiment_dir
-        if self.scratch is None or not source.is_dir():
-            return
         stage = self.scratch / "grader"
-        hidden = {os.path.abspath(h) for h in self.place.hide}
+        shutil.rmtree(stage, ignore_errors=True)
+        items: list[tuple[Path, str]] = []
+        if self.fresh_verify:
+            items = self._renew(stage)
+        tests = self.options.get("harbor_tests")
+        source = self.place.experiment_dir
+        guard(stage / "guard")
+        items.append((stage / "guard", self.guard_inside))
+        if tests:
+            items.append((Path(str(tests)), TESTS_INSIDE))
+        elif source.is_dir():
+            hidden = {os.path.abspath(h) for h in self.place.hide}
 
-        def ignore(directory: str, names: list[str]) -> list[str]:
-            return [n for n in names if n in SKIP_DIRS
-                    or os.path.abspath(os.path.join(directory, n)) in hidden]
+            def ignore(directory: str, names: list[str]) -> list[str]:
+                return [n for n in names if n in SKIP_DIRS
+                        or os.path.abspath(os.path.join(directory, n)) in hidden]
 
-        shutil.copytree(source, stage, symlinks=True, ignore=ignore)
+            shutil.copytree(source, stage / "experiment", symlinks=True, ignore=ignore)
+            items.append((stage / "experiment", str(source)))
+        if not items:
+            return None
+        archive = self.scratch / "grader.tar"
         try:
-            self.container.put(stage, str(source))
+            pack_at(items, str(archive))
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+        return archive, "/"
+
+    def _renew(self, stage: Path) -> list[tuple[Path, str]]:
+        """``verify: fresh``: end the agent's container (everything it left running, and
+        whatever it changed outside the workspace, goes with it) and start a new one of the
+        image; what goes into it besides the grader's files: the workspace as the agent left
+        it, ``/logs`` with the prompt and the artifacts."""
+        assert self.container is not None
+        self._sync_workspace()
+        self.container.remove()
+        self.container = None
+        self.container = self._start()
+        self._forward_again()
+        logs = stage / "logs"
+        for sub in ("agent", "verifier", "trial"):
+            (logs / sub).mkdir(parents=True, exist_ok=True)
+        if self.place.prompt_file.is_file():
+            shutil.copyfile(self.place.prompt_file, logs / "prompt.md")
+        items = [(logs, LOGS), (self._workspace, self.workdir)]
+        if self.place.artifacts.is_dir() and not self.place.artifacts.is_symlink():
+            items.append((self.place.artifacts, ARTIFACTS_INSIDE))
+        return items
+
+    def _forward_again(self) -> None:
+        """The trial's egress proxy (and its allow list) forwarded into verify's fresh
+        container too, as into the agent's (:mod:`.containernet`)."""
+        net = self.net
+        if not net.on or net.egress is None or self.container is None \
+                or self.scratch is None:
+            return
+        try:
+            if net.ns is not None:
+                net.ns.close()
+            net.ns = NetnsForwards(_container_pid(self.container,
+                                                  self.scratch / "container.pid"))
+            net.ns.check()
+            for forward in net.egress.forwards:
+                net.ns.add(forward)
+        except (OSError, NetnsError) as exc:
+            raise EnvironmentUnavailable(
+                f"verify's container network could not be set up: {exc}") from exc
+
+    def _grader_files(self) -> None:
+        """Before the first verify process: what the grader brings, copied in now (or, where
+        the step's process copies it in itself, by :meth:`_exec_step`)."""
+        grader = self._grader_archive()
+        if grader is None or self.container is None:
+            return
+        if self.container.direct is not None and self.container.direct.bash is not None:
+            self._grader = grader
+            return
+        archive, where = grader
+        try:
+            self.container.exchange('mkdir -p "$1" && exec tar -x -f - -C "$1"', [where],
+                                    send=archive, what="copying the grader's files in")
+        finally:
+            archive.unlink(missing_ok=True)
 
     # -- steps ------------------------------------------------------------------------------
     def run(
@@ -415,14 +543,18 @@ class ContainerEnvironment(Environment):
         try:
             if view.phase == "verify":
                 self._grader_files()
-        except (ContainerError, OSError) as exc:
+        except (ContainerError, OSError, EnvironmentUnavailable) as exc:
             why = f"copying the grader's files into the container failed: {exc}"
             return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
+        container = self.container  # verify's own container (verify: fresh)
+        if container is None:
+            return ProcessResult(None, False, 0.0, start_error="the container is not running",
+                                 infra_error=("sandbox", "the container is not running"))
         if argv and (argv[0] == sys.executable
                      or argv[0].startswith(os.path.join(sys.prefix, ""))):
-            why = ("this step runs the host's Python ({python}, {pytest} or a 'python:' step), "
-                   "which a container does not have: use a command of the image's own "
-                   "(docs/environments.md)")
+            why = ("a 'python:' step runs the host's Python, which a container does not "
+                   "have: use a command step with {python} or {pytest} (the image's own "
+                   "python3; docs/environments.md)")
             return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         try:
             copied = copy_in(container, write, self.inside)
@@ -439,16 +571,22 @@ class ContainerEnvironment(Environment):
         client_env.update(inner)
         try:
             with self.net.step(endpoints if self.network else ()), environment_call():
-                result = run_step(
-                    container.exec_argv(words, env_names=sorted(inner), workdir=workdir,
-                                        interactive=stdin_text is not None),
-                    cwd=self.scratch, env=client_env, timeout=timeout, output=output,
+                result = self._exec_step(
+                    words, inner, workdir, verifier=view.phase == "verify",
+                    env=client_env, timeout=timeout, output=output,
                     append=append, stdin_text=stdin_text, max_output=max_output,
                 )
         except NetnsError as exc:
             why = f"cannot forward the step's host services into the container: {exc}"
             return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         self.dirty = True
+        if result.exit_code in (126, 127) and any(
+                w == PYTHON_INSIDE or w.startswith(PYTHON_INSIDE + " ")
+                or f" {PYTHON_INSIDE} " in w for w in words):
+            why_not = self._no_python()
+            if why_not is not None:
+                return ProcessResult(None, False, result.duration, start_error=why_not,
+                                     infra_error=("sandbox", why_not))
         try:
             copy_out(container, copied)
         except (ContainerError, OSError) as exc:
@@ -510,6 +648,7 @@ class ContainerEnvironment(Environment):
                        "pids": _int(opts.get("pids")) or 4096},
             "userns": self.runtime.name == "podman",
             "first_process_hidden": self.runtime.name == "podman",
+            "verify_container": "fresh" if self.fresh_verify else "same",
         }
 
 
