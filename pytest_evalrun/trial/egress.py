@@ -28,6 +28,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .connections import Connections, copy_both_ways
 from .forwards import register, unregister
 from .network import (
     PROXY_PORT,
@@ -64,9 +65,7 @@ class _UnixServer:
     def __init__(self, path: Path, log: NetLog | None) -> None:
         self.path = path
         self.log = log
-        self._live: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._closed = False
+        self._conns = Connections(limit=_MAX_CONNECTIONS * 2)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(str(path))
         self._sock.listen(128)
@@ -77,11 +76,11 @@ class _UnixServer:
         self._thread.start()
 
     def _accept(self) -> None:
-        while not self._closed:
+        while not self._conns.closed:
             try:
                 client, _ = self._sock.accept()
             except OSError:
-                if self._closed:
+                if self._conns.closed:
                     return
                 time.sleep(0.05)
                 continue
@@ -90,71 +89,26 @@ class _UnixServer:
     def _take(self, client: socket.socket) -> None:
         """Serve ``client`` in a thread of its own: a connection to the Unix socket, or one
         a step's forward accepted in the sandbox (:mod:`~.forwards`)."""
-        with self._lock:
-            busy = self._closed or len(self._live) >= _MAX_CONNECTIONS * 2
-            if not busy:
-                self._live.add(client)
-        if busy:
+        if not self._conns.admit(client):
             client.close()
             return
         threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _track(self, sock: socket.socket) -> bool:
-        with self._lock:
-            if self._closed:
-                return False
-            self._live.add(sock)
-            return True
-
-    def _forget(self, *socks: socket.socket) -> None:
-        with self._lock:
-            for sock in socks:
-                self._live.discard(sock)
-        for sock in socks:
-            sock.close()
 
     def _serve(self, client: socket.socket) -> None:
         raise NotImplementedError
 
     def _relay(self, client: socket.socket, upstream: socket.socket) -> tuple[int, int]:
         """Copy both ways until both sides are done: ``(bytes sent up, bytes received)``."""
-        counts = [0, 0]
-
-        def pump(src: socket.socket, dst: socket.socket, i: int) -> None:
-            try:
-                while True:
-                    data = src.recv(_BUFFER)
-                    if not data:
-                        break
-                    dst.sendall(data)
-                    counts[i] += len(data)
-            except OSError:
-                pass
-            finally:
-                with contextlib.suppress(OSError):
-                    dst.shutdown(socket.SHUT_WR)
-
         client.settimeout(None)
         upstream.settimeout(None)
-        back = threading.Thread(target=pump, args=(upstream, client, 1), daemon=True)
-        back.start()
-        pump(client, upstream, 0)
-        back.join()
-        return counts[0], counts[1]
+        return copy_both_ways(client, upstream)
 
     def close(self) -> None:
         unregister(str(self.path))
-        with self._lock:
-            self._closed = True
-            live = list(self._live)
-            self._live.clear()
+        self._conns.close()
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
-        for sock in live:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
         self._thread.join(timeout=5)
         with contextlib.suppress(OSError):
             os.unlink(self.path)
@@ -184,15 +138,15 @@ class TcpForward(_UnixServer):
         try:
             upstream = socket.create_connection((self.host, self.port), timeout=_CONNECT_TIMEOUT)
         except OSError as exc:
-            self._forget(client)
+            self._conns.forget(client)
             if self.log is not None:
                 self.log.record(self.via, self.host, self.port, True, f"connect failed: {exc}")
             return
-        if not self._track(upstream):
-            self._forget(client, upstream)
+        if not self._conns.track(upstream):
+            self._conns.forget(client, upstream)
             return
         sent, received = self._relay(client, upstream)
-        self._forget(client, upstream)
+        self._conns.forget(client, upstream)
         if self.log is not None:
             self.log.record(
                 self.via, self.host, self.port, True, "", sent, received,
@@ -265,7 +219,7 @@ class EgressProxy(_UnixServer):
             got = None
         if got is None:
             _reply(client, "400 Bad Request", "no complete request head")
-            self._forget(client)
+            self._conns.forget(client)
             return
         head, rest = got
         lines = head.decode("latin-1").split("\r\n")
@@ -294,7 +248,7 @@ class EgressProxy(_UnixServer):
                 absolute = "\r\n".join([f"{method} {target} {version}", *kept]).encode("latin-1")
         except ValueError as exc:
             _reply(client, "400 Bad Request", str(exc))
-            self._forget(client)
+            self._conns.forget(client)
             return
         decision = decide(host, port, self.allow)
         up = self.upstream if self.upstream and not self.upstream.bypass(host) else None
@@ -302,7 +256,7 @@ class EgressProxy(_UnixServer):
             decision = Decision(True)  # not resolvable here: the upstream proxy resolves it
         if not decision.allowed:
             _reply(client, "403 Forbidden", decision.reason)
-            self._forget(client)
+            self._conns.forget(client)
             if self.log is not None:
                 self.log.record(self.via, host, port, False, decision.reason)
             return
@@ -313,12 +267,12 @@ class EgressProxy(_UnixServer):
                 upstream = _connect(decision.addresses, port)
         except OSError as exc:
             _reply(client, "502 Bad Gateway", f"cannot connect to {host}:{port}: {exc}")
-            self._forget(client)
+            self._conns.forget(client)
             if self.log is not None:
                 self.log.record(self.via, host, port, True, f"connect failed: {exc}")
             return
-        if not self._track(upstream):
-            self._forget(client, upstream)
+        if not self._conns.track(upstream):
+            self._conns.forget(client, upstream)
             return
         try:
             if absolute and up is not None:
@@ -331,10 +285,10 @@ class EgressProxy(_UnixServer):
                 if rest:
                     upstream.sendall(rest)
         except OSError:
-            self._forget(client, upstream)
+            self._conns.forget(client, upstream)
             return
         sent, received = self._relay(client, upstream)
-        self._forget(client, upstream)
+        self._conns.forget(client, upstream)
         if self.log is not None:
             self.log.record(
                 self.via, host, port, True, "", sent + len(first) + len(rest), received,

@@ -13,7 +13,8 @@ forward's server:
   both ways copied by two threads.
 
 When the step ends, :meth:`Listeners.close` closes the listening sockets (the namespace goes
-with the last of them) and the copies it made.
+with the last of them) and the copies it made.  :func:`hand_over` is the same choice for a
+connection accepted elsewhere (a container's forwards, :mod:`~.nsforward`).
 """
 
 from __future__ import annotations
@@ -26,11 +27,10 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
+from .connections import Connections, copy_both_ways
 from .network import Forward
 
-__all__ = ["Listeners", "register", "unregister"]
-
-_BUFFER = 65536
+__all__ = ["Listeners", "hand_over", "register", "unregister"]
 
 #: In-process servers by their Unix socket's path: a connection for it is handed over.
 _LOCAL: dict[str, Callable[[socket.socket], None]] = {}
@@ -54,6 +54,35 @@ def _local(path: str) -> Callable[[socket.socket], None] | None:
         return _LOCAL.get(os.path.abspath(path))
 
 
+def hand_over(conn: socket.socket, path: str, conns: Connections) -> None:
+    """``conn`` (accepted for the forward whose host socket is ``path``) to the server of
+    this process registered for ``path`` (which owns it from then on), or else copied to and
+    from a connection to the Unix socket ``path`` by threads of its own, tracked in
+    ``conns`` (refused, closed, when ``conns`` does not admit it)."""
+    take = _local(path)
+    if take is not None:
+        take(conn)
+        return
+    if not conns.admit(conn):
+        conn.close()
+        return
+    threading.Thread(target=_relay, args=(conn, path, conns), daemon=True).start()
+
+
+def _relay(conn: socket.socket, path: str, conns: Connections) -> None:
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        upstream.connect(path)
+    except OSError:
+        conns.forget(conn, upstream)
+        return
+    if not conns.track(upstream):
+        conns.forget(conn, upstream)
+        return
+    copy_both_ways(conn, upstream)
+    conns.forget(conn, upstream)
+
+
 class Listeners:
     """One step's forwards, outside the sandbox: :attr:`child_fd` goes to the step (the
     starter's ``--listeners-fd``); :meth:`start` before the step starts (a thread waits for
@@ -65,7 +94,7 @@ class Listeners:
         self._wake_r, self._wake_w = os.pipe()
         self._lock = threading.Lock()
         self._listening: list[tuple[socket.socket, Forward]] = []
-        self._live: set[socket.socket] = set()
+        self._conns = Connections()
         self._closed = False
         self._thread: threading.Thread | None = None
         #: Why the step's listening sockets did not arrive (None: they did, or not yet).
@@ -135,55 +164,12 @@ class Listeners:
                     poll.poll(50)
                     continue
                 conn.setblocking(True)
-                self._deliver(conn, forward)
-
-    def _deliver(self, conn: socket.socket, forward: Forward) -> None:
-        take = _local(str(forward.socket))
-        if take is not None:
-            take(conn)
-            return
-        if not self._track(conn):
-            conn.close()
-            return
-        threading.Thread(target=self._relay, args=(conn, str(forward.socket)),
-                         daemon=True).start()  # fmt: skip
-
-    def _track(self, *socks: socket.socket) -> bool:
-        with self._lock:
-            if self._closed:
-                return False
-            self._live.update(socks)
-            return True
-
-    def _relay(self, conn: socket.socket, path: str) -> None:
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            upstream.connect(path)
-        except OSError:
-            self._forget(conn, upstream)
-            return
-        if not self._track(upstream):
-            self._forget(conn, upstream)
-            return
-        back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
-        back.start()
-        _pump(conn, upstream)
-        back.join()
-        self._forget(conn, upstream)
-
-    def _forget(self, *socks: socket.socket) -> None:
-        with self._lock:
-            for sock in socks:
-                self._live.discard(sock)
-        for sock in socks:
-            sock.close()
+                hand_over(conn, str(forward.socket), self._conns)
 
     def close(self) -> None:
         """The step ended: stop accepting, close the listening sockets and the copies."""
         with self._lock:
             self._closed = True
-            live = list(self._live)
-            self._live.clear()
         with contextlib.suppress(OSError):
             self._theirs.close()
         with contextlib.suppress(OSError):
@@ -194,24 +180,9 @@ class Listeners:
             self._thread.join(timeout=5)
         for sock, _ in self._listening:
             sock.close()
-        for sock in live:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        self._conns.close()
         self._ours.close()
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while True:
-            data = src.recv(_BUFFER)
-            if not data:
-                break
-            dst.sendall(data)
-    except OSError:
-        pass
-    with contextlib.suppress(OSError):
-        dst.shutdown(socket.SHUT_WR)

@@ -23,12 +23,13 @@ import socket
 import threading
 from pathlib import Path
 
+from .connections import Connections
+from .forwards import hand_over
 from .network import Forward
 
 __all__ = ["NetnsError", "NetnsForwards"]
 
 _CLONE_NEWNET = 0x40000000
-_BUFFER = 65536
 _MAX_CONNECTIONS = 256
 _NEEDS = ("this needs root (rootful podman, or Docker as root); give the trial 'network: false' "
           "to run it without")
@@ -102,7 +103,7 @@ class NetnsForwards:
                              f"gateway into it: {_NEEDS}") from exc
         self._lock = threading.Lock()
         self._listeners: dict[int, list[socket.socket]] = {}
-        self._live: set[socket.socket] = set()
+        self._conns = Connections(limit=_MAX_CONNECTIONS * 2)
         self._closed = False
 
     def check(self) -> None:
@@ -154,10 +155,9 @@ class NetnsForwards:
             self._closed = True
             listeners = [s for group in self._listeners.values() for s in group]
             self._listeners.clear()
-            live = list(self._live)
-            self._live.clear()
-        for sock in (*listeners, *live):
+        for sock in listeners:
             _close(sock)
+        self._conns.close()
         with contextlib.suppress(OSError):
             os.close(self._ns)
 
@@ -167,53 +167,7 @@ class NetnsForwards:
                 client, _ = listener.accept()
             except OSError:
                 return  # closed (removed), or the namespace is gone
-            with self._lock:
-                busy = self._closed or len(self._live) >= _MAX_CONNECTIONS * 2
-                if not busy:
-                    self._live.add(client)
-            if busy:
-                client.close()
-                continue
-            threading.Thread(target=self._connection, args=(client, path), daemon=True).start()
-
-    def _connection(self, client: socket.socket, path: str) -> None:
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            upstream.connect(path)
-        except OSError:
-            self._forget(client, upstream)
-            return
-        with self._lock:
-            if self._closed:
-                self._forget(client, upstream)
-                return
-            self._live.add(upstream)
-        back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
-        back.start()
-        _pump(client, upstream)
-        back.join()
-        self._forget(client, upstream)
-
-    def _forget(self, *socks: socket.socket) -> None:
-        with self._lock:
-            for sock in socks:
-                self._live.discard(sock)
-        for sock in socks:
-            sock.close()
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while True:
-            data = src.recv(_BUFFER)
-            if not data:
-                break
-            dst.sendall(data)
-    except OSError:
-        pass
-    for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
-        with contextlib.suppress(OSError):
-            sock.shutdown(how)
+            hand_over(client, path, self._conns)
 
 
 def _close(sock: socket.socket) -> None:
