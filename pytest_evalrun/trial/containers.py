@@ -64,6 +64,7 @@ __all__ = [
     "build_image",
     "context_digest",
     "detect_runtime",
+    "merge_into",
     "reap_stale",
 ]
 
@@ -736,3 +737,21 @@ def _extract(archive: IO[bytes], target: Path) -> list[str]:
             except OSError:
                 skipped.append(member.name)
     return skipped
+
+
+def merge_into(source: Path, target: Path) -> None:
+    """Move what ``source`` (a copy taken out of a container) holds into ``target``
+    (created), replacing files of the same name; links are moved as links, never followed."""
+    target.mkdir(parents=True, exist_ok=True)
+    if source.is_symlink() or not source.is_dir():  # never through a link from inside
+        return
+    for child in source.iterdir():
+        dest = target / child.name
+        if child.is_dir() and not child.is_symlink() and dest.is_dir() and not dest.is_symlink():
+            merge_into(child, dest)
+            continue
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif os.path.lexists(dest):
+            dest.unlink()
+        os.replace(child, dest)

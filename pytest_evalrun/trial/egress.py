@@ -42,7 +42,7 @@ from .network import (
     proxy_env,
 )
 
-__all__ = ["Egress", "EgressProxy", "TcpForward", "loopback_forwards"]
+__all__ = ["Egress", "EgressProxy", "TcpForward", "loopback_forwards", "url_port"]
 
 _HEAD_LIMIT = 65536
 _HEAD_TIMEOUT = 30.0
@@ -383,6 +383,16 @@ def proxy_port(taken: set[int]) -> int:
     return port
 
 
+def url_port(url: str) -> int | None:
+    """The port ``url`` names (its scheme's default where it names none); None when it is
+    not a URL that has one."""
+    try:
+        parts = urlsplit(url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+
+
 @contextlib.contextmanager
 def loopback_forwards(
     urls: Sequence[str | None], log: NetLog | None = None
@@ -394,11 +404,10 @@ def loopback_forwards(
     for url in urls:
         if not url:
             continue
-        try:
-            parts = urlsplit(url)
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
+        port = url_port(url)
+        if port is None:
             continue
+        parts = urlsplit(url)
         if parts.hostname and is_loopback_host(parts.hostname):
             targets.setdefault(port, (parts.hostname, url))
     if not targets:

@@ -44,6 +44,7 @@ from ..containers import (
     Runtime,
     build_image,
     detect_runtime,
+    merge_into,
     pack_at,
     reap_stale,
     seccomp_profile,
@@ -339,9 +340,9 @@ class ContainerEnvironment(ContainerSteps, Environment):
         assert self.scratch is not None
         self.skipped = skipped
         try:
-            _merge(got / ARTIFACTS_INSIDE.lstrip("/"), self.place.artifacts)
+            merge_into(got / ARTIFACTS_INSIDE.lstrip("/"), self.place.artifacts)
             if verifier:
-                _merge(got / VERIFIER_INSIDE.lstrip("/"), self.place.trial_dir / "verifier")
+                merge_into(got / VERIFIER_INSIDE.lstrip("/"), self.place.trial_dir / "verifier")
             fresh = got / self.workdir.lstrip("/")
             if fresh.is_symlink() or (os.path.lexists(fresh) and not fresh.is_dir()):
                 # the agent replaced the workspace by a link or a file: never followed
@@ -671,20 +672,3 @@ def _docker(place: TrialPlace) -> Environment:
 
 #: The container environments by name, for :class:`~.base.Environments`.
 CONTAINERS = {"podman": _podman, "docker": _docker, REFUSE: _refuse}
-
-
-def _merge(source: Path, target: Path) -> None:
-    """Move what ``source`` holds into ``target`` (created), replacing files of the same name."""
-    target.mkdir(parents=True, exist_ok=True)
-    if source.is_symlink() or not source.is_dir():  # never through a link from inside
-        return
-    for child in source.iterdir():
-        dest = target / child.name
-        if child.is_dir() and not child.is_symlink() and dest.is_dir() and not dest.is_symlink():
-            _merge(child, dest)
-            continue
-        if dest.is_dir() and not dest.is_symlink():
-            shutil.rmtree(dest)
-        elif os.path.lexists(dest):
-            dest.unlink()
-        os.replace(child, dest)

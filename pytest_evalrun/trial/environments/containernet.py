@@ -25,10 +25,9 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from ..containers import Container, ContainerError, Runtime
-from ..egress import Egress, loopback_forwards
+from ..containers import Container, ContainerError, Runtime, merge_into
+from ..egress import Egress, loopback_forwards, url_port
 from ..network import LOG_FILE, Forward, NetLog
 from ..nsforward import NetnsForwards
 from .base import EnvironmentUnavailable, TrialPlace
@@ -158,7 +157,7 @@ class ContainerNet:
         taken = set(ns.ports)
         given = [e for e in endpoints if isinstance(e, Forward) and e.port not in taken]
         taken |= {f.port for f in given}
-        urls = [e for e in endpoints if isinstance(e, str) and _port(e) not in taken]
+        urls = [e for e in endpoints if isinstance(e, str) and url_port(e) not in taken]
         log = self.egress.log if self.egress is not None else None
         added: list[int] = []
         with loopback_forwards(urls, log) as forwards:
@@ -215,23 +214,10 @@ def copy_out(container: Container, pairs: Sequence[tuple[Path, str]]) -> None:
         shutil.rmtree(fresh, ignore_errors=True)
         try:
             container.get(seen, fresh)
-            _merge(fresh, host)
+            merge_into(fresh, host)
         finally:
             shutil.rmtree(fresh, ignore_errors=True)
 
-
-def _merge(source: Path, target: Path) -> None:
-    target.mkdir(parents=True, exist_ok=True)
-    for child in source.iterdir():
-        dest = target / child.name
-        if child.is_dir() and not child.is_symlink() and dest.is_dir() and not dest.is_symlink():
-            _merge(child, dest)
-            continue
-        if dest.is_dir() and not dest.is_symlink():
-            shutil.rmtree(dest)
-        elif os.path.lexists(dest):
-            dest.unlink()
-        os.replace(child, dest)
 
 
 def step_home(env: Mapping[str, str], pairs: Sequence[tuple[Path, str]],
@@ -246,13 +232,6 @@ def step_home(env: Mapping[str, str], pairs: Sequence[tuple[Path, str]],
             return {"HOME": str(rewrite(home))}
     return {}
 
-
-def _port(url: str) -> int | None:
-    try:
-        parts = urlsplit(url)
-        return parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return None
 
 
 __all__ += ["copy_in", "copy_out", "step_home"]

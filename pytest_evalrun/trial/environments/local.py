@@ -30,9 +30,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from ..egress import Egress, loopback_forwards
+from ..egress import Egress, loopback_forwards, url_port
 from ..network import LOG_FILE, Forward, NetLog
 from ..phases import program_paths, safe_reads
 from ..process import DEFAULT_MAX_OUTPUT, ProcessResult, environment_call, run_step
@@ -300,7 +299,7 @@ class LocalBwrap(_Local):
         # host's network: nothing forwarded
         given = [e for e in endpoints if isinstance(e, Forward)] if self.forwards_sockets else []
         taken = {f.port for f in given}
-        urls = [e for e in endpoints if isinstance(e, str) and _port(e) not in taken]
+        urls = [e for e in endpoints if isinstance(e, str) and url_port(e) not in taken]
         netlog = self.egress.log if self.egress is not None else None
         with loopback_forwards(urls if self.forwards_sockets else (), netlog) as forwards:
             try:
@@ -371,13 +370,6 @@ class LocalBwrap(_Local):
                 self._egress_record.update(egress.log.summary())
         return self._workspace
 
-
-def _port(url: str) -> int | None:
-    try:
-        parts = urlsplit(url)
-        return parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return None
 
 
 def _missing_program(program: str, env: Mapping[str, str], cwd: Path) -> str | None:
