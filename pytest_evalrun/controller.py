@@ -13,7 +13,7 @@ import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -32,21 +32,14 @@ from .safetext import bounded
 from .shared import WORKERINPUT_KEY
 from .store import runs
 from .store.atomic import write_text_atomic
-from .store.baseline import (
-    JUDGED_RETRY,
-    BaselineError,
-    BaselineNotFound,
-    Candidate,
-    baseline_counts,
-    find_baseline,
-    rerun_judged,
-    retry_policy,
-)
 from .store.paths import RunPaths
 from .store.recorder import FinishedRun
 from .store.standard import experiment_plan
 from .store.trialdir import TrialDir
 from .trial.process import kill_processes_with_env
+
+if TYPE_CHECKING:
+    from .store.baseline import Candidate
 
 
 @dataclass
@@ -97,6 +90,9 @@ class ControllerPlugin:
         self.refused = False
         if not ref or self.config.option.collectonly:
             return {}
+        # the regression gate's modules are imported only for --eval-baseline-run
+        from .store.baseline import BaselineError, BaselineNotFound, find_baseline
+
         optional = bool(self.config.getoption("eval_baseline_optional"))
         results = Path(self.shared.results)
         found: dict[str, str] = {}
@@ -136,6 +132,8 @@ class ControllerPlugin:
 
     def _candidate(self, slug: str) -> Candidate:
         """This session's run of an experiment, as the baseline's fairness checks see it."""
+        from .store.baseline import JUDGED_RETRY, Candidate, retry_policy
+
         opt = self.config.option
         retry = set(self.shared.retry)
         if self.shared.resume:  # earlier sessions of the resumed run count too
@@ -363,6 +361,8 @@ class ControllerPlugin:
         regression = None
         ref = self.config.getoption("eval_baseline_run")
         if ref:
+            from .store.baseline import baseline_counts, rerun_judged
+
             run_id = self.baselines.get(exp.slug)
             results = Path(self.shared.results)
             regression = RegressionGate(

@@ -35,7 +35,7 @@ from .trial.process import reap_orphans
 from .trial.sandbox import SandboxError, resolve
 from .trial.steps import StepKinds
 from .trial.workspace import remove_session_templates
-from .worker import WorkerPlugin
+from .worker import WorkerPlugin, thaw, thaw_key
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -107,6 +107,9 @@ _controller_key = pytest.StashKey[ControllerPlugin]()
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
     dryrun.enable(config)  # --eval-dry-run: collect only (before xdist configures)
+    # The first cleanup runs last, after pytest's own final garbage collections
+    config.add_cleanup(thaw)
+    config.stash[thaw_key] = True
 
 
 @pytest.hookimpl(trylast=True)

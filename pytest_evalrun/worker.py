@@ -8,6 +8,7 @@ controller role as plain data in the report's ``user_properties``.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -75,6 +76,8 @@ class WorkerPlugin:
             if isinstance(item, TrialItem):
                 counts[item.experiment.slug] += 1
         self.context.collected_per_experiment = dict(counts)
+        if session.config.stash.get(thaw_key, False):
+            freeze_collected(session.items)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -231,6 +234,36 @@ class WorkerPlugin:
                 ),
                 stacklevel=1,
             )
+
+
+#: Set in the config once :func:`thaw` is among its cleanups (nothing is frozen otherwise).
+thaw_key = pytest.StashKey[bool]()
+#: Set while this module holds the garbage collector's objects frozen (:func:`freeze_collected`).
+_frozen = False
+
+
+def freeze_collected(items: list[pytest.Item]) -> None:
+    """In a session that holds trial items only (no test code of the user's runs in it), what
+    collection built (modules, items, experiments) lives to the session's end: ``gc.freeze()``
+    keeps Python's cyclic collector from walking it again in each full collection during the
+    run and in pytest's own collections at the end (~50 ms for 2,000 items). Nothing else is
+    touched when something already froze objects; :func:`thaw` undoes it at the very end."""
+    global _frozen
+    if _frozen or not items or gc.get_freeze_count():
+        return
+    if all(isinstance(item, (TrialItem, SpecErrorItem)) for item in items):
+        gc.freeze()
+        _frozen = True
+
+
+def thaw() -> None:
+    """Undo :func:`freeze_collected` (registered by the plugin as the config's first cleanup,
+    so it runs last, after pytest's final garbage collections); an in-process pytest run
+    (pytester) leaves nothing frozen behind in its host."""
+    global _frozen
+    if _frozen:
+        gc.unfreeze()
+        _frozen = False
 
 
 def claim_lock(paths: RunPaths, variant: str, task: str, n: int) -> Path:

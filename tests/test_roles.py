@@ -7,6 +7,7 @@ each rule has a test that names it.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -180,6 +181,37 @@ def test_items_let_go_of_the_outcome_dict_once_reported(suite: Suite) -> None:
     assert {n: o.status for n, o in controller.outcomes.items()} == {
         item.nodeid: status for item, status in zip(items, ("passed", "failed"), strict=True)
     }
+
+
+FREEZE_PROBE = """
+import gc, json, pathlib
+
+def pytest_runtest_setup(item):
+    with open(pathlib.Path(__file__).parent / "frozen.jsonl", "a") as fh:
+        fh.write(json.dumps([item.nodeid, gc.get_freeze_count()]) + "\\n")
+"""
+
+
+@pytest.mark.parametrize("with_test", [False, True], ids=["trials-only", "with-a-test"])
+def test_collected_objects_are_frozen_only_in_a_trials_only_session(
+    suite: Suite, with_test: bool
+) -> None:
+    """A session of trial items only runs no test code of the user's: what collection built is
+    frozen for the garbage collector (gc.freeze) while the trials run, and thawed once the
+    session is over, so an in-process run leaves nothing frozen behind. A session that also
+    runs an ordinary test is left alone."""
+    suite.experiment()
+    suite.write("conftest.py", FREEZE_PROBE)
+    if with_test:
+        suite.write("test_plain.py", "def test_plain():\n    pass\n")
+    assert gc.get_freeze_count() == 0
+    rec = suite.pytester.inline_run(str(suite.root), "-p", "no:cacheprovider", "-p", "no:xdist")
+    rec.assertoutcome(passed=1 + with_test, failed=1)
+    assert gc.get_freeze_count() == 0  # thawed at the session's end
+    seen = [json.loads(line) for line in (suite.root / "frozen.jsonl").read_text().splitlines()]
+    assert len(seen) == 2 + with_test
+    frozen = {nodeid: count > 0 for nodeid, count in seen}
+    assert set(frozen.values()) == {not with_test}
 
 
 def test_controller_records_a_crashed_worker_trial(suite: Suite) -> None:

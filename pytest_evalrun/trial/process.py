@@ -86,8 +86,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import psutil
-
 __all__ = [
     "COOKIE_OUTER_VAR",
     "COOKIE_VAR",
@@ -124,7 +122,9 @@ _KILL_TIMEOUT = 10.0  # stop SIGKILL rounds after this long (unkillable D-state 
 # cookie -> pid of the step's direct child (= its session id and process group id)
 _RUNNING: dict[str, int] = {}
 # where running steps are recorded for reap_orphans, and the owners written into each record
+# ([pid, start time]; the start times are looked up when the first step is recorded)
 _REGISTRY: tuple[Path, list[list[float]]] | None = None
+_OWNERS_TIMED = False
 
 
 @dataclass
@@ -190,6 +190,8 @@ def _is_zombie(pid: int) -> bool:
             return True
         state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
         return state in (b"Z", b"X", b"x", b"")
+    import psutil  # imported where used: a session that runs no step never needs it
+
     try:
         return psutil.Process(pid).status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
     except psutil.Error:
@@ -211,6 +213,8 @@ def _matches(pid: int, cookie: bytes, session: int | None) -> bool:
         return True
     if _HAVE_PROC:
         return cookie in _read_environ(str(pid))
+    import psutil
+
     try:
         env = psutil.Process(pid).environ()
     except psutil.Error:
@@ -224,6 +228,8 @@ def _scan(cookie: bytes, session: int | None) -> list[int]:
     me = os.getpid()
     found: list[int] = []
     if not _HAVE_PROC:  # pragma: no cover - non-Linux fallback
+        import psutil
+
         for proc in psutil.process_iter():
             if proc.pid != me and _matches(proc.pid, cookie, session):
                 found.append(proc.pid)
@@ -446,6 +452,8 @@ def kill_all_running(grace: float = DEFAULT_KILL_GRACE) -> int:
 
 
 def _started(pid: int) -> float | None:
+    import psutil
+
     try:
         return float(psutil.Process(pid).create_time())
     except psutil.Error:
@@ -456,18 +464,24 @@ def record_steps_in(directory: Path | None, owners: Iterable[int] = ()) -> None:
     """Record every step this process starts from now on in ``directory`` (None: stop), as
     owned by this process and by ``owners`` (e.g. the xdist controller): when any of them is
     gone, :func:`reap_orphans` kills what the step left running."""
-    global _REGISTRY
+    global _REGISTRY, _OWNERS_TIMED
     if directory is None:
         _REGISTRY = None
         return
     pids = dict.fromkeys([os.getpid(), *owners])
-    _REGISTRY = (Path(directory), [[pid, _started(pid) or 0.0] for pid in pids if pid > 0])
+    _REGISTRY = (Path(directory), [[pid, 0.0] for pid in pids if pid > 0])
+    _OWNERS_TIMED = False
 
 
 def _record_step(cookie: str) -> Path | None:
+    global _OWNERS_TIMED
     if _REGISTRY is None:
         return None
     directory, owners = _REGISTRY
+    if not _OWNERS_TIMED:  # at the first step: a session that runs none never asks (psutil)
+        for owner in owners:
+            owner[1] = _started(int(owner[0])) or 0.0
+        _OWNERS_TIMED = True
     path = directory / f"{cookie}.json"
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -743,6 +757,8 @@ def _kill_timed_out(child: subprocess.Popen[bytes], cookie: str, grace: float) -
     if child.returncode is None:
         group = child.pid  # unreaped, so the pgid cannot be recycled
         pids = [child.pid]
+        import psutil
+
         with contextlib.suppress(psutil.Error):
             pids += [p.pid for p in psutil.Process(child.pid).children(recursive=True)]
         for pid in pids:
