@@ -32,7 +32,7 @@ from .store.standard import StandardRecorder
 from .trial.environments import Environments
 from .trial.environments.container import CONTAINERS
 from .trial.process import reap_orphans
-from .trial.sandbox import SandboxError, resolve
+from .trial.sandbox import SandboxError, probe_soon, resolve
 from .trial.steps import StepKinds
 from .trial.workspace import remove_session_templates
 from .worker import WorkerPlugin, thaw, thaw_key
@@ -124,10 +124,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is None and not config.option.collectonly:
         scan_args(config, discovery)
         if discovery.found:  # this session will run trials: claim the run id
+            if _modes(shared, discovery) - {"none"}:
+                probe_soon()  # bubblewrap's answer comes while the session sets up
             shared = reserve(shared)
             # What a pytest killed outright (kill -9) left running dies before we start.
             reap_orphans(step_records(Path(shared.results)))
-            _warn_isolation(config, shared, discovery)
     context = EvalContext(
         shared=shared,
         discovery=discovery,
@@ -150,14 +151,24 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None or not _is_xdist_controller(config):
         config.pluginmanager.register(WorkerPlugin(context, config.hook), "evalrun-worker")
     _sigterm_as_interrupt(config)
+    if workerinput is None and not config.option.collectonly and discovery.found:
+        _warn_isolation(config, shared, discovery)  # last: it waits for the probe's answer
+
+
+def _experiments(discovery: Discovery) -> list[Experiment]:
+    return [e for p in discovery.found if isinstance(e := discovery.load(p), Experiment)]
+
+
+def _modes(shared: Shared, discovery: Discovery) -> set[str]:
+    """The sandbox modes the session's variants ask for (``--eval-sandbox`` or their own)."""
+    return {shared.sandbox or v.sandbox.mode for e in _experiments(discovery) for v in e.variants}
 
 
 def _warn_isolation(config: pytest.Config, shared: Shared, discovery: Discovery) -> None:
     """One warning when ``sandbox: auto`` runs unsandboxed here, and one per experiment whose
     secrets are too short to mask safely (names only, never values)."""
-    experiments = [e for p in discovery.found if isinstance(e := discovery.load(p), Experiment)]
-    modes = {shared.sandbox or v.sandbox.mode for e in experiments for v in e.variants}
-    if "auto" in modes:
+    experiments = _experiments(discovery)
+    if "auto" in _modes(shared, discovery):
         try:
             warning = resolve("auto").warning
         except SandboxError:  # pragma: no cover - auto never raises

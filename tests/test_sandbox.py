@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import GOOD_AND_BAD, Suite
 
 from pytest_evalrun.trial import cstarter
 from pytest_evalrun.trial import sandbox as sb
@@ -327,6 +329,35 @@ def test_probe_reports_why_bwrap_cannot_run(monkeypatch: pytest.MonkeyPatch) -> 
             sb.resolve("docker")
     finally:
         sb.probe.cache_clear()
+
+
+BWRAP_FAILS = """
+from pytest_evalrun.trial import sandbox
+
+
+def pytest_configure(config):
+    sandbox.bwrap_candidates = lambda: ["/bin/false"]
+"""
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+def test_auto_without_a_working_bwrap_warns_once_and_says_why(suite: Suite, xdist: bool) -> None:
+    """``sandbox: auto`` where no bwrap runs (the probe runs in the background while the
+    session sets up): one warning names why trials run unsandboxed, the trial runs, and
+    run.json and meta.json record the isolation it got."""
+    suite.experiment(tasks=[dict(GOOD_AND_BAD[0])])
+    suite.write("conftest.py", BWRAP_FAILS)
+    r = suite.pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", *(["-n", "1"] if xdist else ["-p", "no:xdist"])
+    )
+    r.assert_outcomes(passed=1)
+    why = "bwrap cannot run: /bin/false: exit status 1"
+    assert r.stdout.str().count(f"trials run unsandboxed: {why}") == 1
+    run = json.loads((suite.run_dirs()[-1] / "run.json").read_text())
+    assert run["isolation"]["base"]["sandbox"] == "none"
+    assert run["isolation"]["base"]["reason"] == why
+    meta = suite.meta("base", "good")["isolation"]
+    assert (meta["sandbox"], meta["requested"], meta["reason"]) == ("none", "auto", why)
 
 
 @needs_bwrap

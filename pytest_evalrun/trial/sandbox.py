@@ -74,6 +74,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ __all__ = [
     "bwrap_candidates",
     "credential_paths",
     "probe",
+    "probe_soon",
     "resolve",
 ]
 
@@ -231,22 +233,38 @@ _PROBE_ARGS = (
 )  # fmt: skip
 
 
-def _try(argv: Sequence[str]) -> str | None:
-    """None when ``argv`` runs and exits 0, else why not (its last line of stderr)."""
-    try:
-        done = subprocess.run(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=_PROBE_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    if done.returncode == 0:
-        return None
-    lines = done.stderr.decode(errors="replace").strip().splitlines()
-    return lines[-1] if lines else f"exit status {done.returncode}"
+class _Run:
+    """One probe command, started at once (the probe's commands run side by side)."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        self.error: str | None = None
+        self.child: subprocess.Popen[bytes] | None = None
+        try:
+            self.child = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def wait(self) -> tuple[str | None, bytes]:
+        """None when the command ran and exited 0, else why not (its last line of stderr);
+        and its output."""
+        child = self.child
+        if child is None:
+            return self.error, b""
+        try:
+            out, err = child.communicate(timeout=_PROBE_TIMEOUT)
+        except subprocess.SubprocessError as exc:  # the timeout: killed, as subprocess.run does
+            child.kill()
+            child.communicate()
+            return f"{type(exc).__name__}: {exc}", b""
+        if child.returncode == 0:
+            return None, out
+        lines = err.decode(errors="replace").strip().splitlines()
+        return (lines[-1] if lines else f"exit status {child.returncode}"), out
 
 
 def _userns_hint() -> str:
@@ -265,9 +283,37 @@ def _userns_hint() -> str:
     return ""
 
 
+#: The probe started by :func:`probe_soon`, not yet taken by :func:`probe`: (thread, answer).
+_early: tuple[threading.Thread, list[Probe]] | None = None
+
+
+def probe_soon() -> None:
+    """Start :func:`probe` in the background for a session that will ask for its answer, so
+    that the probe's commands run while the session goes on (:func:`probe` waits for it)."""
+    global _early
+    if _early is not None or probe.cache_info().currsize:
+        return
+    answer: list[Probe] = []
+    thread = threading.Thread(
+        target=lambda: answer.append(_find()), name="evalrun-bwrap-probe", daemon=True
+    )
+    thread.start()
+    _early = (thread, answer)
+
+
 @functools.lru_cache(maxsize=1)
 def probe() -> Probe:
     """Find a ``bwrap`` that runs (tried once per process; the result is cached)."""
+    global _early
+    early, _early = _early, None
+    if early is not None:
+        early[0].join()
+        if early[1]:
+            return early[1][0]
+    return _find()
+
+
+def _find() -> Probe:
     if not sys.platform.startswith("linux"):
         return Probe(None, reason=f"bubblewrap needs Linux; this is {sys.platform}")
     candidates = bwrap_candidates()
@@ -278,23 +324,23 @@ def probe() -> Probe:
         )
     failures: list[str] = []
     for bwrap in candidates:
-        why = _try([bwrap, *_PROBE_ARGS, "true"])
+        # the three questions at once: the wall time is the slowest one's, not their sum
+        base_run = _Run([bwrap, *_PROBE_ARGS, "true"])
+        net_run = _Run([bwrap, *_PROBE_ARGS, "--unshare-net", "true"])
+        version_run = _Run([bwrap, "--version"])
+        why = base_run.wait()[0]
+        net_why = net_run.wait()[0]
+        version_out = version_run.wait()[1]
         if why is not None:
             failures.append(f"{bwrap}: {why}")
             continue
-        net = _try([bwrap, *_PROBE_ARGS, "--unshare-net", "true"]) is None
-        return Probe(bwrap, _version(bwrap), None, net)
+        return Probe(bwrap, _version_of(version_out), None, net_why is None)
     return Probe(None, reason="bwrap cannot run: " + "; ".join(failures) + _userns_hint())
 
 
-def _version(bwrap: str) -> str | None:
-    try:
-        out = subprocess.run(
-            [bwrap, "--version"], capture_output=True, timeout=_PROBE_TIMEOUT, check=False
-        ).stdout.decode(errors="replace")
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.strip().rpartition(" ")[2] or None
+def _version_of(out: bytes) -> str | None:
+    """The version ``bwrap --version`` printed (``bubblewrap 0.11.0``)."""
+    return out.decode(errors="replace").strip().rpartition(" ")[2] or None
 
 
 @dataclass(frozen=True)
