@@ -104,6 +104,71 @@ def test_resume_of_a_finished_run_spawns_nothing(
     assert a["totals"]["resumed"] == 4
 
 
+def _index_rows(suite: Suite) -> dict[tuple[str, int], tuple[object, ...]]:
+    import sqlite3
+
+    con = sqlite3.connect(suite.results() / "index.db")
+    try:
+        rows = con.execute(
+            "SELECT task, trial, rowid, status, resumed, message FROM trials"
+        ).fetchall()
+    finally:
+        con.close()
+    return {(r[0], r[1]): r[2:] for r in rows}
+
+
+def test_resume_reads_each_meta_json_as_it_is_now_and_the_index_follows(
+    suite: Suite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """meta.json is the record: one edited after the index was written is reported as edited,
+    a truncated one runs its trial again, and the index says what the reports say. A resume
+    that changes nothing rewrites no index row; a row that no longer says what meta.json
+    says is written again."""
+    counter = suite.shared / "starts.txt"
+    monkeypatch.setenv("AGENT_COUNTER", str(counter))
+    suite.experiment(trials=2)
+    serial = ("-p", "no:xdist")
+    suite.pytester.runpytest_subprocess(*serial).assert_outcomes(passed=2, failed=2)
+    edited = suite.trial_dir("base", "good", 1) / "meta.json"
+    meta = json.loads(edited.read_text())
+    meta.update(status="failed", success=False, message="edited by hand")
+    edited.write_text(json.dumps(meta, indent=2))
+    torn = suite.trial_dir("base", "good", 2) / "meta.json"
+    torn.write_text(torn.read_text()[:100])
+    counter.unlink()
+    r = suite.pytester.runpytest_subprocess(*serial, "--eval-resume", "-v")
+    r.assert_outcomes(passed=1, failed=3)
+    r.stdout.fnmatch_lines(["*good*trial-001 FAILED (resumed)*"])
+    assert counter_lines(counter) == ["base/good/2"]  # only the torn one ran again
+    rows = _index_rows(suite)
+    assert {k: v[1:] for k, v in rows.items()} == {
+        ("good", 1): ("failed", 1, "edited by hand"),
+        ("good", 2): ("passed", 0, ""),
+        ("bad", 1): ("failed", 1, rows[("bad", 1)][3]),
+        ("bad", 2): ("failed", 1, rows[("bad", 2)][3]),
+    }
+    summary = json.loads((suite.run_dirs()[0] / "summary.json").read_text())
+    assert summary["experiments"][0]["totals"]["resumed"] == 3
+    # a resume that changes nothing: the same rows, none rewritten (same rowids)
+    again = suite.pytester.runpytest_subprocess(*serial, "--eval-resume")
+    again.assert_outcomes(passed=1, failed=3)
+    after = _index_rows(suite)
+    assert after[("good", 1)] == rows[("good", 1)] and after[("bad", 2)] == rows[("bad", 2)]
+    assert after[("good", 2)][1:] == ("passed", 1, "")  # now reused: resumed
+    # an index row that says something else is written again from meta.json
+    import sqlite3
+
+    con = sqlite3.connect(suite.results() / "index.db")
+    con.execute("UPDATE trials SET status = 'passed' WHERE task = 'bad' AND trial = 1")
+    con.commit()
+    con.close()
+    suite.pytester.runpytest_subprocess(*serial, "--eval-resume").assert_outcomes(
+        passed=1, failed=3
+    )
+    assert _index_rows(suite)[("bad", 1)][1] == "failed"
+    assert counter_lines(counter) == ["base/good/2"]
+
+
 def test_resume_reruns_errors_and_exactly_the_changed_task(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:

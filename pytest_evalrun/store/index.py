@@ -33,6 +33,7 @@ __all__ = [
     "connect",
     "delete_runs",
     "forget",
+    "record_changed_trials",
     "record_run",
     "record_trials",
     "run_row",
@@ -163,6 +164,27 @@ def record_trials(
         conn.executemany(INSERT_TRIAL, rows)
 
 
+def record_changed_trials(
+    db: Path, outcomes: Iterable[TrialOutcome], redactor: Redactor | None = None
+) -> None:
+    """:func:`record_trials`, leaving alone the rows that already hold exactly these values
+    (a resumed run's reused trials, recorded by an earlier session: a no-op resume writes no
+    row); any row that differs, or is missing, is written."""
+    rows = [trial_row(o, redactor) for o in outcomes]
+    if not rows:
+        return
+    with connect(db) as conn:
+        stored: set[tuple[Any, ...]] = set()
+        for key in dict.fromkeys((row[0], row[1]) for row in rows):
+            stored.update(conn.execute(_SELECT_RUN_TRIALS, key))
+        conn.executemany(INSERT_TRIAL, [row for row in rows if row not in stored])
+
+
+_SELECT_RUN_TRIALS = (
+    f"SELECT {', '.join(_TRIAL_COLUMNS)} FROM trials WHERE experiment = ? AND run_id = ?"
+)
+
+
 def _experiment_summary(
     summary: Mapping[str, Any] | None, experiment: str, name: str | None
 ) -> Mapping[str, Any]:
@@ -289,7 +311,7 @@ class IndexRecorder(Recorder):
     def finish_run(self, finished: FinishedRun) -> None:
         if not finished.ran:
             return
-        record_trials(self.db, finished.outcomes, finished.run.redactor)
+        record_changed_trials(self.db, finished.outcomes, finished.run.redactor)
         data = finished.notes.get("run") or runs.read_run(finished.run.paths)
         if data is not None:
             paths = finished.run.paths
