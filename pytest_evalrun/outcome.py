@@ -7,7 +7,7 @@ only outcomes, never trial directories.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 PASSED = "passed"
@@ -168,10 +168,30 @@ class TrialOutcome:
             )
         elif metrics is None:
             kwargs.pop("metrics", None)
-        return cls(**kwargs)
+        if cls is not TrialOutcome or not kwargs.keys() >= _REQUIRED:
+            return cls(**kwargs)  # (a missing field: the TypeError the record's readers catch)
+        # What __init__ would do, without its 40 keyword arguments (--eval-resume reads
+        # thousands): every field in order, the given values over the defaults.
+        outcome = cls.__new__(cls)
+        values = {**_DEFAULTS, **kwargs}
+        for name, factory in _FACTORIES:
+            if name not in kwargs:
+                values[name] = factory()
+        outcome.__dict__.update(values)
+        return outcome
 
 
 _FIELDS = tuple(f.name for f in fields(TrialOutcome))
 _FIELD_SET = frozenset(_FIELDS)
+_REQUIRED = frozenset(
+    f.name for f in fields(TrialOutcome) if f.default is MISSING and f.default_factory is MISSING
+)
+#: Every field, in order, with its default (None for the required ones, always given).
+_DEFAULTS: dict[str, Any] = {
+    f.name: None if f.default is MISSING else f.default for f in fields(TrialOutcome)
+}
+_FACTORIES = tuple(
+    (f.name, f.default_factory) for f in fields(TrialOutcome) if f.default_factory is not MISSING
+)
 _METRIC_FIELDS = tuple(f.name for f in fields(Metrics))
 _METRIC_FIELD_SET = frozenset(_METRIC_FIELDS)

@@ -146,6 +146,28 @@ def test_controller_takes_outcomes_out_of_reports(suite: Suite) -> None:
     }
 
 
+def test_an_outcome_read_back_is_the_one_recorded() -> None:
+    """from_dict (what --eval-resume and the controller read) gives what the constructor
+    gives: every field, in order; fresh containers for the ones not given; keys that are
+    not fields ignored; a record missing a required field is a TypeError (never an outcome)."""
+    full = TrialOutcome(
+        "exp", "base", "good", 3, "failed", reward=0.5, rewards={"a": 0.5}, message="m",
+        attempts=[{"attempt": 1}], isolation={"sandbox": "none"}, resumed=True, seed=7,
+    )
+    full.metrics.input_tokens = 12
+    data = {**full.to_dict(), "schema_version": 1, "success": False, "steps": {}}
+    back = TrialOutcome.from_dict(data)
+    assert back == full and list(vars(back)) == list(vars(full))
+    few = {"experiment": "e", "variant": "v", "task": "t", "trial": 1, "status": "passed"}
+    one, two = TrialOutcome.from_dict(dict(few)), TrialOutcome.from_dict(dict(few))
+    assert one == TrialOutcome("e", "v", "t", 1, "passed")
+    assert list(vars(one)) == list(vars(TrialOutcome("e", "v", "t", 1, "passed")))
+    assert one.rewards is not two.rewards and one.attempts is not two.attempts
+    assert one.metrics is not two.metrics and one.isolation is not two.isolation
+    with pytest.raises(TypeError):
+        TrialOutcome.from_dict({"experiment": "e", "variant": "v", "task": "t", "trial": 1})
+
+
 def test_controller_takes_a_lone_process_outcome_as_handed(suite: Suite) -> None:
     """In one process the item hands its outcome over with the dict its report carries: the
     controller keeps that object; a report carrying another dict (a copy, as from an xdist
