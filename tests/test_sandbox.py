@@ -331,6 +331,28 @@ def test_probe_reports_why_bwrap_cannot_run(monkeypatch: pytest.MonkeyPatch) -> 
         sb.probe.cache_clear()
 
 
+def test_a_probe_started_early_answers_only_the_same_question(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """probe_soon() asks in the background; probe() takes that answer only when the bwrap
+    candidates are still the ones it tried (else it asks again)."""
+    sb.probe.cache_clear()
+    try:
+        monkeypatch.setattr(sb, "bwrap_candidates", lambda: ["/bin/false"])
+        sb.probe_soon()
+        monkeypatch.setattr(sb, "bwrap_candidates", lambda: [])
+        assert "no bwrap found" in (sb.probe().reason or "")
+        sb.probe.cache_clear()
+        monkeypatch.setattr(sb, "bwrap_candidates", lambda: ["/bin/false"])
+        sb.probe_soon()
+        found = sb.probe()
+        assert not found.available and "/bin/false: exit status 1" in (found.reason or "")
+        sb.probe_soon()  # answered already: nothing more starts
+        assert sb._early is None
+    finally:
+        sb.probe.cache_clear()
+
+
 BWRAP_FAILS = """
 from pytest_evalrun.trial import sandbox
 

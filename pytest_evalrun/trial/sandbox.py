@@ -283,8 +283,9 @@ def _userns_hint() -> str:
     return ""
 
 
-#: The probe started by :func:`probe_soon`, not yet taken by :func:`probe`: (thread, answer).
-_early: tuple[threading.Thread, list[Probe]] | None = None
+#: The probe started by :func:`probe_soon`, not yet taken by :func:`probe`: (the candidates
+#: it tries, its thread, its answer once there).
+_early: tuple[list[str], threading.Thread, list[Probe]] | None = None
 
 
 def probe_soon() -> None:
@@ -293,12 +294,13 @@ def probe_soon() -> None:
     global _early
     if _early is not None or probe.cache_info().currsize:
         return
+    candidates = bwrap_candidates()
     answer: list[Probe] = []
     thread = threading.Thread(
-        target=lambda: answer.append(_find()), name="evalrun-bwrap-probe", daemon=True
+        target=lambda: answer.append(_find(candidates)), name="evalrun-bwrap-probe", daemon=True
     )
     thread.start()
-    _early = (thread, answer)
+    _early = (candidates, thread, answer)
 
 
 @functools.lru_cache(maxsize=1)
@@ -306,17 +308,17 @@ def probe() -> Probe:
     """Find a ``bwrap`` that runs (tried once per process; the result is cached)."""
     global _early
     early, _early = _early, None
-    if early is not None:
-        early[0].join()
-        if early[1]:
-            return early[1][0]
-    return _find()
+    candidates = bwrap_candidates()
+    if early is not None and early[0] == candidates:  # the same question, asked earlier
+        early[1].join()
+        if early[2]:
+            return early[2][0]
+    return _find(candidates)
 
 
-def _find() -> Probe:
+def _find(candidates: list[str]) -> Probe:
     if not sys.platform.startswith("linux"):
         return Probe(None, reason=f"bubblewrap needs Linux; this is {sys.platform}")
-    candidates = bwrap_candidates()
     if not candidates:
         return Probe(
             None,
