@@ -6,6 +6,7 @@ written is decided in :mod:`pytest_evalrun.report.junit`, which knows nothing of
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,9 +18,15 @@ from .report.junit import headline, suite_properties, testcase_names
 
 
 def _logxml(config: pytest.Config) -> Any:
+    return config.stash.get(_xml_key(), None)
+
+
+@functools.cache
+def _xml_key() -> Any:
+    """junitxml's stash key (looked up once: a session asks for it three times a trial)."""
     from _pytest.junitxml import xml_key
 
-    return config.stash.get(xml_key, None)
+    return xml_key
 
 
 class TrialFailureRepr(TerminalRepr):
