@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from cli_helpers import run_pytest
 from conftest import Suite
 
 from pytest_evalrun.secrets import Redactor
@@ -503,15 +504,7 @@ def test_the_host_is_read_only_and_credential_stores_are_hidden(suite: Suite) ->
         "open('answer.txt', 'w').write('ok')\n",
     )
     suite.experiment(defaults={"agent": {"command": [*agent, str(home)]}}, tasks=[task()])
-    env = {**os.environ, "HOME": str(home)}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
-        cwd=suite.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_pytest(suite.root, env={**os.environ, "HOME": str(home)}, timeout=300)
     assert done.returncode == 0, done.stdout
     out = (suite.trial_dir("base", "t", 1) / "stdout.txt").read_text()
     assert "PRIVATE KEY" not in out and "password" not in out
@@ -566,14 +559,7 @@ def test_pytest_and_xdist_variables_never_reach_a_step(suite: Suite) -> None:
     )
     suite.experiment(defaults={"agent": {"command": agent}}, tasks=[task()])
     env = {**os.environ, "PYTEST_ADDOPTS": "-p no:cacheprovider", "MY_LEFTOVER": "x"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-n", "1"],
-        cwd=suite.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_pytest(suite.root, "-n", "1", env=env, timeout=300)
     assert done.returncode == 0, done.stdout
     seen = json.loads((suite.trial_dir("base", "t", 1) / "stdout.txt").read_text().splitlines()[-1])
     assert not [k for k in seen if k.startswith(("PYTEST_", "XDIST", "EXECNET"))]
@@ -664,12 +650,6 @@ def test_nothing_of_a_killed_pytest_runs_once_the_next_session_starts(
         proc.wait()
     (suite.root / "exp.eval.yaml").unlink()
     suite.experiment("next", tasks=[task(verify="true")])
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
-        cwd=suite.root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_pytest(suite.root, timeout=300)
     assert done.returncode == 0, done.stdout
     assert processes_with(f"sleep {marker}") == []
