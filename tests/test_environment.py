@@ -161,21 +161,19 @@ def test_a_python_verifier_gets_pythonpath_entries_inside_the_workspace_last_too
         "/usr/lib/python3.11"]
 
 
-def test_a_tasks_allow_list_within_the_variants_is_what_both_allow() -> None:
-    from pytest_evalrun.experiment.network import Allow, parse_allow, within
+def test_a_tasks_allow_list_and_the_variants_together_allow_what_either_names() -> None:
+    from pytest_evalrun.experiment.network import Allow, combined, parse_allow
 
     def allow(*entries: str) -> tuple[Allow, ...]:
         return tuple(parse_allow(e) for e in entries)
 
     task = allow("pypi.org", "*.pythonhosted.org", "10.0.0.7")
-    assert within(None, task) == task
-    assert within(task, None) == task
-    variant = allow("pypi.org:443", "files.pythonhosted.org", "*.example.com")
-    assert [str(a) for a in within(variant, task) or ()] == [
-        "pypi.org:443", "files.pythonhosted.org"]
-    assert within(allow("*.org"), allow("*.pythonhosted.org")) == allow(
-        "*.pythonhosted.org")
-    assert within(allow("10.0.0.8"), task) == ()
+    assert combined(None, task) == task
+    assert combined(task, None) == task
+    assert combined(None, None) is None
+    assert combined(allow("api.openai.com:443", "pypi.org"), task) == allow(
+        "pypi.org", "*.pythonhosted.org", "10.0.0.7", "api.openai.com:443")
+    assert combined(allow("a.example"), ()) == allow("a.example")
 
 
 def test_search_paths_keep_only_absolute_entries_and_the_workspace_last() -> None:

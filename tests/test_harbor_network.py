@@ -5,8 +5,8 @@ through the trial's egress proxy (bash's ``/dev/tcp``: the base image has no cur
 ``tests/test.sh`` gives reward 1 when the first answered and the second was refused. Run with
 the oracle agent in podman, in a real pytest session with two workers: the allowed host
 served one request, the other none, and the trial's network.log says why it was refused. A
-variant whose own ``network: {allow:}`` leaves the task's host out reaches neither (the trial
-gets what both lists allow).
+variant whose own ``network: {allow:}`` names the other host reaches both (its hosts are added
+to the task's, as Harbor's run-level ``extra_allowed_hosts``), so that trial fails.
 
 Needs podman and the base image (``tests/tools/install_podman.sh``): skipped, saying so, where
 they are missing.
@@ -97,28 +97,28 @@ def test_a_harbor_allowlist_lets_the_trial_reach_its_hosts_and_no_other(
         "experiment": "harbor-allowlist",
         "variants": {
             "oracle": {"agent": {"preset": "oracle"}},
-            # the variant's own list leaves the task's host out: neither is reached
-            "narrow": {"agent": {"preset": "oracle"}, "network": {"allow": [OTHER]}},
+            # the variant's own list adds a host to the task's: both are reached
+            "extra": {"agent": {"preset": "oracle"}, "network": {"allow": [OTHER]}},
         },
         "tasks": {"harbor": "tasks"},
     }
     (tmp_path / "h.eval.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     done = run_pytest(tmp_path, "-n", "2", "--eval-environment=podman")
     found = {v: meta for (v, _, _), meta in trials(tmp_path).items()}
-    assert set(found) == {"oracle", "narrow"}, done.stdout[-3000:]
-    oracle, narrow = found["oracle"], found["narrow"]
+    assert set(found) == {"oracle", "extra"}, done.stdout[-3000:]
+    oracle, extra = found["oracle"], found["extra"]
     assert (oracle["status"], oracle["reward"]) == ("passed", 1.0), done.stdout[-3000:]
-    assert (narrow["status"], narrow["reward"]) == ("failed", 0.0), done.stdout[-3000:]
-    assert allowed.hits == 1 and other.hits == 0
+    assert (extra["status"], extra["reward"]) == ("failed", 0.0), done.stdout[-3000:]
+    assert allowed.hits == 2 and other.hits == 1
     # what the trial had, and why each request was refused
     assert oracle["isolation"]["egress"]["allow"] == [ALLOWED, "*.example.invalid"]
-    assert narrow["isolation"]["egress"]["allow"] == []
+    assert extra["isolation"]["egress"]["allow"] == [ALLOWED, "*.example.invalid", OTHER]
     log = [json.loads(line) for line in
            (oracle["_dir"] / "network.log").read_text().splitlines()]
     by_host = {entry["host"]: entry for entry in log}
     assert by_host[ALLOWED]["allowed"] is True
     assert by_host[OTHER]["allowed"] is False
     assert "allow list" in by_host[OTHER]["reason"] and OTHER in by_host[OTHER]["reason"]
-    narrow_log = [json.loads(line) for line in
-                  (narrow["_dir"] / "network.log").read_text().splitlines()]
-    assert {e["host"]: e["allowed"] for e in narrow_log} == {ALLOWED: False, OTHER: False}
+    extra_log = [json.loads(line) for line in
+                 (extra["_dir"] / "network.log").read_text().splitlines()]
+    assert {e["host"]: e["allowed"] for e in extra_log} == {ALLOWED: True, OTHER: True}

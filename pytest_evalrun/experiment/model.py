@@ -101,7 +101,8 @@ class EnvironmentSpec:
     #: None: as the variant's ``network:`` says.
     network: bool | None = None
     #: The task's own network allow list (a Harbor task's ``network_mode = "allowlist"``):
-    #: what its trials may reach, within the variant's ``network:``; None: no list of its own.
+    #: what its trials may reach (with the hosts of the variant's ``network: {allow:}``
+    #: added); None: no list of its own.
     allow: tuple[Allow, ...] | None = None
     line: int = 0
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-__all__ = ["LOOPBACK_NAMES", "Allow", "is_loopback_host", "norm_host", "parse_allow", "within"]
+__all__ = ["LOOPBACK_NAMES", "Allow", "combined", "is_loopback_host", "norm_host", "parse_allow"]
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
@@ -96,29 +96,16 @@ def parse_allow(text: str) -> Allow:
     return Allow(norm, port)
 
 
-def within(outer: tuple[Allow, ...] | None,
-           inner: tuple[Allow, ...] | None) -> tuple[Allow, ...] | None:
-    """The hosts both allow lists let a trial reach (None: no list, any public host): the
-    variant's ``network: {allow:}`` (``outer``) and a task's own (``inner``: a Harbor task's
-    allowlist). An entry of one that the other covers (the same host, or a host under its
-    ``*.domain``; the same port, or any) is kept, with the narrower host and port."""
+def combined(outer: tuple[Allow, ...] | None,
+             inner: tuple[Allow, ...] | None) -> tuple[Allow, ...] | None:
+    """A trial's allow list from the variant's ``network: {allow:}`` (``outer``) and a task's
+    own (``inner``: a Harbor task's allowlist); None: no list, any public host. With only one,
+    that one; with both, every entry of either: the variant's hosts are added to the task's,
+    as Harbor's run-level ``extra_allowed_hosts`` are merged into a task's allowlist (a
+    variant's agent that needs its model API or package registry on a task that names only
+    what the task needs)."""
     if inner is None:
         return outer
     if outer is None:
         return inner
-    both: list[Allow] = []
-    for a in inner:
-        for b in outer:
-            if a.port is not None and b.port is not None and a.port != b.port:
-                continue
-            port = a.port if a.port is not None else b.port
-            if _covers(b.host, a.host):
-                both.append(Allow(a.host, port))
-            elif _covers(a.host, b.host):
-                both.append(Allow(b.host, port))
-    return tuple(dict.fromkeys(both))
-
-
-def _covers(pattern: str, host: str) -> bool:
-    """Does the allow entry host ``pattern`` cover ``host`` (itself an entry's host)?"""
-    return host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:]))
+    return tuple(dict.fromkeys((*inner, *outer)))

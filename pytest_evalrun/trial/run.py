@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..experiment.model import Experiment, Step, Task, Variant
-from ..experiment.network import Allow, within
+from ..experiment.network import Allow, combined
 from ..outcome import ERROR, FAILED, PASSED, TIMEOUT, TrialOutcome
 from ..secrets import Redactor
 from ..store import trialdir
@@ -380,11 +380,12 @@ class _Trial:
         self.outcome.message = self.spec.redactor.redact(message)
 
     def network_allow(self) -> tuple[Allow, ...] | None:
-        """The trial's allow list: the variant's ``network: {allow:}`` within the task's own
-        (a Harbor task's allowlist); None: any public host."""
+        """The trial's allow list: the variant's ``network: {allow:}`` and the task's own (a
+        Harbor task's allowlist) together (:func:`~..experiment.network.combined`); None: any
+        public host."""
         s = self.spec
         spec = s.experiment.environment_for(s.variant, s.task)
-        return within(s.variant.network_allow, spec.allow if spec is not None else None)
+        return combined(s.variant.network_allow, spec.allow if spec is not None else None)
 
     def isolate(self) -> bool:
         """Open the trial's environment (False, and an ``error`` outcome of kind
