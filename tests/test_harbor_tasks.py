@@ -177,6 +177,18 @@ def test_k_selects_harbor_tasks_by_name(tmp_path: Path, podman: str) -> None:  #
         (lambda d: (d / "task.toml").write_text("[agent\n"), "task.toml is not valid TOML"),
         (lambda d: (d / "task.toml").write_text("[environment]\nenv = {K = '${NOPE_XYZ}'}\n"),
          "${NOPE_XYZ}, which is not set"),
+        # Harbor's network settings that a trial cannot honour (its allowlist is honoured:
+        # tests/test_harbor_network.py)
+        (lambda d: (d / "task.toml").write_text(
+            "[environment]\nnetwork_mode = 'allowlist'\nallowed_hosts = ['10.0.0.0/8']\n"),
+         "an IP range in the network allowlist ([environment] allowed_hosts entry '10.0.0.0/8'"),
+        (lambda d: (d / "task.toml").write_text("[agent]\nnetwork_mode = 'no-network'\n"),
+         "a network policy of its own for one phase ([agent] network_mode"),
+        (lambda d: (d / "task.toml").write_text(
+            "[environment]\nnetwork_mode = 'allowlist'\nallowed_hosts = ['pypi.org:443']\n"),
+         "allowed_hosts entry 'pypi.org:443'"),
+        (lambda d: (d / "task.toml").write_text("[environment]\nallowed_hosts = ['pypi.org']\n"),
+         "allowed_hosts is only valid with network_mode = 'allowlist'"),
     ],
 )
 def test_what_is_not_run_is_named_with_the_task(

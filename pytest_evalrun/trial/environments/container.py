@@ -64,7 +64,7 @@ from .containernet import (
     image_path,
     step_home,
 )
-from .containersteps import PYTHON_INSIDE, ContainerSteps, guard, names
+from .containersteps import PYTHON_INSIDE, ContainerSteps, guard, is_pycall, names, python_mounts
 
 __all__ = ["CONTAINERS", "LOGS", "ContainerEnvironment", "choose", "environment_for"]
 
@@ -124,6 +124,10 @@ def environment_for(
     if spec is not None:
         options.update(spec.describe())
         options["build_timeout"] = spec.build_timeout
+    python = [str(s.value) for s in (variant.setup, variant.agent, task.verify)
+              if s is not None and s.kind == "python"]
+    if python:  # the runner and the callables' modules, bound read-only
+        options["python_mounts"] = python_mounts(python, experiment.directory)
     if harbor is not None:
         options["harbor_tests"] = str(harbor.tests)
         if harbor.solution is not None:
@@ -217,7 +221,8 @@ class ContainerEnvironment(ContainerSteps, Environment):
         """The start options :mod:`.containernet` needs: the programs bound read-only (a
         preset's CLI and node) and the pid file that finds the container's namespaces."""
         assert self.scratch is not None
-        mounts = tuple((str(h), str(i)) for h, i in self.options.get("mounts") or ())
+        mounts = tuple((str(h), str(i)) for h, i in [*(self.options.get("mounts") or ()),
+                                                      *(self.options.get("python_mounts") or ())])
         return {"mounts": mounts, "pidfile": str(self.scratch / "container.pid")}
 
     def _image_workdir(self) -> str:
@@ -553,9 +558,9 @@ class ContainerEnvironment(ContainerSteps, Environment):
                                  infra_error=("sandbox", "the container is not running"))
         if argv and (argv[0] == sys.executable
                      or argv[0].startswith(os.path.join(sys.prefix, ""))):
-            why = ("a 'python:' step runs the host's Python, which a container does not "
-                   "have: use a command step with {python} or {pytest} (the image's own "
-                   "python3; docs/environments.md)")
+            why = ("this step runs the host's Python, which a container does not have: use "
+                   "a 'python:' step, or a command step with {python} or {pytest} (the "
+                   "image's own python3; docs/environments.md)")
             return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         try:
             copied = copy_in(container, write, self.inside)
@@ -584,7 +589,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
         if result.exit_code in (126, 127) and any(
                 w == PYTHON_INSIDE or w.startswith(PYTHON_INSIDE + " ")
                 or f" {PYTHON_INSIDE} " in w for w in words):
-            why_not = self._no_python()
+            why_not = self._no_pycall_python() if is_pycall(words) else self._no_python()
             if why_not is not None:
                 return ProcessResult(None, False, result.duration, start_error=why_not,
                                      infra_error=("sandbox", why_not))
