@@ -549,6 +549,55 @@ def test_network_false_cuts_the_network(suite: Suite) -> None:
     assert suite.meta("offline", "t")["isolation"]["network"] is False
 
 
+SPRAY = (
+    "import json, os, sys\n"
+    "mine = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"
+    "open(os.environ['EVALRUN_ARTIFACTS_DIR'] + '/fds-' + sys.argv[1] + '.txt', 'w')"
+    ".write(json.dumps(mine))\n"
+    "fake = json.dumps({'outcome': 'return', 'value': True}).encode()\n"
+    "for fd in range(3, 256):\n"
+    "    for data in (fake, b'{\"exit-code\": 0}\\n', b'execvp: no such file\\n'):\n"
+    "        try:\n"
+    "            os.write(fd, data)\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "sys.exit(1)\n"
+)
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "n2"])
+@pytest.mark.parametrize("sandbox", ["auto", "none"])
+def test_no_step_can_write_to_a_descriptor_of_ours_to_turn_its_failure_into_an_error(
+    suite: Suite, sandbox: str, xdist: bool
+) -> None:
+    """An agent or verifier that writes lies to every open descriptor (a fake outcome, a fake
+    bubblewrap status, a fake exec failure) fails as any failing step does: it never becomes
+    an error (an error is not judged, so a failing agent would leave the pass rate). With the
+    network, without it (no starter in front of the step) and unsandboxed: the step holds no
+    descriptor but its standard streams."""
+    spray = script(suite, "spray.py", SPRAY)
+    suite.experiment(
+        variants={
+            "agent-online": {"agent": {"command": [*spray, "agent"]}},
+            "agent-offline": {"agent": {"command": [*spray, "agent"]}, "network": False},
+            "verify-online": {"agent": "true"},
+            "verify-offline": {"agent": "true", "network": False},
+        },
+        tasks=[task(verify=f"{sys.executable} {suite.root / 'spray.py'} verify")],
+    )  # fmt: skip
+    result = run(suite, f"--eval-sandbox={sandbox}", *(["-n", "2"] if xdist else []))
+    statuses = {v: suite.meta(v, "t")["status"] for v in
+                ("agent-online", "agent-offline", "verify-online", "verify-offline")}
+    assert statuses == dict.fromkeys(statuses, "failed"), result.stdout.str()[-3000:]
+    for variant in statuses:
+        for step in ("agent", "verify"):
+            seen = suite.trial_dir(variant, "t", 1) / "artifacts" / f"fds-{step}.txt"
+            if seen.exists():
+                fds = json.loads(seen.read_text())
+                # 0-2 and the descriptor listdir opened to list them
+                assert len(fds) == 4 and fds[:3] == [0, 1, 2], (variant, step, fds)
+
+
 def test_pytest_and_xdist_variables_never_reach_a_step(suite: Suite) -> None:
     agent = script(
         suite,

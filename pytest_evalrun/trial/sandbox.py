@@ -548,9 +548,11 @@ class Sandbox:
         descriptors to pass); its forwards are served until the ``with`` block ends (after
         the step ended).
 
-        Inside, the step starts in :meth:`inside` of ``cwd``.  ``exec_status_fd``: a pipe
-        (passed to the process) on which the starter in front of the command writes why it
-        could not exec the command (nothing: it was exec'd)."""
+        Inside, the step starts in :meth:`inside` of ``cwd``.  ``exec_status_fd``: a pipe on
+        which the starter in front of the command writes why it could not exec the command
+        (nothing: it was exec'd). It is in :attr:`Launch.pass_fds` only when a starter runs
+        (which closes it on exec): the command itself never holds it, or it could write a
+        false start failure there."""
         if not self.sandboxed:
             yield Launch(list(argv), Path(cwd), ())
             return
@@ -572,6 +574,7 @@ class Sandbox:
                                                        _starter_source()]  # fmt: skip
                 if exec_status_fd is not None:
                     starter.append(f"--exec-status-fd={exec_status_fd}")
+                    fds.append(exec_status_fd)
                 starter.append(f"--listeners-fd={listeners.child_fd}")
                 starter += [str(f.port) for f in p.forwards]
                 starter.append("--")
@@ -587,7 +590,8 @@ class Sandbox:
             if listeners is not None:
                 listeners.close()
             for fd in fds:
-                os.close(fd)
+                if fd != exec_status_fd:  # the caller's
+                    os.close(fd)
 
     @property
     def network(self) -> str:
