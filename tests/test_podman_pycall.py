@@ -1,13 +1,13 @@
-"""``python:`` steps in podman trials (issue 22): a callable runs in the container with the
-image's own python3, with the contract it has on the host (its return value or exception
-makes the verdict, 70/71 mean a crash / a missing callable, the step's timeout, the workspace
-as working directory), and an agent cannot steer a ``python:`` verifier there: not by a module
-of its own that shadows the verifier's module or the standard library, not by
-``sitecustomize`` / ``usercustomize`` / ``.pth`` files (in the workspace or in the
-container's system), not by a fake ``python3`` (in the workspace or on the system's PATH), not
-through an image whose ``PYTHONPATH`` names the workspace. Judged by what a user sees: each
-trial's status, reward and failure kind in meta.json, the same as the same experiment run on
-the host (the local sandbox).
+"""``python:`` steps in podman (and Docker) trials (issue 22): a callable runs in the container
+with the image's own python3, with the contract it has on the host (its return value or
+exception makes the verdict, 70/71 mean a crash / a missing callable, the step's timeout, the
+workspace as working directory), and an agent cannot steer a ``python:`` verifier there: not by
+a module of its own that shadows the verifier's module or the standard library, not by
+``sitecustomize`` / ``usercustomize`` / ``.pth`` files (in the workspace or in the container's
+system), not by a fake ``python3`` (in the workspace or on the system's PATH), not through an
+image whose ``PYTHONPATH`` names the workspace. Judged by what a user sees: each trial's status,
+reward and failure kind in meta.json, the same as the same experiment run on the host (the local
+sandbox).
 
 The image (python3 on the base image, ``ENV PYTHONPATH`` naming the workspace) is built by the
 plugin from a Dockerfile once and cached by content. Needs podman, the base image and the apt
@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from cli_helpers import run_pytest
-from test_podman import BASE_IMAGE, podman, trials  # noqa: F401
+from test_podman import BASE_IMAGE, Engine, engine, podman, trials  # noqa: F401
 
 from pytest_evalrun.trial.sandbox import probe
 
@@ -191,7 +191,7 @@ def expected_behaviour() -> dict[tuple[str, str], tuple[str, float | None]]:
     return out
 
 
-def check_in_podman(root: Path, done: Any) -> None:
+def check_in_podman(root: Path, done: Any, runtime: str = "podman") -> None:
     """What the two experiments give in podman: the behaviour of python: steps, and every
     attack a failure with the reward of an honest run."""
     tail = done.stdout[-4000:]
@@ -213,7 +213,7 @@ def check_in_podman(root: Path, done: Any) -> None:
     # it ran in the container: the image's python3, in the workspace inside
     out = (metas[("fixer", "verify")]["_dir"] / "verifier" / "verify-output.txt").read_text()
     assert "evalrun-test: /usr/bin/python3 /tmp/workspace /tmp/workspace" in out, out
-    assert metas[("fixer", "verify")]["isolation"]["environment"] == "podman"
+    assert metas[("fixer", "verify")]["isolation"]["environment"] == runtime
     # every attack fails (the agent's solution stays wrong), with the reward of an honest run
     attacks = verdicts(root, "pycall-attacks")
     want = {(a, t): ("failed", 0.0 if t == "verify" else 0.25)
@@ -223,10 +223,11 @@ def check_in_podman(root: Path, done: Any) -> None:
 
 
 def test_python_steps_run_in_the_container_and_cannot_be_steered(
-    tmp_path: Path, podman: str  # noqa: F811
+    tmp_path: Path, engine: Engine  # noqa: F811
 ) -> None:
+    """With podman and with Docker (the read-only mounts of the runner and the module)."""
     write(tmp_path, image={"dockerfile": "image/Dockerfile", "build_timeout": 900})
-    check_in_podman(tmp_path, run_pytest(tmp_path, "--eval-environment=podman"))
+    check_in_podman(tmp_path, run_pytest(tmp_path, engine.option), engine.name)
 
 
 @pytest.mark.skipif(not probe().available, reason="bubblewrap does not work here")
