@@ -27,7 +27,7 @@ import yaml
 from cli_helpers import run_pytest
 from filelock import FileLock
 from test_harbor_real import harbor_python, run_harbor_check  # noqa: F401
-from test_podman import podman, trials  # noqa: F401
+from test_podman import engine_or_skip, podman, trials  # noqa: F401
 
 TASKS = Path(__file__).resolve().parent / "data" / "harbor_tasks"
 NAMES = ["c-build-fix", "py-fix-median", "sh-count-errors"]
@@ -110,6 +110,22 @@ def test_oracle_passes_every_task_and_doing_nothing_fails_every_one(harbor_run: 
     rewards = json.loads((found[("oracle", "sh-count-errors", 1)]["_dir"] / "verify.json")
                          .read_text())["rewards"]
     assert rewards == {"reward": 1.0, "exact": 1.0}
+
+
+def test_a_harbor_task_set_runs_with_docker_too(tmp_path: Path) -> None:
+    """The same task set with ``--eval-environment docker``: the oracle passes every task,
+    doing nothing fails every one, each trial in a Docker container."""
+    docker = engine_or_skip("docker")
+    spec = {"experiment": "harbor-docker",
+            "variants": {"oracle": {"agent": {"preset": "oracle"}}, "nothing": {"agent": "true"}},
+            "tasks": {"harbor": str(TASKS)}}
+    (tmp_path / "harbor.eval.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    done = run_pytest(tmp_path, "-n", "2", docker.option)
+    found = trials(tmp_path)
+    assert {(v, t): m["status"] for (v, t, _), m in found.items()} == {
+        **{("oracle", name): "passed" for name in NAMES},
+        **{("nothing", name): "failed" for name in NAMES}}, done.stdout[-3000:]
+    assert {m["isolation"]["environment"] for m in found.values()} == {"docker"}
 
 
 def test_the_agent_sees_no_tests_or_solution_and_keeps_no_host_capability(
