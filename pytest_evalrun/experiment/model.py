@@ -67,12 +67,6 @@ class SandboxSetting:
     unix_sockets: bool = False
 
 
-#: ``--eval-environment`` values: ``auto`` (a container where the trial names an image, else
-#: the local sandbox's ``sandbox:`` mode), the local ones, or a container runtime.
-ENVIRONMENT_CHOICES = ("auto", "bwrap", "none", "podman", "docker")
-CONTAINER_RUNTIMES = ("podman", "docker")
-
-
 #: ``environment: {verify: ...}``: where verify runs (:class:`EnvironmentSpec`).
 VERIFY_CONTAINERS = ("fresh", "same")
 

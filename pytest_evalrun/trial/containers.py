@@ -50,6 +50,7 @@ from typing import IO, TYPE_CHECKING
 if TYPE_CHECKING:
     import tarfile
 
+from ..sandboxkind import CONTAINER_RUNTIMES
 from .containerexec import DirectExec
 
 __all__ = [
@@ -173,7 +174,7 @@ def detect_runtime(preference: str = "auto") -> Runtime | None:
     does not answer. Cached per process."""
     if preference in _DETECTED:
         return _DETECTED[preference]
-    names = ("podman", "docker") if preference == "auto" else (preference,)
+    names = CONTAINER_RUNTIMES if preference == "auto" else (preference,)
     found: Runtime | None = None
     for name in names:
         if name in _DETECTED:  # asked before on its own

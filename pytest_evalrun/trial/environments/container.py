@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ...experiment.model import Experiment, Task, Variant
+from ...sandboxkind import CONTAINER_RUNTIMES, LOCAL_ENVIRONMENTS, EnvironmentKind
 from ..containerexec import Batch
 from ..containers import (
     KILL_ALL,
@@ -98,14 +99,14 @@ def choose(requested: str, spec: Mapping[str, Any] | None, harbor: bool) -> str 
     ``sandbox:`` mode decides); ``podman``/``docker`` always use that runtime (a trial with no
     image errors); ``bwrap``/``none`` run locally and ignore the image, but a Harbor task
     needs its container (:data:`REFUSE`)."""
-    if requested in ("podman", "docker"):
+    if requested in CONTAINER_RUNTIMES:
         return requested
-    if requested in ("bwrap", "none"):
+    if requested in LOCAL_ENVIRONMENTS:
         return REFUSE if harbor else requested
     if spec is None:
         return None
     runtime = detect_runtime("auto")
-    return runtime.name if runtime is not None else "podman"
+    return runtime.name if runtime is not None else EnvironmentKind.PODMAN.value
 
 
 def environment_for(
@@ -117,7 +118,7 @@ def environment_for(
     spec = experiment.environment_for(variant, task)
     harbor = task.harbor
     name = choose(requested, spec.describe() if spec else None, harbor is not None)
-    if name not in ("podman", "docker"):
+    if name not in CONTAINER_RUNTIMES:
         return name, {}
     options: dict[str, Any] = {"task": task.name, "run_id": run_id,
                                "experiment": experiment.name}
@@ -145,7 +146,7 @@ def _refuse(place: TrialPlace) -> Environment:
 class ContainerEnvironment(ContainerSteps, Environment):
     """One trial in a container of its own (see the module docstring)."""
 
-    name = "podman"
+    name = EnvironmentKind.PODMAN.value
     sandboxed = True
 
     def __init__(self, place: TrialPlace, runtime_name: str) -> None:
@@ -668,12 +669,13 @@ def _int(value: Any) -> int | None:
 
 
 def _podman(place: TrialPlace) -> Environment:
-    return ContainerEnvironment(place, "podman")
+    return ContainerEnvironment(place, EnvironmentKind.PODMAN.value)
 
 
 def _docker(place: TrialPlace) -> Environment:
-    return ContainerEnvironment(place, "docker")
+    return ContainerEnvironment(place, EnvironmentKind.DOCKER.value)
 
 
 #: The container environments by name, for :class:`~.base.Environments`.
-CONTAINERS = {"podman": _podman, "docker": _docker, REFUSE: _refuse}
+CONTAINERS = {EnvironmentKind.PODMAN.value: _podman, EnvironmentKind.DOCKER.value: _docker,
+              REFUSE: _refuse}
