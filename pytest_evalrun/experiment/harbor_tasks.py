@@ -48,7 +48,7 @@ from pytest_evalrun.experiment.names import slugify, validate_name
 from pytest_evalrun.experiment.network import Allow, parse_allow
 from pytest_evalrun.experiment.promptfile import PromptFileError, read_prompt_file
 from pytest_evalrun.experiment.valuecheck import Values
-from pytest_evalrun.experiment.yamltree import YList, YMap
+from pytest_evalrun.experiment.yamltree import YMap
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -60,7 +60,6 @@ __all__ = ["HARBOR_VERIFY", "VERIFIER_DIR", "HarborTasks"]
 #: Where Harbor's verifier writes (inside the container).
 VERIFIER_DIR = "/logs/verifier"
 TESTS_DIR = "/tests"
-SOLUTION_DIR = "/solution"
 #: Harbor's default verifier timeout (seconds).
 HARBOR_VERIFY_TIMEOUT = 600.0
 MAX_TASK_TOML = 1024 * 1024
@@ -395,7 +394,3 @@ def _unsupported(config: Mapping[str, Any], directory: Path) -> list[str]:
 def harbor_item(m: object) -> bool:
     """Is this entry of ``tasks:`` a ``{harbor: PATH}`` mapping?"""
     return isinstance(m, YMap) and "harbor" in m and "name" not in m
-
-
-def harbor_list(value: object) -> bool:
-    return isinstance(value, YList) and any(harbor_item(v) for v in value)

@@ -501,25 +501,6 @@ class Sandbox:
             self.home, self.tmp = str(home), str(tmp)
             self._prefix = []
 
-    def extended(
-        self,
-        *,
-        read: Sequence[Path] = (),
-        write: Sequence[Path] = (),
-        forwards: Sequence[Forward] = (),
-    ) -> Sandbox:
-        """The same isolation with more paths: ``read`` visible read-only, ``write`` writable
-        at their own path (e.g. a step kind's own config home inside the trial directory),
-        and more ``forwards`` (a port already forwarded keeps its first forward)."""
-        taken = {f.port for f in self.policy.forwards}
-        policy = dataclasses.replace(
-            self.policy,
-            read=(*self.policy.read, *read),
-            write=(*self.policy.write, *write),
-            forwards=(*self.policy.forwards, *(f for f in forwards if f.port not in taken)),
-        )
-        return Sandbox(policy, private=self._private, isolation=self.isolation)
-
     # -- paths -------------------------------------------------------------------------
     @property
     def workspace(self) -> str | None:
