@@ -18,19 +18,8 @@ TARGET = 1.0
 
 
 def make_suites() -> Path:
-    root = c.tmpdir("collect")
-    exp = root / "exp"
-    exp.mkdir()
-    c.write_fixture(exp)
-    c.write_experiment(
-        exp / "big.eval.yaml", name="big",
-        variants={f"v{i:02d}": "true" for i in range(N_VARIANTS)},
-        tasks=[{"name": f"task-{i:04d}"} for i in range(N_TASKS)],
-        trials=N_TRIALS, fixture="fixtures/app")
-    plain = root / "plain"
-    plain.mkdir()
-    c.write_param_test(plain / "test_param.py", N_VARIANTS * N_TASKS * N_TRIALS)
-    return root
+    return c.grid_suite("big", variants=N_VARIANTS, tasks=N_TASKS, trials=N_TRIALS,
+                        variant_digits=2, task_digits=4, plain=True)
 
 
 def subject_cmd(root: Path) -> list[str]:

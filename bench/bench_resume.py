@@ -22,19 +22,8 @@ TARGET = 1.0
 
 
 def make_suites() -> Path:
-    root = c.tmpdir("resume")
-    exp = root / "exp"
-    exp.mkdir()
-    c.write_fixture(exp, 10)
-    c.write_experiment(
-        exp / "resume.eval.yaml", name="resume",
-        variants={f"v{i}": "true" for i in range(N_VARIANTS)},
-        tasks=[{"name": f"task-{i:03d}"} for i in range(N_TASKS)],
-        trials=N_TRIALS, fixture="fixtures/app")
-    plain = root / "plain"
-    plain.mkdir()
-    c.write_param_test(plain / "test_param.py", N)
-    return root
+    return c.grid_suite("resume", variants=N_VARIANTS, tasks=N_TASKS, trials=N_TRIALS,
+                        plain=True)
 
 
 def dirs(root: Path) -> list[str]:

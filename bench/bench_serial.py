@@ -39,16 +39,8 @@ TARGET_BWRAP_LOOP = 1.0
 
 
 def make_suite() -> Path:
-    root = c.tmpdir("serial")
-    exp = root / "exp"
-    exp.mkdir()
-    c.write_fixture(exp, 10)
-    c.write_experiment(
-        exp / "serial.eval.yaml", name="serial",
-        variants={f"v{i}": "true" for i in range(N_VARIANTS)},
-        tasks=[{"name": f"task-{i:02d}"} for i in range(N_TASKS)],
-        trials=N_TRIALS, fixture="fixtures/app")
-    return root
+    return c.grid_suite("serial", variants=N_VARIANTS, tasks=N_TASKS, trials=N_TRIALS,
+                        task_digits=2)
 
 
 def subject(root: Path) -> float:

@@ -216,6 +216,26 @@ def write_param_test(path: Path, n: int) -> None:
     """))
 
 
+def grid_suite(name: str, *, variants: int, tasks: int, trials: int, variant_digits: int = 1,
+               task_digits: int = 3, plain: bool = False) -> Path:
+    """A fresh directory holding ``exp/<name>.eval.yaml``: ``variants`` variants (``v0``...,
+    agent ``true``) x ``tasks`` tasks (``task-000``...) x ``trials`` trials on a 10-file
+    fixture; with ``plain``, ``plain/test_param.py`` of as many trivial parametrized tests."""
+    root = tmpdir(name)
+    exp = root / "exp"
+    exp.mkdir()
+    write_fixture(exp, 10)
+    write_experiment(
+        exp / f"{name}.eval.yaml", name=name,
+        variants={f"v{i:0{variant_digits}d}": "true" for i in range(variants)},
+        tasks=[{"name": f"task-{i:0{task_digits}d}"} for i in range(tasks)],
+        trials=trials, fixture="fixtures/app")
+    if plain:
+        (root / "plain").mkdir()
+        write_param_test(root / "plain" / "test_param.py", variants * tasks * trials)
+    return root
+
+
 def eval_args(root: Path, tag: str) -> list[str]:
     """Fresh results/jobs dirs for one measured run (removed first)."""
     res, jobs = root / f"results-{tag}", root / f"jobs-{tag}"

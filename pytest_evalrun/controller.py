@@ -23,6 +23,7 @@ from .context import EvalContext
 from .experiment.errors import SpecError
 from .experiment.model import Experiment
 from .finish import Gates, Plan, RegressionGate, finish_run
+from .layoutjson import Summary
 from .outcome import ERROR, USER_PROPERTY, TrialOutcome
 from .report.markdown import render_markdown
 from .report.openmetrics import render_openmetrics
@@ -64,7 +65,7 @@ class ControllerPlugin:
         self.outcomes: dict[str, TrialOutcome] = {}
         self.spec_errors: dict[str, str] = {}
         self.collected: list[str] = []
-        self.summary: dict[str, Any] | None = None
+        self.summary: Summary | None = None
         self.run_dirs: list[Path] = []
         #: Set when the session was interrupted: (trials stopped running, not started, run ids).
         self.interrupted: tuple[int, int, set[str]] | None = None
@@ -414,7 +415,7 @@ class ControllerPlugin:
                 sum(max(run.collected - len(run.outcomes), 0) for run in grouped.values()),
                 {run.run_id for run in grouped.values()},
             )
-        parts = []
+        parts: list[Summary] = []
         for (_, run_id), run in grouped.items():
             exp = run.experiment
             gates = self._gates(exp)

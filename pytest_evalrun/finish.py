@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .layoutjson import BaselineRunGate, RunGates, Summary, Verdict
 from .outcome import TrialOutcome
 from .report.policy import ERROR_POLICIES, ERRORS_COUNT
 from .report.regression import (
@@ -89,7 +90,7 @@ class RegressionGate:
     #: Judged trials the baseline run ran again (``--eval-retry``); None when unknown.
     rerun_judged: int | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> BaselineRunGate:
         return {
             "ref": self.ref,
             "run_id": self.run_id,
@@ -164,7 +165,7 @@ class Gates:
     #: ``--eval-baseline-run``, or None.
     regression: RegressionGate | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> RunGates:
         return {
             "min_pass_rate": self.min_pass_rate,
             "baseline_variant": self.baseline_variant,
@@ -279,13 +280,12 @@ class Plan:
 class Finished:
     """A finished run: its summary (summary.json's content) and run.json's counts."""
 
-    summary: dict[str, Any]
+    summary: Summary
     counts: dict[str, int]
 
     @property
-    def verdict(self) -> dict[str, Any]:
-        verdict: dict[str, Any] = self.summary["verdict"]
-        return verdict
+    def verdict(self) -> Verdict:
+        return self.summary["verdict"]
 
     @property
     def exit(self) -> int | None:

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from .report.policy import ERROR_POLICIES
-from .sandboxkind import SANDBOX_MODES
+from .sandboxkind import ENVIRONMENT_CHOICES, SANDBOX_MODES
 from .shard import parse_shard
 
 
@@ -156,7 +156,7 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--eval-environment",
         dest="eval_environment",
-        choices=("auto", "bwrap", "none", "podman", "docker"),
+        choices=ENVIRONMENT_CHOICES,
         default=None,
         help="where every trial runs: auto (default: in a container, with podman else "
         "Docker, when the task or variant names an 'environment:' image or is a Harbor task; "

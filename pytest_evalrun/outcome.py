@@ -7,6 +7,7 @@ only outcomes, never trial directories.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
@@ -159,7 +160,7 @@ class TrialOutcome:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrialOutcome:
+    def from_dict(cls, data: Mapping[str, Any]) -> TrialOutcome:
         kwargs = {k: v for k, v in data.items() if k in _FIELD_SET}
         metrics = kwargs.get("metrics")
         if isinstance(metrics, dict):

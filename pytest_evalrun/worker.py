@@ -27,6 +27,7 @@ from .context import EvalContext
 from .experiment.identity import fingerprint, seed
 from .experiment.model import Experiment, Task, Variant
 from .outcome import TrialOutcome
+from .sandboxkind import CONTAINER_RUNTIMES
 from .shard import Key, parse_shard, select
 from .store.paths import RunPaths, step_records
 from .store.recorder import RunInfo
@@ -157,7 +158,7 @@ class WorkerPlugin:
             labels.update(nodeid=nodeid, worker=context.worker_id)
             where, where_options = environment_for(
                 exp, variant, task, self.shared.environment or "auto", run.paths.run_id)
-            if where in ("podman", "docker"):  # a preset's CLI and node, bound inside
+            if where in CONTAINER_RUNTIMES:  # a preset's CLI and node, bound inside
                 from .agents.incontainer import container_mounts
 
                 owner = getattr(context.kinds.agent.get("preset"), "__self__", None)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,18 @@ def evalrun_json(*args: str, cwd: Path) -> Any:
     return json.loads(r.stdout)
 
 
-def run_pytest(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """A real pytest session over the experiment files in ``root``."""
+def run_pytest(
+    root: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """A real pytest session over the experiment files in ``root`` (``env``: its whole
+    environment; default: this process's)."""
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=root,
+        env=None if env is None else dict(env),
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
 
 

@@ -46,7 +46,7 @@ def build(**kw: object) -> dict[str, str]:
         "tmpdir": "/tmp",
     }
     args.update(kw)
-    return step_environment(**args)  # type: ignore[arg-type]
+    return step_environment(**args)
 
 
 def test_base_only_by_default() -> None:
@@ -142,6 +142,38 @@ def test_a_python_verifier_gets_the_workspace_last_an_agent_second() -> None:
         "/ws",
     ]
     assert import_path("agent", base, env, "/ws")[:2] == ["/exp", "/ws"]
+
+
+def test_a_python_verifier_gets_pythonpath_entries_inside_the_workspace_last_too() -> None:
+    """An image's ``ENV PYTHONPATH=/app`` (its workdir) must not put the agent's modules
+    ahead of the standard library; in a container the module directory follows the
+    experiment's."""
+    from pytest_evalrun.trial.pycall import import_path
+
+    env = {"EVALRUN_PYCALL_PATH": "/exp", "EVALRUN_PYCALL_MODULES": "/opt/evalrun/python",
+           "PYTHONPATH": "/ws:/opt/lib:/ws/src:/wsx"}
+    base = ["/usr/lib/python3.11"]
+    assert import_path("verify", base, env, "/ws") == [
+        "/exp", "/opt/evalrun/python", "/opt/lib", "/wsx", "/usr/lib/python3.11", "/ws",
+        "/ws/src"]
+    assert import_path("agent", base, env, "/ws") == [
+        "/exp", "/opt/evalrun/python", "/ws", "/opt/lib", "/ws/src", "/wsx",
+        "/usr/lib/python3.11"]
+
+
+def test_a_tasks_allow_list_and_the_variants_together_allow_what_either_names() -> None:
+    from pytest_evalrun.experiment.network import Allow, combined, parse_allow
+
+    def allow(*entries: str) -> tuple[Allow, ...]:
+        return tuple(parse_allow(e) for e in entries)
+
+    task = allow("pypi.org", "*.pythonhosted.org", "10.0.0.7")
+    assert combined(None, task) == task
+    assert combined(task, None) == task
+    assert combined(None, None) is None
+    assert combined(allow("api.openai.com:443", "pypi.org"), task) == allow(
+        "pypi.org", "*.pythonhosted.org", "10.0.0.7", "api.openai.com:443")
+    assert combined(allow("a.example"), ()) == allow("a.example")
 
 
 def test_search_paths_keep_only_absolute_entries_and_the_workspace_last() -> None:

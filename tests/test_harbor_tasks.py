@@ -27,7 +27,7 @@ import yaml
 from cli_helpers import run_pytest
 from filelock import FileLock
 from test_harbor_real import harbor_python, run_harbor_check  # noqa: F401
-from test_podman import podman, trials  # noqa: F401
+from test_podman import engine_or_skip, podman, trials  # noqa: F401
 
 TASKS = Path(__file__).resolve().parent / "data" / "harbor_tasks"
 NAMES = ["c-build-fix", "py-fix-median", "sh-count-errors"]
@@ -112,6 +112,22 @@ def test_oracle_passes_every_task_and_doing_nothing_fails_every_one(harbor_run: 
     assert rewards == {"reward": 1.0, "exact": 1.0}
 
 
+def test_a_harbor_task_set_runs_with_docker_too(tmp_path: Path) -> None:
+    """The same task set with ``--eval-environment docker``: the oracle passes every task,
+    doing nothing fails every one, each trial in a Docker container."""
+    docker = engine_or_skip("docker")
+    spec = {"experiment": "harbor-docker",
+            "variants": {"oracle": {"agent": {"preset": "oracle"}}, "nothing": {"agent": "true"}},
+            "tasks": {"harbor": str(TASKS)}}
+    (tmp_path / "harbor.eval.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    done = run_pytest(tmp_path, "-n", "2", docker.option)
+    found = trials(tmp_path)
+    assert {(v, t): m["status"] for (v, t, _), m in found.items()} == {
+        **{("oracle", name): "passed" for name in NAMES},
+        **{("nothing", name): "failed" for name in NAMES}}, done.stdout[-3000:]
+    assert {m["isolation"]["environment"] for m in found.values()} == {"docker"}
+
+
 def test_the_agent_sees_no_tests_or_solution_and_keeps_no_host_capability(
     harbor_run: Path,
 ) -> None:
@@ -177,6 +193,18 @@ def test_k_selects_harbor_tasks_by_name(tmp_path: Path, podman: str) -> None:  #
         (lambda d: (d / "task.toml").write_text("[agent\n"), "task.toml is not valid TOML"),
         (lambda d: (d / "task.toml").write_text("[environment]\nenv = {K = '${NOPE_XYZ}'}\n"),
          "${NOPE_XYZ}, which is not set"),
+        # Harbor's network settings that a trial cannot honour (its allowlist is honoured:
+        # tests/test_harbor_network.py)
+        (lambda d: (d / "task.toml").write_text(
+            "[environment]\nnetwork_mode = 'allowlist'\nallowed_hosts = ['10.0.0.0/8']\n"),
+         "an IP range in the network allowlist ([environment] allowed_hosts entry '10.0.0.0/8'"),
+        (lambda d: (d / "task.toml").write_text("[agent]\nnetwork_mode = 'no-network'\n"),
+         "a network policy of its own for one phase ([agent] network_mode"),
+        (lambda d: (d / "task.toml").write_text(
+            "[environment]\nnetwork_mode = 'allowlist'\nallowed_hosts = ['pypi.org:443']\n"),
+         "allowed_hosts entry 'pypi.org:443'"),
+        (lambda d: (d / "task.toml").write_text("[environment]\nallowed_hosts = ['pypi.org']\n"),
+         "allowed_hosts is only valid with network_mode = 'allowlist'"),
     ],
 )
 def test_what_is_not_run_is_named_with_the_task(

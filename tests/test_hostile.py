@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from cli_helpers import run_pytest
 from conftest import Suite
 
 from pytest_evalrun.secrets import Redactor
@@ -503,15 +504,7 @@ def test_the_host_is_read_only_and_credential_stores_are_hidden(suite: Suite) ->
         "open('answer.txt', 'w').write('ok')\n",
     )
     suite.experiment(defaults={"agent": {"command": [*agent, str(home)]}}, tasks=[task()])
-    env = {**os.environ, "HOME": str(home)}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
-        cwd=suite.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_pytest(suite.root, env={**os.environ, "HOME": str(home)}, timeout=300)
     assert done.returncode == 0, done.stdout
     out = (suite.trial_dir("base", "t", 1) / "stdout.txt").read_text()
     assert "PRIVATE KEY" not in out and "password" not in out
@@ -556,6 +549,55 @@ def test_network_false_cuts_the_network(suite: Suite) -> None:
     assert suite.meta("offline", "t")["isolation"]["network"] is False
 
 
+SPRAY = (
+    "import json, os, sys\n"
+    "mine = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"
+    "open(os.environ['EVALRUN_ARTIFACTS_DIR'] + '/fds-' + sys.argv[1] + '.txt', 'w')"
+    ".write(json.dumps(mine))\n"
+    "fake = json.dumps({'outcome': 'return', 'value': True}).encode()\n"
+    "for fd in range(3, 256):\n"
+    "    for data in (fake, b'{\"exit-code\": 0}\\n', b'execvp: no such file\\n'):\n"
+    "        try:\n"
+    "            os.write(fd, data)\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "sys.exit(1)\n"
+)
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "n2"])
+@pytest.mark.parametrize("sandbox", ["auto", "none"])
+def test_no_step_can_write_to_a_descriptor_of_ours_to_turn_its_failure_into_an_error(
+    suite: Suite, sandbox: str, xdist: bool
+) -> None:
+    """An agent or verifier that writes lies to every open descriptor (a fake outcome, a fake
+    bubblewrap status, a fake exec failure) fails as any failing step does: it never becomes
+    an error (an error is not judged, so a failing agent would leave the pass rate). With the
+    network, without it (no starter in front of the step) and unsandboxed: the step holds no
+    descriptor but its standard streams."""
+    spray = script(suite, "spray.py", SPRAY)
+    suite.experiment(
+        variants={
+            "agent-online": {"agent": {"command": [*spray, "agent"]}},
+            "agent-offline": {"agent": {"command": [*spray, "agent"]}, "network": False},
+            "verify-online": {"agent": "true"},
+            "verify-offline": {"agent": "true", "network": False},
+        },
+        tasks=[task(verify=f"{sys.executable} {suite.root / 'spray.py'} verify")],
+    )  # fmt: skip
+    result = run(suite, f"--eval-sandbox={sandbox}", *(["-n", "2"] if xdist else []))
+    statuses = {v: suite.meta(v, "t")["status"] for v in
+                ("agent-online", "agent-offline", "verify-online", "verify-offline")}
+    assert statuses == dict.fromkeys(statuses, "failed"), result.stdout.str()[-3000:]
+    for variant in statuses:
+        for step in ("agent", "verify"):
+            seen = suite.trial_dir(variant, "t", 1) / "artifacts" / f"fds-{step}.txt"
+            if seen.exists():
+                fds = json.loads(seen.read_text())
+                # 0-2 and the descriptor listdir opened to list them
+                assert len(fds) == 4 and fds[:3] == [0, 1, 2], (variant, step, fds)
+
+
 def test_pytest_and_xdist_variables_never_reach_a_step(suite: Suite) -> None:
     agent = script(
         suite,
@@ -566,14 +608,7 @@ def test_pytest_and_xdist_variables_never_reach_a_step(suite: Suite) -> None:
     )
     suite.experiment(defaults={"agent": {"command": agent}}, tasks=[task()])
     env = {**os.environ, "PYTEST_ADDOPTS": "-p no:cacheprovider", "MY_LEFTOVER": "x"}
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-n", "1"],
-        cwd=suite.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_pytest(suite.root, "-n", "1", env=env, timeout=300)
     assert done.returncode == 0, done.stdout
     seen = json.loads((suite.trial_dir("base", "t", 1) / "stdout.txt").read_text().splitlines()[-1])
     assert not [k for k in seen if k.startswith(("PYTEST_", "XDIST", "EXECNET"))]
@@ -664,12 +699,6 @@ def test_nothing_of_a_killed_pytest_runs_once_the_next_session_starts(
         proc.wait()
     (suite.root / "exp.eval.yaml").unlink()
     suite.experiment("next", tasks=[task(verify="true")])
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
-        cwd=suite.root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_pytest(suite.root, timeout=300)
     assert done.returncode == 0, done.stdout
     assert processes_with(f"sleep {marker}") == []

@@ -1,17 +1,22 @@
-"""Container environments with real podman, through real pytest sessions.
+"""Container environments with real podman and real Docker, through real pytest sessions.
 
-- the same experiment run in the local bubblewrap sandbox and in podman gives the same
+The tests taking the ``engine`` fixture run once with each runtime (``--eval-environment
+podman`` and ``docker``):
+
+- the same experiment run in the local bubblewrap sandbox and in a container gives the same
   outcomes, rewards and diffs;
 - images from a Dockerfile are built once (a second session builds nothing), and a build
   failure is an error naming the task and the build's last lines;
 - pytest killed with ``kill -9`` leaves no container behind, and a container whose owner died
   is removed when the next session starts;
-- ``--eval-environment podman`` for a task without an image is an error that says so;
+- ``--eval-environment podman`` (or ``docker``) for a task without an image is an error that
+  says so;
 - bad ``environment:`` values are errors naming the file and line.
 
 Needs podman and the base image ``localhost/evalrun-debian:bookworm``
-(``tests/tools/install_podman.sh`` installs both; CI runs it first): skipped, saying so,
-where they are missing.
+(``tests/tools/install_podman.sh`` installs both; CI runs it first), and for the Docker runs
+Docker's engine with the same image (``tests/tools/install_docker.sh``, run after it): skipped,
+saying so, where they are missing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +42,66 @@ from pytest_evalrun.trial.sandbox import probe
 BASE_IMAGE = os.environ.get("EVALRUN_BASE_IMAGE", "localhost/evalrun-debian:bookworm")
 
 
+@dataclass(frozen=True)
+class Engine:
+    """A container runtime the tests drive: ``name`` (``podman`` or ``docker``, as
+    ``--eval-environment`` takes it) and its program."""
+
+    name: str
+    program: str
+
+    @property
+    def option(self) -> str:
+        return f"--eval-environment={self.name}"
+
+    def names(self, *filters: str) -> list[str]:
+        """The names of our labelled containers, running or not, with extra filters."""
+        args = [self.program, "ps", "-a", "--format", "{{.Names}}", "--filter",
+                f"label={LABEL}=1"]
+        for f in filters:
+            args += ["--filter", f]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout.split()
+
+    def owners(self) -> list[tuple[str, str]]:
+        """(name, owner label) of our running containers."""
+        label = (f'{{{{index .Labels "{OWNER_LABEL}"}}}}' if self.name == "podman"
+                 else f'{{{{.Label "{OWNER_LABEL}"}}}}')
+        listed = subprocess.run([self.program, "ps", "--format", "{{.Names}} " + label,
+                                 "--filter", f"label={LABEL}=1"], capture_output=True,
+                                text=True, check=True, timeout=60)
+        return [(line.split()[0], line.split()[1] if line.split()[1:] else "")
+                for line in listed.stdout.splitlines() if line.strip()]
+
+    def remove(self, *names: str) -> None:
+        wait = ["-t", "0"] if self.name == "podman" else []
+        subprocess.run([self.program, "rm", "-f", *wait, *names], capture_output=True,
+                       timeout=120, check=False)
+
+
+def engine_or_skip(name: str) -> Engine:
+    """The runtime ``name`` with the base image in it, or skip naming what to run."""
+    install = "tests/tools/install_podman.sh" + (
+        "" if name == "podman" else " then tests/tools/install_docker.sh")
+    runtime = detect_runtime(name)
+    if runtime is None:
+        pytest.skip(f"{name} is not installed or does not answer: run {install}")
+    if not runtime.image_exists(BASE_IMAGE):
+        pytest.skip(f"the base image {BASE_IMAGE} is not in {name}: run {install}")
+    return Engine(name, runtime.program)
+
+
 @pytest.fixture(scope="session")
 def podman() -> str:
     """podman's program with the base image built, or skip naming what is missing."""
-    runtime = detect_runtime("podman")
-    if runtime is None:
-        pytest.skip("podman is not installed or does not answer: run "
-                    "tests/tools/install_podman.sh")
-    if not runtime.image_exists(BASE_IMAGE):
-        pytest.skip(f"the base image {BASE_IMAGE} is missing: run tests/tools/install_podman.sh")
-    return runtime.program
+    return engine_or_skip("podman").program
+
+
+@pytest.fixture(scope="session", params=["podman", "docker"])
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """Each container runtime in turn (a test that must hold in both): podman, then Docker
+    (its daemon started and the base image loaded by tests/tools/install_docker.sh)."""
+    return engine_or_skip(str(request.param))
 
 
 def trials(root: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -56,14 +112,6 @@ def trials(root: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
         data["_dir"] = meta.parent
         out[(data["variant"], data["task"], data["trial"])] = data
     return out
-
-
-def containers(podman: str, *filters: str) -> list[str]:
-    args = [podman, "ps", "-a", "--format", "{{.Names}}", "--filter", f"label={LABEL}=1"]
-    for f in filters:
-        args += ["--filter", f]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True)
-    return done.stdout.split()
 
 
 SAME_EXPERIMENT: dict[str, Any] = {
@@ -98,22 +146,24 @@ def write_same(root: Path) -> None:
 
 
 @pytest.mark.skipif(not probe().available, reason="bubblewrap does not work here")
-def test_same_experiment_same_outcomes_in_bwrap_and_podman(tmp_path: Path, podman: str) -> None:
+def test_same_experiment_same_outcomes_in_bwrap_and_a_container(
+    tmp_path: Path, engine: Engine
+) -> None:
     seen: dict[str, dict[tuple[str, str, int], dict[str, Any]]] = {}
-    for where in ("bwrap", "podman"):
+    for where in ("bwrap", engine.name):
         root = tmp_path / where
         root.mkdir()
         write_same(root)
         done = run_pytest(root, "-n", "2", f"--eval-environment={where}")
         assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
         seen[where] = trials(root)
-    bwrap, pod = seen["bwrap"], seen["podman"]
+    bwrap, pod = seen["bwrap"], seen[engine.name]
     assert len(bwrap) == len(pod) == 6
     for key, local in bwrap.items():
         there = pod[key]
         assert (there["status"], there["reward"]) == (local["status"], local["reward"]), key
         assert local["isolation"]["environment"] == "bwrap"
-        assert there["isolation"]["environment"] == "podman"
+        assert there["isolation"]["environment"] == engine.name
         assert there["isolation"]["image"] == BASE_IMAGE
         diff_here = (local["_dir"] / "workspace.diff").read_text()
         diff_there = (there["_dir"] / "workspace.diff").read_text()
@@ -125,11 +175,11 @@ def test_same_experiment_same_outcomes_in_bwrap_and_podman(tmp_path: Path, podma
     assert pod[("idle", "partial", 1)]["reward"] == 0.5
     assert (pod[("fixer", "fix-add", 1)]["_dir"] / "artifacts" / "note.txt").read_text() == "note\n"
     run_id = pod[("idle", "fix-add", 1)]["run_id"]
-    assert containers(podman, f"label=io.evalrun.run={run_id}") == []
+    assert engine.names(f"label=io.evalrun.run={run_id}") == []
 
 
 def test_dockerfile_built_once_and_a_failed_build_names_the_task(
-    tmp_path: Path, podman: str
+    tmp_path: Path, engine: Engine
 ) -> None:
     marker = uuid.uuid4().hex
     good, bad = tmp_path / "img" / "good", tmp_path / "img" / "bad"
@@ -149,30 +199,31 @@ def test_dockerfile_built_once_and_a_failed_build_names_the_task(
         ],
     }
     (tmp_path / "b.eval.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    first = run_pytest(tmp_path)
+    first = run_pytest(tmp_path, engine.option)
     found = trials(tmp_path)
     good_meta = found[("v", "good-image", 1)]
     assert good_meta["status"] == "passed", first.stdout[-3000:]
     assert found[("v", "good-image", 2)]["status"] == "passed"
     tag = good_meta["isolation"]["image"]
     assert tag.startswith("localhost/evalrun-build:")
-    created = subprocess.run([podman, "image", "inspect", "--format", "{{.Id}} {{.Created}}", tag],
-                             capture_output=True, text=True, check=True).stdout
+    inspect = [engine.program, "image", "inspect", "--format", "{{.Id}} {{.Created}}", tag]
+    created = subprocess.run(inspect, capture_output=True, text=True, check=True).stdout
     failed = found[("v", "bad-image", 1)]
     assert failed["status"] == "error"
     assert "'bad-image'" in failed["message"] and f"broken-{marker}" in failed["message"]
     try:
         # a second session: same tag, the image not rebuilt (same id and creation time)
-        second = run_pytest(tmp_path, "-k", "good")
+        second = run_pytest(tmp_path, "-k", "good", engine.option)
         assert second.returncode == 0, second.stdout[-3000:]
-        again = subprocess.run([podman, "image", "inspect", "--format", "{{.Id}} {{.Created}}",
-                                tag], capture_output=True, text=True, check=True).stdout
+        again = subprocess.run(inspect, capture_output=True, text=True, check=True).stdout
         assert again == created
     finally:
-        subprocess.run([podman, "rmi", "-f", tag], capture_output=True, check=False)
+        subprocess.run([engine.program, "rmi", "-f", tag], capture_output=True, check=False)
 
 
-def test_no_container_left_after_kill_9_and_stale_ones_reaped(tmp_path: Path, podman: str) -> None:
+def test_no_container_left_after_kill_9_and_stale_ones_reaped(
+    tmp_path: Path, engine: Engine
+) -> None:
     spec = {
         "experiment": "killed",
         "environment": {"image": BASE_IMAGE},
@@ -181,18 +232,15 @@ def test_no_container_left_after_kill_9_and_stale_ones_reaped(tmp_path: Path, po
         "tasks": [{"name": "t", "prompt": "p", "verify": "true"}],
     }
     (tmp_path / "k.eval.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"],
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                             engine.option],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         owner = f"{proc.pid}:"
         deadline = time.monotonic() + 120
         mine: list[str] = []
         while time.monotonic() < deadline and not mine:
-            listed = subprocess.run(
-                [podman, "ps", "--format", '{{.Names}} {{index .Labels "' + OWNER_LABEL + '"}}',
-                 "--filter", f"label={LABEL}=1"], capture_output=True, text=True, check=True)
-            mine = [line.split()[0] for line in listed.stdout.splitlines()
-                    if line.split()[1:] and line.split()[1].startswith(owner)]
+            mine = [name for name, label in engine.owners() if label.startswith(owner)]
             time.sleep(0.2)
         assert mine, "the trial's container never started"
         # the agent is running in it: now kill pytest outright
@@ -200,11 +248,11 @@ def test_no_container_left_after_kill_9_and_stale_ones_reaped(tmp_path: Path, po
         proc.wait(timeout=30)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
-            names = containers(podman)
+            names = engine.names()
             if not set(mine) & set(names):
                 break
             time.sleep(0.5)
-        assert not set(mine) & set(containers(podman)), "a container outlived pytest"
+        assert not set(mine) & set(engine.names()), "a container outlived pytest"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -215,32 +263,34 @@ def test_no_container_left_after_kill_9_and_stale_ones_reaped(tmp_path: Path, po
     dead = subprocess.Popen(["true"])
     dead.wait()
     name = f"evalrun-stale-{uuid.uuid4().hex[:8]}"
-    subprocess.run([podman, "run", "-d", "--name", name, "--label", f"{LABEL}=1",
+    subprocess.run([engine.program, "run", "-d", "--name", name, "--label", f"{LABEL}=1",
                     "--label", f"{OWNER_LABEL}={dead.pid}:1", BASE_IMAGE, "sleep", "300"],
                    capture_output=True, check=True, timeout=120)
     try:
-        assert name in containers(podman)
+        assert name in engine.names()
         spec["variants"] = {"quick": {"agent": "true"}}
         (tmp_path / "k.eval.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-        done = run_pytest(tmp_path)
+        done = run_pytest(tmp_path, engine.option)
         assert done.returncode == 0, done.stdout[-2000:]
-        assert name not in containers(podman)
+        assert name not in engine.names()
     finally:
-        subprocess.run([podman, "rm", "-f", "-t", "0", name], capture_output=True, check=False)
+        engine.remove(name)
 
 
-def test_podman_without_an_image_is_an_error_that_says_so(tmp_path: Path, podman: str) -> None:
+def test_a_container_runtime_without_an_image_is_an_error_that_says_so(
+    tmp_path: Path, engine: Engine
+) -> None:
     spec = {"experiment": "no-image", "variants": {"v": {"agent": "true"}},
             "tasks": [{"name": "t", "prompt": "p", "verify": "true"}]}
     (tmp_path / "n.eval.yaml").write_text(yaml.safe_dump(spec))
-    done = run_pytest(tmp_path, "--eval-environment=podman")
+    done = run_pytest(tmp_path, engine.option)
     assert done.returncode == 1
     (meta,) = trials(tmp_path).values()
     assert meta["status"] == "error"
     assert "environment: {image: NAME}" in meta["message"]
 
 
-def test_network_in_a_container_never_wider_than_asked(tmp_path: Path, podman: str) -> None:
+def test_network_in_a_container_never_wider_than_asked(tmp_path: Path, engine: Engine) -> None:
     """Every container has no interface but ``lo`` (``--network none``); with a network, its
     way out is the trial's egress proxy (its allow list applied); meta.json says what the
     container's network was (the attacks: tests/test_podman_network.py)."""
@@ -255,7 +305,7 @@ def test_network_in_a_container_never_wider_than_asked(tmp_path: Path, podman: s
                                     "network": {"allow": ["example.org"]}}},
             "tasks": [{"name": "t", "prompt": "p", "verify": "true"}]}
     (tmp_path / "n.eval.yaml").write_text(yaml.safe_dump(spec))
-    done = run_pytest(tmp_path, "--eval-environment=podman")
+    done = run_pytest(tmp_path, engine.option)
     assert done.returncode == 0, done.stdout[-3000:]
     found = {v: meta for (v, _, _), meta in trials(tmp_path).items()}
     for variant, meta in found.items():
@@ -302,7 +352,7 @@ LINKER = ("cd / && rm -rf /logs/artifacts /tmp/workspace && ln -s /etc /logs/art
 
 
 def test_links_the_agent_leaves_inside_are_never_followed_on_the_host(
-    tmp_path: Path, podman: str
+    tmp_path: Path, engine: Engine
 ) -> None:
     """The agent replaces its workspace and the artifacts directory by links to /etc: what
     comes out is no link to follow, and nothing of the host's /etc is read or moved."""
@@ -316,7 +366,7 @@ def test_links_the_agent_leaves_inside_are_never_followed_on_the_host(
     (tmp_path / "fix" / "a.txt").write_text("a\n")
     (tmp_path / "l.eval.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     before = sorted(os.listdir("/etc"))
-    done = run_pytest(tmp_path)
+    done = run_pytest(tmp_path, engine.option)
     (meta,) = trials(tmp_path).values()
     assert meta["status"] in ("passed", "failed"), done.stdout[-2000:]
     trial = meta["_dir"]

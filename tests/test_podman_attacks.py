@@ -1,12 +1,14 @@
-"""The isolation attacks of issue 19 inside podman trials, through real pytest sessions
-(serially and with ``-n 2``), judged by what a user sees: statuses, the files of results/.
+"""The isolation attacks of issue 19 inside container trials, with podman and with Docker,
+through real pytest sessions (serially and with ``-n 2``), judged by what a user sees:
+statuses, the files of results/.
 
 Every task below is impossible for an honest agent: its verifier passes only when
 ``answer.txt`` holds the secret in ``checks/secret.txt`` beside the experiment file, which
 enters the container only for verify. The hostile agent runs its prompt as a shell script;
 each prompt is one attack. A task that ``passed`` is an attack that worked.
 
-Needs podman and the base image (tests/tools/install_podman.sh): skipped, saying so, where
+Needs podman and the base image (tests/tools/install_podman.sh), and for the Docker runs
+Docker's engine with that image (tests/tools/install_docker.sh): skipped, saying so, where
 they are missing.
 """
 
@@ -22,7 +24,7 @@ import pytest
 import yaml
 from cli_helpers import run_pytest
 from test_attacks_evidence import links_under, trial_root
-from test_podman import BASE_IMAGE, podman, trials  # noqa: F401
+from test_podman import BASE_IMAGE, Engine, engine, podman, trials  # noqa: F401
 
 SECRET = "the-secret-" + uuid.uuid4().hex[:8]
 
@@ -132,33 +134,32 @@ def write(root: Path) -> None:
 
 
 @pytest.fixture
-def neighbour(podman: str) -> Any:  # noqa: F811
+def neighbour(engine: Engine) -> Any:  # noqa: F811
     """Another container running beside the trials, with a secret in a file and a command
     line (as another trial's container would have)."""
     name = f"evalrun-neighbour-{uuid.uuid4().hex[:8]}"
-    subprocess.run([podman, "run", "-d", "--rm", "--name", name, "--network", "none",
+    subprocess.run([engine.program, "run", "-d", "--rm", "--name", name, "--network", "none",
                     BASE_IMAGE, "sh", "-c",
                     "echo x > /tmp/neighbour-secret-file; exec sleep 300 neighbour-secret"],
                    check=True, capture_output=True, timeout=120)
     yield name
-    subprocess.run([podman, "rm", "-f", "-t", "0", name], capture_output=True, timeout=120,
-                   check=False)
+    engine.remove(name)
 
 
 @pytest.mark.parametrize("xdist", [False, True], ids=["serial", "n2"])
-def test_the_attacks_do_not_work_inside_podman_trials(
-    tmp_path: Path, podman: str, neighbour: str, xdist: bool  # noqa: F811
+def test_the_attacks_do_not_work_inside_container_trials(
+    tmp_path: Path, engine: Engine, neighbour: str, xdist: bool  # noqa: F811
 ) -> None:
     write(tmp_path)
     host_etc = sorted(os.listdir("/etc"))
-    done = run_pytest(tmp_path, "--eval-environment=podman", *(["-n", "2"] if xdist else []))
+    done = run_pytest(tmp_path, engine.option, *(["-n", "2"] if xdist else []))
     seen = {task: meta for (_, task, _), meta in trials(tmp_path).items()}
     assert sorted(seen) == sorted(NAMES), done.stdout[-3000:]
     # no attack turned an impossible task into a pass, and none broke the trial itself
     assert {t: m["status"] for t, m in seen.items()} == dict.fromkeys(NAMES, "failed"), \
         done.stdout[-3000:]
     for task, meta in seen.items():
-        assert meta["isolation"]["environment"] == "podman"
+        assert meta["isolation"]["environment"] == engine.name
         assert meta["isolation"]["verify_container"] == ("same" if task.endswith("-same")
                                                          else "fresh")
     ws = {t: m["_dir"] / "workspace" for t, m in seen.items()}
@@ -197,14 +198,11 @@ def test_the_attacks_do_not_work_inside_podman_trials(
                 top.name == "jobs" and in_results), (link, real)
     # no container of this run is left
     run_id = next(iter(seen.values()))["run_id"]
-    left = subprocess.run([podman, "ps", "-a", "--format", "{{.Names}}", "--filter",
-                           f"label=io.evalrun.run={run_id}"], capture_output=True, text=True,
-                          timeout=60, check=True).stdout.split()
-    assert left == []
+    assert engine.names(f"label=io.evalrun.run={run_id}") == []
 
 
 def test_verify_same_sees_the_agents_system_and_fresh_does_not(
-    tmp_path: Path, podman: str  # noqa: F811
+    tmp_path: Path, engine: Engine  # noqa: F811
 ) -> None:
     """``verify: same`` (a Harbor task's way) runs verify in the agent's container: a program
     the agent installed is there. The default (``fresh``) runs it in a new container of the
@@ -219,7 +217,7 @@ def test_verify_same_sees_the_agents_system_and_fresh_does_not(
                   "environment": {"image": BASE_IMAGE}})
     spec = {"experiment": "verify-where", "variants": {"v": {"agent": agent}}, "tasks": tasks}
     (tmp_path / "w.eval.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    done = run_pytest(tmp_path, "--eval-environment=podman")
+    done = run_pytest(tmp_path, engine.option)
     seen = {task: meta for (_, task, _), meta in trials(tmp_path).items()}
     assert {t: m["status"] for t, m in seen.items()} == {
         "same": "passed", "fresh": "failed", "default": "failed"}, done.stdout[-3000:]
@@ -243,7 +241,7 @@ def test_a_bad_verify_value_names_the_file_and_line(tmp_path: Path) -> None:
 
 
 def test_verifys_fresh_container_has_the_trials_network(
-    tmp_path: Path, podman: str  # noqa: F811
+    tmp_path: Path, engine: Engine  # noqa: F811
 ) -> None:
     """With the network on, verify's fresh container reaches the trial's egress proxy as the
     agent's did (a TCP connection to the proxy's port from ``HTTPS_PROXY``); with ``network:
@@ -255,7 +253,7 @@ def test_verifys_fresh_container_has_the_trials_network(
                          "offline": {"agent": "true", "network": False}},
             "tasks": [{"name": "t", "prompt": "p", "verify": probe}]}
     (tmp_path / "n.eval.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    done = run_pytest(tmp_path, "--eval-environment=podman")
+    done = run_pytest(tmp_path, engine.option)
     seen = {v: m for (v, _, _), m in trials(tmp_path).items()}
     assert {v: m["status"] for v, m in seen.items()} == {
         "online": "passed", "offline": "failed"}, done.stdout[-3000:]

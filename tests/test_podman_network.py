@@ -1,15 +1,16 @@
 """A container trial's network (issue 22): only the per-trial egress proxy, as in the local
 sandbox, and nothing of the host.
 
-Real pytest sessions with real podman (``--eval-environment podman``), judged by what a user
+Real pytest sessions with real podman and real Docker (``--eval-environment podman`` and
+``docker``: the first test runs with both), judged by what a user
 sees: the trial's status, what the host's services received, the secret in no file under
 results/, the trial's network.log and meta.json. A hostile agent (bash's ``/dev/tcp``: the base
 image has no curl) tries the host's services on 127.0.0.1 and on every other address of the
 host, podman's host alias 10.0.2.2, cloud metadata (169.254.169.254), and the egress proxy for
 an allowed and a refused host. ``network: false`` gives no network at all.
 
-Needs podman and the base image (``tests/tools/install_podman.sh``): skipped, saying so, where
-they are missing.
+Needs podman and the base image (``tests/tools/install_podman.sh``), for Docker its engine with
+that image (``tests/tools/install_docker.sh``): skipped, saying so, where they are missing.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ from typing import Any
 import pytest
 import yaml
 from cli_helpers import run_pytest
-from test_podman import BASE_IMAGE, podman, trials
+from test_podman import BASE_IMAGE, Engine, engine, podman, trials
 
 import pytest_evalrun
 from pytest_evalrun.trial.containers import Container, ContainerSpec, detect_runtime
 
-__all__ = ["podman"]  # the fixture, imported for its use here
+__all__ = ["engine", "podman"]  # the fixtures, imported for their use here
 
 ALLOWED_HOST = "127.0.0.2"
 
@@ -149,7 +150,7 @@ def leaked(root: Path, secret: str) -> list[str]:
 
 
 def test_a_container_trial_reaches_no_host_service_and_only_allowed_hosts_via_the_proxy(
-    tmp_path: Path, podman: str, services: dict[str, Server]
+    tmp_path: Path, engine: Engine, services: dict[str, Server]
 ) -> None:
     secret, allowed, other = services["secret"], services["allowed"], services["other"]
     agent = hostile(secret, allowed, other)
@@ -166,7 +167,7 @@ def test_a_container_trial_reaches_no_host_service_and_only_allowed_hosts_via_th
         "tasks": [{"name": "t", "prompt": "p", "verify": "true"}],
     }
     (tmp_path / "a.eval.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    done = run_pytest(tmp_path, "-n", "2", "--eval-environment=podman")
+    done = run_pytest(tmp_path, "-n", "2", engine.option)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     found = {v: meta for (v, _, _), meta in trials(tmp_path).items()}
     assert set(found) == {"listed", "open", "offline"}
@@ -180,7 +181,7 @@ def test_a_container_trial_reaches_no_host_service_and_only_allowed_hosts_via_th
                 assert code != 0 and "200" not in first, (variant, name, code, first)
         interfaces = (meta["_dir"] / "artifacts" / "interfaces.txt").read_text().split()
         assert interfaces == ["lo"], (variant, interfaces)
-        assert meta["isolation"]["environment"] == "podman"
+        assert meta["isolation"]["environment"] == engine.name
         assert meta["isolation"]["network_isolated"] is True
     # network: false: no proxy, nothing but lo, no log
     offline = found["offline"]

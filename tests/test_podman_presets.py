@@ -1,4 +1,5 @@
-"""Presets in containers (issue 22): a real agent CLI runs inside the trial's podman container.
+"""Presets in containers (issue 22): a real agent CLI runs inside the trial's container, with
+podman and with Docker.
 
 The CLI's npm install and the host's node are bound read-only into the container (nothing is
 installed in the image: the base image has no node); its model calls go through the model
@@ -9,9 +10,10 @@ hello.txt with the CLI's file tool, runs a failing shell command, answers: passe
 ``refuse`` (failed). Judged as tests/test_presets.py judges the sandboxed runs
 (:func:`test_presets.check_trial`: tokens counted by the gateway equal to what the mock
 served, the CLI's own figures beside, the trajectory, no secret in any file), plus meta.json
-saying the trial ran in podman with the egress proxy.
+saying the trial ran in that runtime with the egress proxy.
 
-Needs podman, the base image and the CLIs: skipped, saying what is missing.
+Needs podman, the base image and the CLIs, and for the Docker runs Docker's engine with the
+base image (tests/tools/install_docker.sh): skipped, saying what is missing.
 """
 
 from __future__ import annotations
@@ -24,10 +26,10 @@ import pytest
 import yaml
 from mockllm import MockLLM, Script, say, shell
 from test_agent_clis_mock import U2, U3, WRITE, edit_script, require_cli
-from test_podman import BASE_IMAGE, podman
+from test_podman import BASE_IMAGE, Engine, engine, podman
 from test_presets import HARBOR, SECRET, check_trial, experiment, refuse_script, trial_dir
 
-__all__ = ["podman"]  # the fixture, imported for its use here
+__all__ = ["engine", "podman"]  # the fixtures, imported for their use here
 
 #: The five: Node.js scripts (Gemini CLI, Copilot CLI, Codex's launcher) and compiled
 #: programs (Claude Code's executable, opencode's, Codex's own).
@@ -74,7 +76,7 @@ def in_container(spec: dict[str, Any], root: Path, cli: str) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.parametrize("cli", CLIS)
 def test_a_preset_cli_runs_inside_the_container_through_the_gateway(
-    cli: str, podman: str, pytester: pytest.Pytester, tmp_path: Path
+    cli: str, engine: Engine, pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
     exe = require_cli(cli)
     edit, refuse = key_search_script(cli), refuse_script()
@@ -83,7 +85,7 @@ def test_a_preset_cli_runs_inside_the_container_through_the_gateway(
         spec = in_container(experiment(cli, exe, m1, m2), pytester.path, cli)
         (pytester.path / f"{cli}.eval.yaml").write_text(yaml.safe_dump(spec))
         run = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider",
-                                            "--eval-environment=podman")
+                                            engine.option)
     outcomes = run.parseoutcomes()
     assert (outcomes.get("passed"), outcomes.get("failed")) == (1, 1), run.stdout.str()[-4000:]
 
@@ -100,5 +102,5 @@ def test_a_preset_cli_runs_inside_the_container_through_the_gateway(
     check_trial(cli, refused, m2, refuse, HARBOR, tmp_path)
     for trial in (edited, refused):
         isolation = json.loads((trial / "meta.json").read_text())["isolation"]
-        assert (isolation["environment"], isolation["sandbox"]) == ("podman", "container")
+        assert (isolation["environment"], isolation["sandbox"]) == (engine.name, "container")
         assert isolation["network"] is True and isolation["egress"]["log"] == "network.log"

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..layoutjson import Verdict
 from ..report.junit_verdict import render_verdict
 from ..store.atomic import write_text_atomic
 from ..store.merge import MergedRun, MergeError, merge
@@ -56,7 +57,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run)
 
 
-def gate_line(verdict: dict[str, Any]) -> str:
+def gate_line(verdict: Verdict) -> str:
     """One line: the merged run's gate, as the session's terminal says it."""
     if not verdict.get("gated"):
         return "gate: none set"

@@ -12,12 +12,13 @@ import argparse
 import json
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from ..layoutjson import ExperimentSummary, Verdict
 from ..report.junit_verdict import render_verdict
 from ..report.stats import wilson_interval
 from ..store.atomic import write_text_atomic
-from ..store.layout import SUMMARY_JSON, load_object, read_meta, read_run_json
+from ..store.layout import SUMMARY_JSON, load_summary, read_meta, read_run_json
 from ..store.query import Cell, RunRow, cells, count_not_passed, trials
 from .common import (
     CliError,
@@ -110,17 +111,18 @@ def _task_names(cs: list[Cell], ranks: Ranks) -> list[str]:
     return list(dict.fromkeys(c.task_name for c in ordered))
 
 
-def _verdict(row: RunRow) -> dict[str, Any] | None:
+def _verdict(row: RunRow) -> Verdict | None:
+    """The run's verdict as the index keeps it (summary.json's, as JSON text)."""
     if not row.verdict:
         return None
     try:
         data = json.loads(row.verdict)
     except ValueError:
         return None
-    return data if isinstance(data, dict) else None
+    return cast(Verdict, data) if isinstance(data, dict) else None
 
 
-def _failing_cells(verdict: dict[str, Any] | None) -> set[tuple[str, str]]:
+def _failing_cells(verdict: Verdict | None) -> set[tuple[str, str]]:
     return {
         (str(f.get("variant")), str(f.get("task")))
         for f in (verdict or {}).get("failures") or []
@@ -262,7 +264,7 @@ def _variant_lines(data: dict[str, Any], width: int) -> list[str]:
                  shrink=0, width=width)  # fmt: skip
 
 
-def _gate_lines(row: RunRow, verdict: dict[str, Any] | None) -> list[str]:
+def _gate_lines(row: RunRow, verdict: Verdict | None) -> list[str]:
     if not row.gated:
         return ["gate: none set"]
     failures = (verdict or {}).get("failures") or []
@@ -327,11 +329,11 @@ def render(data: dict[str, Any], row: RunRow, cs: list[Cell]) -> list[str]:
 
 def _write_verdict(path: Path, run_dirs: list[Path]) -> None:
     """The shown runs' verdict file, from their summary.json (the gates' full detail)."""
-    experiments = []
+    experiments: list[ExperimentSummary] = []
     for directory in run_dirs:
         file = directory / SUMMARY_JSON
         try:
-            experiments += list(load_object(file)["experiments"])
+            experiments += list(load_summary(directory)["experiments"])
         except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise CliError(f"{file}: cannot read the run's summary ({exc})") from None
     write_text_atomic(path.resolve(), render_verdict({}, experiments))

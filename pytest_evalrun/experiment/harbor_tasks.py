@@ -5,7 +5,8 @@ PATH is one Harbor task directory (it holds ``task.toml``) or a directory of the
 subdirectory holding a ``task.toml`` is a task, in name order). A Harbor task is::
 
     task.toml          [agent] timeout_sec, [verifier] timeout_sec and env, [environment]
-                       docker_image, cpus, memory_mb, workdir, network_mode, env, build_timeout_sec
+                       docker_image, cpus, memory_mb, workdir, network_mode (and
+                       allowed_hosts), env, build_timeout_sec
     instruction.md     the prompt
     environment/       the Dockerfile and its build context
     tests/test.sh      the verifier: copied to /tests only for verify; it writes the reward to
@@ -16,12 +17,14 @@ Each becomes a :class:`~.model.Task` named after its directory, whose environmen
 task's container and whose verify step runs ``/tests/test.sh`` the way Harbor does (the reward
 file decides; a test.sh that writes no reward fails the trial). What pytest-evalrun does not
 run (docker-compose services, GPUs or TPUs, Windows containers, multi-step tasks, MCP
-servers, healthchecks, separate verifier containers, network allowlists, task artifacts,
-other users) is an error naming the task and the feature, never a partial run.
+servers, healthchecks, separate verifier containers, IP ranges in a network allowlist or a
+network policy for one phase, task artifacts, other users) is an error naming the task and
+the feature, never a partial run.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
@@ -42,9 +45,10 @@ from pytest_evalrun.experiment.model import (
     Task,
 )
 from pytest_evalrun.experiment.names import slugify, validate_name
+from pytest_evalrun.experiment.network import Allow, parse_allow
 from pytest_evalrun.experiment.promptfile import PromptFileError, read_prompt_file
 from pytest_evalrun.experiment.valuecheck import Values
-from pytest_evalrun.experiment.yamltree import YList, YMap
+from pytest_evalrun.experiment.yamltree import YMap
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,7 +60,6 @@ __all__ = ["HARBOR_VERIFY", "VERIFIER_DIR", "HarborTasks"]
 #: Where Harbor's verifier writes (inside the container).
 VERIFIER_DIR = "/logs/verifier"
 TESTS_DIR = "/tests"
-SOLUTION_DIR = "/solution"
 #: Harbor's default verifier timeout (seconds).
 HARBOR_VERIFY_TIMEOUT = 600.0
 MAX_TASK_TOML = 1024 * 1024
@@ -177,6 +180,7 @@ class HarborTasks(Checker):
                                                 "build_timeout_sec") or 600.0),
                 network=env_section.get("network_mode", "public") != "no-network"
                 and env_section.get("allow_internet", True) is not False,
+                allow=_allowlist(env_section),
                 line=line,
             )
             env = self._resolve(_str_map(env_section.get("env"), "[environment] env"))
@@ -258,6 +262,53 @@ class HarborTasks(Checker):
         return out
 
 
+def _allowlist(env: Mapping[str, Any]) -> tuple[Allow, ...] | None:
+    """``[environment] network_mode = "allowlist"`` and its ``allowed_hosts`` as the trial's
+    network allow list (None: no allow list), with Harbor's rules for the entries: a hostname
+    (``example.com``), a leading wildcard (``*.example.com``: its subdomains), an IPv4 or
+    IPv6 address; no port, URL or path. (An IP range is refused before: :func:`_unsupported`.)
+    :class:`ValueError` naming the setting and the entry otherwise."""
+    mode = env.get("network_mode", "public")
+    if mode not in ("public", "no-network", "allowlist"):
+        raise ValueError(f"[environment] network_mode must be 'public', 'no-network' or "
+                         f"'allowlist', got {mode!r}")
+    hosts = env.get("allowed_hosts")
+    if mode != "allowlist":
+        if hosts is not None:
+            raise ValueError("[environment] allowed_hosts is only valid with network_mode = "
+                             f"'allowlist' (it is {mode!r})")
+        return None
+    if hosts is None:
+        hosts = []
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise ValueError("[environment] allowed_hosts must be a list of strings")
+    out: list[Allow] = []
+    for raw in hosts:
+        host = raw.strip().lower().rstrip(".")
+        bad = ValueError(f"[environment] allowed_hosts entry {raw!r}: Harbor takes a "
+                         "hostname, '*.domain' or an IP address, not a URL, port or path")
+        if not host or "/" in host or "@" in host or "[" in host:
+            raise bad
+        if ":" in host:  # only a bare IPv6 address has one
+            try:
+                host = str(ipaddress.IPv6Address(host))
+            except ValueError:
+                raise bad from None
+        try:
+            out.append(parse_allow(host if ":" not in host else f"[{host}]"))
+        except ValueError:
+            raise bad from None
+    return tuple(dict.fromkeys(out))
+
+
+def _cidr(entry: str) -> bool:
+    try:
+        ipaddress.ip_network(entry.strip(), strict=True)
+    except ValueError:
+        return False
+    return True
+
+
 def _table(config: Mapping[str, Any], key: str) -> dict[str, Any]:
     value = config.get(key)
     return value if isinstance(value, dict) else {}
@@ -316,8 +367,11 @@ def _unsupported(config: Mapping[str, Any], directory: Path) -> list[str]:
         found.append("a healthcheck ([environment] healthcheck)")
     if env.get("skills_dir"):
         found.append("agent skills ([environment] skills_dir)")
-    if env.get("network_mode") == "allowlist":
-        found.append("a network allowlist ([environment] network_mode = 'allowlist')")
+    hosts = env.get("allowed_hosts")
+    for entry in hosts if isinstance(hosts, list) else ():
+        if isinstance(entry, str) and "/" in entry and _cidr(entry):
+            found.append(f"an IP range in the network allowlist ([environment] allowed_hosts "
+                         f"entry {entry!r}: name the addresses one by one)")
     if config.get("steps") or (directory / "steps").is_dir():
         found.append("several steps ([[steps]])")
     if config.get("artifacts"):
@@ -327,7 +381,8 @@ def _unsupported(config: Mapping[str, Any], directory: Path) -> list[str]:
         if table.get("user") is not None:
             found.append(f"another user ([{section}] user)")
         if table.get("network_mode") is not None:
-            found.append(f"a network policy of its own ([{section}] network_mode)")
+            found.append(f"a network policy of its own for one phase ([{section}] "
+                         "network_mode: the trial's network is the same in every phase)")
     verifier = _table(config, "verifier")
     if verifier.get("environment") or verifier.get("environment_mode") == "separate":
         found.append("a separate verifier container ([verifier] environment)")
@@ -339,7 +394,3 @@ def _unsupported(config: Mapping[str, Any], directory: Path) -> list[str]:
 def harbor_item(m: object) -> bool:
     """Is this entry of ``tasks:`` a ``{harbor: PATH}`` mapping?"""
     return isinstance(m, YMap) and "harbor" in m and "name" not in m
-
-
-def harbor_list(value: object) -> bool:
-    return isinstance(value, YList) and any(harbor_item(v) for v in value)

@@ -67,12 +67,6 @@ class SandboxSetting:
     unix_sockets: bool = False
 
 
-#: ``--eval-environment`` values: ``auto`` (a container where the trial names an image, else
-#: the local sandbox's ``sandbox:`` mode), the local ones, or a container runtime.
-ENVIRONMENT_CHOICES = ("auto", "bwrap", "none", "podman", "docker")
-CONTAINER_RUNTIMES = ("podman", "docker")
-
-
 #: ``environment: {verify: ...}``: where verify runs (:class:`EnvironmentSpec`).
 VERIFY_CONTAINERS = ("fresh", "same")
 
@@ -100,6 +94,10 @@ class EnvironmentSpec:
     #: False: the task allows no network at all (Harbor's ``network_mode = "no-network"``);
     #: None: as the variant's ``network:`` says.
     network: bool | None = None
+    #: The task's own network allow list (a Harbor task's ``network_mode = "allowlist"``):
+    #: what its trials may reach (with the hosts of the variant's ``network: {allow:}``
+    #: added); None: no list of its own.
+    allow: tuple[Allow, ...] | None = None
     line: int = 0
 
     def describe(self) -> dict[str, Any]:
@@ -110,6 +108,8 @@ class EnvironmentSpec:
             value = getattr(self, key)
             if value is not None:
                 out[key] = str(value) if isinstance(value, Path) else value
+        if self.allow is not None:
+            out["allow"] = [str(a) for a in self.allow]
         return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-__all__ = ["LOOPBACK_NAMES", "Allow", "is_loopback_host", "norm_host", "parse_allow"]
+__all__ = ["LOOPBACK_NAMES", "Allow", "combined", "is_loopback_host", "norm_host", "parse_allow"]
 
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
@@ -94,3 +94,18 @@ def parse_allow(text: str) -> Allow:
                 f"{text!r}: write an IPv6 address with a port as [address]:port"
             ) from None
     return Allow(norm, port)
+
+
+def combined(outer: tuple[Allow, ...] | None,
+             inner: tuple[Allow, ...] | None) -> tuple[Allow, ...] | None:
+    """A trial's allow list from the variant's ``network: {allow:}`` (``outer``) and a task's
+    own (``inner``: a Harbor task's allowlist); None: no list, any public host. With only one,
+    that one; with both, every entry of either: the variant's hosts are added to the task's,
+    as Harbor's run-level ``extra_allowed_hosts`` are merged into a task's allowlist (a
+    variant's agent that needs its model API or package registry on a task that names only
+    what the task needs)."""
+    if inner is None:
+        return outer
+    if outer is None:
+        return inner
+    return tuple(dict.fromkeys((*inner, *outer)))

@@ -204,7 +204,6 @@ class Gateway:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {upstream!r}")
         self.upstream = upstream
-        self._scheme = parts.scheme
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._host_header = parts.netloc.rsplit("@", 1)[-1]

@@ -27,6 +27,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..layoutjson import ExperimentSummary, Summary, Verdict
+
 __all__ = ["overall_verdict", "render_verdict", "verdict_cases"]
 
 #: classname of every testcase: tools group them under one package.
@@ -231,12 +233,12 @@ def verdict_cases(
     return cases
 
 
-def overall_verdict(verdicts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def overall_verdict(verdicts: Iterable[Verdict]) -> Verdict:
     """The verdict of several runs together: gated when one is, passed when every gated one
     passed (the session's rule)."""
     verdicts = list(verdicts)
     gated = [v for v in verdicts if v.get("gated")]
-    out: dict[str, Any] = {
+    out: Verdict = {
         "gated": bool(gated),
         "passed": all(bool(v.get("passed")) for v in gated) if gated else None,
         "gated_cells": sum(int(v.get("gated_cells") or 0) for v in verdicts),
@@ -248,7 +250,7 @@ def overall_verdict(verdicts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def render_verdict(
-    summary: Mapping[str, Any], experiments: Sequence[Mapping[str, Any]] | None = None
+    summary: Summary, experiments: Sequence[ExperimentSummary] | None = None
 ) -> str:
     """The verdict file of a summary (a session's, or one run's summary.json). ``experiments``
     in place of the summary's own (then the overall verdict is theirs together)."""

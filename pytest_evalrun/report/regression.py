@@ -65,8 +65,9 @@ from dataclasses import asdict, dataclass
 from itertools import repeat
 from operator import add, mul
 from statistics import NormalDist
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
+from ..layoutjson import RegressionResultRecord, RegressionSection, RegressionVariant
 from ..outcome import JUDGED, PASSED, TrialOutcome
 from .policy import ERROR_POLICIES, ERRORS_COUNT, ERRORS_EXCLUDE
 from .stats import holm
@@ -147,8 +148,9 @@ class RegressionResult:
     #: variants within a run reports.
     p_two_sided: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self) -> RegressionResultRecord:
+        # the record's keys are this class's fields (tests/test_layoutjson.py checks them)
+        return cast("RegressionResultRecord", asdict(self))
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,7 +486,7 @@ def regression_section(
     selected_tasks: Collection[str] | None = None,
     base_rerun_judged: int | None = None,
     cand_rerun_judged: int | None = None,
-) -> dict[str, Any]:
+) -> RegressionSection:
     """The regression section of an experiment's summary: each variant of the candidate run
     against the same variant of the baseline run. Pure: both runs are given as counts.
 
@@ -503,7 +505,7 @@ def regression_section(
     the gate fails in at most ``alpha`` of runs however many variants it tests.
     """
     _check_policy(errors)
-    rows: list[dict[str, Any]] = []
+    rows: list[RegressionVariant] = []
     results: list[RegressionResult] = []
     for slug, name in variant_names.items():
         if slug not in cand and slug not in base:
@@ -539,7 +541,7 @@ def regression_section(
     tested = [i for i, r in enumerate(results) if r.p_value is not None]
     adjusted = holm([results[i].p_value or 0.0 for i in tested])
     p_adjusted: dict[int, float] = dict(zip(tested, adjusted, strict=True))
-    variants = []
+    variants: list[RegressionVariant] = []
     for i, (row, result) in enumerate(zip(rows, results, strict=True)):
         adj = p_adjusted.get(i)
         significant = adj is not None and adj < alpha - _TIE_TOLERANCE

@@ -48,8 +48,24 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
+from ..layoutjson import (
+    CellGate,
+    CellSummary,
+    Comparison,
+    ExperimentSummary,
+    GateFailure,
+    GroupFigures,
+    RegressionSection,
+    SelfReported,
+    Summary,
+    TaskSummary,
+    Tokens,
+    Totals,
+    VariantSummary,
+    Verdict,
+)
 from ..outcome import FAILED, PASSED, TIMEOUT, Metrics, TrialOutcome, metrics_source
 from .policy import ERROR_POLICIES, ERRORS_COUNT, ERRORS_EXCLUDE
 from .regression import QUESTION_THESE_TASKS, TaskCounts, compare_variant, gate_counts
@@ -129,7 +145,7 @@ class _Figures:
             self.with_metrics += 1
         return known
 
-    def tokens(self) -> dict[str, int | None]:
+    def tokens(self) -> Tokens:
         return {
             "input": sum(self.input_tokens) if self.input_tokens else None,
             "output": sum(self.output_tokens) if self.output_tokens else None,
@@ -193,9 +209,9 @@ class _Acc:
     def judged(self) -> int:
         return self.passed + self.failed + self.timeout
 
-    def common(self) -> dict[str, Any]:
+    def common(self) -> GroupFigures:
         n = self.judged
-        return {
+        figures: GroupFigures = {
             "trials": self.trials,
             "n": n,
             "passed": self.passed,
@@ -213,8 +229,9 @@ class _Acc:
             ),
             **self.figures(),
         }
+        return figures
 
-    def figures(self) -> dict[str, Any]:
+    def figures(self) -> GroupFigures:
         """``tokens`` and ``cost_usd`` with ``metrics_source``, where they came from: the
         measured figures (``gateway``, ``cli``, or both joined by ``+``) when any trial has
         them, else the self-reported ones (``self_reported``); self-reported figures beside
@@ -223,14 +240,17 @@ class _Acc:
         measured = main is self.measured
         names = sorted(s for s in self.sources if (s != "self_reported") == measured)
         apart = self.self_reported if measured and self.self_reported.with_metrics else None
+        self_reported: SelfReported | None = None
+        if apart is not None:
+            self_reported = {
+                "tokens": apart.tokens(), "cost_usd": apart.cost(),
+                "trials_with_metrics": apart.with_metrics}
         return {
             "tokens": main.tokens(),
             "cost_usd": main.cost(),
             "trials_with_metrics": main.with_metrics,
             "metrics_source": "+".join(names) or None,
-            "self_reported": None if apart is None else {
-                "tokens": apart.tokens(), "cost_usd": apart.cost(),
-                "trials_with_metrics": apart.with_metrics},
+            "self_reported": self_reported,
         }
 
 
@@ -283,7 +303,7 @@ def _build_experiment(
     not_run: int,
     errors: str = ERRORS_COUNT,
     alpha: float = 0.05,
-) -> dict[str, Any]:
+) -> ExperimentSummary:
     variants = _ordered(meta.variants, (o.variant for o in outcomes))
     tasks = _ordered(meta.tasks, (o.task for o in outcomes))
     cell_acc: dict[tuple[str, str], _Acc] = {(v, t): _Acc() for v in variants for t in tasks}
@@ -296,7 +316,7 @@ def _build_experiment(
     judged_max = max((a.judged for a in cell_acc.values()), default=0)
     ks = _pass_at_k_ks(meta, tasks, judged_max)
     thresholds = {t: _threshold(meta, t, cli_min_pass_rate) for t in tasks}
-    task_rows = [
+    task_rows: list[TaskSummary] = [
         {
             "name": t,
             "trials": meta.trials_per_task.get(t),
@@ -306,9 +326,9 @@ def _build_experiment(
         for t in tasks
     ]
 
-    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    cells: dict[tuple[str, str], CellSummary] = {}
     gated_cells = sum(1 for t in tasks if thresholds[t][0] is not None) * len(variants)
-    failures: list[dict[str, Any]] = []
+    failures: list[GateFailure] = []
     for v in variants:
         for t in tasks:
             cell = _cell(
@@ -389,13 +409,10 @@ def _cell(
     gate: tuple[float | None, str | None],
     errors: str = ERRORS_COUNT,
     cell_alpha: float = 0.05,
-) -> dict[str, Any]:
+) -> CellSummary:
     """One variant x task: counts and rates, pass@k, flakiness and its gate (judged at the
     per-cell level ``cell_alpha``, see the module docstring)."""
     n = acc.judged
-    cell: dict[str, Any] = {"variant": variant, "task": task, **acc.common()}
-    cell["pass_at_k"] = {str(k): (pass_at_k(n, acc.passed, k) if n >= k else None) for k in ks}
-    cell["flaky"] = 0 < acc.passed < n
     threshold, source = gate
     met: bool | None = None
     passes, trials = gate_counts(TaskCounts(acc.passed, n, acc.errors), errors)
@@ -410,7 +427,7 @@ def _cell(
             met = not p_value < cell_alpha
         else:
             met = False
-    cell["gate"] = {
+    gate_record: CellGate = {
         "threshold": threshold,
         "source": source,
         "met": met,
@@ -421,10 +438,17 @@ def _cell(
         "level": 1.0 - cell_alpha,
         "p_value": p_value,
     }
-    return cell
+    return {
+        "variant": variant,
+        "task": task,
+        **acc.common(),
+        "pass_at_k": {str(k): (pass_at_k(n, acc.passed, k) if n >= k else None) for k in ks},
+        "flaky": 0 < acc.passed < n,
+        "gate": gate_record,
+    }
 
 
-def _blind_gates(cells: Iterable[Mapping[str, Any]], cell_alpha: float, m: int) -> str | None:
+def _blind_gates(cells: Iterable[CellSummary], cell_alpha: float, m: int) -> str | None:
     """A note when some gated cells cannot fail on their trials: even none passed would be
     consistent with their minimum at the family's level (too few trials for the gate)."""
     blind = []
@@ -452,7 +476,7 @@ def _blind_gates(cells: Iterable[Mapping[str, Any]], cell_alpha: float, m: int) 
     )
 
 
-def _gate_failure(experiment: str, cell: Mapping[str, Any]) -> dict[str, Any]:
+def _gate_failure(experiment: str, cell: CellSummary) -> GateFailure:
     return {
         "experiment": experiment,
         "variant": cell["variant"],
@@ -473,35 +497,39 @@ def _gate_failure(experiment: str, cell: Mapping[str, Any]) -> dict[str, Any]:
 def _variant_row(
     variant: str,
     acc: _Acc,
-    cells: Sequence[Mapping[str, Any]],
+    cells: Sequence[CellSummary],
     ks: Sequence[int],
-    failures: Sequence[Mapping[str, Any]],
-) -> dict[str, Any]:
+    failures: Sequence[GateFailure],
+) -> VariantSummary:
     """One variant over all its trials, with its two intervals; its pass@k is the mean over the
     same tasks for every k (those with at least max(k) judged trials; with none, pass@1 over
     every judged task and the larger k unknown), so pass@k is never below pass@1."""
-    row: dict[str, Any] = {"name": variant, **acc.common()}
-    # Renamed for the variant level: k of n passed.
-    row["k"] = row["passed"]
-    row["ci_level"] = CONFIDENCE
-    row["ci_these_tasks"] = row["wilson"]
+    common = acc.common()
     clustered = clustered_interval([(c["passed"], c["n"]) for c in cells], CONFIDENCE)
-    row["ci_tasks_like_these"] = list(clustered[1]) if clustered else None
-    row["tasks_judged"] = sum(1 for c in cells if c["n"])
     pak: dict[str, float | None] = {}
     pak_tasks: dict[str, int] = {}
     k_max = max(ks)
     same = [c for c in cells if c["n"] >= k_max]
     for k in ks:
         group = same if same else [c for c in cells if c["n"] >= k and k == 1]
-        values = [c["pass_at_k"][str(k)] for c in group]
+        # every cell of the group has at least k judged trials: a pass@k
+        values = [p for c in group if (p := c["pass_at_k"][str(k)]) is not None]
         pak[str(k)] = math.fsum(values) / len(values) if values else None
         pak_tasks[str(k)] = len(values)
-    row["pass_at_k"] = pak
-    row["pass_at_k_tasks"] = pak_tasks
-    row["flaky_tasks"] = [c["task"] for c in cells if c["flaky"]]
-    row["gate_failures"] = sum(1 for f in failures if f["variant"] == variant)
-    return row
+    return {
+        "name": variant,
+        **common,
+        # Renamed for the variant level: k of n passed.
+        "k": common["passed"],
+        "ci_level": CONFIDENCE,
+        "ci_these_tasks": common["wilson"],
+        "ci_tasks_like_these": list(clustered[1]) if clustered else None,
+        "tasks_judged": sum(1 for c in cells if c["n"]),
+        "pass_at_k": pak,
+        "pass_at_k_tasks": pak_tasks,
+        "flaky_tasks": [c["task"] for c in cells if c["flaky"]],
+        "gate_failures": sum(1 for f in failures if f["variant"] == variant),
+    }
 
 
 def _baseline(variants: Sequence[str], baseline: str | None) -> tuple[str | None, list[str]]:
@@ -524,9 +552,9 @@ def _comparison(
     base: str,
     variant: str,
     tasks: Sequence[str],
-    cells: Mapping[tuple[str, str], Mapping[str, Any]],
+    cells: Mapping[tuple[str, str], CellSummary],
     errors: str = ERRORS_COUNT,
-) -> dict[str, Any]:
+) -> Comparison:
     """``variant`` against ``base``, paired over the tasks with a trial in both (a judged one,
     or under ``count`` an error, which counts as a trial that did not pass): the regression
     gate's estimand and test (:func:`.regression.compare_variant`), two-sided."""
@@ -582,7 +610,7 @@ _TOTAL_KEYS = (
 )
 
 
-def _totals(acc: _Acc, not_run: int) -> dict[str, Any]:
+def _totals(acc: _Acc, not_run: int) -> Totals:
     return {
         "trials": acc.trials,
         "judged": acc.judged,
@@ -606,7 +634,7 @@ def build_summary(
     not_run: Mapping[str, int] | None = None,
     errors: str = ERRORS_COUNT,
     alpha: float = 0.05,
-) -> dict[str, Any]:
+) -> Summary:
     """Summarise a run: the content of summary.json (see the module docstring for the rules).
 
     ``errors``: the error policy (``--eval-errors``: ``count`` or ``exclude``). ``alpha``: the
@@ -637,7 +665,7 @@ def build_summary(
     not_run = not_run or {}
     names = _ordered(list(experiments_meta), [*by_experiment, *not_run])
 
-    experiments: list[dict[str, Any]] = []
+    experiments: list[ExperimentSummary] = []
     for name in names:
         meta = experiments_meta.get(name) or ExperimentMeta(name=name)
         experiments.append(
@@ -657,11 +685,11 @@ def build_summary(
 
 
 def combine_summaries(
-    summaries: Sequence[Mapping[str, Any]],
+    summaries: Sequence[Summary],
     *,
     cli_min_pass_rate: float | None,
     baseline: str | None,
-) -> dict[str, Any]:
+) -> Summary:
     """One summary of all the experiments of ``summaries``, in their order.
 
     Each summary is what :func:`build_summary` returned for some experiments (typically one
@@ -681,13 +709,15 @@ def combine_summaries(
 
 
 def _session(
-    experiments: list[dict[str, Any]], cli_min_pass_rate: float | None, baseline: str | None
-) -> dict[str, Any]:
+    experiments: list[ExperimentSummary], cli_min_pass_rate: float | None, baseline: str | None
+) -> Summary:
     """The session-level summary around per-experiment summaries: totals and verdict."""
-    totals = {key: 0 for key in _TOTAL_KEYS}
+    counts = {key: 0 for key in _TOTAL_KEYS}
     for exp in experiments:
+        theirs: Mapping[str, int] = cast("Mapping[str, int]", exp["totals"])
         for key in _TOTAL_KEYS:
-            totals[key] += exp["totals"][key]
+            counts[key] += theirs[key]
+    totals = cast(Totals, counts)  # the keys of _TOTAL_KEYS, in its order
     failures = [f for e in experiments for f in e["verdict"]["failures"]]
     regressions = [
         f"{e['name']} / {v}" for e in experiments for v in e["verdict"].get("regressions", [])
@@ -699,7 +729,7 @@ def _session(
         for v in e["verdict"].get("unjudged_variants", [])
     ]
     gated = any(e["verdict"]["gated"] for e in experiments)
-    verdict: dict[str, Any] = {
+    verdict: Verdict = {
         "gated": gated,
         "passed": (not failures and not regressions and not unjudged) if gated else None,
         "gated_cells": sum(e["verdict"]["gated_cells"] for e in experiments),
@@ -718,13 +748,14 @@ def _session(
     }
 
 
-def apply_regression(summary: Mapping[str, Any], regression: Mapping[str, Any]) -> dict[str, Any]:
+def apply_regression(summary: Summary, regression: RegressionSection) -> Summary:
     """``summary`` (of one experiment) with the regression gate's result (``--eval-baseline-run``,
     see :mod:`.regression`): the experiment gains a ``regression`` section and its verdict is
     gated; it fails when a variant regressed, whatever the min-pass-rate gates say."""
     (exp,) = summary["experiments"]
-    exp = {**exp, "regression": dict(regression)}
-    verdict = dict(exp["verdict"])
+    exp = exp.copy()
+    exp["regression"] = regression.copy()
+    verdict = exp["verdict"].copy()
     verdict["gated"] = True
     verdict["regressions"] = list(regression["regressed"])
     verdict["passed"] = (

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..report.regression import TaskCounts
 from . import runs
-from .layout import read_object, read_summary
+from .layout import read_summary
 from .paths import RunPaths, index_db
 from .pins import DEFAULT_PIN, PinsError, find_pin, read_pins
 from .query import IndexMissing, open_index, task_counts
@@ -412,7 +412,7 @@ def find_baseline(results: Path, ref: str, experiment: str, candidate: Candidate
 def rerun_judged(summary_json: Path) -> int | None:
     """Judged trials a stored run ran again (``--eval-retry``), from its summary.json's
     totals; None when unknown (no summary, or not a count)."""
-    totals = (read_object(summary_json) or {}).get("totals", {})
+    totals = (read_summary(summary_json.parent) or {}).get("totals", {})
     value = totals.get("rerun_judged") if isinstance(totals, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 

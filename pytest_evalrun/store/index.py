@@ -17,6 +17,7 @@ from typing import Any
 from filelock import FileLock
 
 from ..experiment.model import Task, Variant
+from ..layoutjson import RunJson, Summary
 from ..outcome import TrialOutcome, metrics_source
 from ..secrets import Redactor
 from . import runs
@@ -247,9 +248,9 @@ INSERT_RUN = f"INSERT OR REPLACE INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('
 def record_run(
     db: Path,
     experiment: str,
-    run: dict[str, Any],
+    run: RunJson,
     run_dir: Path,
-    summary: Mapping[str, Any] | None = None,
+    summary: Summary | None = None,
 ) -> None:
     """The run's row (from run.json, and summary.json's verdict when given, else the verdict
     already recorded) and its per-variant counts."""

@@ -80,6 +80,12 @@ def read_summary(run_dir: Path | str) -> Summary | None:
     return cast("Summary | None", read_object(f"{run_dir}/{SUMMARY_JSON}"))
 
 
+def load_summary(run_dir: Path | str) -> Summary:
+    """A run directory's summary.json; raises as :func:`load_object` does (for a reader that
+    names what is wrong)."""
+    return cast("Summary", load_object(f"{run_dir}/{SUMMARY_JSON}"))
+
+
 def placed_outcome(
     meta: Mapping[str, Any], trial_dir: str, job_dir: str | None = None
 ) -> TrialOutcome:

@@ -47,11 +47,11 @@ from pathlib import Path
 from typing import Any
 
 from ..finish import Gates, GatesError, Plan, finish_run, gates_differences
-from ..layoutjson import RunJson
+from ..layoutjson import MergedFrom, RunGates, RunJson, RunSession, Summary, Verdict
 from . import runs
 from .atomic import dumps, write_bytes_if_changed, write_json_atomic
 from .index import record_run, record_trials
-from .layout import META, finished_outcome, iter_runs, read_object
+from .layout import META, finished_outcome, iter_runs, read_object, read_run_json, read_summary
 from .paths import RunPaths, index_db
 from .pier.job import PierJob
 from .pier.jobnames import safe_job_name
@@ -83,7 +83,7 @@ class _Shard:
     root: Path
     run: RunJson
     run_dir: Path
-    summary: dict[str, Any]
+    summary: Summary
     #: (variant slug, task slug, trial number) -> trial directory, relative to run_dir
     trials: dict[TrialKey, str] = field(default_factory=dict)
     #: variant.json and task.json files, relative to run_dir
@@ -102,9 +102,9 @@ class MergedRun:
     #: False when the merged run was already as it is (merging again changed nothing)
     changed: bool = True
     #: The merged run's verdict (its experiment's ``verdict`` in summary.json).
-    verdict: dict[str, Any] = field(default_factory=dict)
+    verdict: Verdict = field(default_factory=lambda: Verdict())
     #: The merged run's summary (summary.json's content; {} when unreadable).
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: Summary = field(default_factory=lambda: Summary())
     #: True for a run every shard held the same copy of (placed once, as it is).
     copy: bool = False
 
@@ -128,7 +128,7 @@ def _scan(shards: Sequence[Path]) -> dict[tuple[str, str], list[_Shard]]:
             continue
         for experiment, run_id, run in iter_runs(results):
             run_dir = results / experiment / run_id
-            shard = _Shard(root, run, run_dir, _read_dict(run_dir / "summary.json"))
+            shard = _Shard(root, run, run_dir, read_summary(run_dir) or {})
             shard.trials = _trial_dirs(run_dir)
             shard.definitions = _definition_files(run_dir)
             groups.setdefault((experiment, run_id), []).append(shard)
@@ -183,7 +183,7 @@ def _conflicts(experiment: str, run_id: str, shards: Sequence[_Shard]) -> list[s
     return problems
 
 
-def _recorded_gates(shards: Sequence[_Shard]) -> list[tuple[_Shard, dict[str, Any]]]:
+def _recorded_gates(shards: Sequence[_Shard]) -> list[tuple[_Shard, RunGates]]:
     """The gates' inputs each shard recorded (shards whose session never finished, or that an
     older pytest-evalrun wrote, have none)."""
     return [(s, s.run["gates"]) for s in shards if isinstance(s.run.get("gates"), dict)]
@@ -244,7 +244,7 @@ def _against_target(
                 f"earlier evalrun merge: merge into {moved_to} again, or merge a fresh copy "
                 "of the shard"
             )
-    old_gates = _read_dict(target / "run.json").get("gates")
+    old_gates = (read_run_json(target) or {}).get("gates")
     recorded = _recorded_gates(shards)
     if isinstance(old_gates, dict) and recorded:
         differ = gates_differences(old_gates, recorded[0][1])
@@ -374,12 +374,12 @@ def _json_bytes(obj: Any) -> bytes:
     return dumps(obj).encode("utf-8")
 
 
-def _merged_from(shards: Sequence[_Shard], old: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _merged_from(shards: Sequence[_Shard], old: RunJson) -> list[MergedFrom]:
     """Which directory gave which shards and how many selected trials: an earlier merge's
     entries and this merge's, one per shard (the same shard merged again counts once)."""
-    entries: dict[str, dict[str, Any]] = {}
+    entries: dict[str, MergedFrom] = {}
 
-    def add(entry: dict[str, Any]) -> None:
+    def add(entry: MergedFrom) -> None:
         key = ",".join(entry["shards"]) or entry["source"]
         entries[key] = entry
 
@@ -408,14 +408,14 @@ def _merged_from(shards: Sequence[_Shard], old: Mapping[str, Any]) -> list[dict[
 def _merged_run_json(
     shards: Sequence[_Shard],
     counts: dict[str, int],
-    old: Mapping[str, Any],
-    merged_from: list[dict[str, Any]],
-) -> dict[str, Any]:
+    old: RunJson,
+    merged_from: list[MergedFrom],
+) -> RunJson:
     """run.json of the merged run: this merge's shards and what an earlier merge into the
     same directory recorded (``old``, {} when none; ``merged_from`` from both)."""
-    runs_json = [s.run for s in shards] + ([dict(old)] if old else [])
-    base = dict(old) if old else dict(shards[0].run)  # an earlier merge's stays the base
-    sessions: dict[str, dict[str, Any]] = {}
+    runs_json = [s.run for s in shards] + ([old.copy()] if old else [])
+    base = old.copy() if old else shards[0].run.copy()  # an earlier merge's stays the base
+    sessions: dict[str, RunSession] = {}
     for run in runs_json:
         for session in run.get("sessions") or []:
             if isinstance(session, dict):
@@ -423,7 +423,8 @@ def _merged_run_json(
     base["sessions"] = sorted(sessions.values(), key=lambda s: str(s.get("started_at") or ""))
     starts = [str(r["started_at"]) for r in runs_json if r.get("started_at")]
     ends = [r.get("finished_at") for r in runs_json]
-    base["started_at"] = min(starts) if starts else base.get("started_at")
+    if starts:  # (every run.json has one: start_run and finish_run write it)
+        base["started_at"] = min(starts)
     base["finished_at"] = None if None in ends else max(str(e) for e in ends)
     statuses = {str(r.get("status")) for r in runs_json}
     base["status"] = next((st for st in _WORST_FIRST if st in statuses), runs.COMPLETED)
@@ -436,7 +437,7 @@ def _merged_run_json(
     return base
 
 
-def _gates(shards: Sequence[_Shard], old: Mapping[str, Any]) -> tuple[Gates, list[str]]:
+def _gates(shards: Sequence[_Shard], old: RunJson) -> tuple[Gates, list[str]]:
     """The gates' inputs of the merged run, and notes: those the shards recorded (checked to
     agree), else an earlier merge's, else (shards an older pytest-evalrun wrote) the min pass
     rate and the baseline variant their summaries state."""
@@ -470,9 +471,7 @@ def _gates(shards: Sequence[_Shard], old: Mapping[str, Any]) -> tuple[Gates, lis
     )
 
 
-def _selected(
-    shards: Sequence[_Shard], old_summary: Mapping[str, Any]
-) -> tuple[set[str], set[str]]:
+def _selected(shards: Sequence[_Shard], old_summary: Summary) -> tuple[set[str], set[str]]:
     """The variant and task names the shards (and an earlier merge) selected."""
     variants: set[str] = set()
     tasks: set[str] = set()
@@ -543,7 +542,7 @@ def _copy_against_target(
     experiment: str, run_id: str, shard: _Shard, into: Path, target: Path
 ) -> list[str]:
     """A copied run (see :func:`_same_copy`) conflicts with another run of its id in DIR."""
-    old = _read_dict(target / "run.json")
+    old = read_run_json(target)
     if not old:
         return []
     theirs = _trial_dirs(target)
@@ -583,7 +582,7 @@ def _place_copy(experiment: str, run_id: str, shards: Sequence[_Shard], into: Pa
         ]
         db = index_db(results)
         record_trials(db, outcomes)
-        record_run(db, experiment, dict(shard.run), paths.run_dir, summary or None)
+        record_run(db, experiment, shard.run, paths.run_dir, summary or None)
         shutil.copyfile(shard.run_dir / "run.json", paths.run_json)
     return MergedRun(
         experiment,
@@ -665,7 +664,7 @@ def _merge_run(
             pier_added += len(pier_new)
             # their records name where they are now, not the shard
             relocate_trials(job_dir, pier_new, [_relocation(shard, job_dir, paths.run_dir)])
-    old = _read_dict(paths.run_json)
+    old: RunJson = read_run_json(paths.run_dir) or {}
     old.pop("updated_at", None)
     merged_from = _merged_from(shards, old)
     recorded = _recorded_gates(shards)
@@ -685,7 +684,7 @@ def _merge_run(
     ]
     total = sum(e["total"] for e in merged_from)
     gates, notes = _gates(shards, old)
-    old_summary = _read_dict(paths.summary_json)
+    old_summary = read_summary(paths.run_dir) or {}
     variants, tasks = _selected(shards, old_summary)
     first = shards[0].run
     done = finish_run(
@@ -732,10 +731,10 @@ def _merge_run(
 def _run_json(
     shards: Sequence[_Shard],
     counts: Mapping[str, int],
-    old: Mapping[str, Any],
-    merged_from: list[dict[str, Any]],
-    recorded: Sequence[tuple[_Shard, dict[str, Any]]],
-) -> dict[str, Any]:
+    old: RunJson,
+    merged_from: list[MergedFrom],
+    recorded: Sequence[tuple[_Shard, RunGates]],
+) -> RunJson:
     """:func:`_merged_run_json` with the gates' inputs the shards recorded."""
     data = _merged_run_json(shards, dict(counts), old, merged_from)
     if recorded:
@@ -744,7 +743,7 @@ def _run_json(
 
 
 def _unchanged(experiment: str, run_id: str, n_shards: int, n: int, paths: RunPaths) -> MergedRun:
-    summary = _read_dict(paths.summary_json)
+    summary = read_summary(paths.run_dir) or {}
     return MergedRun(
         experiment,
         run_id,
@@ -758,13 +757,13 @@ def _unchanged(experiment: str, run_id: str, n_shards: int, n: int, paths: RunPa
     )
 
 
-def _verdict(summary: Mapping[str, Any]) -> dict[str, Any]:
+def _verdict(summary: Summary) -> Verdict:
     """The verdict of a run's (one experiment's) summary; {} when it has none."""
     experiments = summary.get("experiments")
     if isinstance(experiments, list) and experiments and isinstance(experiments[0], dict):
         verdict = experiments[0].get("verdict")
         if isinstance(verdict, dict):
-            return dict(verdict)
+            return verdict.copy()
     return {}
 
 
@@ -787,7 +786,7 @@ def _merge_pier_job(
     job_name: str,
     job_dir: Path,
     total: int,
-    run_json: Mapping[str, Any],
+    run_json: RunJson,
     tasks: Sequence[str],
 ) -> None:
     # an earlier merge's config first: merging more shards later keeps it (but the tasks)

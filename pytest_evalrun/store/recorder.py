@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..experiment.model import Experiment, Task, Variant
+from ..layoutjson import RunGates, Summary
 from ..outcome import TrialOutcome
 from ..secrets import Redactor
 from .paths import RunPaths
@@ -57,14 +58,14 @@ class FinishedRun:
     run: RunInfo
     outcomes: list[TrialOutcome]
     #: This run's summary (summary.json's content).
-    summary: dict[str, Any]
+    summary: Summary
     #: run.json's status for this session: completed, interrupted or failed.
     status: str
     counts: dict[str, int]
     #: False when the session neither ran nor found any trial of it (nothing to finish).
     ran: bool = True
     #: Every gate's inputs (``finish.Gates.to_json()``), recorded in run.json's ``gates``.
-    gates: Mapping[str, Any] | None = None
+    gates: RunGates | None = None
     #: Filled by the recorders for the ones after them (e.g. run.json's content).
     notes: dict[str, Any] = field(default_factory=dict)
 

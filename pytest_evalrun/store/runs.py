@@ -18,6 +18,15 @@ from typing import Any
 
 from filelock import FileLock
 
+from ..layoutjson import (
+    EnvironmentInfo,
+    GitState,
+    RunGates,
+    RunJson,
+    RunPlan,
+    RunSession,
+    Selection,
+)
 from .atomic import write_json_atomic
 from .layout import iter_runs, read_run_json, run_exists
 from .paths import RunPaths
@@ -39,36 +48,25 @@ def new_run_id(now: datetime | None = None) -> str:
     return now.strftime("%Y-%m-%d__%H-%M-%S")
 
 
-def git_state(directory: Path) -> dict[str, Any]:
+def git_state(directory: Path) -> GitState:
     """Commit and dirty flag of the repository holding ``directory`` (None outside a repo)."""
     env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+
+    def git(timeout: float, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True,
+                              env=env, timeout=timeout, check=False)  # fmt: skip
+
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=10,
-            check=False,
-        )
+        commit = git(10, "rev-parse", "HEAD")
         if commit.returncode != 0:
             return {"commit": None, "dirty": None}
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=30,
-            check=False,
-        )
+        status = git(30, "status", "--porcelain", "--untracked-files=no")
         return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
 
 
-def environment_info() -> dict[str, Any]:
+def environment_info() -> EnvironmentInfo:
     from importlib.metadata import PackageNotFoundError, version
 
     def ver(name: str) -> str | None:
@@ -87,15 +85,12 @@ def environment_info() -> dict[str, Any]:
     }
 
 
-def read_run(paths: RunPaths) -> dict[str, Any] | None:
-    """run.json of ``paths``' run as a dict to update (None when missing or unreadable)."""
-    data = read_run_json(paths.run_dir)
-    return dict(data) if data is not None else None
+def read_run(paths: RunPaths) -> RunJson | None:
+    """run.json of ``paths``' run, to update (None when missing or unreadable)."""
+    return read_run_json(paths.run_dir)
 
 
-def update_run(
-    paths: RunPaths, change: Callable[[dict[str, Any] | None], dict[str, Any]]
-) -> dict[str, Any]:
+def update_run(paths: RunPaths, change: Callable[[RunJson | None], RunJson]) -> RunJson:
     """Read-modify-write run.json under the run lock."""
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(paths.lock)):
@@ -112,14 +107,14 @@ def start_run(
     experiment_file: str,
     session_id: str,
     pytest_args: list[str],
-    git: dict[str, Any],
-    info: dict[str, Any],
-    plan: dict[str, Any] | None = None,
+    git: GitState,
+    info: EnvironmentInfo,
+    plan: RunPlan | None = None,
     shard: str = "",
-    isolation: Mapping[str, Any] | None = None,
-    selection: Mapping[str, Any] | None = None,
+    isolation: Mapping[str, dict[str, Any]] | None = None,
+    selection: Selection | None = None,
     retry: Sequence[str] = (),
-) -> dict[str, Any]:
+) -> RunJson:
     """Create run.json, or mark an existing run running again for this session (idempotent).
 
     ``plan``: the experiment's variants, tasks and gates in file order (what a summary of the
@@ -130,7 +125,7 @@ def start_run(
     -k/-m/node ids/--lf and --eval-shard), kept in the session's entry; ``retry``: the
     session's --eval-retry statuses (the baseline lookup reads both, store/baseline.py)."""
 
-    def change(data: dict[str, Any] | None) -> dict[str, Any]:
+    def change(data: RunJson | None) -> RunJson:
         now = utc_now()
         if data is None:
             data = {
@@ -146,7 +141,7 @@ def start_run(
             }
         sessions = data.setdefault("sessions", [])
         if not any(s.get("id") == session_id for s in sessions):
-            session: dict[str, Any] = {
+            session: RunSession = {
                 "id": session_id,
                 "started_at": now,
                 "finished_at": None,
@@ -158,7 +153,7 @@ def start_run(
             if isolation is not None:
                 session["isolation"] = dict(isolation)
             if selection is not None:
-                session["selection"] = dict(selection)
+                session["selection"] = selection.copy()
             session["retry"] = list(retry)
             sessions.append(session)
             data["status"] = RUNNING
@@ -169,8 +164,7 @@ def start_run(
         data["git"] = git
         if isolation is not None:
             data["isolation"] = dict(isolation)
-        data.update(info)
-        return data
+        return {**data, **info}  # data.update(info), in a form mypy checks
 
     return update_run(paths, change)
 
@@ -182,15 +176,15 @@ def finish_run(
     status: str,
     counts: dict[str, int],
     pytest_args: list[str] | None = None,
-    gates: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+    gates: RunGates | None = None,
+) -> RunJson:
     """Mark this session finished with ``status``; returns run.json's new content.
 
     ``gates``: every gate's inputs of this session (``finish.Gates.to_json()``), kept as
     run.json's ``gates``; its ``retry`` becomes every session's ``--eval-retry`` together
     (a run some session reran failures in stays one whose failures were rerun)."""
 
-    def change(data: dict[str, Any] | None) -> dict[str, Any]:
+    def change(data: RunJson | None) -> RunJson:
         now = utc_now()
         data = data or {
             "schema_version": SCHEMA_VERSION,

@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from ..layoutjson import ExperimentSummary, MetaJson, RunJson, Summary
 from .atomic import finite
 from .layout import META, read_object
 from .paths import RunPaths
@@ -113,10 +115,10 @@ class RunView:
     """Everything a report shows of one run."""
 
     run_dir: str
-    run: dict[str, Any]
-    summary: dict[str, Any]
+    run: RunJson
+    summary: Summary
     #: This run's entry of summary.json's ``experiments`` ({} without a summary).
-    experiment: dict[str, Any]
+    experiment: ExperimentSummary
     limits: TextLimits
     #: Variant / task names in summary order (then any found only on disk).
     variants: list[str] = field(default_factory=list)
@@ -210,7 +212,7 @@ def _children(directory: Path) -> list[Path]:
     return [directory / name for name in subdirs(directory)]
 
 
-def _experiment(summary: dict[str, Any], run: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+def _experiment(summary: Summary, run: RunJson, run_dir: Path) -> ExperimentSummary:
     """This run's entry of summary.json's ``experiments`` (a session may run several)."""
     exps = [e for e in summary.get("experiments") or [] if isinstance(e, dict)]
     for exp in exps:
@@ -232,8 +234,8 @@ def load_run(run_dir: Path, limits: TextLimits | None = None) -> RunView:
     """Read one run directory (``results/<experiment>/<run-id>/``)."""
     run_dir = Path(os.path.realpath(run_dir))
     paths = RunPaths(run_dir.parent.parent, run_dir.parent.name, run_dir.name)
-    run = _json_obj(paths.run_json)
-    summary = _json_obj(paths.summary_json)
+    run = cast(RunJson, _json_obj(paths.run_json))
+    summary = cast(Summary, _json_obj(paths.summary_json))
     exp = _experiment(summary, run, run_dir)
     found = list(iter_trial_dirs(paths.run_dir))
     view = RunView(
@@ -293,7 +295,7 @@ def _add_trial(
     prompt_ids: dict[str, int],
 ) -> None:
     trial, limits = TrialDir(tf.path), view.limits
-    meta = _json_obj(trial.file(META))
+    meta = cast(MetaJson, _json_obj(trial.file(META)))
     verify = _json_obj(trial.file(VERIFY))
     metrics = _json_obj(trial.file(METRICS)) or dict(meta.get("metrics") or {})
     vname, tname = slug_names.get((tf.variant, tf.task), (tf.variant, tf.task))
@@ -354,10 +356,11 @@ def _add_trial(
 SESSION_MD = "session.md"
 
 
-def _shown_meta(meta: dict[str, Any]) -> dict[str, Any]:
+def _shown_meta(meta: MetaJson) -> dict[str, Any]:
     """meta.json's fields for the trial's detail; its Harbor directory relative to the jobs
     directory (meta.json says where it was written: another machine's path after a merge)."""
-    shown = {k: meta[k] for k in META_FIELDS if meta.get(k) not in (None, "", {})}
+    record: Mapping[str, Any] = meta  # META_FIELDS are keys of MetaJson
+    shown = {k: record[k] for k in META_FIELDS if record.get(k) not in (None, "", {})}
     pier = shown.get("pier_trial_dir")
     if isinstance(pier, str):
         job, name = os.path.split(pier.rstrip("/"))

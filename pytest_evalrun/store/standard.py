@@ -15,6 +15,7 @@ from filelock import FileLock
 
 from ..experiment.identity import definition_digest
 from ..experiment.model import Experiment, Task, Variant
+from ..layoutjson import EnvironmentInfo, GitState, RunPlan, Summary
 from ..outcome import TrialOutcome
 from ..report.markdown import render_markdown
 from ..report.openmetrics import render_openmetrics
@@ -59,7 +60,7 @@ def task_record(task: Task) -> dict[str, Any]:
     }
 
 
-def write_summaries(paths: RunPaths, summary: dict[str, Any]) -> None:
+def write_summaries(paths: RunPaths, summary: Summary) -> None:
     """A run's summary.json, summary.md and metrics.txt, under the run lock (a concurrent
     resume may finish at the same time); a file that would not change is left as it is."""
     paths.run_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def write_summaries(paths: RunPaths, summary: dict[str, Any]) -> None:
         write_bytes_if_changed(paths.openmetrics, render_openmetrics(summary).encode())
 
 
-def experiment_plan(exp: Experiment) -> dict[str, Any]:
+def experiment_plan(exp: Experiment) -> RunPlan:
     """What a summary of the run needs besides its trials: names in file order, gates."""
     return {
         "variants": [v.name for v in exp.variants],
@@ -91,8 +92,8 @@ class StandardRecorder(Recorder):
 
     def __init__(self) -> None:
         self._described: set[tuple[str, str, str, str]] = set()
-        self._git: dict[str, Any] | None = None
-        self._info: dict[str, Any] | None = None
+        self._git: GitState | None = None
+        self._info: EnvironmentInfo | None = None
 
     def start_run(self, run: RunInfo) -> None:
         if self._git is None:
@@ -105,7 +106,7 @@ class StandardRecorder(Recorder):
             session_id=run.session_id,
             pytest_args=list(run.pytest_args),
             git=self._git,
-            info=self._info or {},
+            info=self._info or runs.environment_info(),
             plan=experiment_plan(run.experiment),
             shard=run.shard,
             isolation=run.isolation or None,

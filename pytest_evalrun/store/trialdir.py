@@ -23,10 +23,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..layoutjson import MetaJson
 from ..outcome import JUDGED, PASSED, TrialOutcome
 from ..secrets import Redactor, redact_file, redact_tree
 from .atomic import write_json_atomic, write_text_atomic
-from .layout import META, placed_outcome, read_object
+from .layout import META, placed_outcome, read_meta
 
 SCHEMA_VERSION = 1
 PROMPT = "prompt.md"
@@ -140,9 +141,9 @@ class TrialDir:
         data["steps"] = dict(steps)
         write_json_atomic(self.path / META, self.redactor.redact_obj(data))
 
-    def read_meta(self) -> dict[str, Any]:
-        """meta.json as a dict ({} when missing, torn or not an object)."""
-        return read_object(self.path / META) or {}
+    def read_meta(self) -> MetaJson:
+        """meta.json ({} when missing, torn or not an object)."""
+        return read_meta(self.path) or {}
 
     def recorded_outcome(self, fingerprint: str) -> TrialOutcome | None:
         """The recorded outcome when it still stands for ``--eval-resume``: judged (passed,
@@ -178,7 +179,7 @@ class TrialDir:
 
     def update_meta(self, extra: Mapping[str, Any]) -> None:
         """Merge keys into meta.json (the trial's owner is the only writer at that point)."""
-        data = self.read_meta()
+        data: dict[str, Any] = dict(self.read_meta())
         if data:
             data.update(extra)
             write_json_atomic(self.path / META, self.redactor.redact_obj(data))

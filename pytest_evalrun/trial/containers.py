@@ -50,6 +50,7 @@ from typing import IO, TYPE_CHECKING
 if TYPE_CHECKING:
     import tarfile
 
+from ..sandboxkind import CONTAINER_RUNTIMES
 from .containerexec import DirectExec
 
 __all__ = [
@@ -105,6 +106,11 @@ SPOOL_PREFIX = "evalrun-ctr-"
 REMOVE_WAIT = 10.0
 
 
+#: The capabilities Docker gives a container by default that podman does not: dropped, so a
+#: trial's root has the same powers in both (with MKNOD an agent could make a device node).
+DOCKER_ONLY_CAPS = ("MKNOD", "NET_RAW", "AUDIT_WRITE")
+
+
 class ContainerError(Exception):
     """The container runtime failed (missing, not answering, a call that failed)."""
 
@@ -139,6 +145,12 @@ class Runtime:
         except OSError as exc:
             raise ContainerError(f"cannot run {self.program}: {exc.strerror or exc}") from exc
 
+    def force_remove(self, *names: str, timeout: float = CALL_TIMEOUT) -> None:
+        """Remove containers at once, running or not (:class:`ContainerError` when the CLI
+        cannot be run); Docker's ``rm`` has no stop timeout to give."""
+        wait = ("-t", "0") if self.name == "podman" else ()
+        self.call("rm", "-f", *wait, *names, timeout=timeout)
+
     def image_exists(self, image: str) -> bool:
         if self.name == "podman":
             return self.call("image", "exists", image).returncode == 0
@@ -162,7 +174,7 @@ def detect_runtime(preference: str = "auto") -> Runtime | None:
     does not answer. Cached per process."""
     if preference in _DETECTED:
         return _DETECTED[preference]
-    names = ("podman", "docker") if preference == "auto" else (preference,)
+    names = CONTAINER_RUNTIMES if preference == "auto" else (preference,)
     found: Runtime | None = None
     for name in names:
         if name in _DETECTED:  # asked before on its own
@@ -254,7 +266,9 @@ def build_image(
             return tag
         started = time.monotonic()
         try:
-            done = runtime.call("build", "-f", str(dockerfile), "-t", tag, str(context),
+            # --force-rm: Docker keeps a failed step's container otherwise
+            done = runtime.call("build", "--force-rm", "-f", str(dockerfile), "-t", tag,
+                                str(context),
                                 timeout=timeout)
         except ContainerError as exc:
             message = f"building the image of {what} failed: {exc}"
@@ -398,6 +412,9 @@ class Container:
             args += ["--security-opt", f"seccomp={spec.seccomp}"]
         if runtime.name == "podman":
             args += ["--security-opt", "mask=" + ":".join(MASKED)]
+        else:
+            for cap in DOCKER_ONLY_CAPS:
+                args += ["--cap-drop", cap]
         for host, inside in spec.mounts:
             args += ["--volume", f"{host}:{inside}:ro"]
         if spec.pidfile is not None and runtime.name == "podman":
@@ -565,7 +582,7 @@ class Container:
             self.client.wait(timeout=REMOVE_WAIT)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ContainerError):
-                self.runtime.call("rm", "-f", "-t", "0", self.name)
+                self.runtime.force_remove(self.name)
             try:
                 self.client.wait(timeout=30)
             except subprocess.TimeoutExpired:
@@ -574,7 +591,7 @@ class Container:
         if self.client.returncode != 0:
             # the client did not end the container cleanly: make sure it is gone
             with contextlib.suppress(ContainerError):
-                self.runtime.call("rm", "-f", "-t", "0", self.name)
+                self.runtime.force_remove(self.name)
         if self.spool is not None:
             shutil.rmtree(self.spool, ignore_errors=True)
         for stream in (self.client.stdout, self.client.stderr):
@@ -638,9 +655,12 @@ def reap_stale(runtime: Runtime) -> list[str]:
     """Remove every container we labelled whose owner process is gone (their names), and
     the private directories such owners left (:data:`SPOOL_PREFIX`)."""
     _reap_spools()
+    # podman's .Labels is a map; Docker's is a string and has .Label "name" instead
+    owner = (f'{{{{index .Labels "{OWNER_LABEL}"}}}}' if runtime.name == "podman"
+             else f'{{{{.Label "{OWNER_LABEL}"}}}}')
     try:
         listed = runtime.call("ps", "-a", "--filter", f"label={LABEL}=1", "--format",
-                              f'{{{{.Names}}}}\t{{{{index .Labels "{OWNER_LABEL}"}}}}', timeout=60)
+                              f"{{{{.Names}}}}\t{owner}", timeout=60)
     except ContainerError:
         return []
     if listed.returncode != 0:
@@ -652,7 +672,7 @@ def reap_stale(runtime: Runtime) -> list[str]:
             stale.append(name.strip())
     if stale:
         with contextlib.suppress(ContainerError):
-            runtime.call("rm", "-f", "-t", "0", *stale, timeout=120)
+            runtime.force_remove(*stale, timeout=120)
     return stale
 
 

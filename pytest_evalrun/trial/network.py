@@ -132,7 +132,7 @@ def decide(
         return Decision(False, reason=f"bad destination {host!r}:{port}")
     if allow is not None and not any(a.matches(name, port) for a in allow):
         return Decision(
-            False, reason=f"{name}:{port} is not in the experiment's network allow list"
+            False, reason=f"{name}:{port} is not in the trial's network allow list"
         )
     try:
         addresses = tuple(resolve(name, port))

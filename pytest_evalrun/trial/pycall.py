@@ -115,15 +115,26 @@ def import_path(role: str, base: list[str], env: dict[str, str], cwd: str) -> li
     """``sys.path`` for the callable (the interpreter runs with ``-I``, so ``base`` holds
     neither the working directory nor ``PYTHONPATH``).
 
-    The experiment's directory comes first, then ``PYTHONPATH`` (the step's declared
-    environment, not the agent's).  A verifier gets the workspace *last*: it can import the
-    agent's code, but a ``json.py`` or ``pytest.py`` the agent left there never shadows the
-    standard library, an installed package or the verifier's own modules.  An agent gets the
-    workspace right after the experiment's directory (its own code is its own business)."""
-    first = [p for p in (env.get("EVALRUN_PYCALL_PATH"),) if p]
+    The experiment's directory comes first (then, in a container, the directory where the
+    callable's module is bound read-only: ``EVALRUN_PYCALL_MODULES``), then ``PYTHONPATH``
+    (the step's declared environment, or the image's, not the agent's).  A verifier gets the
+    workspace *last*: it can import the agent's code, but a ``json.py`` or ``pytest.py`` the
+    agent left there never shadows the standard library, an installed package or the
+    verifier's own modules, also when ``PYTHONPATH`` names the workspace (an image's ``ENV
+    PYTHONPATH=/app``): such entries go last too.  An agent gets the workspace right after
+    the experiment's directory (its own code is its own business)."""
+    first = [p for p in (env.get("EVALRUN_PYCALL_PATH"), env.get("EVALRUN_PYCALL_MODULES")) if p]
     python_path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     if role == "verify":
-        path = [*first, *python_path, *base, cwd]
+        root = os.path.abspath(cwd)
+
+        def inside(entry: str) -> bool:
+            entry = os.path.abspath(entry)
+            return entry == root or entry.startswith(root.rstrip(os.sep) + os.sep)
+
+        late = [p for p in python_path if inside(p)]
+        python_path = [p for p in python_path if not inside(p)]
+        path = [*first, *python_path, *base, cwd, *late]
     else:
         path = [*first, cwd, *python_path, *base]
     return list(dict.fromkeys(path))

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..experiment.model import Experiment, Step, Task, Variant
+from ..experiment.network import Allow, combined
 from ..outcome import ERROR, FAILED, PASSED, TIMEOUT, TrialOutcome
 from ..secrets import Redactor
 from ..store import trialdir
@@ -378,6 +379,14 @@ class _Trial:
         self.outcome.error_kind = kind
         self.outcome.message = self.spec.redactor.redact(message)
 
+    def network_allow(self) -> tuple[Allow, ...] | None:
+        """The trial's allow list: the variant's ``network: {allow:}`` and the task's own (a
+        Harbor task's allowlist) together (:func:`~..experiment.network.combined`); None: any
+        public host."""
+        s = self.spec
+        spec = s.experiment.environment_for(s.variant, s.task)
+        return combined(s.variant.network_allow, spec.allow if spec is not None else None)
+
     def isolate(self) -> bool:
         """Open the trial's environment (False, and an ``error`` outcome of kind
         ``sandbox``, when the one asked for cannot run here: never a silent fallback)."""
@@ -394,7 +403,7 @@ class _Trial:
             read=tuple(user.read),
             write=tuple(user.write),
             network=s.variant.network,
-            network_allow=s.variant.network_allow,
+            network_allow=self.network_allow(),
             unix_sockets=user.unix_sockets,
             upstream=upstream_proxy(s.base_env),
             requested=mode,

@@ -549,25 +549,6 @@ class Sandbox:
             self.home, self.tmp = str(home), str(tmp)
             self._prefix = []
 
-    def extended(
-        self,
-        *,
-        read: Sequence[Path] = (),
-        write: Sequence[Path] = (),
-        forwards: Sequence[Forward] = (),
-    ) -> Sandbox:
-        """The same isolation with more paths: ``read`` visible read-only, ``write`` writable
-        at their own path (e.g. a step kind's own config home inside the trial directory),
-        and more ``forwards`` (a port already forwarded keeps its first forward)."""
-        taken = {f.port for f in self.policy.forwards}
-        policy = dataclasses.replace(
-            self.policy,
-            read=(*self.policy.read, *read),
-            write=(*self.policy.write, *write),
-            forwards=(*self.policy.forwards, *(f for f in forwards if f.port not in taken)),
-        )
-        return Sandbox(policy, private=self._private, isolation=self.isolation)
-
     # -- paths -------------------------------------------------------------------------
     @property
     def workspace(self) -> str | None:
@@ -596,9 +577,11 @@ class Sandbox:
         descriptors to pass); its forwards are served until the ``with`` block ends (after
         the step ended).
 
-        Inside, the step starts in :meth:`inside` of ``cwd``.  ``exec_status_fd``: a pipe
-        (passed to the process) on which the starter in front of the command writes why it
-        could not exec the command (nothing: it was exec'd)."""
+        Inside, the step starts in :meth:`inside` of ``cwd``.  ``exec_status_fd``: a pipe on
+        which the starter in front of the command writes why it could not exec the command
+        (nothing: it was exec'd). It is in :attr:`Launch.pass_fds` only when a starter runs
+        (which closes it on exec): the command itself never holds it, or it could write a
+        false start failure there."""
         if not self.sandboxed:
             yield Launch(list(argv), Path(cwd), ())
             return
@@ -620,6 +603,7 @@ class Sandbox:
                                                        _starter_source()]  # fmt: skip
                 if exec_status_fd is not None:
                     starter.append(f"--exec-status-fd={exec_status_fd}")
+                    fds.append(exec_status_fd)
                 starter.append(f"--listeners-fd={listeners.child_fd}")
                 starter += [str(f.port) for f in p.forwards]
                 starter.append("--")
@@ -635,7 +619,8 @@ class Sandbox:
             if listeners is not None:
                 listeners.close()
             for fd in fds:
-                os.close(fd)
+                if fd != exec_status_fd:  # the caller's
+                    os.close(fd)
 
     @property
     def network(self) -> str:

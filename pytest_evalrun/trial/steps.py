@@ -14,7 +14,6 @@ step sees them (the workspace is ``/tmp/workspace`` inside the sandbox).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,8 +122,10 @@ def run_command(step: Step, ctx: StepContext) -> ProcessResult:
 def run_python(step: Step, ctx: StepContext) -> ProcessResult:
     # -I: no working directory (the workspace) or PYTHON* variables on sys.path; pycall sets
     # sys.path itself (the experiment directory first, the workspace last for a verifier).
-    command = [sys.executable, "-I", "-m", "pytest_evalrun.trial.pycall", ctx.role, str(step.value)]
-    env = dict(ctx.env)
+    # The environment says which Python (a container: the image's python3, docs/environments.md).
+    words, extra = ctx.environment.pycall()
+    command = [*words, ctx.role, str(step.value)]
+    env = {**ctx.env, **extra}
     env["EVALRUN_PYCALL_PATH"] = str(ctx.experiment_dir)
     # its module, when it lives beside the YAML
     return ctx.run(command, env=env, read=module_paths(str(step.value), ctx.experiment_dir))

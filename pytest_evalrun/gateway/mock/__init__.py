@@ -5,8 +5,8 @@ Chat Completions and Gemini APIs, streaming as the real APIs do, logs every requ
 and logs any attempt to reach another host through it as a proxy.
 """
 
+from .mockserver import MockLLM
 from .script import Call, Script, Turn, Usage, api_error, custom_tool, say, shell, tool
-from .server import MockLLM
 
 __all__ = ["Call", "MockLLM", "Script", "Turn", "Usage", "api_error", "custom_tool", "say",
            "shell", "tool"]

@@ -59,10 +59,6 @@ class Turn:
     #: An HTTP error status answered instead of a response (the usage is then not served).
     error_status: int = 0
 
-    @property
-    def is_final(self) -> bool:
-        return not self.calls and not self.error_status
-
 
 def say(text: str, usage: Usage) -> Turn:
     """A final answer."""

@@ -181,6 +181,14 @@ class Environment(ABC):
 
         return sys.executable
 
+    def pycall(self) -> tuple[list[str], dict[str, str]]:
+        """How a ``python:`` step's interpreter starts: the words before its role and target
+        (:mod:`..pycall`, run by a Python with ``-I``) and the variables it needs besides the
+        step's (default: the Python running pytest, nothing more)."""
+        import sys
+
+        return [sys.executable, "-I", "-m", "pytest_evalrun.trial.pycall"], {}
+
     def pytest_runner(self) -> list[str] | None:
         """The words ``{pytest}`` starts with (``python -I`` running pytest, the guard module
         importable); None: ``{python} -I -m pytest``."""

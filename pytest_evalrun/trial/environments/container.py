@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ...experiment.model import Experiment, Task, Variant
+from ...sandboxkind import CONTAINER_RUNTIMES, LOCAL_ENVIRONMENTS, EnvironmentKind
 from ..containerexec import Batch
 from ..containers import (
     KILL_ALL,
@@ -64,7 +65,7 @@ from .containernet import (
     image_path,
     step_home,
 )
-from .containersteps import PYTHON_INSIDE, ContainerSteps, guard, names
+from .containersteps import PYTHON_INSIDE, ContainerSteps, guard, is_pycall, names, python_mounts
 
 __all__ = ["CONTAINERS", "LOGS", "ContainerEnvironment", "choose", "environment_for"]
 
@@ -98,14 +99,14 @@ def choose(requested: str, spec: Mapping[str, Any] | None, harbor: bool) -> str 
     ``sandbox:`` mode decides); ``podman``/``docker`` always use that runtime (a trial with no
     image errors); ``bwrap``/``none`` run locally and ignore the image, but a Harbor task
     needs its container (:data:`REFUSE`)."""
-    if requested in ("podman", "docker"):
+    if requested in CONTAINER_RUNTIMES:
         return requested
-    if requested in ("bwrap", "none"):
+    if requested in LOCAL_ENVIRONMENTS:
         return REFUSE if harbor else requested
     if spec is None:
         return None
     runtime = detect_runtime("auto")
-    return runtime.name if runtime is not None else "podman"
+    return runtime.name if runtime is not None else EnvironmentKind.PODMAN.value
 
 
 def environment_for(
@@ -117,13 +118,17 @@ def environment_for(
     spec = experiment.environment_for(variant, task)
     harbor = task.harbor
     name = choose(requested, spec.describe() if spec else None, harbor is not None)
-    if name not in ("podman", "docker"):
+    if name not in CONTAINER_RUNTIMES:
         return name, {}
     options: dict[str, Any] = {"task": task.name, "run_id": run_id,
                                "experiment": experiment.name}
     if spec is not None:
         options.update(spec.describe())
         options["build_timeout"] = spec.build_timeout
+    python = [str(s.value) for s in (variant.setup, variant.agent, task.verify)
+              if s is not None and s.kind == "python"]
+    if python:  # the runner and the callables' modules, bound read-only
+        options["python_mounts"] = python_mounts(python, experiment.directory)
     if harbor is not None:
         options["harbor_tests"] = str(harbor.tests)
         if harbor.solution is not None:
@@ -141,7 +146,7 @@ def _refuse(place: TrialPlace) -> Environment:
 class ContainerEnvironment(ContainerSteps, Environment):
     """One trial in a container of its own (see the module docstring)."""
 
-    name = "podman"
+    name = EnvironmentKind.PODMAN.value
     sandboxed = True
 
     def __init__(self, place: TrialPlace, runtime_name: str) -> None:
@@ -217,7 +222,8 @@ class ContainerEnvironment(ContainerSteps, Environment):
         """The start options :mod:`.containernet` needs: the programs bound read-only (a
         preset's CLI and node) and the pid file that finds the container's namespaces."""
         assert self.scratch is not None
-        mounts = tuple((str(h), str(i)) for h, i in self.options.get("mounts") or ())
+        mounts = tuple((str(h), str(i)) for h, i in [*(self.options.get("mounts") or ()),
+                                                      *(self.options.get("python_mounts") or ())])
         return {"mounts": mounts, "pidfile": str(self.scratch / "container.pid")}
 
     def _image_workdir(self) -> str:
@@ -553,9 +559,9 @@ class ContainerEnvironment(ContainerSteps, Environment):
                                  infra_error=("sandbox", "the container is not running"))
         if argv and (argv[0] == sys.executable
                      or argv[0].startswith(os.path.join(sys.prefix, ""))):
-            why = ("a 'python:' step runs the host's Python, which a container does not "
-                   "have: use a command step with {python} or {pytest} (the image's own "
-                   "python3; docs/environments.md)")
+            why = ("this step runs the host's Python, which a container does not have: use "
+                   "a 'python:' step, or a command step with {python} or {pytest} (the "
+                   "image's own python3; docs/environments.md)")
             return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         try:
             copied = copy_in(container, write, self.inside)
@@ -584,7 +590,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
         if result.exit_code in (126, 127) and any(
                 w == PYTHON_INSIDE or w.startswith(PYTHON_INSIDE + " ")
                 or f" {PYTHON_INSIDE} " in w for w in words):
-            why_not = self._no_python()
+            why_not = self._no_pycall_python() if is_pycall(words) else self._no_python()
             if why_not is not None:
                 return ProcessResult(None, False, result.duration, start_error=why_not,
                                      infra_error=("sandbox", why_not))
@@ -663,12 +669,13 @@ def _int(value: Any) -> int | None:
 
 
 def _podman(place: TrialPlace) -> Environment:
-    return ContainerEnvironment(place, "podman")
+    return ContainerEnvironment(place, EnvironmentKind.PODMAN.value)
 
 
 def _docker(place: TrialPlace) -> Environment:
-    return ContainerEnvironment(place, "docker")
+    return ContainerEnvironment(place, EnvironmentKind.DOCKER.value)
 
 
 #: The container environments by name, for :class:`~.base.Environments`.
-CONTAINERS = {"podman": _podman, "docker": _docker, REFUSE: _refuse}
+CONTAINERS = {EnvironmentKind.PODMAN.value: _podman, EnvironmentKind.DOCKER.value: _docker,
+              REFUSE: _refuse}

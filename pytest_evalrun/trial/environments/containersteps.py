@@ -5,16 +5,20 @@ the container (docs/environments.md)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sysconfig
 from pathlib import Path
 from typing import Any
 
 from ..containerexec import Batch
 from ..containers import Container, ContainerError
+from ..phases import module_paths
 from ..process import ProcessResult, run_step
 
-__all__ = ["GUARD_SOURCE", "PYTEST_BOOT", "PYTHON_INSIDE", "ContainerSteps", "guard", "names"]
+__all__ = ["GUARD_SOURCE", "MODULES_INSIDE", "PYCALL_BOOT", "PYCALL_INSIDE", "PYTEST_BOOT",
+           "PYTHON_INSIDE", "ContainerSteps", "guard", "is_pycall", "names", "python_mounts"]
 
 #: ``{python}`` in a container: the image's own python3 (found on the image's PATH).
 PYTHON_INSIDE = "python3"
@@ -32,6 +36,27 @@ PYTEST_BOOT = (
     "    sys.exit(127)\n"
     "sys.argv[0] = 'pytest'\n"
     "sys.exit(pytest.main())\n"
+)
+#: Where a ``python:`` step's runner (:mod:`pytest_evalrun.trial.pycall` and the module of
+#: exit statuses it imports) is bound read-only inside, and where the step's own module is.
+PYCALL_INSIDE = "/opt/evalrun/pycall"
+MODULES_INSIDE = "/opt/evalrun/python"
+#: The files of :data:`PYCALL_INSIDE`, from this installation.
+PYCALL_FILES = ("pycall.py", "exitcodes.py")
+#: A ``python:`` step in a container: the image's python3 -I loading the runner from
+#: :data:`PYCALL_INSIDE` as a package of its own (nothing added to ``sys.path``, nothing of the
+#: image's or the workspace's can stand in for it); ``%r``: that directory.
+PYCALL_BOOT = (
+    "import sys, types\n"
+    "if sys.version_info < (3, 9):\n"
+    "    sys.stderr.write('evalrun: a python: step needs python3 3.9 or newer in the image\\n')\n"
+    "    sys.exit(127)\n"
+    "package = types.ModuleType('evalrun_pycall')\n"
+    "package.__path__ = [%r]\n"
+    "sys.modules['evalrun_pycall'] = package\n"
+    "from evalrun_pycall import pycall\n"
+    "sys.stdout.reconfigure(line_buffering=True)\n"
+    "sys.exit(pycall.main(sys.argv[1:]))\n"
 )
 GUARD_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                             "pytest_guard.py")
@@ -59,6 +84,34 @@ class ContainerSteps:
         """``{pytest}``: the image's python3 -I running pytest with the guard module, which
         goes into the container with the workspace and again with the grader's files."""
         return [PYTHON_INSIDE, "-I", "-c", PYTEST_BOOT % self.guard_inside]
+
+    def pycall(self) -> tuple[list[str], dict[str, str]]:
+        """A ``python:`` step: the image's python3 running the runner bound at
+        :data:`PYCALL_INSIDE`, the step's module found at :data:`MODULES_INSIDE` (both bound
+        read-only when the container starts: :func:`python_mounts`)."""
+        return ([PYTHON_INSIDE, "-I", "-B", "-c", PYCALL_BOOT % PYCALL_INSIDE],
+                {"EVALRUN_PYCALL_MODULES": MODULES_INSIDE})
+
+    def _no_pycall_python(self) -> str | None:
+        """Why a ``python:`` step cannot run in this container (None: it can)."""
+        if self.container is None:
+            return None
+        try:
+            done = self.container.run(["/bin/sh", "-c", "command -v python3 >/dev/null || exit 3; "
+                                       "python3 -c 'import sys; sys.exit(sys.version_info < "
+                                       "(3, 9))' 2>/dev/null || exit 4"])
+        except ContainerError:
+            return None
+        what = (f"image {self.image!r} (task {self.options.get('task', '?')!r})")
+        fix = ("in the image (its Dockerfile: e.g. 'RUN apt-get install -y python3'), or run "
+               "the task in the local sandbox")
+        if done.returncode == 3:
+            return (f"a 'python:' step runs in the container with the image's own python3, "
+                    f"which {what} does not have: install python3 {fix}")
+        if done.returncode == 4:
+            return (f"a 'python:' step runs in the container with the image's own python3, "
+                    f"which in {what} is older than 3.9: install a newer python3 {fix}")
+        return None
 
     def _no_python(self) -> str | None:
         """Why ``{python}`` / ``{pytest}`` cannot run in this container (None: they can)."""
@@ -148,3 +201,52 @@ def names(root: Path) -> set[str]:
             kind = "l" if os.path.islink(path) else "d" if os.path.isdir(path) else "f"
             found.add(f"{kind}:{os.path.relpath(path, root)}")
     return found
+
+
+def is_pycall(words: list[str]) -> bool:
+    """Are ``words`` a ``python:`` step's interpreter (:meth:`ContainerSteps.pycall`)?"""
+    return len(words) > 4 and words[0] == PYTHON_INSIDE and words[3:5] == [
+        "-c", PYCALL_BOOT % PYCALL_INSIDE]
+
+
+def python_mounts(targets: list[str], experiment_dir: Path) -> list[tuple[str, str]]:
+    """``(host, inside)`` read-only binds for ``python:`` steps (``"pkg.mod:func"``): the
+    runner's files at :data:`PYCALL_INSIDE`, and each callable's top-level module or package
+    at :data:`MODULES_INSIDE`: the experiment directory's (as on the host, the module alone),
+    else an installed one of the Python running pytest (the standard library is the image's).
+    A module found nowhere is not bound: the step then fails to import it (exit 71), as on
+    the host. Nothing when there is no ``python:`` step."""
+    if not targets:
+        return []
+    here = os.path.dirname(GUARD_SOURCE)
+    mounts = {f"{PYCALL_INSIDE}/{name}": os.path.join(here, name) for name in PYCALL_FILES}
+    for target in targets:
+        for path in module_paths(target, experiment_dir) or _installed(target):
+            mounts.setdefault(f"{MODULES_INSIDE}/{path.name}", os.path.realpath(path))
+    return [(host, inside) for inside, host in mounts.items()]
+
+
+def _installed(target: str) -> tuple[Path, ...]:
+    """The top-level package directory or module file of ``target``'s module as the Python
+    running pytest would import it (without importing it), unless it is the standard
+    library's, built in, or a namespace package."""
+    top = target.partition(":")[0].split(".")[0]
+    if not top.isidentifier():
+        return ()
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return ()
+    origin = spec.origin if spec is not None else None
+    if not origin or not os.path.isabs(origin):
+        return ()
+    path = Path(origin)
+    if spec is not None and spec.submodule_search_locations is not None:
+        path = path.parent
+    stdlib = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib")}
+    real = os.path.realpath(path)
+    parts = Path(real).parts
+    if "site-packages" not in parts and "dist-packages" not in parts and any(
+            real.startswith(s + os.sep) for s in stdlib):
+        return ()
+    return (path,)

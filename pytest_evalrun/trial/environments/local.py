@@ -339,7 +339,7 @@ class LocalBwrap(_Local):
                     result = run_step(wrapped, cwd=launch.cwd, env=env, timeout=timeout,
                                       output=output, append=append, stdin_text=stdin_text,
                                       max_output=max_output,
-                                      pass_fds=(status_w, exec_w, *launch.pass_fds),
+                                      pass_fds=(status_w, *launch.pass_fds),
                                       contained=reader.namespace_gone)
             os.close(status_w)
             os.close(exec_w)

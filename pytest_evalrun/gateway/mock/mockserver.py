@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from . import anthropic, gemini, openai_chat, openai_responses
+from . import anthropic, gemini_api, openai_chat, openai_responses
 from .proxy import own_target, proxy_env, refusal
 from .script import Script, Turn, find_cwd, resolve
 from .wire import Answer, json_answer
@@ -152,8 +152,8 @@ class MockLLM:
             stream = verb == "streamGenerateContent"
             sse = query.get("alt") == ["sse"]
             entry["api"] = "gemini"
-            answer = self._model(entry, body, gemini,
-                                 lambda t: gemini.answer(t, body, model, stream, sse))
+            answer = self._model(entry, body, gemini_api,
+                                 lambda t: gemini_api.answer(t, body, model, stream, sse))
         else:
             answer = json_answer({"error": {"message": f"mock: no route for {method} {path}"}},
                                  404)
@@ -166,8 +166,8 @@ class MockLLM:
         offered = api.tool_names(body)
         if api.is_aux(body):
             text = self.script.aux_text
-            if api is gemini:
-                text = gemini.aux_text(body, text, self.script.aux_json)
+            if api is gemini_api:
+                text = gemini_api.aux_text(body, text, self.script.aux_json)
             entry["answered"] = "aux"
             return render(Turn(usage=self.script.aux_usage, text=text))  # type: ignore[no-any-return]
         taken = self.script.take()
