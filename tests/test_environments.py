@@ -132,10 +132,10 @@ LOG = {log!r}
 class Recording(LocalNone):
     """The unsandboxed environment, writing down every process it starts."""
 
-    def run(self, argv, *, view, **kw):
+    def run(self, call):
         with open(LOG, "a") as fh:
-            fh.write(json.dumps({{"phase": view.phase, "argv": list(argv)}}) + "\\n")
-        return super().run(argv, view=view, **kw)
+            fh.write(json.dumps({{"phase": call.view.phase, "argv": list(call.argv)}}) + "\\n")
+        return super().run(call)
 
 def pytest_evalrun_environments():
     return {{"none": Recording}}

@@ -94,8 +94,10 @@ class StepContext:
         entries: a host Unix socket the process reaches as ``127.0.0.1:port`` (only where
         ``ctx.environment.forwards_sockets``; the model gateway). Returns when nothing it
         started runs any more; never raises for the step's own failures."""
+        from .environments.base import StepCall
+
         argv = ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
-        return self.environment.run(
+        return self.environment.run(StepCall(
             argv,
             view=self.view,
             env=self.env if env is None else env,
@@ -108,7 +110,7 @@ class StepContext:
             write=write,
             program=program,
             endpoints=endpoints,
-        )
+        ))
 
 
 class StepRunner(Protocol):

@@ -7,6 +7,7 @@ from .base import (
     Environment,
     EnvironmentFactory,
     EnvironmentUnavailable,
+    StepCall,
     StepPaths,
     TrialPlace,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "EnvironmentFactory",
     "EnvironmentUnavailable",
     "Environments",
+    "StepCall",
     "StepPaths",
     "TrialPlace",
 ]

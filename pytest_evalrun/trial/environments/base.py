@@ -119,6 +119,37 @@ class StepPaths:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
+
+@dataclass(frozen=True)
+class StepCall:
+    """One process of a step, as the step runner asks an environment to run it
+    (:meth:`Environment.run` says what an implementation guarantees for each field)."""
+
+    argv: Sequence[str]
+    #: The phase's view (what the process may see).
+    view: View
+    #: Its complete environment, paths as it sees them.
+    env: Mapping[str, str]
+    #: Seconds before it is killed with everything it started (None: no limit).
+    timeout: float | None
+    #: The host file its stdout and stderr go to.
+    output: Path
+    #: Where it starts, as it sees it (None: the workspace).
+    cwd: str | None = None
+    #: Append to ``output`` instead of truncating it.
+    append: bool = False
+    stdin_text: str | None = None
+    #: Bytes of output kept (None: all).
+    max_output: int | None = DEFAULT_MAX_OUTPUT
+    #: Host paths made visible read-only / writable besides the view.
+    read: Sequence[Path] = ()
+    write: Sequence[Path] = ()
+    #: The words its own program is found from (None: ``argv``).
+    program: Sequence[str] | None = None
+    #: Host services it must reach: URLs at the same URL, or host Unix sockets
+    #: (:class:`~..network.Forward`) as ``127.0.0.1:port``.
+    endpoints: Sequence[str | Forward] = ()
+
 class Environment(ABC):
     """Where one trial's steps run. Subclasses implement the abstract methods; the workspace
     methods (:meth:`prepare`, :meth:`after_setup`, :meth:`diff`, :meth:`put`, :meth:`get`)
@@ -212,25 +243,10 @@ class Environment(ABC):
         """Fresh private HOME and TMPDIR for the next step of ``phase``, as it sees them."""
 
     @abstractmethod
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        view: View,
-        env: Mapping[str, str],
-        timeout: float | None,
-        output: Path,
-        cwd: str | None = None,
-        append: bool = False,
-        stdin_text: str | None = None,
-        max_output: int | None = DEFAULT_MAX_OUTPUT,
-        read: Sequence[Path] = (),
-        write: Sequence[Path] = (),
-        program: Sequence[str] | None = None,
-        endpoints: Sequence[str | Forward] = (),
-    ) -> ProcessResult:
-        """Run ``argv`` as one process of a step of the phase ``view.phase`` and return when
-        nothing it started runs any more.
+    def run(self, call: StepCall) -> ProcessResult:
+        """Run ``call.argv`` as one process of a step of the phase ``call.view.phase`` and
+        return when nothing it started runs any more (:class:`StepCall` names the fields
+        below).
 
         Guarantees every implementation keeps: the process sees what ``view`` and the
         trial's place allow (plus ``read`` read-only and ``write`` writable: a step kind's

@@ -50,12 +50,10 @@ from ..containers import (
     reap_stale,
     seccomp_profile,
 )
-from ..network import Forward
 from ..nsforward import NetnsError, NetnsForwards
-from ..phases import View
-from ..process import DEFAULT_MAX_OUTPUT, ProcessResult, environment_call
+from ..process import ProcessResult, environment_call
 from ..workspace import Snapshot, prepare_workspace
-from .base import Environment, EnvironmentUnavailable, StepPaths, TrialPlace
+from .base import Environment, EnvironmentUnavailable, StepCall, StepPaths, TrialPlace
 from .containernet import (
     NODE_DIR_INSIDE,
     ContainerNet,
@@ -526,29 +524,13 @@ class ContainerEnvironment(ContainerSteps, Environment):
             archive.unlink(missing_ok=True)
 
     # -- steps ------------------------------------------------------------------------------
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        view: View,
-        env: Mapping[str, str],
-        timeout: float | None,
-        output: Path,
-        cwd: str | None = None,
-        append: bool = False,
-        stdin_text: str | None = None,
-        max_output: int | None = DEFAULT_MAX_OUTPUT,
-        read: Sequence[Path] = (),
-        write: Sequence[Path] = (),
-        program: Sequence[str] | None = None,
-        endpoints: Sequence[str | Forward] = (),
-    ) -> ProcessResult:
+    def run(self, call: StepCall) -> ProcessResult:
         container = self.container
         if container is None or self.scratch is None:
             return ProcessResult(None, False, 0.0, start_error="the container is not running",
                                  infra_error=("sandbox", "the container is not running"))
         try:
-            if view.phase == "verify":
+            if call.view.phase == "verify":
                 self._grader_files()
         except (ContainerError, OSError, EnvironmentUnavailable) as exc:
             why = f"copying the grader's files into the container failed: {exc}"
@@ -557,31 +539,31 @@ class ContainerEnvironment(ContainerSteps, Environment):
         if container is None:
             return ProcessResult(None, False, 0.0, start_error="the container is not running",
                                  infra_error=("sandbox", "the container is not running"))
-        if argv and (argv[0] == sys.executable
-                     or argv[0].startswith(os.path.join(sys.prefix, ""))):
+        if call.argv and (call.argv[0] == sys.executable
+                          or call.argv[0].startswith(os.path.join(sys.prefix, ""))):
             why = ("this step runs the host's Python, which a container does not have: use "
                    "a 'python:' step, or a command step with {python} or {pytest} (the "
                    "image's own python3; docs/environments.md)")
             return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
         try:
-            copied = copy_in(container, write, self.inside)
+            copied = copy_in(container, call.write, self.inside)
         except (ContainerError, OSError) as exc:
             why = f"copying the step's directories into the container failed: {exc}"
             return ProcessResult(None, False, 0.0, start_error=why, infra_error=("sandbox", why))
-        inner = {k: self._rewrite(v) for k, v in env.items() if k not in HOST_ONLY}
-        inner.update(self._program_env(env, copied))
-        words = [self._rewrite(w) for w in argv]
-        workdir = self._rewrite(cwd) if cwd else self.workdir
+        inner = {k: self._rewrite(v) for k, v in call.env.items() if k not in HOST_ONLY}
+        inner.update(self._program_env(call.env, copied))
+        words = [self._rewrite(w) for w in call.argv]
+        workdir = self._rewrite(call.cwd) if call.cwd else self.workdir
         client_env = {k: v for k, v in os.environ.items()
                       if k in ("PATH", "HOME", "LANG", "XDG_RUNTIME_DIR", "CONTAINERS_CONF",
                                "DOCKER_HOST", "CONTAINER_HOST")}
         client_env.update(inner)
         try:
-            with self.net.step(endpoints if self.network else ()), environment_call():
+            with self.net.step(call.endpoints if self.network else ()), environment_call():
                 result = self._exec_step(
-                    words, inner, workdir, verifier=view.phase == "verify",
-                    env=client_env, timeout=timeout, output=output,
-                    append=append, stdin_text=stdin_text, max_output=max_output,
+                    words, inner, workdir, verifier=call.view.phase == "verify",
+                    env=client_env, timeout=call.timeout, output=call.output,
+                    append=call.append, stdin_text=call.stdin_text, max_output=call.max_output,
                 )
         except NetnsError as exc:
             why = f"cannot forward the step's host services into the container: {exc}"
@@ -602,7 +584,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
                 return ProcessResult(None, False, result.duration, start_error=why,
                                      infra_error=("sandbox", why))
         try:
-            self._fetch(verifier=view.phase == "verify")
+            self._fetch(verifier=call.view.phase == "verify")
         except (ContainerError, OSError) as exc:
             if result.start_error is None:
                 why = f"copying the step's files out of the container failed: {exc}"

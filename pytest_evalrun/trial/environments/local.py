@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..egress import Egress, loopback_forwards, url_port
 from ..network import LOG_FILE, Forward, NetLog
 from ..phases import program_paths, safe_reads
-from ..process import DEFAULT_MAX_OUTPUT, ProcessResult, environment_call, run_step
+from ..process import ProcessResult, environment_call, run_step
 from ..sandbox import (
     HOME_INSIDE,
     TMP_INSIDE,
@@ -52,6 +52,7 @@ from .base import (
     Environment,
     EnvironmentFactory,
     EnvironmentUnavailable,
+    StepCall,
     StepPaths,
     TrialPlace,
 )
@@ -128,27 +129,12 @@ class LocalNone(_Local):
             private.mkdir()
         return StepPaths(str(home), str(tmp), str(self._workspace))
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        view: View,
-        env: Mapping[str, str],
-        timeout: float | None,
-        output: Path,
-        cwd: str | None = None,
-        append: bool = False,
-        stdin_text: str | None = None,
-        max_output: int | None = DEFAULT_MAX_OUTPUT,
-        read: Sequence[Path] = (),
-        write: Sequence[Path] = (),
-        program: Sequence[str] | None = None,
-        endpoints: Sequence[str | Forward] = (),
-    ) -> ProcessResult:
+    def run(self, call: StepCall) -> ProcessResult:
         with environment_call():
-            return run_step(list(argv), cwd=Path(cwd or self._workspace), env=env,
-                            timeout=timeout, output=output, append=append,
-                            stdin_text=stdin_text, max_output=max_output)
+            return run_step(list(call.argv), cwd=Path(call.cwd or self._workspace),
+                            env=call.env, timeout=call.timeout, output=call.output,
+                            append=call.append, stdin_text=call.stdin_text,
+                            max_output=call.max_output)
 
     def teardown(self) -> Path | None:
         """Move the workspace into the trial directory, remove the temporary directory
@@ -268,25 +254,10 @@ class LocalBwrap(_Local):
         )
         return (*found, *interpreter_links())
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        view: View,
-        env: Mapping[str, str],
-        timeout: float | None,
-        output: Path,
-        cwd: str | None = None,
-        append: bool = False,
-        stdin_text: str | None = None,
-        max_output: int | None = DEFAULT_MAX_OUTPUT,
-        read: Sequence[Path] = (),
-        write: Sequence[Path] = (),
-        program: Sequence[str] | None = None,
-        endpoints: Sequence[str | Forward] = (),
-    ) -> ProcessResult:
-        argv = list(argv)
-        host_cwd = self.host(cwd) if cwd is not None else self._workspace
+    def run(self, call: StepCall) -> ProcessResult:
+        argv, env, view, output, append = (list(call.argv), call.env, call.view, call.output,
+                                           call.append)
+        host_cwd = self.host(call.cwd) if call.cwd is not None else self._workspace
         if not argv:
             return ProcessResult(None, False, 0.0, start_error="empty command")
         problem = _missing_program(argv[0], env, host_cwd)
@@ -297,24 +268,26 @@ class LocalBwrap(_Local):
         # port, URLs at the same URL (a preset's model endpoint, its OpenTelemetry receiver)
         # when on the host's loopback and on a port still free; ``network: false`` or the
         # host's network: nothing forwarded
+        endpoints = call.endpoints
         given = [e for e in endpoints if isinstance(e, Forward)] if self.forwards_sockets else []
         taken = {f.port for f in given}
         urls = [e for e in endpoints if isinstance(e, str) and url_port(e) not in taken]
         netlog = self.egress.log if self.egress is not None else None
         with loopback_forwards(urls if self.forwards_sockets else (), netlog) as forwards:
             try:
-                own = self.own_program(program if program is not None else argv, env,
-                                       host_cwd, view)
-                box = self.sandbox(view, read=(*own, *safe_reads(read, self.place.protect)),
-                                   write=write, forwards=(*given, *forwards))
+                own = self.own_program(call.program if call.program is not None else argv,
+                                       env, host_cwd, view)
+                box = self.sandbox(view,
+                                   read=(*own, *safe_reads(call.read, self.place.protect)),
+                                   write=call.write, forwards=(*given, *forwards))
             except (SandboxError, OSError) as exc:
                 message = f"cannot isolate the {view.phase} step: {exc}"
                 _say(output, append, message)
                 return ProcessResult(None, False, 0.0, start_error=message,
                                      infra_error=("sandbox", message))
-            return self._run_wrapped(argv, box, host_cwd, env=env, timeout=timeout,
-                                     output=output, append=append, stdin_text=stdin_text,
-                                     max_output=max_output)
+            return self._run_wrapped(argv, box, host_cwd, env=env, timeout=call.timeout,
+                                     output=output, append=append,
+                                     stdin_text=call.stdin_text, max_output=call.max_output)
 
     def _run_wrapped(self, argv: list[str], box: Sandbox, host_cwd: Path, *,
                      env: Mapping[str, str], timeout: float | None, output: Path,
