@@ -41,6 +41,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,9 +79,16 @@ UID_BASE = 200_000
 UID_RANGE = 65_536
 #: Printed by the container's first process once it runs.
 READY = "evalrun-container-ready"
-#: The container's first process: says it is ready, then ignores every line until its stdin
-#: (a pipe only the pytest process holds) closes.
-FIRST = f"echo {READY}; while read -r _ignored; do :; done; exit 0"
+#: The container's first process: reads a length from its stdin (a pipe only the pytest
+#: process holds) and extracts that many bytes, a tar archive, at ``/`` (the trial's first
+#: copy in, without an ``exec`` of its own; 0: nothing), says it is ready, then ignores every
+#: line until its stdin closes. (``read`` takes a pipe byte by byte and ``head -c`` reads no
+#: further than the length: what follows stays for the loop.)
+FIRST = (
+    'IFS= read -r n || exit 0; case "$n" in ""|*[!0-9]*) exit 1;; esac; '
+    'if [ "$n" -gt 0 ]; then head -c "$n" | tar -x -f - -C / || exit 1; fi; '
+    f"echo {READY}; while read -r _ignored; do :; done; exit 0"
+)
 #: Hidden from every process of the container: the first process's memory (it outlives every
 #: step; an agent writing it could keep code running into verify).
 MASKED = ("/proc/1/mem", "/proc/1/task/1/mem")
@@ -369,9 +377,21 @@ class Container:
         #: (:mod:`.containerexec`); None: through the runtime's CLI.
         self.direct: DirectExec | None = None
         self.spool: Path | None = None
+        #: The thread writing the first copy in (:meth:`send_first`) and what stopped it.
+        self._sender: threading.Thread | None = None
+        self._send_error: BaseException | None = None
 
     @classmethod
-    def start(cls, runtime: Runtime, spec: ContainerSpec) -> Container:
+    def start(cls, runtime: Runtime, spec: ContainerSpec, send: Path | None = None) -> Container:
+        """Start a container and wait until it runs, with the tar archive ``send`` (if given)
+        extracted at ``/`` by its first process (:data:`FIRST`)."""
+        return cls.launch(runtime, spec).wait_ready(send)
+
+    @classmethod
+    def launch(cls, runtime: Runtime, spec: ContainerSpec) -> Container:
+        """Start the runtime's client for a container and return at once: then
+        :meth:`send_first` (always, once) and :meth:`wait_ready`. The host's work for the
+        trial goes on while the runtime starts the container."""
         args = [
             "run", "--rm", "-i", "--name", spec.name,
             "--label", f"{LABEL}=1", "--label", f"{OWNER_LABEL}={owner_token()}",
@@ -413,20 +433,54 @@ class Container:
             raise ContainerError(f"cannot run {runtime.program}: {exc.strerror or exc}") from exc
         container = cls(runtime, spec, client, spec.name)
         container.spool = spool
-        assert client.stdout is not None
+        return container
+
+    def send_first(self, archive: Path | None) -> None:
+        """Give the first process the trial's first copy in (a tar archive to extract at
+        ``/``; None: nothing), written by a thread of its own (the pipe holds 64 KiB; the
+        client reads it once the container runs)."""
+        def write() -> None:
+            stdin = self.client.stdin
+            assert stdin is not None
+            try:  # on the pipe itself (nothing buffered: remove() may close it meanwhile)
+                fd = stdin.fileno()
+                size = os.path.getsize(archive) if archive is not None else 0
+                _write_all(fd, f"{size}\n".encode())
+                if archive is not None:
+                    with open(archive, "rb") as handle:
+                        for chunk in iter(lambda: handle.read(1 << 16), b""):
+                            _write_all(fd, chunk)
+            except (OSError, ValueError) as exc:  # the client is gone: wait_ready says why
+                self._send_error = exc
+
+        self._sender = threading.Thread(target=write, daemon=True)
+        self._sender.start()
+
+    def wait_ready(self, send: Path | None = None) -> Container:
+        """Wait until the container runs (its first copy in extracted: ``send``, when
+        :meth:`send_first` was not called); :class:`ContainerError` (the container removed)
+        when it does not."""
+        if self._sender is None:
+            self.send_first(send)
+        client, spec, spool = self.client, self.spec, self.spool
+        assert client.stdout is not None and spool is not None
         line = _readline(client, START_TIMEOUT)
+        if self._sender is not None:
+            self._sender.join(timeout=START_TIMEOUT)
         if line.strip() != READY.encode():
             err = b""
             with contextlib.suppress(Exception):
                 client.kill()
                 _, err = client.communicate(timeout=10)
-            container.remove()
+            self.remove()
             text = (line + err).decode(errors="replace").strip()
+            if self._send_error is not None:
+                text += f"\n(the first copy in: {self._send_error})"
             tail = "\n".join(text.splitlines()[-BUILD_TAIL_LINES:])
             raise ContainerError(f"the container of image {spec.image} did not start: {tail}")
         with contextlib.suppress(OSError):
-            container.direct = DirectExec.find((spool / "cid").read_text().strip(), spool)
-        return container
+            self.direct = DirectExec.find((spool / "cid").read_text().strip(), spool)
+        return self
 
     def __enter__(self) -> Container:
         return self
@@ -581,6 +635,12 @@ class Container:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 #: Containers whose processes are all gone and whose client is still removing the rest.

@@ -182,6 +182,8 @@ class ContainerEnvironment(ContainerSteps, Environment):
         self._workspace = self.scratch / "workspace"
         self.workdir = str(opts.get("workdir") or "") or self._image_workdir()
         self.container: Container | None = None
+        #: ``verify: fresh``: verify's container, launched with the agent's.
+        self._verify_next: Container | None = None
         #: Has anything run in the container since the host copy of the workspace was made?
         self.dirty = False
         self.graded = False
@@ -194,7 +196,9 @@ class ContainerEnvironment(ContainerSteps, Environment):
         self.guard_inside = f"{LOGS}/.evalrun-{os.urandom(6).hex()}"
 
     # -- the container ----------------------------------------------------------------------
-    def _start(self) -> Container:
+    def _start(self, pidfile: str = "container.pid") -> Container:
+        """Launch a container of the trial (:meth:`.Container.launch`: it is not waited for;
+        give it its first copy in and wait with :meth:`_ready`)."""
         opts = self.options
         trial = os.path.basename(self.place.trial_dir)
         labels = {"io.evalrun.run": str(opts.get("run_id", "")),
@@ -206,19 +210,28 @@ class ContainerEnvironment(ContainerSteps, Environment):
             cpus=_float(opts.get("cpus")), memory_mb=_int(opts.get("memory_mb")),
             pids=_int(opts.get("pids")) or 4096, network=False,
             seccomp=seccomp_profile() if self.runtime.name == "podman" else None,
-            **self._net_spec(),
+            **self._net_spec(pidfile),
         )
         try:
-            return Container.start(self.runtime, spec)
+            return Container.launch(self.runtime, spec)
         except ContainerError as exc:
             raise EnvironmentUnavailable(str(exc)) from exc
 
-    def _net_spec(self) -> dict[str, Any]:
+    @staticmethod
+    def _ready(container: Container, send: Path | None = None) -> Container:
+        """``container`` (launched) once it runs, ``send`` (a tar archive) extracted at
+        ``/`` by its first process."""
+        try:
+            return container.wait_ready(send)
+        except ContainerError as exc:
+            raise EnvironmentUnavailable(str(exc)) from exc
+
+    def _net_spec(self, pidfile: str) -> dict[str, Any]:
         """The start options :mod:`.containernet` needs: the programs bound read-only (a
         preset's CLI and node) and the pid file that finds the container's namespaces."""
         assert self.scratch is not None
         mounts = tuple((str(h), str(i)) for h, i in self.options.get("mounts") or ())
-        return {"mounts": mounts, "pidfile": str(self.scratch / "container.pid")}
+        return {"mounts": mounts, "pidfile": str(self.scratch / pidfile)}
 
     def _image_workdir(self) -> str:
         """The image's WORKDIR (not ``/``), else :data:`DEFAULT_WORKDIR` (cached)."""
@@ -244,10 +257,17 @@ class ContainerEnvironment(ContainerSteps, Environment):
 
     def prepare(self, fixture: Path | None, *, templates: Path | None = None) -> Snapshot:
         """Start the container, put the fixture (and /logs, the prompt) in, and take the
-        workspace's first host copy from inside: one call besides the start."""
+        workspace's first host copy from inside: one call besides the start (none once the
+        image's working directory is known to add nothing: the container's first process
+        extracts the workspace made on the host)."""
         assert self.scratch is not None
-        self.container = self._start()
-        self.net.attach(self.container, self.scratch / "container.pid")
+        # the container starts while the host makes what goes into it; with ``verify:
+        # fresh``, verify's container (of the image alone: nothing of the agent's reaches
+        # it) starts too, to be ready when the agent is done (:meth:`_renew`)
+        launched = self.container = self._start()
+        if self.fresh_verify:
+            self._verify_next = self._start("verify.pid")
+            self._verify_next.send_first(None)
         stage = self.scratch / "stage"
         for sub in ("agent", "verifier", "artifacts", "trial"):
             (stage / "logs" / sub).mkdir(parents=True, exist_ok=True)
@@ -261,19 +281,20 @@ class ContainerEnvironment(ContainerSteps, Environment):
         if _PLAIN.get(key):
             # the image adds nothing to this workspace (seen in this session): the workspace
             # and its git repository are made here and go in with the rest, in one call
+            # and its first process extracts them (no exec of their own)
             try:
                 snapshot = prepare_workspace(fixture, self._workspace, templates=None)
                 shutil.copytree(self._workspace, work, symlinks=True)
                 archive = self.scratch / "stage.tar"
                 pack_at(items, str(archive))
-                self.container.exchange("exec tar -x -f - -C /", send=archive,
-                                        what="copying the workspace into the container")
-            except ContainerError as exc:
-                raise EnvironmentUnavailable(str(exc)) from exc
+                self._ready(launched, archive)
+                self.net.attach(launched, self.scratch / "container.pid")
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
                 (self.scratch / "stage.tar").unlink(missing_ok=True)
             return snapshot
+        self._ready(launched)
+        self.net.attach(launched, self.scratch / "container.pid")
         if fixture is not None:
             shutil.copytree(fixture, work, symlinks=True, dirs_exist_ok=True)
         else:
@@ -472,7 +493,10 @@ class ContainerEnvironment(ContainerSteps, Environment):
         self._sync_workspace()
         self.container.remove()
         self.container = None
-        self.container = self._start()
+        # launched with the agent's (:meth:`prepare`); only the image is in it
+        launched, self._verify_next = self._verify_next or self._start("verify.pid"), None
+        self.container = launched
+        self._ready(launched)
         self._forward_again()
         logs = stage / "logs"
         for sub in ("agent", "verifier", "trial"):
@@ -494,8 +518,9 @@ class ContainerEnvironment(ContainerSteps, Environment):
         try:
             if net.ns is not None:
                 net.ns.close()
+            pidfile = self.container.spec.pidfile
             net.ns = NetnsForwards(_container_pid(self.container,
-                                                  self.scratch / "container.pid"))
+                                                  Path(pidfile) if pidfile else None))
             net.ns.check()
             for forward in net.egress.forwards:
                 net.ns.add(forward)
@@ -625,6 +650,9 @@ class ContainerEnvironment(ContainerSteps, Environment):
                 self.scratch = None
             if self.container is not None:
                 self.container.remove()
+            if self._verify_next is not None:  # the trial ended before verify
+                self._verify_next.remove()
+                self._verify_next = None
             if scratch is not None and os.path.lexists(self._workspace) \
                     and not os.path.lexists(kept):
                 shutil.move(str(self._workspace), str(kept))
