@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -56,6 +57,8 @@ from .containerexec import DirectExec
 __all__ = [
     "BUILD_TAG_PREFIX",
     "LABEL",
+    "TASK_LABEL",
+    "TRIAL_LABEL",
     "UID_BASE",
     "BuildError",
     "Container",
@@ -63,10 +66,12 @@ __all__ = [
     "ContainerSpec",
     "Runtime",
     "build_image",
+    "container_name",
     "context_digest",
     "detect_runtime",
     "merge_into",
     "reap_stale",
+    "release_spares",
 ]
 
 #: Every container we start carries this label (value ``1``) and ``evalrun.owner`` =
@@ -358,7 +363,8 @@ class ContainerSpec:
     seccomp: str | None = None
     #: Host paths bound read-only inside, ``(host, inside)`` (a preset's CLI and node).
     mounts: tuple[tuple[str, str], ...] = ()
-    #: podman writes the host pid of the container's first process here (its namespaces).
+    #: podman writes the host pid of the container's first process here (its namespaces);
+    #: None: a file in the container's private directory (:attr:`Container.pidfile`).
     pidfile: str | None = None
 
 
@@ -377,6 +383,8 @@ class Container:
         #: (:mod:`.containerexec`); None: through the runtime's CLI.
         self.direct: DirectExec | None = None
         self.spool: Path | None = None
+        #: Where podman writes the host pid of its first process (None: Docker).
+        self.pidfile: Path | None = None
         #: The thread writing the first copy in (:meth:`send_first`) and what stopped it.
         self._sender: threading.Thread | None = None
         self._send_error: BaseException | None = None
@@ -420,8 +428,9 @@ class Container:
             args += ["--security-opt", "mask=" + ":".join(MASKED)]
         for host, inside in spec.mounts:
             args += ["--volume", f"{host}:{inside}:ro"]
-        if spec.pidfile is not None and runtime.name == "podman":
-            args += ["--pidfile", spec.pidfile]
+        pidfile = spec.pidfile or str(spool / "pid")
+        if runtime.name == "podman":
+            args += ["--pidfile", pidfile]
         args += [spec.image, "-c", FIRST]
         try:
             client = subprocess.Popen(
@@ -433,6 +442,36 @@ class Container:
             raise ContainerError(f"cannot run {runtime.program}: {exc.strerror or exc}") from exc
         container = cls(runtime, spec, client, spec.name)
         container.spool = spool
+        container.pidfile = Path(pidfile) if runtime.name == "podman" else None
+        return container
+
+    @classmethod
+    def take(cls, runtime: Runtime, spec: ContainerSpec, *, ahead: int = 0) -> Container:
+        """A container of ``spec`` launched (:meth:`launch`): one launched ahead for the same
+        settings if there is one, else a new one; then as many are launched ahead as needed
+        for ``ahead`` to wait for the next trial of these settings (:func:`release_spares`
+        ends them when the session ends). A container launched ahead is as fresh as one
+        launched now: only its image is in it, and nothing runs in it but its first process,
+        which waits for its first copy in (:meth:`send_first`). It carries the labels of
+        ``spec`` but :data:`AHEAD_DROPS` (it may serve another task of the same settings),
+        and a name of its own. Only one set of settings has containers waiting: those of
+        other settings are ended (a session of many images does not pile them up)."""
+        key = _spare_key(runtime, spec)
+        for other in [k for k in _SPARES if k != key]:
+            for container in _SPARES.pop(other):
+                container.discard()
+        waiting = _SPARES.setdefault(key, [])
+        while waiting:
+            container = waiting.pop(0)
+            if container.client.poll() is None:
+                break
+            container.remove()  # ended by itself (e.g. its image went away): not used
+        else:
+            container = cls.launch(runtime, spec)
+        labels = {k: v for k, v in spec.labels.items() if k not in AHEAD_DROPS}
+        while len(waiting) < ahead:
+            waiting.append(cls.launch(runtime, dataclasses.replace(
+                spec, name=container_name(), labels=labels, pidfile=None)))
         return container
 
     def send_first(self, archive: Path | None) -> None:
@@ -614,6 +653,19 @@ class Container:
             return
         self._finish_removal()
 
+    def discard(self) -> None:
+        """End a container nothing ran in, without waiting: its first process exits as its
+        stdin closes and the runtime's client removes it (waited for when the session
+        ends, as in :meth:`remove`)."""
+        if self.removed:
+            return
+        self.removed = True
+        with contextlib.suppress(OSError, ValueError):
+            if self.client.stdin is not None:
+                self.client.stdin.close()
+        _PENDING.append(self)
+        _reap_pending(block=False)
+
     def _finish_removal(self) -> None:
         try:
             self.client.wait(timeout=REMOVE_WAIT)
@@ -641,6 +693,41 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+#: Containers launched ahead of the trial that will use them (:meth:`Container.take`), by
+#: their settings.
+_SPARES: dict[str, list[Container]] = {}
+#: The label naming the trial a container is for, and its task's.
+TRIAL_LABEL = "io.evalrun.trial"
+TASK_LABEL = "io.evalrun.task"
+#: Not on a container launched ahead (:meth:`Container.take`).
+AHEAD_DROPS = frozenset({TRIAL_LABEL, TASK_LABEL})
+
+
+def container_name() -> str:
+    """A new container name: ``evalrun-<pid>-<random>``."""
+    return f"evalrun-{os.getpid()}-{os.urandom(6).hex()}"
+
+
+def _spare_key(runtime: Runtime, spec: ContainerSpec) -> str:
+    fields = dataclasses.asdict(spec)
+    fields.update(name="", pidfile=None,
+                  labels={k: v for k, v in spec.labels.items() if k not in AHEAD_DROPS})
+    return json.dumps([runtime.program, fields], sort_keys=True, default=str)
+
+
+def release_spares() -> None:
+    """End every container launched ahead and not taken (at the end of a session; also at
+    exit). Their first processes end at once (their stdin closes), then each is waited for."""
+    waiting = [c for group in _SPARES.values() for c in group]
+    _SPARES.clear()
+    for container in waiting:
+        with contextlib.suppress(OSError, ValueError):
+            if container.client.stdin is not None:
+                container.client.stdin.close()
+    for container in waiting:
+        container.remove()
 
 
 #: Containers whose processes are all gone and whose client is still removing the rest.
@@ -671,6 +758,7 @@ def _reap_pending(block: bool) -> None:
 
 
 atexit.register(_reap_pending, True)
+atexit.register(release_spares)  # (runs first: its removals may be left to _reap_pending)
 
 
 def _readline(client: subprocess.Popen[bytes], timeout: float) -> bytes:

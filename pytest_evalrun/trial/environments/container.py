@@ -37,12 +37,15 @@ from ...experiment.model import Experiment, Task, Variant
 from ..containerexec import Batch
 from ..containers import (
     KILL_ALL,
+    TASK_LABEL,
+    TRIAL_LABEL,
     BuildError,
     Container,
     ContainerError,
     ContainerSpec,
     Runtime,
     build_image,
+    container_name,
     detect_runtime,
     merge_into,
     pack_at,
@@ -196,24 +199,25 @@ class ContainerEnvironment(ContainerSteps, Environment):
         self.guard_inside = f"{LOGS}/.evalrun-{os.urandom(6).hex()}"
 
     # -- the container ----------------------------------------------------------------------
-    def _start(self, pidfile: str = "container.pid") -> Container:
-        """Launch a container of the trial (:meth:`.Container.launch`: it is not waited for;
-        give it its first copy in and wait with :meth:`_ready`)."""
+    def _start(self) -> Container:
+        """A container of the trial, launched (:meth:`.Container.take`: one launched ahead
+        when there is one, and as many launched ahead for the next trial as this one uses;
+        not waited for: give it its first copy in and wait with :meth:`_ready`)."""
         opts = self.options
         trial = os.path.basename(self.place.trial_dir)
         labels = {"io.evalrun.run": str(opts.get("run_id", "")),
-                  "io.evalrun.task": str(opts.get("task", "")),
-                  "io.evalrun.trial": trial}
-        name = f"evalrun-{os.getpid()}-{os.urandom(6).hex()}"
+                  TASK_LABEL: str(opts.get("task", "")),
+                  TRIAL_LABEL: trial}
+        name = container_name()
         spec = ContainerSpec(
             image=self.image, name=name, labels=labels,
             cpus=_float(opts.get("cpus")), memory_mb=_int(opts.get("memory_mb")),
             pids=_int(opts.get("pids")) or 4096, network=False,
             seccomp=seccomp_profile() if self.runtime.name == "podman" else None,
-            **self._net_spec(pidfile),
+            mounts=tuple((str(h), str(i)) for h, i in opts.get("mounts") or ()),
         )
         try:
-            return Container.launch(self.runtime, spec)
+            return Container.take(self.runtime, spec, ahead=2 if self.fresh_verify else 1)
         except ContainerError as exc:
             raise EnvironmentUnavailable(str(exc)) from exc
 
@@ -225,13 +229,6 @@ class ContainerEnvironment(ContainerSteps, Environment):
             return container.wait_ready(send)
         except ContainerError as exc:
             raise EnvironmentUnavailable(str(exc)) from exc
-
-    def _net_spec(self, pidfile: str) -> dict[str, Any]:
-        """The start options :mod:`.containernet` needs: the programs bound read-only (a
-        preset's CLI and node) and the pid file that finds the container's namespaces."""
-        assert self.scratch is not None
-        mounts = tuple((str(h), str(i)) for h, i in self.options.get("mounts") or ())
-        return {"mounts": mounts, "pidfile": str(self.scratch / pidfile)}
 
     def _image_workdir(self) -> str:
         """The image's WORKDIR (not ``/``), else :data:`DEFAULT_WORKDIR` (cached)."""
@@ -266,7 +263,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
         # it) starts too, to be ready when the agent is done (:meth:`_renew`)
         launched = self.container = self._start()
         if self.fresh_verify:
-            self._verify_next = self._start("verify.pid")
+            self._verify_next = self._start()
             self._verify_next.send_first(None)
         stage = self.scratch / "stage"
         for sub in ("agent", "verifier", "artifacts", "trial"):
@@ -288,13 +285,13 @@ class ContainerEnvironment(ContainerSteps, Environment):
                 archive = self.scratch / "stage.tar"
                 pack_at(items, str(archive))
                 self._ready(launched, archive)
-                self.net.attach(launched, self.scratch / "container.pid")
+                self.net.attach(launched, launched.pidfile)
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
                 (self.scratch / "stage.tar").unlink(missing_ok=True)
             return snapshot
         self._ready(launched)
-        self.net.attach(launched, self.scratch / "container.pid")
+        self.net.attach(launched, launched.pidfile)
         if fixture is not None:
             shutil.copytree(fixture, work, symlinks=True, dirs_exist_ok=True)
         else:
@@ -494,7 +491,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
         self.container.remove()
         self.container = None
         # launched with the agent's (:meth:`prepare`); only the image is in it
-        launched, self._verify_next = self._verify_next or self._start("verify.pid"), None
+        launched, self._verify_next = self._verify_next or self._start(), None
         self.container = launched
         self._ready(launched)
         self._forward_again()
@@ -518,9 +515,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
         try:
             if net.ns is not None:
                 net.ns.close()
-            pidfile = self.container.spec.pidfile
-            net.ns = NetnsForwards(_container_pid(self.container,
-                                                  Path(pidfile) if pidfile else None))
+            net.ns = NetnsForwards(_container_pid(self.container, self.container.pidfile))
             net.ns.check()
             for forward in net.egress.forwards:
                 net.ns.add(forward)
