@@ -161,15 +161,20 @@ def main() -> None:
     if shutil.which("podman") is None:
         raise SystemExit("podman is not installed: run tests/tools/install_podman.sh")
     with tempfile.TemporaryDirectory(prefix="bench-podman-") as tmp:
-        root = Path(tmp)
+        # the experiment directory holds the fixture and nothing of the loops' (verify's
+        # container gets the experiment directory: their output there would be copied in
+        # with it, N directories per trial)
+        root, loops, build = Path(tmp) / "exp", Path(tmp) / "loops", Path(tmp) / "build"
+        for directory in (root, loops, build):
+            directory.mkdir()
         fix = fixture(root)
-        loop_s = bash_loop(root, fix, args.trials, args.workers)
+        loop_s = bash_loop(loops, fix, args.trials, args.workers)
         # the same work as our trial: a second container for verify unless ``same``, and
         # the host's git snapshot and diff
-        same_s = bash_loop(root, fix, args.trials, args.workers,
+        same_s = bash_loop(loops, fix, args.trials, args.workers,
                            fresh=args.verify != "same", git=True)
         ours_s = pytest_session(root, args.trials, args.workers, args.verify)
-        cache = {} if args.no_caching else caching(root)
+        cache = {} if args.no_caching else caching(build)
     ratio = ours_s / loop_s
     figures = {"trials": args.trials, "workers": args.workers, "verify": args.verify or "default",
                "load_average": os.getloadavg()[0], "pytest_evalrun_s": round(ours_s, 2),

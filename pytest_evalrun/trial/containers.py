@@ -18,6 +18,9 @@ One container per trial, nothing of the host mounted in it: files go in and out 
 - **Nothing outlives the trial, also when pytest is killed**: the container's first process
   waits on its stdin, a pipe only this process holds; when this process dies (even by
   ``kill -9``) the pipe closes, the first process exits and ``--rm`` removes the container.
+  The same pipe carries the trial's first copy in (:data:`FIRST`). Containers started ahead
+  of the trial that takes them (:meth:`Container.take`) wait the same way and are ended when
+  the session ends (:func:`release_spares`).
   Each container is labelled with its owner's pid and start time; :func:`reap_stale`, called
   when a session starts, removes any labelled container whose owner is gone (e.g. when the
   runtime itself was killed too).

@@ -277,8 +277,8 @@ class ContainerEnvironment(ContainerSteps, Environment):
         key = (self.image, self.workdir, str(fixture))
         if _PLAIN.get(key):
             # the image adds nothing to this workspace (seen in this session): the workspace
-            # and its git repository are made here and go in with the rest, in one call
-            # and its first process extracts them (no exec of their own)
+            # and its git repository are made here and go in with the rest, on the
+            # container's first process's stdin (no call of their own)
             try:
                 snapshot = prepare_workspace(fixture, self._workspace, templates=None)
                 shutil.copytree(self._workspace, work, symlinks=True)
@@ -646,7 +646,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
             if self.container is not None:
                 self.container.remove()
             if self._verify_next is not None:  # the trial ended before verify
-                self._verify_next.remove()
+                self._verify_next.discard()  # nothing ran in it: not waited for
                 self._verify_next = None
             if scratch is not None and os.path.lexists(self._workspace) \
                     and not os.path.lexists(kept):
