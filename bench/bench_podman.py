@@ -21,6 +21,10 @@ workspace copied back to the host; then the container is removed.
   again); then ``git add -A && git diff --cached HEAD`` on the host (our workspace.diff).
   Reported as ``ratio_same_work`` next to the plain ``ratio``.
 
+The experiment directory holds the fixture and the session only: the loops write elsewhere
+(verify's container gets the experiment directory, so their output there would be copied
+into every trial).
+
 Caching: a session over one task built from a Dockerfile with fresh content (it builds), then
 a second session (it must build nothing: the image keeps its id and creation time, and the
 second session is not slower than the first by the build's time).
