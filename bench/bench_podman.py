@@ -14,6 +14,16 @@ workspace copied back to the host; then the container is removed.
 - the loop: ``for i in 1..N: podman run --rm --network none -v FIXTURE:/src:ro IMAGE sh -c
   'cp -r /src /w && cd /w && AGENT && VERIFY && tar -c .' | tar -x -C out/i``, run with the
   same parallelism (``xargs -P``).
+- the same-work loop: what our trial does besides: the fixture copied to out/i on the host
+  and made a git snapshot there (``git init``, ``add -A``, ``commit``), that mounted instead
+  of the fixture; with ``verify: fresh`` (the default) the agent's ``podman run`` copies the
+  workspace out and a second ``podman run`` of the image verifies it (and copies it out
+  again); then ``git add -A && git diff --cached HEAD`` on the host (our workspace.diff).
+  Reported as ``ratio_same_work`` next to the plain ``ratio``.
+
+The experiment directory holds the fixture and the session only: the loops write elsewhere
+(verify's container gets the experiment directory, so their output there would be copied
+into every trial).
 
 Caching: a session over one task built from a Dockerfile with fresh content (it builds), then
 a second session (it must build nothing: the image keeps its id and creation time, and the
@@ -74,15 +84,33 @@ def pytest_session(root: Path, trials: int, workers: int, verify: str | None = N
     return took
 
 
-def bash_loop(root: Path, fix: Path, trials: int, workers: int) -> float:
-    out = root / "loop"
+def bash_loop(root: Path, fix: Path, trials: int, workers: int, *, fresh: bool = False,
+              git: bool = False) -> float:
+    """The loop's wall time. ``fresh``: verify in a second ``podman run`` of the image with
+    the workspace the first one copied out (as ``verify: fresh``); ``git``: the workspace is
+    a git snapshot made on the host before and diffed after (as our trial's snapshot and
+    ``workspace.diff``). Both off: the plain loop."""
+    out = root / ("loop" + ("-fresh" if fresh else "") + ("-git" if git else ""))
     out.mkdir()
-    inner = shlex.quote(f"cp -r /src /w && cd /w && {AGENT} && {VERIFY} && tar -c .")
-    script = (
-        'set -e; d="$1/$2"; mkdir -p "$d"; '
-        f'podman run --rm --network none -v "{fix}:/src:ro" {IMAGE} sh -c {inner}'
-        ' | tar -x -C "$d"'
-    )
+    # the plain loop mounts the fixture itself; with git, the host's snapshot of it
+    source = '"$d"' if git else f'"{fix}"'
+    run = f"podman run --rm --network none -v {source}:/src:ro {IMAGE} sh -c"
+    rerun = f'podman run --rm --network none -v "$d":/src:ro {IMAGE} sh -c'
+    if fresh:
+        agent = shlex.quote(f"cp -r /src /w && cd /w && {AGENT} && tar -c .")
+        verify = shlex.quote(f"cp -r /src /w && cd /w && {VERIFY} && tar -c .")
+        work = f'{run} {agent} | tar -x -C "$d"; {rerun} {verify} | tar -x -C "$d"'
+    else:
+        inner = shlex.quote(f"cp -r /src /w && cd /w && {AGENT} && {VERIFY} && tar -c .")
+        work = f'{run} {inner} | tar -x -C "$d"'
+    git_env = "export GIT_AUTHOR_NAME=e GIT_AUTHOR_EMAIL=e@e GIT_COMMITTER_NAME=e " \
+              "GIT_COMMITTER_EMAIL=e@e; "
+    before = (f'{git_env}git -C "$d" init -q && git -C "$d" add -A && '
+              'git -C "$d" commit -q -m snapshot; ') if git else ""
+    after = ('; git -C "$d" add -A && git -C "$d" diff --cached HEAD > "$d.diff"'
+             if git else "")
+    copy = f'cp -r "{fix}/." "$d"; ' if git else ""
+    script = f'set -e; d="$1/$2"; mkdir -p "$d"; {copy}{before}{work}{after}'
     numbers = "\n".join(str(i) for i in range(trials)) + "\n"
     start = time.perf_counter()
     done = subprocess.run(["xargs", "-P", str(workers), "-I{}", "bash", "-c", script, "loop",
@@ -91,7 +119,8 @@ def bash_loop(root: Path, fix: Path, trials: int, workers: int) -> float:
     took = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"the bash loop failed:\n{done.stderr[-3000:]}")
-    fixed = sum("return a + b" in (p / "calc.txt").read_text() for p in out.iterdir())
+    fixed = sum("return a + b" in (p / "calc.txt").read_text() for p in out.iterdir()
+                if p.is_dir())
     assert fixed == trials, (fixed, trials)
     return took
 
@@ -136,17 +165,29 @@ def main() -> None:
     if shutil.which("podman") is None:
         raise SystemExit("podman is not installed: run tests/tools/install_podman.sh")
     with tempfile.TemporaryDirectory(prefix="bench-podman-") as tmp:
-        root = Path(tmp)
+        # the experiment directory holds the fixture and nothing of the loops' (verify's
+        # container gets the experiment directory: their output there would be copied in
+        # with it, N directories per trial)
+        root, loops, build = Path(tmp) / "exp", Path(tmp) / "loops", Path(tmp) / "build"
+        for directory in (root, loops, build):
+            directory.mkdir()
         fix = fixture(root)
-        loop_s = bash_loop(root, fix, args.trials, args.workers)
+        loop_s = bash_loop(loops, fix, args.trials, args.workers)
+        # the same work as our trial: a second container for verify unless ``same``, and
+        # the host's git snapshot and diff
+        same_s = bash_loop(loops, fix, args.trials, args.workers,
+                           fresh=args.verify != "same", git=True)
         ours_s = pytest_session(root, args.trials, args.workers, args.verify)
-        cache = {} if args.no_caching else caching(root)
+        cache = {} if args.no_caching else caching(build)
     ratio = ours_s / loop_s
     figures = {"trials": args.trials, "workers": args.workers, "verify": args.verify or "default",
                "load_average": os.getloadavg()[0], "pytest_evalrun_s": round(ours_s, 2),
                "bash_loop_s": round(loop_s, 2), "ratio": round(ratio, 2), "target": TARGET,
                "met": ratio <= TARGET, "per_trial_ms": round(1000 * ours_s / args.trials, 1),
-               "loop_per_trial_ms": round(1000 * loop_s / args.trials, 1), "caching": cache}
+               "loop_per_trial_ms": round(1000 * loop_s / args.trials, 1),
+               "same_work_loop_s": round(same_s, 2),
+               "same_work_loop_per_trial_ms": round(1000 * same_s / args.trials, 1),
+               "ratio_same_work": round(ours_s / same_s, 2), "caching": cache}
     print(json.dumps(figures, indent=1))
     (BENCH / "out").mkdir(exist_ok=True)
     (BENCH / "out" / "podman.json").write_text(json.dumps(figures, indent=1))

@@ -29,6 +29,7 @@ from .store.paths import step_records
 from .store.pier.recorder import PierRecorder
 from .store.recorder import Recorder, Recorders
 from .store.standard import StandardRecorder
+from .trial.containers import release_spares
 from .trial.environments import Environments
 from .trial.environments.container import CONTAINERS
 from .trial.process import reap_orphans
@@ -194,6 +195,7 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    release_spares()  # containers launched ahead for a trial that will not come
     context = config.stash.get(context_key, None)
     if context is not None and context.worker_id is None and context.shared.snapshots:
         remove_session_templates(Path(context.shared.snapshots))

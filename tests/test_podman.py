@@ -114,6 +114,14 @@ def trials(root: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
     return out
 
 
+def _start_time_of(names: list[str], program: str) -> str:
+    """The owner label's start-time part of the first of ``names``."""
+    done = subprocess.run([program, "inspect", "--format",
+                           '{{index .Config.Labels "' + OWNER_LABEL + '"}}', names[0]],
+                          capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.strip().partition(":")[2]
+
+
 SAME_EXPERIMENT: dict[str, Any] = {
     "experiment": "same-outcomes",
     "environment": {"image": BASE_IMAGE},
@@ -243,16 +251,20 @@ def test_no_container_left_after_kill_9_and_stale_ones_reaped(
             mine = [name for name, label in engine.owners() if label.startswith(owner)]
             time.sleep(0.2)
         assert mine, "the trial's container never started"
+        # none of its containers may outlive it: the trial's, verify's started beside it,
+        # those started ahead for a next trial (all labelled with their owner)
+        owner_filter = f"label={OWNER_LABEL}={owner}{_start_time_of(mine, engine.program)}"
         # the agent is running in it: now kill pytest outright
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             names = engine.names()
-            if not set(mine) & set(names):
+            if not set(mine) & set(names) and not engine.names(owner_filter):
                 break
             time.sleep(0.5)
         assert not set(mine) & set(engine.names()), "a container outlived pytest"
+        assert engine.names(owner_filter) == [], "a container outlived pytest"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -18,6 +18,9 @@ One container per trial, nothing of the host mounted in it: files go in and out 
 - **Nothing outlives the trial, also when pytest is killed**: the container's first process
   waits on its stdin, a pipe only this process holds; when this process dies (even by
   ``kill -9``) the pipe closes, the first process exits and ``--rm`` removes the container.
+  The same pipe carries the trial's first copy in (:data:`FIRST`). Containers started ahead
+  of the trial that takes them (:meth:`Container.take`) wait the same way and are ended when
+  the session ends (:func:`release_spares`).
   Each container is labelled with its owner's pid and start time; :func:`reap_stale`, called
   when a session starts, removes any labelled container whose owner is gone (e.g. when the
   runtime itself was killed too).
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -41,6 +45,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +61,8 @@ from .containerexec import DirectExec
 __all__ = [
     "BUILD_TAG_PREFIX",
     "LABEL",
+    "TASK_LABEL",
+    "TRIAL_LABEL",
     "UID_BASE",
     "BuildError",
     "Container",
@@ -63,10 +70,12 @@ __all__ = [
     "ContainerSpec",
     "Runtime",
     "build_image",
+    "container_name",
     "context_digest",
     "detect_runtime",
     "merge_into",
     "reap_stale",
+    "release_spares",
 ]
 
 #: Every container we start carries this label (value ``1``) and ``evalrun.owner`` =
@@ -79,9 +88,16 @@ UID_BASE = 200_000
 UID_RANGE = 65_536
 #: Printed by the container's first process once it runs.
 READY = "evalrun-container-ready"
-#: The container's first process: says it is ready, then ignores every line until its stdin
-#: (a pipe only the pytest process holds) closes.
-FIRST = f"echo {READY}; while read -r _ignored; do :; done; exit 0"
+#: The container's first process: reads a length from its stdin (a pipe only the pytest
+#: process holds) and extracts that many bytes, a tar archive, at ``/`` (the trial's first
+#: copy in, without an ``exec`` of its own; 0: nothing), says it is ready, then ignores every
+#: line until its stdin closes. (``read`` takes a pipe byte by byte and ``head -c`` reads no
+#: further than the length: what follows stays for the loop.)
+FIRST = (
+    'IFS= read -r n || exit 0; case "$n" in ""|*[!0-9]*) exit 1;; esac; '
+    'if [ "$n" -gt 0 ]; then head -c "$n" | tar -x -f - -C / || exit 1; fi; '
+    f"echo {READY}; while read -r _ignored; do :; done; exit 0"
+)
 #: Hidden from every process of the container: the first process's memory (it outlives every
 #: step; an agent writing it could keep code running into verify).
 MASKED = ("/proc/1/mem", "/proc/1/task/1/mem")
@@ -364,7 +380,8 @@ class ContainerSpec:
     seccomp: str | None = None
     #: Host paths bound read-only inside, ``(host, inside)`` (a preset's CLI and node).
     mounts: tuple[tuple[str, str], ...] = ()
-    #: podman writes the host pid of the container's first process here (its namespaces).
+    #: podman writes the host pid of the container's first process here (its namespaces);
+    #: None: a file in the container's private directory (:attr:`Container.pidfile`).
     pidfile: str | None = None
 
 
@@ -383,9 +400,23 @@ class Container:
         #: (:mod:`.containerexec`); None: through the runtime's CLI.
         self.direct: DirectExec | None = None
         self.spool: Path | None = None
+        #: Where podman writes the host pid of its first process (None: Docker).
+        self.pidfile: Path | None = None
+        #: The thread writing the first copy in (:meth:`send_first`) and what stopped it.
+        self._sender: threading.Thread | None = None
+        self._send_error: BaseException | None = None
 
     @classmethod
-    def start(cls, runtime: Runtime, spec: ContainerSpec) -> Container:
+    def start(cls, runtime: Runtime, spec: ContainerSpec, send: Path | None = None) -> Container:
+        """Start a container and wait until it runs, with the tar archive ``send`` (if given)
+        extracted at ``/`` by its first process (:data:`FIRST`)."""
+        return cls.launch(runtime, spec).wait_ready(send)
+
+    @classmethod
+    def launch(cls, runtime: Runtime, spec: ContainerSpec) -> Container:
+        """Start the runtime's client for a container and return at once: then
+        :meth:`send_first` (always, once) and :meth:`wait_ready`. The host's work for the
+        trial goes on while the runtime starts the container."""
         args = [
             "run", "--rm", "-i", "--name", spec.name,
             "--label", f"{LABEL}=1", "--label", f"{OWNER_LABEL}={owner_token()}",
@@ -417,8 +448,9 @@ class Container:
                 args += ["--cap-drop", cap]
         for host, inside in spec.mounts:
             args += ["--volume", f"{host}:{inside}:ro"]
-        if spec.pidfile is not None and runtime.name == "podman":
-            args += ["--pidfile", spec.pidfile]
+        pidfile = spec.pidfile or str(spool / "pid")
+        if runtime.name == "podman":
+            args += ["--pidfile", pidfile]
         args += [spec.image, "-c", FIRST]
         try:
             client = subprocess.Popen(
@@ -430,20 +462,84 @@ class Container:
             raise ContainerError(f"cannot run {runtime.program}: {exc.strerror or exc}") from exc
         container = cls(runtime, spec, client, spec.name)
         container.spool = spool
-        assert client.stdout is not None
+        container.pidfile = Path(pidfile) if runtime.name == "podman" else None
+        return container
+
+    @classmethod
+    def take(cls, runtime: Runtime, spec: ContainerSpec, *, ahead: int = 0) -> Container:
+        """A container of ``spec`` launched (:meth:`launch`): one launched ahead for the same
+        settings if there is one, else a new one; then as many are launched ahead as needed
+        for ``ahead`` to wait for the next trial of these settings (:func:`release_spares`
+        ends them when the session ends). A container launched ahead is as fresh as one
+        launched now: only its image is in it, and nothing runs in it but its first process,
+        which waits for its first copy in (:meth:`send_first`). It carries the labels of
+        ``spec`` but :data:`AHEAD_DROPS` (it may serve another task of the same settings),
+        and a name of its own. Only one set of settings has containers waiting: those of
+        other settings are ended (a session of many images does not pile them up)."""
+        key = _spare_key(runtime, spec)
+        for other in [k for k in _SPARES if k != key]:
+            for container in _SPARES.pop(other):
+                container.discard()
+        waiting = _SPARES.setdefault(key, [])
+        while waiting:
+            container = waiting.pop(0)
+            if container.client.poll() is None:
+                break
+            container.remove()  # ended by itself (e.g. its image went away): not used
+        else:
+            container = cls.launch(runtime, spec)
+        labels = {k: v for k, v in spec.labels.items() if k not in AHEAD_DROPS}
+        while len(waiting) < ahead:
+            waiting.append(cls.launch(runtime, dataclasses.replace(
+                spec, name=container_name(), labels=labels, pidfile=None)))
+        return container
+
+    def send_first(self, archive: Path | None) -> None:
+        """Give the first process the trial's first copy in (a tar archive to extract at
+        ``/``; None: nothing), written by a thread of its own (the pipe holds 64 KiB; the
+        client reads it once the container runs)."""
+        def write() -> None:
+            stdin = self.client.stdin
+            assert stdin is not None
+            try:  # on the pipe itself (nothing buffered: remove() may close it meanwhile)
+                fd = stdin.fileno()
+                size = os.path.getsize(archive) if archive is not None else 0
+                _write_all(fd, f"{size}\n".encode())
+                if archive is not None:
+                    with open(archive, "rb") as handle:
+                        for chunk in iter(lambda: handle.read(1 << 16), b""):
+                            _write_all(fd, chunk)
+            except (OSError, ValueError) as exc:  # the client is gone: wait_ready says why
+                self._send_error = exc
+
+        self._sender = threading.Thread(target=write, daemon=True)
+        self._sender.start()
+
+    def wait_ready(self, send: Path | None = None) -> Container:
+        """Wait until the container runs (its first copy in extracted: ``send``, when
+        :meth:`send_first` was not called); :class:`ContainerError` (the container removed)
+        when it does not."""
+        if self._sender is None:
+            self.send_first(send)
+        client, spec, spool = self.client, self.spec, self.spool
+        assert client.stdout is not None and spool is not None
         line = _readline(client, START_TIMEOUT)
+        if self._sender is not None:
+            self._sender.join(timeout=START_TIMEOUT)
         if line.strip() != READY.encode():
             err = b""
             with contextlib.suppress(Exception):
                 client.kill()
                 _, err = client.communicate(timeout=10)
-            container.remove()
+            self.remove()
             text = (line + err).decode(errors="replace").strip()
+            if self._send_error is not None:
+                text += f"\n(the first copy in: {self._send_error})"
             tail = "\n".join(text.splitlines()[-BUILD_TAIL_LINES:])
             raise ContainerError(f"the container of image {spec.image} did not start: {tail}")
         with contextlib.suppress(OSError):
-            container.direct = DirectExec.find((spool / "cid").read_text().strip(), spool)
-        return container
+            self.direct = DirectExec.find((spool / "cid").read_text().strip(), spool)
+        return self
 
     def __enter__(self) -> Container:
         return self
@@ -577,6 +673,19 @@ class Container:
             return
         self._finish_removal()
 
+    def discard(self) -> None:
+        """End a container nothing ran in, without waiting: its first process exits as its
+        stdin closes and the runtime's client removes it (waited for when the session
+        ends, as in :meth:`remove`)."""
+        if self.removed:
+            return
+        self.removed = True
+        with contextlib.suppress(OSError, ValueError):
+            if self.client.stdin is not None:
+                self.client.stdin.close()
+        _PENDING.append(self)
+        _reap_pending(block=False)
+
     def _finish_removal(self) -> None:
         try:
             self.client.wait(timeout=REMOVE_WAIT)
@@ -598,6 +707,47 @@ class Container:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+#: Containers launched ahead of the trial that will use them (:meth:`Container.take`), by
+#: their settings.
+_SPARES: dict[str, list[Container]] = {}
+#: The label naming the trial a container is for, and its task's.
+TRIAL_LABEL = "io.evalrun.trial"
+TASK_LABEL = "io.evalrun.task"
+#: Not on a container launched ahead (:meth:`Container.take`).
+AHEAD_DROPS = frozenset({TRIAL_LABEL, TASK_LABEL})
+
+
+def container_name() -> str:
+    """A new container name: ``evalrun-<pid>-<random>``."""
+    return f"evalrun-{os.getpid()}-{os.urandom(6).hex()}"
+
+
+def _spare_key(runtime: Runtime, spec: ContainerSpec) -> str:
+    fields = dataclasses.asdict(spec)
+    fields.update(name="", pidfile=None,
+                  labels={k: v for k, v in spec.labels.items() if k not in AHEAD_DROPS})
+    return json.dumps([runtime.program, fields], sort_keys=True, default=str)
+
+
+def release_spares() -> None:
+    """End every container launched ahead and not taken (at the end of a session; also at
+    exit). Their first processes end at once (their stdin closes), then each is waited for."""
+    waiting = [c for group in _SPARES.values() for c in group]
+    _SPARES.clear()
+    for container in waiting:
+        with contextlib.suppress(OSError, ValueError):
+            if container.client.stdin is not None:
+                container.client.stdin.close()
+    for container in waiting:
+        container.remove()
 
 
 #: Containers whose processes are all gone and whose client is still removing the rest.
@@ -628,6 +778,7 @@ def _reap_pending(block: bool) -> None:
 
 
 atexit.register(_reap_pending, True)
+atexit.register(release_spares)  # (runs first: its removals may be left to _reap_pending)
 
 
 def _readline(client: subprocess.Popen[bytes], timeout: float) -> bytes:

@@ -38,12 +38,15 @@ from ...sandboxkind import CONTAINER_RUNTIMES, LOCAL_ENVIRONMENTS, EnvironmentKi
 from ..containerexec import Batch
 from ..containers import (
     KILL_ALL,
+    TASK_LABEL,
+    TRIAL_LABEL,
     BuildError,
     Container,
     ContainerError,
     ContainerSpec,
     Runtime,
     build_image,
+    container_name,
     detect_runtime,
     merge_into,
     pack_at,
@@ -185,6 +188,8 @@ class ContainerEnvironment(ContainerSteps, Environment):
         self._workspace = self.scratch / "workspace"
         self.workdir = str(opts.get("workdir") or "") or self._image_workdir()
         self.container: Container | None = None
+        #: ``verify: fresh``: verify's container, launched with the agent's.
+        self._verify_next: Container | None = None
         #: Has anything run in the container since the host copy of the workspace was made?
         self.dirty = False
         self.graded = False
@@ -198,31 +203,37 @@ class ContainerEnvironment(ContainerSteps, Environment):
 
     # -- the container ----------------------------------------------------------------------
     def _start(self) -> Container:
+        """A container of the trial, launched (:meth:`.Container.take`: one launched ahead
+        when there is one, and as many launched ahead for the next trial as this one uses;
+        not waited for: give it its first copy in and wait with :meth:`_ready`)."""
         opts = self.options
         trial = os.path.basename(self.place.trial_dir)
         labels = {"io.evalrun.run": str(opts.get("run_id", "")),
-                  "io.evalrun.task": str(opts.get("task", "")),
-                  "io.evalrun.trial": trial}
-        name = f"evalrun-{os.getpid()}-{os.urandom(6).hex()}"
+                  TASK_LABEL: str(opts.get("task", "")),
+                  TRIAL_LABEL: trial}
+        name = container_name()
         spec = ContainerSpec(
             image=self.image, name=name, labels=labels,
             cpus=_float(opts.get("cpus")), memory_mb=_int(opts.get("memory_mb")),
             pids=_int(opts.get("pids")) or 4096, network=False,
             seccomp=seccomp_profile() if self.runtime.name == "podman" else None,
-            **self._net_spec(),
+            # a preset's CLI and node; a python: step's runner and module
+            mounts=tuple((str(h), str(i)) for h, i in [*(opts.get("mounts") or ()),
+                                                        *(opts.get("python_mounts") or ())]),
         )
         try:
-            return Container.start(self.runtime, spec)
+            return Container.take(self.runtime, spec, ahead=2 if self.fresh_verify else 1)
         except ContainerError as exc:
             raise EnvironmentUnavailable(str(exc)) from exc
 
-    def _net_spec(self) -> dict[str, Any]:
-        """The start options :mod:`.containernet` needs: the programs bound read-only (a
-        preset's CLI and node) and the pid file that finds the container's namespaces."""
-        assert self.scratch is not None
-        mounts = tuple((str(h), str(i)) for h, i in [*(self.options.get("mounts") or ()),
-                                                      *(self.options.get("python_mounts") or ())])
-        return {"mounts": mounts, "pidfile": str(self.scratch / "container.pid")}
+    @staticmethod
+    def _ready(container: Container, send: Path | None = None) -> Container:
+        """``container`` (launched) once it runs, ``send`` (a tar archive) extracted at
+        ``/`` by its first process."""
+        try:
+            return container.wait_ready(send)
+        except ContainerError as exc:
+            raise EnvironmentUnavailable(str(exc)) from exc
 
     def _image_workdir(self) -> str:
         """The image's WORKDIR (not ``/``), else :data:`DEFAULT_WORKDIR` (cached)."""
@@ -248,10 +259,17 @@ class ContainerEnvironment(ContainerSteps, Environment):
 
     def prepare(self, fixture: Path | None, *, templates: Path | None = None) -> Snapshot:
         """Start the container, put the fixture (and /logs, the prompt) in, and take the
-        workspace's first host copy from inside: one call besides the start."""
+        workspace's first host copy from inside: one call besides the start (none once the
+        image's working directory is known to add nothing: the container's first process
+        extracts the workspace made on the host)."""
         assert self.scratch is not None
-        self.container = self._start()
-        self.net.attach(self.container, self.scratch / "container.pid")
+        # the container starts while the host makes what goes into it; with ``verify:
+        # fresh``, verify's container (of the image alone: nothing of the agent's reaches
+        # it) starts too, to be ready when the agent is done (:meth:`_renew`)
+        launched = self.container = self._start()
+        if self.fresh_verify:
+            self._verify_next = self._start()
+            self._verify_next.send_first(None)
         stage = self.scratch / "stage"
         for sub in ("agent", "verifier", "artifacts", "trial"):
             (stage / "logs" / sub).mkdir(parents=True, exist_ok=True)
@@ -264,20 +282,21 @@ class ContainerEnvironment(ContainerSteps, Environment):
         key = (self.image, self.workdir, str(fixture))
         if _PLAIN.get(key):
             # the image adds nothing to this workspace (seen in this session): the workspace
-            # and its git repository are made here and go in with the rest, in one call
+            # and its git repository are made here and go in with the rest, on the
+            # container's first process's stdin (no call of their own)
             try:
                 snapshot = prepare_workspace(fixture, self._workspace, templates=None)
                 shutil.copytree(self._workspace, work, symlinks=True)
                 archive = self.scratch / "stage.tar"
                 pack_at(items, str(archive))
-                self.container.exchange("exec tar -x -f - -C /", send=archive,
-                                        what="copying the workspace into the container")
-            except ContainerError as exc:
-                raise EnvironmentUnavailable(str(exc)) from exc
+                self._ready(launched, archive)
+                self.net.attach(launched, launched.pidfile)
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
                 (self.scratch / "stage.tar").unlink(missing_ok=True)
             return snapshot
+        self._ready(launched)
+        self.net.attach(launched, launched.pidfile)
         if fixture is not None:
             shutil.copytree(fixture, work, symlinks=True, dirs_exist_ok=True)
         else:
@@ -476,7 +495,10 @@ class ContainerEnvironment(ContainerSteps, Environment):
         self._sync_workspace()
         self.container.remove()
         self.container = None
-        self.container = self._start()
+        # launched with the agent's (:meth:`prepare`); only the image is in it
+        launched, self._verify_next = self._verify_next or self._start(), None
+        self.container = launched
+        self._ready(launched)
         self._forward_again()
         logs = stage / "logs"
         for sub in ("agent", "verifier", "trial"):
@@ -498,8 +520,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
         try:
             if net.ns is not None:
                 net.ns.close()
-            net.ns = NetnsForwards(_container_pid(self.container,
-                                                  self.scratch / "container.pid"))
+            net.ns = NetnsForwards(_container_pid(self.container, self.container.pidfile))
             net.ns.check()
             for forward in net.egress.forwards:
                 net.ns.add(forward)
@@ -613,6 +634,9 @@ class ContainerEnvironment(ContainerSteps, Environment):
                 self.scratch = None
             if self.container is not None:
                 self.container.remove()
+            if self._verify_next is not None:  # the trial ended before verify
+                self._verify_next.discard()  # nothing ran in it: not waited for
+                self._verify_next = None
             if scratch is not None and os.path.lexists(self._workspace) \
                     and not os.path.lexists(kept):
                 shutil.move(str(self._workspace), str(kept))
