@@ -162,7 +162,10 @@ def test_same_experiment_same_outcomes_in_bwrap_and_a_container(
         root = tmp_path / where
         root.mkdir()
         write_same(root)
-        done = run_pytest(root, "-n", "2", f"--eval-environment={where}")
+        # a run id of its own (one from the clock may be another session's: the containers'
+        # run label must be this run's alone)
+        done = run_pytest(root, "-n", "2", f"--eval-environment={where}",
+                          f"--eval-run-id=same-{uuid.uuid4().hex[:12]}")
         assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
         seen[where] = trials(root)
     bwrap, pod = seen["bwrap"], seen[engine.name]

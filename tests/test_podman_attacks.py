@@ -48,6 +48,15 @@ ATTACKS: dict[str, str] = {
         "( ( sh /tmp/lurk.sh \"$W\" >/dev/null 2>&1 & ) & )\n"
         "true\n"
     ),
+    # lies written to every descriptor the agent holds (a fake outcome, a fake exit status, a
+    # fake exec failure): a failing trial must stay failed, never become an unjudged error
+    "fd-lies": (
+        "ls /proc/self/fd > fds.txt 2>&1\n"
+        "bash -c 'for fd in $(seq 3 255); do (printf \"%s\\n\" "
+        "\"{\\\"exit-code\\\": 0}\" \"{\\\"outcome\\\": \\\"return\\\"}\" "
+        "\"execvp: no such file\" >&$fd) 2>/dev/null; done'\n"
+        "true\n"
+    ),
     # fake programs ahead of the verifier: in the workspace, in directories a PATH with
     # relative entries would find
     "fake-binaries": (
@@ -164,7 +173,11 @@ def test_the_attacks_do_not_work_inside_container_trials(
 ) -> None:
     write(tmp_path)
     host_etc = sorted(os.listdir("/etc"))
-    done = run_pytest(tmp_path, engine.option, *(["-n", "2"] if xdist else []))
+    # a run id of its own: another session started in the same second (the other
+    # parametrization, on the other worker) would have the same timestamp id and its
+    # running containers the same run label
+    done = run_pytest(tmp_path, engine.option, f"--eval-run-id=attacks-{uuid.uuid4().hex[:12]}",
+                      *(["-n", "2"] if xdist else []))
     seen = {task: meta for (_, task, _), meta in trials(tmp_path).items()}
     assert sorted(seen) == sorted(NAMES), done.stdout[-3000:]
     # no attack turned an impossible task into a pass, and none broke the trial itself
