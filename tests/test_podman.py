@@ -36,7 +36,7 @@ import pytest
 import yaml
 from cli_helpers import run_pytest
 
-from pytest_evalrun.trial.containers import LABEL, OWNER_LABEL, detect_runtime
+from pytest_evalrun.trial.containers import LABEL, OWNER_LABEL, Runtime, detect_runtime
 from pytest_evalrun.trial.sandbox import probe
 
 BASE_IMAGE = os.environ.get("EVALRUN_BASE_IMAGE", "localhost/evalrun-debian:bookworm")
@@ -47,8 +47,15 @@ class Engine:
     """A container runtime the tests drive: ``name`` (``podman`` or ``docker``, as
     ``--eval-environment`` takes it) and its program."""
 
-    name: str
-    program: str
+    runtime: Runtime
+
+    @property
+    def name(self) -> str:
+        return self.runtime.name
+
+    @property
+    def program(self) -> str:
+        return self.runtime.program
 
     @property
     def option(self) -> str:
@@ -65,8 +72,7 @@ class Engine:
 
     def owners(self) -> list[tuple[str, str]]:
         """(name, owner label) of our running containers."""
-        label = (f'{{{{index .Labels "{OWNER_LABEL}"}}}}' if self.name == "podman"
-                 else f'{{{{.Label "{OWNER_LABEL}"}}}}')
+        label = self.runtime.label_template(OWNER_LABEL)
         listed = subprocess.run([self.program, "ps", "--format", "{{.Names}} " + label,
                                  "--filter", f"label={LABEL}=1"], capture_output=True,
                                 text=True, check=True, timeout=60)
@@ -74,9 +80,7 @@ class Engine:
                 for line in listed.stdout.splitlines() if line.strip()]
 
     def remove(self, *names: str) -> None:
-        wait = ["-t", "0"] if self.name == "podman" else []
-        subprocess.run([self.program, "rm", "-f", *wait, *names], capture_output=True,
-                       timeout=120, check=False)
+        self.runtime.force_remove(*names, timeout=120)
 
 
 def engine_or_skip(name: str) -> Engine:
@@ -88,7 +92,7 @@ def engine_or_skip(name: str) -> Engine:
         pytest.skip(f"{name} is not installed or does not answer: run {install}")
     if not runtime.image_exists(BASE_IMAGE):
         pytest.skip(f"the base image {BASE_IMAGE} is not in {name}: run {install}")
-    return Engine(name, runtime.program)
+    return Engine(runtime)
 
 
 @pytest.fixture(scope="session")

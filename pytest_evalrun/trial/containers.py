@@ -167,6 +167,13 @@ class Runtime:
         wait = ("-t", "0") if self.name == "podman" else ()
         self.call("rm", "-f", *wait, *names, timeout=timeout)
 
+    def label_template(self, label: str) -> str:
+        """A ``--format`` template printing a container's label ``label`` (podman's
+        ``.Labels`` is a map; Docker's is a string and has ``.Label "name"`` instead)."""
+        if self.name == "podman":
+            return f'{{{{index .Labels "{label}"}}}}'
+        return f'{{{{.Label "{label}"}}}}'
+
     def image_exists(self, image: str) -> bool:
         if self.name == "podman":
             return self.call("image", "exists", image).returncode == 0
@@ -652,14 +659,18 @@ class Container:
             return []
         return self.exchange(script, receive=target, what="copying files out of the container")
 
+    def end_first_process(self) -> None:
+        """Close the first process's stdin: it exits, and its PID namespace with it."""
+        with contextlib.suppress(OSError, ValueError):
+            if self.client.stdin is not None:
+                self.client.stdin.close()
+
     def remove(self) -> None:
         """End the container and wait until it is gone (idempotent)."""
         if self.removed:
             return
         self.removed = True
-        with contextlib.suppress(OSError, ValueError):
-            if self.client.stdin is not None:
-                self.client.stdin.close()
+        self.end_first_process()
         # the first process ends when its stdin closes: the PID namespace goes with it (every
         # process in it is killed) and ``--rm`` removes the container; ``rm -f`` only when
         # that does not happen at once
@@ -680,9 +691,7 @@ class Container:
         if self.removed:
             return
         self.removed = True
-        with contextlib.suppress(OSError, ValueError):
-            if self.client.stdin is not None:
-                self.client.stdin.close()
+        self.end_first_process()
         _PENDING.append(self)
         _reap_pending(block=False)
 
@@ -743,9 +752,7 @@ def release_spares() -> None:
     waiting = [c for group in _SPARES.values() for c in group]
     _SPARES.clear()
     for container in waiting:
-        with contextlib.suppress(OSError, ValueError):
-            if container.client.stdin is not None:
-                container.client.stdin.close()
+        container.end_first_process()
     for container in waiting:
         container.remove()
 
@@ -806,9 +813,7 @@ def reap_stale(runtime: Runtime) -> list[str]:
     """Remove every container we labelled whose owner process is gone (their names), and
     the private directories such owners left (:data:`SPOOL_PREFIX`)."""
     _reap_spools()
-    # podman's .Labels is a map; Docker's is a string and has .Label "name" instead
-    owner = (f'{{{{index .Labels "{OWNER_LABEL}"}}}}' if runtime.name == "podman"
-             else f'{{{{.Label "{OWNER_LABEL}"}}}}')
+    owner = runtime.label_template(OWNER_LABEL)
     try:
         listed = runtime.call("ps", "-a", "--filter", f"label={LABEL}=1", "--format",
                               f"{{{{.Names}}}}\t{owner}", timeout=60)
