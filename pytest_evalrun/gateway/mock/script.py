@@ -88,10 +88,12 @@ def api_error(status: int, message: str = "mock error") -> Turn:
 #: Offered shell tool -> how its input is shaped from a command line.
 SHELL_TOOLS: dict[str, Any] = {
     "Bash": lambda cmd: {"command": cmd, "description": "Run a shell command"},
-    "exec_command": lambda cmd: {"cmd": cmd},
+    # Codex returns a command still running after yield_time_ms (10 s by default) and goes
+    # on, ending it at exit: a long command (a search of /, at load) asks for Codex's most
+    "exec_command": lambda cmd: {"cmd": cmd, "yield_time_ms": 30_000},
     "bash": lambda cmd: {"command": cmd, "description": "Run a shell command"},
     "run_shell_command": lambda cmd: {"command": cmd, "description": "Run a shell command"},
-    "shell": lambda cmd: {"command": ["bash", "-lc", cmd]},
+    "shell": lambda cmd: {"command": ["bash", "-lc", cmd], "timeout_ms": 120_000},
 }
 
 _CWD_PATTERNS = [
