@@ -12,7 +12,6 @@ uses: per variant, pass rates paired by task, one-sided.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from .layout import read_summary
 from .paths import RunPaths, index_db
 from .pins import DEFAULT_PIN, PinsError, find_pin, read_pins
 from .query import IndexMissing, open_index, task_counts
+from .walk import subdirs
 
 #: The judged statuses whose rerun (``--eval-retry``) changes what a pass rate means: a trial
 #: that may fail twice before it counts passes more often. Rerunning ``error`` (unjudged)
@@ -227,10 +227,8 @@ class Baseline:
 def _ordered(results: Path, experiment: str, exclude: str) -> list[str]:
     """The experiment's stored runs, newest first (by start time, then run id), from the run
     directories on disk; start times from the index where it has them, else run.json."""
-    exp_dir = results / experiment
-    try:
-        names = {e.name for e in os.scandir(exp_dir) if e.is_dir() and not e.name.startswith(".")}
-    except OSError:
+    names = set(subdirs(results / experiment))  # no link followed, as every walk
+    if not names:
         return []
     names.discard(exclude)
     started: dict[str, str] = {}

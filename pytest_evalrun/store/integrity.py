@@ -30,7 +30,7 @@ from typing import Any
 
 from .atomic import finite
 from .index_schema import SCHEMA_VERSION, migrate, user_version
-from .layout import META, RUN_JSON, SUMMARY_JSON, NotAnObject, load_object
+from .layout import META, RUN_JSON, RUNNING, SUMMARY_JSON, NotAnObject, load_object
 from .paths import index_db
 from .walk import (
     RunDir,
@@ -187,7 +187,7 @@ def _check_run(
             if os.path.lexists(tp.path / name):
                 _load(tp.path / name, checked, problems)
         row = indexed.pop((tp.variant, tp.task, tp.trial), None)
-        if meta is None or meta.get("status") == "running" or index.conn is None:
+        if meta is None or meta.get("status") == RUNNING or index.conn is None:
             continue
         if row is None:
             problems.append(Problem(tp.path / META, "trial not in the index"))
