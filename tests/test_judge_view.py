@@ -1,4 +1,4 @@
-"""The judge out of the agent's reach (issue 19, contract section 6): each phase gets its own
+"""The judge out of the agent's reach (issue 19; docs/isolation.md): each phase gets its own
 view, and running as root is no shortcut.
 
 Every test is a real pytest session with real processes and the real bubblewrap, judged by what
