@@ -47,6 +47,7 @@ from pathlib import Path
 
 from ..finish import Plan, finish_run
 from ..layoutjson import RunJson, Summary, Verdict
+from ..outcome import TrialOutcome
 from . import runs
 from .atomic import write_json_atomic
 from .index import record_run, record_trials
@@ -167,12 +168,7 @@ def _place_copy(experiment: str, run_id: str, shards: Sequence[Shard], into: Pat
         src_job = shard.root / "jobs" / job_dir.name
         if src_job.is_dir():
             link_trees(src_job.parent, [src_job.name], jobs)
-        run_dir = str(paths.run_dir)
-        outcomes = [
-            o
-            for *_, rel in iter_trial_rels(paths.run_dir)
-            if (o := finished_outcome(f"{run_dir}/{rel}", str(job_dir))) is not None
-        ]
+        outcomes = _outcomes(paths.run_dir, job_dir)
         db = index_db(results)
         record_trials(db, outcomes)
         record_run(db, experiment, shard.run, paths.run_dir, summary or None)
@@ -243,11 +239,7 @@ def _merge_run(
     # The merged run is what its directory holds now: this merge's trials and an earlier
     # merge's (moved, the shards no longer hold them).
     run_dir = str(paths.run_dir)
-    outcomes = [
-        o
-        for *_, rel in iter_trial_rels(paths.run_dir)
-        if (o := finished_outcome(f"{run_dir}/{rel}", str(job_dir))) is not None
-    ]
+    outcomes = _outcomes(paths.run_dir, job_dir)
     total = sum(e["total"] for e in merged_from)
     gates, notes = merged_gates(shards, old)
     old_summary = read_summary(paths.run_dir) or {}
@@ -292,6 +284,16 @@ def _merge_run(
         verdict=_verdict(summary),
         summary=summary,
     )
+
+
+def _outcomes(run_dir: Path, job_dir: Path) -> list[TrialOutcome]:
+    """The outcomes of the finished trials ``run_dir`` holds, placed where they are now."""
+    base = str(run_dir)
+    return [
+        o
+        for *_, rel in iter_trial_rels(run_dir)
+        if (o := finished_outcome(f"{base}/{rel}", str(job_dir))) is not None
+    ]
 
 
 def _unchanged(experiment: str, run_id: str, n_shards: int, n: int, paths: RunPaths) -> MergedRun:

@@ -174,14 +174,21 @@ def same_copy(shards: Sequence[Shard]) -> bool:
         isinstance(x, dict) and x.get("shard") for x in sessions
     ):
         return False
-    for shard in shards[1:]:
-        if shard.run != first.run or shard.trials.keys() != first.trials.keys():
-            return False
-        for key, rel in first.trials.items():
-            mine = f"{shard.run_dir}/{shard.trials[key]}/{META}"
-            if not _same_file(f"{first.run_dir}/{rel}/{META}", mine):
-                return False
-    return True
+    return all(
+        shard.run == first.run
+        and _same_trials(first.run_dir, first.trials, shard.run_dir, shard.trials)
+        for shard in shards[1:]
+    )
+
+
+def _same_trials(
+    a_dir: Path, a: Mapping[TrialKey, str], b_dir: Path, b: Mapping[TrialKey, str]
+) -> bool:
+    """The same trials in two run directories: the same keys, and each meta.json the same
+    (:func:`_same_file`)."""
+    return a.keys() == b.keys() and all(
+        _same_file(f"{a_dir}/{rel}/{META}", f"{b_dir}/{b[key]}/{META}") for key, rel in a.items()
+    )
 
 
 def copy_against_target(
@@ -192,11 +199,7 @@ def copy_against_target(
     if not old:
         return []
     theirs = trial_dirs(target)
-    same = old == shard.run and theirs.keys() == shard.trials.keys() and all(
-        _same_file(f"{target}/{theirs[k]}/{META}", f"{shard.run_dir}/{rel}/{META}")
-        for k, rel in shard.trials.items()
-    )
-    if same:
+    if old == shard.run and _same_trials(shard.run_dir, shard.trials, target, theirs):
         return []
     return [
         f"experiment {experiment!r} run {run_id!r}: every shard holds the same copy of it "
