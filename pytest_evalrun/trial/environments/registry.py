@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..sandbox import probe
+from ..bwrapprobe import probe
 from .base import AUTO, Environment, EnvironmentFactory, EnvironmentUnavailable, TrialPlace
 from .local import LOCAL
 
