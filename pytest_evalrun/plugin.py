@@ -30,7 +30,7 @@ from .store.pier.recorder import PierRecorder
 from .store.recorder import Recorder, Recorders
 from .store.standard import StandardRecorder
 from .trial.bwrapprobe import probe_soon
-from .trial.containers import release_spares
+from .trial.containerspares import release_spares
 from .trial.environments import Environments
 from .trial.environments.container import CONTAINERS
 from .trial.process import reap_orphans
