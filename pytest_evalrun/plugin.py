@@ -29,11 +29,12 @@ from .store.paths import step_records
 from .store.pier.recorder import PierRecorder
 from .store.recorder import Recorder, Recorders
 from .store.standard import StandardRecorder
-from .trial.containers import release_spares
+from .trial.bwrapprobe import probe_soon
+from .trial.containerspares import release_spares
 from .trial.environments import Environments
 from .trial.environments.container import CONTAINERS
 from .trial.process import reap_orphans
-from .trial.sandbox import SandboxError, probe_soon, resolve
+from .trial.sandbox import SandboxError, resolve
 from .trial.steps import StepKinds
 from .trial.workspace import remove_session_templates
 from .worker import WorkerPlugin, thaw, thaw_key

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import Suite
 
-from pytest_evalrun.trial.sandbox import probe
+from pytest_evalrun.trial.bwrapprobe import probe
 
 pytestmark = pytest.mark.skipif(
     not probe().available, reason=f"bubblewrap cannot run here: {probe().reason}"

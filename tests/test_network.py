@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import Suite
 
-from pytest_evalrun.trial.sandbox import probe
+from pytest_evalrun.trial.bwrapprobe import probe
 
 pytestmark = pytest.mark.skipif(
     not (probe().available and probe().network_isolation),

@@ -36,8 +36,9 @@ import pytest
 import yaml
 from cli_helpers import run_pytest
 
-from pytest_evalrun.trial.containers import LABEL, OWNER_LABEL, Runtime, detect_runtime
-from pytest_evalrun.trial.sandbox import probe
+from pytest_evalrun.trial.bwrapprobe import probe
+from pytest_evalrun.trial.containerreap import LABEL, OWNER_LABEL
+from pytest_evalrun.trial.containerruntime import Runtime, detect_runtime
 
 BASE_IMAGE = os.environ.get("EVALRUN_BASE_IMAGE", "localhost/evalrun-debian:bookworm")
 

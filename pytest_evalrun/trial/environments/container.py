@@ -36,23 +36,18 @@ from typing import Any
 from ...experiment.model import Experiment, Task, Variant
 from ...sandboxkind import CONTAINER_RUNTIMES, LOCAL_ENVIRONMENTS, EnvironmentKind
 from ..containerexec import Batch
+from ..containerimages import BuildError, build_image
+from ..containerreap import reap_stale
+from ..containerruntime import ContainerError, Runtime, detect_runtime
 from ..containers import (
     KILL_ALL,
-    TASK_LABEL,
-    TRIAL_LABEL,
-    BuildError,
     Container,
-    ContainerError,
     ContainerSpec,
-    Runtime,
-    build_image,
     container_name,
-    detect_runtime,
-    merge_into,
-    pack_at,
-    reap_stale,
     seccomp_profile,
 )
+from ..containerspares import TASK_LABEL, TRIAL_LABEL, take_container
+from ..containertar import merge_into, pack_at
 from ..nsforward import NetnsError, NetnsForwards
 from ..process import ProcessResult, environment_call
 from ..workspace import Snapshot, prepare_workspace
@@ -203,7 +198,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
 
     # -- the container ----------------------------------------------------------------------
     def _start(self) -> Container:
-        """A container of the trial, launched (:meth:`.Container.take`: one launched ahead
+        """A container of the trial, launched (:func:`.take_container`: one launched ahead
         when there is one, and as many launched ahead for the next trial as this one uses;
         not waited for: give it its first copy in and wait with :meth:`_ready`)."""
         opts = self.options
@@ -222,7 +217,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
                                                         *(opts.get("python_mounts") or ())]),
         )
         try:
-            return Container.take(self.runtime, spec, ahead=2 if self.fresh_verify else 1)
+            return take_container(self.runtime, spec, ahead=2 if self.fresh_verify else 1)
         except ContainerError as exc:
             raise EnvironmentUnavailable(str(exc)) from exc
 

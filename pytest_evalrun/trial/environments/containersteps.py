@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ..containerexec import Batch
-from ..containers import Container, ContainerError
+from ..containerruntime import ContainerError
+from ..containers import Container
 from ..phases import module_paths
 from ..process import ProcessResult, run_step
 

@@ -32,22 +32,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...sandboxkind import EnvironmentKind, SandboxKind
+from ..bwrapprobe import probe
 from ..egress import Egress, loopback_forwards, url_port
 from ..network import LOG_FILE, Forward, NetLog
 from ..phases import program_paths, safe_reads
 from ..process import ProcessResult, environment_call, run_step
 from ..sandbox import (
-    HOME_INSIDE,
-    TMP_INSIDE,
-    WORKSPACE_INSIDE,
     Isolation,
     Sandbox,
     SandboxError,
     SandboxPolicy,
-    credential_paths,
-    probe,
     resolve,
 )
+from ..sandboxview import HOME_INSIDE, TMP_INSIDE, WORKSPACE_INSIDE, credential_paths
 from .base import (
     Environment,
     EnvironmentFactory,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ...sandboxkind import EnvironmentKind
-from ..sandbox import probe
+from ..bwrapprobe import probe
 from .base import Environment, EnvironmentFactory, EnvironmentUnavailable, TrialPlace
 from .local import LOCAL
 
