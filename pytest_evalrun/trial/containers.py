@@ -1,12 +1,16 @@
 """Containers for trials: podman (or Docker where its daemon answers) driven through its CLI.
 
-One container per trial, nothing of the host mounted in it: files go in and out with ``cp``
-(or a tar stream over ``exec``), steps run with ``exec``. What this module guarantees:
+One container per trial, nothing of the host mounted in it but read-only binds of what a
+step needs from the host (a preset's CLI and its node, the ``python:`` step runner and
+module): files go in and out with ``cp`` (or a tar stream over ``exec``), steps run with
+``exec``. What this module guarantees:
 
 - **Images from a Dockerfile are built once and cached by content**
   (:mod:`.containerimages`: :func:`~.containerimages.build_image`).
-- **Isolation**: the container runs with its own user namespace (container root is an
-  unprivileged host uid: :data:`UID_BASE`), ``no-new-privileges``, no network unless the spec
+- **Isolation**: with podman the container runs with its own user namespace (container root
+  is an unprivileged host uid: :data:`UID_BASE`; Docker relies on its daemon's userns-remap),
+  ``no-new-privileges`` (and with Docker the capabilities podman does not grant dropped:
+  :data:`DOCKER_ONLY_CAPS`), no network unless the spec
   asks for one (``network``: podman's ``slirp4netns``; trials never do: their way out is the
   egress proxy forwarded in, :mod:`.environments.containernet`), and the resource limits given
   (cpus, memory, pids).
@@ -22,8 +26,10 @@ One container per trial, nothing of the host mounted in it: files go in and out 
 - **Steps**: :meth:`Container.exec_argv` is the ``exec`` command line for
   :func:`~pytest_evalrun.trial.process.run_step` (timeout, output cap, process kill on the
   host side); values of the step's environment go to the runtime through its own environment
-  (``--env NAME``), never on a command line. :meth:`Container.kill_all` ends every process in
-  the container but the first (after the agent, before verify).
+  (``--env NAME``), never on a command line. After each step every process of the container
+  but the first is killed: from the host with its cgroup frozen
+  (:meth:`Container.kill_leftovers`, which counts them), else from inside (:data:`KILL_ALL`,
+  before the copy out).
 
 The runtime's CLI (which one runs here, its calls): :mod:`.containerruntime`; the tar archives
 files go in and out as: :mod:`.containertar`.
@@ -319,11 +325,11 @@ class Container:
         except OSError as exc:
             raise ContainerError(f"cannot run {command[0]}: {exc.strerror or exc}") from exc
 
-    def kill_leftovers(self) -> bool:
+    def kill_leftovers(self) -> int | None:
         """Kill every process of the container but its first from the host, where that can
-        be done (:meth:`.containerexec.DirectExec.kill_others`); False: it was not (kill
-        from inside, :data:`KILL_ALL`)."""
-        return self.direct is not None and self.direct.kill_others()
+        be done (:meth:`.containerexec.DirectExec.kill_others`): how many were killed; None:
+        it could not be done here (kill from inside, :data:`KILL_ALL`, uncounted)."""
+        return None if self.direct is None else self.direct.kill_others()
 
     def receive(self, archive: Path, length: int, target: Path) -> list[str]:
         """Extract the first ``length`` bytes of the file ``archive`` (a tar archive the
@@ -332,10 +338,6 @@ class Container:
         target.mkdir(parents=True, exist_ok=True)
         with open(archive, "rb") as handle:
             return extract(handle, target)
-
-    def kill_all(self) -> None:
-        """Kill every process in the container but its first (what a step left running)."""
-        self.run(["/bin/sh", "-c", KILL_ALL])
 
     def exchange(self, script: str, args: Sequence[str] = (), *, send: Path | None = None,
                  receive: Path | None = None, what: str = "copying files") -> list[str]:

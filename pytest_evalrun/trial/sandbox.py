@@ -221,7 +221,7 @@ def _trusted_dir(path: Path | str, what: str) -> str:
 
 
 class Sandbox:
-    """One step's isolation: the paths it sees (:meth:`inside`) and its argv (:meth:`wrap`).
+    """One step's isolation: the paths it sees (:meth:`inside`) and its argv (:meth:`launch`).
 
     ``private``: a directory of the step's own (created if missing); unsandboxed, ``HOME``
     and ``TMPDIR`` are made in it (sandboxed, they are in the sandbox's private ``/tmp`` and
@@ -237,7 +237,6 @@ class Sandbox:
         isolation: Isolation | None = None,
     ) -> None:
         self.policy = policy
-        self._private = private
         self.isolation = isolation if isolation is not None else resolve(policy.mode)
         self.sandboxed = self.isolation.sandbox == "bwrap"
         self._workspace = realpath(policy.workspace) if policy.workspace is not None else None

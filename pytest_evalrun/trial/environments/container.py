@@ -2,7 +2,8 @@
 
 The container (:mod:`pytest_evalrun.trial.containers`) starts in :meth:`prepare`, from the
 task's image or the image built from its Dockerfile (built once, cached by content). Nothing of
-the host is mounted in it: the fixture (or, for a Harbor task, the image's working directory)
+the host is mounted in it but read-only binds of a preset's CLI and the ``python:`` runner: the
+fixture (or, for a Harbor task, the image's working directory)
 is the workspace *inside*; the plugin keeps a host copy of it, synced out after setup, after
 the agent and at the end, so the snapshot and ``workspace.diff`` are computed on the host from
 objects the agent never reaches, as in the local sandbox.
@@ -25,6 +26,7 @@ forwarded into the container's network namespace (docs/environments.md).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import sys
@@ -329,13 +331,15 @@ class ContainerEnvironment(ContainerSteps, Environment):
         workspace."""
         return [ARTIFACTS_INSIDE, self.workdir, *([VERIFIER_INSIDE] if verifier else [])]
 
-    def _fetch(self, verifier: bool) -> None:
+    def _fetch(self, verifier: bool) -> int:
         """After a step: kill what it left, then copy the artifacts (and verifier) directory
-        and the workspace out, in one call; the host copy of the workspace is replaced."""
+        and the workspace out, in one call; the host copy of the workspace is replaced. How
+        many processes the step left that were killed (0 where they are killed from inside,
+        uncounted)."""
         assert self.container is not None and self.scratch is not None
         got = self.scratch / "fetched"
         shutil.rmtree(got, ignore_errors=True)
-        self.container.kill_leftovers()
+        killed = self.container.kill_leftovers()
         copied, self._copied = self._copied, None
         try:
             if copied is not None:  # the step's own process copied it out (_exec_step)
@@ -350,6 +354,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
             if copied is not None:
                 copied.out.unlink(missing_ok=True)
         self._take(got, skipped, verifier)
+        return killed or 0
 
     def _take(self, got: Path, skipped: list[str], verifier: bool) -> None:
         """Take what a step's copy out brought into ``got`` (removed after): the artifacts
@@ -600,12 +605,16 @@ class ContainerEnvironment(ContainerSteps, Environment):
                 return ProcessResult(None, False, result.duration, start_error=why,
                                      infra_error=("sandbox", why))
         try:
-            self._fetch(verifier=call.view.phase == "verify")
+            killed = self._fetch(verifier=call.view.phase == "verify")
         except (ContainerError, OSError) as exc:
             if result.start_error is None:
                 why = f"copying the step's files out of the container failed: {exc}"
                 return ProcessResult(None, False, result.duration, start_error=why,
                                      infra_error=("sandbox", why))
+        else:
+            if killed:  # what the step left running, killed from the host after it
+                result = dataclasses.replace(
+                    result, killed_leftovers=result.killed_leftovers + killed)
         return result
 
     def _program_env(self, env: Mapping[str, str],

@@ -5,6 +5,7 @@ the container (docs/environments.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -180,6 +181,9 @@ class ContainerSteps:
             self._copied = batch
         else:
             batch.out.unlink(missing_ok=True)
+        if batch.killed:
+            result = dataclasses.replace(
+                result, killed_leftovers=result.killed_leftovers + batch.killed)
         return result
 
 
