@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..outcome import JUDGED, PASSED
 from ..report.regression import TaskCounts
 from . import runs
 from .layout import read_summary
@@ -29,7 +30,7 @@ from .walk import subdirs
 #: The judged statuses whose rerun (``--eval-retry``) changes what a pass rate means: a trial
 #: that may fail twice before it counts passes more often. Rerunning ``error`` (unjudged)
 #: trials changes nothing the gates count.
-JUDGED_RETRY = frozenset({"failed", "timeout"})
+JUDGED_RETRY = JUDGED - {PASSED}
 
 #: ``--eval-baseline-run`` keywords (besides a run id or prefix).
 PINNED, LAST_PASSING, LATEST = "baseline", "last-passing", "latest"

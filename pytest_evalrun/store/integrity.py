@@ -32,6 +32,7 @@ from .atomic import finite
 from .index_schema import SCHEMA_VERSION, migrate, user_version
 from .layout import META, RUN_JSON, RUNNING, SUMMARY_JSON, NotAnObject, load_object
 from .paths import index_db
+from .trialdir import METRICS, VERIFY
 from .walk import (
     RunDir,
     Unreadable,
@@ -46,7 +47,7 @@ from .walk import (
 #: meta.json fields compared with the trial's index row.
 TRIAL_FIELDS = ("status", "reward", "error_kind", "seed", "fingerprint", "started_at",
                 "finished_at")  # fmt: skip
-TRIAL_FILES = (META, "verify.json", "metrics.json")
+TRIAL_FILES = (META, VERIFY, METRICS)
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from ..outcome import TrialOutcome
 from . import runs
 from .atomic import write_json_atomic
 from .index import record_run, record_trials
-from .layout import finished_outcome, iter_runs, read_run_json, read_summary
+from .layout import RUN_JSON, finished_outcome, iter_runs, read_run_json, read_summary
 from .mergecheck import MOVED_MARKER, against_target, conflicts, copy_against_target, same_copy
 from .mergerecords import (
     copy_definitions,
@@ -172,7 +172,7 @@ def _place_copy(experiment: str, run_id: str, shards: Sequence[Shard], into: Pat
         db = index_db(results)
         record_trials(db, outcomes)
         record_run(db, experiment, shard.run, paths.run_dir, summary or None)
-        shutil.copyfile(shard.run_dir / "run.json", paths.run_json)
+        shutil.copyfile(shard.run_dir / RUN_JSON, paths.run_json)
     return MergedRun(
         experiment,
         run_id,

@@ -10,7 +10,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..sandboxkind import CONTAINER_RUNTIMES
+from ..sandboxkind import CONTAINER_RUNTIMES, EnvironmentKind
 
 #: How long one runtime call that is not a step may take (cp, rm, kill).
 CALL_TIMEOUT = 120.0
@@ -49,26 +49,27 @@ class Runtime:
     def force_remove(self, *names: str, timeout: float = CALL_TIMEOUT) -> None:
         """Remove containers at once, running or not (:class:`ContainerError` when the CLI
         cannot be run); Docker's ``rm`` has no stop timeout to give."""
-        wait = ("-t", "0") if self.name == "podman" else ()
+        wait = ("-t", "0") if self.name == EnvironmentKind.PODMAN else ()
         self.call("rm", "-f", *wait, *names, timeout=timeout)
 
     def label_template(self, label: str) -> str:
         """A ``--format`` template printing a container's label ``label`` (podman's
         ``.Labels`` is a map; Docker's is a string and has ``.Label "name"`` instead)."""
-        if self.name == "podman":
+        if self.name == EnvironmentKind.PODMAN:
             return f'{{{{index .Labels "{label}"}}}}'
         return f'{{{{.Label "{label}"}}}}'
 
     def image_exists(self, image: str) -> bool:
-        if self.name == "podman":
+        if self.name == EnvironmentKind.PODMAN:
             return self.call("image", "exists", image).returncode == 0
         return self.call("image", "inspect", image).returncode == 0
 
 
 def _answers(runtime: Runtime) -> bool:
     try:
-        return runtime.call("info", "--format", "{{.Host.Arch}}" if runtime.name == "podman"
-                            else "{{.Architecture}}", timeout=30).returncode == 0
+        arch = ("{{.Host.Arch}}" if runtime.name == EnvironmentKind.PODMAN
+                else "{{.Architecture}}")
+        return runtime.call("info", "--format", arch, timeout=30).returncode == 0
     except ContainerError:
         return False
 
@@ -82,7 +83,7 @@ def detect_runtime(preference: str = "auto") -> Runtime | None:
     does not answer. Cached per process."""
     if preference in _DETECTED:
         return _DETECTED[preference]
-    names = CONTAINER_RUNTIMES if preference == "auto" else (preference,)
+    names = CONTAINER_RUNTIMES if preference == EnvironmentKind.AUTO else (preference,)
     found: Runtime | None = None
     for name in names:
         if name in _DETECTED:  # asked before on its own

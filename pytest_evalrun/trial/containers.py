@@ -52,6 +52,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..filewrite import write_bytes_atomic
+from ..sandboxkind import EnvironmentKind
 from .containerexec import DirectExec
 from .containerimages import BUILD_TAIL_LINES, lock_dir
 from .containerreap import LABEL, OWNER_LABEL, SPOOL_PREFIX, owner_token
@@ -126,10 +128,7 @@ def seccomp_profile(default: Path = DEFAULT_SECCOMP) -> str | None:
     path = lock_dir().parent / "seccomp" / f"evalrun-{digest}.json"
     _SECCOMP[text] = str(path)
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_bytes_atomic(path, text.encode(), mode=0o644)
     return str(path)
 
 
@@ -194,16 +193,16 @@ class Container:
             "run", "--rm", "-i", "--name", spec.name,
             "--label", f"{LABEL}=1", "--label", f"{OWNER_LABEL}={owner_token()}",
             "--security-opt", "no-new-privileges",
-            "--network", ("slirp4netns" if runtime.name == "podman" else "bridge")
+            "--network", ("slirp4netns" if runtime.name == EnvironmentKind.PODMAN else "bridge")
             if spec.network else "none",
             "--entrypoint", "/bin/sh",
         ]
         spool = Path(tempfile.mkdtemp(prefix=f"{SPOOL_PREFIX}{owner_token().replace(':', '-')}-"))
-        if runtime.name == "podman":
+        if runtime.name == EnvironmentKind.PODMAN:
             args += ["--cidfile", str(spool / "cid")]
         for key, value in spec.labels.items():
             args += ["--label", f"{key}={value}"]
-        if spec.userns and runtime.name == "podman":
+        if spec.userns and runtime.name == EnvironmentKind.PODMAN:
             mapping = f"0:{UID_BASE}:{UID_RANGE}"
             args += ["--uidmap", mapping, "--gidmap", mapping]
         if spec.cpus is not None:
@@ -214,7 +213,7 @@ class Container:
             args += ["--pids-limit", str(spec.pids)]
         if spec.seccomp is not None:
             args += ["--security-opt", f"seccomp={spec.seccomp}"]
-        if runtime.name == "podman":
+        if runtime.name == EnvironmentKind.PODMAN:
             args += ["--security-opt", "mask=" + ":".join(MASKED)]
         else:
             for cap in DOCKER_ONLY_CAPS:
@@ -222,7 +221,7 @@ class Container:
         for host, inside in spec.mounts:
             args += ["--volume", f"{host}:{inside}:ro"]
         pidfile = spec.pidfile or str(spool / "pid")
-        if runtime.name == "podman":
+        if runtime.name == EnvironmentKind.PODMAN:
             args += ["--pidfile", pidfile]
         args += [spec.image, "-c", FIRST]
         try:
@@ -235,7 +234,7 @@ class Container:
             raise ContainerError(f"cannot run {runtime.program}: {exc.strerror or exc}") from exc
         container = cls(runtime, spec, client, spec.name)
         container.spool = spool
-        container.pidfile = Path(pidfile) if runtime.name == "podman" else None
+        container.pidfile = Path(pidfile) if runtime.name == EnvironmentKind.PODMAN else None
         return container
 
     def send_first(self, archive: Path | None) -> None:

@@ -70,7 +70,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..sandboxkind import SANDBOX_MODES
+from ..sandboxkind import SANDBOX_MODES, SandboxKind
 from . import cstarter
 from . import starter as _starter_module
 from .bwrapprobe import probe
@@ -133,7 +133,7 @@ class Isolation:
 
     @property
     def warning(self) -> str | None:
-        if self.requested == "auto" and self.sandbox == "none":
+        if self.requested == SandboxKind.AUTO and self.sandbox == SandboxKind.NONE:
             return f"pytest-evalrun: trials run unsandboxed: {self.reason}"
         return None
 
@@ -152,14 +152,15 @@ def resolve(mode: str) -> Isolation:
     bubblewrap cannot run (its message says why)."""
     if mode not in MODES:
         raise SandboxError(f"sandbox must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "none":
-        return Isolation("none", mode, reason="sandbox: none")
+    if mode == SandboxKind.NONE:
+        return Isolation(SandboxKind.NONE.value, mode, reason="sandbox: none")
     found = probe()
     if found.path is None:
-        if mode == "bwrap":
+        if mode == SandboxKind.BWRAP:
             raise SandboxError(f"sandbox: bwrap was asked for, but {found.reason}")
-        return Isolation("none", mode, reason=found.reason)
-    return Isolation("bwrap", mode, found.path, found.version, None, found.network_isolation)
+        return Isolation(SandboxKind.NONE.value, mode, reason=found.reason)
+    return Isolation(SandboxKind.BWRAP.value, mode, found.path, found.version, None,
+                     found.network_isolation)
 
 
 # --------------------------------------------------------------------------- policy
@@ -238,7 +239,7 @@ class Sandbox:
     ) -> None:
         self.policy = policy
         self.isolation = isolation if isolation is not None else resolve(policy.mode)
-        self.sandboxed = self.isolation.sandbox == "bwrap"
+        self.sandboxed = self.isolation.sandbox == SandboxKind.BWRAP
         self._workspace = realpath(policy.workspace) if policy.workspace is not None else None
         if self.sandboxed:
             if not policy.network and not self.isolation.network_isolation:

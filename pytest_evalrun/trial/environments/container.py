@@ -213,7 +213,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
             image=self.image, name=name, labels=labels,
             cpus=_float(opts.get("cpus")), memory_mb=_int(opts.get("memory_mb")),
             pids=_int(opts.get("pids")) or 4096, network=False,
-            seccomp=seccomp_profile() if self.runtime.name == "podman" else None,
+            seccomp=seccomp_profile() if self.runtime.name == EnvironmentKind.PODMAN else None,
             # a preset's CLI and node; a python: step's runner and module
             mounts=tuple((str(h), str(i)) for h, i in [*(opts.get("mounts") or ()),
                                                         *(opts.get("python_mounts") or ())]),
@@ -663,8 +663,8 @@ class ContainerEnvironment(ContainerSteps, Environment):
             "workdir": self.workdir or None,
             "limits": {"cpus": _float(opts.get("cpus")), "memory_mb": _int(opts.get("memory_mb")),
                        "pids": _int(opts.get("pids")) or 4096},
-            "userns": self.runtime.name == "podman",
-            "first_process_hidden": self.runtime.name == "podman",
+            "userns": self.runtime.name == EnvironmentKind.PODMAN,
+            "first_process_hidden": self.runtime.name == EnvironmentKind.PODMAN,
             "verify_container": "fresh" if self.fresh_verify else "same",
         }
 
