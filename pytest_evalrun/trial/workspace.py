@@ -20,9 +20,11 @@ the commit object and refs are written directly) and keeps the result, the objec
 index entries, in its scratch directory.  Every further copy of the same fixture (same paths,
 modes, sizes, mtimes, ctimes and inodes: the checks git itself relies on) gets those objects
 copied and an index written in Python with the copy's own stat data: no git process at all.
-The diff runs two git processes (``add -A``, ``diff --cached``); its index starts from the
-workspace's index as it was right after the copy (kept in memory, out of the agent's reach), so
-``add -A`` only reads the files whose stat data changed.
+The diff runs three git processes (``status``, ``add -A``, ``diff --cached``); its index starts
+from the workspace's index as it was right after the copy (kept in memory, out of the agent's
+reach), so ``add -A`` only reads the files whose stat data changed.  A workspace the agent left
+untouched (every indexed file with the exact stat data its index holds, none racily clean,
+nothing else in the work tree: :func:`_untouched`) gets its empty diff with no git process.
 
 Limits (:class:`DiffLimits`): a new or changed file larger than ``max_file_bytes`` is left out
 of the diff (found with ``git ls-files --others --modified`` and excluded from ``git add``, so
