@@ -33,8 +33,11 @@ def write_bytes_atomic(
 ) -> None:
     """Replace ``path`` with a file holding ``data`` (mode ``mode``, else :data:`FILE_MODE`);
     ``fsync=True`` also survives a power cut."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except FileNotFoundError:  # the directory first (not before every write: a system call)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, FILE_MODE if mode is None else mode)
         with os.fdopen(fd, "wb") as fh:

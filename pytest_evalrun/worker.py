@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Generator
@@ -79,6 +80,13 @@ class WorkerPlugin:
         self.context.collected_per_experiment = dict(counts)
         if session.config.stash.get(thaw_key, False):
             freeze_collected(session.items)
+
+    def pytest_sessionfinish(self) -> None:
+        """The trials' temporary directories removed in the background are gone before this
+        process leaves (an xdist worker may leave without running Python's exit)."""
+        removal = sys.modules.get("pytest_evalrun.trial.removal")
+        if removal is not None:
+            removal.wait_for_removals()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(

@@ -84,6 +84,26 @@ def test_workers_share_fixture_templates_and_leave_no_scratch(
     assert sorted(p.name for p in tmp.iterdir()) == []  # session and worker scratch removed
 
 
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_unsandboxed_trials_leave_no_scratch(
+    workers: tuple[str, ...], suite: Suite, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Unsandboxed, each trial runs in a temporary directory (removed behind the trials,
+    trial/removal.py): none is left once the session ends, and each workspace is kept."""
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    suite.experiment(trials=3)
+    r = suite.pytester.runpytest_subprocess("--eval-sandbox", "none", *workers)
+    r.assert_outcomes(passed=3, failed=3)
+    for task in ("good", "bad"):
+        for n in (1, 2, 3):
+            trial = suite.trial_dir("base", task, n)
+            assert (trial / "workspace" / "answer.txt").is_file(), (task, n)
+            assert "+++ b/answer.txt" in (trial / "workspace.diff").read_text()
+    assert sorted(p.name for p in tmp.iterdir()) == []
+
+
 def test_resume_of_a_finished_run_spawns_nothing(
     suite: Suite, monkeypatch: pytest.MonkeyPatch
 ) -> None:

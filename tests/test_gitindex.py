@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_evalrun.trial.gitindex import IndexEntry, build_index, parse_index
+from pytest_evalrun.trial.gitindex import (
+    IndexEntry,
+    build_index,
+    index_stat_data,
+    parse_index,
+    stat_data,
+)
 
 ENV = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null"}
 
@@ -106,3 +112,21 @@ def test_pack_written_in_python_is_what_git_reads(repo: Path, tmp_path: Path) ->
     git(clone, "symbolic-ref", "HEAD", "refs/heads/main")
     git(clone, "fsck", "--strict", "--no-progress")
     assert git(clone, "ls-tree", "-r", "HEAD") == git(repo, "ls-tree", "-r", "HEAD")
+
+
+def test_stat_data_is_what_git_recorded(repo: Path) -> None:
+    """What git wrote for each path is what stat_data reads off the file (the check an
+    untouched workspace's diff relies on); a changed file, mode or extended entry shows."""
+    git(repo, "update-index", "--really-refresh")
+    recorded = index_stat_data((repo / ".git" / "index").read_bytes())
+    assert recorded is not None and len(recorded) == len(entries_from_git(repo))
+    for path, fields in recorded.items():
+        assert stat_data(os.lstat(repo / os.fsdecode(path))) == fields, path
+    (repo / "run.sh").chmod(0o644)
+    assert stat_data(os.lstat(repo / "run.sh")) != recorded[b"run.sh"]
+    assert stat_data(os.lstat(repo / "a")) is None  # a directory is no index entry
+    git(repo, "update-index", "--index-version", "3")
+    git(repo, "update-index", "--skip-worktree", "x.txt")
+    data = (repo / ".git" / "index").read_bytes()
+    assert parse_index(data) is not None
+    assert index_stat_data(data) is None  # extended flags: not a plain snapshot index

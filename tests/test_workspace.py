@@ -458,3 +458,197 @@ def test_unreadable_and_too_deep_paths_are_named_and_the_rest_is_shown(tmp_path:
         subprocess.run(["chmod", "-R", "u+rwX", str(tmp_path)], check=False)
         if os.geteuid() == 0:
             shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# -- an untouched workspace is judged without git ----------------------------------------------
+
+DAY = 86400 * 10**9
+
+
+def age(tree: Path) -> None:
+    """Give every file of ``tree`` a time two days back (a fixture checked out long before the
+    run): its copies' index entries are then not racily clean."""
+    old = (os.stat(tree).st_mtime_ns - 2 * DAY,) * 2
+    for dirpath, _dirnames, filenames in os.walk(tree):
+        for name in filenames:
+            os.utime(os.path.join(dirpath, name), ns=old, follow_symlinks=False)
+    for link in tree.rglob("*"):
+        if link.is_symlink():
+            os.utime(link, ns=old, follow_symlinks=False)
+
+
+def by_git(ws: Path, snap: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The diff as git alone makes it (the shortcut for an untouched workspace off)."""
+    with monkeypatch.context() as m:
+        m.setattr(workspace_mod, "_untouched", lambda *_: False)
+        return workspace_diff(ws, snap)
+
+
+def test_untouched_workspace_is_diffed_without_git(
+    fixture_dir: Path, tmp_path: Path, git_calls: list[list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    age(fixture_dir)
+    for name in ("first", "second"):  # made by git, then from the template
+        ws = tmp_path / name
+        snap = prepare_workspace(fixture_dir, ws)
+        # the agent may use its own repository: nothing of the work tree changes
+        agent_git(ws, "commit", "-q", "--allow-empty", "-m", "agent")
+        agent_git(ws, "tag", "mine")
+        git_calls.clear()
+        assert workspace_diff(ws, snap) == ""
+        assert git_calls == []
+        assert by_git(ws, snap, monkeypatch) == ""
+        assert git_calls != []  # the control really ran git
+
+
+def _rewrite_same_size_and_time(ws: Path) -> None:
+    p = ws / "src" / "main.c"
+    st = p.stat()
+    p.write_text("int main(void) { return 7; }\n")
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # only ctime tells
+
+
+def _binary_same_size_and_time(ws: Path) -> None:
+    p = ws / "logo.bin"
+    st = p.stat()
+    p.write_bytes(bytes(reversed(range(256))) * 4)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _link_to_file(ws: Path) -> None:  # same size: the link's target is 9 bytes
+    (ws / "link").unlink()
+    (ws / "link").write_text("README.md")
+
+
+def _retarget_link(ws: Path) -> None:
+    (ws / "link").unlink()
+    (ws / "link").symlink_to("READ_E.md")
+
+
+def _nested_repo(ws: Path) -> None:
+    (ws / "sub").mkdir()
+    (ws / "sub" / "f.txt").write_text("inside\n")
+    agent_git(ws / "sub", "init", "-q")
+
+
+def _fifo(ws: Path) -> None:
+    os.mkfifo(ws / "pipe")
+
+
+def _touch_only(ws: Path) -> None:  # same content, new times: git reads it and finds no change
+    os.utime(ws / "README.md")
+
+
+CHANGES = {
+    "rewrite, same size and mtime": _rewrite_same_size_and_time,
+    "binary, same size and mtime": _binary_same_size_and_time,
+    "mode": lambda ws: (ws / "README.md").chmod(0o755),
+    "mode of a script": lambda ws: (ws / "check.sh").chmod(0o644),
+    "new empty file": lambda ws: (ws / "empty.txt").write_bytes(b""),
+    "new empty directory": lambda ws: (ws / "newdir").mkdir(),
+    "new file deep": lambda ws: (ws / "src" / "a" / "b").mkdir(parents=True) or (
+        ws / "src" / "a" / "b" / "c.txt").write_text("c\n"),
+    "deleted": lambda ws: (ws / "src" / "old.txt").unlink(),
+    "renamed": lambda ws: (ws / "src" / "old.txt").rename(ws / "src" / "moved.txt"),
+    "directory removed": lambda ws: shutil.rmtree(ws / "src"),
+    "link becomes a file": _link_to_file,
+    "link retargeted": _retarget_link,
+    "nested repository": _nested_repo,
+    "fifo": _fifo,
+    "touched": _touch_only,
+    "file in .git of a subdirectory": lambda ws: (ws / "src" / ".git").write_text("x\n"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+def test_any_change_is_left_to_git_and_the_diff_is_the_same(
+    change: str, fixture_dir: Path, tmp_path: Path, git_calls: list[list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    age(fixture_dir)
+    prepare_workspace(fixture_dir, tmp_path / "warm")
+    ws = tmp_path / "ws"
+    snap = prepare_workspace(fixture_dir, ws)
+    CHANGES[change](ws)
+    git_calls.clear()
+    diff = workspace_diff(ws, snap)
+    assert git_calls != [], "an untouched workspace was assumed"
+    assert diff == by_git(ws, snap, monkeypatch)
+    # (git built without nanosecond stat checks, as Debian's is, sees no change in a file
+    # rewritten with its size and mtime within the ctime second of the copy: both agree)
+    unseen = ("new empty directory", "fifo", "touched", "file in .git of a subdirectory")
+    if change not in unseen and "same size" not in change:
+        assert diff != "", "git saw no change"
+
+
+def test_racily_clean_copy_is_left_to_git(
+    fixture_dir: Path, tmp_path: Path, git_calls: list[list[str]]
+) -> None:
+    """A fixture written in the second its copy's index was written: git re-reads such files
+    (the stat data cannot tell a change made in the same tick), so git is asked."""
+    ws = tmp_path / "ws"
+    snap = prepare_workspace(fixture_dir, ws)
+    assert snap.index_mtime_ns // 10**9 <= (ws / "README.md").stat().st_mtime_ns // 10**9
+    git_calls.clear()
+    assert workspace_diff(ws, snap) == ""
+    assert git_calls != []
+
+
+def test_ignored_files_of_the_fixture_are_named_every_time(
+    tmp_path: Path, git_calls: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fx = tmp_path / "fx"
+    fx.mkdir()
+    (fx / ".gitignore").write_text("*.log\n")
+    (fx / "a.txt").write_text("a\n")
+    (fx / "debug.log").write_text("noise\n")
+    age(fx)
+    prepare_workspace(fx, tmp_path / "warm")
+    ws = tmp_path / "ws"
+    snap = prepare_workspace(fx, ws)
+    git_calls.clear()
+    diff = workspace_diff(ws, snap)
+    assert git_calls != []
+    assert diff == "# evalrun: not in this diff, ignored by a .gitignore: debug.log\n"
+    assert diff == by_git(ws, snap, monkeypatch)
+
+
+def test_empty_fixture_untouched_and_changed(
+    tmp_path: Path, git_calls: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("first", "second"):
+        ws = tmp_path / name
+        snap = prepare_workspace(None, ws)
+        git_calls.clear()
+        assert workspace_diff(ws, snap) == ""
+        assert git_calls == []
+    (ws / "new.txt").write_text("x\n")
+    diff = workspace_diff(ws, snap)
+    assert "+x" in diff and diff == by_git(ws, snap, monkeypatch)
+
+
+def test_untouched_after_setup_and_a_change_after_it(
+    fixture_dir: Path, tmp_path: Path, git_calls: list[list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The baseline the setup step leaves (snapshot_after_setup): untouched, no git; the
+    agent's change against it, the same as git alone gives."""
+    age(fixture_dir)
+    prepare_workspace(fixture_dir, tmp_path / "warm")
+    ws = tmp_path / "ws"
+    snap = prepare_workspace(fixture_dir, ws)
+    (ws / "generated.txt").write_text("by setup\n")
+    old = (ws / "generated.txt").stat().st_mtime_ns - 2 * DAY
+    os.utime(ws / "generated.txt", ns=(old, old))
+    base = workspace_mod.snapshot_after_setup(ws, snap)
+    assert base is not snap
+    git_calls.clear()
+    assert workspace_diff(ws, base) == ""
+    assert git_calls == []
+    assert by_git(ws, base, monkeypatch) == ""
+    (ws / "generated.txt").write_text("by the agent\n")
+    diff = workspace_diff(ws, base)
+    assert "+by the agent" in diff and "+by setup" not in diff
+    assert diff == by_git(ws, base, monkeypatch)
+    workspace_mod.release_snapshot(base)

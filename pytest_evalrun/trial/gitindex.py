@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-__all__ = ["IndexEntry", "build_index", "parse_index"]
+__all__ = ["IndexEntry", "build_index", "index_stat_data", "parse_index", "stat_data"]
 
 _HEADER = struct.Struct(">4sLL")
 # ctime s, ctime ns, mtime s, mtime ns, dev, ino, mode, uid, gid, size, sha-1, flags
@@ -41,35 +42,79 @@ class IndexEntry(NamedTuple):
 def parse_index(data: bytes) -> list[IndexEntry] | None:
     """The entries of an index file, or None when it is not a plain version 2/3 index of
     stage-0 entries with SHA-1 names (anything else: the caller falls back to git)."""
+    records = _records(data)
+    if records is None:
+        return None
+    return [IndexEntry(fields[6], fields[10], path) for fields, path in records]
+
+
+def index_stat_data(data: bytes) -> dict[bytes, tuple[int, ...]] | None:
+    """Each path's stat data as the index holds them (ctime s, ctime ns, mtime s, mtime ns,
+    device, inode, mode, uid, gid, size: the form :func:`stat_data` gives), or None when the
+    index is not a plain one (as :func:`parse_index`) or an entry has extended flags
+    (intent-to-add, skip-worktree)."""
+    records = _records(data, extended=False)
+    if records is None:
+        return None
+    return {path: fields[:10] for fields, path in records}
+
+
+def stat_data(st: os.stat_result) -> tuple[int, ...] | None:
+    """``os.lstat`` of a work-tree file as an index entry records it (None: not a regular
+    file or a symlink, which an index entry cannot be)."""
+    if stat.S_ISREG(st.st_mode):
+        mode = 0o100755 if st.st_mode & stat.S_IXUSR else 0o100644
+    elif stat.S_ISLNK(st.st_mode):
+        mode = 0o120000
+    else:
+        return None
+    ctime, mtime = st.st_ctime_ns, st.st_mtime_ns
+    return (
+        (ctime // _NS) & _U32,
+        ctime % _NS,
+        (mtime // _NS) & _U32,
+        mtime % _NS,
+        st.st_dev & _U32,
+        st.st_ino & _U32,
+        mode,
+        st.st_uid & _U32,
+        st.st_gid & _U32,
+        st.st_size & _U32,
+    )
+
+
+def _records(data: bytes, extended: bool = True) -> list[tuple[tuple[Any, ...], bytes]] | None:
+    """(the entry's fixed fields, its path) of every entry; None when the index is not a
+    plain version 2/3 one of stage-0 entries (or, ``extended`` False, has extended flags)."""
     if len(data) < _HEADER.size + 20 or hashlib.sha1(data[:-20]).digest() != data[-20:]:
         return None
     signature, version, count = _HEADER.unpack_from(data)
     if signature != b"DIRC" or version not in (2, 3):
         return None
-    entries: list[IndexEntry] = []
+    records: list[tuple[tuple[Any, ...], bytes]] = []
     pos = _HEADER.size
     end = len(data) - 20
     for _ in range(count):
         if pos + _ENTRY.size > end:
             return None
         fields = _ENTRY.unpack_from(data, pos)
-        mode, sha, flags = fields[6], fields[10], fields[11]
+        flags = fields[11]
         start = pos + _ENTRY.size
         if flags & _STAGE_MASK:
             return None  # a conflicted index: not a fixture snapshot
         if flags & _EXTENDED:
-            if version < 3:
+            if version < 3 or not extended:
                 return None
             start += 2
         length = flags & _NAME_MASK
         if length == _NAME_MASK:
             length = data.index(b"\0", start) - start
         path = data[start : start + length]
-        entries.append(IndexEntry(mode, sha, path))
+        records.append((fields, path))
         # entries are padded with 1 to 8 NULs to a multiple of 8 bytes
         size = start - pos + length
         pos += (size + 8) & ~7
-    return entries
+    return records
 
 
 def build_index(entries: Sequence[IndexEntry], stats: Mapping[bytes, os.stat_result]) -> bytes:

@@ -20,9 +20,11 @@ the commit object and refs are written directly) and keeps the result, the objec
 index entries, in its scratch directory.  Every further copy of the same fixture (same paths,
 modes, sizes, mtimes, ctimes and inodes: the checks git itself relies on) gets those objects
 copied and an index written in Python with the copy's own stat data: no git process at all.
-The diff runs two git processes (``add -A``, ``diff --cached``); its index starts from the
-workspace's index as it was right after the copy (kept in memory, out of the agent's reach), so
-``add -A`` only reads the files whose stat data changed.
+The diff runs three git processes (``status``, ``add -A``, ``diff --cached``); its index starts
+from the workspace's index as it was right after the copy (kept in memory, out of the agent's
+reach), so ``add -A`` only reads the files whose stat data changed.  A workspace the agent left
+untouched (every indexed file with the exact stat data its index holds, none racily clean,
+nothing else in the work tree: :func:`_untouched`) gets its empty diff with no git process.
 
 Limits (:class:`DiffLimits`): a new or changed file larger than ``max_file_bytes`` is left out
 of the diff (found with ``git ls-files --others --modified`` and excluded from ``git add``, so
@@ -53,7 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import git as g
-from .gitindex import IndexEntry, build_index, parse_index
+from .gitindex import IndexEntry, build_index, index_stat_data, parse_index, stat_data
 
 if TYPE_CHECKING:
     from ..secrets import Redactor
@@ -461,10 +463,76 @@ def workspace_diff_bytes(
         git = shutil.which("git")
         if git is None:
             return _note("git was not found on PATH; no diff")
+        if seed is not None and _untouched(workspace, seed):
+            return b""  # what git would say (see _untouched), without running it
         with _SCRATCH.lock:
             return _diff(git, workspace, sha, seed, limits, redactor)
     except Exception as exc:  # never let an odd workspace break the trial's report
         return _note(f"cannot diff the workspace: {type(exc).__name__}: {exc}")
+
+
+def _untouched(workspace: Path, seed: Snapshot) -> bool:
+    """Is the workspace exactly as the seed index records it, so that ``git add -A`` would
+    stage nothing and the diff is empty? True only when every path of the index is there
+    with the very stat data the index holds (ctime, mtime, device, inode, mode, uid, gid,
+    size: all of what git compares, to the nanosecond) and none is racily clean (modified in
+    the second the index was written or later, which git would re-read), and the work tree
+    holds nothing else: no other file, link or special file, no empty directory, no ``.git``
+    below the top (a nested repository).  Anything else (or any error) is False: git decides.
+    The walk stops at the first difference, so a changed workspace costs little more."""
+    if seed.index is None:
+        return False
+    expected = index_stat_data(seed.index)
+    if expected is None:
+        return False
+    racy = seed.index_mtime_ns // 1_000_000_000
+    # racily clean entries: git compares their content; a link's (its target) is compared
+    # here too (a copied link is made at copy time), a file's is left to git
+    links = {path for path, fields in expected.items() if fields[2] >= racy}
+    if any(expected[path][6] != _LINK_MODE for path in links):
+        return False
+    blobs = dict(_racy_links(seed.index, links)) if links else {}
+    seen = 0
+    pending = [(os.fsencode(os.path.abspath(workspace)), b"")]
+    try:
+        while pending:
+            directory, rel = pending.pop()
+            empty = True
+            with os.scandir(directory) as it:
+                for entry in it:
+                    empty = False
+                    if entry.name == b".git":
+                        if rel:
+                            return False  # a nested repository
+                        continue  # the workspace's own repository: not in the work tree
+                    st = entry.stat(follow_symlinks=False)
+                    path = rel + entry.name
+                    if stat.S_ISDIR(st.st_mode):
+                        pending.append((entry.path, path + b"/"))
+                        continue
+                    fields = expected.get(path)
+                    if fields is None or fields != stat_data(st):
+                        return False
+                    if path in blobs and _blob_sha(os.readlink(entry.path)) != blobs[path]:
+                        return False
+                    seen += 1
+            if empty and rel:
+                return False
+    except OSError:
+        return False
+    return seen == len(expected)
+
+
+_LINK_MODE = 0o120000
+
+
+def _racy_links(index: bytes, paths: set[bytes]) -> list[tuple[bytes, bytes]]:
+    """(path, blob sha) of the index entries at ``paths``."""
+    return [(e.path, e.sha) for e in parse_index(index) or () if e.path in paths]
+
+
+def _blob_sha(content: bytes) -> bytes:
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).digest()
 
 
 @dataclass

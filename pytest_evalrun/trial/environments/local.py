@@ -37,6 +37,7 @@ from ..egress import Egress, loopback_forwards, url_port
 from ..network import LOG_FILE, Forward, NetLog
 from ..phases import program_paths, safe_reads
 from ..process import ProcessResult, environment_call, run_step
+from ..removal import remove_later
 from ..sandbox import (
     Isolation,
     Sandbox,
@@ -146,7 +147,7 @@ class LocalNone(_Local):
                 shutil.move(str(self._workspace), str(kept))
                 self._workspace = kept
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_later(scratch)  # while the next trial runs (removal.py: why)
         return kept if self._workspace == kept else None
 
 
