@@ -27,8 +27,8 @@ from .collect import SpecErrorItem, SpecProblem, TrialItem, TrialProblem
 from .context import EvalContext
 from .experiment.identity import fingerprint, seed
 from .experiment.model import Experiment, Task, Variant
-from .outcome import TrialOutcome
-from .sandboxkind import CONTAINER_RUNTIMES
+from .outcome import ERROR, TrialOutcome
+from .sandboxkind import CONTAINER_RUNTIMES, EnvironmentKind
 from .shard import Key, parse_shard, select
 from .store.paths import RunPaths, step_records
 from .store.recorder import RunInfo
@@ -165,7 +165,7 @@ class WorkerPlugin:
             labels = context.recorders.begin_trial(run, variant, task, n)
             labels.update(nodeid=nodeid, worker=context.worker_id)
             where, where_options = environment_for(
-                exp, variant, task, self.shared.environment or "auto", run.paths.run_id)
+                exp, variant, task, self.shared.environment or EnvironmentKind.AUTO.value, run.paths.run_id)
             if where in CONTAINER_RUNTIMES:  # a preset's CLI and node, bound inside
                 from .agents.incontainer import container_mounts
 
@@ -218,7 +218,7 @@ class WorkerPlugin:
     def _rerun_reason(self, files: TrialDir) -> str:
         """Why a trial whose directory holds an earlier attempt runs again."""
         status = files.read_meta().get("status") if self.shared.resume else None
-        if status in self.shared.retry and status != "error":
+        if status in self.shared.retry and status != ERROR:
             return "--eval-retry"
         return "--eval-resume" if self.shared.resume else "rerun"
 

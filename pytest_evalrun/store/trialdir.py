@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..layoutjson import MetaJson
+from ..layoutjson import MetaJson, StepRecord
 from ..outcome import JUDGED, PASSED, TrialOutcome
 from ..secrets import Redactor, redact_file, redact_tree
 from .atomic import write_json_atomic, write_text_atomic
@@ -129,7 +129,7 @@ class TrialDir:
     def write_meta(
         self,
         outcome: TrialOutcome,
-        steps: Mapping[str, Any],
+        steps: Mapping[str, StepRecord],
         *,
         status: str | None = None,
     ) -> None:

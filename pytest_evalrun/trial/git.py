@@ -30,6 +30,8 @@ import zlib
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..filewrite import write_bytes_atomic
+
 __all__ = [
     "GIT_MEMORY",
     "GIT_TIMEOUT",
@@ -255,10 +257,7 @@ def write_commit(git_dir: Path, tree_sha: str) -> str:
     obj_dir.mkdir(exist_ok=True)
     obj = obj_dir / sha[2:]
     if not obj.exists():
-        tmp = obj_dir / f"tmp_obj_{os.getpid()}"
-        tmp.write_bytes(zlib.compress(raw, 1))
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, obj)
+        write_bytes_atomic(obj, zlib.compress(raw, 1), mode=0o444)
     return sha
 
 

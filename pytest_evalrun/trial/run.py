@@ -33,6 +33,7 @@ from typing import Any
 
 from ..experiment.model import Experiment, Step, Task, Variant
 from ..experiment.network import Allow, combined
+from ..layoutjson import StepRecord
 from ..outcome import ERROR, FAILED, PASSED, TIMEOUT, TrialOutcome
 from ..secrets import Redactor
 from ..store import trialdir
@@ -195,7 +196,7 @@ class _Trial:
         #: Where the steps run (None until :meth:`isolate`, and after :meth:`settle`).
         self.environment: Environment | None = None
         self.snapshot: Snapshot | None = None
-        self.steps: dict[str, dict[str, Any]] = {}
+        self.steps: dict[str, StepRecord] = {}
         #: Each step's environment, as it got it (the verify step's PATH decides whether its
         #: program is missing).
         self.step_env: dict[str, Mapping[str, str]] = {}
@@ -357,20 +358,20 @@ class _Trial:
                 result = runner(step, ctx)
         if result.infra_error is not None and result.infra_error[0] == "sandbox":
             isolation_failed = True
-        self.steps[role] = {
-            "kind": step.kind,
-            "exit_code": result.exit_code,
-            "timed_out": result.timed_out,
-            "duration": round(result.duration, 4),
-            "start_error": result.start_error,
-            "timeout": timeout,
-            "killed_leftovers": result.killed_leftovers,
-            "output_cut": result.output_cut,
-        }
+        self.steps[role] = record = StepRecord(
+            kind=step.kind,
+            exit_code=result.exit_code,
+            timed_out=result.timed_out,
+            duration=round(result.duration, 4),
+            start_error=result.start_error,
+            timeout=timeout,
+            killed_leftovers=result.killed_leftovers,
+            output_cut=result.output_cut,
+        )
         if isolation_failed:
-            self.steps[role]["isolation_failed"] = True
+            record["isolation_failed"] = True
         if result.infra_error is not None:
-            self.steps[role]["infra_error"] = result.infra_error[0]
+            record["infra_error"] = result.infra_error[0]
         self.files.redact_file(output)
         return result
 
