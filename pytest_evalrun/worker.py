@@ -165,7 +165,8 @@ class WorkerPlugin:
             labels = context.recorders.begin_trial(run, variant, task, n)
             labels.update(nodeid=nodeid, worker=context.worker_id)
             where, where_options = environment_for(
-                exp, variant, task, self.shared.environment or EnvironmentKind.AUTO.value, run.paths.run_id)
+                exp, variant, task, self.shared.environment or EnvironmentKind.AUTO.value,
+                run.paths.run_id)
             if where in CONTAINER_RUNTIMES:  # a preset's CLI and node, bound inside
                 from .agents.incontainer import container_mounts
 
