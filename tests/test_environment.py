@@ -162,7 +162,7 @@ def test_a_python_verifier_gets_pythonpath_entries_inside_the_workspace_last_too
 
 
 def test_a_tasks_allow_list_and_the_variants_together_allow_what_either_names() -> None:
-    from pytest_evalrun.experiment.network import Allow, combined, parse_allow
+    from pytest_evalrun.experiment.allowlist import Allow, combined, parse_allow
 
     def allow(*entries: str) -> tuple[Allow, ...]:
         return tuple(parse_allow(e) for e in entries)

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_evalrun.experiment.allowlist import Allow, parse_allow
 from pytest_evalrun.experiment.checker import HARBOR_KEYS, INVALID, Checker, describe
 from pytest_evalrun.experiment.errors import SpecError
 from pytest_evalrun.experiment.model import (
@@ -45,7 +46,6 @@ from pytest_evalrun.experiment.model import (
     Task,
 )
 from pytest_evalrun.experiment.names import slugify, validate_name
-from pytest_evalrun.experiment.network import Allow, parse_allow
 from pytest_evalrun.experiment.promptfile import PromptFileError, read_prompt_file
 from pytest_evalrun.experiment.valuecheck import Values
 from pytest_evalrun.experiment.yamltree import YMap

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_evalrun.experiment.network import Allow
+from pytest_evalrun.experiment.allowlist import Allow
 
 from ..sandboxkind import SANDBOX_MODES as _SANDBOX_MODES
 

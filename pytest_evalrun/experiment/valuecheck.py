@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pytest_evalrun.experiment.allowlist import Allow, parse_allow
 from pytest_evalrun.experiment.checker import (
     BUDGET_KEYS,
     ENVIRONMENT_KEYS,
@@ -28,7 +29,6 @@ from pytest_evalrun.experiment.model import (
     EnvironmentSpec,
     SandboxSetting,
 )
-from pytest_evalrun.experiment.network import Allow, parse_allow
 from pytest_evalrun.experiment.promptfile import PromptFileError, read_prompt_file
 from pytest_evalrun.experiment.yamltree import YList, YMap
 

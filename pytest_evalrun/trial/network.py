@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..experiment.network import Allow, is_loopback_host, norm_host, parse_allow
+from ..experiment.allowlist import Allow, is_loopback_host, norm_host, parse_allow
 
 __all__ = [
     "LOG_FILE",

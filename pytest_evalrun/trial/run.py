@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..experiment.allowlist import Allow, combined
 from ..experiment.model import Experiment, Step, Task, Variant
-from ..experiment.network import Allow, combined
 from ..layoutjson import StepRecord
 from ..outcome import ERROR, FAILED, PASSED, TIMEOUT, TrialOutcome
 from ..secrets import Redactor
@@ -382,7 +382,7 @@ class _Trial:
 
     def network_allow(self) -> tuple[Allow, ...] | None:
         """The trial's allow list: the variant's ``network: {allow:}`` and the task's own (a
-        Harbor task's allowlist) together (:func:`~..experiment.network.combined`); None: any
+        Harbor task's allowlist) together (:func:`~..experiment.allowlist.combined`); None: any
         public host."""
         s = self.spec
         spec = s.experiment.environment_for(s.variant, s.task)
