@@ -28,7 +28,8 @@ from pathlib import Path
 
 import yaml
 
-from pytest_evalrun.trial.containers import Container, ContainerSpec, detect_runtime
+from pytest_evalrun.trial.containerruntime import detect_runtime
+from pytest_evalrun.trial.containers import Container, ContainerSpec
 from pytest_evalrun.trial.environments.base import TrialPlace
 from pytest_evalrun.trial.environments.containernet import ContainerNet
 

@@ -33,10 +33,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pytest_evalrun.trial.bwrapprobe import probe
 from pytest_evalrun.trial.egress import Egress
 from pytest_evalrun.trial.network import NetLog, parse_allow
 from pytest_evalrun.trial.process import run_step
-from pytest_evalrun.trial.sandbox import Sandbox, SandboxPolicy, probe, resolve
+from pytest_evalrun.trial.sandbox import Sandbox, SandboxPolicy, resolve
 
 HOST = "127.0.0.2"
 BIG = 64 * 1024 * 1024

@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pytest_evalrun.trial.bwrapprobe import probe
 from pytest_evalrun.trial.process import run_step
-from pytest_evalrun.trial.sandbox import Sandbox, SandboxPolicy, probe
+from pytest_evalrun.trial.sandbox import Sandbox, SandboxPolicy
 
 
 def per_step(fn: Callable[[], object], n: int) -> float:

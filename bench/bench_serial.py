@@ -64,7 +64,7 @@ def baseline(root: Path, bwrap: str | None = None) -> float:
 
 def bwrap_path() -> str | None:
     """The bwrap the plugin's sandbox uses here (None: no sandbox)."""
-    from pytest_evalrun.trial.sandbox import probe
+    from pytest_evalrun.trial.bwrapprobe import probe
 
     return probe().path if SANDBOX != "none" else None
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from .outcome import ERROR, FAILED, TIMEOUT
 from .report.policy import ERROR_POLICIES
 from .sandboxkind import ENVIRONMENT_CHOICES, SANDBOX_MODES
 from .shard import parse_shard
@@ -33,7 +34,7 @@ def _rate(value: str) -> float:
     return rate
 
 
-RETRYABLE = ("failed", "timeout", "error")
+RETRYABLE = (FAILED, TIMEOUT, ERROR)
 
 
 def _statuses(value: str) -> tuple[str, ...]:

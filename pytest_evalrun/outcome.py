@@ -15,7 +15,6 @@ PASSED = "passed"
 FAILED = "failed"
 TIMEOUT = "timeout"
 ERROR = "error"
-STATUSES = (PASSED, FAILED, TIMEOUT, ERROR)
 #: Statuses that count in the pass rate (judged trials). ``error`` is reported apart.
 JUDGED = frozenset({PASSED, FAILED, TIMEOUT})
 

@@ -31,10 +31,11 @@ from .store.paths import step_records
 from .store.pier.recorder import PierRecorder
 from .store.recorder import Recorder, Recorders
 from .store.standard import StandardRecorder
+from .trial.bwrapprobe import probe_soon
 from .trial.environments import Environments
 from .trial.environments.base import Environment, EnvironmentFactory, TrialPlace
 from .trial.process import reap_orphans
-from .trial.sandbox import SandboxError, probe_soon, resolve
+from .trial.sandbox import SandboxError, resolve
 from .trial.steps import StepKinds
 from .trial.workspace import remove_session_templates
 from .worker import WorkerPlugin, thaw, thaw_key
@@ -211,9 +212,9 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    containers = sys.modules.get("pytest_evalrun.trial.containers")
-    if containers is not None:  # containers launched ahead for a trial that will not come
-        containers.release_spares()
+    spares = sys.modules.get("pytest_evalrun.trial.containerspares")
+    if spares is not None:  # containers launched ahead for a trial that will not come
+        spares.release_spares()
     context = config.stash.get(context_key, None)
     if context is not None and context.worker_id is None and context.shared.snapshots:
         remove_session_templates(Path(context.shared.snapshots))

@@ -2,7 +2,9 @@
 ``bwrap``, ``none``) and what a trial ran in (``bwrap`` or ``none``); the environments a trial
 can run in (``--eval-environment``: those two, or a container runtime). ``trial/sandbox.py``
 and ``trial/environments/`` decide which; everything else compares against these values,
-never against strings."""
+never against strings. What is recorded or carried (an isolation record, an environment's
+name, a trial's place) holds the member's ``.value``, a plain ``str``: execnet (xdist's
+reports) and YAML serialize no enum."""
 
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-HARBOR_VERSION = "0.25.0"
+from pytest_evalrun.store.pier import HARBOR_VERSION  # the Harbor whose layout we write
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_NAMES = ("JobConfig", "JobResult", "TrialConfig", "TrialResult", "Trajectory")
 

@@ -9,7 +9,7 @@ import re
 import pytest
 from asuser import UserRun, ordinary_user
 
-from pytest_evalrun.trial.sandbox import probe
+from pytest_evalrun.trial.bwrapprobe import probe
 
 __all__ = ["ordinary_user"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import Suite
 
-from pytest_evalrun.trial.sandbox import probe
+from pytest_evalrun.trial.bwrapprobe import probe
 
 SANDBOXES = ["auto", "none"] if probe().available else ["none"]
 

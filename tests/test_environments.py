@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import Suite
 
+from pytest_evalrun.trial.bwrapprobe import probe
 from pytest_evalrun.trial.environments.local import interpreter_links
-from pytest_evalrun.trial.sandbox import probe
 
 needs_bwrap = pytest.mark.skipif(
     not probe().available, reason=f"bubblewrap cannot run here: {probe().reason}"

@@ -21,7 +21,7 @@ from cli_helpers import run_pytest
 from conftest import Suite
 
 from pytest_evalrun.secrets import Redactor
-from pytest_evalrun.trial.sandbox import probe
+from pytest_evalrun.trial.bwrapprobe import probe
 
 needs_bwrap = pytest.mark.skipif(
     not probe().available, reason=f"bubblewrap cannot run here: {probe().reason}"

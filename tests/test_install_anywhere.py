@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_evalrun.trial.sandbox import probe
+from pytest_evalrun.trial.bwrapprobe import probe
 
 pytestmark = [
     pytest.mark.slow,

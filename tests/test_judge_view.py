@@ -1,4 +1,4 @@
-"""The judge out of the agent's reach (issue 19, contract section 6): each phase gets its own
+"""The judge out of the agent's reach (issue 19; docs/isolation.md): each phase gets its own
 view, and running as root is no shortcut.
 
 Every test is a real pytest session with real processes and the real bubblewrap, judged by what
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import Suite
 
-from pytest_evalrun.trial.sandbox import probe
+from pytest_evalrun.trial.bwrapprobe import probe
 
 pytestmark = pytest.mark.skipif(
     not probe().available, reason=f"bubblewrap cannot run here: {probe().reason}"

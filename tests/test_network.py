@@ -1,4 +1,4 @@
-"""A network of its own per sandboxed trial (issue 19, contract section 6): the attacks.
+"""A network of its own per sandboxed trial (issue 19; docs/isolation.md): the attacks.
 
 Every test is a real pytest session with the real bubblewrap, judged by what a user sees: the
 trial's status, what the host's services received (nothing), the secret they hold in no file
@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import Suite
 
-from pytest_evalrun.trial.sandbox import probe
+from pytest_evalrun.trial.bwrapprobe import probe
 
 pytestmark = pytest.mark.skipif(
     not (probe().available and probe().network_isolation),

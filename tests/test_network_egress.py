@@ -31,7 +31,7 @@ from mockllm import MockLLM
 from test_agent_clis_mock import edit_script
 from test_presets import PRESETS, experiment, refuse_script, require_cli
 
-from pytest_evalrun.trial.sandbox import probe
+from pytest_evalrun.trial.bwrapprobe import probe
 
 pytestmark = pytest.mark.skipif(
     not (probe().available and probe().network_isolation),

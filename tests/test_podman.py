@@ -36,8 +36,9 @@ import pytest
 import yaml
 from cli_helpers import run_pytest
 
-from pytest_evalrun.trial.containers import LABEL, OWNER_LABEL, Runtime, detect_runtime
-from pytest_evalrun.trial.sandbox import probe
+from pytest_evalrun.trial.bwrapprobe import probe
+from pytest_evalrun.trial.containerreap import LABEL, OWNER_LABEL
+from pytest_evalrun.trial.containerruntime import Runtime, detect_runtime
 
 BASE_IMAGE = os.environ.get("EVALRUN_BASE_IMAGE", "localhost/evalrun-debian:bookworm")
 
@@ -133,7 +134,8 @@ SAME_EXPERIMENT: dict[str, Any] = {
     "variants": {
         "fixer": {"agent": "sed -i 's/return a - b/return a + b/' calc.txt && "
                            "echo note > $EVALRUN_ARTIFACTS_DIR/note.txt"},
-        "idle": {"agent": "true"},
+        # leaves two processes behind, killed after the step (and counted where they can be)
+        "idle": {"agent": "sleep 300 & sleep 300 & true"},
         "vandal": {"agent": "rm calc.txt"},
     },
     "tasks": [
@@ -188,6 +190,11 @@ def test_same_experiment_same_outcomes_in_bwrap_and_a_container(
             p.name for p in (local["_dir"] / "workspace").iterdir())
     assert pod[("fixer", "fix-add", 1)]["status"] == "passed"
     assert pod[("idle", "partial", 1)]["reward"] == 0.5
+    # what a step left is killed after it; counted where the container is reached from the
+    # host (podman with runc: the count the step's own process makes before killing them)
+    left = pod[("idle", "partial", 1)]["steps"]["agent"]["killed_leftovers"]
+    assert left == (2 if engine.name == "podman" and os.geteuid() == 0 else 0), left
+    assert pod[("fixer", "partial", 1)]["steps"]["agent"]["killed_leftovers"] == 0
     assert (pod[("fixer", "fix-add", 1)]["_dir"] / "artifacts" / "note.txt").read_text() == "note\n"
     run_id = pod[("idle", "fix-add", 1)]["run_id"]
     assert engine.names(f"label=io.evalrun.run={run_id}") == []

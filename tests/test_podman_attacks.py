@@ -293,8 +293,8 @@ def test_a_dead_sessions_private_container_directory_is_removed(podman: str) -> 
     it; a live session's is kept."""
     import tempfile
 
-    from pytest_evalrun.trial.containers import SPOOL_PREFIX, owner_token, reap_stale
-    from pytest_evalrun.trial.containers import detect_runtime as detect
+    from pytest_evalrun.trial.containerreap import SPOOL_PREFIX, owner_token, reap_stale
+    from pytest_evalrun.trial.containerruntime import detect_runtime as detect
 
     dead = subprocess.Popen(["true"])
     dead.wait()

@@ -33,7 +33,8 @@ from cli_helpers import run_pytest
 from test_podman import BASE_IMAGE, Engine, engine, podman, trials
 
 import pytest_evalrun
-from pytest_evalrun.trial.containers import Container, ContainerSpec, detect_runtime
+from pytest_evalrun.trial.containerruntime import detect_runtime
+from pytest_evalrun.trial.containers import Container, ContainerSpec
 
 __all__ = ["engine", "podman"]  # the fixtures, imported for their use here
 

@@ -25,7 +25,7 @@ import yaml
 from cli_helpers import run_pytest
 from test_podman import BASE_IMAGE, Engine, engine, podman, trials  # noqa: F401
 
-from pytest_evalrun.trial.sandbox import probe
+from pytest_evalrun.trial.bwrapprobe import probe
 
 DOCKERFILE = (f"FROM {BASE_IMAGE}\n"
               "RUN apt-get update && apt-get install -y --no-install-recommends python3 "

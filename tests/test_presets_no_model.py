@@ -1,4 +1,4 @@
-"""Infrastructure failures are not agent failures (issue 18 item 5; contract section 11): a
+"""Infrastructure failures are not agent failures (issue 18 item 5; docs/running.md "Statuses"): a
 preset's real CLI that made no model call (no key, a model API refusing the credentials with
 401, an endpoint that accepts no connection) gives an ``error`` trial (``no_model_call`` or
 ``model_unreachable``, the CLI's own words in the message), never a judged failed or timeout;

@@ -17,21 +17,20 @@ from pathlib import Path
 import pytest
 from conftest import GOOD_AND_BAD, Suite
 
-from pytest_evalrun.trial import cstarter
+from pytest_evalrun.trial import bwrapprobe, cstarter
 from pytest_evalrun.trial import sandbox as sb
 from pytest_evalrun.trial.egress import TcpForward
 from pytest_evalrun.trial.network import Forward
 from pytest_evalrun.trial.process import find_cookie_processes, kill_cookie_processes
 from pytest_evalrun.trial.sandbox import (
-    HOME_INSIDE,
-    WORKSPACE_INSIDE,
     Sandbox,
     SandboxError,
     SandboxPolicy,
 )
+from pytest_evalrun.trial.sandboxview import HOME_INSIDE, WORKSPACE_INSIDE
 from pytest_evalrun.trial.stepenv import step_environment
 
-PROBE = sb.probe()
+PROBE = bwrapprobe.probe()
 needs_bwrap = pytest.mark.skipif(
     not PROBE.available, reason=f"bwrap cannot run here: {PROBE.reason}"
 )
@@ -312,13 +311,13 @@ def test_inside_paths(trial: Trial) -> None:
 
 
 def test_probe_reports_why_bwrap_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    sb.probe.cache_clear()
+    bwrapprobe.probe.cache_clear()
     try:
-        monkeypatch.setattr(sb, "bwrap_candidates", lambda: [])
-        assert "no bwrap found" in (sb.probe().reason or "")
-        sb.probe.cache_clear()
-        monkeypatch.setattr(sb, "bwrap_candidates", lambda: ["/bin/false"])
-        found = sb.probe()
+        monkeypatch.setattr(bwrapprobe, "bwrap_candidates", lambda: [])
+        assert "no bwrap found" in (bwrapprobe.probe().reason or "")
+        bwrapprobe.probe.cache_clear()
+        monkeypatch.setattr(bwrapprobe, "bwrap_candidates", lambda: ["/bin/false"])
+        found = bwrapprobe.probe()
         assert not found.available and "/bin/false" in (found.reason or "")
         auto = sb.resolve("auto")
         assert auto.sandbox == "none" and auto.warning and "/bin/false" in auto.warning
@@ -328,7 +327,7 @@ def test_probe_reports_why_bwrap_cannot_run(monkeypatch: pytest.MonkeyPatch) -> 
         with pytest.raises(SandboxError):
             sb.resolve("docker")
     finally:
-        sb.probe.cache_clear()
+        bwrapprobe.probe.cache_clear()
 
 
 def test_a_probe_started_early_answers_only_the_same_question(
@@ -336,29 +335,29 @@ def test_a_probe_started_early_answers_only_the_same_question(
 ) -> None:
     """probe_soon() asks in the background; probe() takes that answer only when the bwrap
     candidates are still the ones it tried (else it asks again)."""
-    sb.probe.cache_clear()
+    bwrapprobe.probe.cache_clear()
     try:
-        monkeypatch.setattr(sb, "bwrap_candidates", lambda: ["/bin/false"])
-        sb.probe_soon()
-        monkeypatch.setattr(sb, "bwrap_candidates", lambda: [])
-        assert "no bwrap found" in (sb.probe().reason or "")
-        sb.probe.cache_clear()
-        monkeypatch.setattr(sb, "bwrap_candidates", lambda: ["/bin/false"])
-        sb.probe_soon()
-        found = sb.probe()
+        monkeypatch.setattr(bwrapprobe, "bwrap_candidates", lambda: ["/bin/false"])
+        bwrapprobe.probe_soon()
+        monkeypatch.setattr(bwrapprobe, "bwrap_candidates", lambda: [])
+        assert "no bwrap found" in (bwrapprobe.probe().reason or "")
+        bwrapprobe.probe.cache_clear()
+        monkeypatch.setattr(bwrapprobe, "bwrap_candidates", lambda: ["/bin/false"])
+        bwrapprobe.probe_soon()
+        found = bwrapprobe.probe()
         assert not found.available and "/bin/false: exit status 1" in (found.reason or "")
-        sb.probe_soon()  # answered already: nothing more starts
-        assert sb._early is None
+        bwrapprobe.probe_soon()  # answered already: nothing more starts
+        assert bwrapprobe._early is None
     finally:
-        sb.probe.cache_clear()
+        bwrapprobe.probe.cache_clear()
 
 
 BWRAP_FAILS = """
-from pytest_evalrun.trial import sandbox
+from pytest_evalrun.trial import bwrapprobe
 
 
 def pytest_configure(config):
-    sandbox.bwrap_candidates = lambda: ["/bin/false"]
+    bwrapprobe.bwrap_candidates = lambda: ["/bin/false"]
 """
 
 

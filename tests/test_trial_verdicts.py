@@ -1,4 +1,4 @@
-"""How ONE trial is classified (issue 18, items 1 and 6; contract sections 3 and 11): what the
+"""How ONE trial is classified (issue 18, items 1 and 6; docs/running.md "Statuses"): what the
 agent causes is judged. A verify that times out, dies of a signal, raises, or writes a reward
 that is not a finite number is a judged failure (reward 0, the cause in the message and in
 verify.json's ``verify_problem``); only a verify program missing from the experiment itself is

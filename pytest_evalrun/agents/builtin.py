@@ -57,7 +57,7 @@ class ClaudeCode(Preset):
 
     def __init__(self) -> None:
         super().__init__("claude-code", "claude", "claude", otel="otlp",
-                         otel_name="claude-code-otel.jsonl", home_env=("CLAUDE_CONFIG_DIR",))
+                         otel_name="claude-code-otel.jsonl")
 
     def launch(self, trial: PresetTrial) -> Launch:
         env = trial.base_env(CLAUDE_CONFIG_DIR=str(trial.home / ".claude"), IS_SANDBOX="1")
@@ -127,8 +127,7 @@ class Codex(Preset):
     ``OPENAI_API_KEY``; the rollout under ``CODEX_HOME``; OpenTelemetry to the OTLP receiver."""
 
     def __init__(self) -> None:
-        super().__init__("codex", "codex", "codex", otel="otlp", otel_name="codex-otel.jsonl",
-                         home_env=("CODEX_HOME",))
+        super().__init__("codex", "codex", "codex", otel="otlp", otel_name="codex-otel.jsonl")
 
     def launch(self, trial: PresetTrial) -> Launch:
         codex_home = trial.home / ".codex"
@@ -171,7 +170,7 @@ class CopilotCli(Preset):
 
     def __init__(self) -> None:
         super().__init__("copilot-cli", "copilot", "copilot", otel="file",
-                         otel_name="copilot-otel.jsonl", home_env=("COPILOT_HOME",))
+                         otel_name="copilot-otel.jsonl")
 
     def launch(self, trial: PresetTrial) -> Launch:
         env = trial.base_env(COPILOT_HOME=str(trial.home / ".copilot"),

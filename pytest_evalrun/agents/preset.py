@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .agentrun import AgentRun
@@ -117,8 +117,6 @@ class Preset:
     otel: str = ""
     #: File name of the OpenTelemetry records in the artifacts dir.
     otel_name: str = ""
-    #: Environment variables that configure the CLI's own home (kept by a sandbox).
-    home_env: tuple[str, ...] = field(default_factory=tuple)
 
     def launch(self, trial: PresetTrial) -> Launch:
         raise NotImplementedError

@@ -93,6 +93,7 @@ def _set(args: argparse.Namespace, results: Path) -> int:
     """Pin RUN.  A run id shared by several experiments (one session over several experiment
     files, the usual CI run) pins each of them, unless ``--experiment`` names one."""
     from ..store.baseline import run_facts
+    from ..store.layout import RUNNING
     from ..store.pins import Pin, set_pin
     from ..store.runs import utc_now
 
@@ -112,7 +113,7 @@ def _set(args: argparse.Namespace, results: Path) -> int:
             raise CliError(
                 f"run {row.experiment}/{row.run_id} has no readable run.json in {results}"
             )
-        if facts.status == "running":
+        if facts.status == RUNNING:
             raise CliError(
                 f"run {row.experiment}/{row.run_id} is still running: pin it once it has finished"
             )

@@ -26,6 +26,7 @@ from ..report.policy import ERROR_POLICIES, ERRORS_COUNT
 from ..report.regression import TaskCounts, gate_counts, regression_section
 from ..report.table import regression_title
 from ..store.baseline import rerun_judged
+from ..store.layout import SUMMARY_JSON
 from ..store.paths import RunPaths
 from ..store.query import RunRow, task_counts
 from .common import (
@@ -126,7 +127,7 @@ def _rerun_judged(run: RunRow, results: Path | None) -> int | None:
     return rerun_judged(
         RunPaths(results, run.experiment, run.run_id).summary_json
         if results is not None
-        else Path(run.run_dir) / "summary.json"
+        else Path(run.run_dir) / SUMMARY_JSON
     )
 
 

@@ -1,8 +1,10 @@
 """``evalrun``: list, show, compare, export, report, check, reindex, gc and merge stored runs;
-pin baselines.
+pin baselines; serve a scripted mock model (``mock-llm``).
 
-Reads ``results/`` (``--results DIR``) and its index; never runs trials. Each subcommand is a
-module of this package with ``add_parser(subparsers, common)`` and ``run(args) -> int``.
+Reads ``results/`` (``--results DIR``) and its index; never runs trials. Each subcommand's
+module of this package has ``add_parser(subparsers, common)``, which sets the function that
+runs it (``args.func``, returning the exit status; ``check.py`` holds ``check`` and
+``reindex``).
 """
 
 from __future__ import annotations

@@ -12,24 +12,25 @@ uses: per variant, pass rates paired by task, one-sided.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..outcome import JUDGED, PASSED
 from ..report.regression import TaskCounts
 from . import runs
 from .layout import read_summary
 from .paths import RunPaths, index_db
 from .pins import DEFAULT_PIN, PinsError, find_pin, read_pins
 from .query import IndexMissing, open_index, task_counts
+from .walk import subdirs
 
 #: The judged statuses whose rerun (``--eval-retry``) changes what a pass rate means: a trial
 #: that may fail twice before it counts passes more often. Rerunning ``error`` (unjudged)
 #: trials changes nothing the gates count.
-JUDGED_RETRY = frozenset({"failed", "timeout"})
+JUDGED_RETRY = JUDGED - {PASSED}
 
 #: ``--eval-baseline-run`` keywords (besides a run id or prefix).
 PINNED, LAST_PASSING, LATEST = "baseline", "last-passing", "latest"
@@ -227,10 +228,8 @@ class Baseline:
 def _ordered(results: Path, experiment: str, exclude: str) -> list[str]:
     """The experiment's stored runs, newest first (by start time, then run id), from the run
     directories on disk; start times from the index where it has them, else run.json."""
-    exp_dir = results / experiment
-    try:
-        names = {e.name for e in os.scandir(exp_dir) if e.is_dir() and not e.name.startswith(".")}
-    except OSError:
+    names = set(subdirs(results / experiment))  # no link followed, as every walk
+    if not names:
         return []
     names.discard(exclude)
     started: dict[str, str] = {}

@@ -30,8 +30,9 @@ from typing import Any
 
 from .atomic import finite
 from .index_schema import SCHEMA_VERSION, migrate, user_version
-from .layout import META, RUN_JSON, SUMMARY_JSON, NotAnObject, load_object
+from .layout import META, RUN_JSON, RUNNING, SUMMARY_JSON, NotAnObject, load_object
 from .paths import index_db
+from .trialdir import METRICS, VERIFY
 from .walk import (
     RunDir,
     Unreadable,
@@ -46,7 +47,7 @@ from .walk import (
 #: meta.json fields compared with the trial's index row.
 TRIAL_FIELDS = ("status", "reward", "error_kind", "seed", "fingerprint", "started_at",
                 "finished_at")  # fmt: skip
-TRIAL_FILES = (META, "verify.json", "metrics.json")
+TRIAL_FILES = (META, VERIFY, METRICS)
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ def _check_run(
             if os.path.lexists(tp.path / name):
                 _load(tp.path / name, checked, problems)
         row = indexed.pop((tp.variant, tp.task, tp.trial), None)
-        if meta is None or meta.get("status") == "running" or index.conn is None:
+        if meta is None or meta.get("status") == RUNNING or index.conn is None:
             continue
         if row is None:
             problems.append(Problem(tp.path / META, "trial not in the index"))

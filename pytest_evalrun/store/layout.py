@@ -1,7 +1,8 @@
 """The standard layout read back: runs, trials, outcomes and summaries, in one place.
 
-The writers are :mod:`.trialdir` (a trial's files), :mod:`.runs` (run.json) and
-:mod:`.standard` (summary.json and the run's other files); this is their one reader, used by
+The writers are :mod:`.trialdir` (a trial's files), :mod:`.runs` (run.json),
+:mod:`.standard` (summary.json and the run's other files) and :mod:`.merge` (a merged run's
+run.json); this is their one reader, used by
 every ``evalrun`` command, ``merge``, ``check``, ``reindex``, ``--eval-resume`` and the HTML
 report. The directories are walked by :mod:`.walk` (hidden directories and links skipped the
 same way everywhere); the records are typed in :mod:`pytest_evalrun.layoutjson`.
@@ -27,8 +28,13 @@ from .walk import iter_run_dirs, not_regular, subdirs
 META = "meta.json"
 RUN_JSON = "run.json"
 SUMMARY_JSON = "summary.json"
-#: A trial still running: its meta.json is no outcome yet.
+#: The status of a trial (meta.json) or a run (run.json) still running: a trial's meta.json
+#: is no outcome yet; a run's trials are not all recorded.
 RUNNING = "running"
+#: The other statuses of a run (run.json's ``status``).
+COMPLETED = "completed"
+INTERRUPTED = "interrupted"
+FAILED = "failed"
 
 
 class NotAnObject(ValueError):

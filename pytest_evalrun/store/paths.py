@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from .layout import RUN_JSON, SUMMARY_JSON
+
 
 def trial_number(n: int) -> str:
     """``1 -> "001"``; widths grow past 999 (``1000 -> "1000"``)."""
@@ -35,7 +37,7 @@ class RunPaths:
 
     @property
     def run_json(self) -> Path:
-        return self.run_dir / "run.json"
+        return self.run_dir / RUN_JSON
 
     @property
     def lock(self) -> Path:
@@ -43,7 +45,7 @@ class RunPaths:
 
     @property
     def summary_json(self) -> Path:
-        return self.run_dir / "summary.json"
+        return self.run_dir / SUMMARY_JSON
 
     @property
     def summary_md(self) -> Path:

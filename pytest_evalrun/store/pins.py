@@ -19,6 +19,7 @@ from typing import Any
 from filelock import FileLock
 
 from .atomic import load_json, write_json_atomic
+from .layout import RUN_JSON
 
 #: The pins file, in the results directory.
 PINS_FILE = "baselines.json"
@@ -161,7 +162,7 @@ def carry_pins(results: Path, sources: Sequence[Path]) -> tuple[list[Pin], list[
                 )
                 continue
             pin = min(candidates, key=lambda p: p.pinned_at)
-            if not (results / experiment / pin.run_id / "run.json").is_file():
+            if not (results / experiment / pin.run_id / RUN_JSON).is_file():
                 notes.append(
                     f"pin {experiment}/{name!r} not carried: its run {pin.run_id} is not in "
                     f"{results}"

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..report.regression import TaskCounts
 from .index_schema import SCHEMA_VERSION, migrate, user_version
+from .layout import RUNNING
 
 JUDGED_SQL = "('passed', 'failed', 'timeout')"
 
@@ -150,7 +151,7 @@ def variant_counts(
     """Per-variant counts of ``runs``: stored ones for finished runs, counted live from the
     trials of running runs (their stored counts lag)."""
     out: dict[tuple[str, str], list[VariantCounts]] = {}
-    wanted = {r.key for r in runs if r.status != "running"}
+    wanted = {r.key for r in runs if r.status != RUNNING}
     select = (
         "SELECT experiment, run_id, variant, variant_name, trials, passed, failed, timeout,"
         " errors FROM run_variants"

@@ -25,6 +25,7 @@ from filelock import FileLock
 from .index import INSERT_RUN, INSERT_TRIAL, forget, run_row, trial_row
 from .index_schema import load_pins, migrate, refresh_run_variants
 from .layout import (
+    META,
     RUN_JSON,
     RUNNING,
     NotAnObject,
@@ -81,7 +82,7 @@ def _open_fresh(db: Path, result: Rebuilt) -> sqlite3.Connection:
 def _trial_rows(run_dir: Path, result: Rebuilt) -> list[tuple[Any, ...]]:
     rows = []
     for tp in iter_trial_dirs(run_dir):
-        meta_path = tp.path / "meta.json"
+        meta_path = tp.path / META
         data, problem = _read(meta_path)
         if data is None:
             result.skipped.append((meta_path, problem or "unreadable"))

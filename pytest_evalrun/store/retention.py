@@ -41,7 +41,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from .index import delete_runs
-from .layout import read_run_json, read_summary
+from .layout import RUN_JSON, RUNNING, read_run_json, read_summary
 from .paths import index_db
 from .pins import pinned_runs, read_pins
 from .walk import RunDir, iter_run_dirs
@@ -106,7 +106,7 @@ def lock_held(run_dir: Path) -> bool:
 
 def live_reason(run_dir: Path, run: dict[str, Any], now: datetime) -> str:
     """Why a run may still be running ('' when it is not)."""
-    if run.get("status") != "running":
+    if run.get("status") != RUNNING:
         return ""
     if lock_held(run_dir):
         return "running: a process holds one of its trial locks"
@@ -349,7 +349,7 @@ def delete(results: Path, runs: list[GcRun]) -> GcResult:
         left: Leftovers = []
         if run.job_dir is not None:
             left += remove_tree(run.job_dir)
-        left += remove_tree(run.path, last="run.json", delete_last=not left)
+        left += remove_tree(run.path, last=RUN_JSON, delete_last=not left)
         if left:
             done.failed.append((run, left))
             continue

@@ -28,14 +28,14 @@ from ..layoutjson import (
     Selection,
 )
 from .atomic import write_json_atomic
+from .layout import COMPLETED as COMPLETED  # a run's statuses are the layout's: runs.X reads
+from .layout import FAILED as FAILED
+from .layout import INTERRUPTED as INTERRUPTED
+from .layout import RUNNING as RUNNING
 from .layout import iter_runs, read_run_json, run_exists
 from .paths import RunPaths
 
 SCHEMA_VERSION = 1
-RUNNING = "running"
-COMPLETED = "completed"
-INTERRUPTED = "interrupted"
-FAILED = "failed"
 
 
 def utc_now() -> str:

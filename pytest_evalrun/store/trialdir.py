@@ -27,7 +27,7 @@ from ..layoutjson import MetaJson
 from ..outcome import JUDGED, PASSED, TrialOutcome
 from ..secrets import Redactor, redact_file, redact_tree
 from .atomic import write_json_atomic, write_text_atomic
-from .layout import META, placed_outcome, read_meta
+from .layout import META, RUNNING, placed_outcome, read_meta
 
 SCHEMA_VERSION = 1
 PROMPT = "prompt.md"
@@ -82,7 +82,7 @@ class TrialDir:
         outcome.attempts = history
         outcome.attempt = len(history) + 1
         self.artifacts.mkdir(parents=True)
-        self.write_meta(outcome, {}, status="running")
+        self.write_meta(outcome, {}, status=RUNNING)
         write_text_atomic(self.prompt, self.redactor.redact(prompt), fsync=False)
 
     def _keep_earlier_attempts(self, rerun_reason: str) -> list[dict[str, Any]]:

@@ -117,27 +117,32 @@ class DirectExec:
               grader_dest: str = "/") -> Batch:
         """One process that extracts the tar archive ``grader`` (if given) at ``grader_dest``,
         runs ``argv`` (the step: with the copy-in and copy-out descriptors closed), then
-        kills every other process of the container and writes the absolute paths
-        ``collect`` that exist as a tar archive to a host file only it holds open (0600, the
-        host's root: a process of the container cannot reopen it), ended by a trailer with
-        the step's exit status. See :class:`Batch`. Only where :attr:`bash` is set."""
+        kills every other process of the container (counting those that were alive: what
+        the step left) and writes the absolute paths ``collect`` that exist as a tar archive
+        to a host file only it holds open (0600, the host's root: a process of the container
+        cannot reopen it), ended by a trailer with the step's exit status and the count.
+        See :class:`Batch`. Only where :attr:`bash` is set."""
         assert self.bash is not None
         rel = " ".join(shlex.quote(p.lstrip("/")) for p in collect)
         script = (
             "if [ -n \"$EVALRUN_GRADER_DEST\" ]; then "
             'mkdir -p "$EVALRUN_GRADER_DEST" && tar -x -f - -C "$EVALRUN_GRADER_DEST" <&3 '
-            "|| { printf 'EVALRUN-END G 00000000 00000000\\n' >&4; exit 125; }; fi\n"
+            "|| { printf 'EVALRUN-END G 00000000 00000000 00000000\\n' >&4; exit 125; }; fi\n"
             "unset EVALRUN_GRADER_DEST\n"
             'if [ -n "$EVALRUN_STEP_CWD" ]; then cd "$EVALRUN_STEP_CWD" || exit 255; fi\n'
             "unset EVALRUN_STEP_CWD\n"
             '"$@" 3<&- 4>&-\n'
             "st=$?\n"
+            # every process but the first and this one, not a zombie: what the step left
+            "n=0; for d in /proc/[0-9]*; do case ${d#/proc/} in 1|$$) continue;; esac; "
+            'l=; read -r l 2>/dev/null < "$d/stat" || continue; '
+            'case $l in *") Z "*|*") X "*) ;; *) n=$((n+1));; esac; done\n'
             "kill -9 -1 2>/dev/null\n"
             f"cd / && set -- && for p in {rel}; do "
             '[ -e "$p" ] || [ -L "$p" ] && set -- "$@" "$p"; done\n'
             "if [ $# -eq 0 ]; then tar -c -f - -T /dev/null >&4 2>/dev/null; "
             'else tar -c -f - "$@" >&4 2>/dev/null; fi\n'
-            "printf 'EVALRUN-END D %08d %08d\\n' \"$st\" \"$?\" >&4\n"
+            "printf 'EVALRUN-END D %08d %08d %08d\\n' \"$st\" \"$?\" \"$n\" >&4\n"
             "exit $st\n"
         )
         values = dict(env or {})
@@ -159,17 +164,19 @@ class DirectExec:
                    "bash", *call]
         return Batch(wrapper, (read, write), out)
 
-    def kill_others(self, wait: float = 10.0) -> bool:
+    def kill_others(self, wait: float = 10.0) -> int | None:
         """Kill every process of the container but its first, from the host: the cgroup is
         frozen while its processes are listed and killed (none can fork or run meanwhile),
         then thawed, then we wait until only the first process (and zombies) are left.
         Unlike a ``kill -9 -1`` run inside, no process of the container can stop this or
-        race it. False when the cgroup cannot be frozen here (the caller kills from inside)."""
+        race it. How many processes were killed; None when the cgroup cannot be frozen here
+        (the caller kills from inside)."""
         freezer = self.cgroups.get("freezer")
         state = Path(freezer) / "freezer.state" if freezer else None
         procs = Path(freezer) / "cgroup.procs" if freezer else None
         if state is None or procs is None or self.init_pid <= 0 or not state.exists():
-            return False
+            return None
+        killed = 0
         try:
             state.write_text("FROZEN")
             deadline = time.monotonic() + wait
@@ -181,17 +188,18 @@ class DirectExec:
                 if pid != self.init_pid:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
+                        killed += 1
         except OSError:
             with contextlib.suppress(OSError):
                 state.write_text("THAWED")
-            return False
+            return None
         state.write_text("THAWED")
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if all(pid == self.init_pid or _zombie(pid) for pid in _pids(procs)):
-                return True
+                return killed
             time.sleep(0.002)
-        return True
+        return killed
 
 
 def _high(fd: int) -> int:
@@ -217,8 +225,8 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-_TRAILER = re.compile(rb"EVALRUN-END ([DG]) (\d{8}) (\d{8})\n\Z")
-TRAILER_SIZE = len(b"EVALRUN-END D 00000000 00000000\n")
+_TRAILER = re.compile(rb"EVALRUN-END ([DG]) (\d{8}) (\d{8}) (\d{8})\n\Z")
+TRAILER_SIZE = len(b"EVALRUN-END D 00000000 00000000 00000000\n")
 
 
 @dataclass
@@ -230,6 +238,9 @@ class Batch:
     fds: tuple[int, ...]
     out: Path
     closed: bool = False
+    #: The processes the step left, killed after it (known once :meth:`outcome` found the
+    #: trailer).
+    killed: int = 0
 
     def close(self) -> None:
         if not self.closed:
@@ -255,6 +266,7 @@ class Batch:
             return None
         if found.group(1) == b"G":
             return ("grader", 0)
+        self.killed = int(found.group(4))
         return ("done", int(found.group(3)))
 
     def archive(self) -> tuple[Path, int]:

@@ -11,13 +11,15 @@ arguments, same messages), and the tests run both.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
+
+from ..filewrite import write_bytes_atomic
 
 __all__ = ["SOURCE", "binary"]
 
@@ -169,26 +171,15 @@ def _build(path: str) -> bool:
             return False
         if done.returncode != 0 or not os.path.isfile(built):
             return False
-        os.chmod(built, 0o755)
         # beside its final name, then renamed: concurrent builds (xdist workers) never see
         # half a file
-        fd, staged = tempfile.mkstemp(prefix=".starter-", dir=directory)
-        os.close(fd)
         try:
-            shutil.copyfile(built, staged)
-            os.chmod(staged, 0o755)
-            os.replace(staged, path)
+            write_bytes_atomic(Path(path), Path(built).read_bytes(), mode=0o755)
         except OSError:
-            _unlink(staged)
             return False
         return True
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
 
 
 def _works(path: str) -> bool:

@@ -1,9 +1,9 @@
 """The view each phase of a trial gets (docs/isolation.md), as data.
 
-Every sandboxed step sees the system's directories (:data:`~.sandbox.SYSTEM_DIRS`, read-only),
-the Python running pytest and this plugin's package, a private ``/tmp`` with its workspace at
-``/tmp/workspace`` and an empty ``HOME``, and what its phase adds here (an *allowlist*: what is
-not listed does not exist inside):
+Every sandboxed step sees the system's directories (:data:`~.sandboxview.SYSTEM_DIRS`,
+read-only), the Python running pytest and this plugin's package, a private ``/tmp`` with its
+workspace at ``/tmp/workspace`` and an empty ``HOME``, and what its phase adds here (an
+*allowlist*: what is not listed does not exist inside):
 
 ========  ==============================================================================
 setup     the trial directory and the experiment directory (read-only), pytest's rootdir

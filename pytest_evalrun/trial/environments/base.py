@@ -16,16 +16,18 @@ One trial gets one environment (the models: Inspect AI's ``SandboxEnvironment``,
 5. :meth:`Environment.describe` -- the isolation record of meta.json (``isolation``).
 
 The workspace is a host directory (:attr:`Environment.workspace`) that the environment shows
-its steps (the local sandbox binds it at ``/tmp/workspace``; a container binds it in the same
-way); the plugin copies the fixture into it, snapshots it and diffs it on the host, so
-the evidence never depends on what runs inside. Every other trial path (the trial directory,
-the artifacts and verifier directories, the prompt file, the experiment directory) is seen at
-its own host path: :meth:`Environment.inside` maps a host path to the path a step sees.
+its steps (the local sandbox binds it at ``/tmp/workspace``; a container gets a copy of it and
+the host copy is kept in step after setup, after the agent and at the end); the plugin copies
+the fixture into it, snapshots it and diffs it on the host, so the evidence never depends on
+what runs inside. On the host every other trial path (the trial directory, the artifacts and
+verifier directories, the prompt file, the experiment directory) is seen at its own host path;
+a container sees them at Harbor's places (``/logs/...``, docs/environments.md):
+:meth:`Environment.inside` maps a host path to the path a step sees.
 
 A plugin adds an environment with the ``pytest_evalrun_environments`` hook: ``{name:
 factory}``, ``factory(place) -> Environment`` (docs/hooks.md). Built in: ``bwrap`` and
-``none`` (:mod:`.local`); ``auto`` chooses ``bwrap`` where bubblewrap works, else ``none``
-(:class:`~.registry.Environments`).
+``none`` (:mod:`.local`), ``podman`` and ``docker`` (:mod:`.container`); ``auto`` chooses
+``bwrap`` where bubblewrap works, else ``none`` (:class:`~.registry.Environments`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ...sandboxkind import EnvironmentKind
 from ..process import DEFAULT_MAX_OUTPUT, ProcessResult
 from ..workspace import Snapshot, prepare_workspace, snapshot_after_setup, workspace_diff
 
@@ -45,16 +48,12 @@ if TYPE_CHECKING:
     from ..phases import View
 
 __all__ = [
-    "AUTO",
     "Environment",
     "EnvironmentFactory",
     "EnvironmentUnavailable",
     "StepPaths",
     "TrialPlace",
 ]
-
-#: The name that picks the local sandbox where it works, else the unsandboxed mode.
-AUTO = "auto"
 
 
 class EnvironmentUnavailable(Exception):
@@ -92,7 +91,7 @@ class TrialPlace:
     #: The proxy the environment pytest runs in names: the egress proxy goes out through it.
     upstream: Upstream | None = None
     #: What was asked for (``auto``, ``bwrap``, ``none`` or a plugin's name), for describe().
-    requested: str = AUTO
+    requested: str = EnvironmentKind.AUTO.value
     #: The experiment's settings for this environment (e.g. an image), as plain data.
     options: Mapping[str, Any] = field(default_factory=dict)
 

@@ -2,7 +2,8 @@
 
 The container (:mod:`pytest_evalrun.trial.containers`) starts in :meth:`prepare`, from the
 task's image or the image built from its Dockerfile (built once, cached by content). Nothing of
-the host is mounted in it: the fixture (or, for a Harbor task, the image's working directory)
+the host is mounted in it but read-only binds of a preset's CLI and the ``python:`` runner: the
+fixture (or, for a Harbor task, the image's working directory)
 is the workspace *inside*; the plugin keeps a host copy of it, synced out after setup, after
 the agent and at the end, so the snapshot and ``workspace.diff`` are computed on the host from
 objects the agent never reaches, as in the local sandbox.
@@ -25,6 +26,7 @@ forwarded into the container's network namespace (docs/environments.md).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import sys
@@ -36,23 +38,18 @@ from typing import Any
 from ...experiment.model import Experiment, Task, Variant
 from ...sandboxkind import CONTAINER_RUNTIMES, LOCAL_ENVIRONMENTS, EnvironmentKind
 from ..containerexec import Batch
+from ..containerimages import BuildError, build_image
+from ..containerreap import reap_stale
+from ..containerruntime import ContainerError, Runtime, detect_runtime
 from ..containers import (
     KILL_ALL,
-    TASK_LABEL,
-    TRIAL_LABEL,
-    BuildError,
     Container,
-    ContainerError,
     ContainerSpec,
-    Runtime,
-    build_image,
     container_name,
-    detect_runtime,
-    merge_into,
-    pack_at,
-    reap_stale,
     seccomp_profile,
 )
+from ..containerspares import TASK_LABEL, TRIAL_LABEL, take_container
+from ..containertar import merge_into, pack_at
 from ..nsforward import NetnsError, NetnsForwards
 from ..process import ProcessResult, environment_call
 from ..workspace import Snapshot, prepare_workspace
@@ -203,7 +200,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
 
     # -- the container ----------------------------------------------------------------------
     def _start(self) -> Container:
-        """A container of the trial, launched (:meth:`.Container.take`: one launched ahead
+        """A container of the trial, launched (:func:`.take_container`: one launched ahead
         when there is one, and as many launched ahead for the next trial as this one uses;
         not waited for: give it its first copy in and wait with :meth:`_ready`)."""
         opts = self.options
@@ -216,13 +213,13 @@ class ContainerEnvironment(ContainerSteps, Environment):
             image=self.image, name=name, labels=labels,
             cpus=_float(opts.get("cpus")), memory_mb=_int(opts.get("memory_mb")),
             pids=_int(opts.get("pids")) or 4096, network=False,
-            seccomp=seccomp_profile() if self.runtime.name == "podman" else None,
+            seccomp=seccomp_profile() if self.runtime.name == EnvironmentKind.PODMAN else None,
             # a preset's CLI and node; a python: step's runner and module
             mounts=tuple((str(h), str(i)) for h, i in [*(opts.get("mounts") or ()),
                                                         *(opts.get("python_mounts") or ())]),
         )
         try:
-            return Container.take(self.runtime, spec, ahead=2 if self.fresh_verify else 1)
+            return take_container(self.runtime, spec, ahead=2 if self.fresh_verify else 1)
         except ContainerError as exc:
             raise EnvironmentUnavailable(str(exc)) from exc
 
@@ -334,13 +331,15 @@ class ContainerEnvironment(ContainerSteps, Environment):
         workspace."""
         return [ARTIFACTS_INSIDE, self.workdir, *([VERIFIER_INSIDE] if verifier else [])]
 
-    def _fetch(self, verifier: bool) -> None:
+    def _fetch(self, verifier: bool) -> int:
         """After a step: kill what it left, then copy the artifacts (and verifier) directory
-        and the workspace out, in one call; the host copy of the workspace is replaced."""
+        and the workspace out, in one call; the host copy of the workspace is replaced. How
+        many processes the step left that were killed (0 where they are killed from inside,
+        uncounted)."""
         assert self.container is not None and self.scratch is not None
         got = self.scratch / "fetched"
         shutil.rmtree(got, ignore_errors=True)
-        self.container.kill_leftovers()
+        killed = self.container.kill_leftovers()
         copied, self._copied = self._copied, None
         try:
             if copied is not None:  # the step's own process copied it out (_exec_step)
@@ -355,6 +354,7 @@ class ContainerEnvironment(ContainerSteps, Environment):
             if copied is not None:
                 copied.out.unlink(missing_ok=True)
         self._take(got, skipped, verifier)
+        return killed or 0
 
     def _take(self, got: Path, skipped: list[str], verifier: bool) -> None:
         """Take what a step's copy out brought into ``got`` (removed after): the artifacts
@@ -605,12 +605,16 @@ class ContainerEnvironment(ContainerSteps, Environment):
                 return ProcessResult(None, False, result.duration, start_error=why,
                                      infra_error=("sandbox", why))
         try:
-            self._fetch(verifier=call.view.phase == "verify")
+            killed = self._fetch(verifier=call.view.phase == "verify")
         except (ContainerError, OSError) as exc:
             if result.start_error is None:
                 why = f"copying the step's files out of the container failed: {exc}"
                 return ProcessResult(None, False, result.duration, start_error=why,
                                      infra_error=("sandbox", why))
+        else:
+            if killed:  # what the step left running, killed from the host after it
+                result = dataclasses.replace(
+                    result, killed_leftovers=result.killed_leftovers + killed)
         return result
 
     def _program_env(self, env: Mapping[str, str],
@@ -659,8 +663,8 @@ class ContainerEnvironment(ContainerSteps, Environment):
             "workdir": self.workdir or None,
             "limits": {"cpus": _float(opts.get("cpus")), "memory_mb": _int(opts.get("memory_mb")),
                        "pids": _int(opts.get("pids")) or 4096},
-            "userns": self.runtime.name == "podman",
-            "first_process_hidden": self.runtime.name == "podman",
+            "userns": self.runtime.name == EnvironmentKind.PODMAN,
+            "first_process_hidden": self.runtime.name == EnvironmentKind.PODMAN,
             "verify_container": "fresh" if self.fresh_verify else "same",
         }
 

@@ -26,7 +26,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..containers import Container, ContainerError, Runtime, merge_into
+from ..containerruntime import ContainerError, Runtime
+from ..containers import Container
+from ..containertar import merge_into
 from ..egress import Egress, loopback_forwards, url_port
 from ..network import LOG_FILE, Forward, NetLog
 from ..nsforward import NetnsForwards

@@ -5,6 +5,7 @@ the container (docs/environments.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -13,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ..containerexec import Batch
-from ..containers import Container, ContainerError
+from ..containerruntime import ContainerError
+from ..containers import Container
 from ..phases import module_paths
 from ..process import ProcessResult, run_step
 
@@ -179,6 +181,9 @@ class ContainerSteps:
             self._copied = batch
         else:
             batch.out.unlink(missing_ok=True)
+        if batch.killed:
+            result = dataclasses.replace(
+                result, killed_leftovers=result.killed_leftovers + batch.killed)
         return result
 
 

@@ -31,24 +31,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ...sandboxkind import EnvironmentKind, SandboxKind
+from ..bwrapprobe import probe
 from ..egress import Egress, loopback_forwards, url_port
 from ..network import LOG_FILE, Forward, NetLog
 from ..phases import program_paths, safe_reads
 from ..process import ProcessResult, environment_call, run_step
 from ..sandbox import (
-    HOME_INSIDE,
-    TMP_INSIDE,
-    WORKSPACE_INSIDE,
     Isolation,
     Sandbox,
     SandboxError,
     SandboxPolicy,
-    credential_paths,
-    probe,
     resolve,
 )
+from ..sandboxview import HOME_INSIDE, TMP_INSIDE, WORKSPACE_INSIDE, credential_paths
 from .base import (
-    AUTO,
     Environment,
     EnvironmentFactory,
     EnvironmentUnavailable,
@@ -99,15 +96,16 @@ class _Local(Environment):
 class LocalNone(_Local):
     """Unsandboxed: steps run directly, in a workspace outside the suite."""
 
-    name = "none"
+    name = EnvironmentKind.NONE.value
     sandboxed = False
 
     def __init__(self, place: TrialPlace) -> None:
         requested = place.requested
-        if requested == AUTO:
-            isolation = Isolation("none", AUTO, reason=probe().reason or "chosen: none")
+        if requested == EnvironmentKind.AUTO:
+            isolation = Isolation(SandboxKind.NONE.value, SandboxKind.AUTO.value,
+                                  reason=probe().reason or "chosen: none")
         else:
-            isolation = Isolation("none", requested, reason="sandbox: none")
+            isolation = Isolation(SandboxKind.NONE.value, requested, reason="sandbox: none")
         super().__init__(place, isolation)
         self._scratch: Path | None = Path(tempfile.mkdtemp(prefix="evalrun-trial-"))
         self._workspace = self._scratch / "workspace"
@@ -155,18 +153,20 @@ class LocalNone(_Local):
 class LocalBwrap(_Local):
     """The bubblewrap sandbox: each step in its phase's view (docs/isolation.md)."""
 
-    name = "bwrap"
+    name = EnvironmentKind.BWRAP.value
     sandboxed = True
 
     def __init__(self, place: TrialPlace) -> None:
         try:
-            isolation = resolve("bwrap")
+            isolation = resolve(SandboxKind.BWRAP.value)
         except SandboxError as exc:
-            if place.requested == "bwrap":
+            if place.requested == EnvironmentKind.BWRAP:
                 raise EnvironmentUnavailable(str(exc)) from exc
             raise EnvironmentUnavailable(
                 f"environment bwrap was asked for ({place.requested}), but {exc}") from exc
-        requested = place.requested if place.requested in (AUTO, "bwrap") else "bwrap"
+        requested = (place.requested if place.requested in (EnvironmentKind.AUTO,
+                                                            EnvironmentKind.BWRAP)
+                     else EnvironmentKind.BWRAP.value)
         super().__init__(place, dataclasses.replace(isolation, requested=requested))
         if not place.network and not isolation.network_isolation:
             raise EnvironmentUnavailable(
@@ -436,4 +436,5 @@ def _last_line(output: Path, start: int) -> str:
 
 
 #: The built-in environments, by name.
-LOCAL: Mapping[str, EnvironmentFactory] = {"bwrap": LocalBwrap, "none": LocalNone}
+LOCAL: Mapping[str, EnvironmentFactory] = {EnvironmentKind.BWRAP.value: LocalBwrap,
+                                            EnvironmentKind.NONE.value: LocalNone}

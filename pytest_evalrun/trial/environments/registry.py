@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..sandbox import probe
-from .base import AUTO, Environment, EnvironmentFactory, EnvironmentUnavailable, TrialPlace
+from ...sandboxkind import EnvironmentKind
+from ..bwrapprobe import probe
+from .base import Environment, EnvironmentFactory, EnvironmentUnavailable, TrialPlace
 from .local import LOCAL
 
 __all__ = ["Environments"]
@@ -32,12 +33,12 @@ class Environments:
         return sorted(self._table)
 
     def __contains__(self, name: object) -> bool:
-        return name == AUTO or name in self._table
+        return name == EnvironmentKind.AUTO or name in self._table
 
     def choose(self, name: str) -> str:
         """The environment ``name`` stands for: ``auto`` is ``bwrap`` where bubblewrap
         works, else ``none``."""
-        if name != AUTO:
+        if name != EnvironmentKind.AUTO:
             return name
         return "bwrap" if probe().available and "bwrap" in self._table else "none"
 
@@ -47,6 +48,6 @@ class Environments:
         chosen = self.choose(name)
         factory = self._table.get(chosen)
         if factory is None:
-            known = ", ".join([AUTO, *self.names()])
+            known = ", ".join([EnvironmentKind.AUTO.value, *self.names()])
             raise EnvironmentUnavailable(f"unknown environment {name!r} (known: {known})")
         return factory(place)
