@@ -127,7 +127,8 @@ def replay(item: TrialItem, nextitem: pytest.Item | None, outcome: TrialOutcome,
         teardown = report("teardown", "passed", None, list(item.user_properties),
                           time.time() - start, start)
     else:  # a plugin stopped the session on a passing trial: what -x would have torn down
-        call = pytest.CallInfo.from_call(lambda: state.teardown_exact(None), "teardown")
+        last = nextitem
+        call = pytest.CallInfo.from_call(lambda: state.teardown_exact(last), "teardown")
         teardown = pytest.TestReport.from_item_and_call(item, call)
     ihook.pytest_runtest_logreport(report=teardown)
     ihook.pytest_runtest_logfinish(nodeid=nodeid, location=location)

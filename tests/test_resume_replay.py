@@ -47,6 +47,8 @@ class Reference:
         return protocol(item=item, nextitem=nextitem)
 
 def pytest_sessionstart(session):
+    if os.environ.get("STOP_AFTER"):
+        session.config.pluginmanager.register(Stopper(session), "stopper")
     if os.environ.get("REFERENCE_PROTOCOL") == "1":
         session.config.pluginmanager.register(Reference(), "reference-protocol")
 
@@ -57,6 +59,16 @@ def pytest_runtest_logstart(nodeid, location):
 def pytest_runtest_logfinish(nodeid, location):
     if _controller():
         _log(event="logfinish", nodeid=nodeid, location=list(location))
+
+class Stopper:
+    """Stops the session after a given item's call report (as --stepwise does after a
+    failure), here after a passing reused trial."""
+    def __init__(self, session):
+        self.session = session
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "call" and report.nodeid == os.environ.get("STOP_AFTER"):
+            self.session.shouldstop = "stopped by the test"
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_logreport(report):
@@ -122,6 +134,7 @@ def _terminal(text: str, xdist: bool) -> list[str]:
     for line in text.splitlines():
         line = re.sub(r"\b\d+(\.\d+)?s\b", "Ns", line)  # durations (also the re-run trial's)
         line = re.sub(r"\bgw\d+\b", "gw", line)  # which worker ran what
+        line = re.sub(r"runpytest-\d+", "runpytest-N", line)  # pytester's --basetemp
         line = re.sub(r"\s*\[\s*\d+%\]", "", line)  # xdist's progress follows arrival order
         out.append(line.rstrip("= "))  # a separator's length follows the duration's
     return sorted(out) if xdist else out
@@ -157,6 +170,9 @@ def _events(log: Path, xdist: bool) -> dict[str, Any]:
 def _resume(suite: Suite, state: Path, args: tuple[str, ...], reference: bool,
             monkeypatch: pytest.MonkeyPatch, tag: str) -> dict[str, Any]:
     _restore(suite.root, state)
+    stop = "exp.eval.yaml::base::good::trial-001" if "--stop-after-a-reused-trial" in args else ""
+    monkeypatch.setenv("STOP_AFTER", stop)
+    args = tuple(a for a in args if a != "--stop-after-a-reused-trial")
     log = suite.root / f"replay-{tag}.log"
     monkeypatch.setenv("REPLAY_LOG", str(log))
     monkeypatch.setenv("REFERENCE_PROTOCOL", "1" if reference else "0")
@@ -180,6 +196,9 @@ def _resume(suite: Suite, state: Path, args: tuple[str, ...], reference: bool,
         pytest.param(("-p", "no:xdist", "-x", "-rA"), id="serial-maxfail"),
         pytest.param(("-p", "no:xdist", "-k", "exp", "-x", "-v"), id="serial-trials-only-maxfail"),
         pytest.param(("-p", "no:xdist", "--lf", "-v"), id="serial-last-failed"),
+        # a plugin stops the session after a passing reused trial: the session fixture is
+        # torn down after it (its teardown report as pytest's own)
+        pytest.param(("-p", "no:xdist", "-rA", "--stop-after-a-reused-trial"), id="serial-stopped"),
         pytest.param(("-n", "2", "-v", "-rA"), id="xdist-verbose-rA"),
         pytest.param(("-n", "2", "--lf", "-rA"), id="xdist-last-failed"),
     ],
@@ -209,11 +228,15 @@ def test_a_reused_trial_is_reported_as_pytests_own_protocol_reports_it(
     if "-x" in args and "-k" not in args:
         ran = sorted([*ran, "exp.eval.yaml::base::bad::trial-001"])
     assert shipped["setup_hook"] == ran
-    assert any("bad::trial-" in n for n in reference["setup_hook"])
+    assert any("::trial-" in n for n in set(reference["setup_hook"]) - set(shipped["setup_hook"]))
     # and the user sees the same
     for key in ("ret", "terminal", "junit", "lastfailed", "reports", "fixtures"):
         assert shipped[key] == reference[key], key
     assert any(e.get("outcome") == "failed" and "::bad::" in e["nodeid"]
-               for e in shipped["reports"])
+               for e in shipped["reports"]) != ("--stop-after-a-reused-trial" in args)
     if "--lf" not in args and "-k" not in args:
         assert {e["name"] for e in shipped["fixtures"]} == {"session", "module"}
+    if "--stop-after-a-reused-trial" in args:
+        assert shipped["fixtures"][-1] == {"event": "fixture", "name": "session",
+                                           "step": "teardown"}
+        assert not any("good::trial-002" in e.get("nodeid", "") for e in shipped["reports"])
