@@ -9,6 +9,7 @@ runs trial items (an xdist worker, or the only process).
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from .controller import ControllerPlugin
 from .discovery import Discovery
 from .experiment.model import Experiment
 from .options import add_options
+from .sandboxkind import EnvironmentKind
 from .shared import Shared, decide, reserve
 from .store.index import IndexRecorder
 from .store.paths import step_records
@@ -30,9 +32,8 @@ from .store.pier.recorder import PierRecorder
 from .store.recorder import Recorder, Recorders
 from .store.standard import StandardRecorder
 from .trial.bwrapprobe import probe_soon
-from .trial.containerspares import release_spares
 from .trial.environments import Environments
-from .trial.environments.container import CONTAINERS
+from .trial.environments.base import Environment, EnvironmentFactory, TrialPlace
 from .trial.process import reap_orphans
 from .trial.sandbox import SandboxError, resolve
 from .trial.steps import StepKinds
@@ -57,9 +58,24 @@ def _kinds(config: pytest.Config) -> StepKinds:
     return kinds
 
 
+#: The container environments (trial/environments/container.py's CONTAINERS), imported when
+#: a trial opens one: a session that runs no container trial needs none of that code.
+_CONTAINER_ENVIRONMENTS = (
+    EnvironmentKind.PODMAN.value, EnvironmentKind.DOCKER.value, "container-required")
+
+
+def _container_factory(name: str) -> EnvironmentFactory:
+    def open_container(place: TrialPlace) -> Environment:
+        from .trial.environments.container import CONTAINERS
+
+        return CONTAINERS[name](place)
+
+    return open_container
+
+
 def _environments(config: pytest.Config) -> Environments:
     environments = Environments.builtin()
-    environments.add(CONTAINERS)
+    environments.add({name: _container_factory(name) for name in _CONTAINER_ENVIRONMENTS})
     for extra in config.hook.pytest_evalrun_environments():
         environments.add(extra)
     return environments
@@ -196,7 +212,9 @@ def _is_xdist_controller(config: pytest.Config) -> bool:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    release_spares()  # containers launched ahead for a trial that will not come
+    spares = sys.modules.get("pytest_evalrun.trial.containerspares")
+    if spares is not None:  # containers launched ahead for a trial that will not come
+        spares.release_spares()
     context = config.stash.get(context_key, None)
     if context is not None and context.worker_id is None and context.shared.snapshots:
         remove_session_templates(Path(context.shared.snapshots))

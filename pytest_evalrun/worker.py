@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import time
 import warnings
 from collections import Counter
 from collections.abc import Generator
@@ -28,6 +29,7 @@ from .context import EvalContext
 from .experiment.identity import fingerprint, seed
 from .experiment.model import Experiment, Task, Variant
 from .outcome import ERROR, TrialOutcome
+from .replay import quiet_teardown, replay, replayable, replays_allowed
 from .sandboxkind import CONTAINER_RUNTIMES, EnvironmentKind
 from .shard import Key, parse_shard, select
 from .store.paths import RunPaths, step_records
@@ -51,6 +53,13 @@ class WorkerPlugin:
         roots = (Path(self.shared.results), Path(self.shared.jobs))
         self.hide = tuple(dict.fromkeys(roots))
         self.read = (Path(self.shared.rootdir),) if self.shared.rootdir else ()
+        #: May reused trials be replayed (--eval-resume, no option that needs the protocol)?
+        self._replays = False
+        #: A failure may stop the session (-x, --maxfail, --stepwise): everything is torn
+        #: down after it
+        self._may_stop = False
+        #: The trial whose record the protocol just looked at, and what it found
+        self._looked: tuple[str, TrialOutcome | None] | None = None
 
     # -- pytest hooks ----------------------------------------------------------------------
     @pytest.hookimpl(trylast=True)  # after -k, -m and --lf have deselected theirs
@@ -87,6 +96,37 @@ class WorkerPlugin:
         removal = sys.modules.get("pytest_evalrun.trial.removal")
         if removal is not None:
             removal.wait_for_removals()
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        config = session.config
+        self._replays = bool(self.shared.resume) and replays_allowed(config)
+        self._may_stop = bool(config.getoption("maxfail", 0)) or bool(
+            config.getoption("stepwise", False) or config.getoption("stepwise_skip", False))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(
+        self, item: pytest.Item, nextitem: pytest.Item | None
+    ) -> bool | None:
+        """A trial whose recorded outcome ``--eval-resume`` reuses is not run: its reports are
+        replayed (replay.py) instead of going through pytest's setup, call and teardown."""
+        if not self._replays or not isinstance(item, TrialItem):
+            return None
+        started = time.perf_counter()
+        if not replayable(item) or self.budget_spent() is not None:
+            return None  # pytest's protocol: the item's setup looks the record up
+        _, files, fp = self._trial(item.experiment, item.variant, item.task, item.trial)
+        outcome = self._standing(files, fp)
+        if outcome is None or not quiet_teardown(
+                item, None if self._may_stop and not outcome.passed else nextitem):
+            self._looked = (item.nodeid, outcome)  # its setup need not look again
+            return None
+        outcome.nodeid = item.nodeid
+        item.outcome = outcome
+        data = outcome.to_dict()
+        if self.context.worker_id is None:  # this process is also the controller
+            self.context.handed[item.nodeid] = (data, outcome)
+        replay(item, nextitem, outcome, data, started)
+        return True
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -139,13 +179,10 @@ class WorkerPlugin:
         self, nodeid: str, exp: Experiment, variant: Variant, task: Task, n: int
     ) -> TrialOutcome:
         context = self.context
-        run = self._runs.get(exp.slug)
-        if run is None:  # items run after collection: the counts are known by then
-            run = self._runs[exp.slug] = context.run_info(exp)
-        files = TrialDir(run.paths.trial_dir(variant.slug, task.slug, n), run.redactor)
-        fp = fingerprint(variant, task, n, run.redactor)
+        run, files, fp = self._trial(exp, variant, task, n)
+        looked, self._looked = self._looked, None
         if self.shared.resume:
-            reused = self._standing(files, fp)
+            reused = looked[1] if looked and looked[0] == nodeid else self._standing(files, fp)
             if reused is not None:
                 reused.nodeid = nodeid
                 return reused
@@ -207,6 +244,15 @@ class WorkerPlugin:
         context.recorders.record_trial(run, outcome, variant, task)
         self._announce(outcome)
         return outcome
+
+    def _trial(self, exp: Experiment, variant: Variant, task: Task, n: int
+               ) -> tuple[RunInfo, TrialDir, str]:
+        """The run a trial records into, its directory and its fingerprint."""
+        run = self._runs.get(exp.slug)
+        if run is None:  # items run after collection: the counts are known by then
+            run = self._runs[exp.slug] = self.context.run_info(exp)
+        files = TrialDir(run.paths.trial_dir(variant.slug, task.slug, n), run.redactor)
+        return run, files, fingerprint(variant, task, n, run.redactor)
 
     def _standing(self, files: TrialDir, fp: str) -> TrialOutcome | None:
         """The recorded outcome when it stands: judged, same definition, and not among the

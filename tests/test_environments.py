@@ -263,3 +263,25 @@ def _cmdline(pid: str) -> str:
             return fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
+
+
+def test_container_environments_are_known_without_importing_their_code() -> None:
+    """The plugin knows the container environments by name without importing their code (a
+    session that runs no container trial needs none of it, nor ctypes or the TOML parser
+    of Harbor tasks); the names are the container module's own."""
+    import subprocess
+
+    from pytest_evalrun import plugin
+    from pytest_evalrun.trial.environments.container import CONTAINERS
+
+    assert set(plugin._CONTAINER_ENVIRONMENTS) == set(CONTAINERS)
+    code = (
+        "import sys, pytest_evalrun.plugin\n"
+        "print(sorted(m for m in sys.modules if m.startswith("
+        "('pytest_evalrun.trial.containe', 'pytest_evalrun.trial.environments.containe',"
+        " 'pytest_evalrun.trial.nsforward', 'pytest_evalrun.store.pier.trial', 'ctypes',"
+        " 'tomllib', 'tomli'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -50,11 +50,6 @@ from pytest_evalrun.experiment.promptfile import PromptFileError, read_prompt_fi
 from pytest_evalrun.experiment.valuecheck import Values
 from pytest_evalrun.experiment.yamltree import YMap
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
-
 __all__ = ["HARBOR_VERIFY", "VERIFIER_DIR", "HarborTasks"]
 
 #: Where Harbor's verifier writes (inside the container).
@@ -236,7 +231,7 @@ class HarborTasks(Checker):
                 data = handle.read(MAX_TASK_TOML + 1)
             if len(data) > MAX_TASK_TOML:
                 raise ValueError(f"larger than {MAX_TASK_TOML:,} bytes")
-            config = tomllib.loads(data.decode("utf-8"))
+            config = _toml_loads(data.decode("utf-8"))
         except OSError as exc:
             self.error(line, f"{where}: cannot read task.toml: {exc.strerror or exc}")
             return None
@@ -394,3 +389,13 @@ def _unsupported(config: Mapping[str, Any], directory: Path) -> list[str]:
 def harbor_item(m: object) -> bool:
     """Is this entry of ``tasks:`` a ``{harbor: PATH}`` mapping?"""
     return isinstance(m, YMap) and "harbor" in m and "name" not in m
+
+
+def _toml_loads(text: str) -> dict[str, Any]:
+    """task.toml's content (the TOML parser is imported only for Harbor tasks)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[import-not-found,no-redef,unused-ignore]
+    config: dict[str, Any] = tomllib.loads(text)
+    return config

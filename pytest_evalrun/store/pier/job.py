@@ -23,7 +23,6 @@ from pytest_evalrun.store.pier.jobnames import safe_job_name
 from pytest_evalrun.store.pier.jobstats import stats_entry
 from pytest_evalrun.store.pier.links import LinkMode
 from pytest_evalrun.store.pier.result import JobResultFile
-from pytest_evalrun.store.pier.trial import write_trial_dir
 
 
 class PierJob:
@@ -264,6 +263,9 @@ class PierJob:
         variant: Variant | None,
         task: Task | None,
     ) -> dict[str, Any]:
+        # a trial's Harbor files are written only when a trial runs (not by a resume)
+        from pytest_evalrun.store.pier.trial import write_trial_dir
+
         return write_trial_dir(
             path,
             outcome,
