@@ -18,7 +18,7 @@ import pytest
 from .context import context_of
 from .experiment.errors import SpecError
 from .experiment.model import Experiment, Task, Variant
-from .outcome import USER_PROPERTY, TrialOutcome
+from .outcome import ERROR, USER_PROPERTY, TrialOutcome
 from .safetext import bounded, escape
 from .store.paths import trial_number
 
@@ -194,7 +194,7 @@ class TrialItem(pytest.Item):
         self.user_properties.append((USER_PROPERTY, data))
         if context.worker_id is None:  # this process is also the controller
             context.handed[self.nodeid] = (data, self.outcome)
-        if self.outcome.status == "error":
+        if self.outcome.status == ERROR:
             raise TrialProblem(self.outcome)
 
     def runtest(self) -> None:

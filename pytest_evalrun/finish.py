@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .layoutjson import BaselineRunGate, RunGates, Summary, Verdict
-from .outcome import TrialOutcome
+from .outcome import ERROR, JUDGED, TrialOutcome
 from .report.policy import ERROR_POLICIES, ERRORS_COUNT
 from .report.regression import (
     TaskCounts,
@@ -308,7 +308,7 @@ def run_counts(outcomes: Iterable[TrialOutcome], total: int) -> dict[str, int]:
     n = 0
     for o in outcomes:
         n += 1
-        counts[o.status if o.status in ("passed", "failed", "timeout") else "error"] += 1
+        counts[o.status if o.status in JUDGED else ERROR] += 1
         counts["resumed"] += int(o.resumed)
         counts["crashed"] += int(o.crashed)
     counts["total"] = max(total, n)

@@ -1,6 +1,8 @@
 """pytest hooks: wires options, collection, the roles and the recorders together.
 
-Nothing here decides or computes anything itself. In ``pytest_configure`` it registers one plugin
+Little is decided here: which sandbox modes the session asks for (to start bubblewrap's probe
+early and warn once when ``auto`` runs unsandboxed) and whether this process is xdist's
+controller. In ``pytest_configure`` it registers one plugin
 object per role: :class:`~.controller.ControllerPlugin` in the process that gathers outcomes (the
 xdist controller, or the only process) and :class:`~.worker.WorkerPlugin` in every process that
 runs trial items (an xdist worker, or the only process).
@@ -24,7 +26,7 @@ from .controller import ControllerPlugin
 from .discovery import Discovery
 from .experiment.model import Experiment
 from .options import add_options
-from .sandboxkind import EnvironmentKind
+from .sandboxkind import EnvironmentKind, SandboxKind
 from .shared import Shared, decide, reserve
 from .store.index import IndexRecorder
 from .store.paths import step_records
@@ -142,7 +144,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is None and not config.option.collectonly:
         scan_args(config, discovery)
         if discovery.found:  # this session will run trials: claim the run id
-            if _modes(shared, discovery) - {"none"}:
+            if _modes(shared, discovery) - {SandboxKind.NONE}:
                 probe_soon()  # bubblewrap's answer comes while the session sets up
             shared = reserve(shared)
             # What a pytest killed outright (kill -9) left running dies before we start.
@@ -186,9 +188,9 @@ def _warn_isolation(config: pytest.Config, shared: Shared, discovery: Discovery)
     """One warning when ``sandbox: auto`` runs unsandboxed here, and one per experiment whose
     secrets are too short to mask safely (names only, never values)."""
     experiments = _experiments(discovery)
-    if "auto" in _modes(shared, discovery):
+    if SandboxKind.AUTO in _modes(shared, discovery):
         try:
-            warning = resolve("auto").warning
+            warning = resolve(SandboxKind.AUTO.value).warning
         except SandboxError:  # pragma: no cover - auto never raises
             warning = None
         if warning:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ..layoutjson import MetaJson, RunJson, Summary
-from ..outcome import TrialOutcome
+from ..outcome import JUDGED, TrialOutcome
 from .atomic import load_json
 from .walk import iter_run_dirs, not_regular, subdirs
 
@@ -104,6 +104,31 @@ def placed_outcome(
     if job_dir is not None and outcome.pier_trial_dir:
         outcome.pier_trial_dir = f"{job_dir}/{os.path.basename(outcome.pier_trial_dir)}"
     return outcome
+
+
+def standing_outcome(trial_dir: Path | str, fingerprint: str) -> TrialOutcome | None:
+    """The outcome meta.json records, placed where the trial is now, when it still stands for
+    ``--eval-resume``: judged (passed, failed or timeout) with the definition ``fingerprint``;
+    else None (also for a missing, torn or foreign file)."""
+    try:
+        with open(f"{trial_dir}/{META}", "rb") as fh:
+            raw = fh.read()
+    except OSError:
+        return None
+    if fingerprint.encode() not in raw:
+        return None  # changed definition (or no fingerprint): no need to parse it
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("status") not in JUDGED:
+        return None
+    if data.get("fingerprint") != fingerprint:
+        return None
+    try:
+        return placed_outcome(data, str(trial_dir))
+    except TypeError:
+        return None
 
 
 def finished_outcome(trial_dir: str, job_dir: str | None = None) -> TrialOutcome | None:

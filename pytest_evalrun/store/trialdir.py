@@ -1,4 +1,6 @@
-"""One trial's directory in the standard layout: its files, read and written here only.
+"""One trial's directory in the standard layout: its own records written here (meta.json,
+prompt.md, the outputs, workspace.diff, verify.json, metrics.json, earlier attempts), read back
+through :mod:`.layout`; the steps write their artifacts, verifier files and outputs themselves.
 
     trials/<NNN>/meta.json        the TrialOutcome, plus schema_version, success and steps
                  prompt.md        the exact prompt sent
@@ -17,17 +19,16 @@ Every JSON file is written atomically; meta.json is the record ``--eval-resume``
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..layoutjson import MetaJson, StepRecord
-from ..outcome import JUDGED, PASSED, TrialOutcome
+from ..outcome import PASSED, TrialOutcome
 from ..secrets import Redactor, redact_file, redact_tree
 from .atomic import write_json_atomic, write_text_atomic
-from .layout import META, RUNNING, placed_outcome, read_meta
+from .layout import META, RUNNING, read_meta, standing_outcome
 
 SCHEMA_VERSION = 1
 PROMPT = "prompt.md"
@@ -148,26 +149,9 @@ class TrialDir:
     def recorded_outcome(self, fingerprint: str) -> TrialOutcome | None:
         """The recorded outcome when it still stands for ``--eval-resume``: judged (passed,
         failed or timeout) with an unchanged definition (``fingerprint``); else None."""
-        try:
-            with open(f"{self.path}/{META}", "rb") as fh:
-                raw = fh.read()
-        except OSError:
-            return None
-        if fingerprint.encode() not in raw:
-            return None  # changed definition (or no fingerprint): no need to parse it
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            return None
-        if not isinstance(data, dict) or data.get("status") not in JUDGED:
-            return None
-        if data.get("fingerprint") != fingerprint:
-            return None
-        try:
-            outcome = placed_outcome(data, str(self.path))
-        except TypeError:
-            return None
-        outcome.resumed = True
+        outcome = standing_outcome(self.path, fingerprint)
+        if outcome is not None:
+            outcome.resumed = True
         return outcome
 
     def record_outcome(self, outcome: TrialOutcome) -> None:
