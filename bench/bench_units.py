@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common as c
 
-from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.errors import ExperimentError
 from pytest_evalrun.experiment.load import load_experiment
 from pytest_evalrun.secrets import Redactor
 
@@ -64,7 +64,7 @@ def refused(path: Path) -> Callable[[], None]:
     def run() -> None:
         try:
             load_experiment(path, environ={})
-        except SpecError:
+        except ExperimentError:
             return
         raise SystemExit(f"{path.name} was loaded; it must be refused")
     return run

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from .context import context_of
-from .experiment.errors import SpecError
+from .experiment.errors import ExperimentError
 from .experiment.model import Experiment, Task, Variant
 from .outcome import ERROR, USER_PROPERTY, TrialOutcome
 from .safetext import bounded, escape
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from _pytest._code.code import ExceptionInfo, TerminalRepr
 
 #: Key under which a broken experiment file's error travels in ``report.user_properties``.
-SPEC_ERROR_PROPERTY = "evalrun_spec_error"
+EXPERIMENT_ERROR_PROPERTY = "evalrun_spec_error"
 _TRIAL_PREFIX = "trial-"
 
 
@@ -71,7 +71,7 @@ class TrialProblem(Exception):
         self.outcome = outcome
 
 
-class SpecProblem(Exception):
+class ExperimentProblem(Exception):
     """Raised by the item standing in for an experiment file that failed to load."""
 
 
@@ -114,8 +114,8 @@ def describe(outcome: TrialOutcome) -> str:
 class ExperimentFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
         spec = context_of(self.config).discovery.load(self.path)
-        if isinstance(spec, SpecError):
-            yield SpecErrorItem.from_parent(self, name="experiment-file-error", error=spec)
+        if isinstance(spec, ExperimentError):
+            yield ExperimentErrorItem.from_parent(self, name="experiment-file-error", error=spec)
             return
         self.experiment = spec
         _register_markers(self.config, {tag for task in spec.tasks for tag in task.tags})
@@ -222,20 +222,20 @@ class TrialItem(pytest.Item):
         )
 
 
-class SpecErrorItem(pytest.Item):
+class ExperimentErrorItem(pytest.Item):
     """Stands in for a broken experiment file: fails with the file:line error, alone, so that
     the other files' trials still run (serially and under xdist)."""
 
-    def __init__(self, *, error: SpecError, **kw: Any) -> None:
+    def __init__(self, *, error: ExperimentError, **kw: Any) -> None:
         super().__init__(**kw)
         self.error = error
 
     def setup(self) -> None:
-        self.user_properties.append((SPEC_ERROR_PROPERTY, str(self.error)))
-        raise SpecProblem(str(self.error))
+        self.user_properties.append((EXPERIMENT_ERROR_PROPERTY, str(self.error)))
+        raise ExperimentProblem(str(self.error))
 
     def runtest(self) -> None:  # pragma: no cover - setup always raises
-        raise SpecProblem(str(self.error))
+        raise ExperimentProblem(str(self.error))
 
     def repr_failure(
         self, excinfo: ExceptionInfo[BaseException], style: Any = None

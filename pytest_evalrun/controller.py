@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from . import junitxml as junit
-from .collect import SPEC_ERROR_PROPERTY, TrialId, is_trial_nodeid
+from .collect import EXPERIMENT_ERROR_PROPERTY, TrialId, is_trial_nodeid
 from .context import EvalContext
-from .experiment.errors import SpecError
+from .experiment.errors import ExperimentError
 from .experiment.model import Experiment
 from .finish import Gates, Plan, RegressionGate, finish_run
 from .layoutjson import Summary
@@ -99,7 +99,7 @@ class ControllerPlugin:
         found: dict[str, str] = {}
         for path in self.context.discovery.found:
             exp = self.context.discovery.load(path)
-            if isinstance(exp, SpecError):
+            if isinstance(exp, ExperimentError):
                 continue
             candidate = self._candidate(exp.slug)
             named = "" if exp.name == exp.slug else f" (experiment {exp.name!r})"
@@ -233,7 +233,7 @@ class ControllerPlugin:
                         handed[1] if handed is not None and handed[0] is value
                         else TrialOutcome.from_dict(value)
                     )
-            elif name == SPEC_ERROR_PROPERTY:
+            elif name == EXPERIMENT_ERROR_PROPERTY:
                 self.spec_errors[report.nodeid] = str(value)
             else:
                 keep.append((name, value))
@@ -256,7 +256,7 @@ class ControllerPlugin:
 
     def experiment_of(self, nodeid: str) -> Experiment | None:
         spec = self.context.discovery.load(self.config.rootpath / nodeid.split("::")[0])
-        return None if isinstance(spec, SpecError) else spec
+        return None if isinstance(spec, ExperimentError) else spec
 
     def on_crash(self, nodeid: str, report: pytest.TestReport) -> None:
         """A worker died running ``nodeid``: record the trial as error (crashed)."""

@@ -14,7 +14,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .experiment.errors import SpecError
+from .experiment.errors import ExperimentError
 from .experiment.load import load_experiment
 from .experiment.model import Experiment
 
@@ -54,12 +54,12 @@ class Discovery:
     explicit: frozenset[Path] = frozenset()
     #: Preset names known (``agent: {preset: NAME}``); None: not checked.
     presets: Collection[str] | None = None
-    _loaded: dict[Path, Experiment | SpecError] = field(default_factory=dict)
+    _loaded: dict[Path, Experiment | ExperimentError] = field(default_factory=dict)
     #: Experiment files found by :meth:`scan` (outside fixture and output directories).
     found: list[Path] = field(default_factory=list)
     _ignored: set[Path] | None = None
 
-    def load(self, path: Path) -> Experiment | SpecError:
+    def load(self, path: Path) -> Experiment | ExperimentError:
         path = path.resolve()
         cached = self._loaded.get(path)
         if cached is None:
@@ -71,10 +71,10 @@ class Discovery:
                     verify_kinds=self.verify_kinds,
                     presets=self.presets,
                 )
-            except SpecError as exc:
+            except ExperimentError as exc:
                 cached = exc
             except (OSError, UnicodeDecodeError) as exc:
-                cached = SpecError(path, None, f"cannot read the file: {exc}")
+                cached = ExperimentError(path, None, f"cannot read the file: {exc}")
             self._loaded[path] = cached
         return cached
 
@@ -116,7 +116,7 @@ class Discovery:
                 for path in paths:
                     others = ", ".join(str(p) for p in paths if p != path)
                     name = self._loaded[path].name  # type: ignore[union-attr]
-                    self._loaded[path] = SpecError(
+                    self._loaded[path] = ExperimentError(
                         path, None,
                         f"experiment name {name!r} is also used by {others}; give each "
                         "experiment file its own 'experiment:' name",

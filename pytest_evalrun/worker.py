@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from .agents.presetplugin import PresetsPlugin
-from .collect import SpecErrorItem, SpecProblem, TrialItem, TrialProblem
+from .collect import ExperimentErrorItem, ExperimentProblem, TrialItem, TrialProblem
 from .context import EvalContext
 from .experiment.identity import fingerprint, seed
 from .experiment.model import Experiment, Task, Variant
@@ -135,9 +135,9 @@ class WorkerPlugin:
         report = yield
         excinfo = call.excinfo
         if (
-            isinstance(item, (TrialItem, SpecErrorItem))
+            isinstance(item, (TrialItem, ExperimentErrorItem))
             and excinfo is not None
-            and excinfo.errisinstance((TrialProblem, SpecProblem))
+            and excinfo.errisinstance((TrialProblem, ExperimentProblem))
         ):
             report.longrepr = item.repr_failure(excinfo)
         return report
@@ -307,7 +307,7 @@ def freeze_collected(items: list[pytest.Item]) -> None:
     global _frozen
     if _frozen or not items or gc.get_freeze_count():
         return
-    if all(isinstance(item, (TrialItem, SpecErrorItem)) for item in items):
+    if all(isinstance(item, (TrialItem, ExperimentErrorItem)) for item in items):
         gc.freeze()
         _frozen = True
 

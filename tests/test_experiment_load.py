@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_evalrun.experiment.errors import SpecError, SpecErrors
+from pytest_evalrun.experiment.errors import ExperimentError, ExperimentErrors
 from pytest_evalrun.experiment.interpolate import InterpolationError, Substitution, interpolate
 from pytest_evalrun.experiment.load import load_experiment, load_experiment_text
 from pytest_evalrun.experiment.model import Experiment, Step
@@ -71,7 +71,7 @@ def load(
 def errors(tmp_path: Path, text: str, environ: dict[str, str] | None = None, **kw: object) -> str:
     """The error text of loading ``text`` (which must fail)."""
     path = write(tmp_path, text)
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(ExperimentError) as info:
         load_experiment(path, environ=environ or {}, **kw)  # type: ignore[arg-type]
     message = str(info.value)
     assert "internal error" not in message
@@ -137,24 +137,24 @@ def test_interpolate_reports_every_problem() -> None:
 
 
 def test_spec_error_str_and_pickle() -> None:
-    err = SpecError(Path("dir/x.eval.yaml"), 3, "bad thing", column=5)
+    err = ExperimentError(Path("dir/x.eval.yaml"), 3, "bad thing", column=5)
     assert str(err) == "dir/x.eval.yaml:3: bad thing"
     assert (err.line, err.column, err.message) == (3, 5, "bad thing")
-    assert str(SpecError("x.yaml", None, "unreadable")) == "x.yaml: unreadable"
+    assert str(ExperimentError("x.yaml", None, "unreadable")) == "x.yaml: unreadable"
     copy = pickle.loads(pickle.dumps(err))
     assert (str(copy), copy.column) == (str(err), 5)
 
 
 def test_spec_errors_lists_each_sorted() -> None:
-    errs = SpecErrors([SpecError("f", 9, "late"), SpecError("f", 2, "early")])
-    assert isinstance(errs, SpecError)
+    errs = ExperimentErrors([ExperimentError("f", 9, "late"), ExperimentError("f", 2, "early")])
+    assert isinstance(errs, ExperimentError)
     assert str(errs) == "f:2: early\nf:9: late"
     assert errs.line == 2
     assert str(pickle.loads(pickle.dumps(errs))) == str(errs)
 
 
 def test_spec_errors_caps_the_listing() -> None:
-    errs = SpecErrors(SpecError("f", i, "e") for i in range(1, 151))
+    errs = ExperimentErrors(ExperimentError("f", i, "e") for i in range(1, 151))
     lines = str(errs).splitlines()
     assert len(lines) == 101
     assert lines[-1] == "... and 50 more errors"
@@ -445,9 +445,9 @@ def test_multiple_documents(tmp_path: Path) -> None:
 def test_invalid_utf8_and_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.eval.yaml"
     path.write_bytes(b"variants:\n  a: {}\n  \xff: {}\n")
-    with pytest.raises(SpecError, match=r"bad.eval.yaml:3: the file is not valid UTF-8"):
+    with pytest.raises(ExperimentError, match=r"bad.eval.yaml:3: the file is not valid UTF-8"):
         load_experiment(path, environ={})
-    with pytest.raises(SpecError, match="cannot read the file"):
+    with pytest.raises(ExperimentError, match="cannot read the file"):
         load_experiment(tmp_path / "missing.eval.yaml", environ={})
 
 
@@ -848,7 +848,7 @@ def test_load_experiment_text_and_relative_paths(tmp_path: Path) -> None:
     )
     assert exp.tasks[0].fixture == (tmp_path / "sub" / "fx").resolve()
     assert exp.name == "e"
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(ExperimentError) as info:
         load_experiment_text("variants: [", "rel/e.eval.yaml", environ={})
     assert str(info.value).startswith("rel/e.eval.yaml:")
 

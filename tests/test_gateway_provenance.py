@@ -16,7 +16,7 @@ import pytest
 from cli_helpers import evalrun
 from conftest import Suite
 
-from pytest_evalrun.experiment.errors import SpecError, SpecErrors
+from pytest_evalrun.experiment.errors import ExperimentError, ExperimentErrors
 from pytest_evalrun.experiment.load import load_experiment_text
 
 #: A command agent claiming a gateway's figures, and one with a negative cost.
@@ -84,7 +84,7 @@ variants:
 tasks:
   - {{name: t, prompt: hi, verify: "true", budget: {{max_tokens: 5000}}}}
 """
-    with pytest.raises((SpecError, SpecErrors)) as info:
+    with pytest.raises((ExperimentError, ExperimentErrors)) as info:
         load_experiment_text(text, "/x/e.eval.yaml", environ={})
     assert str(info.value).endswith(message), str(info.value)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import GOOD_AND_BAD, Suite
 
-from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.errors import ExperimentError
 from pytest_evalrun.experiment.load import load_experiment
 from pytest_evalrun.trial.network import Allow, decide, parse_allow
 
@@ -124,7 +124,7 @@ def test_bad_network_values_name_the_file_and_line(
     tmp_path: Path, value: str, message: str
 ) -> None:
     path = write(tmp_path, value)
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(ExperimentError) as info:
         load_experiment(path, environ={})
     text = str(info.value)
     assert f"{path}:4:" in text and message in text, text
@@ -132,7 +132,7 @@ def test_bad_network_values_name_the_file_and_line(
 
 def test_a_bad_unix_sockets_value_names_its_line(tmp_path: Path) -> None:
     path = write(tmp_path, "true\nsandbox: {unix_sockets: yes please}")
-    with pytest.raises(SpecError) as info:
+    with pytest.raises(ExperimentError) as info:
         load_experiment(path, environ={})
     assert f"{path}:5: 'unix_sockets' in 'sandbox' at the top level must be true or false" in (
         str(info.value)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pytest_evalrun.agents.builtin import BUILTIN
-from pytest_evalrun.experiment.errors import SpecError, SpecErrors
+from pytest_evalrun.experiment.errors import ExperimentError, ExperimentErrors
 from pytest_evalrun.experiment.load import load_experiment_text
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "agents.md"
@@ -110,7 +110,7 @@ def load(agent: str, pricing: str = "{input: 1}") -> object:
      "e.eval.yaml:5: unknown key 'inptu' in 'pricing' in variant 'v'; did you mean 'input'?"),
 ])
 def test_bad_preset_mappings_are_file_line_errors(agent: str, pricing: str, message: str) -> None:
-    with pytest.raises((SpecError, SpecErrors)) as info:
+    with pytest.raises((ExperimentError, ExperimentErrors)) as info:
         load(agent, pricing)
     assert str(info.value).endswith(message), str(info.value)
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import Suite
 
-from pytest_evalrun.collect import SPEC_ERROR_PROPERTY, TrialId, is_trial_nodeid
+from pytest_evalrun.collect import EXPERIMENT_ERROR_PROPERTY, TrialId, is_trial_nodeid
 from pytest_evalrun.context import EvalContext, context_key
 from pytest_evalrun.controller import ControllerPlugin
 from pytest_evalrun.experiment.model import Task, Variant
@@ -139,7 +139,7 @@ def test_controller_takes_outcomes_out_of_reports(suite: Suite) -> None:
     assert list(controller.outcomes) == [nodeid]
     assert controller.outcomes[nodeid].status == "passed"
     bad = _report("bad.eval.yaml::experiment-file-error", "setup", "failed", [])
-    bad.user_properties = [(SPEC_ERROR_PROPERTY, "bad.eval.yaml:3: unknown key")]
+    bad.user_properties = [(EXPERIMENT_ERROR_PROPERTY, "bad.eval.yaml:3: unknown key")]
     controller.on_report(bad)
     assert controller.spec_errors == {
         "bad.eval.yaml::experiment-file-error": "bad.eval.yaml:3: unknown key"

@@ -8,7 +8,7 @@ import difflib
 from collections.abc import Iterable
 from typing import Any
 
-from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.errors import ExperimentError
 from pytest_evalrun.experiment.yamltree import YMap
 
 __all__ = [
@@ -116,12 +116,12 @@ class Checker:
     """Reports problems of one file into ``errors``, a list the loader's parts share (so they
     come out in the order they were found, whichever part found them)."""
 
-    def __init__(self, path_text: str, errors: list[SpecError]) -> None:
+    def __init__(self, path_text: str, errors: list[ExperimentError]) -> None:
         self.path_text = path_text
         self.errors = errors
 
     def error(self, line: int | None, message: str) -> None:
-        self.errors.append(SpecError(self.path_text, line, message))
+        self.errors.append(ExperimentError(self.path_text, line, message))
 
     def check_keys(self, m: YMap, allowed: tuple[str, ...], ctx: str) -> set[str]:
         """Report unknown keys; return the allowed keys suggested for misspelt ones."""

@@ -18,7 +18,7 @@ from pytest_evalrun.experiment.checker import (
     describe,
     did_you_mean,
 )
-from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.errors import ExperimentError
 from pytest_evalrun.experiment.harbor_tasks import HarborTasks, harbor_item
 from pytest_evalrun.experiment.model import (
     DEFAULT_PASS_THRESHOLD,
@@ -81,7 +81,7 @@ class Entries(Checker):
     def __init__(
         self,
         path_text: str,
-        errors: list[SpecError],
+        errors: list[ExperimentError],
         values: Values,
         steps: Steps,
         agent_kinds: tuple[str, ...],

@@ -6,11 +6,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-#: ``str(SpecErrors)`` lists at most this many errors, then says how many more there are.
+#: ``str(ExperimentErrors)`` lists at most this many errors, then says how many more there are.
 MAX_LISTED = 100
 
 
-class SpecError(Exception):
+class ExperimentError(Exception):
     """One problem in an experiment file. ``str()`` is ``"<path>:<line>: <message>"``."""
 
     def __init__(
@@ -32,21 +32,21 @@ class SpecError(Exception):
 
 
 def _rebuild(
-    cls: type[SpecError], path: str, line: int | None, message: str, column: int | None
-) -> SpecError:
+    cls: type[ExperimentError], path: str, line: int | None, message: str, column: int | None
+) -> ExperimentError:
     return cls(path, line, message, column=column)
 
 
-class SpecErrors(SpecError):
+class ExperimentErrors(ExperimentError):
     """Several problems in one file, sorted by line; ``str()`` puts each on its own line.
 
     ``path``, ``line``, ``column`` and ``message`` are those of the first error.
     """
 
-    def __init__(self, errors: Iterable[SpecError]) -> None:
+    def __init__(self, errors: Iterable[ExperimentError]) -> None:
         self.errors = sorted(errors, key=lambda e: (e.line or 0, e.column or 0))
         if not self.errors:
-            raise ValueError("SpecErrors needs at least one error")
+            raise ValueError("ExperimentErrors needs at least one error")
         first = self.errors[0]
         super().__init__(first._path_text, first.line, first.message, column=first.column)
 
@@ -57,4 +57,4 @@ class SpecErrors(SpecError):
         return "\n".join(lines)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (SpecErrors, (self.errors,))
+        return (ExperimentErrors, (self.errors,))

@@ -35,7 +35,7 @@ from typing import Any
 
 from pytest_evalrun.experiment.allowlist import Allow, parse_allow
 from pytest_evalrun.experiment.checker import HARBOR_KEYS, INVALID, Checker, describe
-from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.errors import ExperimentError
 from pytest_evalrun.experiment.model import (
     DEFAULT_PASS_THRESHOLD,
     DEFAULT_SETUP_TIMEOUT,
@@ -81,7 +81,7 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 class HarborTasks(Checker):
     """Reads Harbor task directories into tasks; problems go to the shared error list."""
 
-    def __init__(self, path_text: str, errors: list[SpecError], values: Values,
+    def __init__(self, path_text: str, errors: list[ExperimentError], values: Values,
                  environ: Mapping[str, str]) -> None:
         super().__init__(path_text, errors)
         self.values = values

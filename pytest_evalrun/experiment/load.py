@@ -3,7 +3,7 @@
 Three stages, each linear in the size of the file:
 
 1. ``yamltree.compose``: YAML text -> node tree (libyaml when available). Syntax errors, tabs
-   used for indentation and other reader problems become :class:`SpecError` with a line.
+   used for indentation and other reader problems become :class:`ExperimentError` with a line.
 2. ``yamltree.Walker``: node tree -> plain values (``YMap``/``YList`` remember the line of every
    key and item). It interpolates ``${VAR}``, collects secret values, rejects duplicate keys and
    YAML tags other than the plain JSON-like ones (so ``!!python/...`` is never constructed), and
@@ -14,7 +14,7 @@ Three stages, each linear in the size of the file:
    checkers of single values) and ``promptfile.py`` (reading prompt files); ``checker.py`` holds
    what they share (the allowed keys, the error list, the wording of problems).
 
-Every problem found is reported at once (:class:`SpecErrors`); nothing here lets an unexpected
+Every problem found is reported at once (:class:`ExperimentErrors`); nothing here lets an unexpected
 exception escape for bad input.
 """
 
@@ -30,7 +30,7 @@ from yaml.nodes import MappingNode, ScalarNode
 
 from pytest_evalrun.experiment.checker import INVALID, TOP_KEYS, Checker
 from pytest_evalrun.experiment.entries import Entries, Top
-from pytest_evalrun.experiment.errors import SpecError, SpecErrors
+from pytest_evalrun.experiment.errors import ExperimentError, ExperimentErrors
 from pytest_evalrun.experiment.model import BUILTIN_KINDS, MAX_ITEMS_PER_FILE, Experiment, Task
 from pytest_evalrun.experiment.names import slugify, validate_name
 from pytest_evalrun.experiment.stepcheck import Steps
@@ -54,20 +54,20 @@ def load_experiment(
 ) -> Experiment:
     """Read and check the experiment file at ``path``.
 
-    Raises :class:`SpecError` (one problem) or :class:`SpecErrors` (several). ``agent_kinds``
-    and ``verify_kinds`` are the step kinds allowed (``setup`` uses ``agent_kinds``); the
-    built-in ``command`` and ``python`` are always allowed. ``presets``: the preset names
-    ``agent: {preset: NAME}`` may use (None: any name).
+    Raises :class:`ExperimentError` (one problem) or :class:`ExperimentErrors` (several).
+    ``agent_kinds`` and ``verify_kinds`` are the step kinds allowed (``setup`` uses
+    ``agent_kinds``); the built-in ``command`` and ``python`` are always allowed. ``presets``:
+    the preset names ``agent: {preset: NAME}`` may use (None: any name).
     """
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise SpecError(path, None, f"cannot read the file: {exc.strerror or exc}") from None
+        raise ExperimentError(path, None, f"cannot read the file: {exc.strerror or exc}") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise SpecError(path, line, f"the file is not valid UTF-8 ({exc.reason})") from None
+        raise ExperimentError(path, line, f"the file is not valid UTF-8 ({exc.reason})") from None
     return load_experiment_text(
         text, path, environ=environ, agent_kinds=agent_kinds, verify_kinds=verify_kinds,
         presets=presets,
@@ -92,7 +92,7 @@ def load_experiment_text(
     gc.disable()  # a big file makes many objects and no cycles: collections only cost time
     try:
         experiment = builder.build(text)
-    except SpecError as exc:  # fatal: stop here, with whatever was found before
+    except ExperimentError as exc:  # fatal: stop here, with whatever was found before
         builder.errors.append(exc)
         experiment = None
     except RecursionError:
@@ -106,16 +106,16 @@ def load_experiment_text(
             gc.enable()
     errors = _dedupe(builder.errors)
     if experiment is None and not errors:  # pragma: no cover - defensive
-        errors = [SpecError(path, None, "the experiment could not be loaded")]
+        errors = [ExperimentError(path, None, "the experiment could not be loaded")]
     if len(errors) == 1:
         raise errors[0]
     if errors:
-        raise SpecErrors(errors)
+        raise ExperimentErrors(errors)
     assert experiment is not None
     return experiment
 
 
-def _dedupe(errors: list[SpecError]) -> list[SpecError]:
+def _dedupe(errors: list[ExperimentError]) -> list[ExperimentError]:
     seen: set[tuple[int | None, str]] = set()
     out = []
     for err in errors:

@@ -9,7 +9,7 @@ import re
 from collections.abc import Collection
 
 from pytest_evalrun.experiment.checker import PRESET_KEYS, Checker, describe, did_you_mean
-from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.errors import ExperimentError
 from pytest_evalrun.experiment.model import Step
 from pytest_evalrun.experiment.yamltree import YList, YMap, plain
 
@@ -23,7 +23,7 @@ class Steps(Checker):
     any name)."""
 
     def __init__(
-        self, path_text: str, errors: list[SpecError], presets: Collection[str] | None
+        self, path_text: str, errors: list[ExperimentError], presets: Collection[str] | None
     ) -> None:
         super().__init__(path_text, errors)
         self.presets = tuple(presets) if presets is not None else None

@@ -21,7 +21,7 @@ from pytest_evalrun.experiment.checker import (
     describe,
     did_you_mean,
 )
-from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.errors import ExperimentError
 from pytest_evalrun.experiment.model import (
     MAX_TRIALS,
     SANDBOX_MODES,
@@ -51,7 +51,7 @@ class Values(Checker):
     Relative paths resolve against ``base_dir``; each directory and prompt file is looked at
     once per file."""
 
-    def __init__(self, path_text: str, errors: list[SpecError], base_dir: Path) -> None:
+    def __init__(self, path_text: str, errors: list[ExperimentError], base_dir: Path) -> None:
         super().__init__(path_text, errors)
         self.base_dir = base_dir
         self._dirs: dict[Path, bool] = {}

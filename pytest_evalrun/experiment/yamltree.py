@@ -3,7 +3,7 @@
 Two steps, each linear in the size of the text:
 
 1. :func:`compose`: YAML text -> node tree (libyaml when available). Syntax errors, tabs used
-   for indentation and other reader problems become :class:`SpecError` with a line.
+   for indentation and other reader problems become :class:`ExperimentError` with a line.
 2. :class:`Walker`: node tree -> plain values (:class:`YMap`/:class:`YList` remember the line
    of every key and item). It interpolates ``${VAR}``, collects secret values, rejects
    duplicate keys and YAML tags other than the plain JSON-like ones (so ``!!python/...`` is
@@ -25,7 +25,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.resolver import Resolver
 
-from pytest_evalrun.experiment.errors import SpecError
+from pytest_evalrun.experiment.errors import ExperimentError
 from pytest_evalrun.experiment.interpolate import InterpolationError, interpolate
 from pytest_evalrun.secrets import is_secret_name
 
@@ -95,9 +95,9 @@ def compose(text: str, path: str) -> Node | None:
         position = getattr(exc, "position", None)
         line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
         reason = getattr(exc, "reason", None) or str(exc)
-        raise SpecError(path, line, f"invalid YAML: {reason}") from None
+        raise ExperimentError(path, line, f"invalid YAML: {reason}") from None
     except RecursionError:  # pragma: no cover - pure-Python PyYAML only
-        raise SpecError(path, None, "invalid YAML: the file is nested too deeply") from None
+        raise ExperimentError(path, None, "invalid YAML: the file is nested too deeply") from None
 
 
 def _single_node(loader: Any) -> Node | None:
@@ -116,7 +116,8 @@ def _check_depth(loader: Any, path: str) -> None:
                 depth += 1
                 if depth > MAX_DEPTH:
                     line = event.start_mark.line + 1 if event.start_mark else None
-                    raise SpecError(path, line, f"the file nests more than {MAX_DEPTH} levels deep")
+                    raise ExperimentError(
+                        path, line, f"the file nests more than {MAX_DEPTH} levels deep")
             elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
                 depth -= 1
     finally:
@@ -139,21 +140,21 @@ def _may_nest_deeply(text: str) -> bool:
     return _DEEP_INDENT.search(text) is not None
 
 
-def _yaml_error(exc: yaml.MarkedYAMLError, text: str, path: str) -> SpecError:
+def _yaml_error(exc: yaml.MarkedYAMLError, text: str, path: str) -> ExperimentError:
     mark = exc.problem_mark or exc.context_mark
     if mark is None:
-        return SpecError(path, None, f"invalid YAML: {exc}")
+        return ExperimentError(path, None, f"invalid YAML: {exc}")
     line_text = _line_at(text, mark.line)
     indent = line_text[: len(line_text) - len(line_text.lstrip(" \t"))]
     if "\t" in indent or line_text[mark.column : mark.column + 1] == "\t":
-        return SpecError(
+        return ExperimentError(
             path,
             mark.line + 1,
             "a tab character is used for indentation; YAML allows only spaces there",
             column=mark.column + 1,
         )
     if exc.context and "single document" in exc.context:
-        return SpecError(
+        return ExperimentError(
             path,
             mark.line + 1,
             "the file must hold a single YAML document, but another one starts here ('---')",
@@ -164,7 +165,7 @@ def _yaml_error(exc: yaml.MarkedYAMLError, text: str, path: str) -> SpecError:
         if exc.context_mark is not None and exc.context_mark.line != mark.line:
             message += f" started on line {exc.context_mark.line + 1}"
         message += ")"
-    return SpecError(path, mark.line + 1, message, column=mark.column + 1)
+    return ExperimentError(path, mark.line + 1, message, column=mark.column + 1)
 
 
 def _line_at(text: str, index: int) -> str:
@@ -222,7 +223,7 @@ class Walker:
     """Turns a node tree into values (see the module docstring): ``Walker(...).value(root)``.
 
     Problems go to ``errors`` (the walk goes on); alias bombs and too deep nesting raise
-    :class:`SpecError`. Secret values met on the way are added to ``secret_values``: the
+    :class:`ExperimentError`. Secret values met on the way are added to ``secret_values``: the
     ``environ`` value of a ``${VAR}`` whose name, or the key it is under, is secret (one of
     ``secret_names`` or secret-looking), and literals under secret keys of a mapping held by a
     key in ``secret_maps`` (environments). A duplicate key in the mapping held by a top-level
@@ -233,7 +234,7 @@ class Walker:
         self,
         path: str,
         environ: Mapping[str, str],
-        errors: list[SpecError],
+        errors: list[ExperimentError],
         secret_values: set[str],
         *,
         secret_names: Collection[str] = (),
@@ -285,10 +286,10 @@ class Walker:
         return None  # pragma: no cover - composers produce only the three node kinds
 
     def _error(self, line: int | None, message: str) -> None:
-        self.errors.append(SpecError(self.path, line, message))
+        self.errors.append(ExperimentError(self.path, line, message))
 
-    def _fatal(self, node: Node, message: str) -> SpecError:
-        return SpecError(self.path, node.start_mark.line + 1, message)
+    def _fatal(self, node: Node, message: str) -> ExperimentError:
+        return ExperimentError(self.path, node.start_mark.line + 1, message)
 
     def _is_secret(self, name: str) -> bool:
         return name in self.secret_names or is_secret_name(name)
