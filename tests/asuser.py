@@ -6,7 +6,8 @@ ordinary user).
 * run by an ordinary user already: this process's own Python, in this checkout, unchanged;
 * run as root: a user with uid >= 1000 (or ``EVALRUN_TEST_USER``), switched to with
   ``runuser`` or ``setpriv``, gets a copy of the project in a directory it owns and a venv of
-  its own (``pip install -e .[test]``) made with a Python it can execute.
+  its own (``pip install -e .``, the package and its dependencies) made with a Python it can
+  execute.
 
 When no such user, tool or Python exists the fixture skips naming what is missing (and with
 ``EVALRUN_CI_NO_SKIPS=1`` conftest.py turns the skip into a failure).
@@ -155,7 +156,10 @@ def _make(tmp: Path) -> UserRun | str:
     venv = project / ".venv"
     for argv in (
         [python, "-m", "venv", str(venv)],
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-e", ".[test]"],
+        # the package and its own dependencies (pytest, xdist, psutil, PyYAML: all the attack
+        # files import); not the test extras (pandas, duckdb, mypy, ...: a third of the
+        # fixture's time went to unpacking them)
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-e", "."],
     ):
         done = run.run(argv, timeout=_INSTALL_TIMEOUT)
         if done.returncode != 0:

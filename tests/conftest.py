@@ -181,6 +181,7 @@ WHOLE_FILES = (
     "test_presets_no_model.py",
     "test_attacks_as_user.py",
     "test_merge.py",
+    "test_regression_gate.py",
     "test_harbor_real.py",
     "test_podman.py",
     "test_harbor_tasks.py",

@@ -99,7 +99,7 @@ def test_responses_stream_function_call(mock: MockLLM) -> None:
     assert seq == list(range(len(events)))
     assert events[0][0] == "response.created" and events[-1][0] == "response.completed"
     done = next(p for n, p in events if n == "response.function_call_arguments.done")
-    assert json.loads(done["arguments"]) == {"cmd": "printf hi > a"}
+    assert json.loads(done["arguments"]) == {"cmd": "printf hi > a", "yield_time_ms": 30_000}
     deltas = "".join(p["delta"] for n, p in events
                      if n == "response.function_call_arguments.delta")
     assert deltas == done["arguments"]

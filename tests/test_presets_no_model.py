@@ -36,7 +36,8 @@ def closed_port() -> int:
 def fail_fast_env(cli: str, directory: Path) -> dict[str, str]:
     """The CLI's own settings for fewer retries against a model API that refuses or is not
     there (each retried with backoff until the trial's timeout otherwise: 90 s a task). What
-    the test checks is unchanged: the CLI still makes no model call and says so."""
+    the test checks is unchanged: the CLI still makes no model call and says so. (Codex's are
+    its arguments: :data:`FAIL_FAST_ARGS`.)"""
     if cli == "claude":
         return {"CLAUDE_CODE_MAX_RETRIES": "0"}
     if cli == "gemini":  # read from the workspace (the sandbox has a /tmp of its own)
@@ -49,9 +50,16 @@ def fail_fast_env(cli: str, directory: Path) -> dict[str, str]:
 
 
 GEMINI_SETTINGS = ".gemini-system-settings.json"
+#: Codex retries a refused request 4 times and a stream 5 times with backoff (8 s for the
+#: 401 task, 27 s for the closed port): its provider's retry settings, as ``-c`` overrides
+#: of the config the preset writes.
+FAIL_FAST_ARGS = {"codex": ["-c", "model_providers.evalrun.request_max_retries=0",
+                            "-c", "model_providers.evalrun.stream_max_retries=0"]}
 #: The unreachable task's timeout: long enough for a CLI to start and try (a few seconds),
-#: short of the 90 s the CLIs that retry a closed port would otherwise spend.
-UNREACHABLE_TIMEOUT = 30
+#: short of the 90 s the CLIs that retry a closed port would otherwise spend (opencode and
+#: Copilot have no setting for fewer retries: they are stopped here, and what is checked,
+#: no model call and an endpoint that accepts no connection, is told the same way).
+UNREACHABLE_TIMEOUT = 15
 
 
 def trial_meta(root: Path, cli: str, task: str) -> dict[str, Any]:
@@ -79,7 +87,8 @@ def test_a_cli_that_made_no_model_call_is_an_error(
         spec: dict[str, Any] = {
             "experiment": f"nomodel-{cli}",
             "timeout": 90,
-            "variants": {preset: {"agent": {"preset": preset, "executable": exe},
+            "variants": {preset: {"agent": {"preset": preset, "executable": exe,
+                                            "args": FAIL_FAST_ARGS.get(cli, [])},
                                   "model": DEFAULT_MODELS[cli],
                                   "env": fast}},
             "tasks": [

@@ -4,6 +4,7 @@ summary.md, JUnit, exit status), and `evalrun compare` agreeing with it."""
 from __future__ import annotations
 
 import json
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,27 @@ def _summary(suite: Suite, run_id: str) -> dict[str, Any]:
     return data
 
 
+@pytest.fixture(scope="module")
+def baseline_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Where the module's baseline run "base" is kept once made (by the first test that needs
+    it): each test then starts from its own copy instead of running it again."""
+    return {"kept": tmp_path_factory.mktemp("baseline") / "results"}
+
+
 @pytest.fixture
-def baseline(suite: Suite) -> Suite:
+def baseline(suite: Suite, baseline_results: dict[str, Path]) -> Suite:
+    """A results/ holding run "base" of 6 tasks x 3 trials x variants a and b, all passing
+    (run once per module, copied for each test without its index, which the next session
+    rebuilds)."""
     suite.experiment(trials=3, tasks=_tasks("ok"), variants={"a": {}, "b": {}})
-    assert _run(suite, "--eval-run-id=base").ret == 0
+    kept = baseline_results["kept"]
+    if not kept.is_dir():
+        assert _run(suite, "--eval-run-id=base").ret == 0
+        shutil.copytree(suite.results(), kept, symlinks=True,
+                        ignore=shutil.ignore_patterns("index.db*"))
+    else:
+        shutil.copytree(kept, suite.results(), symlinks=True)
+    assert [p.name for p in suite.run_dirs()] == ["base"]
     return suite
 
 
