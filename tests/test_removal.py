@@ -20,6 +20,20 @@ def tree(root: Path) -> Path:
     return root
 
 
+def slow_removals(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Removal held until the second event is set; the first is set when one has begun."""
+    started, go = threading.Event(), threading.Event()
+    real = removal.shutil.rmtree
+
+    def slow(path: str, ignore_errors: bool = False) -> None:
+        started.set()
+        go.wait(60)
+        real(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(removal.shutil, "rmtree", slow)
+    return started, go
+
+
 def test_handed_over_directories_are_gone_after_the_wait(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -38,15 +52,7 @@ def test_handed_over_directories_are_gone_after_the_wait(tmp_path: Path) -> None
 def test_wait_covers_a_removal_under_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started, go = threading.Event(), threading.Event()
-    real = removal.shutil.rmtree
-
-    def slow(path: str, ignore_errors: bool = False) -> None:
-        started.set()
-        go.wait(60)
-        real(path, ignore_errors=ignore_errors)
-
-    monkeypatch.setattr(removal.shutil, "rmtree", slow)
+    started, go = slow_removals(monkeypatch)
     d = tree(tmp_path / "t")
     removal.remove_later(d)
     assert started.wait(60)
@@ -59,15 +65,7 @@ def test_wait_covers_a_removal_under_way(
 def test_a_forked_child_does_not_wait_for_its_parents_removals(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started, go = threading.Event(), threading.Event()
-    real = removal.shutil.rmtree
-
-    def slow(path: str, ignore_errors: bool = False) -> None:
-        started.set()
-        go.wait(60)
-        real(path, ignore_errors=ignore_errors)
-
-    monkeypatch.setattr(removal.shutil, "rmtree", slow)
+    started, go = slow_removals(monkeypatch)
     d = tree(tmp_path / "t")
     removal.remove_later(d)
     assert started.wait(60)

@@ -68,6 +68,12 @@ def stat_data(st: os.stat_result) -> tuple[int, ...] | None:
         mode = 0o120000
     else:
         return None
+    return _entry_stat(st, mode)
+
+
+def _entry_stat(st: os.stat_result, mode: int) -> tuple[int, ...]:
+    """The ten stat fields of an index entry (times, device, inode, ``mode``, owner, size), as
+    the index stores them (32-bit)."""
     ctime, mtime = st.st_ctime_ns, st.st_mtime_ns
     return (
         (ctime // _NS) & _U32,
@@ -126,22 +132,8 @@ def build_index(entries: Sequence[IndexEntry], stats: Mapping[bytes, os.stat_res
     parts = [_HEADER.pack(b"DIRC", 2, len(entries))]
     pack = _ENTRY.pack
     for entry in entries:
-        st = stats[entry.path]
-        ctime, mtime = st.st_ctime_ns, st.st_mtime_ns
-        head = pack(
-            (ctime // _NS) & _U32,
-            ctime % _NS,
-            (mtime // _NS) & _U32,
-            mtime % _NS,
-            st.st_dev & _U32,
-            st.st_ino & _U32,
-            entry.mode,
-            st.st_uid & _U32,
-            st.st_gid & _U32,
-            st.st_size & _U32,
-            entry.sha,
-            min(len(entry.path), _NAME_MASK),
-        )
+        head = pack(*_entry_stat(stats[entry.path], entry.mode), entry.sha,
+                    min(len(entry.path), _NAME_MASK))
         record = head + entry.path
         parts.append(record + b"\0" * (8 - len(record) % 8))
     body = b"".join(parts)
