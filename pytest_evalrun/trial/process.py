@@ -69,6 +69,7 @@ Public API: :func:`run_step`, :func:`record_steps_in`, :func:`reap_orphans`,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -152,6 +153,13 @@ class ProcessResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out and self.start_error is None
+
+    def with_leftovers(self, killed: int) -> ProcessResult:
+        """This result, counting ``killed`` more processes the step left (killed after it by
+        whoever ran it, e.g. a container environment)."""
+        if not killed:
+            return self
+        return dataclasses.replace(self, killed_leftovers=self.killed_leftovers + killed)
 
 
 # --------------------------------------------------------------------------- scanning

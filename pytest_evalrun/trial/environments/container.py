@@ -26,7 +26,6 @@ forwarded into the container's network namespace (docs/environments.md).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shutil
 import sys
@@ -611,10 +610,8 @@ class ContainerEnvironment(ContainerSteps, Environment):
                 why = f"copying the step's files out of the container failed: {exc}"
                 return ProcessResult(None, False, result.duration, start_error=why,
                                      infra_error=("sandbox", why))
-        else:
-            if killed:  # what the step left running, killed from the host after it
-                result = dataclasses.replace(
-                    result, killed_leftovers=result.killed_leftovers + killed)
+        else:  # what the step left running, killed from the host after it
+            result = result.with_leftovers(killed)
         return result
 
     def _program_env(self, env: Mapping[str, str],

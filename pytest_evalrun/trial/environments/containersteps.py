@@ -5,7 +5,6 @@ the container (docs/environments.md)."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 import shutil
@@ -181,10 +180,7 @@ class ContainerSteps:
             self._copied = batch
         else:
             batch.out.unlink(missing_ok=True)
-        if batch.killed:
-            result = dataclasses.replace(
-                result, killed_leftovers=result.killed_leftovers + batch.killed)
-        return result
+        return result.with_leftovers(batch.killed)
 
 
 def guard(target: Path) -> None:
