@@ -187,15 +187,22 @@ class TrialItem(pytest.Item):
         spent = runner.budget_spent()
         if spent is not None:
             pytest.skip(spent)
-        self.outcome = runner.run_trial_item(
+        outcome = runner.run_trial_item(
             self.nodeid, self.experiment, self.variant, self.task, self.trial
         )
-        data = self.outcome.to_dict()
-        self.user_properties.append((USER_PROPERTY, data))
+        self.user_properties.append((USER_PROPERTY, self.hand_over(outcome)))
+        if outcome.status == ERROR:
+            raise TrialProblem(outcome)
+
+    def hand_over(self, outcome: TrialOutcome) -> dict[str, Any]:
+        """Take ``outcome`` as this trial's; its dict, which the setup report carries to the
+        controller (handed over directly where this process is the controller)."""
+        self.outcome = outcome
+        data = outcome.to_dict()
+        context = context_of(self.config)
         if context.worker_id is None:  # this process is also the controller
-            context.handed[self.nodeid] = (data, self.outcome)
-        if self.outcome.status == ERROR:
-            raise TrialProblem(self.outcome)
+            context.handed[self.nodeid] = (data, outcome)
+        return data
 
     def runtest(self) -> None:
         assert self.outcome is not None

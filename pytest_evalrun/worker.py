@@ -121,11 +121,7 @@ class WorkerPlugin:
             self._looked = (item.nodeid, outcome)  # its setup need not look again
             return None
         outcome.nodeid = item.nodeid
-        item.outcome = outcome
-        data = outcome.to_dict()
-        if self.context.worker_id is None:  # this process is also the controller
-            self.context.handed[item.nodeid] = (data, outcome)
-        replay(item, nextitem, outcome, data, started)
+        replay(item, nextitem, outcome, item.hand_over(outcome), started)
         return True
 
     @pytest.hookimpl(wrapper=True)
