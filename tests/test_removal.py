@@ -20,8 +20,10 @@ def tree(root: Path) -> Path:
     return root
 
 
-def slow_removals(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
-    """Removal held until the second event is set; the first is set when one has begun."""
+def removal_under_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, threading.Event]:
+    """A tree handed over whose removal has begun and is held until the event is set."""
     started, go = threading.Event(), threading.Event()
     real = removal.shutil.rmtree
 
@@ -31,7 +33,10 @@ def slow_removals(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, thr
         real(path, ignore_errors=ignore_errors)
 
     monkeypatch.setattr(removal.shutil, "rmtree", slow)
-    return started, go
+    d = tree(tmp_path / "t")
+    removal.remove_later(d)
+    assert started.wait(60)
+    return d, go
 
 
 def test_handed_over_directories_are_gone_after_the_wait(tmp_path: Path) -> None:
@@ -52,10 +57,7 @@ def test_handed_over_directories_are_gone_after_the_wait(tmp_path: Path) -> None
 def test_wait_covers_a_removal_under_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started, go = slow_removals(monkeypatch)
-    d = tree(tmp_path / "t")
-    removal.remove_later(d)
-    assert started.wait(60)
+    d, go = removal_under_way(tmp_path, monkeypatch)
     assert not removal.wait_for_removals(timeout=0.05)  # under way: not done
     go.set()
     assert removal.wait_for_removals(timeout=60)
@@ -65,10 +67,7 @@ def test_wait_covers_a_removal_under_way(
 def test_a_forked_child_does_not_wait_for_its_parents_removals(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started, go = slow_removals(monkeypatch)
-    d = tree(tmp_path / "t")
-    removal.remove_later(d)
-    assert started.wait(60)
+    d, go = removal_under_way(tmp_path, monkeypatch)
     with warnings.catch_warnings():  # 3.12+: fork of a process with threads
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
